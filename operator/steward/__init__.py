@@ -1,0 +1,1 @@
+"""Steward: a declarative infrastructure-and-policy engine for the Rubin data facility."""

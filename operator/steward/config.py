@@ -1,0 +1,66 @@
+"""Settings, from the environment (``STEWARD_*``) or a mounted Secret, via pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Process-wide settings of the operator and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="STEWARD_", env_nested_delimiter="__")
+
+    rucio_host: str | None = None
+    """Rucio REST endpoint; when absent, the rucio client's own rucio.cfg (RUCIO_CONFIG) is used."""
+
+    rucio_auth_host: str | None = None
+    """Rucio authentication endpoint (defaults to ``rucio_host``)."""
+
+    rucio_account: str = "root"
+    """Rucio account Steward acts as; every rule Steward creates belongs to it."""
+
+    rucio_username: str | None = None
+    """Userpass identity for Rucio."""
+
+    rucio_password: SecretStr | None = None
+    """Userpass password for Rucio (a SecretStr: never printed in logs or errors)."""
+
+    rucio_password_file: Path | None = None
+    """File holding the Rucio password, e.g. a mounted Kubernetes Secret."""
+
+    rucio_calls_per_second: float = Field(default=20.0, gt=0)
+    """Cap on Rucio API calls per second, so a thousand resources at start-up do not flood it."""
+
+    database_url: str = "sqlite:///steward-audit.db"
+    """SQLAlchemy URL of the audit store."""
+
+    site: str | None = None
+    """The compute site this operator runs Campaigns for (``metadata.name`` of a Site)."""
+
+    namespaces: list[str] = Field(default_factory=list)
+    """Namespaces to watch; all when empty."""
+
+    refresh_interval: float = Field(default=60.0, gt=0)
+    """Seconds between timer refreshes of external state (Rucio has no watch)."""
+
+    workers: int = Field(default=8, ge=1, le=64)
+    """Threads running synchronous handlers (Rucio and the database block)."""
+
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the Prometheus endpoint; 0 disables it."""
+
+    metrics_address: str = "127.0.0.1"
+    """Address the metrics endpoint binds to (0.0.0.0 in a pod)."""
+
+    def rucio_secret(self) -> SecretStr | None:
+        """Return the Rucio password from the setting or the mounted file."""
+        if self.rucio_password is not None:
+            return self.rucio_password
+        if self.rucio_password_file is not None:
+            return SecretStr(self.rucio_password_file.read_text(encoding="utf-8").strip())
+        return None

@@ -1,0 +1,33 @@
+"""Names shared by every layer: the API group and version, finalizer, annotation prefixes.
+
+The API version lives here and nowhere else, because CRDs evolve additively (kopf has no
+conversion webhooks) and a second spelling of the version would drift.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+GROUP: Final = "steward.lsst.io"
+"""API group of every Steward custom resource."""
+
+VERSION: Final = "v1alpha1"
+"""The one served and stored version of every Steward custom resource."""
+
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+"""``apiVersion`` of Steward resources."""
+
+CATEGORY: Final = "steward"
+"""``kubectl get steward`` lists every Steward resource."""
+
+FINALIZER: Final = f"{GROUP}/finalizer"
+"""Finalizer kopf puts on resources whose deletion has external consequences."""
+
+ANNOTATION_PREFIX: Final = GROUP
+"""Prefix of Steward's own annotations (git provenance, kopf progress storage)."""
+
+FIELD_MANAGER: Final = "steward"
+"""Server-side apply field manager of ``steward apply``."""
+
+CACHE_DIR_ENV: Final = "STEWARD_CACHE_DIR"
+"""Environment variable overriding the cache for built binaries and virtual environments."""
