@@ -1,0 +1,150 @@
+"""OODSCache: the Observatory Operations Data Service cache at the Base.
+
+LDM-230 2.6 and the tech note on Science Pipelines in observatory operations: a limited-lifetime
+cache of recent raw data (a window such as "last week") plus data pinned by Observatory
+Operations (current master calibrations), exported read-only in a predictable directory tree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from .common import (
+    DID,
+    ByteSize,
+    CamelModel,
+    Condition,
+    DataSelector,
+    Duration,
+    LocatedValueError,
+    Name,
+    Resource,
+    SpecModel,
+)
+
+__all__ = ["Export", "OODSCache", "OODSCacheSpec", "OODSCacheStatus", "Pin"]
+
+
+class Pin(SpecModel):
+    """Data kept in the cache regardless of the window or the watermarks."""
+
+    selector: DataSelector
+    """What to pin, e.g. the current master calibrations."""
+
+    reason: str = Field(min_length=1)
+    """Why (shown in status)."""
+
+    until: datetime | None = None
+    """Unpinned after this time; pinned until removed when absent."""
+
+
+class Export(SpecModel):
+    """How the cache is exposed to the Observatory Operations cluster."""
+
+    root: str = Field(pattern=r"^/")
+    """Directory under which files appear."""
+
+    layout: str = "{instrument}/{datatype}/{day_obs}/{name}"
+    """Path template below ``root``, from DID metadata keys and ``name``."""
+
+    read_only: Literal[True] = True
+    """The export is always read-only; the cache is written by Steward only."""
+
+
+class OODSCacheSpec(SpecModel):
+    """Desired content of the OODS cache."""
+
+    site: Name = "base"
+    """The Site holding the cache."""
+
+    rse: str = Field(pattern=r"^[A-Z0-9][A-Z0-9_\-]*$")
+    """The cache RSE (type CACHE) at that site."""
+
+    scope: str = "raw"
+    """Rucio scope of the incoming data."""
+
+    instruments: list[str] = Field(min_length=1)
+    """Instruments whose data flows in, e.g. LSSTCam, LATISS."""
+
+    data_types: list[str] = Field(default_factory=lambda: ["raw"], min_length=1)
+    """Data types that flow in."""
+
+    window: Duration
+    """How far back data is kept, e.g. ``7d`` ("last week's raw data")."""
+
+    pins: list[Pin] = Field(default_factory=list)
+    """Pinned data."""
+
+    capacity: ByteSize
+    """Space the cache may use."""
+
+    high_watermark: float = Field(default=0.9, gt=0, le=1)
+    """Fraction of ``capacity`` at which eviction starts."""
+
+    low_watermark: float = Field(default=0.8, gt=0, lt=1)
+    """Fraction of ``capacity`` eviction brings usage down to (oldest unpinned first)."""
+
+    export: Export | None = None
+    """Read-only export layout."""
+
+    exclude: list[DID] = Field(default_factory=list)
+    """DIDs never cached."""
+
+    @model_validator(mode="after")
+    def _watermarks(self) -> OODSCacheSpec:
+        if self.low_watermark >= self.high_watermark:
+            msg = (
+                f"lowWatermark ({self.low_watermark}) must be below highWatermark "
+                f"({self.high_watermark})"
+            )
+            raise LocatedValueError(msg, "lowWatermark")
+        return self
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "!has(self.lowWatermark) || !has(self.highWatermark)"
+            " || self.lowWatermark < self.highWatermark",
+            "message": "lowWatermark must be below highWatermark",
+        },
+    ]
+
+
+class OODSCacheStatus(CamelModel):
+    """Observed content of the OODS cache."""
+
+    observed_generation: int | None = None
+    """Generation last reconciled."""
+
+    files: int = 0
+    """Files in the cache."""
+
+    bytes: int = 0
+    """Bytes in the cache."""
+
+    oldest_item: datetime | None = None
+    """Creation time of the oldest unpinned item."""
+
+    pinned: int = 0
+    """Pinned DIDs."""
+
+    evicted_last_cycle: int = 0
+    """DIDs evicted by the last cycle."""
+
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing, Degraded."""
+
+
+class OODSCache(Resource):
+    """The Base cache of recent raw data and pinned calibrations."""
+
+    kind: Literal["OODSCache"] = "OODSCache"
+    """Always ``OODSCache``."""
+
+    spec: OODSCacheSpec
+    """Desired state."""
+
+    status: OODSCacheStatus | None = None
+    """Observed state."""

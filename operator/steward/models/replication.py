@@ -1,0 +1,268 @@
+"""ReplicationRule: which data goes where, delegated to Rucio rules.
+
+Use cases 17, 22-24 (raw data from the Base to NCSA tape and IN2P3, the Chilean DAC copy,
+disaster recovery), 19 (copy at a cadence that does not disturb prompt processing) and the sweep
+rule of 004_6c2842cea6419e15.txt (publish a dataset only after it is backed up).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from enum import StrEnum
+from typing import ClassVar, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .common import (
+    DID,
+    CamelModel,
+    Condition,
+    DataSelector,
+    Duration,
+    LocatedValueError,
+    Resource,
+    RSEExpression,
+    SpecModel,
+)
+
+__all__ = [
+    "DeletionPolicy",
+    "ManagementPolicy",
+    "ReplicationRule",
+    "ReplicationRuleSpec",
+    "ReplicationRuleStatus",
+    "RuleState",
+    "TransferWindow",
+]
+
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+class DeletionPolicy(StrEnum):
+    """What deleting the resource does to its Rucio rules."""
+
+    ORPHAN = "Orphan"
+    DELETE = "Delete"
+
+
+class ManagementPolicy(StrEnum):
+    """Whether Steward acts on Rucio or only reports (Crossplane's Observe)."""
+
+    MANAGE = "Manage"
+    OBSERVE = "Observe"
+
+
+class RuleState(StrEnum):
+    """Rucio rule states, named as Rucio names them."""
+
+    OK = "OK"
+    REPLICATING = "REPLICATING"
+    STUCK = "STUCK"
+    SUSPENDED = "SUSPENDED"
+    WAITING_APPROVAL = "WAITING_APPROVAL"
+    INJECT = "INJECT"
+
+
+class Grouping(StrEnum):
+    """Rucio rule grouping: how files of a dataset are kept together."""
+
+    ALL = "ALL"
+    DATASET = "DATASET"
+    NONE = "NONE"
+
+
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+"""A day of the week."""
+
+WEEKDAYS: tuple[Weekday, ...] = get_args(Weekday)
+
+
+class TransferWindow(SpecModel):
+    """Daily window in which transfers may start (use case 19: do not disturb L1 processing)."""
+
+    start: str
+    """Local start time, ``HH:MM``."""
+
+    end: str
+    """Local end time, ``HH:MM``; earlier than ``start`` means the window spans midnight."""
+
+    timezone: str = "UTC"
+    """IANA time zone of ``start`` and ``end``, e.g. ``America/Santiago``."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    """Days (of the window's start) on which it opens."""
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: object) -> object:
+        if isinstance(value, int):
+            msg = (
+                f"{value} is a number: YAML reads an unquoted 22:00 as base-60; "
+                'quote the time, e.g. start: "22:00"'
+            )
+            raise ValueError(msg)  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+        if not isinstance(value, str) or not _HHMM.match(value):
+            msg = f"{value!r} is not a time of day; use HH:MM (24-hour), e.g. 22:00"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {value!r}; use an IANA name such as America/Santiago"
+            raise ValueError(msg) from None
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TransferWindow:
+        if self.start == self.end:
+            msg = "the window opens and closes at the same time; it would never be open"
+            raise ValueError(msg)
+        return self
+
+    def length_hours(self) -> float:
+        """Hours the window stays open each day it opens."""
+        start, end = (time.fromisoformat(t) for t in (self.start, self.end))
+        minutes = (end.hour * 60 + end.minute) - (start.hour * 60 + start.minute)
+        return (minutes % (24 * 60)) / 60
+
+
+class ReplicationRuleSpec(SpecModel):
+    """Desired placement of a selection of data."""
+
+    selector: DataSelector
+    """Which data: explicit DIDs, or a continuous metadata filter."""
+
+    destination: RSEExpression
+    """RSE expression of where copies go, e.g. ``site=IN2P3&type=TAPE``."""
+
+    copies: int = Field(default=1, ge=1, le=10)
+    """Number of replicas Rucio keeps on distinct RSEs matching ``destination``."""
+
+    lifetime: Duration | None = None
+    """How long the rule lives (``30d``); forever when absent. Sent to Rucio in seconds."""
+
+    priority: int = Field(default=3, ge=1, le=5)
+    """Transfer priority (Rucio/FTS 1-5, 5 highest)."""
+
+    activity: str = "Data Consolidation"
+    """Rucio activity, used for transfer shares and limits."""
+
+    source_preference: RSEExpression | None = None
+    """RSE expression of preferred transfer sources (Rucio ``source_replica_expression``)."""
+
+    grouping: Grouping = Grouping.DATASET
+    """Rucio grouping."""
+
+    locked: bool = False
+    """Lock the rule against deletion in Rucio."""
+
+    transfer_window: TransferWindow | None = None
+    """When transfers may start; anytime when absent."""
+
+    not_before: datetime | None = None
+    """Embargo: no transfer starts before this time (RFC 3339 with a time zone)."""
+
+    publish: bool = False
+    """Publish each dataset (close, mark published, attach to ``publishTo``) only after its
+    custodial copy is OK (004_6c2842cea6419e15.txt)."""
+
+    publish_to: DID | None = None
+    """The published container, ``scope:name``; required with ``publish``."""
+
+    deletion_policy: DeletionPolicy | None = None
+    """What deleting this resource does to its rules: Orphan keeps them, Delete removes them.
+    Default: Orphan when the destination is custodial, Delete otherwise."""
+
+    management_policy: ManagementPolicy = ManagementPolicy.MANAGE
+    """Manage acts on Rucio; Observe only reports."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReplicationRuleSpec:
+        if self.publish and self.publish_to is None:
+            msg = "'publish: true' needs 'publishTo', the published container (scope:name)"
+            raise LocatedValueError(msg, "publish")
+        if self.not_before is not None and self.not_before.tzinfo is None:
+            msg = "'notBefore' needs a time zone (e.g. 2026-12-01T00:00:00Z)"
+            raise LocatedValueError(msg, "notBefore")
+        return self
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "!has(self.publish) || !self.publish || has(self.publishTo)",
+            "message": "'publish: true' needs 'publishTo'",
+        },
+    ]
+
+
+class RuleCounts(CamelModel):
+    """Rules owned by the resource, by Rucio state (keys spelled as Rucio spells states)."""
+
+    model_config = ConfigDict(alias_generator=None)
+
+    OK: int = 0
+    """Rules in state OK."""
+
+    REPLICATING: int = 0
+    """Rules still replicating."""
+
+    STUCK: int = 0
+    """Rules with stuck locks."""
+
+    SUSPENDED: int = 0
+    """Suspended rules."""
+
+    WAITING_APPROVAL: int = 0
+    """Rules waiting for approval."""
+
+    INJECT: int = 0
+    """Rules queued for asynchronous injection."""
+
+
+class ReplicationRuleStatus(CamelModel):
+    """Observed state of a ReplicationRule."""
+
+    observed_generation: int | None = None
+    """Generation last reconciled."""
+
+    rule_ids: list[str] = Field(default_factory=list)
+    """Rucio rule ids this resource owns."""
+
+    subscription_id: str | None = None
+    """Rucio subscription placing new matching data, for metadata selectors."""
+
+    selected: int = 0
+    """DIDs currently selected."""
+
+    counts: RuleCounts = Field(default_factory=RuleCounts)
+    """Owned rules by Rucio state."""
+
+    bytes: int = 0
+    """Bytes under the owned rules."""
+
+    published: int = 0
+    """Datasets published (with ``publish: true``)."""
+
+    last_sync_time: datetime | None = None
+    """When Rucio state was last read."""
+
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing, Degraded."""
+
+
+class ReplicationRule(Resource):
+    """Which data goes where."""
+
+    kind: Literal["ReplicationRule"] = "ReplicationRule"
+    """Always ``ReplicationRule``."""
+
+    spec: ReplicationRuleSpec
+    """Desired state."""
+
+    status: ReplicationRuleStatus | None = None
+    """Observed state."""

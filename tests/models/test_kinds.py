@@ -1,0 +1,114 @@
+import json
+from datetime import timedelta
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from steward.models import KINDS, kind_info
+from steward.models.campaign import Campaign, step_cycle
+from steward.models.replication import DeletionPolicy, ReplicationRule
+from steward.models.retention import RetentionPolicy
+from steward.models.site import Site
+from support.samples import CAMPAIGN, DELETE, OODS, RETENTION, RULE, SITE, patched
+
+VALID = [SITE, RULE, RETENTION, OODS, CAMPAIGN]
+
+
+@pytest.mark.parametrize("document", VALID, ids=lambda d: d["kind"])
+def test_round_trip_through_yaml_and_json(document):
+    model = kind_info(document["kind"]).model
+    parsed = model.model_validate(document)
+    dumped = parsed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert model.model_validate(yaml.safe_load(yaml.safe_dump(dumped))) == parsed
+    assert model.model_validate_json(json.dumps(dumped)) == parsed
+
+
+def test_defaults():
+    rule = ReplicationRule.model_validate(RULE)
+    assert rule.spec.priority == 3
+    assert rule.spec.activity == "Data Consolidation"
+    assert rule.spec.deletion_policy is None
+    assert rule.spec.lifetime == timedelta(days=30)
+    campaign = Campaign.model_validate(CAMPAIGN)
+    assert campaign.spec.desired_state == "Running"
+    assert campaign.spec.inputs.lifetime == timedelta(days=30)
+    site = Site.model_validate(SITE)
+    rse = site.spec.rses[0]
+    assert rse.effective_attributes("NCSA") == {
+        "site": "NCSA",
+        "type": "TAPE",
+        "custodial": True,
+        "tier": 1,
+    }
+    assert rse.quota == 500 * 2**40
+    assert DeletionPolicy("Orphan") is DeletionPolicy.ORPHAN
+
+
+REJECTIONS = [
+    (RULE, ("spec", "destinaton"), "x", "Extra inputs"),
+    (RULE, ("spec", "destination"), "site=IN2P3&&type=TAPE", "invalid RSE expression"),
+    (RULE, ("spec", "lifetime"), "7 days", "invalid duration"),
+    (RULE, ("spec", "copies"), 0, "greater than or equal to 1"),
+    (RULE, ("spec", "priority"), 9, "less than or equal to 5"),
+    (RULE, ("spec", "selector", "dids"), ["raw:a"], "exactly one of"),
+    (RULE, ("spec", "selector", "scope"), DELETE, "needs the 'scope'"),
+    (RULE, ("spec", "publish"), True, "needs 'publishTo'"),
+    (RULE, ("spec", "transferWindow", "start"), 1320, "base-60"),
+    (RULE, ("spec", "transferWindow", "end"), "25:00", "not a time of day"),
+    (RULE, ("spec", "transferWindow", "timezone"), "Mars/Olympus", "unknown time zone"),
+    (RULE, ("spec", "notBefore"), "2026-12-01T00:00:00", "needs a time zone"),
+    (RULE, ("metadata", "name"), "Raw-To-IN2P3", "should match pattern"),
+    (RETENTION, ("spec", "maxAge"), "30d", "exactly one of 'lifetime' or 'maxAge'"),
+    (RETENTION, ("spec", "owner"), DELETE, "needs 'owner'"),
+    (RETENTION, ("spec", "campaign"), "drp", "applies to 'dataClass: FailedCampaignOutputs'"),
+    (OODS, ("spec", "lowWatermark"), 0.95, "must be below highWatermark"),
+    (OODS, ("spec", "capacity"), "lots", "invalid size"),
+    (OODS, ("spec", "export"), {"root": "/data", "readOnly": False}, "Input should be True"),
+    (CAMPAIGN, ("spec", "steps", 0, "dependsOn"), ["coadd"], "cycle"),
+    (CAMPAIGN, ("spec", "steps", 1, "dependsOn"), ["isr2"], "which does not exist"),
+    (CAMPAIGN, ("spec", "steps", 1, "name"), "isr", "used twice"),
+    (CAMPAIGN, ("spec", "priority"), "whenever", "Input should be"),
+    (CAMPAIGN, ("spec", "coverage", "dataIds"), [], "needs at least one invocation"),
+    (SITE, ("spec", "rses", 0, "name"), "ncsa tape", "should match pattern"),
+    (SITE, ("spec", "rses", 0, "type"), "FLOPPY", "Input should be"),
+    (SITE, ("spec", "downtimes", 0, "end"), "2026-11-30T00:00:00Z", "before it starts"),
+    (SITE, ("spec", "downtimes", 0, "start"), "2026-12-01T08:00:00", "need a time zone"),
+    (SITE, ("spec", "rses"), [], "at least 1 item"),
+]
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "value", "message"),
+    REJECTIONS,
+    ids=[f"{d['kind']}-{'.'.join(map(str, p))}" for d, p, _, _ in REJECTIONS],
+)
+def test_rejections(document, path, value, message):
+    model = kind_info(document["kind"]).model
+    with pytest.raises(ValidationError, match=message):
+        model.model_validate(patched(document, path, value))
+
+
+def test_step_cycle_names_the_cycle():
+    campaign = Campaign.model_validate(CAMPAIGN)
+    steps = campaign.spec.steps
+    assert step_cycle(steps) == []
+    steps[0].depends_on = ["coadd"]
+    assert step_cycle(steps) == ["isr", "coadd", "calibrate", "isr"]
+
+
+def test_every_kind_has_documented_fields():
+    for info in KINDS:
+        schema = info.model.model_json_schema(by_alias=True)
+        defs = schema.get("$defs", {})
+        for name, definition in [*defs.items(), (info.kind, schema)]:
+            for field, prop in definition.get("properties", {}).items():
+                referenced = defs.get(prop.get("$ref", "").rsplit("/", 1)[-1], {})
+                described = prop.get("description") or referenced.get("description")
+                assert described, f"{name}.{field} has no docstring"
+
+
+def test_retention_policy_is_importable_by_kind():
+    assert kind_info("RetentionPolicy").model is RetentionPolicy
+    with pytest.raises(KeyError):
+        kind_info("Pod")
