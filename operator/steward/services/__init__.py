@@ -1,0 +1,1 @@
+"""Decisions: desired state against actual state, giving actions and status."""
