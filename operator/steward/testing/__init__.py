@@ -1,0 +1,1 @@
+"""Real servers for tests and for `steward dev`: control plane, Rucio, PostgreSQL."""

@@ -1,0 +1,3 @@
+"""Test configuration: the real-server fixtures live in tests/support, one module per stack."""
+
+pytest_plugins = ["support.database", "support.kube", "support.operator", "support.rucio"]
