@@ -1,0 +1,1 @@
+"""Database tables of the audit store, with their alembic migrations."""

@@ -1,0 +1,86 @@
+"""Rows of the audit trail: lock the chain head, append, and read back. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.orm import Session
+
+from steward.schema.audit import AuditEntry, AuditHead
+
+__all__ = ["AuditFilter", "AuditStore"]
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which rows to read; every field narrows, None means any."""
+
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class AuditStore:
+    """Audit rows through one session; the calling service owns the transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def lock_head(self) -> tuple[int, str]:
+        """Take the writer's lock on the chain head and return (last seq, last hash).
+
+        The UPDATE comes first on purpose: it takes the row lock (PostgreSQL) or the write
+        lock (SQLite) before anything is read, so concurrent writers serialise here.
+        """
+        self._session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq))
+        head = self._session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+        return head.seq, head.hash
+
+    def append_all(self, entries: Sequence[AuditEntry]) -> None:
+        """Insert ``entries`` (already chained) and move the head to the last one.
+
+        Call after :meth:`lock_head`, in the same transaction.
+        """
+        self._session.add_all(entries)
+        last = entries[-1]
+        self._session.execute(
+            update(AuditHead).where(AuditHead.id == 1).values(seq=last.id, hash=last.hash)
+        )
+        self._session.flush()
+
+    def head(self) -> tuple[int, str]:
+        """Return (last seq, last hash) without locking."""
+        head = self._session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+        return head.seq, head.hash
+
+    def iter_all(self, batch: int = 1000) -> Iterator[AuditEntry]:
+        """Every row in chain order, read in batches so a long trail fits in memory."""
+        statement = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
+        yield from self._session.execute(statement).scalars()
+
+    def query(self, where: AuditFilter, limit: int | None = None) -> list[AuditEntry]:
+        """Rows matching ``where``, oldest first."""
+        statement: Select[AuditEntry] = select(AuditEntry).order_by(AuditEntry.id)
+        for column, value in (
+            (AuditEntry.kind, where.kind),
+            (AuditEntry.namespace, where.namespace),
+            (AuditEntry.name, where.name),
+            (AuditEntry.actor, where.actor),
+            (AuditEntry.action, where.action),
+        ):
+            if value is not None:
+                statement = statement.where(column == value)
+        if where.since is not None:
+            statement = statement.where(AuditEntry.time >= where.since)
+        if where.until is not None:
+            statement = statement.where(AuditEntry.time < where.until)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return list(self._session.execute(statement).scalars())

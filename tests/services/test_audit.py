@@ -1,0 +1,187 @@
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from steward.exceptions import ConfigurationError
+from steward.services.audit import AuditRecord, AuditService, ResourceRef
+from steward.storage.audit import AuditFilter
+from steward.storage.database import (
+    current_revision,
+    ensure_current,
+    head_revision,
+    make_engine,
+    make_sessionmaker,
+    upgrade,
+)
+
+RULE = ResourceRef(
+    kind="ReplicationRule",
+    namespace="steward",
+    name="raw-to-in2p3",
+    uid="u-1",
+    generation=3,
+    git_commit="a" * 40,
+    git_author="Jane Ops <jane@example.org>",
+    git_path="policies/replication/raw-to-in2p3.yaml",
+)
+
+
+class Clock:
+    """An injected clock: every call advances one second."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def service(engine):
+    return AuditService(make_sessionmaker(engine), clock=Clock())
+
+
+def _fill(service, count=5):
+    return [
+        service.record(
+            AuditRecord(
+                resource=RULE,
+                action="rucio.rule.add",
+                actor="operator",
+                target=f"rule-{i}",
+                after={"copies": 1, "rse_expression": "site=IN2P3&type=TAPE"},
+            )
+        )
+        for i in range(count)
+    ]
+
+
+def _tamper(engine, *statements):
+    """Act as an administrator who can bypass the append-only triggers."""
+    dialect = engine.dialect.name
+    with engine.begin() as conn:
+        if dialect == "sqlite":
+            conn.execute(text("DROP TRIGGER audit_entries_no_update"))
+            conn.execute(text("DROP TRIGGER audit_entries_no_delete"))
+        else:
+            conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_no_change"))
+        for statement in statements:
+            conn.execute(text(statement))
+
+
+def test_rows_chain_and_verify(service):
+    entries = _fill(service)
+    assert [e.id for e in entries] == [1, 2, 3, 4, 5]
+    assert entries[1].prev_hash == entries[0].hash
+    assert service.verify() == []
+    assert service.head() == (5, entries[-1].hash)
+
+
+def test_rows_carry_provenance(service):
+    _fill(service, 1)
+    (entry,) = service.query(AuditFilter(name="raw-to-in2p3"))
+    assert (entry.kind, entry.generation, entry.git_commit) == ("ReplicationRule", 3, "a" * 40)
+    assert entry.git_author == "Jane Ops <jane@example.org>"
+    assert entry.after == '{"copies":1,"rse_expression":"site=IN2P3&type=TAPE"}'
+
+
+def test_edit_is_detected_and_named(engine, service):
+    _fill(service)
+    _tamper(engine, "UPDATE audit_entries SET target = 'rule-x' WHERE id = 3")
+    findings = service.verify()
+    assert [(f.entry_id, "edited" in f.problem) for f in findings] == [(3, True)]
+
+
+def test_deleted_row_is_detected(engine, service):
+    _fill(service)
+    _tamper(engine, "DELETE FROM audit_entries WHERE id = 2")
+    findings = service.verify()
+    assert findings[0].entry_id == 3
+    assert "row 2 deleted before row 3" in findings[0].problem
+
+
+def test_deleted_tail_is_detected(engine, service):
+    _fill(service)
+    _tamper(engine, "DELETE FROM audit_entries WHERE id = 5")
+    (finding,) = service.verify()
+    assert "the chain head says the last row is 5" in finding.problem
+
+
+def test_inserted_row_is_detected(engine, service):
+    entries = _fill(service)
+    forged = (
+        "INSERT INTO audit_entries (id, time, actor, kind, namespace, name, action, result, "  # noqa: S608 - fixed test values
+        f"message, prev_hash, hash) VALUES (6, '2026-11-23 13:00:00', 'mallory', "
+        f"'ReplicationRule', 'steward', 'raw-to-in2p3', 'rucio.rule.delete', 'success', '', "
+        f"'{entries[-1].hash}', '{'f' * 64}')"
+    )
+    _tamper(engine, forged)
+    problems = [(f.entry_id, f.problem) for f in service.verify()]
+    assert (6, "row 6 was edited: its content does not match its hash") in problems
+    assert any("chain head" in p for _, p in problems)
+
+
+def test_database_refuses_update_and_delete(engine, service):
+    _fill(service, 2)
+    for statement in ("UPDATE audit_entries SET actor = 'x'", "DELETE FROM audit_entries"):
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(text(statement))
+
+
+def test_concurrent_writers_never_fork_the_chain(service):
+    def write():
+        _fill(service, 20)
+
+    threads = [threading.Thread(target=write) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert service.head()[0] == 60
+    assert service.verify() == []
+
+
+def test_filters(service):
+    _fill(service, 2)
+    service.record(AuditRecord(resource=RULE, action="rucio.rule.delete", actor="cli"))
+    assert len(service.query(AuditFilter(action="rucio.rule.delete"))) == 1
+    assert len(service.query(AuditFilter(actor="operator"))) == 2
+    since = datetime(2026, 11, 23, 12, 0, 3, tzinfo=UTC)
+    assert [e.id for e in service.query(AuditFilter(since=since))] == [3]
+    assert len(service.query(AuditFilter(kind="Site"))) == 0
+
+
+def test_migrations_upgrade_an_old_database(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine, "0001")
+    assert current_revision(engine) == "0001"
+    with pytest.raises(ConfigurationError, match="at schema revision 0001, but this Steward"):
+        ensure_current(engine)
+    old = AuditService(make_sessionmaker(engine), clock=Clock())
+    _fill(old, 3)
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    ensure_current(engine)
+    assert old.verify() == []
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_entries"))
+    engine.dispose()
+
+
+def test_empty_database_is_refused(database_url):
+    engine = make_engine(database_url)
+    with pytest.raises(ConfigurationError, match="revision none"):
+        ensure_current(engine)
+    engine.dispose()
