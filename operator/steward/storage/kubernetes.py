@@ -1,0 +1,175 @@
+"""Steward's custom resources in the Kubernetes API: get, list, server-side apply, delete.
+
+The kubernetes client is synchronous; callers on an event loop run these methods in a thread.
+Its exceptions are converted here, once: 404 becomes ``None`` or :class:`NotFoundError`, 4xx
+becomes :class:`PermanentError` carrying the API server's own message (it names the field),
+and 5xx, 429 and connection failures become :class:`TransientError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from steward.constants import FIELD_MANAGER, GROUP, VERSION
+from steward.exceptions import NotFoundError, PermanentError, TransientError
+from steward.models import KindInfo, kind_info
+
+__all__ = ["KubeResources", "ResourceKey", "api_client"]
+
+T = TypeVar("T")
+
+_APPLY = "application/apply-patch+yaml"
+
+
+@dataclass(frozen=True, order=True)
+class ResourceKey:
+    """Identity of a Steward resource."""
+
+    kind: str
+    namespace: str | None
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace + '/' if self.namespace else ''}{self.name}"
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> ResourceKey:
+        """Return the key of a resource document."""
+        meta = body.get("metadata", {})
+        return cls(body["kind"], meta.get("namespace"), meta["name"])
+
+
+def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
+    """Build an API client from a kubeconfig file, the in-cluster account, or $KUBECONFIG."""
+    # The config loaders are untyped in the kubernetes package.
+    if kubeconfig is not None:
+        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+        return cast("client.ApiClient", api)
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    except config.ConfigException:
+        return cast("client.ApiClient", config.new_client_from_config())  # type: ignore[no-untyped-call]
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        body = {}
+    return str(body.get("message") or exc.reason or exc)
+
+
+class KubeResources:
+    """Steward custom resources through one API client."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._objects = client.CustomObjectsApi(api)
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == 404:  # noqa: PLR2004 - HTTP status
+                raise NotFoundError(f"{what}: not found") from None
+            if "failed to create typed patch object" in _message(exc):
+                # Server-side apply answers 500 for a body that does not fit the schema.
+                raise PermanentError(f"{what}: {_message(exc)}") from None
+            if exc.status in {429, 500, 502, 503, 504} or exc.status == 0:
+                raise TransientError(f"{what}: {_message(exc)}", retry_after=5) from None
+            raise PermanentError(f"{what}: {_message(exc)}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TransientError(f"{what}: cannot reach the API server: {exc}") from None
+
+    def _call_json(self, what: str, call: Callable[[], object]) -> dict[str, Any]:
+        return cast("dict[str, Any]", self._call(what, call))
+
+    def get(self, key: ResourceKey) -> dict[str, Any] | None:
+        """Return the live object, or None if it does not exist."""
+        info = kind_info(key.kind)
+        try:
+            return self._call_json(
+                f"get {key}",
+                lambda: (
+                    self._objects.get_namespaced_custom_object(
+                        GROUP, VERSION, key.namespace or "", info.plural, key.name
+                    )
+                    if info.scope == "Namespaced"
+                    else self._objects.get_cluster_custom_object(
+                        GROUP, VERSION, info.plural, key.name
+                    )
+                ),
+            )
+        except NotFoundError:
+            return None
+
+    def list(self, kind: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in every namespace, optionally filtered by labels."""
+        info = kind_info(kind)
+        result = self._call_json(
+            f"list {kind}",
+            lambda: self._objects.list_cluster_custom_object(
+                GROUP, VERSION, info.plural, label_selector=label_selector
+            ),
+        )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    def apply(self, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply ``body`` as field manager ``steward`` (forcing conflicts).
+
+        Unknown fields are errors (``fieldValidation=Strict``), so a typo that slipped past
+        ``steward validate`` is still refused rather than silently pruned.
+        """
+        key = ResourceKey.of(body)
+        info = kind_info(key.kind)
+        options: dict[str, Any] = {
+            "field_manager": FIELD_MANAGER,
+            "force": True,
+            "field_validation": "Strict",
+            "_content_type": _APPLY,
+        }
+        if dry_run:
+            options["dry_run"] = "All"
+        return self._call(f"apply {key}", lambda: self._apply(info, key, body, options))
+
+    def _apply(
+        self, info: KindInfo, key: ResourceKey, body: dict[str, Any], options: dict[str, Any]
+    ) -> dict[str, Any]:
+        # The generated client maps only HTTP 200 to a body, but apply answers 201 when it
+        # creates: read the raw response instead of losing the created object.
+        options = {**options, "_preload_content": False}
+        if info.scope == "Namespaced":
+            result = self._objects.patch_namespaced_custom_object(
+                GROUP, VERSION, key.namespace or "", info.plural, key.name, body, **options
+            )
+        else:
+            result = self._objects.patch_cluster_custom_object(
+                GROUP, VERSION, info.plural, key.name, body, **options
+            )
+        raw: urllib3.BaseHTTPResponse = cast("urllib3.BaseHTTPResponse", result)
+        return cast("dict[str, Any]", json.loads(raw.data))
+
+    def delete(self, key: ResourceKey) -> None:
+        """Delete the object; finalizers (the operator's) decide what happens outside."""
+        info = kind_info(key.kind)
+        self._call(
+            f"delete {key}",
+            lambda: (
+                self._objects.delete_namespaced_custom_object(
+                    GROUP, VERSION, key.namespace or "", info.plural, key.name
+                )
+                if info.scope == "Namespaced"
+                else self._objects.delete_cluster_custom_object(
+                    GROUP, VERSION, info.plural, key.name
+                )
+            ),
+        )
