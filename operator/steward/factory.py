@@ -1,0 +1,84 @@
+"""Wiring: one ProcessContext per operator process, one Factory per unit of work.
+
+As in gafaelfawr: the process context holds what is expensive and shared (the Rucio client
+with its rate cap, the database engine, the rule snapshot); a factory builds the services a
+handler needs from it, so handlers never construct clients and tests can build services
+around real servers directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from steward.config import Settings
+from steward.services.audit import AuditService
+from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.site import SiteService
+from steward.storage.database import ensure_current, make_engine, make_sessionmaker
+from steward.storage.rucio import RetryPolicy, RucioStorage
+
+__all__ = ["Factory", "ProcessContext"]
+
+
+@dataclass
+class ProcessContext:
+    """Shared clients of one operator process."""
+
+    settings: Settings
+    rucio: RucioStorage
+    engine: Engine
+    audit: AuditService
+    snapshot: RuleSnapshot
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProcessContext:
+        """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
+
+        Raises
+        ------
+        ConfigurationError
+            If the audit database is not at this Steward's schema revision.
+        """
+        engine = make_engine(settings.database_url)
+        ensure_current(engine)
+        # Short in-call retries: an outage must surface quickly as Degraded and be retried by
+        # kopf's backoff, not hold every worker thread in a minute-long retry loop.
+        rucio = RucioStorage(
+            settings,
+            retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=5.0, retry_after=10.0),
+        )
+        return cls(
+            settings=settings,
+            rucio=rucio,
+            engine=engine,
+            audit=AuditService(make_sessionmaker(engine)),
+            snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+        )
+
+    def close(self) -> None:
+        """Release the clients (``@kopf.on.cleanup``)."""
+        self.rucio.close()
+        self.engine.dispose()
+
+
+@dataclass
+class Factory:
+    """Builds services for one unit of work from the process context."""
+
+    context: ProcessContext
+    actor: str = "steward-operator"
+
+    def create_site_service(self) -> SiteService:
+        """The Site reconciler."""
+        return SiteService(self.context.rucio, self.context.audit, actor=self.actor)
+
+    def create_replication_service(self) -> ReplicationService:
+        """The ReplicationRule reconciler."""
+        return ReplicationService(
+            rucio=self.context.rucio,
+            audit=self.context.audit,
+            snapshot=self.context.snapshot,
+            actor=self.actor,
+        )

@@ -1,0 +1,9 @@
+"""kopf handlers: ``kopf run -m steward.handlers`` (or ``steward operator``) registers them all.
+
+Handlers are thin: validate the body into the model, build a service with the Factory, call
+it, write status and post Events. Decisions live in steward.services.
+"""
+
+from steward.handlers import replication, site, startup
+
+__all__ = ["replication", "site", "startup"]

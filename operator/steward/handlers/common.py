@@ -1,0 +1,158 @@
+"""What every handler does the same way: identify, lock, report, and map errors for kopf."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import kopf
+from pydantic import BaseModel, ValidationError
+
+from steward.config import Settings
+from steward.exceptions import PermanentError, TransientError
+from steward.factory import Factory, ProcessContext
+from steward.observability import RECONCILE_SECONDS, RECONCILES, get_logger
+from steward.services.audit import ResourceRef
+from steward.services.conditions import DEGRADED, READY, condition, set_condition
+from steward.services.gitops import ANNOTATION_AUTHOR, ANNOTATION_COMMIT, ANNOTATION_PATH
+from steward.services.site import Outcome
+
+__all__ = [
+    "INTERVAL",
+    "factory",
+    "forget",
+    "jitter",
+    "parse",
+    "post",
+    "reconciling",
+    "resource_ref",
+]
+
+INTERVAL = Settings().refresh_interval
+"""Seconds between timer reconciles (Rucio has no watch to tell us of changes)."""
+
+M = TypeVar("M", bound=BaseModel)
+_LOG = get_logger(__name__)
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def jitter(**_: object) -> float:
+    """Initial timer delay: spread a thousand resources' timers over one interval."""
+    return INTERVAL * (0.5 + random.random())  # noqa: S311 - spreading load, not secrets
+
+
+def factory(memo: Any) -> Factory:  # noqa: ANN401 - kopf's memo
+    """The Factory for one unit of work."""
+    context: ProcessContext = memo.context
+    return Factory(context)
+
+
+def resource_ref(body: Mapping[str, Any]) -> ResourceRef:
+    """Identity, generation and git provenance of a resource, for the audit trail."""
+    meta = body.get("metadata", {})
+    annotations = meta.get("annotations", {}) or {}
+    return ResourceRef(
+        kind=body["kind"],
+        namespace=meta.get("namespace"),
+        name=meta["name"],
+        uid=meta.get("uid"),
+        generation=meta.get("generation"),
+        git_commit=annotations.get(ANNOTATION_COMMIT),
+        git_author=annotations.get(ANNOTATION_AUTHOR),
+        git_path=annotations.get(ANNOTATION_PATH),
+    )
+
+
+def parse(model: type[M], body: kopf.Body, patch: kopf.Patch) -> M | None:
+    """Validate the body into the model; an invalid one gets a Degraded status, not a crash.
+
+    Admission (the CRD schema and CEL rules) refuses most bad specs; this catches what only
+    the models check.
+    """
+    try:
+        return model.model_validate({k: v for k, v in body.items() if k != "status"})
+    except ValidationError as exc:
+        message = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )[:1000]
+        _degrade(body, patch, "InvalidSpec", message)
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+        return None
+
+
+def _degrade(body: kopf.Body, patch: kopf.Patch, reason: str, message: str) -> None:
+    now = datetime.now(UTC)
+    generation = body.get("metadata", {}).get("generation")
+    status = dict(body.get("status") or {})
+    conditions = set_condition(
+        status.get("conditions"),
+        condition(
+            DEGRADED, status=True, reason=reason, message=message, generation=generation, now=now
+        ),
+    )
+    if reason == "InvalidSpec":
+        conditions = set_condition(
+            conditions,
+            condition(
+                READY, status=False, reason=reason, message=message, generation=generation, now=now
+            ),
+        )
+    patch.status["conditions"] = conditions
+
+
+def post(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
+    """Write the outcome's status and post its Events."""
+    for key, value in outcome.status.items():
+        patch.status[key] = value
+    for type_, reason, message in outcome.events:
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+
+@contextmanager
+def reconciling(
+    kind: str, body: kopf.Body, patch: kopf.Patch, *, deleting: bool = False
+) -> Iterator[None]:
+    """One reconcile at a time per object; outcome metrics; errors mapped for kopf.
+
+    A timer and a change handler of one object may fire together; the lock makes the second
+    wait rather than act on the same state twice. A transient error writes Degraded and asks
+    kopf to retry later (kopf backs off, never a hot loop); a permanent one writes Degraded
+    and waits for the next change or timer tick, except while ``deleting``: then the
+    finalizer stays and kopf retries, so a refused release never loses track of rules.
+    """
+    uid = str(body.get("metadata", {}).get("uid"))
+    with _locks_guard:
+        lock = _locks.setdefault(uid, threading.Lock())
+    started = time.monotonic()
+    with lock:
+        try:
+            yield
+        except TransientError as exc:
+            RECONCILES.labels(kind, "transient-error").inc()
+            reason = "RucioUnavailable" if "Rucio" in type(exc).__name__ else "Unavailable"
+            _degrade(body, patch, reason, str(exc))
+            kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1024])
+            raise kopf.TemporaryError(str(exc), delay=exc.retry_after) from exc
+        except PermanentError as exc:
+            RECONCILES.labels(kind, "permanent-error").inc()
+            _degrade(body, patch, "Refused", str(exc))
+            kopf.event(body, type="Warning", reason="Refused", message=str(exc)[:1024])
+            _LOG.warning("reconcile refused", kind=kind, error=str(exc))
+            if deleting:
+                raise kopf.TemporaryError(str(exc), delay=INTERVAL) from exc
+        else:
+            RECONCILES.labels(kind, "success").inc()
+        finally:
+            RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
+
+
+def forget(body: kopf.Body) -> None:
+    """Drop the object's lock once it is gone."""
+    with _locks_guard:
+        _locks.pop(str(body.get("metadata", {}).get("uid")), None)

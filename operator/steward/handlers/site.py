@@ -1,0 +1,94 @@
+"""Site handlers: register RSEs on change and on a timer (downtimes), guard deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from steward.constants import GROUP, VERSION
+from steward.handlers.common import (
+    INTERVAL,
+    factory,
+    forget,
+    jitter,
+    parse,
+    post,
+    reconciling,
+    resource_ref,
+)
+from steward.models.site import Site
+
+PLURAL = "sites"
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def sites_by_name(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:  # noqa: ANN401
+    """Every Site by name, for distances between sites."""
+    return {name: dict(body)}
+
+
+def _peers(index: kopf.Index[str, dict[str, Any]], name: str) -> list[Site]:
+    peers = []
+    for other, bodies in index.items():
+        if other == name:
+            continue
+        for body in bodies:
+            try:
+                peers.append(Site.model_validate({k: v for k, v in body.items() if k != "status"}))
+            except ValueError:
+                continue
+    return peers
+
+
+def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, sites_by_name: Any) -> None:  # noqa: ANN401
+    site = parse(Site, body, patch)
+    if site is None:
+        return
+    with reconciling("Site", body, patch):
+        service = factory(memo).create_site_service()
+        outcome = service.reconcile(
+            site,
+            resource_ref(body),
+            _peers(sites_by_name, site.metadata.name),
+            (body.get("status") or {}).get("conditions"),
+        )
+        post(body, outcome, patch)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def site_changed(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **kwargs: Any,  # noqa: ANN401
+) -> None:
+    """Converge Rucio on a new or changed Site."""
+    _reconcile(body, patch, memo, kwargs["sites_by_name"])
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
+def site_timer(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **kwargs: Any,  # noqa: ANN401
+) -> None:
+    """Level-based: start and end downtimes, undo changes made behind our back."""
+    _reconcile(body, patch, memo, kwargs["sites_by_name"])
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def site_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
+    """Keep the Site (finalizer) while any of its RSEs holds data; then let it go."""
+    site = parse(Site, body, patch)
+    if site is not None:
+        with reconciling("Site", body, patch, deleting=True):
+            busy = factory(memo).create_site_service().holding_data(site, resource_ref(body))
+            if busy:
+                message = "deletion waits: " + "; ".join(busy)
+                patch.status["deletion"] = message
+                raise kopf.TemporaryError(message, delay=INTERVAL)
+    forget(body)

@@ -1,0 +1,302 @@
+"""The operator process end to end: real API server, real Rucio, real kopf.
+
+Sites and ReplicationRules are created in the cluster; the operator registers RSEs and creates
+rules in Rucio; the tests check Rucio directly and wait (with deadlines) for status.
+"""
+
+import random
+import secrets
+import signal
+import subprocess
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from steward.services.replication import owner_tag
+from support.operator import STEWARD, condition_of, until
+
+pytestmark = [pytest.mark.kube, pytest.mark.rucio]
+
+
+def _site_body(suffix):
+    facility = f"E{suffix}".upper()
+    return {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "Site",
+        "metadata": {"name": f"e2e-{suffix}"},
+        "spec": {
+            "facility": facility,
+            "rses": [
+                {
+                    "name": f"{facility}_{kind}",
+                    "type": kind,
+                    "attributes": {"custodial": True} if kind == "TAPE" else {},
+                    "protocols": [
+                        {
+                            "scheme": "mock",
+                            "hostname": "localhost",
+                            "port": 0,
+                            "prefix": f"/tmp/steward-mock/{facility.lower()}-{kind.lower()}",
+                            "impl": "rucio.rse.protocols.mock.Default",
+                        }
+                    ],
+                }
+                for kind in ("DISK", "TAPE")
+            ],
+        },
+    }
+
+
+def _rule_body(name, namespace, dids, destination, **spec):
+    return {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "ReplicationRule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"dids": dids}, "destination": destination, **spec},
+    }
+
+
+@pytest.fixture
+def e2e_site(custom_objects, rucio_storage, steward_operator):
+    """A Site created in the cluster and registered in Rucio by the operator."""
+    suffix = secrets.token_hex(3)
+    body = _site_body(suffix)
+    custom_objects.create("sites", body)
+    name = body["metadata"]["name"]
+    until(
+        "the Site to be Ready",
+        lambda: (
+            (condition_of(custom_objects.get("sites", name), "Ready") or {}).get("status") == "True"
+        ),
+        timeout=60,
+    )
+    return body
+
+
+def test_site_is_registered_and_reported(e2e_site, custom_objects, rucio_storage):
+    facility = e2e_site["spec"]["facility"]
+    site = custom_objects.get("sites", e2e_site["metadata"]["name"])
+    assert site["status"]["registered"] == 2
+    assert site["status"]["available"] == 2
+    assert sorted(rucio_storage.list_rses(f"site={facility}")) == [
+        f"{facility}_DISK",
+        f"{facility}_TAPE",
+    ]
+
+
+def test_rules_are_created_and_ready(
+    e2e_site,
+    custom_objects,
+    rucio_storage,
+    rucio_data,
+    rucio_server,
+    namespace,
+    control_plane,
+    kube_binaries,
+):
+    facility = e2e_site["spec"]["facility"]
+    datasets = [rucio_data.dataset(rse=f"{facility}_DISK") for _ in range(3)]
+    custom_objects.create(
+        "replicationrules", _rule_body("to-tape", namespace, datasets, f"site={facility}&type=TAPE")
+    )
+
+    def ready():
+        body = custom_objects.get("replicationrules", "to-tape", namespace)
+        return (condition_of(body, "Ready") or {}).get("status") == "True" and body
+
+    body = until("Ready", ready, timeout=90, between=rucio_server.daemons.converge)
+    assert body["status"]["counts"]["OK"] == 3
+    assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
+    rules = rucio_storage.list_rules(comment=owner_tag(namespace, "to-tape"))
+    assert sorted(r.did for r in rules) == sorted(datasets)
+    assert sorted(body["status"]["ruleIds"]) == sorted(r.id for r in rules)
+
+    kubectl = kube_binaries.bin_dir / "kubectl"
+    shown = subprocess.run(
+        [str(kubectl), "--kubeconfig", str(control_plane.kubeconfig), "get", "rr", "-n", namespace],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    header, row = shown.splitlines()[:2]
+    assert header.split()[:7] == [
+        "NAME",
+        "DESTINATION",
+        "COPIES",
+        "OK",
+        "REPLICATING",
+        "STUCK",
+        "READY",
+    ]
+    assert row.split()[:7] == ["to-tape", f"site={facility}&type=TAPE", "1", "3", "0", "0", "True"]
+
+
+def test_deleted_rule_in_rucio_is_restored_with_an_event(
+    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace, kube_api
+):
+    facility = e2e_site["spec"]["facility"]
+    dataset = rucio_data.dataset()
+    custom_objects.create(
+        "replicationrules", _rule_body("drift", namespace, [dataset], f"{facility}_DISK")
+    )
+    tag = owner_tag(namespace, "drift")
+    (rule,) = until("the rule", lambda: rucio_storage.list_rules(comment=tag))
+    rucio_storage.delete_rule(rule.id)
+    until(
+        "the rule to be restored",
+        lambda: rucio_storage.get_rule(rule.id).expires_at is None,
+        timeout=60,
+    )
+    import kubernetes  # noqa: PLC0415
+
+    events = kubernetes.client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    assert any(e.reason == "DriftRestored" for e in events)
+
+
+def test_deletion_with_delete_policy_removes_rules(
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace
+):
+    facility = e2e_site["spec"]["facility"]
+    dataset = rucio_data.dataset()
+    custom_objects.create(
+        "replicationrules",
+        _rule_body("gone", namespace, [dataset], f"{facility}_DISK", deletionPolicy="Delete"),
+    )
+    tag = owner_tag(namespace, "gone")
+    (rule,) = until("the rule", lambda: rucio_storage.list_rules(comment=tag))
+    custom_objects.delete("replicationrules", "gone", namespace)
+    until(
+        "the resource to go",
+        lambda: custom_objects.get("replicationrules", "gone", namespace) is None,
+    )
+    assert rucio_storage.get_rule(rule.id).expires_at is not None
+
+
+def test_crash_safety_under_sigkill(
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, steward_operator
+):
+    """SIGKILL the operator at random points while it reconciles 200 resources, 10 times."""
+    facility = e2e_site["spec"]["facility"]
+    names = [f"crash-{i:03d}" for i in range(200)]
+    datasets = {name: rucio_data.dataset(files=1) for name in names}
+    for name in names:
+        custom_objects.create(
+            "replicationrules", _rule_body(name, namespace, [datasets[name]], f"{facility}_DISK")
+        )
+    chance = random.Random(20261123)
+    for _ in range(10):
+        until(
+            "some reconciling",
+            lambda: (
+                rucio_storage.list_rules(comment=owner_tag(namespace, chance.choice(names))) or True
+            ),
+            timeout=5,
+        )
+        steward_operator.kill(signal.SIGKILL)
+        steward_operator.start()
+
+    def owns_its_rules(name):
+        status = (custom_objects.get("replicationrules", name, namespace) or {}).get("status") or {}
+        return bool(status.get("ruleIds")) and len(status["ruleIds"]) == status.get("selected")
+
+    pending = list(names)
+
+    def converged():
+        pending[:] = [name for name in pending if not owns_its_rules(name)]
+        return not pending
+
+    try:
+        until("all 200 resources to own their rules", converged, timeout=240)
+    except pytest.fail.Exception:
+        sample = custom_objects.get("replicationrules", pending[0], namespace)
+        pytest.fail(f"{len(pending)} resources not converged, e.g. {sample}")
+    per_owner = Counter()
+    for rule in rucio_storage.list_rules(scope=rucio_data.scope):
+        assert rule.comment, rule
+        assert rule.comment.startswith(f"steward:{namespace}/crash-"), rule
+        per_owner[(rule.comment, rule.did)] += 1
+    assert per_owner, "no rules were created"
+    assert max(per_owner.values()) == 1
+    assert sum(per_owner.values()) == len(names)
+    assert set(per_owner) == {(owner_tag(namespace, n), datasets[n]) for n in names}
+
+
+def test_site_deletion_waits_while_rules_place_data_there(
+    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace
+):
+    facility = e2e_site["spec"]["facility"]
+    site_name = e2e_site["metadata"]["name"]
+    dataset = rucio_data.dataset(rse=f"{facility}_DISK")
+    custom_objects.create(
+        "replicationrules",
+        _rule_body("pin", namespace, [dataset], f"{facility}_TAPE", deletionPolicy="Delete"),
+    )
+    until("the rule", lambda: rucio_storage.list_rules(comment=owner_tag(namespace, "pin")))
+    custom_objects.delete("sites", site_name)
+
+    def waiting():
+        body = custom_objects.get("sites", site_name)
+        deletion = ((body or {}).get("status") or {}).get("deletion", "")
+        return body if "may hold data" in deletion else None
+
+    body = until("the Site's deletion to wait", waiting)
+    assert f"{facility}_TAPE may hold data of 1 Rucio rules" in body["status"]["deletion"]
+
+    custom_objects.delete("replicationrules", "pin", namespace)
+    until(
+        "the rule's release",
+        lambda: custom_objects.get("replicationrules", "pin", namespace) is None,
+    )
+    rucio_storage.update_rule(
+        rucio_storage.list_rules(comment=owner_tag(namespace, "pin"))[0].id, lifetime=timedelta(0)
+    )
+    until(
+        "the Site to go",
+        lambda: custom_objects.get("sites", site_name) is None,
+        timeout=90,
+        between=lambda: rucio_server.daemons.run("judge-cleaner"),
+    )
+
+
+def test_rucio_outage_degrades_then_converges(
+    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace
+):
+    facility = e2e_site["spec"]["facility"]
+    dataset = rucio_data.dataset(rse=f"{facility}_DISK")
+    rucio_server.stop_api()
+    try:
+        custom_objects.create(
+            "replicationrules", _rule_body("outage", namespace, [dataset], f"{facility}_DISK")
+        )
+
+        def degraded():
+            body = custom_objects.get("replicationrules", "outage", namespace)
+            found = condition_of(body, "Degraded") or {}
+            return found if found.get("reason") == "RucioUnavailable" else None
+
+        found = until("Degraded: RucioUnavailable", degraded, timeout=60)
+        assert found["status"] == "True"
+    finally:
+        rucio_server.start_api()
+
+    def ready():
+        body = custom_objects.get("replicationrules", "outage", namespace)
+        return (condition_of(body, "Ready") or {}).get("status") == "True"
+
+    until("convergence after Rucio returns", ready, timeout=120)
+    assert len(rucio_storage.list_rules(comment=owner_tag(namespace, "outage"))) == 1
+
+
+def test_operator_refuses_an_out_of_date_audit_schema(operator_env, tmp_path):
+    env = {**operator_env, "STEWARD_DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"}
+    done = subprocess.run(
+        [str(STEWARD), "operator", "--standalone", "--liveness", "http://127.0.0.1:0/healthz"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "run `steward audit upgrade` first" in done.stdout + done.stderr

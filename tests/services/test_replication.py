@@ -1,0 +1,401 @@
+"""ReplicationService against the real Rucio server: create, adopt, change, drift, delete."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from steward.models.replication import ReplicationRule
+from steward.services.audit import AuditService, ResourceRef
+from steward.services.replication import (
+    ORPHANED_PREFIX,
+    ReplicationPreview,
+    ReplicationService,
+    RuleSnapshot,
+    owner_tag,
+)
+from steward.storage.audit import AuditFilter
+from steward.storage.database import make_engine, make_sessionmaker, upgrade
+from steward.storage.rucio import RuleSpec, RuleState
+
+pytestmark = pytest.mark.rucio
+
+NAMESPACE = "steward"
+
+
+@pytest.fixture
+def audit(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    upgrade(engine)
+    yield AuditService(make_sessionmaker(engine))
+    engine.dispose()
+
+
+@pytest.fixture
+def service(rucio_storage, audit):
+    return ReplicationService(rucio=rucio_storage, audit=audit)
+
+
+def _resource(name, dids, destination="NCSA_TAPE", copies=1, **spec):
+    return ReplicationRule.model_validate(
+        {
+            "apiVersion": "steward.lsst.io/v1alpha1",
+            "kind": "ReplicationRule",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "selector": {"dids": dids},
+                "destination": destination,
+                "copies": copies,
+                **spec,
+            },
+        }
+    )
+
+
+def _ref(name, generation=1):
+    return ResourceRef(
+        kind="ReplicationRule", namespace=NAMESPACE, name=name, generation=generation
+    )
+
+
+def _owned(rucio_storage, name):
+    return rucio_storage.list_rules(comment=owner_tag(NAMESPACE, name))
+
+
+def _name(rucio_data, label):
+    return f"{label}-{rucio_data.scope}"
+
+
+def _replica_rses(rucio_storage, dataset):
+    """RSEs holding an AVAILABLE replica of every file of the dataset."""
+    states = rucio_storage.list_replicas([dataset])
+    per_file = [
+        {rse for rse, state in rses.items() if state == "AVAILABLE"} for rses in states.values()
+    ]
+    return set.intersection(*per_file) if per_file else set()
+
+
+def test_creates_one_rule_per_did_and_becomes_ready(
+    service, rucio_storage, rucio_data, rucio_server
+):
+    datasets = [rucio_data.dataset() for _ in range(3)]
+    name = _name(rucio_data, "create")
+    outcome = service.reconcile(_resource(name, datasets), _ref(name))
+    assert outcome.status["selected"] == 3
+    assert len(outcome.status["ruleIds"]) == 3
+    assert ("Normal", "RulesCreated", "created 3 Rucio rules") in outcome.events
+    assert _ready(outcome) == "False"
+
+    rucio_server.daemons.converge()
+    outcome = service.reconcile(_resource(name, datasets), _ref(name), outcome.status)
+    assert outcome.status["counts"]["OK"] == 3
+    assert _ready(outcome) == "True"
+    assert all(_replica_rses(rucio_storage, d) >= {"NCSA_TAPE"} for d in datasets)
+
+
+def test_reconcile_is_idempotent(service, rucio_storage, rucio_data):
+    datasets = [rucio_data.dataset() for _ in range(4)]
+    name = _name(rucio_data, "idem")
+    for _ in range(3):
+        service.reconcile(_resource(name, datasets), _ref(name))
+    rules = _owned(rucio_storage, name)
+    assert sorted(r.did for r in rules) == sorted(datasets)
+
+
+def test_adopts_a_pre_existing_rule_and_tags_it(service, rucio_storage, rucio_data, audit):
+    dataset = rucio_data.dataset()
+    existing = rucio_storage.add_rule(dataset, RuleSpec(rse_expression="NCSA_TAPE"))
+    name = _name(rucio_data, "adopt")
+    outcome = service.reconcile(_resource(name, [dataset]), _ref(name))
+    assert outcome.status["ruleIds"] == [existing]
+    assert [r.id for r in _owned(rucio_storage, name)] == [existing]
+    assert [r.id for r in rucio_storage.list_did_rules(dataset)] == [existing]
+    actions = [e.action for e in audit.query(AuditFilter(name=name))]
+    assert "rucio.rule.adopt" in actions
+
+
+def test_copies_one_two_one_never_below_declared(service, rucio_storage, rucio_data, rucio_server):
+    dataset = rucio_data.dataset()
+    name = _name(rucio_data, "copies")
+    expression = "site=NCSA|site=IN2P3"
+    service.reconcile(_resource(name, [dataset], expression, copies=1), _ref(name))
+    rucio_server.daemons.converge()
+    assert len(_replica_rses(rucio_storage, dataset)) >= 1
+
+    outcome = service.reconcile(_resource(name, [dataset], expression, copies=2), _ref(name, 2))
+    assert any(reason == "RuleChanged" for _, reason, _ in outcome.events)
+    assert len(_replica_rses(rucio_storage, dataset)) >= 1
+    rucio_server.daemons.converge()
+    outcome = service.reconcile(_resource(name, [dataset], expression, copies=2), _ref(name, 2))
+    assert len(_replica_rses(rucio_storage, dataset)) >= 2
+    assert _ready(outcome) == "True"
+
+    service.reconcile(_resource(name, [dataset], expression, copies=1), _ref(name, 3))
+    assert len(_replica_rses(rucio_storage, dataset)) >= 1
+    rucio_server.daemons.converge()
+    outcome = service.reconcile(_resource(name, [dataset], expression, copies=1), _ref(name, 3))
+    assert _ready(outcome) == "True"
+    in_charge = [r for r in _owned(rucio_storage, name) if r.copies == 1]
+    assert len(in_charge) == 1
+
+
+def test_destination_change_moves_without_losing_the_copy(
+    service, rucio_storage, rucio_data, rucio_server
+):
+    dataset = rucio_data.dataset()
+    name = _name(rucio_data, "move")
+    service.reconcile(_resource(name, [dataset], "NCSA_TAPE"), _ref(name))
+    rucio_server.daemons.converge()
+    service.reconcile(_resource(name, [dataset], "IN2P3_TAPE"), _ref(name, 2))
+    assert "NCSA_TAPE" in _replica_rses(rucio_storage, dataset)
+    rucio_server.daemons.converge()
+    outcome = service.reconcile(_resource(name, [dataset], "IN2P3_TAPE"), _ref(name, 2))
+    assert "IN2P3_TAPE" in _replica_rses(rucio_storage, dataset)
+    assert _ready(outcome) == "True"
+    assert {r.rse_expression for r in _owned(rucio_storage, name)} >= {"IN2P3_TAPE"}
+
+
+def test_drift_is_restored(service, rucio_storage, rucio_data, rucio_server):
+    dataset = rucio_data.dataset()
+    name = _name(rucio_data, "drift")
+    service.reconcile(_resource(name, [dataset]), _ref(name))
+    (rule,) = _owned(rucio_storage, name)
+    rucio_storage.delete_rule(rule.id, unlock=True)
+    assert rucio_storage.get_rule(rule.id).expires_at is not None
+    outcome = service.reconcile(_resource(name, [dataset]), _ref(name))
+    assert any(reason == "DriftRestored" for _, reason, _ in outcome.events)
+    assert rucio_storage.get_rule(rule.id).expires_at is None
+
+    rucio_storage.update_rule(rule.id, locked=False)
+    rucio_storage.update_rule(rule.id, lifetime=timedelta(0))
+    rucio_server.daemons.run("judge-cleaner")
+    assert _owned(rucio_storage, name) == []
+    outcome = service.reconcile(_resource(name, [dataset]), _ref(name))
+    (recreated,) = _owned(rucio_storage, name)
+    assert recreated.id != rule.id
+    assert outcome.status["ruleIds"] == [recreated.id]
+
+
+@pytest.mark.parametrize("policy", ["Delete", "Orphan"])
+def test_deletion_policy(service, rucio_storage, rucio_data, policy):
+    datasets = [rucio_data.dataset() for _ in range(2)]
+    name = _name(rucio_data, policy.lower())
+    resource = _resource(name, datasets, "NCSA_DISK", deletionPolicy=policy)
+    service.reconcile(resource, _ref(name))
+    ids = {r.id for r in _owned(rucio_storage, name)}
+    events = service.finalize(resource, _ref(name))
+    assert events[0][1] == f"Rules{'Deleted' if policy == 'Delete' else 'Orphaned'}"
+    assert service.finalize(resource, _ref(name)) == []
+    after = {rule_id: rucio_storage.get_rule(rule_id) for rule_id in ids}
+    if policy == "Delete":
+        assert all(rule.expires_at is not None for rule in after.values())
+    else:
+        assert all(rule.expires_at is None for rule in after.values())
+        assert all(rule.comment.startswith(ORPHANED_PREFIX) for rule in after.values())
+
+
+def test_custodial_destinations_orphan_by_default(service):
+    spec = _resource("x", ["a:b"], "NCSA_TAPE").spec
+    assert service.deletion_policy(spec).value == "Orphan"
+    spec = _resource("x", ["a:b"], "NCSA_DISK").spec
+    assert service.deletion_policy(spec).value == "Delete"
+
+
+def test_closed_transfer_window_creates_nothing(service, rucio_storage, rucio_data):
+    dataset = rucio_data.dataset()
+    name = _name(rucio_data, "window")
+    now = datetime.now(UTC)
+    closed_start = (now + timedelta(hours=2)).strftime("%H:%M")
+    closed_end = (now + timedelta(hours=3)).strftime("%H:%M")
+    resource = _resource(
+        name,
+        [dataset],
+        transferWindow={"start": closed_start, "end": closed_end, "timezone": "UTC"},
+    )
+    outcome = service.reconcile(resource, _ref(name))
+    assert _owned(rucio_storage, name) == []
+    ready = next(c for c in outcome.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "WaitingForTransferWindow"
+    assert 3600 < outcome.requeue_after < 3 * 3600
+
+
+def test_embargo_then_release(rucio_storage, rucio_data, audit):
+    dataset = rucio_data.dataset()
+    name = _name(rucio_data, "embargo")
+    until = datetime.now(UTC) + timedelta(days=1)
+    resource = _resource(name, [dataset], notBefore=until.isoformat())
+    early = ReplicationService(rucio=rucio_storage, audit=audit)
+    early.reconcile(resource, _ref(name))
+    assert _owned(rucio_storage, name) == []
+    later = ReplicationService(
+        rucio=rucio_storage, audit=audit, clock=lambda: until + timedelta(seconds=1)
+    )
+    later.reconcile(resource, _ref(name))
+    assert len(_owned(rucio_storage, name)) == 1
+
+
+def test_observe_only_reports(service, rucio_storage, rucio_data):
+    dataset = rucio_data.dataset()
+    name = _name(rucio_data, "observe")
+    outcome = service.reconcile(_resource(name, [dataset], managementPolicy="Observe"), _ref(name))
+    assert _owned(rucio_storage, name) == []
+    assert outcome.events == []
+    ready = next(c for c in outcome.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "Observing"
+
+
+def test_every_action_is_audited(service, rucio_data, audit):
+    datasets = [rucio_data.dataset() for _ in range(2)]
+    name = _name(rucio_data, "audited")
+    service.reconcile(_resource(name, datasets), _ref(name, 7))
+    entries = audit.query(AuditFilter(name=name, action="rucio.rule.add"))
+    assert len(entries) == 2
+    assert {e.generation for e in entries} == {7}
+    assert all(e.target for e in entries)
+    assert audit.verify() == []
+
+
+def test_stuck_rules_show_degraded(service, rucio_storage, rucio_data, rucio_server):
+    dataset = rucio_data.dataset(files=1)
+    name = _name(rucio_data, "stuck")
+    rucio_storage.set_replicas_available(
+        "NCSA_DISK", rucio_data.files_of(dataset, 1), available=False
+    )
+    outcome = service.reconcile(_resource(name, [dataset], "IN2P3_DISK"), _ref(name))
+    rucio_server.daemons.converge()
+    outcome = service.reconcile(
+        _resource(name, [dataset], "IN2P3_DISK"), _ref(name), outcome.status
+    )
+    (rule,) = _owned(rucio_storage, name)
+    assert rule.state is RuleState.STUCK
+    degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RulesStuck")
+    assert outcome.status["counts"]["STUCK"] == 1
+
+
+def _ready(outcome):
+    return next(c["status"] for c in outcome.status["conditions"] if c["type"] == "Ready")
+
+
+def test_two_resources_never_steal_one_rucio_rule(service, rucio_storage, rucio_data):
+    dataset = rucio_data.dataset()
+    first, second = _name(rucio_data, "first"), _name(rucio_data, "second")
+    service.reconcile(_resource(first, [dataset], "NCSA_DISK"), _ref(first))
+    outcome = service.reconcile(_resource(second, [dataset], "NCSA_DISK"), _ref(second))
+    assert [r.did for r in _owned(rucio_storage, first)] == [dataset]
+    assert _owned(rucio_storage, second) == []
+    assert any(reason == "SharedRule" for _, reason, _ in outcome.events)
+    degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "SharedRule")
+    assert f"{NAMESPACE}/{first}" in degraded["message"]
+    events = service.finalize(
+        _resource(second, [dataset], "NCSA_DISK", deletionPolicy="Delete"), _ref(second)
+    )
+    assert events == []
+    assert rucio_storage.list_rules(comment=owner_tag(NAMESPACE, first))[0].expires_at is None
+
+
+def test_preview_shows_rucio_consequences(service, rucio_storage, rucio_data):
+    datasets = [rucio_data.dataset() for _ in range(2)]
+    name = _name(rucio_data, "preview")
+    preview = ReplicationPreview(rucio_storage)
+    resource = _resource(name, datasets, "NCSA_DISK", deletionPolicy="Delete")
+    body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert preview.consequences(NAMESPACE, name, body, None) == [
+        "Rucio: create 2 rules (2 DIDs selected)"
+    ]
+    service.reconcile(resource, _ref(name))
+    assert preview.consequences(NAMESPACE, name, body, body) == []
+    (line,) = preview.consequences(NAMESPACE, name, None, body)
+    assert line.startswith("Rucio: delete 2 rules;")
+    assert len(_owned(rucio_storage, name)) == 2
+
+
+def test_publish_only_after_the_custodial_copy_is_ok(
+    service, rucio_storage, rucio_data, rucio_server, audit
+):
+    dataset = rucio_data.dataset()
+    container = rucio_data.did("published")
+    name = _name(rucio_data, "publish")
+    resource = _resource(name, [dataset], "NCSA_TAPE", publish=True, publishTo=container)
+    outcome = service.reconcile(resource, _ref(name))
+    assert outcome.status["published"] == 0
+    assert rucio_storage.is_open(dataset)
+    assert not any(reason == "Published" for _, reason, _ in outcome.events)
+
+    rucio_server.daemons.converge()
+    outcome = service.reconcile(resource, _ref(name), outcome.status)
+    assert ("Normal", "Published", f"published 1 datasets to {container}") in outcome.events
+    assert outcome.status["published"] == 1
+    assert rucio_storage.list_content(container) == [dataset]
+    assert not rucio_storage.is_open(dataset)
+    assert [e.target for e in audit.query(AuditFilter(action="rucio.did.publish"))] == [dataset]
+
+    again = service.reconcile(resource, _ref(name), outcome.status)
+    assert again.events == []
+    assert again.status["published"] == 1
+
+
+class CountingListings:
+    """The real adapter, counting bulk listings (a spy: every call still reaches Rucio)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.listings = 0
+
+    def list_rules(self, **filters):
+        self.listings += 1
+        return self.storage.list_rules(**filters)
+
+
+def test_timer_reconciles_share_one_listing(rucio_storage, rucio_data, audit):
+    names = [_name(rucio_data, f"snap{i}") for i in range(5)]
+    datasets = {name: rucio_data.dataset() for name in names}
+    clock = {"now": 0.0}
+    counting = CountingListings(rucio_storage)
+    snapshot = RuleSnapshot(counting, max_age=60, clock=lambda: clock["now"])
+    service = ReplicationService(rucio=rucio_storage, audit=audit, snapshot=snapshot)
+    for name in names:
+        service.reconcile(_resource(name, [datasets[name]], "NCSA_DISK"), _ref(name))
+    for now, listings in ((1.0, 1), (30.0, 1), (62.0, 2)):
+        clock["now"] = now
+        for name in names:
+            outcome = service.reconcile(
+                _resource(name, [datasets[name]], "NCSA_DISK"), _ref(name), fresh=False
+            )
+            assert outcome.events == []
+            assert outcome.status["ruleIds"]
+        assert counting.listings == listings  # one bulk listing per interval, for all five
+
+
+def test_window_closing_suspends_and_reopening_resumes(
+    rucio_storage, rucio_data, rucio_server, audit
+):
+    dataset = rucio_data.dataset()
+    name = _name(rucio_data, "suspend")
+    resource = _resource(
+        name,
+        [dataset],
+        "IN2P3_DISK",
+        transferWindow={"start": "22:00", "end": "06:00", "timezone": "UTC"},
+    )
+    night = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+    day = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    clock = {"now": night}
+    service = ReplicationService(rucio=rucio_storage, audit=audit, clock=lambda: clock["now"])
+    service.reconcile(resource, _ref(name))
+    (rule,) = _owned(rucio_storage, name)
+    assert rule.state is RuleState.REPLICATING
+
+    clock["now"] = day
+    outcome = service.reconcile(resource, _ref(name))
+    assert any(reason == "TransfersPaused" for _, reason, _ in outcome.events)
+    assert rucio_storage.get_rule(rule.id).state is RuleState.SUSPENDED
+    rucio_server.daemons.converge()
+    assert rucio_storage.get_rule(rule.id).state is RuleState.SUSPENDED
+
+    clock["now"] = night + timedelta(days=1)
+    outcome = service.reconcile(resource, _ref(name))
+    assert any(reason == "TransfersResumed" for _, reason, _ in outcome.events)
+    rucio_server.daemons.run("judge-repairer")
+    rucio_server.daemons.converge()
+    assert rucio_storage.get_rule(rule.id).state is RuleState.OK

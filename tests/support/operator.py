@@ -1,0 +1,206 @@
+"""The real operator process (``steward operator``) against the real control plane and Rucio.
+
+End-to-end tests run the operator exactly as it is deployed: a separate process, talking to the
+API server with a kubeconfig and to Rucio over HTTP. It can be SIGKILLed mid-reconcile and
+started again, which is how crash safety is tested.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+
+from steward.constants import GROUP, VERSION
+from steward.storage.database import make_engine, upgrade
+
+STEWARD = Path(sys.executable).with_name("steward")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """One ``steward operator --standalone`` subprocess; restartable, killable."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = _free_port()
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start the operator and wait until its liveness endpoint answers."""
+        self.port = _free_port()
+        handle = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(STEWARD),
+                "operator",
+                "--standalone",
+                "--liveness",
+                f"http://127.0.0.1:{self.port}/healthz",
+            ],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        handle.close()
+        self.starts += 1
+        deadline = time.monotonic() + 60
+        while not self._healthy():
+            if self.process.poll() is not None:
+                pytest.fail(f"operator exited with {self.process.returncode}:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"operator not healthy within 60 s:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the operator's whole process group (SIGKILL: no cleanup at all)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), then kill if it lingers."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def tail(self, lines: int = 40) -> str:
+        """The end of the operator's log."""
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def operator_env(control_plane, rucio_server, tmp_path) -> dict[str, str]:
+    """Environment of an operator process: cluster, Rucio, a fresh audit database."""
+    database = f"sqlite:///{tmp_path / 'operator-audit.db'}"
+    engine = make_engine(database)
+    upgrade(engine)
+    engine.dispose()
+    settings = rucio_server.settings()
+    password_file = tmp_path / "rucio-password"
+    password_file.write_text(settings.rucio_secret().get_secret_value())
+    return {
+        **os.environ,
+        "KUBECONFIG": str(control_plane.kubeconfig),
+        "STEWARD_RUCIO_HOST": str(settings.rucio_host),
+        "STEWARD_RUCIO_ACCOUNT": settings.rucio_account,
+        "STEWARD_RUCIO_USERNAME": str(settings.rucio_username),
+        "STEWARD_RUCIO_PASSWORD_FILE": str(password_file),
+        "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
+        "STEWARD_DATABASE_URL": database,
+        "STEWARD_REFRESH_INTERVAL": "3",
+    }
+
+
+@pytest.fixture
+def steward_operator(operator_env, tmp_path) -> Iterator[OperatorProcess]:
+    """A running operator; stopped (and its log shown on failure) after the test."""
+    process = OperatorProcess(operator_env, tmp_path / "operator.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+class CustomObjects:
+    """Steward resources through the kubernetes client, for tests."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = kubernetes.client.CustomObjectsApi(api)
+
+    def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        namespace = body["metadata"].get("namespace")
+        if namespace:
+            return self.api.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, body)
+        return self.api.create_cluster_custom_object(GROUP, VERSION, plural, body)
+
+    def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        try:
+            if namespace:
+                return self.api.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, plural, name
+                )
+            return self.api.get_cluster_custom_object(GROUP, VERSION, plural, name)
+        except kubernetes.client.exceptions.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch(self, plural: str, name: str, namespace: str | None, body: dict[str, Any]) -> None:
+        if namespace:
+            self.api.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, body)
+        else:
+            self.api.patch_cluster_custom_object(GROUP, VERSION, plural, name, body)
+
+    def delete(self, plural: str, name: str, namespace: str | None = None) -> None:
+        if namespace:
+            self.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        else:
+            self.api.delete_cluster_custom_object(GROUP, VERSION, plural, name)
+
+
+@pytest.fixture
+def custom_objects(kube_api) -> CustomObjects:
+    return CustomObjects(kube_api)
+
+
+def condition_of(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    """The condition of ``type_`` in a resource's status."""
+    for item in ((body or {}).get("status") or {}).get("conditions") or []:
+        if item.get("type") == type_:
+            return item
+    return None
+
+
+def until(
+    what: str,
+    probe: Callable[[], Any],
+    *,
+    timeout: float = 60.0,
+    between: Callable[[], None] | None = None,
+) -> Any:
+    """Poll ``probe`` until truthy (running ``between`` each round, e.g. Rucio daemons)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {result!r})")
+        if between is not None:
+            between()
+        time.sleep(0.2)
