@@ -1,0 +1,354 @@
+"""`steward dev up|status|env|down`: the whole stack, reported truthfully, gone after `down`.
+
+The end-to-end test is what a developer does after ``make dev``: ``eval "$(steward dev env)"``,
+``kubectl get site`` and ``kubectl get rr -A`` showing real Rucio states, ``steward audit log``
+showing the operator's actions, ``steward history rr/raw-to-in2p3 -n steward``; then ``down``
+and nothing of the stack left in ``ps``. It uses PostgreSQL for Rucio (as CI does): on SQLite
+no policy of policies/ can place data outside a transfer window, which the notes say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from steward.cli.main import cli
+from steward.testing import devoperator, devstack
+from steward.testing.k8sbuild import Binaries
+from support.kube import NODE_COUNT, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STEWARD = Path(sys.executable).with_name("steward")
+CONTROL_PLANE = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+RUCIO = {"postgresql", "rucio-server", "rucio-daemons"}
+OPERATOR = {"steward-operator"}
+
+
+def _in_shell(state_dir: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """Run COMMAND in bash after ``eval "$(steward dev env)"``, in the checkout.
+
+    The shell's PATH lacks the virtual environment: ``steward`` must come from the env output.
+    """
+    env_line = f"{shlex.quote(str(STEWARD))} dev env --state-dir {shlex.quote(str(state_dir))}"
+    script = f'set -e; eval "$({env_line})"; {command}'
+    path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if d != str(STEWARD.parent)
+    )
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def _session_members(leaders: set[int]) -> set[tuple[int, str]]:
+    """(pid, start time) of every process in the sessions of LEADERS (workers, backends)."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and int(fields[3]) in leaders and fields[0] != "Z":
+            members.add((int(entry.name), fields[19]))
+    return members
+
+
+def _still_running(members: set[tuple[int, str]]) -> list[int]:
+    survivors = []
+    for pid, start in members:
+        fields = _stat_fields(pid)
+        if fields is not None and fields[19] == start and fields[0] != "Z":
+            survivors.append(pid)
+    return survivors
+
+
+def _mentioning(text: str) -> list[str]:
+    """Command lines of live processes whose command line or directory mentions TEXT."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = str((entry / "cwd").readlink())
+        except OSError:
+            continue
+        if text in args or cwd.startswith(text):
+            found.append(f"{entry.name}: {args[:200]}")
+    return found
+
+
+def _resources(kubectl: Path, kubeconfig: str, kind: str) -> list[dict[str, Any]]:
+    listed = subprocess.run(
+        [str(kubectl), "--kubeconfig", kubeconfig, "get", kind, "-A", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+    return items
+
+
+def _condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    for item in (body.get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            return dict(item)
+    return {}
+
+
+def _check_status_and_env(runner: CliRunner, option: list[str], state: devstack.StackState) -> None:
+    """``status`` lists every component and process as up; ``env`` exports what a shell needs."""
+    status = runner.invoke(cli, ["dev", "status", *option])
+    assert status.exit_code == 0, status.output
+    for component in state.components:
+        assert f"[{component}]" in status.output
+    for process in state.processes:
+        assert re.search(rf"^{process.name}\s+up\s", status.output, re.MULTILINE), status.output
+    assert "note: Rucio database: PostgreSQL" in status.output
+
+    env = runner.invoke(cli, ["dev", "env", *option])
+    assert env.exit_code == 0, env.output
+    exported = dict(re.findall(r"^export (\w+)=(.*)$", env.output, re.MULTILINE))
+    assert {
+        "KUBECONFIG",
+        "RUCIO_CONFIG",
+        "STEWARD_DATABASE_URL",
+        "STEWARD_RUCIO_HOST",
+        "STEWARD_RUCIO_ACCOUNT",
+        "STEWARD_RUCIO_USERNAME",
+        "STEWARD_RUCIO_PASSWORD_FILE",
+        "PATH",
+    } <= set(exported)
+    assert exported["KUBECONFIG"] == state.env["KUBECONFIG"]
+    assert exported["STEWARD_DATABASE_URL"] == state.env["STEWARD_DATABASE_URL"]
+
+
+class _Cluster:
+    """The stack's Steward resources, read with its kubectl."""
+
+    def __init__(self, kubectl: Path, kubeconfig: str) -> None:
+        self.kubectl = kubectl
+        self.kubeconfig = kubeconfig
+
+    def get(self, kind: str) -> list[dict[str, Any]]:
+        return _resources(self.kubectl, self.kubeconfig, kind)
+
+    def site_registered(self) -> bool:
+        return any(
+            _condition(site, "Ready").get("status") == "True"
+            and (site.get("status") or {}).get("registered") == len(site["spec"]["rses"])
+            for site in self.get("sites.steward.lsst.io")
+        )
+
+    def rules(self) -> dict[str, dict[str, Any]]:
+        return {r["metadata"]["name"]: r for r in self.get("replicationrules.steward.lsst.io")}
+
+    def placed(self) -> list[str]:
+        """ReplicationRules Ready with Rucio rules OK."""
+        return [
+            name
+            for name, rule in self.rules().items()
+            if _condition(rule, "Ready").get("status") == "True"
+            and ((rule.get("status") or {}).get("counts") or {}).get("OK", 0) > 0
+        ]
+
+
+def _check_notes_match_the_cluster(state: devstack.StackState, cluster: _Cluster) -> None:
+    """Every rule a note says Rucio refuses is Degraded for that reason in the cluster."""
+    live = cluster.rules()
+    for line in state.notes:
+        if not line.startswith("Rucio refuses"):
+            continue
+        names = line.split("ReplicationRules ", 1)[1].split(" (", 1)[0].split(", ")
+        for name in names:
+            degraded = _condition(live[name], "Degraded")
+            assert (degraded.get("status"), degraded.get("reason")) == ("True", "Refused")
+
+
+def _check_a_developers_shell(state_dir: Path, placed: list[str]) -> None:
+    """kubectl, ``steward audit log`` and ``history`` after ``eval "$(steward dev env)"``."""
+    shell = _in_shell(state_dir, "kubectl get site && kubectl get rr -A")
+    assert shell.returncode == 0, shell.stderr
+    for name in placed:
+        row = next(line for line in shell.stdout.splitlines() if f" {name} " in line)
+        assert re.search(r"\s[1-9]\d*\s+0\s+0\s+True\s", row), row  # OK REPLICATING STUCK READY
+
+    audit = _in_shell(state_dir, "steward audit log --format json")
+    assert audit.returncode == 0, audit.stderr
+    actions = {(entry["actor"], entry["action"]) for entry in json.loads(audit.stdout)}
+    assert ("steward-apply", "k8s.apply") in actions
+    assert ("steward-operator", "rucio.rse.register") in actions
+    assert ("steward-operator", "rucio.rule.add") in actions
+
+    history = _in_shell(state_dir, "steward history rr/raw-to-in2p3 -n steward --no-diff")
+    assert history.returncode == 0, history.stderr
+    assert re.search(r"commit [0-9a-f]{12}", history.stdout), history.stdout
+    assert "steward-apply k8s.apply" in history.stdout
+
+
+@pytest.mark.kube
+@pytest.mark.rucio
+def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
+    runner = CliRunner()
+    state_dir = tmp_path / "dev"
+    option = ["--state-dir", str(state_dir)]
+    began = time.monotonic()
+    started = runner.invoke(cli, ["dev", "up", *option, "--rucio-database", "postgresql"])
+    try:
+        assert started.exit_code == 0, started.output
+        assert "dev stack started" in started.output
+        state = devstack.read_state(state_dir)
+        assert state is not None
+        assert state.components == ["kubernetes", "rucio", "operator"]
+        assert {p.name for p in state.processes} == CONTROL_PLANE | RUCIO | OPERATOR
+        sessions = _session_members({p.pid for p in state.processes} | {state.supervisor})
+        scratch = [Path(p.scratch) for p in state.processes if p.scratch]
+        assert scratch  # PostgreSQL's throw-away cluster
+
+        again = runner.invoke(cli, ["dev", "up", *option])
+        assert again.exit_code == 0, again.output
+        assert "dev stack already running" in again.output
+        assert devstack.read_state(state_dir) == state
+
+        _check_status_and_env(runner, option, state)
+        cluster = _Cluster(kube_binaries.kubectl, state.env["KUBECONFIG"])
+        assert len(cluster.get("nodes")) == NODE_COUNT
+        wait_until("a Site with every RSE registered in Rucio", cluster.site_registered, 60)
+        wait_until("a ReplicationRule Ready with Rucio rules OK", cluster.placed, 120)
+        ready_after = time.monotonic() - began
+        _check_notes_match_the_cluster(state, cluster)
+        _check_a_developers_shell(state_dir, cluster.placed())
+    finally:
+        stopped = runner.invoke(cli, ["dev", "down", *option])
+
+    assert stopped.exit_code == 0, stopped.output
+    assert "dev stack stopped" in stopped.output
+    assert not _still_running(sessions)
+    assert not state.supervisor_alive()
+    assert not _mentioning(str(state_dir))
+    assert not [path for path in scratch if path.exists()]
+    after = runner.invoke(cli, ["dev", "status", *option])
+    assert after.exit_code == 3
+    assert "dev stack not running" in after.output
+    assert ready_after < 180, f"the first rule was Ready {ready_after:.0f} s after up began"
+
+
+@pytest.mark.kube
+@pytest.mark.rucio
+def test_dev_down_cleans_up_after_a_killed_supervisor(tmp_path: Path) -> None:
+    runner = CliRunner()
+    option = ["--state-dir", str(tmp_path / "dev")]
+    started = runner.invoke(cli, ["dev", "up", *option])
+    assert started.exit_code == 0, started.output
+    state = devstack.read_state(tmp_path / "dev")
+    assert state is not None
+    sessions = _session_members({p.pid for p in state.processes})
+    scratch = [Path(p.scratch) for p in state.processes if p.scratch]
+
+    os.kill(state.supervisor, signal.SIGKILL)
+    wait_until(
+        "every process of the stack (servers, workers, operator) to die with its supervisor",
+        lambda: not _still_running(sessions),
+        30,
+    )
+
+    status = runner.invoke(cli, ["dev", "status", *option])
+    assert status.exit_code == 3
+    assert "kube-apiserver           down" in status.output
+    assert "steward-operator         down" in status.output
+    stopped = runner.invoke(cli, ["dev", "down", *option])
+    assert stopped.exit_code == 0, stopped.output
+    assert devstack.read_state(tmp_path / "dev") is None
+    assert not [path for path in scratch if path.exists()]
+
+
+# --- without servers ------------------------------------------------------------------------------
+
+
+def _rule(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "ReplicationRule",
+        "metadata": {"name": name, "namespace": "steward"},
+        "spec": {"destination": "site=NCSA&type=TAPE", **spec},
+    }
+
+
+def test_limitations_name_idle_kinds_refused_selections_and_windows() -> None:
+    resources = [
+        {"kind": "Campaign", "metadata": {"name": "c"}},
+        _rule("raw", {"selector": {"scope": "raw", "match": {"datatype": "raw"}}}),
+        _rule(
+            "windowed",
+            {
+                "selector": {"scope": "raw", "match": {"datatype": "raw"}},
+                "transferWindow": {"start": "08:00", "end": "18:00", "timezone": "UTC"},
+            },
+        ),
+    ]
+    lines = devoperator.local_limitations(
+        resources,
+        {"Site", "ReplicationRule"},
+        {"raw": "Filter keys used do not all belong to the same metadata plugin."},
+        datetime(2026, 11, 23, 7, 0, tzinfo=UTC),
+    )
+    assert lines[0].startswith("applied but not reconciled (no operator for these kinds yet): 1")
+    assert "ReplicationRules raw (Filter keys" in lines[1]
+    assert "windowed creates Rucio rules only in its transfer window 08:00-18:00 UTC" in lines[2]
+    assert "closed until 2026-11-23 08:00 UTC" in lines[2]
+
+
+def test_reconciled_kinds_come_from_the_handlers() -> None:
+    assert {"Site", "ReplicationRule"} <= devoperator.reconciled_kinds()
+
+
+def test_operator_env_drops_a_previous_stacks_settings() -> None:
+    stale = {
+        "KUBECONFIG": "/old/kubeconfig",
+        "RUCIO_CONFIG": "/old/rucio.cfg",
+        "STEWARD_RUCIO_PASSWORD": "old",
+        "STEWARD_NAMESPACES": '["elsewhere"]',
+        "STEWARD_CACHE_DIR": "/cache",
+        "HOME": "/root",
+    }
+    env = devoperator.operator_env(
+        stale, {"KUBECONFIG": "/new/kubeconfig"}, "sqlite:////new/audit.db", 9100
+    )
+    assert env["KUBECONFIG"] == "/new/kubeconfig"
+    assert "RUCIO_CONFIG" not in env
+    assert "STEWARD_RUCIO_PASSWORD" not in env
+    assert "STEWARD_NAMESPACES" not in env
+    assert env["STEWARD_CACHE_DIR"] == "/cache"
+    assert env["HOME"] == "/root"
+    assert env["STEWARD_DATABASE_URL"] == "sqlite:////new/audit.db"
+    assert env["STEWARD_METRICS_PORT"] == "9100"
+
+
+def test_sqlite_is_used_when_asked() -> None:
+    database, why = devoperator.choose_rucio_database("sqlite")
+    assert database == "sqlite"
+    assert "custom DID metadata keys are refused" in why
