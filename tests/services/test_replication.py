@@ -390,12 +390,17 @@ def test_window_closing_suspends_and_reopening_resumes(
     outcome = service.reconcile(resource, _ref(name))
     assert any(reason == "TransfersPaused" for _, reason, _ in outcome.events)
     assert rucio_storage.get_rule(rule.id).state is RuleState.SUSPENDED
-    rucio_server.daemons.converge()
+    rucio_server.daemons.converge()  # the conveyor would run any transfer still queued
     assert rucio_storage.get_rule(rule.id).state is RuleState.SUSPENDED
+    replicas = rucio_storage.list_replicas(rucio_data.files_of(dataset))
+    assert all(states.get("IN2P3_DISK") != "AVAILABLE" for states in replicas.values())
 
     clock["now"] = night + timedelta(days=1)
     outcome = service.reconcile(resource, _ref(name))
     assert any(reason == "TransfersResumed" for _, reason, _ in outcome.events)
+    rucio_server.daemons.age_locks(rule.id, 21 * 3600)  # the day went by, for Rucio too
     rucio_server.daemons.run("judge-repairer")
     rucio_server.daemons.converge()
     assert rucio_storage.get_rule(rule.id).state is RuleState.OK
+    replicas = rucio_storage.list_replicas(rucio_data.files_of(dataset))
+    assert all(states.get("IN2P3_DISK") == "AVAILABLE" for states in replicas.values())

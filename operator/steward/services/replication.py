@@ -515,23 +515,23 @@ class ReplicationService(RucioView):
     def _gate_transfers(self, work: _Pass, *, allowed: bool) -> None:
         """Suspend transfers outside the window or embargo; resume them when it opens.
 
-        Use case 19: copying must not disturb prompt processing. A rule is created only while
-        transfers are allowed; a rule still replicating when the window closes is SUSPENDED,
-        and set back to STUCK when it reopens, which judge-repairer re-evaluates. SUSPENDED
-        stops Rucio's judge from queuing more work for the rule; requests already queued still
-        run, as Rucio's conveyor does not look at rule state. Cancelling them on suspend
-        (``cancel_requests``) would leave the locks STUCK, which the repairer retries only
-        after two hours (``__is_retry_required`` in rucio.core.rule_grouping), so a window
-        would reopen late. A SUSPENDED rule is resumed even if someone else suspended it: the
-        declared state wins.
+        Use case 19: copying must not disturb prompt processing, so no transfer starts outside
+        the window. A rule is created only while transfers are allowed. When the window
+        closes, a rule still replicating is SUSPENDED with ``cancel_requests``: SUSPENDED alone
+        only stops Rucio's judge, the conveyor would still submit the requests already queued.
+        Cancelling leaves the unfinished locks STUCK. When the window reopens the rule is set
+        to STUCK, and judge-repairer queues those transfers again, once a lock has been STUCK
+        for two hours (Rucio's retry backoff, ``__is_retry_required`` in
+        rucio.core.rule_grouping): a window that reopens sooner resumes that much later. A
+        SUSPENDED rule is resumed even if someone else suspended it: the declared state wins.
         """
         if work.spec.transfer_window is None and work.spec.not_before is None:
             return
         moving: Literal["SUSPENDED", "STUCK"] = "STUCK" if allowed else "SUSPENDED"
-        wanted = RuleState.SUSPENDED if allowed else RuleState.REPLICATING
-        changed = [r for r in work.owned.all() if r.state is wanted]
+        wanted = {RuleState.SUSPENDED} if allowed else {RuleState.REPLICATING, RuleState.STUCK}
+        changed = [r for r in work.owned.all() if r.state in wanted]
         for rule in changed:
-            self.rucio.update_rule(rule.id, state=moving)
+            self.rucio.update_rule(rule.id, state=moving, cancel_requests=not allowed)
         if changed:
             action = "rucio.rule.suspend" if not allowed else "rucio.rule.resume"
             self.audit.record_many(

@@ -761,12 +761,14 @@ class RucioStorage:
         source_replica_expression: str | _Unset | None = UNSET,
         purge_replicas: bool | _Unset = UNSET,
         state: Literal["SUSPENDED", "STUCK"] | _Unset = UNSET,
+        cancel_requests: bool | _Unset = UNSET,
     ) -> None:
         """Change what Rucio lets change in place; `UNSET` options are left alone.
 
         ``lifetime`` counts from now; None removes the expiry, a zero or negative one expires
         the rule at once (judge-cleaner then deletes it). Expression and copies cannot change
-        in place: use `change_rule`.
+        in place: use `change_rule`. ``cancel_requests`` with a ``state`` cancels the rule's
+        queued and submitted transfers and marks its replicating locks STUCK.
         """
         given = {
             "lifetime": _seconds(lifetime) if not isinstance(lifetime, _Unset) else lifetime,
@@ -777,6 +779,7 @@ class RucioStorage:
             "source_replica_expression": source_replica_expression,
             "purge_replicas": purge_replicas,
             "state": state.lower() if isinstance(state, str) else state,
+            "cancel_requests": cancel_requests,
         }
         options = {key: value for key, value in given.items() if value is not UNSET}
         if options:

@@ -183,6 +183,32 @@ def fingerprint() -> dict[str, Any]:
         session.close()
 
 
+def age_locks(rule_id: str, seconds: float) -> dict[str, Any]:
+    """Move a rule's lock timestamps ``seconds`` into the past; return how many moved.
+
+    Rucio's repairer retries a STUCK lock only hours after its last update; tests step over
+    that wait this way instead of sleeping, as they inject clocks elsewhere.
+    """
+    from datetime import timedelta  # noqa: PLC0415
+
+    from rucio.db.sqla import models  # noqa: PLC0415
+    from rucio.db.sqla.session import get_session  # noqa: PLC0415
+    from sqlalchemy import select  # noqa: PLC0415
+
+    shift = timedelta(seconds=seconds)
+    session = get_session()()
+    try:
+        query = select(models.ReplicaLock).where(models.ReplicaLock.rule_id == rule_id)
+        locks = session.execute(query).scalars().all()
+        for lock in locks:  # in Python: SQLite has no datetime arithmetic SQLAlchemy can use
+            lock.created_at -= shift
+            lock.updated_at -= shift
+        session.commit()
+        return {"locks": len(locks)}
+    finally:
+        session.close()
+
+
 def converge(max_rounds: int = 30) -> dict[str, Any]:
     """Run judge and conveyor rounds until one changes nothing; return rounds and state."""
     daemons = _daemons()
@@ -207,10 +233,12 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
             result: Any = converge(**options)
         elif name == "fingerprint":
             result = fingerprint()
+        elif name == "age-locks":
+            result = age_locks(**options)
         elif name in _daemons():
             result = _daemons()[name](**options)
         else:
-            known = sorted([*_daemons(), "converge", "fingerprint"])
+            known = sorted([*_daemons(), "age-locks", "converge", "fingerprint"])
             return {"ok": False, "error": f"unknown daemon {name!r}; known: {', '.join(known)}"}
     except Exception:  # noqa: BLE001 - the caller gets the traceback, the runner lives on
         return {"ok": False, "error": traceback.format_exc()}

@@ -323,6 +323,17 @@ class RucioDaemons:
         result = reply["result"]
         return ConvergeResult(result["rounds"], result["quiet"], result["state"], reply["seconds"])
 
+    def age_locks(self, rule_id: str, seconds: float) -> int:
+        """Make a rule's locks ``seconds`` older (Rucio's repairer backs off for hours).
+
+        Returns how many locks moved. For tests only: it writes to Rucio's database directly.
+        """
+        reply = self._request(
+            {"daemon": "age-locks", "options": {"rule_id": rule_id, "seconds": seconds}},
+            _DAEMON_TIMEOUT,
+        )
+        return int(reply["result"]["locks"])
+
     def fingerprint(self) -> dict[str, Any]:
         """Return counts of rules, locks, requests and replicas by state, from the database."""
         result: dict[str, Any] = self._request({"daemon": "fingerprint"}, _DAEMON_TIMEOUT)["result"]
