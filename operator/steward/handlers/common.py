@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import kopf
@@ -18,7 +18,13 @@ from steward.exceptions import PermanentError, TransientError
 from steward.factory import Factory, ProcessContext
 from steward.observability import RECONCILE_SECONDS, RECONCILES, get_logger
 from steward.services.audit import ResourceRef
-from steward.services.conditions import DEGRADED, READY, condition, set_condition
+from steward.services.conditions import (
+    DEGRADED,
+    READY,
+    condition,
+    set_condition,
+    status_changes,
+)
 from steward.services.gitops import ANNOTATION_AUTHOR, ANNOTATION_COMMIT, ANNOTATION_PATH
 from steward.services.site import Outcome
 
@@ -35,6 +41,8 @@ __all__ = [
 
 INTERVAL = Settings().refresh_interval
 """Seconds between timer reconciles (Rucio has no watch to tell us of changes)."""
+HEARTBEAT = timedelta(seconds=10 * INTERVAL)
+"""How old ``lastSyncTime`` may get before a status that did not change is written anyway."""
 
 M = TypeVar("M", bound=BaseModel)
 _LOG = get_logger(__name__)
@@ -107,8 +115,9 @@ def _degrade(body: kopf.Body, patch: kopf.Patch, reason: str, message: str) -> N
 
 
 def post(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
-    """Write the outcome's status and post its Events."""
-    for key, value in outcome.status.items():
+    """Write what changed in the outcome's status and post its Events."""
+    old = body.get("status") or {}
+    for key, value in status_changes(old, outcome.status, heartbeat=HEARTBEAT).items():
         patch.status[key] = value
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message[:1024])

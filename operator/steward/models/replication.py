@@ -249,7 +249,9 @@ class ReplicationRuleStatus(CamelModel):
     """Datasets published (with ``publish: true``)."""
 
     last_sync_time: datetime | None = None
-    """When Rucio state was last read."""
+    """When Rucio state was last read and written here: at every change, and at least every
+    ten refresh intervals when nothing changes (one status write per resource per interval
+    would load the API server for nothing)."""
 
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing, Degraded."""
