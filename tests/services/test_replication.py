@@ -101,6 +101,21 @@ def test_reconcile_is_idempotent(service, rucio_storage, rucio_data):
     assert sorted(r.did for r in rules) == sorted(datasets)
 
 
+def test_a_first_pass_repeated_after_a_crash_adopts_what_it_created(
+    service, rucio_storage, rucio_data
+):
+    # A first pass skips listing the resource's rules; if it crashed before writing the
+    # status, the next first pass creates them again, meets DuplicateRule and adopts.
+    datasets = [rucio_data.dataset() for _ in range(3)]
+    name = _name(rucio_data, "first")
+    created = service.reconcile(_resource(name, datasets), _ref(name), first_pass=True)
+    again = service.reconcile(_resource(name, datasets), _ref(name), first_pass=True)
+    rules = _owned(rucio_storage, name)
+    assert sorted(r.did for r in rules) == sorted(datasets)
+    assert again.status["ruleIds"] == created.status["ruleIds"] == sorted(r.id for r in rules)
+    assert again.status["counts"]["REPLICATING"] == 3
+
+
 def test_adopts_a_pre_existing_rule_and_tags_it(service, rucio_storage, rucio_data, audit):
     dataset = rucio_data.dataset()
     existing = rucio_storage.add_rule(dataset, RuleSpec(rse_expression="NCSA_TAPE"))

@@ -28,8 +28,13 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) ->
         return
     with reconciling("ReplicationRule", body, patch):
         service = factory(memo).create_replication_service()
+        status = dict(body.get("status") or {})
         outcome = service.reconcile(
-            rule, resource_ref(body), dict(body.get("status") or {}), fresh=fresh
+            rule,
+            resource_ref(body),
+            status,
+            fresh=fresh,
+            first_pass=fresh and "observedGeneration" not in status,
         )
         post(body, outcome, patch)
 
