@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=8, ge=1, le=64)
     """Threads running synchronous handlers (Rucio and the database block)."""
 
+    kube_connections: int = Field(default=32, ge=4, le=1024)
+    """Connections the operator keeps to the Kubernetes API at most, watch streams included
+    (one per kind and watched namespace, so keep it well above that). Unbounded, a burst of
+    a thousand new resources opened 666 TLS connections at ~350 KiB each."""
+
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the Prometheus endpoint; 0 disables it."""
 
