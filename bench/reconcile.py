@@ -1,0 +1,935 @@
+"""Benchmark the operator end to end: ReplicationRules in a real cluster, rules in real Rucio.
+
+Prints numbers; it is not a test. Run it with ``.venv/bin/python bench/reconcile.py``
+(``--rules 1000``, ``--single 20``; ``--help`` for the rest). It starts its own control plane,
+Rucio server (SQLite) and ``steward operator --standalone`` process in a temporary directory,
+and tears all of them down at the end. Every ReplicationRule selects one dataset of one file by
+its DID, and its destination already holds the replica, so each Rucio rule is OK when created
+and no transfer daemon is needed. Ready is observed through a watch on the namespace's
+ReplicationRules: the first event that shows ``Ready=True`` counts. It measures, in one run:
+
+single rule on an idle system
+    ``--single`` rules applied one at a time, each after the previous one is Ready: latency
+    from the create call's return to Ready (goal: p50 < 1 s, p99 < 3 s).
+a burst
+    ``--rules`` rules created at once from ``--threads`` threads: time from the first create
+    to the last Ready, creation-to-Ready latency, the operator's Rucio calls per rule (its
+    ``steward_rucio_api_calls`` gauge before and after) and its peak RSS (VmHWM).
+the Rucio baseline
+    the same number of rules on the same datasets created by `RucioStorage.add_rules` in
+    batched calls (another RSE holding the same replicas, so they are not duplicates), just
+    before and just after the burst; the burst's time over the faster one (goal: <= 1.5x).
+steady state
+    after everything is Ready and one refresh interval has passed, the operator's Rucio calls
+    over ``--steady-intervals`` refresh intervals, per resource and interval (goal: < 0.01),
+    with the timer reconciles counted to show the timers did run.
+
+The operator runs with ``STEWARD_RUCIO_CALLS_PER_SECOND=--calls-per-second`` (1000 by
+default: the benchmark measures the operator, not the cap; at Steward's default of 20 a second
+the burst alone is bounded below by its Rucio calls / 20 seconds) and
+``STEWARD_REFRESH_INTERVAL=--refresh-interval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+STEWARD = Path(sys.executable).with_name("steward")
+GROUP, VERSION, PLURAL = "steward.lsst.io", "v1alpha1", "replicationrules"
+NAMESPACE = "bench"
+MOCK = "rucio.rse.protocols.mock.Default"
+TARGET, BEFORE, AFTER = "BENCH_A", "BENCH_B", "BENCH_C"
+"""The operator's destination, and the baseline's before and after the burst."""
+REPLAY, COALESCED = "BENCH_D", "BENCH_E"
+"""Destinations of the replays of the operator's pattern and of the coalesced one."""
+RSES = (TARGET, BEFORE, AFTER, REPLAY, COALESCED)
+SCOPE = "bench"
+CHUNK = 500
+"""DIDs per setup call: Rucio looks DIDs up with one OR term each, SQLite allows 1,000."""
+TICK = os.sysconf("SC_CLK_TCK")
+P50_GOAL, P99_GOAL, RATIO_GOAL, STEADY_GOAL = 1.0, 3.0, 1.5, 0.01
+"""The issue's goals: single-rule seconds, burst over baseline, calls a resource an interval."""
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait(what: str, probe: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:  # noqa: ANN401
+    """Poll ``probe`` until truthy and return it; raise TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            msg = f"timed out after {timeout:.0f} s waiting for {what}"
+            raise TimeoutError(msg)
+        time.sleep(step)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p99 of 20 values is the largest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A ``kB`` field of /proc/PID/status (0 when the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process (0 when gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of these processes and all their descendants."""
+    return sum(cpu_seconds(p) for root in pids for p in descendants(root))
+
+
+def mentioning(text: str) -> list[str]:
+    """Processes whose command line or environment contains ``text`` (leftover check)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline or text in environ:
+            found.append(f"{entry.name} {cmdline[:120]}")
+    return found
+
+
+class Operator:
+    """One ``steward operator --standalone`` process with metrics and a liveness endpoint."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.health = free_port()
+        self.metrics = int(env["STEWARD_METRICS_PORT"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The operator's process id."""
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start it and wait until /healthz answers."""
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                [
+                    str(STEWARD),
+                    "operator",
+                    "--standalone",
+                    "--liveness",
+                    f"http://127.0.0.1:{self.health}/healthz",
+                ],
+                env=self.env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        def healthy() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                msg = f"operator exited with {self.process.returncode}:\n{self.tail()}"
+                raise RuntimeError(msg)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.health}/healthz", timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait("the operator's /healthz", healthy, timeout, step=0.2)
+
+    def scrape(self) -> dict[str, float]:
+        """The operator's Prometheus metrics, ``name{labels}`` -> value."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics}/metrics", timeout=10
+        ) as response:
+            text = response.read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def calls(self) -> int:
+        """Rucio API calls the operator has made."""
+        return int(self.scrape()["steward_rucio_api_calls"])
+
+    def peak_rss_kib(self) -> dict[int, int]:
+        """VmHWM of the operator and each descendant, by pid."""
+        return {pid: proc_status(pid, "VmHWM") for pid in descendants(self.pid)}
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it if it lingers."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of the operator's log."""
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- Kubernetes -----------------------------------------------------------------------------------
+
+
+def is_ready(body: dict[str, Any]) -> bool:
+    """Whether a ReplicationRule's Ready condition is True."""
+    for item in (body.get("status") or {}).get("conditions") or []:
+        if item.get("type") == "Ready":
+            return item.get("status") == "True"
+    return False
+
+
+@dataclass
+class ReadyWatch:
+    """Records, through a watch, when each ReplicationRule of the namespace is first Ready."""
+
+    api: Any
+    ready: dict[str, float] = field(default_factory=dict)
+    relisted: int = 0
+    """Times the watch expired (410) and was replaced by a listing."""
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start watching from the current state."""
+        self._thread = threading.Thread(target=self._run, name="ready-watch", daemon=True)
+        self._thread.start()
+
+    def _list(self) -> str:
+        listing = self.api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+        now = time.monotonic()
+        for item in listing["items"]:
+            self._seen(item, now)
+        return str(listing["metadata"]["resourceVersion"])
+
+    def _seen(self, body: dict[str, Any], now: float) -> None:
+        if is_ready(body):
+            with self._lock:
+                self.ready.setdefault(body["metadata"]["name"], now)
+
+    def _run(self) -> None:
+        import kubernetes  # noqa: PLC0415
+
+        try:
+            version = self._list()
+            while not self._stop.is_set():
+                watch = kubernetes.watch.Watch()
+                try:
+                    for event in watch.stream(
+                        self.api.list_namespaced_custom_object,
+                        GROUP,
+                        VERSION,
+                        NAMESPACE,
+                        PLURAL,
+                        resource_version=version,
+                        timeout_seconds=5,
+                        allow_watch_bookmarks=True,
+                    ):
+                        now = time.monotonic()
+                        body = event["object"]
+                        version = body.get("metadata", {}).get("resourceVersion", version)
+                        if event["type"] in {"ADDED", "MODIFIED"}:
+                            self._seen(body, now)
+                        if self._stop.is_set():
+                            watch.stop()
+                except kubernetes.client.exceptions.ApiException as error:
+                    if error.status != 410:  # noqa: PLR2004 - Gone: the version expired
+                        raise
+                    self.relisted += 1
+                    version = self._list()
+        except BaseException as error:  # noqa: BLE001 - reported by the waiting thread
+            self.error = error
+
+    def when(self, name: str) -> float | None:
+        """When ``name`` was first seen Ready."""
+        if self.error is not None:
+            raise RuntimeError("the watch failed") from self.error
+        with self._lock:
+            return self.ready.get(name)
+
+    def count(self, names: list[str]) -> int:
+        """How many of ``names`` were seen Ready."""
+        if self.error is not None:
+            raise RuntimeError("the watch failed") from self.error
+        with self._lock:
+            return sum(1 for name in names if name in self.ready)
+
+    def stop(self) -> None:
+        """Stop the watch (within its 5-second server timeout)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+
+def rule_body(name: str, did: str) -> dict[str, Any]:
+    """A ReplicationRule placing one dataset on the RSE that holds it."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ReplicationRule",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"selector": {"dids": [did]}, "destination": TARGET},
+    }
+
+
+# -- Rucio ----------------------------------------------------------------------------------------
+
+
+def site() -> Any:  # noqa: ANN401 - a Site
+    """One mock site with five DISK RSEs (the replicas are on all of them)."""
+    from steward.models.site import Site  # noqa: PLC0415
+
+    return Site.model_validate(
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Site",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "facility": "BENCH",
+                "rses": [
+                    {
+                        "name": rse,
+                        "type": "DISK",
+                        "protocols": [
+                            {
+                                "scheme": "mock",
+                                "hostname": "localhost",
+                                "port": 0,
+                                "prefix": f"/bench/{rse.lower()}",
+                                "impl": MOCK,
+                            }
+                        ],
+                    }
+                    for rse in RSES
+                ],
+            },
+        }
+    )
+
+
+def datasets(client: Any, count: int) -> list[str]:  # noqa: ANN401 - rucio's Client
+    """``count`` datasets of one file, the file's replica on every bench RSE."""
+    names = [f"ds-{i:05d}" for i in range(count)]
+    for start in range(0, count, CHUNK):
+        chunk = names[start : start + CHUNK]
+        files = [
+            {"scope": SCOPE, "name": f"{n}.f", "bytes": 100, "adler32": "00000001"} for n in chunk
+        ]
+        for rse in RSES:
+            client.add_replicas(rse, files)
+        client.add_dids([{"scope": SCOPE, "name": n, "type": "DATASET"} for n in chunk])
+        client.attach_dids_to_dids(
+            [
+                {"scope": SCOPE, "name": n, "dids": [{"scope": SCOPE, "name": f"{n}.f"}]}
+                for n in chunk
+            ]
+        )
+    return [f"{SCOPE}:{n}" for n in names]
+
+
+def kube_writes(api_client: Any) -> dict[str, float]:  # noqa: ANN401 - kubernetes ApiClient
+    """Writes the API server has served, ``VERB resource[/subresource]`` -> count.
+
+    From its ``apiserver_request_total`` metric, for ReplicationRules and Events only.
+    """
+    request = api_client.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    text = api_client.call_api(*request).read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+        if labels.get("resource") not in {"replicationrules", "events"}:
+            continue
+        if labels.get("verb") not in {"POST", "PATCH", "PUT", "DELETE"}:
+            continue
+        sub = labels.get("subresource")
+        key = f"{labels['verb']} {labels['resource']}{'/' + sub if sub else ''}"
+        found[key] = found.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def per_item(before: dict[str, float], after: dict[str, float], count: float) -> str:
+    """The increase of each counter divided by ``count``, as text."""
+    deltas = {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(before) | set(after))}
+    return ", ".join(f"{k} {v / count:.2f}" for k, v in deltas.items() if v) or "none"
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    """What the run measured, for the table."""
+
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, what: str, value: str, goal: str = "", *, verdict: bool | None = None) -> None:
+        """One row; ``verdict`` None when the number has no goal."""
+        met = "" if verdict is None else ("met" if verdict else "MISSED")
+        self.rows.append((what, value, goal, met))
+        print(f"  {what}: {value}" + (f"  (goal {goal}: {met})" if goal else ""), flush=True)
+
+    def table(self) -> None:
+        """Print every row aligned."""
+        widths = [max(len(row[i]) for row in [*self.rows, ("", "", "", "")]) for i in range(4)]
+        print()
+        print(
+            "  ".join(
+                h.ljust(w) for h, w in zip(("measure", "value", "goal", ""), widths, strict=True)
+            )
+        )
+        print("  ".join("-" * w for w in widths))
+        for row in self.rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        for note in self.notes:
+            print(f"* {note}")
+
+
+def stamp(message: str) -> None:
+    """Progress on stderr with the wall time."""
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+class Bench:
+    """The running stack and the measurements."""
+
+    def __init__(self, args: argparse.Namespace, base: Path) -> None:
+        self.args = args
+        self.base = base
+        self.results = Results()
+        self.all_rules: list[str] = []
+        self.api_client: Any = None
+
+    def run(self) -> None:
+        """Start everything, measure, print, tear down."""
+        import kubernetes  # noqa: PLC0415
+
+        from steward.storage.rucio import RucioStorage  # noqa: PLC0415 - after TMPDIR
+        from steward.testing.controlplane import ControlPlane  # noqa: PLC0415
+        from steward.testing.k8sbuild import ensure_binaries  # noqa: PLC0415
+        from steward.testing.rucio_server import run_rucio_server  # noqa: PLC0415
+
+        args = self.args
+        with ExitStack() as stack:
+            stamp("starting the control plane")
+            plane = stack.enter_context(
+                ControlPlane(binaries=ensure_binaries(), run_dir=self.base / "control-plane")
+            )
+            plane.create_nodes(1)
+            plane.install_crds(REPO / "crds")
+            api_client = stack.enter_context(
+                kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
+            )
+            watch_client = stack.enter_context(
+                kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
+            )
+            kubernetes.client.CoreV1Api(api_client).create_namespace(
+                {"metadata": {"name": NAMESPACE}}
+            )
+            plane.wait_for_service_account(NAMESPACE)
+
+            stamp("starting the Rucio server")
+            server = stack.enter_context(
+                run_rucio_server(self.base / "rucio", database=args.database)
+            )
+            os.environ["RUCIO_CONFIG"] = str(server.config_path)
+            from rucio.client import Client  # noqa: PLC0415 - the raw client, for bulk setup
+
+            storage = stack.enter_context(RucioStorage(server.settings(rucio_calls_per_second=1e9)))
+            storage.register_site(site())
+            storage.add_scope(SCOPE)
+            stamp(f"creating {args.rules + args.single + 1} datasets")
+            dids = datasets(Client(), args.rules + args.single + 1)
+            single_dids, burst_dids = dids[: args.single + 1], dids[args.single + 1 :]
+
+            operator = self.start_operator(stack, plane.kubeconfig, server)
+            watch = ReadyWatch(kubernetes.client.CustomObjectsApi(watch_client))
+            watch.start()
+            stack.callback(watch.stop)
+            objects = kubernetes.client.CustomObjectsApi(api_client)
+            self.api_client = api_client
+
+            self.single(objects, watch, operator, single_dids)
+            before = self.baseline(storage, burst_dids, BEFORE)
+            if args.replay:
+                self.probe(storage, single_dids)
+                self.replay(storage, burst_dids)
+                self.coalesced(storage, burst_dids)
+            components = {c.name: c.pid for c in plane.components()}
+            pids = {
+                "operator": [operator.pid],
+                "Rucio server": [pid for _, pid in server.processes()],
+                "kube-apiserver+etcd": [components["kube-apiserver"], components["etcd"]],
+            }
+            burst = self.burst(objects, watch, operator, pids, burst_dids)
+            after = self.baseline(storage, burst_dids, AFTER)
+            self.compare(burst, before, after)
+            self.steady(operator)
+            self.finish(operator)
+            stamp("tearing down")
+
+    def start_operator(self, stack: ExitStack, kubeconfig: Path, server: Any) -> Operator:  # noqa: ANN401
+        """Migrate a fresh audit database and start the operator against the stack."""
+        from steward.storage.database import make_engine, upgrade  # noqa: PLC0415
+
+        args = self.args
+        database = f"sqlite:///{self.base / 'operator-audit.db'}"
+        engine = make_engine(database)
+        upgrade(engine)
+        engine.dispose()
+        password = self.base / "rucio-password"
+        password.write_text(server.password.get_secret_value())
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "STEWARD_RUCIO_HOST": server.host,
+            "STEWARD_RUCIO_ACCOUNT": server.account,
+            "STEWARD_RUCIO_USERNAME": server.username,
+            "STEWARD_RUCIO_PASSWORD_FILE": str(password),
+            "STEWARD_RUCIO_CALLS_PER_SECOND": str(args.calls_per_second),
+            "STEWARD_DATABASE_URL": database,
+            "STEWARD_REFRESH_INTERVAL": str(args.refresh_interval),
+            "STEWARD_METRICS_PORT": str(free_port()),
+            "STEWARD_WORKERS": str(args.workers),
+        }
+        operator = Operator(env, self.base / "operator.log")
+        stack.callback(operator.stop)
+        stamp("starting the operator")
+        operator.start()
+        return operator
+
+    def finish(self, operator: Operator) -> None:
+        """Peak memory and the operator log's errors."""
+        peak = operator.peak_rss_kib()
+        now = sum(proc_status(pid, "VmRSS") for pid in peak)
+        self.results.add(
+            "operator peak RSS (VmHWM)",
+            " + ".join(f"{kib / 1024:.0f} MiB" for kib in peak.values())
+            + f" ({len(peak)} process{'es' if len(peak) > 1 else ''};"
+            + f" RSS at the end {now / 1024:.0f} MiB)",
+        )
+        log = operator.log.read_text(errors="replace")
+        errors = sum(1 for line in log.splitlines() if '"level": "error"' in line)
+        self.results.notes.append(f"operator log: {errors} error lines")
+
+    def single(self, objects: Any, watch: ReadyWatch, operator: Operator, dids: list[str]) -> None:  # noqa: ANN401
+        """Apply rules one at a time; each waits for the previous one to be Ready."""
+        stamp(f"single rules: a warm-up and {len(dids) - 1}, one at a time")
+        # The first rule after start-up pays for the operator's watch starting (the API server
+        # may answer 429 while a new CRD's storage initialises) and its first Rucio login.
+        warm_up, dids = dids[0], dids[1:]
+        objects.create_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, rule_body("warm-up", warm_up)
+        )
+        created = time.monotonic()
+        ready = wait("warm-up Ready", lambda: watch.when("warm-up"), self.args.timeout, 0.005)
+        self.all_rules.append("warm-up")
+        self.results.add("first rule after start-up (not counted)", f"{ready - created:.2f} s")
+        latencies = []
+        calls = operator.calls()
+        for index, did in enumerate(dids):
+            name = f"single-{index:03d}"
+            objects.create_namespaced_custom_object(
+                GROUP, VERSION, NAMESPACE, PLURAL, rule_body(name, did)
+            )
+            created = time.monotonic()
+            ready = wait(f"{name} Ready", lambda n=name: watch.when(n), self.args.timeout, 0.005)
+            latencies.append(max(0.0, ready - created))
+            self.all_rules.append(name)
+        calls = operator.calls() - calls
+        values = ", ".join(f"{v:.2f}" for v in latencies)
+        self.results.notes.append(f"single-rule latencies (s, in order): {values}")
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        self.results.add(
+            f"single rule, p50 (N={len(dids)})", f"{p50:.2f} s", "< 1 s", verdict=p50 < P50_GOAL
+        )
+        self.results.add(
+            f"single rule, p99 (N={len(dids)})", f"{p99:.2f} s", "< 3 s", verdict=p99 < P99_GOAL
+        )
+        self.results.add("single rule, Rucio calls per rule", f"{calls / len(dids):.2f}")
+
+    def baseline(self, storage: Any, dids: list[str], rse: str) -> float:  # noqa: ANN401
+        """Seconds `RucioStorage.add_rules` takes for these DIDs to ``rse`` (batched)."""
+        from steward.storage.rucio import RuleSpec  # noqa: PLC0415
+
+        stamp(f"baseline: add_rules of {len(dids)} DIDs to {rse}")
+        calls = storage.api_calls
+        start = time.perf_counter()
+        added = storage.add_rules(
+            dids, RuleSpec(rse, activity="Data Consolidation", comment=f"bench-baseline:{rse}")
+        )
+        seconds = time.perf_counter() - start
+        assert len(added.created) == len(dids), "the baseline found existing rules"
+        label = "before" if rse == BEFORE else "after"
+        self.results.add(
+            f"Rucio baseline {label} the burst",
+            f"{seconds:.2f} s, {storage.api_calls - calls} calls",
+        )
+        return seconds
+
+    def profile(self, operator: Operator) -> subprocess.Popen[bytes] | None:
+        """Start py-spy on the operator when asked (it perturbs the numbers: for finding why)."""
+        if self.args.py_spy is None:
+            return None
+        profile = self.base / "operator-burst.pyspy.txt"
+        command = [str(self.args.py_spy), "record", "--idle", "--threads", "--format", "raw"]
+        command += ["--rate", "50", "--pid", str(operator.pid), "--output", str(profile)]
+        self.results.notes.append(f"py-spy profile of the burst: {profile}")
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def burst(
+        self,
+        objects: Any,  # noqa: ANN401
+        watch: ReadyWatch,
+        operator: Operator,
+        pids: dict[str, list[int]],
+        dids: list[str],
+    ) -> float:
+        """Create every rule at once; return seconds from the first create to the last Ready."""
+        args = self.args
+        names = [f"rule-{i:05d}" for i in range(len(dids))]
+        created: dict[str, float] = {}
+        stamp(f"burst: {len(names)} rules from {args.threads} threads")
+        cpu = {name: (lambda p=p: tree_cpu(p)) for name, p in pids.items()}
+        cpu_before = {k: f() for k, f in cpu.items()}
+        calls = operator.calls()
+        metrics = operator.scrape()
+        writes = kube_writes(self.api_client)
+
+        def create(pair: tuple[str, str]) -> None:
+            name, did = pair
+            objects.create_namespaced_custom_object(
+                GROUP, VERSION, NAMESPACE, PLURAL, rule_body(name, did)
+            )
+            created[name] = time.monotonic()
+
+        profiler = self.profile(operator)
+        start = time.monotonic()
+        try:
+            with ThreadPoolExecutor(args.threads) as pool:
+                list(pool.map(create, zip(names, dids, strict=True)))
+            creating = time.monotonic() - start
+            wait(
+                f"{len(names)} rules Ready",
+                lambda: watch.count(names) == len(names),
+                max(args.timeout, 1.0 * len(names)),
+                step=0.2,
+            )
+        finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=60)
+        ready = {name: watch.when(name) for name in names}
+        total = max(v for v in ready.values() if v is not None) - start
+        latencies = [max(0.0, (ready[n] or 0.0) - created[n]) for n in names]
+        calls = operator.calls() - calls
+        after = operator.scrape()
+        self.all_rules.extend(names)
+        count = len(names)
+        self.results.add(f"burst: {count} creates issued in", f"{creating:.2f} s")
+        self.results.add("burst: first create to all Ready", f"{total:.2f} s")
+        self.results.add("burst: creation->Ready p50", f"{percentile(latencies, 50):.2f} s")
+        self.results.add("burst: creation->Ready p99", f"{percentile(latencies, 99):.2f} s")
+        self.results.add(
+            "burst: operator Rucio calls per rule", f"{calls / count:.2f} ({calls} calls)"
+        )
+        key = 'steward_reconcile_seconds_{}{{kind="ReplicationRule"}}'
+        spent = after.get(key.format("sum"), 0) - metrics.get(key.format("sum"), 0)
+        handled = after.get(key.format("count"), 0) - metrics.get(key.format("count"), 0)
+        if handled:
+            self.results.add(
+                "burst: reconciles, mean time in handler",
+                f"{handled:.0f}, {spent / handled * 1000:.0f} ms",
+            )
+        self.results.add(
+            "burst: Kubernetes writes per rule (with the creates)",
+            per_item(writes, kube_writes(self.api_client), count),
+        )
+        used = ", ".join(f"{k} {f() - cpu_before[k]:.0f} s" for k, f in cpu.items())
+        self.results.add("burst: CPU seconds used", used)
+        return total
+
+    def compare(self, burst: float, before: float, after: float) -> None:
+        """The burst's time over the faster baseline."""
+        best = min(before, after)
+        ratio = burst / best
+        self.results.add(
+            "burst / Rucio baseline (faster of the two)",
+            f"{ratio:.1f}x ({burst:.1f} s / {best:.2f} s)",
+            "<= 1.5x",
+            verdict=ratio <= RATIO_GOAL,
+        )
+
+    def probe(self, storage: Any, dids: list[str]) -> None:  # noqa: ANN401
+        """Sequential cost of one listing by owner tag and of one single-DID rule creation."""
+        from steward.storage.rucio import RuleSpec  # noqa: PLC0415
+
+        stamp(f"probe: {len(dids)} sequential listings by tag and single-DID adds")
+        start = time.perf_counter()
+        for did in dids:
+            storage.list_rules(comment=f"bench-probe:{did}")
+        listing = (time.perf_counter() - start) / len(dids)
+        start = time.perf_counter()
+        for did in dids:
+            storage.add_rules([did], RuleSpec(REPLAY, activity="Data Consolidation"))
+        adding = (time.perf_counter() - start) / len(dids)
+        ids = [rule.id for rule in storage.list_rules(rse_expression=REPLAY)]
+        start = time.perf_counter()
+        for rule_id in ids:
+            storage.update_rule(rule_id, comment=f"bench-probe:{rule_id}")
+        updating = (time.perf_counter() - start) / len(ids)
+        rules = len(storage.list_rules())
+        self.results.add(
+            "Rucio, one call at a time",
+            f"list by tag {listing * 1000:.0f} ms, add one rule {adding * 1000:.0f} ms, "
+            f"set one comment {updating * 1000:.0f} ms ({rules} rules in the account)",
+        )
+
+    def replay(self, storage: Any, dids: list[str]) -> None:  # noqa: ANN401
+        """The operator's Rucio calls for new resources, without Kubernetes or kopf.
+
+        A fresh reconcile lists the resource's rules by owner tag, adds the missing rule, and
+        lists again for the status: three calls per resource. Replaying them from as many
+        threads as the operator has workers shows what Rucio alone needs for that pattern (on
+        another RSE, before the burst, so the operator's timers are idle meanwhile).
+        """
+        from steward.storage.rucio import RuleSpec  # noqa: PLC0415
+
+        threads = self.args.workers
+        stamp(f"replay: list, add, list per DID to {REPLAY} from {threads} threads")
+        spent = {"list": 0.0, "add": 0.0}
+        lock = threading.Lock()
+
+        def one(did: str) -> None:
+            tag = f"bench-replay:{did}"
+            timings = []
+            for step in ("list", "add", "list"):
+                begin = time.perf_counter()
+                if step == "add":
+                    spec = RuleSpec(REPLAY, activity="Data Consolidation", comment=tag)
+                    storage.add_rules([did], spec)
+                else:
+                    storage.list_rules(comment=tag)
+                timings.append((step, time.perf_counter() - begin))
+            with lock:
+                for step, seconds in timings:
+                    spent[step] += seconds
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, dids))
+        seconds = time.perf_counter() - start
+        count = len(dids)
+        self.results.add(
+            f"replay of the operator's calls ({threads} threads)",
+            f"{seconds:.2f} s; mean add {spent['add'] / count * 1000:.0f} ms, "
+            f"list {spent['list'] / count / 2 * 1000:.0f} ms",
+        )
+
+    def coalesced(self, storage: Any, dids: list[str]) -> None:  # noqa: ANN401
+        """What Rucio would need if the operator coalesced its workers' rule creations.
+
+        A proposal, not what the operator does: the rules of as many resources as there are
+        workers are created in one call under a neutral comment, then each resource sets its
+        owner tag on its rule and lists its rules for the status (two cheap calls each).
+        """
+        from steward.storage.rucio import RuleSpec  # noqa: PLC0415
+
+        threads = self.args.workers
+        stamp(f"coalesced replay: add {threads} DIDs a call to {COALESCED}, then tag and list")
+        spec = RuleSpec(COALESCED, activity="Data Consolidation", comment="bench-unclaimed")
+
+        def claim(pair: tuple[str, str]) -> None:
+            did, rule_id = pair
+            tag = f"bench-coalesced:{did}"
+            storage.update_rule(rule_id, comment=tag)
+            storage.list_rules(comment=tag)
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            for begin in range(0, len(dids), threads):
+                added = storage.add_rules(dids[begin : begin + threads], spec)
+                list(pool.map(claim, added.rule_ids.items()))
+        seconds = time.perf_counter() - start
+        self.results.add(
+            f"replay, coalesced {threads} DIDs a call (proposal)",
+            f"{seconds:.2f} s",
+        )
+
+    def steady(self, operator: Operator) -> None:
+        """Rucio calls per resource per refresh interval once everything is Ready."""
+        args = self.args
+        interval = args.refresh_interval
+        stamp(f"steady state: settle {interval:.0f} s, measure {args.steady_intervals} intervals")
+        time.sleep(interval)
+        key = 'steward_reconciles_total{kind="ReplicationRule",outcome="success"}'
+        first = operator.scrape()
+        writes = kube_writes(self.api_client)
+        cpu = cpu_seconds(operator.pid)
+        window = interval * args.steady_intervals
+        time.sleep(window)
+        last = operator.scrape()
+        cpu = cpu_seconds(operator.pid) - cpu
+        writes = per_item(
+            writes, kube_writes(self.api_client), len(self.all_rules) * args.steady_intervals
+        )
+        calls = last["steward_rucio_api_calls"] - first["steward_rucio_api_calls"]
+        reconciles = last.get(key, 0) - first.get(key, 0)
+        count = len(self.all_rules)
+        per = calls / count / args.steady_intervals
+        self.results.add(
+            "steady: Rucio calls per resource per interval",
+            f"{per:.4f} ({calls:.0f} calls, {count} resources, {args.steady_intervals} x "
+            f"{interval:g} s)",
+            "< 0.01",
+            verdict=per < STEADY_GOAL,
+        )
+        self.results.add(
+            "steady: timer reconciles per resource per interval",
+            f"{reconciles / count / args.steady_intervals:.2f}",
+        )
+        self.results.add("steady: Kubernetes writes per resource per interval", writes)
+        self.results.add(
+            "steady: operator CPU", f"{cpu / window * 100:.0f}% of one core ({cpu:.0f} s)"
+        )
+
+
+def main() -> None:
+    """Parse arguments; run in a fresh temporary directory (TMPDIR too); check for leftovers."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rules", type=int, default=1000, help="rules in the burst")
+    parser.add_argument("--single", type=int, default=20, help="rules applied one at a time")
+    parser.add_argument("--threads", type=int, default=8, help="threads creating the burst")
+    parser.add_argument("--refresh-interval", type=float, default=10.0)
+    parser.add_argument("--steady-intervals", type=int, default=3)
+    parser.add_argument("--calls-per-second", type=float, default=1000.0)
+    parser.add_argument("--workers", type=int, default=8, help="STEWARD_WORKERS")
+    parser.add_argument("--timeout", type=float, default=120.0, help="deadline of each wait")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--no-replay", dest="replay", action="store_false", help="skip the Rucio-only replay"
+    )
+    parser.add_argument("--py-spy", type=Path, help="profile the operator in the burst with it")
+    parser.add_argument("--keep", action="store_true", help="keep the directory (logs)")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
+    (base / "tmp").mkdir()
+    os.environ["TMPDIR"] = str(base / "tmp")  # Rucio's client caches tokens there
+    tempfile.tempdir = None
+    bench = Bench(args, base)
+    print(
+        f"Settings: STEWARD_RUCIO_CALLS_PER_SECOND={args.calls_per_second:g}, "
+        f"STEWARD_REFRESH_INTERVAL={args.refresh_interval:g}, STEWARD_WORKERS={args.workers}, "
+        f"{args.threads} creating threads, Rucio on {args.database} (2 gunicorn workers)",
+        flush=True,
+    )
+    print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
+    failed = True
+    try:
+        bench.run()
+        failed = False
+    finally:
+        bench.results.notes.append(
+            f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+        )
+        bench.results.table()
+        leftovers = wait_leftovers(str(base))
+        print(f"leftover processes: {', '.join(leftovers) if leftovers else 'none'}")
+        if failed or args.keep:
+            print(f"logs kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_leftovers(text: str, timeout: float = 15.0) -> list[str]:
+    """Processes still mentioning ``text`` once they had ``timeout`` seconds to exit."""
+    deadline = time.monotonic() + timeout
+    while (found := mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
+
+
+if __name__ == "__main__":
+    main()
