@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,8 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steward.testing.childprocess import free_port
+from steward.testing.operatorprocess import OperatorProcess
+
 REPO = Path(__file__).resolve().parents[1]
-STEWARD = Path(sys.executable).with_name("steward")
 GROUP, VERSION, PLURAL = "steward.lsst.io", "v1alpha1", "replicationrules"
 NAMESPACE = "bench"
 MOCK = "rucio.rse.protocols.mock.Default"
@@ -68,13 +69,6 @@ CHUNK = 500
 TICK = os.sysconf("SC_CLK_TCK")
 P50_GOAL, P99_GOAL, RATIO_GOAL, STEADY_GOAL = 1.0, 3.0, 1.5, 0.01
 """The issue's goals: single-rule seconds, burst over baseline, calls a resource an interval."""
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait(what: str, probe: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:  # noqa: ANN401
@@ -159,51 +153,12 @@ def mentioning(text: str) -> list[str]:
     return found
 
 
-class Operator:
-    """One ``steward operator --standalone`` process with metrics and a liveness endpoint."""
+class Operator(OperatorProcess):
+    """The operator process, with its metrics endpoint and memory read from outside."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.health = free_port()
+        super().__init__(env, log)
         self.metrics = int(env["STEWARD_METRICS_PORT"])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        """The operator's process id."""
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self, timeout: float = 120.0) -> None:
-        """Start it and wait until /healthz answers."""
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                [
-                    str(STEWARD),
-                    "operator",
-                    "--standalone",
-                    "--liveness",
-                    f"http://127.0.0.1:{self.health}/healthz",
-                ],
-                env=self.env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def healthy() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                msg = f"operator exited with {self.process.returncode}:\n{self.tail()}"
-                raise RuntimeError(msg)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health}/healthz", timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait("the operator's /healthz", healthy, timeout, step=0.2)
 
     def scrape(self) -> dict[str, float]:
         """The operator's Prometheus metrics, ``name{labels}`` -> value."""
@@ -225,25 +180,6 @@ class Operator:
     def peak_rss_kib(self) -> dict[int, int]:
         """VmHWM of the operator and each descendant, by pid."""
         return {pid: proc_status(pid, "VmHWM") for pid in descendants(self.pid)}
-
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it if it lingers."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def tail(self, lines: int = 30) -> str:
-        """The end of the operator's log."""
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------

@@ -1,19 +1,14 @@
 """The real operator process (``steward operator``) against the real control plane and Rucio.
 
-End-to-end tests run the operator exactly as it is deployed: a separate process, talking to the
-API server with a kubeconfig and to Rucio over HTTP. It can be SIGKILLed mid-reconcile and
-started again, which is how crash safety is tested.
+End-to-end tests run the operator exactly as it is deployed (`OperatorProcess`); these fixtures
+give it a fresh audit database and the test stack's settings, and read its resources back.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,85 +18,9 @@ import pytest
 
 from steward.constants import GROUP, VERSION
 from steward.storage.database import make_engine, upgrade
+from steward.testing.operatorprocess import OperatorProcess
 
 STEWARD = Path(sys.executable).with_name("steward")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OperatorProcess:
-    """One ``steward operator --standalone`` subprocess; restartable, killable."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = _free_port()
-        self.starts = 0
-
-    def start(self) -> None:
-        """Start the operator and wait until its liveness endpoint answers."""
-        self.port = _free_port()
-        handle = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(STEWARD),
-                "operator",
-                "--standalone",
-                "--liveness",
-                f"http://127.0.0.1:{self.port}/healthz",
-            ],
-            env=self.env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        handle.close()
-        self.starts += 1
-        deadline = time.monotonic() + 60
-        while not self._healthy():
-            if self.process.poll() is not None:
-                pytest.fail(f"operator exited with {self.process.returncode}:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"operator not healthy within 60 s:\n{self.tail()}")
-            time.sleep(0.1)
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kill the operator's whole process group (SIGKILL: no cleanup at all)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            self.process.wait(timeout=30)
-        self.process = None
-
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM), then kill if it lingers."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def tail(self, lines: int = 40) -> str:
-        """The end of the operator's log."""
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture
@@ -131,7 +50,7 @@ def operator_env(control_plane, rucio_server, tmp_path) -> dict[str, str]:
 def steward_operator(operator_env, tmp_path) -> Iterator[OperatorProcess]:
     """A running operator; stopped (and its log shown on failure) after the test."""
     process = OperatorProcess(operator_env, tmp_path / "operator.log")
-    process.start()
+    process.start(timeout=60)
     yield process
     process.stop()
 

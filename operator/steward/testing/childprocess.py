@@ -201,11 +201,8 @@ class ChildProcess:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the whole process group: the stop signal, then SIGKILL after ``timeout``."""
-        if self._stopped:
+        if not self._release():
             return
-        self._stopped = True
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
         self._signal_group(self.stop_signal)
         try:
             self.popen.wait(timeout)
@@ -214,6 +211,29 @@ class ChildProcess:
             self.popen.wait()
         # Workers that ignored the signal to their leader (or re-parented) go too.
         self._signal_group(signal.SIGKILL)
+        self._close_streams()
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to the whole process group at once and wait for the leader to exit.
+
+        Unlike `stop`, nothing graceful comes first: crash tests SIGKILL a process mid-work.
+        """
+        if not self._release():
+            return
+        self._signal_group(sig)
+        self.popen.wait()
+        self._close_streams()
+
+    def _release(self) -> bool:
+        """Take the child off the exit hook's list; False if it was stopped already."""
+        if self._stopped:
+            return False
+        self._stopped = True
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        return True
+
+    def _close_streams(self) -> None:
         for stream in (self.popen.stdin, self.popen.stdout):
             if stream is not None:
                 stream.close()

@@ -46,7 +46,11 @@ from urllib.parse import urlsplit
 from steward.exceptions import StewardError
 from steward.storage.rucio import RucioStorage
 from steward.testing.certs import Pki
-from steward.testing.childprocess import ChildProcess, free_port, log_tail, wait_until
+from steward.testing.childprocess import (
+    ChildProcessDiedError,
+    free_port,
+    wait_until,
+)
 from steward.testing.controlplane import ControlPlane, is_healthy, process_alive
 from steward.testing.devoperator import (
     NAMESPACE,
@@ -62,7 +66,6 @@ from steward.testing.devoperator import (
     demo_rses,
     local_limitations,
     migrate_audit,
-    operator_command,
     operator_env,
     reconciled_kinds,
     refused_selections,
@@ -72,6 +75,7 @@ from steward.testing.devoperator import (
     seed_demo_data,
 )
 from steward.testing.k8sbuild import KUBERNETES_VERSION, Binaries, cache_root, ensure_binaries
+from steward.testing.operatorprocess import OperatorProcess
 from steward.testing.rucio_server import DATABASE_ENV, RucioComponent, RucioHarnessError
 
 __all__ = [
@@ -355,9 +359,8 @@ class OperatorComponent:
     name = "operator"
 
     def __init__(self) -> None:
-        self._process: ChildProcess | None = None
+        self._process: OperatorProcess | None = None
         self._directory = Path()
-        self._liveness = ""
         self._metrics_port = 0
         self._database_url = ""
         self._applied: Applied | None = None
@@ -401,25 +404,16 @@ class OperatorComponent:
             )
 
     def _start_operator(self, context: StackContext) -> None:
-        self._liveness = f"http://127.0.0.1:{free_port()}/healthz"
         self._metrics_port = free_port()
-        log = self._directory / "operator.log"
-        self._process = ChildProcess.start(
-            operator_command(self._liveness),
-            log=log,
-            env=operator_env(os.environ, context.env, self._database_url, self._metrics_port),
+        self._process = OperatorProcess(
+            operator_env(os.environ, context.env, self._database_url, self._metrics_port),
+            self._directory / "operator.log",
             cwd=context.repo_root or self._directory,
         )
-        process = self._process
         try:
-            wait_until(
-                lambda: is_healthy(self._liveness, None),
-                timeout=_OPERATOR_START_TIMEOUT,
-                what=f"the Steward operator ({self._liveness})",
-                alive=process.check_alive,
-            )
-        except TimeoutError as error:
-            raise DevStackError(f"{error}; end of {log}:\n{log_tail(log)}") from error
+            self._process.start(_OPERATOR_START_TIMEOUT)
+        except (TimeoutError, ChildProcessDiedError) as error:
+            raise DevStackError(str(error)) from error
 
     def _load_demo_data(self, context: StackContext) -> None:
         assert self._applied is not None  # noqa: S101 - checked by the caller
@@ -453,7 +447,12 @@ class OperatorComponent:
         log = self._directory / "operator.log"
         return [
             ProcessState(
-                self.name, "steward-operator", pid, _start_time(pid) or "", self._liveness, str(log)
+                self.name,
+                "steward-operator",
+                pid,
+                _start_time(pid) or "",
+                self._process.liveness,
+                str(log),
             )
         ]
 
@@ -463,9 +462,10 @@ class OperatorComponent:
 
     def summary(self) -> list[str]:
         """Where the operator runs, what was applied and loaded, and commands to try."""
+        liveness = self._process.liveness if self._process is not None else "(not running)"
         lines = [
             (
-                f"Steward operator: liveness {self._liveness}, metrics "
+                f"Steward operator: liveness {liveness}, metrics "
                 f"http://127.0.0.1:{self._metrics_port}/metrics, refresh every "
                 f"{REFRESH_INTERVAL:.0f} s, log {self._directory / 'operator.log'}"
             ),
