@@ -9,11 +9,12 @@ import secrets
 import signal
 import subprocess
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from steward.services.replication import owner_tag
+from steward.testing.operatorprocess import OperatorProcess
 from support.operator import STEWARD, condition_of, until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
@@ -300,3 +301,70 @@ def test_operator_refuses_an_out_of_date_audit_schema(operator_env, tmp_path):
     )
     assert done.returncode != 0
     assert "run `steward audit upgrade` first" in done.stdout + done.stderr
+
+
+def test_an_embargo_ends_within_seconds_not_at_the_next_refresh(
+    operator_env, tmp_path, custom_objects, rucio_storage, rucio_data, namespace
+):
+    # A 600 s refresh interval: only the edge timer can create the rule within the deadline.
+    operator = OperatorProcess(
+        {**operator_env, "STEWARD_REFRESH_INTERVAL": "600"}, tmp_path / "slow-operator.log"
+    )
+    operator.start(timeout=60)
+    try:
+        dataset = rucio_data.dataset()
+        lifted = datetime.now(UTC) + timedelta(seconds=12)
+        body = _rule_body(
+            "embargo", namespace, [dataset], "IN2P3_DISK", notBefore=lifted.isoformat()
+        )
+        custom_objects.create("replicationrules", body)
+        tag = owner_tag(namespace, "embargo")
+
+        def reason():
+            found = custom_objects.get("replicationrules", "embargo", namespace)
+            return (condition_of(found, "Ready") or {}).get("reason")
+
+        until("Ready=False while embargoed", lambda: reason() == "WaitingForTransferWindow")
+        assert rucio_storage.list_rules(comment=tag) == []
+
+        rules = until(
+            "a Rucio rule once the embargo ends",
+            lambda: rucio_storage.list_rules(comment=tag),
+            timeout=45,
+        )
+        assert datetime.now(UTC) >= lifted
+        assert [rule.did for rule in rules] == [dataset]
+    finally:
+        operator.stop()
+
+
+def test_a_downtime_starts_within_seconds_not_at_the_next_refresh(
+    operator_env, tmp_path, custom_objects, rucio_storage
+):
+    operator = OperatorProcess(
+        {**operator_env, "STEWARD_REFRESH_INTERVAL": "600"}, tmp_path / "slow-operator.log"
+    )
+    operator.start(timeout=60)
+    try:
+        body = _site_body(secrets.token_hex(3))
+        disk = body["spec"]["rses"][0]["name"]
+        start = datetime.now(UTC) + timedelta(seconds=12)
+        body["spec"]["downtimes"] = [
+            {
+                "start": start.isoformat(),
+                "end": (start + timedelta(hours=1)).isoformat(),
+                "operations": ["write"],
+                "rses": [disk],
+            }
+        ]
+        custom_objects.create("sites", body)
+
+        def writable():
+            flags = rucio_storage.rse_availability([disk])[disk]
+            return None if flags is None else flags.write
+
+        until("the RSE registered and writable", lambda: writable() is True)
+        until("write off once the downtime starts", lambda: writable() is False, timeout=45)
+        assert datetime.now(UTC) >= start
+    finally:
+        operator.stop()

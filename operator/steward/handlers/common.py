@@ -29,7 +29,9 @@ from steward.services.gitops import ANNOTATION_AUTHOR, ANNOTATION_COMMIT, ANNOTA
 from steward.services.site import Outcome
 
 __all__ = [
+    "EDGE_INTERVAL",
     "INTERVAL",
+    "edge_due",
     "factory",
     "forget",
     "jitter",
@@ -43,6 +45,8 @@ INTERVAL = Settings().refresh_interval
 """Seconds between timer reconciles (Rucio has no watch to tell us of changes)."""
 HEARTBEAT = timedelta(seconds=10 * INTERVAL)
 """How old ``lastSyncTime`` may get before a status that did not change is written anyway."""
+EDGE_INTERVAL = min(5.0, INTERVAL)
+"""Seconds between checks for a due edge (a transfer window, an embargo, a downtime)."""
 
 M = TypeVar("M", bound=BaseModel)
 _LOG = get_logger(__name__)
@@ -114,8 +118,22 @@ def _degrade(body: kopf.Body, patch: kopf.Patch, reason: str, message: str) -> N
     patch.status["conditions"] = conditions
 
 
-def post(body: kopf.Body, outcome: Outcome, patch: kopf.Patch) -> None:
-    """Write what changed in the outcome's status and post its Events."""
+def edge_due(memo: Any) -> bool:  # noqa: ANN401 - kopf's per-object memo
+    """Whether the edge the object's last reconcile announced has come.
+
+    A window opening or closing, an embargo ending or a downtime starting must be acted on
+    within seconds, not at the next refresh (a minute by default): a transfer must not start
+    outside its window. The reconcile returns when its state next changes; `post` keeps that
+    in the object's memo, and a short timer on the objects that have such edges calls this.
+    """
+    due: float | None = memo.get("edge_at")
+    return due is not None and time.monotonic() >= due
+
+
+def post(body: kopf.Body, outcome: Outcome, patch: kopf.Patch, memo: Any) -> None:  # noqa: ANN401
+    """Write what changed in the outcome's status, post its Events, remember its next edge."""
+    after = outcome.requeue_after
+    memo["edge_at"] = time.monotonic() + after if after is not None else None
     old = body.get("status") or {}
     for key, value in status_changes(old, outcome.status, heartbeat=HEARTBEAT).items():
         patch.status[key] = value

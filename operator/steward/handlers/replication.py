@@ -8,7 +8,9 @@ import kopf
 
 from steward.constants import GROUP, VERSION
 from steward.handlers.common import (
+    EDGE_INTERVAL,
     INTERVAL,
+    edge_due,
     factory,
     forget,
     jitter,
@@ -36,7 +38,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) ->
             fresh=fresh,
             first_pass=fresh and "observedGeneration" not in status,
         )
-        post(body, outcome, patch)
+        post(body, outcome, patch, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -51,6 +53,17 @@ def rule_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
 def rule_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
     """Level-based: refresh states from the shared snapshot, restore drift, place new data."""
     _reconcile(body, patch, memo, fresh=False)
+
+
+def _gated(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
+    return bool(spec.get("transferWindow") or spec.get("notBefore"))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=EDGE_INTERVAL, when=_gated)
+def rule_edge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
+    """Open or close transfers within seconds of a window or embargo edge."""
+    if edge_due(memo):
+        _reconcile(body, patch, memo, fresh=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

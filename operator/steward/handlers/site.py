@@ -8,7 +8,9 @@ import kopf
 
 from steward.constants import GROUP, VERSION
 from steward.handlers.common import (
+    EDGE_INTERVAL,
     INTERVAL,
+    edge_due,
     factory,
     forget,
     jitter,
@@ -53,7 +55,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, sites_by_name: Any
             _peers(sites_by_name, site.metadata.name),
             (body.get("status") or {}).get("conditions"),
         )
-        post(body, outcome, patch)
+        post(body, outcome, patch, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -92,3 +94,19 @@ def site_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) 
                 patch.status["deletion"] = message
                 raise kopf.TemporaryError(message, delay=INTERVAL)
     forget(body)
+
+
+def _has_downtimes(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
+    return bool(spec.get("downtimes"))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=EDGE_INTERVAL, when=_has_downtimes)
+def site_edge(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **kwargs: Any,  # noqa: ANN401
+) -> None:
+    """Flip availability within seconds of a downtime's start or end."""
+    if edge_due(memo):
+        _reconcile(body, patch, memo, kwargs["sites_by_name"])
