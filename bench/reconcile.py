@@ -44,14 +44,13 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steward.testing.childprocess import free_port
+from steward.testing.childprocess import free_port, poll
 from steward.testing.operatorprocess import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,19 +68,6 @@ CHUNK = 500
 TICK = os.sysconf("SC_CLK_TCK")
 P50_GOAL, P99_GOAL, RATIO_GOAL, STEADY_GOAL = 1.0, 3.0, 1.5, 0.01
 """The issue's goals: single-rule seconds, burst over baseline, calls a resource an interval."""
-
-
-def wait(what: str, probe: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:  # noqa: ANN401
-    """Poll ``probe`` until truthy and return it; raise TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            msg = f"timed out after {timeout:.0f} s waiting for {what}"
-            raise TimeoutError(msg)
-        time.sleep(step)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -540,7 +526,12 @@ class Bench:
             GROUP, VERSION, NAMESPACE, PLURAL, rule_body("warm-up", warm_up)
         )
         created = time.monotonic()
-        ready = wait("warm-up Ready", lambda: watch.when("warm-up"), self.args.timeout, 0.005)
+        ready = poll(
+            lambda: watch.when("warm-up"),
+            timeout=self.args.timeout,
+            what="warm-up Ready",
+            interval=0.005,
+        )
         self.all_rules.append("warm-up")
         self.results.add("first rule after start-up (not counted)", f"{ready - created:.2f} s")
         latencies = []
@@ -551,7 +542,12 @@ class Bench:
                 GROUP, VERSION, NAMESPACE, PLURAL, rule_body(name, did)
             )
             created = time.monotonic()
-            ready = wait(f"{name} Ready", lambda n=name: watch.when(n), self.args.timeout, 0.005)
+            ready = poll(
+                lambda n=name: watch.when(n),
+                timeout=self.args.timeout,
+                what=f"{name} Ready",
+                interval=0.005,
+            )
             latencies.append(max(0.0, ready - created))
             self.all_rules.append(name)
         calls = operator.calls() - calls
@@ -627,11 +623,11 @@ class Bench:
             with ThreadPoolExecutor(args.threads) as pool:
                 list(pool.map(create, zip(names, dids, strict=True)))
             creating = time.monotonic() - start
-            wait(
-                f"{len(names)} rules Ready",
+            poll(
                 lambda: watch.count(names) == len(names),
-                max(args.timeout, 1.0 * len(names)),
-                step=0.2,
+                timeout=max(args.timeout, 1.0 * len(names)),
+                what=f"{len(names)} rules Ready",
+                interval=0.2,
             )
         finally:
             if profiler is not None:

@@ -15,7 +15,8 @@ import pytest
 
 from steward.services.replication import owner_tag
 from steward.testing.operatorprocess import OperatorProcess
-from support.operator import STEWARD, condition_of, until
+from support.operator import STEWARD, condition_of
+from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
 

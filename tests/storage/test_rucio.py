@@ -31,7 +31,8 @@ from steward.storage.rucio import (
     SubscriptionSpec,
 )
 from steward.testing.rucio_server import RucioServer
-from support.rucio import RucioData, RucioSites, mock_site, wait_for
+from support.rucio import RucioData, RucioSites, mock_site
+from support.waiting import until
 
 pytestmark = pytest.mark.rucio
 
@@ -536,7 +537,7 @@ def test_outage_is_retried_until_the_server_is_back(
         calls = storage.api_calls
         reader = threading.Thread(target=read)
         reader.start()
-        wait_for(lambda: storage.api_calls >= calls + 3, what="three tries during the outage")
+        until("three tries during the outage", lambda: storage.api_calls >= calls + 3, timeout=30)
         assert reader.is_alive()
     finally:
         rucio_server.start_api()  # in this thread: the server dies with the thread starting it

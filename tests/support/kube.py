@@ -11,11 +11,9 @@ test runs, so a cold build is not charged to the first test's timeout.
 from __future__ import annotations
 
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import kubernetes
 import pytest
@@ -26,8 +24,6 @@ from steward.testing.k8sbuild import Binaries, ensure_binaries
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRDS_DIR = REPO_ROOT / "crds"
 NODE_COUNT = 3
-
-T = TypeVar("T")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -105,15 +101,3 @@ def namespace(
     control_plane.wait_for_service_account(name)
     yield name
     core.delete_namespace(name)
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll PROBE until it returns something truthy, and return that; fail after TIMEOUT s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)

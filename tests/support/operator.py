@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,23 +102,3 @@ def condition_of(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | No
         if item.get("type") == type_:
             return item
     return None
-
-
-def until(
-    what: str,
-    probe: Callable[[], Any],
-    *,
-    timeout: float = 60.0,
-    between: Callable[[], None] | None = None,
-) -> Any:
-    """Poll ``probe`` until truthy (running ``between`` each round, e.g. Rucio daemons)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {result!r})")
-        if between is not None:
-            between()
-        time.sleep(0.2)

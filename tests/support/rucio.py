@@ -18,8 +18,7 @@ import os
 import secrets
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,20 +69,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             reporter.write_line(f"test session TMPDIR (Rucio logs) kept in {directory}")
-
-
-def wait_for(
-    condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
-) -> Any:
-    """Poll until ``condition()`` returns something truthy, and return it; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {timeout:.0f} s (last: {result!r})")
-        time.sleep(0.05)
 
 
 def mock_site(name: str, facility: str, rses: dict[str, str], **spec: Any) -> Site:

@@ -18,7 +18,8 @@ import yaml
 from steward.constants import API_VERSION, GROUP, VERSION
 from steward.testing.controlplane import ControlPlane, ControlPlaneError, process_alive
 from steward.testing.k8sbuild import KUBERNETES_VERSION, Binaries
-from support.kube import CRDS_DIR, NODE_COUNT, REPO_ROOT, wait_until
+from support.kube import CRDS_DIR, NODE_COUNT, REPO_ROOT
+from support.waiting import until
 
 
 def test_startup_failure_quotes_the_component_log(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_indexed_job_runs_to_completion_on_kwok_nodes(
         done = any(c.type == "Complete" and c.status == "True" for c in conditions)
         return job if done else None
 
-    job = wait_until("Job indexed Complete", complete)
+    job = until("Job indexed Complete", complete)
     assert job.status.succeeded == 3
     assert job.status.completed_indexes == "0-2"
     pods = kubernetes.client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
@@ -235,7 +236,7 @@ def test_components_die_with_a_killed_parent(kube_binaries: Binaries, tmp_path: 
             parent.kill()  # SIGKILL: no atexit, no finally; only the kernel can clean up
             parent.wait()
 
-            wait_until("the components to die", lambda: not any(map(process_alive, pids)), 15)
+            until("the components to die", lambda: not any(map(process_alive, pids)), timeout=15)
         finally:
             for pid in filter(process_alive, pids):
                 os.killpg(pid, signal.SIGKILL)

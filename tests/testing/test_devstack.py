@@ -27,7 +27,8 @@ from click.testing import CliRunner
 from steward.cli.main import cli
 from steward.testing import devoperator, devstack
 from steward.testing.k8sbuild import Binaries
-from support.kube import NODE_COUNT, wait_until
+from support.kube import NODE_COUNT
+from support.waiting import until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEWARD = Path(sys.executable).with_name("steward")
@@ -237,8 +238,8 @@ def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
         _check_status_and_env(runner, option, state)
         cluster = _Cluster(kube_binaries.kubectl, state.env["KUBECONFIG"])
         assert len(cluster.get("nodes")) == NODE_COUNT
-        wait_until("a Site with every RSE registered in Rucio", cluster.site_registered, 60)
-        wait_until("a ReplicationRule Ready with Rucio rules OK", cluster.placed, 120)
+        until("a Site with every RSE registered in Rucio", cluster.site_registered, timeout=60)
+        until("a ReplicationRule Ready with Rucio rules OK", cluster.placed, timeout=120)
         ready_after = time.monotonic() - began
         _check_notes_match_the_cluster(state, cluster)
         _check_a_developers_shell(state_dir, cluster.placed())
@@ -270,10 +271,10 @@ def test_dev_down_cleans_up_after_a_killed_supervisor(tmp_path: Path) -> None:
     scratch = [Path(p.scratch) for p in state.processes if p.scratch]
 
     os.kill(state.supervisor, signal.SIGKILL)
-    wait_until(
+    until(
         "every process of the stack (servers, workers, operator) to die with its supervisor",
         lambda: not _still_running(sessions),
-        30,
+        timeout=30,
     )
 
     status = runner.invoke(cli, ["dev", "status", *option])

@@ -20,7 +20,8 @@ from steward.storage.rucio import File, RucioStorage, RuleSpec, RuleState
 from steward.testing import rucio_server as harness
 from steward.testing.postgres import postgres_server
 from steward.testing.rucio_server import DAEMONS, RucioHarnessError, RucioServer
-from support.rucio import RucioData, wait_for
+from support.rucio import RucioData
+from support.waiting import until
 
 pytestmark = pytest.mark.rucio
 
@@ -136,7 +137,7 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
         groups = [pid for _, pid in server.processes()]
         pids = [pid for group in groups for pid in _group(group)]
         assert len(pids) == 1 + server.workers + 1  # master, workers, daemon runner
-    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=15, what="no process left")
+    until("no process left", lambda: not any(_alive(pid) for pid in pids), timeout=15)
 
 
 def test_killed_parent_takes_the_server_down(tmp_path: Path) -> None:
@@ -163,7 +164,7 @@ def test_killed_parent_takes_the_server_down(tmp_path: Path) -> None:
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=30, what="server gone")
+    until("server gone", lambda: not any(_alive(pid) for pid in pids), timeout=30)
 
 
 def test_second_builder_waits_for_the_first(
@@ -198,7 +199,7 @@ def test_postgres_server_gives_fresh_databases() -> None:
         pg.drop_database(first.rsplit("/", 1)[1])
         pids = _group(int((pg.directory / "data" / "postmaster.pid").read_text().split()[0]))
         assert pids
-    wait_for(lambda: not any(_alive(pid) for pid in pids), timeout=15, what="postgres gone")
+    until("postgres gone", lambda: not any(_alive(pid) for pid in pids), timeout=15)
     assert not pg.ping()
     assert not pg.directory.exists()
 
@@ -218,4 +219,4 @@ def test_dev_stack_component_runs_server_and_daemons(tmp_path: Path) -> None:
         assert any("whoami" in line for line in component.summary())
     finally:
         component.stop()
-    wait_for(lambda: not any(p.alive() for p in processes), timeout=15, what="stack stopped")
+    until("stack stopped", lambda: not any(p.alive() for p in processes), timeout=15)

@@ -24,14 +24,22 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
-__all__ = ["ChildProcess", "ChildProcessDiedError", "free_port", "log_tail", "wait_until"]
+__all__ = [
+    "ChildProcess",
+    "ChildProcessDiedError",
+    "free_port",
+    "log_tail",
+    "poll",
+    "wait_until",
+]
 
 _PR_SET_PDEATHSIG: Final = 1
 _POLL_SECONDS: Final = 0.05
 _LIVE: set[ChildProcess] = set()
 _LIVE_LOCK = threading.Lock()
+_T = TypeVar("_T")
 
 
 class ChildProcessDiedError(RuntimeError):
@@ -54,6 +62,49 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(f"    {line}" for line in tail)
 
 
+def poll(
+    probe: Callable[[], _T],
+    *,
+    timeout: float,
+    what: str,
+    between: Callable[[], object] | None = None,
+    interval: float = _POLL_SECONDS,
+) -> _T:
+    """Call ``probe`` until it returns something truthy, and return that.
+
+    The one polling loop of the harnesses, the tests and the benchmarks: they wait on a
+    condition with a deadline, never for a fixed time.
+
+    Parameters
+    ----------
+    probe
+        Returns a falsy value while the wait goes on.
+    timeout
+        Deadline in seconds.
+    what
+        Named in the timeout message.
+    between
+        Called between polls: raises (e.g. `ChildProcessDiedError`) to stop waiting early, or
+        moves things along (one pass of Rucio's daemons).
+    interval
+        Seconds between polls.
+
+    Raises
+    ------
+    TimeoutError
+        If the deadline passes; the message carries the last value.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        if between is not None:
+            between()
+        if time.monotonic() > deadline:
+            msg = f"{what} not reached within {timeout:.0f} s (last: {result!r})"
+            raise TimeoutError(msg)
+        time.sleep(interval)
+    return result
+
+
 def wait_until(
     condition: Callable[[], bool],
     *,
@@ -61,33 +112,9 @@ def wait_until(
     what: str,
     alive: Callable[[], None] | None = None,
 ) -> float:
-    """Poll ``condition`` until it is true; return the seconds it took.
-
-    Parameters
-    ----------
-    condition
-        Returns True when the wait is over.
-    timeout
-        Deadline in seconds.
-    what
-        Named in the timeout message.
-    alive
-        Called between polls; raises (e.g. `ChildProcessDiedError`) to stop waiting early.
-
-    Raises
-    ------
-    TimeoutError
-        If the deadline passes.
-    """
+    """`poll` a condition and return the seconds it took (harness start-up timings)."""
     start = time.monotonic()
-    deadline = start + timeout
-    while not condition():
-        if alive is not None:
-            alive()
-        if time.monotonic() > deadline:
-            msg = f"{what} not ready after {timeout:.0f} s"
-            raise TimeoutError(msg)
-        time.sleep(_POLL_SECONDS)
+    poll(condition, timeout=timeout, what=what, between=alive)
     return time.monotonic() - start
 
 
