@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any, Final, Literal, Self, TypeVar
 
@@ -58,6 +58,7 @@ from steward.exceptions import (
     RucioPermanentError,
     RucioTransientError,
 )
+from steward.models.replication import RuleState
 from steward.models.rse_expression import RSEExpressionError, canonical
 from steward.models.site import RSE, Protocol, Site
 
@@ -104,17 +105,6 @@ class _Unset(Enum):
 
 UNSET: Final = _Unset.UNSET
 """Marks an `RucioStorage.update_rule` option as "leave as is" (None means "no value")."""
-
-
-class RuleState(StrEnum):
-    """Rule states, named as Rucio names them."""
-
-    OK = "OK"
-    REPLICATING = "REPLICATING"
-    STUCK = "STUCK"
-    SUSPENDED = "SUSPENDED"
-    WAITING_APPROVAL = "WAITING_APPROVAL"
-    INJECT = "INJECT"
 
 
 _STATE_CODES: Final = {
