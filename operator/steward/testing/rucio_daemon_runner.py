@@ -21,6 +21,7 @@ therefore imports nothing from Steward, only the standard library and Rucio.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -29,7 +30,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 _CONVERGE_DAEMONS = (
@@ -141,25 +142,32 @@ def _daemons() -> dict[str, Callable[..., None]]:
     }
 
 
+@contextlib.contextmanager
+def _session() -> Iterator[Any]:
+    """A session on Rucio's database, closed afterwards."""
+    from rucio.db.sqla.session import get_session  # noqa: PLC0415 - needs RUCIO_CONFIG first
+
+    session = get_session()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
 def _count_stuck_rules() -> int:
     """How many replication rules are STUCK now."""
     from rucio.db.sqla import models  # noqa: PLC0415
     from rucio.db.sqla.constants import RuleState  # noqa: PLC0415
-    from rucio.db.sqla.session import get_session  # noqa: PLC0415
     from sqlalchemy import func, select  # noqa: PLC0415
 
-    session = get_session()()
-    try:
-        query = select(func.count()).where(models.ReplicationRule.state == RuleState.STUCK)
+    query = select(func.count()).where(models.ReplicationRule.state == RuleState.STUCK)
+    with _session() as session:
         return int(session.execute(query).scalar_one())
-    finally:
-        session.close()
 
 
 def fingerprint() -> dict[str, Any]:
     """Return counts that change whenever a daemon does work (rules, locks, requests...)."""
     from rucio.db.sqla import models  # noqa: PLC0415
-    from rucio.db.sqla.session import get_session  # noqa: PLC0415
     from sqlalchemy import func, select  # noqa: PLC0415
 
     grouped = {
@@ -168,8 +176,7 @@ def fingerprint() -> dict[str, Any]:
         "requests": models.Request.state,
         "replicas": models.RSEFileAssociation.state,
     }
-    session = get_session()()
-    try:
+    with _session() as session:
         counts: dict[str, Any] = {
             "updated_dids": session.execute(
                 select(func.count()).select_from(models.UpdatedDID)
@@ -178,9 +185,7 @@ def fingerprint() -> dict[str, Any]:
         for key, column in grouped.items():
             rows = session.execute(select(column, func.count()).group_by(column)).all()
             counts[key] = {str(getattr(state, "name", state)): count for state, count in rows}
-        return counts
-    finally:
-        session.close()
+    return counts
 
 
 def age_locks(rule_id: str, seconds: float) -> dict[str, Any]:
@@ -192,21 +197,17 @@ def age_locks(rule_id: str, seconds: float) -> dict[str, Any]:
     from datetime import timedelta  # noqa: PLC0415
 
     from rucio.db.sqla import models  # noqa: PLC0415
-    from rucio.db.sqla.session import get_session  # noqa: PLC0415
     from sqlalchemy import select  # noqa: PLC0415
 
     shift = timedelta(seconds=seconds)
-    session = get_session()()
-    try:
-        query = select(models.ReplicaLock).where(models.ReplicaLock.rule_id == rule_id)
+    query = select(models.ReplicaLock).where(models.ReplicaLock.rule_id == rule_id)
+    with _session() as session:
         locks = session.execute(query).scalars().all()
         for lock in locks:  # in Python: SQLite has no datetime arithmetic SQLAlchemy can use
             lock.created_at -= shift
             lock.updated_at -= shift
         session.commit()
-        return {"locks": len(locks)}
-    finally:
-        session.close()
+    return {"locks": len(locks)}
 
 
 def converge(max_rounds: int = 30) -> dict[str, Any]:
@@ -229,17 +230,16 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
     name = request.get("daemon", "")
     options = request.get("options") or {}
     try:
-        if name == "converge":
-            result: Any = converge(**options)
-        elif name == "fingerprint":
-            result = fingerprint()
-        elif name == "age-locks":
-            result = age_locks(**options)
-        elif name in _daemons():
-            result = _daemons()[name](**options)
-        else:
-            known = sorted([*_daemons(), "age-locks", "converge", "fingerprint"])
-            return {"ok": False, "error": f"unknown daemon {name!r}; known: {', '.join(known)}"}
+        requests: dict[str, Callable[..., Any]] = {
+            **_daemons(),
+            "age-locks": age_locks,
+            "converge": converge,
+            "fingerprint": fingerprint,
+        }
+        if name not in requests:
+            known = ", ".join(sorted(requests))
+            return {"ok": False, "error": f"unknown daemon {name!r}; known: {known}"}
+        result = requests[name](**options)
     except Exception:  # noqa: BLE001 - the caller gets the traceback, the runner lives on
         return {"ok": False, "error": traceback.format_exc()}
     return {"ok": True, "seconds": time.monotonic() - start, "result": result}
