@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///steward-audit.db"
     """SQLAlchemy URL of the audit store."""
 
+    cluster_id: str | None = None
+    """Identity of this Kubernetes cluster in owner tags (`steward.services.ownership`); the
+    UID of the ``kube-system`` namespace when absent. Two clusters sharing one Rucio account
+    must differ here, or they would own each other's rules."""
+
     site: str | None = None
     """The compute site this operator runs Campaigns for (``metadata.name`` of a Site)."""
 

@@ -27,14 +27,19 @@ class ProcessContext:
     """Shared clients of one operator process."""
 
     settings: Settings
+    cluster_id: str
+    """This cluster's identity in owner tags (`steward.services.ownership`)."""
     rucio: RucioStorage
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ProcessContext:
+    def from_settings(cls, settings: Settings, *, cluster_id: str) -> ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
+
+        ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
+        `steward.storage.kubernetes.cluster_identity` reads from the cluster.
 
         Raises
         ------
@@ -51,6 +56,7 @@ class ProcessContext:
         )
         return cls(
             settings=settings,
+            cluster_id=cluster_id,
             rucio=rucio,
             engine=engine,
             audit=AuditService(make_sessionmaker(engine)),

@@ -11,9 +11,10 @@ from prometheus_client import start_http_server
 
 from steward.config import Settings
 from steward.constants import FINALIZER, GROUP
-from steward.exceptions import ConfigurationError
+from steward.exceptions import PermanentError
 from steward.factory import ProcessContext
 from steward.observability import RUCIO_API_CALLS, configure_logging, get_logger
+from steward.storage.kubernetes import api_client, cluster_identity
 
 _LOG = get_logger(__name__)
 
@@ -39,8 +40,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     try:
-        memo.context = ProcessContext.from_settings(config)
-    except ConfigurationError as exc:
+        cluster_id = config.cluster_id or cluster_identity(api_client())
+        memo.context = ProcessContext.from_settings(config, cluster_id=cluster_id)
+    except PermanentError as exc:
         # A permanent error makes kopf stop the operator instead of retrying start-up.
         raise kopf.PermanentError(str(exc)) from exc
     RUCIO_API_CALLS.set_function(lambda: memo.context.rucio.api_calls)

@@ -22,7 +22,7 @@ from steward.constants import FIELD_MANAGER, GROUP, VERSION
 from steward.exceptions import NotFoundError, PermanentError, TransientError
 from steward.models import KindInfo, kind_info
 
-__all__ = ["KubeResources", "ResourceKey", "api_client"]
+__all__ = ["KubeResources", "ResourceKey", "api_client", "cluster_identity"]
 
 T = TypeVar("T")
 
@@ -58,6 +58,38 @@ def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
         return client.ApiClient()
     except config.ConfigException:
         return cast("client.ApiClient", config.new_client_from_config())  # type: ignore[no-untyped-call]
+
+
+def cluster_identity(api: client.ApiClient) -> str:
+    """The UID of the ``kube-system`` namespace: a cluster's identity, stable for its life.
+
+    Kubernetes has no cluster id of its own; this namespace exists in every cluster, cannot be
+    deleted, and its UID differs between clusters (the convention of, e.g., Istio and Argo).
+
+    Raises
+    ------
+    TransientError
+        The API server cannot be reached.
+    PermanentError
+        The identity may not read that namespace (then set ``STEWARD_CLUSTER_ID``).
+    """
+    core = client.CoreV1Api(api)
+    try:
+        namespace = core.read_namespace("kube-system")
+    except ApiException as exc:
+        if exc.status in {429, 500, 502, 503, 504} or exc.status == 0:
+            raise TransientError(f"read namespace kube-system: {_message(exc)}") from None
+        msg = (
+            f"cannot read namespace kube-system for the cluster's identity ({_message(exc)}); "
+            "set STEWARD_CLUSTER_ID"
+        )
+        raise PermanentError(msg) from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransientError(f"read namespace kube-system: {exc}") from None
+    uid = namespace.metadata.uid if namespace.metadata is not None else None
+    if not uid:
+        raise PermanentError("namespace kube-system has no UID; set STEWARD_CLUSTER_ID")
+    return str(uid)
 
 
 def _message(exc: ApiException) -> str:

@@ -1,0 +1,76 @@
+"""Rucio storage: the only package that talks to Rucio (``rucio.client``).
+
+Everything Steward asks of Rucio goes through `RucioStorage`: registering a Site's RSEs, adding,
+moving, reducing and deleting replication rules, subscriptions, and listing DIDs and rules. It
+keeps four promises the rest of Steward relies on:
+
+- **Errors are mapped once.** Rucio's exceptions become `RucioTransientError` (retry later),
+  `RucioPermanentError` (the input or configuration must change), `RucioNotFoundError` or
+  `RucioAuthenticationError`. Transient failures (server unreachable, database busy) are retried
+  here with bounded exponential backoff before they surface.
+- **Creating a rule is idempotent.** Expressions are canonicalised (Rucio detects duplicates by
+  comparing the expression as a string), and a ``DuplicateRule`` means "adopt the existing
+  rule", never "create another" or "fail".
+- **Credentials never leak.** The password is not in reprs, error messages or log records
+  (Rucio's client logs request headers at DEBUG, including ``X-Rucio-Password``: its logger is
+  given a redacting adapter). Tokens are cached in a private directory per instance, so
+  another process' cached token for the same account is never used in place of checking ours.
+- **Calls are rate-capped.** A token bucket (``Settings.rucio_calls_per_second``) bounds the
+  request rate, so a thousand resources reconciled at start-up cannot flood Rucio.
+
+Rucio's client is synchronous and blocking: callers in async code (kopf handlers) run these
+methods off the event loop, in kopf's thread pool (sync handlers) or with
+``asyncio.to_thread``. An instance is thread-safe; each thread gets its own client.
+
+Units follow Rucio: rule lifetimes are seconds (methods take `datetime.timedelta`), subscription
+lifetimes are days, sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from steward.storage.rucio.callpath import RetryPolicy, TokenBucket
+from steward.storage.rucio.dids import DIDClient
+from steward.storage.rucio.replicas import ReplicaClient
+from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient
+from steward.storage.rucio.rules import RuleClient
+from steward.storage.rucio.subscriptions import SubscriptionClient
+from steward.storage.rucio.types import (
+    DEFAULT_ACTIVITY,
+    UNSET,
+    AddedRules,
+    Availability,
+    File,
+    Rule,
+    RuleSpec,
+    RuleState,
+    SiteRegistration,
+    Subscription,
+    SubscriptionSpec,
+)
+
+__all__ = [
+    "DEFAULT_ACTIVITY",
+    "MANAGED_ATTRIBUTES",
+    "SAME_SITE_DISTANCE",
+    "UNSET",
+    "AddedRules",
+    "Availability",
+    "File",
+    "RetryPolicy",
+    "RucioStorage",
+    "Rule",
+    "RuleSpec",
+    "RuleState",
+    "SiteRegistration",
+    "Subscription",
+    "SubscriptionSpec",
+    "TokenBucket",
+]
+
+
+class RucioStorage(RuleClient, SubscriptionClient, DIDClient, ReplicaClient, RSEClient):
+    """Steward's view of Rucio; see the package docstring for what it guarantees.
+
+    One class over the verbs of each module, as Rucio's own ``Client`` is one class over its
+    ``RuleClient``, ``DIDClient`` and the rest; they share one call path (`RucioCallPath`).
+    """

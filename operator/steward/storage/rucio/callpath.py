@@ -1,0 +1,347 @@
+"""The one path every Rucio call takes: client per thread, rate cap, retries, error mapping.
+
+Rucio's exceptions become `RucioTransientError` (retry later), `RucioPermanentError` (the input
+or configuration must change), `RucioNotFoundError` or `RucioAuthenticationError`, here and
+nowhere else. Transient failures are retried with bounded, jittered exponential backoff. The
+password never reaches a repr, an error message or a log record (Rucio's client logs request
+headers at DEBUG, including ``X-Rucio-Password``: its logger gets a redacting adapter), and
+tokens are cached in a private directory per instance. The verbs (rules, DIDs, replicas, RSEs,
+subscriptions) live in sibling modules, split as Rucio's own client is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Self, TypeVar
+
+import requests
+from rucio.client import Client
+from rucio.common import exception as rucio_errors
+
+from steward.config import Settings
+from steward.exceptions import (
+    ConfigurationError,
+    RucioAuthenticationError,
+    RucioDuplicateRuleError,
+    RucioError,
+    RucioNotFoundError,
+    RucioPermanentError,
+    RucioTransientError,
+)
+from steward.models.rse_expression import RSEExpressionError, canonical
+
+__all__ = [
+    "RetryPolicy",
+    "RucioCallPath",
+    "TokenBucket",
+    "canonical_expression",
+    "caused_by",
+    "did_dict",
+    "is_server_error",
+    "seconds",
+    "split_did",
+    "utc",
+]
+
+_T = TypeVar("_T")
+_LOG = logging.getLogger("steward.storage.rucio")
+
+DEFAULT_BATCH: Final = 500
+"""DIDs or files per call: enough to amortise a call, and under SQLite's limit of 1,000 terms
+in one expression (Rucio looks DIDs up with one OR term each)."""
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """Rucio returns naive UTC datetimes; make them aware."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def split_did(did: str) -> tuple[str, str]:
+    """Split ``scope:name``."""
+    scope, sep, name = did.partition(":")
+    if not sep or not scope or not name:
+        msg = f"invalid DID {did!r}: expected scope:name"
+        raise RucioPermanentError(msg)
+    return scope, name
+
+
+def did_dict(did: str) -> dict[str, str]:
+    """``{"scope": ..., "name": ...}`` as Rucio's client takes DIDs."""
+    scope, name = split_did(did)
+    return {"scope": scope, "name": name}
+
+
+def seconds(lifetime: timedelta | None) -> int | None:
+    """Convert a lifetime to Rucio's unit, seconds (negative: already expired)."""
+    return None if lifetime is None else math.floor(lifetime.total_seconds())
+
+
+def canonical_expression(expression: str) -> str:
+    """Canonical form of an RSE expression (Rucio compares expressions as strings)."""
+    try:
+        return canonical(expression)
+    except RSEExpressionError as error:
+        msg = f"invalid RSE expression {expression!r}: {error}"
+        raise RucioPermanentError(msg) from error
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded exponential backoff for transient failures."""
+
+    attempts: int = 6
+    """Tries in all (1 means no retry)."""
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    deadline: float = 60.0
+    """Never start a try later than this many seconds after the first."""
+    retry_after: float = 30.0
+    """``retry_after`` of the `RucioTransientError` raised when the retries are used up."""
+
+    def delays(self) -> Iterator[float]:
+        """Sleep before each retry: doubling, capped, with +-20% jitter."""
+        delay = self.initial_delay
+        for _ in range(self.attempts - 1):
+            yield delay * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+            delay = min(delay * 2, self.max_delay)
+
+
+class TokenBucket:
+    """Allow ``rate`` calls per second on average, bursts up to ``burst``; thread-safe."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            msg = f"rate must be positive, not {rate}"
+            raise ValueError(msg)
+        self._rate = rate
+        self._burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self._burst
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until one is available; return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+                self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return waited
+                wait = (1 - self._tokens) / self._rate
+            time.sleep(wait)
+            waited += wait
+
+
+class _RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Give Rucio's client a logger that masks the password in every record it emits."""
+
+    def __init__(self, logger: logging.Logger, secret: str | None) -> None:
+        super().__init__(logger, {})
+        self._secret = secret
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:  # noqa: ANN401
+        if not self.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)
+        kwargs.pop("exc_info", None)  # a traceback could carry the request headers
+        self.logger.log(level, "%s", _redact(text, self._secret), **kwargs)
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+# Rucio exception classes -> (Steward error, retry in place?)
+_TRANSIENT: Final[tuple[type[BaseException], ...]] = (
+    rucio_errors.ServerConnectionException,
+    rucio_errors.DatabaseException,
+    rucio_errors.ServiceUnavailable,
+    rucio_errors.ResourceTemporaryUnavailable,
+    rucio_errors.ReplicationRuleCreationTemporaryFailed,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+_NOT_FOUND: Final[tuple[type[BaseException], ...]] = (
+    rucio_errors.RuleNotFound,
+    rucio_errors.DataIdentifierNotFound,
+    rucio_errors.RSENotFound,
+    rucio_errors.ScopeNotFound,
+    rucio_errors.SubscriptionNotFound,
+    rucio_errors.AccountNotFound,
+    rucio_errors.ReplicaNotFound,
+    rucio_errors.RSEAttributeNotFound,
+    rucio_errors.IdentityNotFound,
+)
+_AUTHENTICATION: Final[tuple[type[BaseException], ...]] = (
+    rucio_errors.CannotAuthenticate,
+    rucio_errors.NoAuthInformation,
+    rucio_errors.MissingClientParameter,
+)
+_PERMANENT: Final[tuple[tuple[tuple[type[BaseException], ...], type[RucioPermanentError]], ...]] = (
+    (_NOT_FOUND, RucioNotFoundError),
+    ((rucio_errors.DuplicateRule,), RucioDuplicateRuleError),
+)
+_WRITE_BLOCKED_RETRY_AFTER: Final = 300.0
+
+
+class RucioCallPath:
+    """Client per thread, rate cap, retries and error mapping; the verbs build on it.
+
+    Parameters
+    ----------
+    settings
+        ``rucio_host``, ``rucio_auth_host``, ``rucio_account``, ``rucio_username`` and the
+        password (``rucio_secret()``); without ``rucio_host`` the rucio.cfg named by
+        ``RUCIO_CONFIG`` supplies host and credentials, and ``rucio_account`` the account.
+    retry
+        Backoff for transient failures.
+    calls_per_second
+        Rate cap; ``settings.rucio_calls_per_second`` when None.
+    timeout
+        Seconds Rucio's client waits for one HTTP response.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        calls_per_second: float | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        self._settings = settings if settings is not None else Settings()
+        secret = self._settings.rucio_secret()
+        self._password = secret.get_secret_value() if secret is not None else None
+        if self._settings.rucio_username and self._password is None:
+            msg = (
+                "rucio_username is set but no password: set STEWARD_RUCIO_PASSWORD or "
+                "STEWARD_RUCIO_PASSWORD_FILE"
+            )
+            raise ConfigurationError(msg)
+        self.account = self._settings.rucio_account
+        self._retry = retry or RetryPolicy()
+        self._bucket = TokenBucket(calls_per_second or self._settings.rucio_calls_per_second)
+        self._timeout = timeout
+        self._local = threading.local()
+        self._count_lock = threading.Lock()
+        self.api_calls = 0
+        """Rucio API calls made so far (each retry counts)."""
+        self._token_dir = Path(tempfile.mkdtemp(prefix="steward-rucio-tokens-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._token_dir, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        host = self._settings.rucio_host or "rucio.cfg"
+        return f"RucioStorage(host={host!r}, account={self.account!r})"
+
+    def close(self) -> None:
+        """Forget the clients and remove the token cache."""
+        self._local = threading.local()
+        self._cleanup()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _new_client(self) -> Any:  # noqa: ANN401 - rucio has no type information
+        """Build a client whose tokens live in this instance's private directory."""
+        settings = self._settings
+        options: dict[str, Any] = {
+            "account": self.account,
+            "timeout": self._timeout,
+            "logger": _RedactingLogger(logging.getLogger(f"{__name__}.client"), self._password),
+        }
+        if settings.rucio_host:
+            options["rucio_host"] = settings.rucio_host
+            options["auth_host"] = settings.rucio_auth_host or settings.rucio_host
+        if settings.rucio_username and self._password is not None:
+            options["auth_type"] = "userpass"
+            options["creds"] = {"username": settings.rucio_username, "password": self._password}
+        client_class = type(
+            "StewardRucioClient", (Client,), {"TOKEN_PATH_PREFIX": f"{self._token_dir}/"}
+        )
+        return client_class(**options)
+
+    def _client(self) -> Any:  # noqa: ANN401
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._new_client()
+            self._local.client = client
+        return client
+
+    def _call(self, operation: str, function: Callable[[Any], _T]) -> _T:
+        """Call Rucio through the rate cap, retrying transient failures with backoff.
+
+        Raises
+        ------
+        RucioError
+            The mapped error (`RucioTransientError` once the retries are used up).
+        """
+        start = time.monotonic()
+        delays = self._retry.delays()
+        while True:
+            self._bucket.acquire()
+            with self._count_lock:
+                self.api_calls += 1
+            try:
+                return function(self._client())
+            except RucioError:
+                raise  # ours already (raised by Steward code inside ``function``)
+            except Exception as raw:  # noqa: BLE001 - every failure is mapped, none escapes raw
+                error, retry_here = self._translate(operation, raw)
+                delay = next(delays, None) if retry_here else None
+                if delay is None or time.monotonic() - start + delay > self._retry.deadline:
+                    raise error from (None if self._leaks(raw) else raw)
+                _LOG.warning("%s; retrying in %.1f s", error, delay)
+                time.sleep(delay)
+
+    def _rpc(self, method: str, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - untyped client
+        """Call the client method of that name with ``args`` through `_call`."""
+        return self._call(method, lambda c: getattr(c, method)(*args, **kwargs))
+
+    def _leaks(self, raw: BaseException) -> bool:
+        """Whether an exception's text contains the password (then it is not chained)."""
+        secret = self._password
+        return secret is not None and secret != "" and secret in f"{raw!s} {raw!r}"
+
+    def _translate(self, operation: str, raw: Exception) -> tuple[RucioError, bool]:
+        """Map a client exception to Steward's, and say whether to retry it right here."""
+        detail = _redact(f"{type(raw).__name__}: {raw}".replace("\n", " "), self._password)
+        message = f"Rucio {operation} failed: {detail}"
+        if isinstance(raw, _TRANSIENT) or is_server_error(raw):
+            return RucioTransientError(message, retry_after=self._retry.retry_after), True
+        if isinstance(raw, rucio_errors.RSEWriteBlocked):
+            return RucioTransientError(message, retry_after=_WRITE_BLOCKED_RETRY_AFTER), False
+        if isinstance(raw, _AUTHENTICATION):
+            hint = f"check the Rucio credentials of account {self.account!r}"
+            return RucioAuthenticationError(f"{message} ({hint})"), False
+        for classes, error in _PERMANENT:
+            if isinstance(raw, classes):
+                return error(message), False
+        return RucioPermanentError(message), False
+
+
+def caused_by(error: BaseException, cause: type[BaseException]) -> bool:
+    """Whether the Rucio exception behind a mapped error is of class ``cause``."""
+    return isinstance(error.__cause__, cause)
+
+
+def is_server_error(raw: BaseException) -> bool:
+    """Tell a bare RucioException for a 5xx answer without details (a server bug or crash)."""
+    return type(raw) is rucio_errors.RucioException and "http status code: 5" in str(raw)

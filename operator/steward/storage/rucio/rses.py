@@ -1,0 +1,303 @@
+"""Rucio's RSE verbs (its ``RSEClient``): a Site's declaration made true in Rucio."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from rucio.common.constants import TransferLimitDirection
+
+from steward.exceptions import RucioNotFoundError, RucioPermanentError
+from steward.models.site import RSE, Protocol, Site
+from steward.storage.rucio.callpath import RucioCallPath, canonical_expression
+from steward.storage.rucio.types import Availability, SiteRegistration
+
+__all__ = ["MANAGED_ATTRIBUTES", "SAME_SITE_DISTANCE", "RSEClient"]
+
+MANAGED_ATTRIBUTES: Final = "steward_managed_attributes"
+"""RSE attribute listing the attributes Steward set, so it can remove ones no longer declared."""
+
+SAME_SITE_DISTANCE: Final = 1
+"""Distance between two RSEs of one site (transfers within a facility need a distance too)."""
+
+
+class RSEClient(RucioCallPath):
+    """RSEs: register a Site's declaration, availability, expression evaluation."""
+
+    def register_site(
+        self,
+        site: Site,
+        *,
+        peers: Iterable[Site] = (),
+        availability: Mapping[str, Availability] | None = None,
+    ) -> SiteRegistration:
+        """Register or update a Site's RSEs until Rucio matches the declaration.
+
+        Idempotent: a second call on an unchanged Site changes nothing. Per RSE: type,
+        flags, attributes (declared plus ``site`` and ``type``; ones Steward set before and
+        no longer declared are removed), protocols, limits, our account's quota. Per site:
+        transfer limits, and distances to the RSEs of ``peers`` named in
+        ``spec.distances`` (RSEs of one site are `SAME_SITE_DISTANCE` apart).
+
+        Parameters
+        ----------
+        site
+            The declaration.
+        peers
+            The other Sites, for distances; a distance to a site not given or not yet
+            registered is reported in ``pending``.
+        availability
+            Flags per RSE name overriding the declared ones (a downtime in force).
+        """
+        changes: list[str] = []
+        for rse in site.spec.rses:
+            flags = (availability or {}).get(rse.name) or Availability(
+                rse.availability_read, rse.availability_write, rse.availability_delete
+            )
+            changes += self._ensure_rse(rse, flags)
+            changes += self._ensure_attributes(rse, site.spec.facility)
+            changes += self._ensure_protocols(rse)
+            changes += self._ensure_limits(rse)
+            changes += self._ensure_quota(rse)
+        changes += self._ensure_transfer_limits(site)
+        distance_changes, pending = self._ensure_distances(site, peers)
+        return SiteRegistration(tuple(changes + distance_changes), tuple(pending))
+
+    def _get_rse(self, name: str) -> dict[str, Any] | None:
+        try:
+            rse: dict[str, Any] = self._call("get_rse", lambda c: c.get_rse(name))
+        except RucioNotFoundError:
+            return None
+        return rse
+
+    def _ensure_rse(self, rse: RSE, flags: Availability) -> list[str]:
+        wanted = {
+            "rse_type": rse.rucio_type,
+            "deterministic": rse.deterministic,
+            "volatile": rse.volatile,
+            "staging_area": rse.staging_area,
+            "availability_read": flags.read,
+            "availability_write": flags.write,
+            "availability_delete": flags.delete,
+        }
+        current = self._get_rse(rse.name)
+        if current is None:
+            self._call("add_rse", lambda c: c.add_rse(rse.name, **wanted))
+            return [f"{rse.name}: added ({rse.rucio_type})"]
+        diff = {key: value for key, value in wanted.items() if current.get(key) != value}
+        if diff:
+            self._call("update_rse", lambda c: c.update_rse(rse.name, diff))
+        return [f"{rse.name}: {key}={value}" for key, value in diff.items()]
+
+    def _ensure_attributes(self, rse: RSE, facility: str) -> list[str]:
+        wanted = rse.effective_attributes(facility)
+        current = self._rpc("list_rse_attributes", rse.name)
+        changes = []
+        for key, value in wanted.items():
+            if _attribute(current.get(key)) != _attribute(value):
+                self._rpc("add_rse_attribute", rse.name, key, value)
+                changes.append(f"{rse.name}: attribute {key}={value}")
+        managed = [k for k in str(current.get(MANAGED_ATTRIBUTES) or "").split(",") if k]
+        for key in sorted(set(managed) - set(wanted)):
+            if key in current:
+                self._rpc("delete_rse_attribute", rse.name, key)
+                changes.append(f"{rse.name}: attribute {key} removed")
+        marker = ",".join(sorted(wanted))
+        if current.get(MANAGED_ATTRIBUTES) != marker:
+            self._rpc("add_rse_attribute", rse.name, MANAGED_ATTRIBUTES, marker)
+        return changes
+
+    def _ensure_protocols(self, rse: RSE) -> list[str]:
+        """Converge protocols: remove undeclared and changed ones, then add what is missing.
+
+        A changed protocol is replaced rather than updated: Rucio's client cannot address a
+        protocol on port 0 (it drops a falsy port from the URL), and replacing is one path.
+        """
+        wanted = {(p.scheme, p.hostname, p.port): _protocol(p) for p in rse.protocols}
+        current = self._protocols(rse.name)
+        stale = sorted(
+            key
+            for key, existing in current.items()
+            if key not in wanted
+            or any(existing.get(k) != wanted[key][k] for k in ("prefix", "impl", "domains"))
+        )
+        for scheme, hostname, port in stale:
+            self._rpc("delete_protocols", rse.name, scheme, hostname=hostname, port=port or None)
+        if stale:
+            current = self._protocols(rse.name)
+        changes = []
+        for key, protocol in wanted.items():
+            if key not in current:
+                self._rpc("add_protocol", rse.name, protocol)
+                verb = "updated" if key in stale else "added"
+                changes.append(f"{rse.name}: protocol {key[0]}://{key[1]}:{key[2]} {verb}")
+        changes += [
+            f"{rse.name}: protocol {key[0]}://{key[1]}:{key[2]} removed"
+            for key in stale
+            if key not in wanted
+        ]
+        return changes
+
+    def _protocols(self, rse: str) -> dict[tuple[str, str, int], dict[str, Any]]:
+        """The RSE's protocols by (scheme, hostname, port)."""
+        return {
+            (p["scheme"], p["hostname"], int(p["port"])): p
+            for p in (self._get_rse(rse) or {}).get("protocols") or []
+        }
+
+    def _ensure_limits(self, rse: RSE) -> list[str]:
+        current = self._rpc("get_rse_limits", rse.name) or {}
+        changes = []
+        for key, value in rse.limits.items():
+            if current.get(key) != value:
+                self._rpc("set_rse_limits", rse.name, key, value)
+                changes.append(f"{rse.name}: limit {key}={value}")
+        for key in sorted(set(current) - set(rse.limits)):
+            self._rpc("delete_rse_limits", rse.name, key)
+            changes.append(f"{rse.name}: limit {key} removed")
+        return changes
+
+    def _ensure_quota(self, rse: RSE) -> list[str]:
+        limits = self._rpc("get_local_account_limit", self.account, rse.name)
+        current = limits.get(rse.name)
+        wanted = math.inf if rse.quota is None else rse.quota
+        if current == wanted:
+            return []
+        value = -1 if rse.quota is None else rse.quota
+        self._rpc("set_local_account_limit", self.account, rse.name, value)
+        return [f"{rse.name}: quota of {self.account} = {'unlimited' if value < 0 else value}"]
+
+    def _ensure_transfer_limits(self, site: Site) -> list[str]:
+        names = {rse.name for rse in site.spec.rses}
+        current = {
+            (row["rse_expression"], row["activity"]): row.get("max_transfers")
+            for row in self._call("list_transfer_limits", lambda c: list(c.list_transfer_limits()))
+            if row["rse_expression"] in names and row.get("direction") == "DESTINATION"
+        }
+        wanted = {
+            (name, limit.activity): limit.max_transfers
+            for name in sorted(names)
+            for limit in site.spec.transfer_limits
+        }
+        changes = []
+        for (expression, activity), count in wanted.items():
+            if current.get((expression, activity)) != count:
+                self._rpc(
+                    "set_transfer_limit",
+                    expression,
+                    activity=activity,
+                    direction=TransferLimitDirection.DESTINATION,
+                    max_transfers=count,
+                )
+                changes.append(f"{expression}: transfer limit {activity}={count}")
+        for expression, activity in sorted(set(current) - set(wanted)):
+            self._rpc(
+                "delete_transfer_limit",
+                expression,
+                activity=activity,
+                direction=TransferLimitDirection.DESTINATION,
+            )
+            changes.append(f"{expression}: transfer limit {activity} removed")
+        return changes
+
+    def _ensure_distances(self, site: Site, peers: Iterable[Site]) -> tuple[list[str], list[str]]:
+        by_name = {peer.metadata.name: peer for peer in peers}
+        own = [rse.name for rse in site.spec.rses]
+        pairs = {(a, b): SAME_SITE_DISTANCE for a in own for b in own if a != b}
+        pending = []
+        for declared in site.spec.distances:
+            peer = by_name.get(declared.site)
+            if peer is None:
+                pending.append(f"distance to site {declared.site}: site not known")
+                continue
+            pairs.update({(a, r.name): declared.distance for a in own for r in peer.spec.rses})
+        changes = []
+        for (source, destination), distance in sorted(pairs.items()):
+            try:
+                changes += self._ensure_distance(source, destination, distance)
+            except RucioNotFoundError:
+                pending.append(f"distance {source} -> {destination}: RSE not registered yet")
+        return changes, pending
+
+    def _ensure_distance(self, source: str, destination: str, distance: int) -> list[str]:
+        current = self._call("get_distance", lambda c: c.get_distance(source, destination))
+        if current and current[0].get("distance") == distance:
+            return []
+        verb = "update_distance" if current else "add_distance"
+        self._call(
+            verb,
+            lambda c: getattr(c, verb)(source, destination, {"distance": distance}),
+        )
+        return [f"{source} -> {destination}: distance {distance}"]
+
+    def set_rse_availability(self, rse: str, availability: Availability) -> bool:
+        """Set read, write and delete availability (downtimes); return whether it changed."""
+        wanted = {
+            "availability_read": availability.read,
+            "availability_write": availability.write,
+            "availability_delete": availability.delete,
+        }
+        current = self._get_rse(rse)
+        if current is None:
+            msg = f"RSE {rse} is not registered in Rucio"
+            raise RucioNotFoundError(msg)
+        diff = {key: value for key, value in wanted.items() if current.get(key) != value}
+        if diff:
+            self._call("update_rse", lambda c: c.update_rse(rse, diff))
+        return bool(diff)
+
+    def rse_availability(self, names: Iterable[str]) -> dict[str, Availability | None]:
+        """Availability of each RSE in Rucio now; None for one that is not registered."""
+        result: dict[str, Availability | None] = {}
+        for name in names:
+            rse = self._get_rse(name)
+            result[name] = (
+                None
+                if rse is None
+                else Availability(
+                    bool(rse["availability_read"]),
+                    bool(rse["availability_write"]),
+                    bool(rse["availability_delete"]),
+                )
+            )
+        return result
+
+    def list_rses(self, rse_expression: str = "*") -> list[str]:
+        """Names of the RSEs an expression selects (Rucio's own evaluation); maybe none."""
+        expression = canonical_expression(rse_expression)
+        try:
+            rows = self._call("list_rses", lambda c: list(c.list_rses(expression)))
+        except RucioPermanentError as error:
+            # Rucio raises InvalidRSEExpression for "selects nothing" too; that is a result.
+            if "empty set" in str(error):
+                return []
+            raise
+        return sorted(row["rse"] for row in rows)
+
+
+def _attribute(value: Any) -> str:  # noqa: ANN401 - attribute values are loosely typed
+    """Compare attribute values as Rucio's expressions do: as text, booleans lower case."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+def _protocol(protocol: Protocol) -> dict[str, Any]:
+    """Convert a Site protocol to Rucio's ``add_protocol`` form (same LAN and WAN priorities)."""
+    priorities = {"read": protocol.read, "write": protocol.write, "delete": protocol.delete}
+    return {
+        "scheme": protocol.scheme,
+        "hostname": protocol.hostname,
+        "port": protocol.port,
+        "prefix": protocol.prefix,
+        "impl": protocol.impl,
+        "domains": {
+            "lan": priorities,
+            "wan": {
+                **priorities,
+                "third_party_copy_read": protocol.third_party_copy,
+                "third_party_copy_write": protocol.third_party_copy,
+            },
+        },
+    }

@@ -1,0 +1,277 @@
+"""What Steward reads from and sends to Rucio: rules, subscriptions, files, RSE flags.
+
+Units follow Rucio: rule lifetimes are seconds (fields are `datetime.timedelta`), subscription
+lifetimes are days, sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Final, Literal
+
+from steward.exceptions import RucioPermanentError
+from steward.models.replication import RuleState
+from steward.storage.rucio.callpath import canonical_expression, seconds, utc
+
+__all__ = [
+    "DEFAULT_ACTIVITY",
+    "UNSET",
+    "AddedRules",
+    "Availability",
+    "File",
+    "Rule",
+    "RuleSpec",
+    "RuleState",
+    "SiteRegistration",
+    "Subscription",
+    "SubscriptionSpec",
+    "Unset",
+]
+
+DEFAULT_ACTIVITY: Final = "User Subscriptions"
+"""Rucio's default rule activity; subscriptions need one spelled out (the transmogrifier's own
+default, ``default``, is not in Rucio's list of activities)."""
+
+
+class Unset(Enum):
+    """The type of `UNSET`."""
+
+    UNSET = "UNSET"
+
+
+UNSET: Final = Unset.UNSET
+"""Marks an `RucioStorage.update_rule` option as "leave as is" (None means "no value")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A Rucio replication rule, as Steward reads it."""
+
+    id: str
+    scope: str
+    name: str
+    account: str
+    rse_expression: str
+    copies: int
+    state: RuleState
+    locks_ok: int = 0
+    locks_replicating: int = 0
+    locks_stuck: int = 0
+    bytes: int | None = None
+    """Size of the DID, when Rucio knows it."""
+    expires_at: datetime | None = None
+    comment: str | None = None
+    child_rule_id: str | None = None
+    locked: bool = False
+    grouping: str = "DATASET"
+    activity: str | None = None
+    priority: int = 3
+    source_replica_expression: str | None = None
+    purge_replicas: bool = False
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def did(self) -> str:
+        """``scope:name`` of the rule's DID."""
+        return f"{self.scope}:{self.name}"
+
+    @classmethod
+    def from_rucio(cls, data: Mapping[str, Any]) -> Rule:
+        """Build from a rule dictionary of Rucio's client."""
+        return cls(
+            id=data["id"],
+            scope=data["scope"],
+            name=data["name"],
+            account=data["account"],
+            rse_expression=data["rse_expression"],
+            copies=int(data["copies"]),
+            state=RuleState(data["state"]),
+            locks_ok=int(data.get("locks_ok_cnt") or 0),
+            locks_replicating=int(data.get("locks_replicating_cnt") or 0),
+            locks_stuck=int(data.get("locks_stuck_cnt") or 0),
+            bytes=data.get("bytes"),
+            expires_at=utc(data.get("expires_at")),
+            comment=data.get("comments"),
+            child_rule_id=data.get("child_rule_id"),
+            locked=bool(data.get("locked")),
+            grouping=str(data.get("grouping") or "DATASET"),
+            activity=data.get("activity"),
+            priority=int(data.get("priority") or 3),
+            source_replica_expression=data.get("source_replica_expression"),
+            purge_replicas=bool(data.get("purge_replicas")),
+            error=data.get("error"),
+            created_at=utc(data.get("created_at")),
+            updated_at=utc(data.get("updated_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """What a rule should be; the input of `RucioStorage.add_rules`."""
+
+    rse_expression: str
+    """Destination; canonicalised before it is sent."""
+    copies: int = 1
+    lifetime: timedelta | None = None
+    """Rule lifetime (Rucio counts seconds); None: forever."""
+    grouping: Literal["ALL", "DATASET", "NONE"] = "DATASET"
+    priority: int = 3
+    activity: str = DEFAULT_ACTIVITY
+    source_replica_expression: str | None = None
+    comment: str | None = None
+    """Steward tags its rules here, so `RucioStorage.list_rules` finds them in one call."""
+    locked: bool = False
+    purge_replicas: bool = False
+    ask_approval: bool = False
+    asynchronous: bool = False
+    ignore_availability: bool = False
+    weight: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.copies < 1:
+            msg = f"a rule needs at least one copy, not {self.copies}"
+            raise RucioPermanentError(msg)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``add_replication_rule`` (expression canonicalised)."""
+        return {
+            "copies": self.copies,
+            "rse_expression": canonical_expression(self.rse_expression),
+            "lifetime": seconds(self.lifetime),
+            "grouping": self.grouping,
+            "priority": self.priority,
+            "activity": self.activity,
+            "source_replica_expression": self.source_replica_expression,
+            "comment": self.comment,
+            "locked": self.locked,
+            "purge_replicas": self.purge_replicas,
+            "ask_approval": self.ask_approval,
+            "asynchronous": self.asynchronous,
+            "ignore_availability": self.ignore_availability,
+            "weight": self.weight,
+        }
+
+    def subscription_rule(self) -> dict[str, Any]:
+        """Return the rule as a subscription carries it (the transmogrifier's format)."""
+        rule: dict[str, Any] = {
+            "copies": self.copies,
+            "rse_expression": canonical_expression(self.rse_expression),
+            "grouping": self.grouping,
+            # The transmogrifier compares these two with the string "True".
+            "locked": str(self.locked),
+            "purge_replicas": str(self.purge_replicas),
+        }
+        rule["activity"] = self.activity
+        optional = {
+            "lifetime": seconds(self.lifetime),
+            "source_replica_expression": self.source_replica_expression,
+            "comments": self.comment,
+            "weight": self.weight,
+        }
+        rule.update({key: value for key, value in optional.items() if value is not None})
+        return rule
+
+
+@dataclass(frozen=True, slots=True)
+class AddedRules:
+    """Result of `RucioStorage.add_rules`."""
+
+    rule_ids: dict[str, str]
+    """Rule id per DID (``scope:name``)."""
+    created: frozenset[str] = frozenset()
+    """DIDs whose rule this call created."""
+    adopted: frozenset[str] = frozenset()
+    """DIDs whose existing, identical rule was adopted instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSpec:
+    """A Rucio subscription: rules for new DIDs matching a filter (see the transmogrifier)."""
+
+    name: str
+    filter: Mapping[str, Any]
+    """Rucio's filter: ``scope`` (list of regexes), ``did_type``, ``pattern``, metadata keys."""
+    rules: Sequence[RuleSpec]
+    comments: str = ""
+    lifetime: timedelta | None = None
+    """How long the subscription lives (Rucio counts whole days, rounded up); None: forever."""
+    priority: int = 3
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments shared by ``add_subscription`` and ``update_subscription``."""
+        days = None if self.lifetime is None else math.ceil(self.lifetime / timedelta(days=1))
+        return {
+            "filter_": dict(self.filter),
+            "replication_rules": [rule.subscription_rule() for rule in self.rules],
+            "comments": self.comments,
+            "lifetime": days if days is not None else False,
+            "priority": self.priority,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription as Rucio reports it."""
+
+    id: str
+    name: str
+    account: str
+    filter: dict[str, Any]
+    rules: list[dict[str, Any]]
+    state: str
+    comments: str | None
+    priority: int | None
+
+    @classmethod
+    def from_rucio(cls, data: Mapping[str, Any]) -> Subscription:
+        """Build from a subscription dictionary (filter and rules arrive as JSON text)."""
+
+        def decoded(value: Any) -> Any:  # noqa: ANN401 - JSON
+            return json.loads(value) if isinstance(value, str) else value
+
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            account=data["account"],
+            filter=decoded(data.get("filter")) or {},
+            rules=decoded(data.get("replication_rules")) or [],
+            state=str(data.get("state")),
+            comments=data.get("comments"),
+            priority=data.get("policyid"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """A file replica to register (test and dev data; Rucio moves no bytes for mock RSEs)."""
+
+    did: str
+    bytes: int
+    adler32: str = "00000001"
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """An RSE's availability flags."""
+
+    read: bool = True
+    write: bool = True
+    delete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRegistration:
+    """What `RucioStorage.register_site` changed; empty ``changes`` when already converged."""
+
+    changes: tuple[str, ...]
+    """One line per write, e.g. ``NCSA_TAPE: attribute tier=1`` (for the audit trail)."""
+    pending: tuple[str, ...]
+    """Distances not set because the other site or RSE is not registered yet."""
