@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     UID of the ``kube-system`` namespace when absent. Two clusters sharing one Rucio account
     must differ here, or they would own each other's rules."""
 
+    deletion_freeze: str | None = None
+    """While set (to the reason), no path of Steward removes data anywhere: plans are still
+    computed and shown, in mode Frozen (during a restore or an incident)."""
+
     site: str | None = None
     """The compute site this operator runs Campaigns for (``metadata.name`` of a Site)."""
 

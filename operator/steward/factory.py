@@ -14,7 +14,10 @@ from sqlalchemy import Engine
 
 from steward.config import Settings
 from steward.services.audit import AuditService
+from steward.services.deletion import DeletionGate
+from steward.services.oods import OODSService
 from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.retention import RetentionService
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.rucio import RetryPolicy, RucioStorage
@@ -86,5 +89,28 @@ class Factory:
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            actor=self.actor,
+        )
+
+    def create_deletion_gate(self) -> DeletionGate:
+        """The deletion gate every path that removes data carries its plans out through."""
+        return DeletionGate(self.context.rucio, self.context.audit, actor=self.actor)
+
+    def create_retention_service(self) -> RetentionService:
+        """The RetentionPolicy reconciler."""
+        return RetentionService(
+            rucio=self.context.rucio,
+            audit=self.context.audit,
+            gate=self.create_deletion_gate(),
+            actor=self.actor,
+        )
+
+    def create_oods_service(self) -> OODSService:
+        """The OODSCache reconciler."""
+        return OODSService(
+            rucio=self.context.rucio,
+            audit=self.context.audit,
+            gate=self.create_deletion_gate(),
+            cluster_id=self.context.cluster_id,
             actor=self.actor,
         )

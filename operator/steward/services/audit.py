@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -140,6 +140,14 @@ class AuditService:
         """Rows matching ``where``, oldest first."""
         with self.sessions() as session:
             return AuditStore(session).query(where, limit)
+
+    def latest(self, where: AuditFilter, actions: Collection[str]) -> AuditEntry | None:
+        """The newest row matching ``where`` whose action is one of ``actions``.
+
+        The deletion gate asks this to find an intent a stopped operator left open.
+        """
+        with self.sessions() as session:
+            return AuditStore(session).latest(where, actions)
 
     def head(self) -> tuple[int, str]:
         """Return the last row's id and hash (worth recording outside the database)."""

@@ -9,7 +9,15 @@ from typing import Any, Literal
 from rucio.common import exception as rucio_errors
 
 from steward.exceptions import RucioPermanentError
-from steward.storage.rucio.callpath import RucioCallPath, caused_by, did_dict, seconds, split_did
+from steward.storage.rucio.callpath import (
+    DEFAULT_BATCH,
+    RucioCallPath,
+    caused_by,
+    did_dict,
+    seconds,
+    split_did,
+    utc,
+)
 
 __all__ = ["DIDClient"]
 
@@ -144,3 +152,50 @@ class DIDClient(RucioCallPath):
         known = set(self._call("list_values", lambda c: c.list_values(key)) or [])
         for value in sorted(set(values) - known):
             self._rpc("add_value", key, value)
+
+    def dids_metadata(
+        self, dids: Iterable[str], *, custom: bool = False, batch_size: int = DEFAULT_BATCH
+    ) -> dict[str, dict[str, Any]]:
+        """Metadata of many DIDs, `DEFAULT_BATCH` a call: ``{did: {key: value}}``.
+
+        Always the DID columns (``created_at`` as an aware datetime, ``bytes``, ``length``,
+        ``datatype``...); with ``custom`` also the keys of Rucio's JSON plugin, unless this
+        Rucio refuses them (SQLite), when the DID columns alone are returned. DIDs Rucio does
+        not know are absent.
+        """
+        wanted = list(dict.fromkeys(dids))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(wanted), batch_size):
+            batch = [did_dict(did) for did in wanted[start : start + batch_size]]
+            for row in self._metadata_rows(batch, "DID_COLUMN"):
+                meta = dict(row)
+                meta["created_at"] = utc(meta.get("created_at"))
+                found[f"{row['scope']}:{row['name']}"] = meta
+            if not custom:
+                continue
+            try:
+                extra = self._metadata_rows(batch, "ALL")
+            except RucioPermanentError:
+                continue  # this Rucio has no custom metadata (SQLite): DID columns only
+            for row in extra:
+                meta = found.setdefault(f"{row['scope']}:{row['name']}", {})
+                meta.update({k: v for k, v in row.items() if meta.get(k) is None})
+        return found
+
+    def _metadata_rows(self, batch: list[dict[str, str]], plugin: str) -> list[dict[str, Any]]:
+        try:
+            rows: list[dict[str, Any]] = self._call(
+                "get_metadata_bulk",
+                lambda c: list(c.get_metadata_bulk(batch, inherit=False, plugin=plugin)),
+            )
+        except RucioPermanentError as error:
+            if caused_by(error, rucio_errors.DataIdentifierNotFound):
+                return []
+            raise
+        return [dict(row) for row in rows]
+
+    def list_files(self, did: str) -> list[tuple[str, int]]:
+        """Files of a dataset or container: ``(scope:name, bytes)``, one listing."""
+        scope, name = split_did(did)
+        rows = self._call("list_files", lambda c: list(c.list_files(scope, name)))
+        return sorted((f"{row['scope']}:{row['name']}", int(row.get("bytes") or 0)) for row in rows)

@@ -1,0 +1,435 @@
+"""RetentionPolicy reconciliation: plan first, then expire or delete through the deletion gate.
+
+Steward keeps expiry, holds and approvals itself and drives Rucio only through rule
+``lifetime``, ``locked`` and rule deletion: Rucio's own lifetime model (``eol_at``, atropos)
+works only under the ATLAS policy, and its ``list_exceptions`` client call is broken. Each
+cycle:
+
+1. an intent a stopped operator left open is closed (`DeletionGate.recover`);
+2. the plan is computed (`preview_plan`): the rules on the selected DIDs whose RSEs are all
+   within ``spec.rses``, those past ``lifetime`` (counted from the rule's creation, when the
+   data was placed) or ``maxAge`` (from the DID's creation) become candidates, and the
+   deletion gate applies the protections, the freeze and the limits;
+3. the plan goes into status every cycle, and unless it is a dry run, blocked or frozen, the
+   gate carries it out: ``Expire`` sets each rule's lifetime to end now (judge-cleaner removes
+   the rule, the reaper the replicas), ``Delete`` deletes the rule.
+
+LDM-230 5.1.2.2.4 (managed lifetime of data), LDM-592 SCIVAL1 (scratch deleted only by its
+owner or with permission), COMM3 (value-added repositories), DRP29 (a file another rule
+references stays: Rucio's locks) and DRP30 (forced deletion names who approved it), LDM-230
+3.1.3.4.2 (failed-campaign outputs kept until the review is done).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from steward.models.common import DIDType
+from steward.models.retention import (
+    DataClass,
+    LockMode,
+    RetentionAction,
+    RetentionLock,
+    RetentionPolicy,
+    RetentionPolicySpec,
+)
+from steward.services.audit import AuditRecord, AuditService, ResourceRef
+from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
+from steward.services.deletion import (
+    Carried,
+    DeletionGate,
+    DeletionPlan,
+    DeletionRequest,
+    Limits,
+    Mode,
+    Operation,
+    Protections,
+    plan_deletion,
+)
+from steward.services.protections import (
+    ClusterFacts,
+    ExpressionCache,
+    candidate_of,
+    effective_locks,
+    gather_placement,
+    protections_of,
+)
+from steward.services.site import Outcome
+from steward.storage.rucio import RucioStorage, Rule
+
+__all__ = [
+    "RetentionPreview",
+    "RetentionService",
+    "locks_in_force",
+    "plan_status",
+    "preview_plan",
+    "remembered_locks",
+]
+
+_SOFT_DELETE = timedelta(hours=1, minutes=5)
+"""A rule expiring this soon is already going (Rucio's deletion only expires it)."""
+
+_DID_TYPES: dict[DIDType, Literal["dataset", "container", "file"]] = {
+    DIDType.DATASET: "dataset",
+    DIDType.CONTAINER: "container",
+    DIDType.FILE: "file",
+}
+
+_OPERATIONS = {RetentionAction.EXPIRE: Operation.EXPIRE, RetentionAction.DELETE: Operation.DELETE}
+
+
+def _requester(ref: ResourceRef) -> str:
+    return f"{ref.kind}/{ref.namespace}/{ref.name}"
+
+
+def _selected(rucio: RucioStorage, spec: RetentionPolicySpec) -> list[str]:
+    selector = spec.selector
+    if selector.dids is not None:
+        return sorted(dict.fromkeys(selector.dids))
+    assert selector.scope is not None  # noqa: S101 - the model requires it with match
+    return rucio.list_dids(
+        selector.scope,
+        selector.match,
+        exclude=selector.exclude,
+        did_type=_DID_TYPES[selector.did_type],
+    )
+
+
+def _rules_on(rucio: RucioStorage, dids: Collection[str]) -> list[Rule]:
+    """Every rule of any account on ``dids``: one listing per scope."""
+    wanted = set(dids)
+    scopes = sorted({did.partition(":")[0] for did in wanted})
+    return [
+        rule
+        for scope in scopes
+        for rule in rucio.list_rules(account="*", scope=scope)
+        if rule.did in wanted
+    ]
+
+
+def _due(
+    spec: RetentionPolicySpec, rule: Rule, created: Mapping[str, datetime | None]
+) -> datetime | None:
+    """When ``rule`` is past retention; None when that cannot be told (then it is not)."""
+    if spec.lifetime is not None:
+        return rule.created_at + spec.lifetime if rule.created_at else None
+    assert spec.max_age is not None  # noqa: S101 - the model requires one of the two
+    born = created.get(rule.did)
+    return born + spec.max_age if born is not None else None
+
+
+def preview_plan(
+    rucio: RucioStorage,
+    policy: RetentionPolicy,
+    protections: Protections,
+    *,
+    now: datetime,
+    requester: str | None = None,
+) -> DeletionPlan:
+    """Compute a policy's deletion plan from its spec and Rucio's state; writes nothing.
+
+    This is what each cycle of the operator acts on, and what ``steward plan`` shows for a
+    changed policy. Rules already expiring within Rucio's soft-deletion hour are neither
+    candidates nor part of the scope (they are going already).
+    """
+    spec = policy.spec
+    rses_of = ExpressionCache(rucio)
+    where = rses_of(spec.rses) if spec.rses else None
+    selected = _selected(rucio, spec)
+    in_scope: list[tuple[Rule, frozenset[str]]] = []
+    for rule in _rules_on(rucio, selected):
+        if rule.expires_at is not None and rule.expires_at <= now + _SOFT_DELETE:
+            continue
+        rses = rses_of(rule.rse_expression)
+        if not rses or (where is not None and not rses <= where):
+            continue
+        in_scope.append((rule, rses))
+    created: dict[str, datetime | None] = {}
+    if spec.max_age is not None and in_scope:
+        metadata = rucio.dids_metadata({rule.did for rule, _ in in_scope})
+        created = {did: meta.get("created_at") for did, meta in metadata.items()}
+    candidates = []
+    for rule, rses in in_scope:
+        due = _due(spec, rule, created)
+        if due is not None and due <= now:
+            candidates.append(candidate_of(rule, rses, "Age", created_at=created.get(rule.did)))
+    name = requester or f"RetentionPolicy/{policy.metadata.namespace}/{policy.metadata.name}"
+    awaiting = (
+        spec.campaign
+        if spec.data_class is DataClass.FAILED_CAMPAIGN_OUTPUTS and not spec.review_done
+        else None
+    )
+    request = DeletionRequest(
+        requester=name,
+        operation=_OPERATIONS[spec.action],
+        candidates=candidates,
+        placement=gather_placement(rucio, candidates, lambda dids: _rules_on(rucio, dids), rses_of),
+        owner=spec.owner,
+        approval=spec.approval,
+        awaiting_review=awaiting,
+        limits=Limits(
+            max_bytes=spec.max_delete_bytes,
+            max_fraction=spec.max_delete_fraction,
+            scope_bytes=sum(rule.bytes or 0 for rule, _ in in_scope),
+        ),
+        dry_run=spec.dry_run,
+    )
+    return plan_deletion(request, protections, now=now)
+
+
+def plan_status(plan: DeletionPlan, candidates: int, now: datetime) -> dict[str, Any]:
+    """The ``status.plan`` of a policy (RetentionPlan in the models)."""
+    protected = plan.protected()
+    return {
+        "computedAt": _time(now),
+        "hash": plan.hash,
+        "candidates": candidates,
+        "wouldExpire": plan.dids,
+        "rules": plan.count,
+        "bytes": plan.bytes,
+        "scopeBytes": plan.scope_bytes,
+        "bytesByRSE": plan.bytes_by_rse(),
+        "bytesBySite": plan.bytes_by_site(),
+        "sample": plan.sample(),
+        "protected": protected,
+        "protectedBytes": plan.protected_bytes(),
+        "protectedTotal": sum(protected.values()),
+    }
+
+
+def remembered_locks(status: Mapping[str, Any] | None) -> list[RetentionLock]:
+    """The Compliance locks a policy's status remembers."""
+    return [
+        RetentionLock.model_validate(lock) for lock in (status or {}).get("complianceLocks") or []
+    ]
+
+
+def locks_in_force(
+    policy: RetentionPolicy, status: Mapping[str, Any] | None, now: datetime
+) -> list[str]:
+    """Compliance locks of a policy still in force: while any is, the policy cannot go.
+
+    Deleting the policy would drop its locks from every plan; S3 refuses to delete a bucket
+    holding locked objects for the same reason.
+    """
+    return sorted(
+        f"{lock.name} (until {_time(lock.until)})"
+        for lock in effective_locks(policy, remembered_locks(status))
+        if lock.mode is LockMode.COMPLIANCE and lock.until > now
+    )
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class RetentionPreview:
+    """A RetentionPolicy's Rucio consequences for ``steward plan``; never writes.
+
+    ``consequences`` has the signature of the ReplicationRule preview's, so the plan command
+    can ask either for the lines to show under a changed resource.
+    """
+
+    rucio: RucioStorage
+    protections: Protections = field(default_factory=Protections)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def consequences(
+        self,
+        namespace: str,
+        name: str,
+        desired: dict[str, Any] | None,
+        live: dict[str, Any] | None,
+    ) -> list[str]:
+        """What the policy ``desired`` would remove from Rucio at its next cycle.
+
+        A deleted policy removes nothing (retention only ever acts while it exists).
+        """
+        del live
+        if desired is None:
+            return ["Rucio: nothing removed (a deleted RetentionPolicy stops acting)"]
+        policy = RetentionPolicy.model_validate(desired)
+        plan = preview_plan(
+            self.rucio,
+            policy,
+            self.protections,
+            now=self.clock(),
+            requester=f"RetentionPolicy/{namespace}/{name}",
+        )
+        return [f"Rucio: {line}" for line in plan.lines()]
+
+
+@dataclass
+class RetentionService:
+    """Reconciles RetentionPolicy resources: plan, show, and act through the gate."""
+
+    rucio: RucioStorage
+    audit: AuditService
+    gate: DeletionGate
+    actor: str = "steward-operator"
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def reconcile(
+        self,
+        policy: RetentionPolicy,
+        ref: ResourceRef,
+        facts: ClusterFacts,
+        old_status: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Plan, write the plan into status, and carry it out unless it may not act.
+
+        Raises
+        ------
+        TransientError
+            Rucio is unreachable; nothing was decided, the caller retries with backoff.
+        """
+        now = self.clock()
+        old = dict(old_status or {})
+        events: list[tuple[str, str, str]] = []
+        recovered = self.gate.recover(ref)
+        if recovered is not None:
+            message = (
+                f"plan {recovered.plan} was interrupted: {len(recovered.carried_out)} rules "
+                f"had gone, {len(recovered.abandoned)} are planned again"
+            )
+            events.append(("Warning", "IntentRecovered", message))
+        locks, shortened = self._remember_locks(policy, ref, old, now)
+        protections = protections_of(facts, self.rucio, now=now)
+        plan = preview_plan(self.rucio, policy, protections, now=now, requester=_requester(ref))
+        candidates = len(plan.removals) + len(plan.saved)
+        carried = Carried()
+        if plan.mode is Mode.ACT and plan.removals:
+            carried = self.gate.carry_out(plan, ref)
+            verb = "Expired" if plan.operation is Operation.EXPIRE else "Deleted"
+            events.append(
+                ("Normal", verb, f"{verb.lower()} {len(carried.removed)} rules: {plan.summary()}")
+            )
+        elif plan.mode in {Mode.BLOCKED, Mode.FROZEN} and (
+            old.get("mode") != plan.mode.value or (old.get("plan") or {}).get("hash") != plan.hash
+        ):
+            reason = "PlanBlocked" if plan.mode is Mode.BLOCKED else "DeletionFrozen"
+            events.append(("Warning", reason, plan.reason))
+        status: dict[str, Any] = {
+            "observedGeneration": ref.generation,
+            "mode": plan.mode.value,
+            "plan": plan_status(plan, candidates, now),
+            "removed": len(carried.removed),
+            "complianceLocks": locks,
+            "lastSyncTime": _time(now),
+            "conditions": _conditions(plan, carried, shortened, old.get("conditions"), ref, now),
+        }
+        last_run = _time(now) if carried.removed else old.get("lastRunTime")
+        if last_run is not None:
+            status["lastRunTime"] = last_run
+        return Outcome(status, events)
+
+    def _remember_locks(
+        self,
+        policy: RetentionPolicy,
+        ref: ResourceRef,
+        old: Mapping[str, Any],
+        now: datetime,
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Compliance locks to remember in status, and those the spec shortened or dropped.
+
+        The remembered list is `effective_locks` (longest ``until``, every DID ever named)
+        minus locks that have ended. A change of it is written to the audit trail.
+        """
+        merged = [
+            lock
+            for lock in effective_locks(policy, remembered_locks(old))
+            if lock.mode is LockMode.COMPLIANCE and lock.until > now
+        ]
+        declared = {lock.name: lock for lock in policy.spec.locks}
+        shortened = sorted(
+            lock.name
+            for lock in merged
+            if lock.name not in declared
+            or declared[lock.name].mode is not LockMode.COMPLIANCE
+            or declared[lock.name].until < lock.until
+            or not set(lock.dids) <= set(declared[lock.name].dids)
+        )
+        remembered = [
+            lock.model_dump(mode="json", by_alias=True, exclude_defaults=True) for lock in merged
+        ]
+        if remembered != (old.get("complianceLocks") or []):
+            self.audit.record(
+                AuditRecord(
+                    resource=ref,
+                    action="retention.lock.compliance",
+                    actor=self.actor,
+                    before=old.get("complianceLocks") or [],
+                    after=remembered,
+                    message="Compliance locks in force (they can only grow)",
+                )
+            )
+        return remembered, shortened
+
+
+def _conditions(  # noqa: PLR0917 - one status, computed from what the reconcile found
+    plan: DeletionPlan,
+    carried: Carried,
+    shortened: Iterable[str],
+    old: list[dict[str, Any]] | None,
+    ref: ResourceRef,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Ready, Progressing and Degraded of a policy after one cycle."""
+    summary = plan.summary()
+    if plan.mode is Mode.DRY_RUN:
+        ready = (True, "PlanComputed", f"dry run: {summary}")
+    elif plan.mode is Mode.BLOCKED:
+        ready = (False, plan.blocked_reason, plan.reason)
+    elif plan.mode is Mode.FROZEN:
+        ready = (False, "DeletionFrozen", plan.reason)
+    elif carried.removed:
+        verb = "Expired" if plan.operation is Operation.EXPIRE else "Deleted"
+        ready = (True, verb, f"{len(carried.removed)} rules; {summary}")
+    else:
+        ready = (True, "NothingDue", summary)
+    generation = ref.generation
+    conditions = set_condition(
+        old,
+        condition(
+            READY,
+            status=ready[0],
+            reason=ready[1],
+            message=ready[2],
+            generation=generation,
+            now=now,
+        ),
+    )
+    conditions = set_condition(
+        conditions,
+        condition(
+            PROGRESSING,
+            status=False,
+            reason="Converged",
+            message="",
+            generation=generation,
+            now=now,
+        ),
+    )
+    kept = sorted(shortened)
+    degraded = (plan.mode is Mode.BLOCKED, plan.blocked_reason or "Healthy", plan.reason)
+    if kept:
+        message = (
+            f"Compliance locks {', '.join(kept)} were shortened or removed in the spec; they "
+            "stay in force as they were"
+        )
+        degraded = (True, "ComplianceLockShortened", message)
+    return set_condition(
+        conditions,
+        condition(
+            DEGRADED,
+            status=degraded[0],
+            reason=degraded[1],
+            message=degraded[2],
+            generation=generation,
+            now=now,
+        ),
+    )
