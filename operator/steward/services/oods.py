@@ -53,7 +53,7 @@ from steward.services.deletion import (
     plan_deletion,
 )
 from steward.services.ownership import owner_tag, subscription_name
-from steward.services.protections import ClusterFacts, candidate_of, protections_of
+from steward.services.protections import ClusterFacts, candidate_of, protections_of, with_sizes
 from steward.services.site import Outcome
 from steward.storage.rucio import RucioStorage, Rule, RuleSpec, RuleState, SubscriptionSpec
 
@@ -173,7 +173,7 @@ class CacheView:
 
 def read_cache(rucio: RucioStorage, spec: OODSCacheSpec, tag: str, now: datetime) -> CacheView:
     """List the cache's rules, its pins and the DIDs in its window (three kinds of listing)."""
-    rules = [r for r in rucio.list_rules(comment=tag) if not _expiring(r, now)]
+    rules = with_sizes(rucio, [r for r in rucio.list_rules(comment=tag) if not _expiring(r, now)])
     live: dict[str, Rule] = {}
     for rule in sorted(rules, key=lambda r: r.id):
         live.setdefault(rule.did, rule)
@@ -199,6 +199,8 @@ def read_cache(rucio: RucioStorage, spec: OODSCacheSpec, tag: str, now: datetime
         key=lambda did: (created[did], did),
         reverse=True,
     )
+    looked_at = {*in_window, *pinned_wanted}
+    sizes.update(rucio.resolved_bytes(did for did in looked_at if did in sizes and not sizes[did]))
     return CacheView(
         spec=spec,
         now=now,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
@@ -41,6 +41,7 @@ __all__ = [
     "gather_placement",
     "protections_from",
     "protections_of",
+    "with_sizes",
 ]
 
 
@@ -202,6 +203,21 @@ def data_owner(did: str) -> str | None:
     """The developer whose scratch data a DID is: Rucio's ``user.<account>`` scope convention."""
     scope = did.partition(":")[0]
     return scope.removeprefix("user.") if scope.startswith("user.") and len(scope) > 5 else None  # noqa: PLR2004
+
+
+def with_sizes(rucio: RucioStorage, rules: Sequence[Rule]) -> list[Rule]:
+    """``rules`` with the bytes of open datasets (which Rucio lists as none) filled in.
+
+    The deletion gate compares bytes with limits and a cache its fill with watermarks: an
+    unknown size must be looked up, never taken as zero. Closed datasets cost nothing.
+    """
+    unknown = {rule.did for rule in rules if not rule.bytes}
+    if not unknown:
+        return list(rules)
+    sizes = rucio.resolved_bytes(unknown)
+    return [
+        replace(rule, bytes=sizes.get(rule.did, 0)) if not rule.bytes else rule for rule in rules
+    ]
 
 
 def candidate_of(

@@ -56,6 +56,7 @@ from steward.services.protections import (
     effective_locks,
     gather_placement,
     protections_of,
+    with_sizes,
 )
 from steward.services.site import Outcome
 from steward.storage.rucio import RucioStorage, Rule
@@ -147,6 +148,8 @@ def preview_plan(
         if not rses or (where is not None and not rses <= where):
             continue
         in_scope.append((rule, rses))
+    sized = with_sizes(rucio, [rule for rule, _ in in_scope])
+    in_scope = [(rule, rses) for rule, (_, rses) in zip(sized, in_scope, strict=True)]
     created: dict[str, datetime | None] = {}
     if spec.max_age is not None and in_scope:
         metadata = rucio.dids_metadata({rule.did for rule, _ in in_scope})
