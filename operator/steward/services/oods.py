@@ -73,7 +73,6 @@ PLACEMENTS_REFUSED: Final = "PlacementsRefused"
 USAGE_SOURCE_MISSING: Final = "UsageSourceMissing"
 """Condition: the cache RSE has no usage source, so the reaper cannot free space by need."""
 
-_SOFT_DELETE: Final = timedelta(hours=1, minutes=5)
 _EXPORT_SAMPLE: Final = 10
 _EXPORT_DATASETS: Final = 3
 _LIFETIME_QUANTUM: Final = timedelta(minutes=15)
@@ -135,7 +134,12 @@ def _quantized(lifetime: timedelta) -> timedelta:
 
 
 def _expiring(rule: Rule, now: datetime) -> bool:
-    return rule.expires_at is not None and rule.expires_at <= now + _SOFT_DELETE
+    """Whether the rule has expired (the gate expired it, or its window ended).
+
+    Unlike elsewhere, a rule expiring within Rucio's soft-deletion hour still counts: the
+    cache's rules all expire at their window's end, and the last hour of the window is in it.
+    """
+    return rule.expires_at is not None and rule.expires_at <= now
 
 
 @dataclass
@@ -429,6 +433,10 @@ class OODSService:
         refused = held >= spec.floor_watermark * spec.capacity
         self._ensure_subscription(work, refused=refused)
         self._converge_rules(work, kept, held, refused=refused)
+        if work.placed:
+            listed = self.rucio.list_rules(comment=tag)
+            kept = with_sizes(self.rucio, [r for r in listed if not _expiring(r, now)])
+        self._mirror_locks(work, kept)
         usage = self._usage_source_missing(spec.rse)
         return Outcome(
             self._status(work, decision, kept, evicted, old, refused=refused, usage=usage),
@@ -547,14 +555,12 @@ class OODSService:
     ) -> None:
         """Converge the rules the cache keeps, and backfill the window.
 
-        Pins lose their lifetime, the rest keep their window, protections are mirrored as
-        ``locked``; DIDs in the window (and pinned ones) without a rule are placed, newest
+        Pins lose their lifetime, the rest keep their window; DIDs in the window (and pinned ones) without a rule are placed, newest
         first, as long as the fill stays below the floor.
         """
         view, spec = work.view, work.cache.spec
         by_did = {rule.did: rule for rule in kept}
         self._lifetimes(work, kept)
-        self._mirror_locks(work, kept)
         if refused:
             return
         floor = spec.floor_watermark * spec.capacity

@@ -171,16 +171,32 @@ class DIDClient(RucioCallPath):
                 meta = dict(row)
                 meta["created_at"] = utc(meta.get("created_at"))
                 found[f"{row['scope']}:{row['name']}"] = meta
-            if not custom:
+            if not custom or not self.custom_metadata(batch[0]["scope"]):
                 continue
-            try:
-                extra = self._metadata_rows(batch, "ALL")
-            except RucioPermanentError:
-                continue  # this Rucio has no custom metadata (SQLite): DID columns only
-            for row in extra:
+            for row in self._metadata_rows(batch, "ALL"):
                 meta = found.setdefault(f"{row['scope']}:{row['name']}", {})
                 meta.update({k: v for k, v in row.items() if meta.get(k) is None})
         return found
+
+    def custom_metadata(self, scope: str) -> bool:
+        """Whether this Rucio keeps custom DID metadata (its JSON plugin; not on SQLite).
+
+        Asked once per storage instance, by listing an existing scope with a custom key: a
+        Rucio without the plugin refuses the filter (InvalidMetadata), and asking it for the
+        metadata itself would fail with a server error instead.
+        """
+        known: bool | None = getattr(self, "_custom_metadata", None)
+        if known is None:
+            try:
+                self._list_names(scope, {"steward_probe": "none"}, "all")
+            except RucioPermanentError as error:
+                if "InvalidMetadata" not in str(error):
+                    raise
+                known = False
+            else:
+                known = True
+            self._custom_metadata = known
+        return known
 
     def _metadata_rows(self, batch: list[dict[str, str]], plugin: str) -> list[dict[str, Any]]:
         try:
