@@ -555,8 +555,8 @@ class OODSService:
     ) -> None:
         """Converge the rules the cache keeps, and backfill the window.
 
-        Pins lose their lifetime, the rest keep their window; DIDs in the window (and pinned ones) without a rule are placed, newest
-        first, as long as the fill stays below the floor.
+        Pins lose their lifetime, the rest keep their window; DIDs in the window (and pinned
+        ones) without a rule are placed, newest first, while the fill stays below the floor.
         """
         view, spec = work.view, work.cache.spec
         by_did = {rule.did: rule for rule in kept}
