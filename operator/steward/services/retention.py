@@ -33,6 +33,7 @@ from steward.models.retention import (
     LockMode,
     RetentionAction,
     RetentionLock,
+    RetentionPlan,
     RetentionPolicy,
     RetentionPolicySpec,
 )
@@ -184,23 +185,24 @@ def preview_plan(
 
 
 def plan_status(plan: DeletionPlan, candidates: int, now: datetime) -> dict[str, Any]:
-    """The ``status.plan`` of a policy (RetentionPlan in the models)."""
+    """The ``status.plan`` of a policy, with the field names of the CRD (RetentionPlan)."""
     protected = plan.protected()
-    return {
-        "computedAt": _time(now),
-        "hash": plan.hash,
-        "candidates": candidates,
-        "wouldExpire": plan.dids,
-        "rules": plan.count,
-        "bytes": plan.bytes,
-        "scopeBytes": plan.scope_bytes,
-        "bytesByRSE": plan.bytes_by_rse(),
-        "bytesBySite": plan.bytes_by_site(),
-        "sample": plan.sample(),
-        "protected": protected,
-        "protectedBytes": plan.protected_bytes(),
-        "protectedTotal": sum(protected.values()),
-    }
+    model = RetentionPlan(
+        computed_at=now,
+        hash=plan.hash,
+        candidates=candidates,
+        would_expire=plan.dids,
+        rules=plan.count,
+        bytes=plan.bytes,
+        scope_bytes=plan.scope_bytes,
+        bytes_by_rse=plan.bytes_by_rse(),
+        bytes_by_site=plan.bytes_by_site(),
+        sample=plan.sample(),
+        protected=protected,
+        protected_bytes=plan.protected_bytes(),
+        protected_total=sum(protected.values()),
+    )
+    return model.model_dump(mode="json", by_alias=True)
 
 
 def remembered_locks(status: Mapping[str, Any] | None) -> list[RetentionLock]:
@@ -316,10 +318,17 @@ class RetentionService:
         ):
             reason = "PlanBlocked" if plan.mode is Mode.BLOCKED else "DeletionFrozen"
             events.append(("Warning", reason, plan.reason))
+        shown = plan_status(plan, candidates, now)
+        previous = dict(old.get("plan") or {})
+        if (
+            previous.pop("computedAt", None)
+            and {k: v for k, v in shown.items() if k != "computedAt"} == previous
+        ):
+            shown["computedAt"] = old["plan"]["computedAt"]  # unchanged: no status write
         status: dict[str, Any] = {
             "observedGeneration": ref.generation,
             "mode": plan.mode.value,
-            "plan": plan_status(plan, candidates, now),
+            "plan": shown,
             "removed": len(carried.removed),
             "complianceLocks": locks,
             "lastSyncTime": _time(now),
