@@ -340,3 +340,27 @@ def test_the_export_layout_is_computed_per_file(
 def test_day_obs_rolls_over_at_noon_utc():
     assert day_obs(datetime(2026, 11, 22, 11, 59, tzinfo=UTC)) == "20261121"
     assert day_obs(datetime(2026, 11, 22, 12, 0, tzinfo=UTC)) == "20261122"
+
+
+def test_instruments_select_by_metadata_or_say_why_rucio_cannot(
+    service, rucio_storage, rucio_data, cache_rse, clock
+):
+    lsstcam, latiss = _raw(rucio_data, 2)
+    custom = rucio_storage.custom_metadata(rucio_data.scope)
+    if custom:
+        rucio_storage.set_metadata(lsstcam, {"instrument": "LSSTCam"})
+        rucio_storage.set_metadata(latiss, {"instrument": "LATISS"})
+    clock.now = max(_created(rucio_storage, [lsstcam, latiss]).values()) + ONE_S
+    cache = _cache(rucio_data, cache_rse, instruments=["LSSTCam"])
+    outcome = service.reconcile(cache, _ref(cache), ClusterFacts())
+    subscription = rucio_storage.get_subscription(subscription_name(CLUSTER, cache.metadata.uid))
+    assert subscription.filter["instrument"] == ["^LSSTCam$"]
+    degraded = _condition(outcome.status, "Degraded")
+    if custom:  # PostgreSQL: Rucio's JSON metadata plugin
+        assert set(_cache_rules(rucio_storage, cache)) == {lsstcam}
+        assert degraded["status"] == "False" or degraded["reason"] == "UsageSourceMissing"
+    else:  # SQLite: Rucio refuses custom keys, and the cache says so
+        assert _cache_rules(rucio_storage, cache) == {}
+        assert degraded["reason"] == "SelectionRefused"
+        assert "instrument" in degraded["message"]
+        assert outcome.status["files"] == 0

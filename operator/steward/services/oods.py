@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from steward.exceptions import RucioPermanentError
 from steward.models.oods import OODSCache, OODSCacheSpec
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
@@ -160,6 +161,8 @@ class CacheView:
     """Pinned DIDs Rucio does not know."""
     in_window: list[str]
     """Selected DIDs created within the window, newest first."""
+    selection_refused: str = ""
+    """Why Rucio refused to select the cache's data (no custom metadata), or empty."""
 
     @property
     def capacity(self) -> int:
@@ -193,7 +196,19 @@ def read_cache(rucio: RucioStorage, spec: OODSCacheSpec, tag: str, now: datetime
             pinned_wanted.update(
                 rucio.list_dids(selector.scope, selector.match, exclude=selector.exclude)
             )
-    selected = _select(rucio, spec)
+    refused = ""
+    try:
+        selected = _select(rucio, spec)
+    except RucioPermanentError as error:
+        if "InvalidMetadata" not in str(error):
+            raise
+        # A Rucio without custom metadata (SQLite) refuses the instrument key: pins and what
+        # the cache holds still converge, and status says why nothing new is selected.
+        selected = set()
+        refused = (
+            f"Rucio refuses to select by instrument ({error}); custom DID metadata needs "
+            "Rucio's JSON metadata plugin (PostgreSQL, Oracle or MySQL)"
+        )
     metadata = rucio.dids_metadata({*live, *pinned_wanted, *selected})
     created = {did: meta["created_at"] for did, meta in metadata.items() if meta.get("created_at")}
     sizes = {did: int(meta.get("bytes") or 0) for did, meta in metadata.items()}
@@ -214,6 +229,7 @@ def read_cache(rucio: RucioStorage, spec: OODSCacheSpec, tag: str, now: datetime
         pinned={did for did in pinned_wanted if did in metadata},
         missing_pins=sorted(did for did in pinned_wanted if did not in metadata),
         in_window=in_window,
+        selection_refused=refused,
     )
 
 
@@ -780,6 +796,8 @@ class OODSService:
         ]
         if refused:
             degraded = (True, "PlacementsRefused", "the cache is at its floor")
+        elif work.view.selection_refused:
+            degraded = (True, "SelectionRefused", work.view.selection_refused)
         elif usage:
             degraded = (True, "UsageSourceMissing", usage)
         elif missing:
