@@ -231,7 +231,7 @@ def test_an_oods_cache_shows_its_fill_and_alarms_without_a_usage_source(
         "the cache to hold its data", cached, timeout=120, between=rucio_server.daemons.converge
     )
     assert status["bytes"] == 3 * 2001
-    assert status["fill"] == round(3 * 2001 / 100000, 4)
+    assert status["fill"] == round(3 * 2001 / 100000, 6)
     assert status["pinned"] == 1
     assert status["placements"] == "Open"
     assert condition_of({"status": status}, "UsageSourceMissing")["status"] == "True"

@@ -217,7 +217,7 @@ def test_pins_survive_and_the_watermark_evicts_oldest_first_down_to_low(
     rules = _cache_rules(rucio_storage, cache)
     assert rules[pinned].expires_at is None
     assert placed.status["pinned"] == 1
-    assert placed.status["fill"] == round(10005 / 11000, 4)
+    assert placed.status["fill"] == round(10005 / 11000, 6)
     assert placed.status["evicting"] is False  # the fill is read before placing
 
     evicted = service.reconcile(cache, _ref(cache), ClusterFacts(), placed.status)

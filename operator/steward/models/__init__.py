@@ -102,6 +102,9 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("Expiring", ".status.plan.wouldExpire", "integer"),
             PrinterColumn("Bytes", ".status.plan.bytes", "integer"),
             PrinterColumn("Protected", ".status.plan.protectedTotal", "integer", priority=1),
+            PrinterColumn(
+                "Selected", ".status.plan.scopeBytes", "integer", "Bytes the policy selects", 1
+            ),
             PrinterColumn("Plan", ".status.plan.hash", description="Hash an approval names"),
             _ready(),
             _AGE,

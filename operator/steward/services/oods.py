@@ -718,7 +718,7 @@ class OODSService:
             "files": sum(r.locks_ok + r.locks_replicating + r.locks_stuck for r in kept),
             "bytes": held,
             "capacity": spec.capacity,
-            "fill": round(held / spec.capacity, 4) if spec.capacity else 0.0,
+            "fill": round(held / spec.capacity, 6) if spec.capacity else 0.0,
             "oldestItem": _time(oldest) if oldest else None,
             "pinned": sum(1 for rule in kept if rule.did in view.pinned),
             "evicting": decision.evicting,
