@@ -216,12 +216,10 @@ def _check_retention_and_cache(state_dir: Path, cluster: _Cluster) -> None:
     shell = _in_shell(state_dir, "kubectl get retentionpolicy,oodscache -A")
     assert shell.returncode == 0, shell.stderr
     lines = shell.stdout.splitlines()
-    assert any(
-        re.search(r"\sscratch-kcarter\s+Expire\s+Acting\s+0\s+0\s+[0-9a-f]{16}", l) for l in lines
-    ), shell.stdout
-    assert any(re.search(r"\sbase-oods\s+BASE_OODS\s+7d\s+\d+\s+\d+", l) for l in lines), (
-        shell.stdout
-    )
+    scratch_row = r"/scratch-kcarter\s+Expire\s+Acting\s+0\s+0\s+[0-9a-f]{16}\s"
+    cache_row = r"/base-oods\s+BASE_OODS\s+7d\s+[1-9]\d*\s+[1-9]\d*\s"
+    assert any(re.search(scratch_row, line) for line in lines), shell.stdout
+    assert any(re.search(cache_row, line) for line in lines), shell.stdout
 
 
 def _check_a_developers_shell(state_dir: Path, placed: list[str]) -> None:

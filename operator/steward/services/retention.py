@@ -22,7 +22,7 @@ references stays: Rucio's locks) and DRP30 (forced deletion names who approved i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -40,6 +40,7 @@ from steward.models.retention import (
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
 from steward.services.deletion import (
+    Candidate,
     Carried,
     DeletionGate,
     DeletionPlan,
@@ -100,27 +101,60 @@ def _selected(rucio: RucioStorage, spec: RetentionPolicySpec) -> list[str]:
     )
 
 
-def _rules_on(rucio: RucioStorage, dids: Collection[str]) -> list[Rule]:
-    """Every rule of any account on ``dids``: one listing per scope."""
-    wanted = set(dids)
-    scopes = sorted({did.partition(":")[0] for did in wanted})
-    return [
-        rule
-        for scope in scopes
-        for rule in rucio.list_rules(account="*", scope=scope)
-        if rule.did in wanted
-    ]
+def _rules_on(rucio: RucioStorage, dids: Collection[str]) -> Iterator[Rule]:
+    """Every rule of any account on ``dids``, streamed: one listing per scope."""
+    wanted = dids if isinstance(dids, set | frozenset) else set(dids)
+    for scope in sorted({did.partition(":")[0] for did in wanted}):
+        for rule in rucio.iter_rules(account="*", scope=scope):
+            if rule.did in wanted:
+                yield rule
 
 
-def _due(
-    spec: RetentionPolicySpec, rule: Rule, created: Mapping[str, datetime | None]
-) -> datetime | None:
-    """When ``rule`` is past retention; None when that cannot be told (then it is not)."""
-    if spec.lifetime is not None:
-        return rule.created_at + spec.lifetime if rule.created_at else None
-    assert spec.max_age is not None  # noqa: S101 - the model requires one of the two
-    born = created.get(rule.did)
-    return born + spec.max_age if born is not None else None
+@dataclass
+class _Survey:
+    """The rules a policy covers, judged by age as Rucio streams them; only the due are kept."""
+
+    spec: RetentionPolicySpec
+    now: datetime
+    candidates: list[Candidate] = field(default_factory=list)
+    scope_bytes: int = 0
+    unsized: list[tuple[Rule, frozenset[str]]] = field(default_factory=list)
+    """Rules whose DID's size Rucio has not recorded (open datasets): looked up after."""
+    unborn: list[tuple[Rule, frozenset[str]]] = field(default_factory=list)
+    """Rules (``maxAge``) that are younger than the age: their DID's creation decides."""
+
+    def take(self, rule: Rule, rses: frozenset[str]) -> None:
+        """Count one covered rule, and keep it if it is due (or may be, once looked up)."""
+        if not rule.bytes:
+            self.unsized.append((rule, rses))
+            return
+        self.scope_bytes += rule.bytes
+        spec = self.spec
+        if spec.lifetime is not None:
+            if rule.created_at is not None and rule.created_at + spec.lifetime <= self.now:
+                self.candidates.append(candidate_of(rule, rses, "Age"))
+            return
+        assert spec.max_age is not None  # noqa: S101 - the model requires one of the two
+        # A DID is never younger than a rule on it: an old enough rule makes its DID due.
+        if rule.created_at is not None and rule.created_at + spec.max_age <= self.now:
+            self.candidates.append(candidate_of(rule, rses, "Age"))
+        else:
+            self.unborn.append((rule, rses))
+
+    def finish(self, rucio: RucioStorage) -> None:
+        """Look up the sizes and creation times the streamed rules did not carry."""
+        unsized, self.unsized = self.unsized, []
+        sized = with_sizes(rucio, [rule for rule, _ in unsized])
+        for rule, (_, rses) in zip(sized, unsized, strict=True):
+            self.take(rule, rses)
+        if not self.unborn or self.spec.max_age is None:
+            return
+        metadata = rucio.dids_metadata({rule.did for rule, _ in self.unborn})
+        for rule, rses in self.unborn:
+            born = (metadata.get(rule.did) or {}).get("created_at")
+            if born is not None and born + self.spec.max_age <= self.now:
+                self.candidates.append(candidate_of(rule, rses, "Age", created_at=born))
+        self.unborn = []
 
 
 def preview_plan(
@@ -135,31 +169,21 @@ def preview_plan(
 
     This is what each cycle of the operator acts on, and what ``steward plan`` shows for a
     changed policy. Rules already expiring within Rucio's soft-deletion hour are neither
-    candidates nor part of the scope (they are going already).
+    candidates nor part of the scope (they are going already). Rules are streamed and only
+    the due ones kept, so a plan over a million rules fits in a few hundred megabytes.
     """
     spec = policy.spec
     rses_of = ExpressionCache(rucio)
     where = rses_of(spec.rses) if spec.rses else None
-    selected = _selected(rucio, spec)
-    in_scope: list[tuple[Rule, frozenset[str]]] = []
-    for rule in _rules_on(rucio, selected):
+    survey = _Survey(spec, now)
+    for rule in _rules_on(rucio, set(_selected(rucio, spec))):
         if rule.expires_at is not None and rule.expires_at <= now + _SOFT_DELETE:
             continue
         rses = rses_of(rule.rse_expression)
-        if not rses or (where is not None and not rses <= where):
-            continue
-        in_scope.append((rule, rses))
-    sized = with_sizes(rucio, [rule for rule, _ in in_scope])
-    in_scope = [(rule, rses) for rule, (_, rses) in zip(sized, in_scope, strict=True)]
-    created: dict[str, datetime | None] = {}
-    if spec.max_age is not None and in_scope:
-        metadata = rucio.dids_metadata({rule.did for rule, _ in in_scope})
-        created = {did: meta.get("created_at") for did, meta in metadata.items()}
-    candidates = []
-    for rule, rses in in_scope:
-        due = _due(spec, rule, created)
-        if due is not None and due <= now:
-            candidates.append(candidate_of(rule, rses, "Age", created_at=created.get(rule.did)))
+        if rses and (where is None or rses <= where):
+            survey.take(rule, rses)
+    survey.finish(rucio)
+    candidates = survey.candidates
     name = requester or f"RetentionPolicy/{policy.metadata.namespace}/{policy.metadata.name}"
     awaiting = (
         spec.campaign
@@ -177,7 +201,7 @@ def preview_plan(
         limits=Limits(
             max_bytes=spec.max_delete_bytes,
             max_fraction=spec.max_delete_fraction,
-            scope_bytes=sum(rule.bytes or 0 for rule, _ in in_scope),
+            scope_bytes=survey.scope_bytes,
         ),
         dry_run=spec.dry_run,
     )
