@@ -366,7 +366,7 @@ class RuleClient(RucioCallPath):
         """Rules matching all the given filters, in one call (``account`` defaults to ours).
 
         Steward puts an owner tag in each rule's comment, so ``comment=`` returns every rule of
-        one Steward resource at once. ``account="*"`` lists every account's rules.
+        one Steward resource at once. ``account="*"`` lists every account's rules (no filter).
         """
         filters = self._rule_filters(account, comment, scope, state, rse_expression)
         rows = self._call(
@@ -405,7 +405,7 @@ class RuleClient(RucioCallPath):
         state: RuleState | None,
         rse_expression: str | None,
     ) -> dict[str, str]:
-        filters: dict[str, str] = {"account": account or self.account}
+        filters: dict[str, str] = {} if account == "*" else {"account": account or self.account}
         optional = {
             "comments": comment,
             "scope": scope,
