@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steward.models.retention import Approval, Bypass
+from steward.models.retention import Approval, Bypass, RetentionPolicy
 from steward.services.deletion import (
     PRECEDENCE,
     Candidate,
@@ -25,6 +25,8 @@ from steward.services.deletion import (
     Protections,
     plan_deletion,
 )
+from steward.services.protections import protections_from
+from steward.services.retention import locks_in_force
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 LATER = NOW + timedelta(days=30)
@@ -340,3 +342,27 @@ def test_a_plan_over_its_limit_never_acts_without_its_own_hash(scenario, limit):
         assert plan_deletion(right, protections, now=NOW).mode is Mode.ACT
     else:
         assert plan.mode is Mode.ACT
+
+
+def test_a_policy_waits_for_its_compliance_locks_before_it_can_go():
+    lock = {"name": "survey", "mode": "Compliance", "until": LATER.isoformat(), "dids": ["s:d"]}
+    policy = RetentionPolicy.model_validate(
+        {
+            "apiVersion": "steward.lsst.io/v1alpha1",
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"selector": {"dids": ["s:d"]}, "lifetime": "1d", "locks": [lock]},
+        }
+    )
+    assert locks_in_force(policy, None, NOW) == [f"survey (until {LATER:%Y-%m-%dT%H:%M:%S}Z)"]
+    assert locks_in_force(policy, None, LATER) == []
+    bare = policy.model_copy(update={"spec": policy.spec.model_copy(update={"locks": []})})
+    remembered = {"complianceLocks": [lock]}
+    assert locks_in_force(bare, remembered, NOW)  # dropped from the spec, still in force
+    protections = protections_from(
+        policies=[
+            RetentionPolicy.model_validate({**bare.model_dump(by_alias=True), "status": remembered})
+        ],
+        now=NOW,
+    )
+    assert protections.compliance_locks == {"s:d": LATER}

@@ -13,8 +13,8 @@ import pytest
 from steward.models.oods import OODSCache
 from steward.models.retention import RetentionPolicy
 from steward.services.audit import AuditService, ResourceRef
-from steward.services.deletion import DeletionGate
-from steward.services.oods import OODSService, day_obs, export_path
+from steward.services.deletion import DeletionGate, Protections
+from steward.services.oods import OODSPreview, OODSService, day_obs, export_path, preview_plan
 from steward.services.ownership import owner_tag, subscription_name
 from steward.services.protections import ClusterFacts
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
@@ -364,3 +364,43 @@ def test_instruments_select_by_metadata_or_say_why_rucio_cannot(
         assert degraded["reason"] == "SelectionRefused"
         assert "instrument" in degraded["message"]
         assert outcome.status["files"] == 0
+
+
+def test_the_preview_shows_what_the_next_cycle_evicts(
+    service, rucio_storage, rucio_data, cache_rse, clock
+):
+    old, new = _generations(rucio_data, rucio_storage, 2, 1)
+    clock.now = max(_created(rucio_storage, old + new).values()) + ONE_S
+    roomy = _cache(rucio_data, cache_rse)
+    service.reconcile(roomy, _ref(roomy), ClusterFacts())
+    tight = roomy.model_copy(
+        update={"spec": roomy.spec.model_copy(update={"capacity": 5000, "low_watermark": 0.5})}
+    )
+    preview = OODSPreview(rucio_storage, CLUSTER, clock=clock)
+    body = tight.model_dump(mode="json", by_alias=True, exclude_none=True)
+    live = {"metadata": {"uid": roomy.metadata.uid}}
+    lines = preview.consequences(NAMESPACE, tight.metadata.name, body, live)
+    assert "would expire 2 rules of 2 DIDs" in lines[0]
+    assert all(_gone(r) is False for r in _cache_rules(rucio_storage, roomy).values())
+    plan = preview_plan(rucio_storage, tight, Protections(), cluster_id=CLUSTER, now=clock())
+    assert sorted(plan.sample()) == sorted(old)
+
+
+def test_a_deleted_cache_stops_placing_and_releases_its_pins(
+    service, rucio_storage, rucio_data, cache_rse, clock, audit
+):
+    (pinned,) = _raw(rucio_data, 1)
+    clock.now = _created(rucio_storage, [pinned])[pinned] + ONE_S
+    cache = _cache(
+        rucio_data, cache_rse, pins=[{"selector": {"dids": [pinned]}, "reason": "calib"}]
+    )
+    service.reconcile(cache, _ref(cache), ClusterFacts())
+    assert _cache_rules(rucio_storage, cache)[pinned].expires_at is None
+    events = service.finalize(cache, _ref(cache))
+    assert {reason for _, reason, _ in events} == {"SubscriptionStopped", "PinsReleased"}
+    rule = _cache_rules(rucio_storage, cache)[pinned]
+    assert rule.expires_at is not None
+    assert abs(rule.expires_at - datetime.now(UTC) - timedelta(days=1)) < timedelta(minutes=5)
+    subscription = rucio_storage.get_subscription(subscription_name(CLUSTER, cache.metadata.uid))
+    assert subscription.filter["excluded_pattern"] == ".*"
+    assert service.finalize(cache, _ref(cache)) == []
