@@ -23,7 +23,7 @@ references stays: Rucio's locks) and DRP30 (forced deletion names who approved i
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -36,6 +36,7 @@ from steward.models.retention import (
     RetentionPlan,
     RetentionPolicy,
     RetentionPolicySpec,
+    RetentionPolicyStatus,
 )
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
@@ -251,6 +252,24 @@ def locks_in_force(
     )
 
 
+def _with_own(
+    facts: ClusterFacts, policy: RetentionPolicy, locks: list[dict[str, Any]]
+) -> ClusterFacts:
+    """The facts with this policy as reconciled now (its holds and locks count at once).
+
+    The operator's index may not have caught up with a change the reconcile is about; the
+    policy's own holds and locks must protect from its first cycle on.
+    """
+    name, namespace = policy.metadata.name, policy.metadata.namespace
+    others = [
+        p for p in facts.policies if (p.metadata.name, p.metadata.namespace) != (name, namespace)
+    ]
+    status = RetentionPolicyStatus(
+        compliance_locks=[RetentionLock.model_validate(lock) for lock in locks]
+    )
+    return replace(facts, policies=[*others, policy.model_copy(update={"status": status})])
+
+
 def _time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -327,7 +346,7 @@ class RetentionService:
             )
             events.append(("Warning", "IntentRecovered", message))
         locks, shortened = self._remember_locks(policy, ref, old, now)
-        protections = protections_of(facts, self.rucio, now=now)
+        protections = protections_of(_with_own(facts, policy, locks), self.rucio, now=now)
         plan = preview_plan(self.rucio, policy, protections, now=now, requester=_requester(ref))
         candidates = len(plan.removals) + len(plan.saved)
         carried = Carried()
