@@ -86,7 +86,7 @@ class Settings(BaseSettings):
 
     webhook_hosts: list[str] = Field(default_factory=list)
     """DNS names and IP addresses the webhook's certificate is valid for (the Service's name,
-    ``steward-webhook.<namespace>.svc``, in a pod; 127.0.0.1 when the API server calls a URL)."""
+    ``steward.<namespace>.svc``, in a pod; 127.0.0.1 when the API server calls a URL)."""
 
     webhook_secret: str = "steward-webhook-tls"  # noqa: S105 - a Secret's name
     """Secret (in ``operator_namespace``) holding the webhook's CA and serving certificate;

@@ -64,7 +64,7 @@ def _webhook_server(config: Settings, context: ProcessContext) -> Any:  # noqa: 
         config.webhook_configuration,
     )
     hosts = config.webhook_hosts or [
-        f"steward-webhook.{config.operator_namespace}.svc",
+        f"steward.{config.operator_namespace}.svc",
     ]
     certificate = ensure_certificate(objects, hosts)
     directory = Path(tempfile.mkdtemp(prefix="steward-webhook-"))
