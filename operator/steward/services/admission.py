@@ -78,7 +78,8 @@ def _check_one(body: Mapping[str, Any], sites: Iterable[Mapping[str, Any]]) -> l
         if isinstance(other, Loaded):
             others.append(other)
     if kind == "Site":
-        problems = _CrossChecks([loaded, *others], []).run()
+        # Last, so that a clash with a live Site is reported on the newcomer.
+        problems = _CrossChecks([*others, loaded], []).run()
     else:
         problems = _CrossChecks([loaded], others).run()
     return [p for p in problems if (p.kind, p.name) == (kind, name)]
