@@ -28,7 +28,7 @@ def test_deploy_doc_commands_name_existing_files():
     text = (ROOT / "docs/deploy.md").read_text()
     for name in (
         "manifests/base",
-        "deploy/values-base.yaml",
+        "deploy/values.yaml",
         "Containerfile",
         "docs/gitops/argocd/steward-site.yaml",
     ):
