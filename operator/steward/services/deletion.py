@@ -388,15 +388,18 @@ def human_bytes(count: int) -> str:
     raise AssertionError  # pragma: no cover - the loop returns
 
 
-def plan_hash(operation: Operation, removals: Iterable[Candidate]) -> str:
+def plan_hash(
+    operation: Operation, removals: Iterable[Candidate], *, presorted: bool = False
+) -> str:
     """Stable hash of what a plan removes and how: rule ids, DIDs and bytes, sorted.
 
     It does not depend on when the plan was computed, on the approval, or on the order the
     candidates came in, so the same removals hash the same from one cycle to the next and an
     approval naming it stays valid exactly as long as the plan does not change.
     """
+    ordered = removals if presorted else sorted(removals, key=lambda c: c.key)
     digest = hashlib.sha256(operation.value.encode())
-    for candidate in sorted(removals, key=lambda c: c.key):
+    for candidate in ordered:
         digest.update(f"\n{candidate.key} {candidate.did} {candidate.bytes}".encode())
     return digest.hexdigest()[:HASH_CHARS]
 
@@ -410,6 +413,8 @@ class _Judge:
     in_use: Mapping[str, str]
     reviewing: Mapping[str, str]
     now: datetime
+    _flagged: set[str] = field(init=False, default_factory=set)
+    """DIDs some protection names: the others skip the per-rule checks."""
 
     @property
     def _bypass(self) -> frozenset[Bypass]:
@@ -461,9 +466,33 @@ class _Judge:
             return f"rule owned by {tag}"
         return None
 
+    def __post_init__(self) -> None:
+        protections = self.protections
+        self._flagged = (
+            protections.legal_holds.keys()
+            | protections.compliance_locks.keys()
+            | protections.governance_locks.keys()
+            | protections.pins.keys()
+            | self.in_use.keys()
+            | self.reviewing.keys()
+        )
+
+    def _untouched(self, candidate: Candidate) -> bool:
+        """Whether no protection can apply (most rules of a large plan): checked at once."""
+        request = self.request
+        tag = candidate.tag
+        return (
+            candidate.did not in self._flagged
+            and request.awaiting_review is None
+            and (candidate.owner is None or candidate.owner == request.owner)
+            and (tag is None or not tag.startswith(TAG_PREFIX) or tag in request.own_tags)
+        )
+
     def verdict(self, candidate: Candidate) -> Saved | list[Bypass]:
         """The protection that keeps ``candidate``, or the bypasses it needed to pass."""
         used: list[Bypass] = []
+        if self._untouched(candidate):
+            return used
         for protection, check in _CHECKS:
             result = check(self, candidate)
             if isinstance(result, Bypass):
@@ -552,9 +581,12 @@ def plan_deletion(
         survivors.append(candidate)
     survivors, custodial_saved = _custodial(survivors, request.placement)
     saved.extend(custodial_saved)
-    removals = tuple(sorted(survivors, key=lambda c: c.key))
-    gone = {c.key for c in removals}
-    digest = plan_hash(request.operation, removals)
+    del unique, dids
+    survivors.sort(key=lambda c: c.key)
+    removals = tuple(survivors)
+    del survivors
+    digest = plan_hash(request.operation, removals, presorted=True)
+    gone = {key for key, _ in bypassed} & {c.key for c in removals} if bypassed else set()
     mode, reason, blocked = _mode(request, protections, removals, digest)
     return DeletionPlan(
         requester=request.requester,

@@ -55,7 +55,7 @@ from steward.services.deletion import (
 from steward.services.protections import (
     ClusterFacts,
     ExpressionCache,
-    candidate_of,
+    data_owner,
     effective_locks,
     gather_placement,
     protections_of,
@@ -104,11 +104,32 @@ def _selected(rucio: RucioStorage, spec: RetentionPolicySpec) -> list[str]:
 
 def _rules_on(rucio: RucioStorage, dids: Collection[str]) -> Iterator[Rule]:
     """Every rule of any account on ``dids``, streamed: one listing per scope."""
-    wanted = dids if isinstance(dids, set | frozenset) else set(dids)
+    wanted = dids if isinstance(dids, set | frozenset | dict) else set(dids)
     for scope in sorted({did.partition(":")[0] for did in wanted}):
         for rule in rucio.iter_rules(account="*", scope=scope):
             if rule.did in wanted:
                 yield rule
+
+
+def _candidate(
+    rule: Rule, did: str, rses: frozenset[str], born: datetime | None = None
+) -> Candidate:
+    """A retention candidate with only what the gate and the audit trail need.
+
+    A plan may hold a million of them: the rule's creation time is not kept (the gate does
+    not read it) and ``did`` is the selection's own string, not a copy.
+    """
+    return Candidate(
+        key=rule.id,
+        did=did,
+        bytes=rule.bytes or 0,
+        rses=rses,
+        reason="Age",
+        owner=data_owner(rule.did),
+        tag=rule.comment,
+        locked=rule.locked,
+        created_at=born,
+    )
 
 
 @dataclass
@@ -119,42 +140,42 @@ class _Survey:
     now: datetime
     candidates: list[Candidate] = field(default_factory=list)
     scope_bytes: int = 0
-    unsized: list[tuple[Rule, frozenset[str]]] = field(default_factory=list)
+    unsized: list[tuple[Rule, str, frozenset[str]]] = field(default_factory=list)
     """Rules whose DID's size Rucio has not recorded (open datasets): looked up after."""
-    unborn: list[tuple[Rule, frozenset[str]]] = field(default_factory=list)
+    unborn: list[tuple[Rule, str, frozenset[str]]] = field(default_factory=list)
     """Rules (``maxAge``) that are younger than the age: their DID's creation decides."""
 
-    def take(self, rule: Rule, rses: frozenset[str]) -> None:
+    def take(self, rule: Rule, did: str, rses: frozenset[str], *, sized: bool = False) -> None:
         """Count one covered rule, and keep it if it is due (or may be, once looked up)."""
-        if not rule.bytes:
-            self.unsized.append((rule, rses))
+        if not rule.bytes and not sized:
+            self.unsized.append((rule, did, rses))
             return
-        self.scope_bytes += rule.bytes
+        self.scope_bytes += rule.bytes or 0
         spec = self.spec
         if spec.lifetime is not None:
             if rule.created_at is not None and rule.created_at + spec.lifetime <= self.now:
-                self.candidates.append(candidate_of(rule, rses, "Age"))
+                self.candidates.append(_candidate(rule, did, rses))
             return
         assert spec.max_age is not None  # noqa: S101 - the model requires one of the two
         # A DID is never younger than a rule on it: an old enough rule makes its DID due.
         if rule.created_at is not None and rule.created_at + spec.max_age <= self.now:
-            self.candidates.append(candidate_of(rule, rses, "Age"))
+            self.candidates.append(_candidate(rule, did, rses))
         else:
-            self.unborn.append((rule, rses))
+            self.unborn.append((rule, did, rses))
 
     def finish(self, rucio: RucioStorage) -> None:
         """Look up the sizes and creation times the streamed rules did not carry."""
         unsized, self.unsized = self.unsized, []
-        sized = with_sizes(rucio, [rule for rule, _ in unsized])
-        for rule, (_, rses) in zip(sized, unsized, strict=True):
-            self.take(rule, rses)
+        sized = with_sizes(rucio, [rule for rule, _, _ in unsized])
+        for rule, (_, did, rses) in zip(sized, unsized, strict=True):
+            self.take(rule, did, rses, sized=True)
         if not self.unborn or self.spec.max_age is None:
             return
-        metadata = rucio.dids_metadata({rule.did for rule, _ in self.unborn})
-        for rule, rses in self.unborn:
-            born = (metadata.get(rule.did) or {}).get("created_at")
+        metadata = rucio.dids_metadata({did for _, did, _ in self.unborn})
+        for rule, did, rses in self.unborn:
+            born = (metadata.get(did) or {}).get("created_at")
             if born is not None and born + self.spec.max_age <= self.now:
-                self.candidates.append(candidate_of(rule, rses, "Age", created_at=born))
+                self.candidates.append(_candidate(rule, did, rses, born))
         self.unborn = []
 
 
@@ -177,12 +198,13 @@ def preview_plan(
     rses_of = ExpressionCache(rucio)
     where = rses_of(spec.rses) if spec.rses else None
     survey = _Survey(spec, now)
-    for rule in _rules_on(rucio, set(_selected(rucio, spec))):
+    selected = {did: did for did in _selected(rucio, spec)}  # membership, and one string each
+    for rule in _rules_on(rucio, selected):
         if rule.expires_at is not None and rule.expires_at <= now + _SOFT_DELETE:
             continue
         rses = rses_of(rule.rse_expression)
         if rses and (where is None or rses <= where):
-            survey.take(rule, rses)
+            survey.take(rule, selected[rule.did], rses)
     survey.finish(rucio)
     candidates = survey.candidates
     name = requester or f"RetentionPolicy/{policy.metadata.namespace}/{policy.metadata.name}"
