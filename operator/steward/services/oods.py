@@ -198,7 +198,7 @@ def read_cache(rucio: RucioStorage, spec: OODSCacheSpec, tag: str, now: datetime
             )
     refused = ""
     try:
-        selected = _select(rucio, spec)
+        selected = _select(rucio, spec, now - spec.window)
     except RucioPermanentError as error:
         if "InvalidMetadata" not in str(error):
             raise
@@ -233,18 +233,22 @@ def read_cache(rucio: RucioStorage, spec: OODSCacheSpec, tag: str, now: datetime
     )
 
 
-def _select(rucio: RucioStorage, spec: OODSCacheSpec) -> set[str]:
-    """DIDs of the cache's scope with one of its data types and instruments, less exclusions."""
+def _select(rucio: RucioStorage, spec: OODSCacheSpec, since: datetime) -> set[str]:
+    """DIDs of the cache's scope and data types, from its instruments, created since ``since``.
+
+    Rucio's ``created_after`` filter keeps the listing (and the metadata looked up for it)
+    to one window of data rather than every DID of the scope.
+    """
     everything = "*" in spec.instruments
+    created = {"created_after": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")}
     selected: set[str] = set()
     for data_type in spec.data_types:
         if everything:
-            selected.update(rucio.list_dids(spec.scope, {"datatype": data_type}))
+            selected.update(rucio.list_dids(spec.scope, {"datatype": data_type, **created}))
             continue
         for instrument in spec.instruments:
-            selected.update(
-                rucio.list_dids(spec.scope, {"datatype": data_type, "instrument": instrument})
-            )
+            match = {"datatype": data_type, "instrument": instrument, **created}
+            selected.update(rucio.list_dids(spec.scope, match))
     return selected - set(spec.exclude)
 
 
