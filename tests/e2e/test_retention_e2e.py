@@ -106,7 +106,9 @@ def test_a_blocked_plan_waits_for_an_approval_of_its_own_hash(
         status = _status(custom_objects, "retentionpolicies", "limited", namespace)
         return (
             status
-            if status.get("mode") == "Blocked" and status.get("observedGeneration") == generation
+            if status.get("mode") == "Blocked"
+            and status.get("observedGeneration") == generation
+            and status["plan"]["rules"] == 3  # all three past their one-second lifetime
             else None
         )
 
@@ -248,7 +250,7 @@ def test_an_oods_cache_shows_its_fill_and_alarms_without_a_usage_source(
         "PINNED",
         "READY",
     ]
-    assert row.split()[:8] == ["oods", cache, "7d", "6", "6003", "0.06", "1", "True"]
+    assert row.split()[:8] == ["oods", cache, "7d", "6", "6003", "0.06003", "1", "True"]
 
     rucio_storage.set_rse_usage(cache, "storage", used=6003, free=10**9)
     until(
