@@ -46,7 +46,14 @@ from steward.models.retention import DataClass, RetentionPolicy
 from steward.models.rse_expression import AttributeValue, canonical, evaluate
 from steward.models.site import RSEType, Site
 from steward.models.text import non_ascii_note, shorten
-from steward.storage.yamlfile import Document, JSONPath, Position, YAMLLoadError, load_documents
+from steward.storage.yamlfile import (
+    Document,
+    JSONPath,
+    Position,
+    YAMLLoadError,
+    collector_paused,
+    load_documents,
+)
 
 __all__ = [
     "BODY",
@@ -897,17 +904,20 @@ def validate_paths(
         The time to judge lifetimes against (default: the current time).
     """
     files = discover(paths)
-    collected = _load_all(files)
-    context: list[Loaded] = []
-    if sites_dir is not None and not any(isinstance(x.resource, Site) for x in collected.loaded):
-        context.extend(
-            x for x in _load_all(discover([sites_dir])).loaded if isinstance(x.resource, Site)
-        )
-    validated = {path.resolve() for path in files}
-    extra = [path for path in discover(reference) if path.resolve() not in validated]
-    context.extend(_load_all(extra).loaded)
-    checks = _CrossChecks(collected.loaded, context, now or datetime.now(UTC))
-    problems = [*collected.problems, *checks.run()]
+    with collector_paused():
+        collected = _load_all(files)
+        context: list[Loaded] = []
+        if sites_dir is not None and not any(
+            isinstance(x.resource, Site) for x in collected.loaded
+        ):
+            context.extend(
+                x for x in _load_all(discover([sites_dir])).loaded if isinstance(x.resource, Site)
+            )
+        validated = {path.resolve() for path in files}
+        extra = [path for path in discover(reference) if path.resolve() not in validated]
+        context.extend(_load_all(extra).loaded)
+        checks = _CrossChecks(collected.loaded, context, now or datetime.now(UTC))
+        problems = [*collected.problems, *checks.run()]
     return ValidationResult(
         collected.loaded,
         sorted(problems, key=_sort_key),
