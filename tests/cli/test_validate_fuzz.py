@@ -3,7 +3,8 @@
 Random mutations of the repository's own policies/ and sites/ files (values swapped for other
 types, values out of range, keys renamed or removed, bytes flipped, documents truncated) must
 always end in a clean pass or in problems that each name the file, a line and a column, and the
-``--format json`` output must always be valid JSON of the documented shape.
+``--format json`` output must always be valid JSON of the documented shape. No problem may be
+the crash guard's "internal error": the guard keeps validate running, but each one is a bug.
 """
 
 import json
@@ -147,3 +148,4 @@ def test_mutated_files_never_crash_validate(tmp_path, monkeypatch, data):
         assert problem["column"] >= 1
         assert problem["severity"] in {"error", "warning"}
         assert problem["message"]
+        assert "internal error" not in problem["message"], problem

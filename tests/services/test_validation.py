@@ -129,3 +129,40 @@ def test_the_selector_index_finds_exactly_the_overlapping_selectors(indexed, que
         index.add(selector, position)
     expected = [i for i, selector in enumerate(indexed) if _may_overlap(selector, query)]
     assert index.overlapping(query) == expected
+
+
+_odd = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["0s", "7d", "2026-02-30T00:00:00Z", "America", "(((A", "A|B", "-", "*"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+def _leaf_paths(node, prefix=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaf_paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _leaf_paths(value, (*prefix, index))
+    yield prefix
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([RULE, RETENTION, *SITES[:1]]).flatmap(
+        lambda body: st.tuples(
+            st.just(body), st.sampled_from([p for p in _leaf_paths(body) if p]), _odd
+        )
+    )
+)
+def test_any_value_anywhere_gives_problems_never_an_internal_error(case):
+    body, path, value = case
+    problems = check_resource(patched(body, path, value), SITES, now=NOW)
+    assert not [p for p in problems if "internal error" in p.message], problems
+    json.dumps([p.to_json() for p in problems])

@@ -114,7 +114,7 @@ class TransferWindow(SpecModel):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _hhmm(cls, value: object) -> object:
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             msg = (
                 f"{value} is a number: YAML reads an unquoted 22:00 as base-60; "
                 'quote the time, e.g. start: "22:00"'
