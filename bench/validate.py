@@ -147,16 +147,16 @@ def _expression_file(path: Path, expression: str) -> Path:
 
 
 def _union(length: int) -> str:
-    """A union of RSE names and attributes about ``length`` characters long."""
-    parts = ("NCSA_TAPE", "site=IN2P3", "type=DISK", "tier<2", "BASE_DISK")
-    items: list[str] = []
-    size = 0
-    index = 0
+    """A union about ``length`` characters long of distinct terms, valid against sites/.
+
+    A flat union is the shape that once cost minutes: every operand was re-sorted and
+    re-rendered at each ``|``.
+    """
+    items = ["NCSA_TAPE"]
+    size = len(items[0])
     while size < length:
-        item = f"({parts[index % len(parts)]}&tier>{index % 7})"
-        items.append(item)
-        size += len(item) + 1
-        index += 1
+        items.append(f"site=S{len(items):06d}")
+        size += len(items[-1]) + 1
     return "|".join(items)
 
 
