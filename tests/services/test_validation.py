@@ -18,7 +18,7 @@ from steward.services.validation import (
     validate_paths,
 )
 from steward.storage.yamlfile import load_text
-from support.samples import RETENTION, RULE, patched
+from support.samples import CAMPAIGN, RETENTION, RULE, patched
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = [
@@ -64,6 +64,21 @@ def test_semantic_checks_use_the_live_objects_as_context():
     assert problem.message.startswith(
         "spec.selector: would expire data that ReplicationRule/x (namespace elsewhere) keeps"
     )
+
+
+def test_existence_is_checked_only_for_the_kinds_given_in_full():
+    failed = patched(RETENTION, ("spec", "dataClass"), "FailedCampaignOutputs")
+    failed = patched(failed, ("spec", "campaign"), "drp-pilot")
+    assert check_resource(failed, SITES, now=NOW) == []
+    (problem,) = check_resource(failed, SITES, complete={"Site", "Campaign"}, now=NOW)
+    assert problem.message.startswith(
+        "spec.campaign: Campaign/drp-pilot does not exist in namespace s"
+    )
+    campaign = patched(CAMPAIGN, ("metadata", "name"), "drp-pilot")
+    context = [*SITES, campaign]
+    assert check_resource(failed, context, complete={"Site", "Campaign"}, now=NOW) == []
+    rule = patched(RULE, ("spec", "destination"), "site=SLAC")
+    assert check_resource(rule, [], complete=(), now=NOW) == []
 
 
 def test_the_old_version_of_the_body_is_not_a_duplicate():

@@ -21,6 +21,7 @@ COMMANDS = {
     "history": "steward.cli.history:history",
     "operator": "steward.cli.operator:operator",
     "plan": "steward.cli.gitops:plan",
+    "render": "steward.cli.render:render_site",
     "validate": "steward.cli.validate:validate",
 }
 """Sub-command name -> ``module:attribute`` of its click command."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -138,7 +138,7 @@ def _located(
     kind: str | None = None,
     name: str | None = None,
 ) -> Problem:
-    pos = document.position(path, value=value)
+    pos = document.position(path, value=value) if document.located else None
     return Problem(
         None if pos is None else document.path,
         None if pos is None else pos.line,
@@ -152,10 +152,11 @@ def _located(
 
 
 def _at(document: Document, position: Position, message: str, severity: Severity) -> Problem:
+    located = document.located
     return Problem(
-        document.path,
-        position.line,
-        position.column,
+        document.path if located else None,
+        position.line if located else None,
+        position.column if located else None,
         message,
         document.kind,
         document.name,
@@ -184,7 +185,7 @@ class Loaded:
     def where(self, path: JSONPath, *, column: bool = False) -> str:
         """``file:line`` (or ``file:line:column``) of ``path``, to name it in a message."""
         pos = self.document.position(path, value=column)
-        if pos is None:
+        if not self.document.located:
             meta = self.resource.metadata
             return f"namespace {meta.namespace}" if meta.namespace else "the cluster"
         return f"{self.document.path}:{pos.line}" + (f":{pos.column}" if column else "")
@@ -538,18 +539,25 @@ class _CrossChecks:
     ``context`` are resources they may refer to or conflict with (the facility's Sites when
     ``loaded`` has none, the policies of the repository, or the live objects of the cluster
     for the webhook): Rucio's data is global, so a retention policy is checked against rules in
-    every namespace.
+    every namespace. The facility is every Site of both, a loaded one replacing a context one
+    of the same name; a loaded Site declaring an RSE a context Site declares is reported.
+    ``complete`` names the kinds of which ``loaded`` and ``context`` hold every object (None:
+    all kinds); a check that a named object exists runs only for those kinds.
     """
 
-    def __init__(self, loaded: Sequence[Loaded], context: Sequence[Loaded], now: datetime) -> None:
+    def __init__(
+        self,
+        loaded: Sequence[Loaded],
+        context: Sequence[Loaded],
+        now: datetime,
+        complete: Collection[str] | None = None,
+    ) -> None:
         self.loaded = loaded
+        self.complete = complete
         self.context = context
         self.everything = [*context, *loaded]
         self.validated = {id(x) for x in loaded}
-        sites = [x for x in loaded if isinstance(x.resource, Site)] or [
-            x for x in context if isinstance(x.resource, Site)
-        ]
-        self.facility = _Facility(sites)
+        self.facility = _Facility([x for x in self.everything if isinstance(x.resource, Site)])
         self.now = now
         self.problems: list[Problem] = []
         self.campaigns = {
@@ -600,12 +608,12 @@ class _CrossChecks:
 
     def rse_names(self) -> None:
         owner: dict[str, str] = {}
-        for item in self.loaded:
+        for item in self.everything:
             if not isinstance(item.resource, Site):
                 continue
             for index, rse in enumerate(item.resource.spec.rses):
                 other = owner.setdefault(rse.name, item.resource.metadata.name)
-                if other != item.resource.metadata.name:
+                if other != item.resource.metadata.name and id(item) in self.validated:
                     self.problems.append(
                         item.problem(
                             ("spec", "rses", index, "name"),
@@ -614,9 +622,13 @@ class _CrossChecks:
                         )
                     )
 
+    def knows(self, kind: str) -> bool:
+        """Whether every object of ``kind`` is known, so that a missing one is a problem."""
+        return self.complete is None or kind in self.complete
+
     def expression(self, item: Loaded, path: JSONPath, expression: str) -> frozenset[str]:
         matched = self.facility.match(expression)
-        if not matched:
+        if not matched and self.knows("Site"):
             self.problems.append(
                 item.problem(
                     path,
@@ -627,8 +639,8 @@ class _CrossChecks:
         return matched
 
     def known_site(self, item: Loaded, path: JSONPath, site: str) -> bool:
-        if site in self.facility.sites:
-            return True
+        if site in self.facility.sites or not self.knows("Site"):
+            return site in self.facility.sites
         known = ", ".join(sorted(self.facility.sites)) or "none"
         self.problems.append(
             item.problem(
@@ -773,6 +785,7 @@ class _CrossChecks:
             spec.data_class is DataClass.FAILED_CAMPAIGN_OUTPUTS
             and spec.campaign is not None
             and (namespace, spec.campaign) not in self.campaigns
+            and self.knows("Campaign")
         ):
             names = [name for ns, name in self.campaigns if ns == namespace]
             self.problems.append(
@@ -930,6 +943,7 @@ def check_resource(
     body: Mapping[str, Any],
     context: Iterable[Mapping[str, Any]] = (),
     *,
+    complete: Collection[str] = frozenset({"Site"}),
     now: datetime | None = None,
 ) -> list[Problem]:
     """Check one resource body as ``steward validate`` checks a file, for admission.
@@ -945,6 +959,12 @@ def check_resource(
         a retention policy must not expire, and which must not need the same Rucio rule). An
         object that does not validate is ignored; the object with ``body``'s own kind,
         namespace and name is ignored too (it is the old version of ``body``).
+    complete
+        The kinds of which ``context`` holds every object in the cluster. A check that a
+        named object exists runs only for these: the Sites (RSE expressions and site names),
+        by default; add ``"Campaign"`` to refuse a failed-campaign retention policy naming a
+        Campaign that does not exist. Checks that look for conflicts (rules needing one Rucio
+        rule, retention expiring what a rule keeps) use whatever ``context`` holds.
     now
         The time to judge lifetimes against (default: the current time).
 
@@ -964,4 +984,5 @@ def check_resource(
         loaded = _load_guarded(Document(BODY, 0, {k: v for k, v in other.items() if k != "status"}))
         if isinstance(loaded, Loaded) and loaded.key != result.key:
             live.append(loaded)
-    return sorted(_CrossChecks([result], live, now or datetime.now(UTC)).run(), key=_sort_key)
+    checks = _CrossChecks([result], live, now or datetime.now(UTC), complete)
+    return sorted(checks.run(), key=_sort_key)

@@ -173,16 +173,16 @@ class Document:
     _entries: dict[int, dict[str, _Entry]] = field(default_factory=dict, repr=False)
     _aliases: dict[tuple[int, int], Position] = field(default_factory=dict, repr=False)
 
-    def position(self, path: JSONPath, *, value: bool = False) -> Position | None:
+    def position(self, path: JSONPath, *, value: bool = False) -> Position:
         """Return where ``path`` is, or its nearest ancestor that exists.
 
         ``value`` asks for the value of a mapping entry (``7 days`` in ``lifetime: 7 days``)
         rather than its key; a value that is a block collection is reported at its key, where
         a reader looks for it. A value that came through a merge or an alias is reported at
-        the ``<<`` or the alias. None for a document without YAML.
+        the ``<<`` or the alias. A document without YAML (see :attr:`located`) is all at 1:1.
         """
         if self.root is None:
-            return None
+            return Position(1, 1)
         node, here, via = self.root, _mark(self.root), None
         for depth, part in enumerate(path):
             step = self._child(node, part)
@@ -241,6 +241,11 @@ class Document:
                     entries[text] = _Entry(key_node, value_node, via)
             self._entries[id(node)] = entries
         return entries
+
+    @property
+    def located(self) -> bool:
+        """Whether the document came from YAML text, so that its positions mean something."""
+        return self.root is not None
 
     @property
     def start(self) -> Position:
