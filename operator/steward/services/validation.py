@@ -365,11 +365,8 @@ def _load(document: Document) -> Loaded | list[Problem]:
         info = kind_info(kind if isinstance(kind, str) else "")
     except KeyError:
         known = ", ".join(k.kind for k in KINDS)
-        return [
-            _located(
-                document, ("kind",), f"unknown kind {describe_value(kind)}; expected one of {known}"
-            )
-        ]
+        shown = shorten(kind) if isinstance(kind, str) else describe_value(kind)
+        return [_located(document, ("kind",), f"unknown kind {shown}; expected one of {known}")]
     try:
         resource = info.model.model_validate(data)
     except ValidationError as exc:
