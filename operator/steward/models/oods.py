@@ -7,22 +7,26 @@ Operations (current master calibrations), exported read-only in a predictable di
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .common import (
     DID,
+    Bool,
     ByteSize,
     CamelModel,
     Condition,
     DataSelector,
     Duration,
+    Int,
     LocatedValueError,
     Name,
+    Number,
     Resource,
     SpecModel,
+    Timestamp,
+    strict_boolean,
 )
 
 __all__ = ["Export", "ExportPath", "OODSCache", "OODSCacheSpec", "OODSCacheStatus", "Pin"]
@@ -37,7 +41,7 @@ class Pin(SpecModel):
     reason: str = Field(min_length=1)
     """Why (shown in status)."""
 
-    until: datetime | None = None
+    until: Timestamp | None = None
     """Unpinned after this time; pinned until removed when absent."""
 
 
@@ -52,7 +56,7 @@ class Export(SpecModel):
     ``name`` (the file's name). ``day_obs`` comes from the metadata when the dataset has it,
     else from its creation time (the observing day rolls over at 12:00 UTC)."""
 
-    read_only: Literal[True] = True
+    read_only: Annotated[Literal[True], BeforeValidator(strict_boolean)] = True
     """The export is always read-only; the cache is written by Steward only."""
 
 
@@ -84,13 +88,13 @@ class OODSCacheSpec(SpecModel):
     capacity: ByteSize
     """Space the cache may use."""
 
-    high_watermark: float = Field(default=0.9, gt=0, le=1)
+    high_watermark: Number = Field(default=0.9, gt=0, le=1)
     """Fraction of ``capacity`` at which eviction starts."""
 
-    low_watermark: float = Field(default=0.8, gt=0, lt=1)
+    low_watermark: Number = Field(default=0.8, gt=0, lt=1)
     """Fraction of ``capacity`` eviction brings usage down to (oldest unpinned first)."""
 
-    floor_watermark: float = Field(default=0.97, gt=0, le=1)
+    floor_watermark: Number = Field(default=0.97, gt=0, le=1)
     """Fraction of ``capacity`` at which the cache refuses new placements (the free-space
     floor, cachefilesd's ``bstop``) until eviction or the window brings it back below."""
 
@@ -146,51 +150,51 @@ class ExportPath(CamelModel):
 class OODSCacheStatus(CamelModel):
     """Observed content of the OODS cache."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """Generation last reconciled."""
 
-    files: int = 0
+    files: Int = 0
     """Files in the cache (held by this cache's rules, not expiring)."""
 
-    bytes: int = 0
+    bytes: Int = 0
     """Bytes in the cache (held by this cache's rules, not expiring)."""
 
-    capacity: int = 0
+    capacity: Int = 0
     """``spec.capacity`` in bytes."""
 
-    fill: float = 0.0
+    fill: Number = 0.0
     """``bytes`` over ``capacity``."""
 
-    oldest_item: datetime | None = None
+    oldest_item: Timestamp | None = None
     """Creation time of the oldest unpinned item."""
 
-    pinned: int = 0
+    pinned: Int = 0
     """Pinned DIDs in the cache."""
 
-    evicting: bool = False
+    evicting: Bool = False
     """Whether eviction is under way: it starts above ``highWatermark`` and goes on until
     ``lowWatermark`` (hysteresis)."""
 
     placements: Literal["Open", "Refused"] = "Open"
     """Refused while the fill is at or above ``floorWatermark``."""
 
-    evicted_last_cycle: int = 0
+    evicted_last_cycle: Int = 0
     """DIDs evicted (or expired out of the window) by the last cycle."""
 
-    reclaimed_bytes: int = 0
+    reclaimed_bytes: Int = 0
     """Bytes the last cycle made deletable."""
 
-    protected: dict[str, int] = Field(default_factory=dict)
+    protected: dict[str, Int] = Field(default_factory=dict)
     """Unpinned rules the deletion gate would not let go, by protection (LegalHold,
     CampaignInput, ...): eviction passes over them."""
 
-    last_eviction_time: datetime | None = None
+    last_eviction_time: Timestamp | None = None
     """When the cache last evicted or expired data."""
 
     export_sample: list[ExportPath] = Field(default_factory=list)
     """Where some of the cached files appear in the export (``spec.export``)."""
 
-    last_sync_time: datetime | None = None
+    last_sync_time: Timestamp | None = None
     """When the operator last read Rucio for this cache."""
 
     conditions: list[Condition] = Field(default_factory=list)

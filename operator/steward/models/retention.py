@@ -8,24 +8,27 @@ still references) and LDM-230 3.1.3.4.2 (failed-campaign outputs are kept until 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from .common import (
     DID,
+    Bool,
     ByteSize,
     CamelModel,
     Condition,
     DataSelector,
     Duration,
+    Int,
     LocatedValueError,
     Name,
+    Number,
     Resource,
     RSEExpression,
     SpecModel,
+    Timestamp,
 )
 
 __all__ = [
@@ -99,7 +102,7 @@ class Approval(SpecModel):
     reason: str = Field(min_length=1)
     """Why."""
 
-    approved_at: datetime
+    approved_at: Timestamp
     """When."""
 
     plan_hash: str | None = Field(default=None, pattern=PLAN_HASH_PATTERN)
@@ -133,7 +136,7 @@ class RetentionLock(SpecModel):
     mode: LockMode
     """Compliance or Governance."""
 
-    until: datetime
+    until: Timestamp
     """When the lock ends (RFC 3339, with a time zone)."""
 
     dids: list[DID] = Field(min_length=1, max_length=1000)
@@ -141,14 +144,6 @@ class RetentionLock(SpecModel):
 
     reason: str = ""
     """Why (shown in status and in the audit trail)."""
-
-    @field_validator("until")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            msg = "a lock's 'until' needs a time zone (e.g. 2030-01-01T00:00:00Z)"
-            raise ValueError(msg)
-        return value
 
 
 class RetentionPolicySpec(SpecModel):
@@ -183,7 +178,7 @@ class RetentionPolicySpec(SpecModel):
     campaign: Name | None = None
     """The failed Campaign whose outputs these are (``FailedCampaignOutputs``)."""
 
-    review_done: bool = False
+    review_done: Bool = False
     """Whether the failure review is done (``FailedCampaignOutputs``): nothing is deleted
     before."""
 
@@ -199,14 +194,14 @@ class RetentionPolicySpec(SpecModel):
     )
     """Compliance and governance locks: data kept until a date by every path of Steward."""
 
-    dry_run: bool = False
+    dry_run: Bool = False
     """Only compute and show the plan; never act."""
 
     max_delete_bytes: ByteSize | None = None
     """Block (mode Blocked) a run that would make more than this deletable, until an approval
     names the plan's hash (a safety brake)."""
 
-    max_delete_fraction: float | None = Field(default=None, gt=0, le=1)
+    max_delete_fraction: Number | None = Field(default=None, gt=0, le=1)
     """Block a run that would make more than this fraction of the bytes the policy selects
     deletable, until an approval names the plan's hash: a selector that suddenly matches
     everything, or a metadata outage, must not empty the archive."""
@@ -258,60 +253,60 @@ class RetentionPolicySpec(SpecModel):
 class RetentionPlan(CamelModel):
     """What the last run would do (or did): shown before anything is deleted."""
 
-    computed_at: datetime | None = None
+    computed_at: Timestamp | None = None
     """When the plan was computed."""
 
     hash: str = ""
     """Stable hash of the plan's content (which rules go, how, and their bytes): an approval
     names it to unblock exactly this plan."""
 
-    candidates: int = 0
+    candidates: Int = 0
     """Rules past retention, before the protections."""
 
-    would_expire: int = 0
+    would_expire: Int = 0
     """DIDs whose rules would expire or be deleted."""
 
-    rules: int = 0
+    rules: Int = 0
     """Rules that would expire or be deleted."""
 
-    bytes: int = 0
+    bytes: Int = 0
     """Bytes that would become deletable."""
 
-    scope_bytes: int = 0
+    scope_bytes: Int = 0
     """Bytes of every rule the policy selects (what ``maxDeleteFraction`` compares with)."""
 
-    bytes_by_rse: dict[str, int] = Field(default_factory=dict)
+    bytes_by_rse: dict[str, Int] = Field(default_factory=dict)
     """Bytes that would become deletable, per RSE."""
 
-    bytes_by_site: dict[str, int] = Field(default_factory=dict)
+    bytes_by_site: dict[str, Int] = Field(default_factory=dict)
     """Bytes that would become deletable, per site (the RSE's ``site`` attribute)."""
 
     sample: list[str] = Field(default_factory=list)
     """Some of the DIDs that would go (the first in sorted order)."""
 
-    protected: dict[str, int] = Field(default_factory=dict)
+    protected: dict[str, Int] = Field(default_factory=dict)
     """Rules spared, by protection (LegalHold, ComplianceLock, LastCustodialReplica, ...)."""
 
-    protected_bytes: dict[str, int] = Field(default_factory=dict)
+    protected_bytes: dict[str, Int] = Field(default_factory=dict)
     """Bytes spared, by protection."""
 
-    protected_total: int = 0
+    protected_total: Int = 0
     """Rules spared by any protection."""
 
 
 class RetentionPolicyStatus(CamelModel):
     """Observed state of a RetentionPolicy."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """Generation last reconciled."""
 
     plan: RetentionPlan = Field(default_factory=RetentionPlan)
     """The last computed plan."""
 
-    last_run_time: datetime | None = None
+    last_run_time: Timestamp | None = None
     """When the policy last acted (never in ``dryRun``)."""
 
-    removed: int = 0
+    removed: Int = 0
     """Rules the last acting run expired or deleted."""
 
     mode: Literal["DryRun", "Acting", "Blocked", "Frozen"] | None = None
@@ -323,7 +318,7 @@ class RetentionPolicyStatus(CamelModel):
     and with every DID it ever named: a lock someone shortened or removed behind the API
     server's back stays in force as it was."""
 
-    last_sync_time: datetime | None = None
+    last_sync_time: Timestamp | None = None
     """When the operator last read Rucio for this policy."""
 
     conditions: list[Condition] = Field(default_factory=list)
