@@ -560,7 +560,10 @@ def plan_deletion(
     source), so ``steward plan``, a dry run and an acting run compute the same plan from the
     same facts. Duplicate candidates (the same rule proposed twice) count once.
     """
-    unique = list({c.key: c for c in request.candidates}.values())
+    # Sorted once (removals come out in rule-id order) and deduplicated in place: a million
+    # candidates need no dictionary on the side.
+    unique = sorted(request.candidates, key=lambda c: c.key)
+    unique = [c for i, c in enumerate(unique) if i == 0 or unique[i - 1].key != c.key]
     dids = {c.did for c in unique}
     judge = _Judge(
         request,
@@ -582,8 +585,7 @@ def plan_deletion(
     survivors, custodial_saved = _custodial(survivors, request.placement)
     saved.extend(custodial_saved)
     del unique, dids
-    survivors.sort(key=lambda c: c.key)
-    removals = tuple(survivors)
+    removals = tuple(survivors)  # still in rule-id order
     del survivors
     digest = plan_hash(request.operation, removals, presorted=True)
     gone = {key for key, _ in bypassed} & {c.key for c in removals} if bypassed else set()

@@ -205,6 +205,7 @@ def preview_plan(
         rses = rses_of(rule.rse_expression)
         if rses and (where is None or rses <= where):
             survey.take(rule, selected[rule.did], rses)
+    del selected  # the candidates keep the DID strings they need
     survey.finish(rucio)
     candidates = survey.candidates
     name = requester or f"RetentionPolicy/{policy.metadata.namespace}/{policy.metadata.name}"
