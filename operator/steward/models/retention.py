@@ -9,9 +9,9 @@ still references) and LDM-230 3.1.3.4.2 (failed-campaign outputs are kept until 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .common import (
     DID,
@@ -24,11 +24,11 @@ from .common import (
     Int,
     LocatedValueError,
     Name,
-    Number,
     Resource,
     RSEExpression,
     SpecModel,
     Timestamp,
+    strict_number,
 )
 
 __all__ = [
@@ -201,7 +201,9 @@ class RetentionPolicySpec(SpecModel):
     """Block (mode Blocked) a run that would make more than this deletable, until an approval
     names the plan's hash (a safety brake)."""
 
-    max_delete_fraction: Number | None = Field(default=None, gt=0, le=1)
+    max_delete_fraction: (
+        Annotated[float, Field(gt=0, le=1), BeforeValidator(strict_number)] | None
+    ) = None
     """Block a run that would make more than this fraction of the bytes the policy selects
     deletable, until an approval names the plan's hash: a selector that suddenly matches
     everything, or a metadata outage, must not empty the archive."""
