@@ -21,8 +21,11 @@ class Settings(BaseSettings):
     rucio_auth_host: str | None = None
     """Rucio authentication endpoint (defaults to ``rucio_host``)."""
 
-    rucio_account: str = "root"
-    """Rucio account Steward acts as; every rule Steward creates belongs to it."""
+    rucio_account: str = "steward"
+    """Rucio account Steward acts as; every rule Steward creates belongs to it. A dedicated
+    account with Rucio's ``admin`` attribute (needed to update, move and delete rules, add
+    subscriptions and set quotas), never ``root``: the account is Rucio's unit of ownership, of
+    duplicate detection and of listing cost (docs/rucio-dev.md)."""
 
     rucio_username: str | None = None
     """Userpass identity for Rucio."""

@@ -28,6 +28,7 @@ lifetimes are days, sizes are bytes.
 
 from __future__ import annotations
 
+from steward.storage.rucio.accounts import ADMIN_ATTRIBUTE, AccountClient
 from steward.storage.rucio.callpath import RetryPolicy, TokenBucket
 from steward.storage.rucio.dids import DIDClient
 from steward.storage.rucio.replicas import ReplicaClient
@@ -49,6 +50,7 @@ from steward.storage.rucio.types import (
 )
 
 __all__ = [
+    "ADMIN_ATTRIBUTE",
     "DEFAULT_ACTIVITY",
     "MANAGED_ATTRIBUTES",
     "SAME_SITE_DISTANCE",
@@ -68,7 +70,9 @@ __all__ = [
 ]
 
 
-class RucioStorage(RuleClient, SubscriptionClient, DIDClient, ReplicaClient, RSEClient):
+class RucioStorage(
+    RuleClient, SubscriptionClient, DIDClient, ReplicaClient, RSEClient, AccountClient
+):
     """Steward's view of Rucio; see the package docstring for what it guarantees.
 
     One class over the verbs of each module, as Rucio's own ``Client`` is one class over its
