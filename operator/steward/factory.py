@@ -87,4 +87,5 @@ class Factory:
             audit=self.context.audit,
             snapshot=self.context.snapshot,
             actor=self.actor,
+            cluster_id=self.context.cluster_id,
         )

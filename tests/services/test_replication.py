@@ -1,17 +1,18 @@
 """ReplicationService against the real Rucio server: create, adopt, change, drift, delete."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from steward.models.replication import ReplicationRule
 from steward.services.audit import AuditService, ResourceRef
+from steward.services.ownership import owner_tag
 from steward.services.replication import (
     ORPHANED_PREFIX,
     ReplicationPreview,
     ReplicationService,
     RuleSnapshot,
-    owner_tag,
 )
 from steward.storage.audit import AuditFilter
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
@@ -20,6 +21,7 @@ from steward.storage.rucio import RuleSpec, RuleState
 pytestmark = pytest.mark.rucio
 
 NAMESPACE = "steward"
+CLUSTER = "test-cluster"
 
 
 @pytest.fixture
@@ -32,7 +34,7 @@ def audit(tmp_path):
 
 @pytest.fixture
 def service(rucio_storage, audit):
-    return ReplicationService(rucio=rucio_storage, audit=audit)
+    return ReplicationService(rucio=rucio_storage, audit=audit, cluster_id=CLUSTER)
 
 
 def _resource(name, dids, destination="NCSA_TAPE", copies=1, **spec):
@@ -40,7 +42,7 @@ def _resource(name, dids, destination="NCSA_TAPE", copies=1, **spec):
         {
             "apiVersion": "steward.lsst.io/v1alpha1",
             "kind": "ReplicationRule",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": NAMESPACE, "uid": _uid(name)},
             "spec": {
                 "selector": {"dids": dids},
                 "destination": destination,
@@ -51,14 +53,27 @@ def _resource(name, dids, destination="NCSA_TAPE", copies=1, **spec):
     )
 
 
+def _uid(name):
+    """The resource's UID (names are unique per test, so one UID per name)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
 def _ref(name, generation=1):
     return ResourceRef(
-        kind="ReplicationRule", namespace=NAMESPACE, name=name, generation=generation
+        kind="ReplicationRule",
+        namespace=NAMESPACE,
+        name=name,
+        uid=_uid(name),
+        generation=generation,
     )
 
 
+def _tag(name):
+    return owner_tag(CLUSTER, _uid(name))
+
+
 def _owned(rucio_storage, name):
-    return rucio_storage.list_rules(comment=owner_tag(NAMESPACE, name))
+    return rucio_storage.list_rules(comment=_tag(name))
 
 
 def _name(rucio_data, label):
@@ -238,11 +253,14 @@ def test_embargo_then_release(rucio_storage, rucio_data, audit):
     name = _name(rucio_data, "embargo")
     until = datetime.now(UTC) + timedelta(days=1)
     resource = _resource(name, [dataset], notBefore=until.isoformat())
-    early = ReplicationService(rucio=rucio_storage, audit=audit)
+    early = ReplicationService(rucio=rucio_storage, audit=audit, cluster_id=CLUSTER)
     early.reconcile(resource, _ref(name))
     assert _owned(rucio_storage, name) == []
     later = ReplicationService(
-        rucio=rucio_storage, audit=audit, clock=lambda: until + timedelta(seconds=1)
+        rucio=rucio_storage,
+        audit=audit,
+        clock=lambda: until + timedelta(seconds=1),
+        cluster_id=CLUSTER,
     )
     later.reconcile(resource, _ref(name))
     assert len(_owned(rucio_storage, name)) == 1
@@ -301,18 +319,18 @@ def test_two_resources_never_steal_one_rucio_rule(service, rucio_storage, rucio_
     assert any(reason == "SharedRule" for _, reason, _ in outcome.events)
     degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "SharedRule")
-    assert f"{NAMESPACE}/{first}" in degraded["message"]
+    assert _tag(first) in degraded["message"]
     events = service.finalize(
         _resource(second, [dataset], "NCSA_DISK", deletionPolicy="Delete"), _ref(second)
     )
     assert events == []
-    assert rucio_storage.list_rules(comment=owner_tag(NAMESPACE, first))[0].expires_at is None
+    assert rucio_storage.list_rules(comment=_tag(first))[0].expires_at is None
 
 
 def test_preview_shows_rucio_consequences(service, rucio_storage, rucio_data):
     datasets = [rucio_data.dataset() for _ in range(2)]
     name = _name(rucio_data, "preview")
-    preview = ReplicationPreview(rucio_storage)
+    preview = ReplicationPreview(rucio_storage, cluster_id=CLUSTER)
     resource = _resource(name, datasets, "NCSA_DISK", deletionPolicy="Delete")
     body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert preview.consequences(NAMESPACE, name, body, None) == [
@@ -368,7 +386,9 @@ def test_timer_reconciles_share_one_listing(rucio_storage, rucio_data, audit):
     clock = {"now": 0.0}
     counting = CountingListings(rucio_storage)
     snapshot = RuleSnapshot(counting, max_age=60, clock=lambda: clock["now"])
-    service = ReplicationService(rucio=rucio_storage, audit=audit, snapshot=snapshot)
+    service = ReplicationService(
+        rucio=rucio_storage, audit=audit, snapshot=snapshot, cluster_id=CLUSTER
+    )
     for name in names:
         service.reconcile(_resource(name, [datasets[name]], "NCSA_DISK"), _ref(name))
     for now, listings in ((1.0, 1), (30.0, 1), (62.0, 2)):
@@ -396,7 +416,9 @@ def test_window_closing_suspends_and_reopening_resumes(
     night = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
     day = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     clock = {"now": night}
-    service = ReplicationService(rucio=rucio_storage, audit=audit, clock=lambda: clock["now"])
+    service = ReplicationService(
+        rucio=rucio_storage, audit=audit, clock=lambda: clock["now"], cluster_id=CLUSTER
+    )
     service.reconcile(resource, _ref(name))
     (rule,) = _owned(rucio_storage, name)
     assert rule.state is RuleState.REPLICATING

@@ -230,6 +230,10 @@ class ReplicationRuleStatus(CamelModel):
     observed_generation: int | None = None
     """Generation last reconciled."""
 
+    owner_tag: str | None = None
+    """The comment on every Rucio rule this resource owns, a hash of the cluster's identity and
+    this resource's UID (``rucio rule list --account steward`` shows it as the comment)."""
+
     rule_ids: list[str] = Field(default_factory=list)
     """Rucio rule ids this resource owns."""
 

@@ -34,6 +34,7 @@ from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
+from steward.services.ownership import TAG_PREFIX, owner_tag, subscription_name
 from steward.services.site import Outcome
 from steward.storage.rucio import RucioStorage, Rule, RuleSpec, RuleState, SubscriptionSpec
 
@@ -41,7 +42,6 @@ __all__ = [
     "ReplicationPreview",
     "ReplicationService",
     "RucioView",
-    "owner_tag",
     "transfer_gate",
 ]
 
@@ -57,19 +57,6 @@ _DID_TYPES: dict[DIDType, Literal["dataset", "container", "file"]] = {
     DIDType.CONTAINER: "container",
     DIDType.FILE: "file",
 }
-
-
-TAG_PREFIX = "steward:"
-
-
-def owner_tag(namespace: str, name: str) -> str:
-    """Comment Steward writes on every rule of one ReplicationRule resource."""
-    return f"{TAG_PREFIX}{namespace}/{name}"
-
-
-def subscription_name(namespace: str, name: str) -> str:
-    """Name of the Rucio subscription placing new data for one resource."""
-    return f"steward-{namespace}-{name}"
 
 
 def _next_opening(window: TransferWindow, now: datetime) -> tuple[bool, datetime]:
@@ -223,6 +210,12 @@ class RucioView:
 
     rucio: RucioStorage
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    cluster_id: str = field(default="", kw_only=True)
+    """This cluster's identity, half of every owner tag (`steward.services.ownership`)."""
+
+    def tag(self, ref: ResourceRef) -> str:
+        """The owner tag of the resource's Rucio rules (see `steward.services.ownership`)."""
+        return owner_tag(self.cluster_id, ref.uid or "")
 
     # -- selection ----------------------------------------------------------------------------
 
@@ -267,12 +260,20 @@ class ReplicationPreview(RucioView):
         """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
 
         Used by ``steward plan`` so that a destructive change shows its Rucio side (rules
-        removed, bytes that would become deletable) before anyone applies it.
+        removed, bytes that would become deletable) before anyone applies it. A resource not
+        in the cluster yet (no ``live``, so no UID) owns no rules.
         """
-        tag = owner_tag(namespace, name)
-        owned = [
-            r for r in self.rucio.list_rules(comment=tag) if not _being_deleted(r, self.clock())
-        ]
+        uid = ((live or {}).get("metadata") or {}).get("uid")
+        ref = ResourceRef(kind="ReplicationRule", name=name, namespace=namespace, uid=uid)
+        owned = (
+            [
+                r
+                for r in self.rucio.list_rules(comment=self.tag(ref))
+                if not _being_deleted(r, self.clock())
+            ]
+            if uid
+            else []
+        )
         owned_bytes = sum(r.bytes or 0 for r in owned)
         if desired is None:
             spec = ReplicationRule.model_validate(live).spec if live else None
@@ -350,9 +351,8 @@ class ReplicationService(RucioView):
         PermanentError
             Rucio refuses the spec (unknown DID, quota); the caller marks Degraded.
         """
-        assert ref.namespace is not None  # noqa: S101 - ReplicationRule is namespaced
         spec = rule.spec
-        tag = owner_tag(ref.namespace, ref.name)
+        tag = self.tag(ref)
         if first_pass and spec.management_policy is ManagementPolicy.MANAGE:
             listed: list[Rule] = []
         elif fresh or self.snapshot is None:
@@ -393,9 +393,8 @@ class ReplicationService(RucioView):
         """Place new matching data by a Rucio subscription (existing data: backfill)."""
         selector = rule.spec.selector
         ref, tag, events = work.ref, work.tag, work.events
-        assert ref.namespace is not None  # noqa: S101
         assert selector.match is not None  # noqa: S101
-        name = subscription_name(ref.namespace, ref.name)
+        name = subscription_name(self.cluster_id, ref.uid or "")
         wanted = SubscriptionSpec(
             name=name,
             filter={
@@ -439,7 +438,7 @@ class ReplicationService(RucioView):
                 # Rucio keeps one rule per (DID, account, expression, copies): another
                 # resource already owns it. Taking it over would let that resource's
                 # deletion remove data this one still needs (DRP29), so it is reported.
-                work.shared[did] = owner.removeprefix(TAG_PREFIX)
+                work.shared[did] = owner
                 continue
             # A rule created by hand, or by us before a crash, is tagged, so ownership is
             # recorded in Rucio too and found by listing.
@@ -660,14 +659,13 @@ class ReplicationService(RucioView):
 
     def finalize(self, rule: ReplicationRule, ref: ResourceRef) -> list[tuple[str, str, str]]:
         """Carry out ``deletionPolicy`` when the resource is deleted; return the Events."""
-        assert ref.namespace is not None  # noqa: S101
         events: list[tuple[str, str, str]] = []
         if rule.spec.management_policy is ManagementPolicy.OBSERVE:
             return events
         now = self.clock()
         owned = [
             rule
-            for rule in self.rucio.list_rules(comment=owner_tag(ref.namespace, ref.name))
+            for rule in self.rucio.list_rules(comment=self.tag(ref))
             if not _being_deleted(rule, now)
         ]
         if owned:
@@ -747,6 +745,7 @@ class ReplicationService(RucioView):
         )
         return {
             "observedGeneration": generation,
+            "ownerTag": work.tag,
             "ruleIds": sorted(rule.id for rule in in_charge),
             "selected": len(selected),
             "counts": {state.value: counts.get(state.value, 0) for state in RuleState},
