@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     refresh_interval: float = Field(default=60.0, gt=0)
     """Seconds between timer refreshes of external state (Rucio has no watch)."""
 
+    release_max_rules: int = Field(default=100, ge=0)
+    """Most Rucio rules one reconcile of one ReplicationRule may release (delete or orphan)
+    because their DIDs are no longer selected; a larger release waits for the annotation
+    ``steward.lsst.io/approve-release`` naming its size."""
+
+    release_max_fraction: float = Field(default=0.25, ge=0, le=1)
+    """Largest fraction of a ReplicationRule's rules one reconcile may release without that
+    annotation (a single rule may always go)."""
+
     workers: int = Field(default=8, ge=1, le=64)
     """Threads running synchronous handlers (Rucio and the database block)."""
 

@@ -14,7 +14,12 @@ from sqlalchemy import Engine
 
 from steward.config import Settings
 from steward.services.audit import AuditService
-from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.replication import (
+    PlacementLedger,
+    ReleaseLimit,
+    ReplicationService,
+    RuleSnapshot,
+)
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.rucio import RetryPolicy, RucioStorage
@@ -33,6 +38,7 @@ class ProcessContext:
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
+    ledger: PlacementLedger
 
     @classmethod
     def from_settings(cls, settings: Settings, *, cluster_id: str) -> ProcessContext:
@@ -61,6 +67,7 @@ class ProcessContext:
             engine=engine,
             audit=AuditService(make_sessionmaker(engine)),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+            ledger=PlacementLedger(),
         )
 
     def close(self) -> None:
@@ -82,10 +89,16 @@ class Factory:
 
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""
+        settings = self.context.settings
         return ReplicationService(
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            ledger=self.context.ledger,
             actor=self.actor,
             cluster_id=self.context.cluster_id,
+            release_limit=ReleaseLimit(
+                max_rules=settings.release_max_rules,
+                max_fraction=settings.release_max_fraction,
+            ),
         )

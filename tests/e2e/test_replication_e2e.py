@@ -154,8 +154,13 @@ def test_deleted_rule_in_rucio_is_restored_with_an_event(
     )
     import kubernetes  # noqa: PLC0415
 
-    events = kubernetes.client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
-    assert any(e.reason == "DriftRestored" for e in events)
+    core = kubernetes.client.CoreV1Api(kube_api)
+    until(  # kopf posts Events from a queue, after the handler returned
+        "a DriftRestored Event",
+        lambda: any(
+            e.reason == "DriftRestored" for e in core.list_namespaced_event(namespace).items
+        ),
+    )
 
 
 def test_deletion_with_delete_policy_removes_rules(
@@ -368,5 +373,87 @@ def test_a_downtime_starts_within_seconds_not_at_the_next_refresh(
         until("the RSE registered and writable", lambda: writable() is True)
         until("write off once the downtime starts", lambda: writable() is False, timeout=45)
         assert datetime.now(UTC) >= start
+    finally:
+        operator.stop()
+
+
+def test_a_resource_deleted_while_its_spec_is_invalid_still_releases_its_rules(
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, cluster_id
+):
+    facility = e2e_site["spec"]["facility"]
+    dataset = rucio_data.dataset()
+    created = custom_objects.create(
+        "replicationrules",
+        _rule_body("turned", namespace, [dataset], f"{facility}_DISK", deletionPolicy="Delete"),
+    )
+    (rule,) = until(
+        "the rule", lambda: rucio_storage.list_rules(comment=owner_tag_of(created, cluster_id))
+    )
+    until(
+        "the first status",
+        lambda: (custom_objects.get("replicationrules", "turned", namespace) or {}).get("status"),
+    )
+    # The API server accepts this; only the operator's model knows Mars has no IANA zone.
+    window = {"start": "08:00", "end": "18:00", "timezone": "Mars/Olympus_Mons"}
+    custom_objects.patch(
+        "replicationrules", "turned", namespace, {"spec": {"transferWindow": window}}
+    )
+
+    def invalid():
+        body = custom_objects.get("replicationrules", "turned", namespace)
+        return (condition_of(body, "Degraded") or {}).get("reason") == "InvalidSpec"
+
+    until("Degraded: InvalidSpec", invalid)
+    custom_objects.delete("replicationrules", "turned", namespace)
+    until(
+        "the resource to go",
+        lambda: custom_objects.get("replicationrules", "turned", namespace) is None,
+    )
+    assert rucio_storage.get_rule(rule.id).expires_at is not None  # Delete, as last acted on
+
+
+def test_a_held_release_goes_ahead_once_annotated_with_its_count(
+    operator_env, tmp_path, custom_objects, rucio_storage, rucio_data, namespace, cluster_id
+):
+    operator = OperatorProcess(
+        {**operator_env, "STEWARD_RELEASE_MAX_RULES": "2"}, tmp_path / "brake-operator.log"
+    )
+    operator.start(timeout=60)
+    try:
+        datasets = sorted(rucio_data.dataset(files=1) for _ in range(4))
+        created = custom_objects.create(
+            "replicationrules",
+            _rule_body("brake", namespace, datasets, "NCSA_DISK", deletionPolicy="Delete"),
+        )
+        tag = owner_tag_of(created, cluster_id)
+        until("four rules", lambda: len(rucio_storage.list_rules(comment=tag)) == 4)
+        custom_objects.patch(
+            "replicationrules", "brake", namespace, {"spec": {"selector": {"dids": datasets[:1]}}}
+        )
+
+        def held():
+            body = custom_objects.get("replicationrules", "brake", namespace)
+            found = condition_of(body, "Degraded") or {}
+            return body if found.get("reason") == "ReleaseHeld" else None
+
+        body = until("the release to be held", held)
+        assert body["status"]["pendingRelease"] == 3
+        assert all(r.expires_at is None for r in rucio_storage.list_rules(comment=tag))
+
+        custom_objects.patch(
+            "replicationrules",
+            "brake",
+            namespace,
+            {"metadata": {"annotations": {"steward.lsst.io/approve-release": "3"}}},
+        )
+        until("three rules released", lambda: len(rucio_storage.list_rules(comment=tag)) == 1)
+
+        def approval_used():
+            body = custom_objects.get("replicationrules", "brake", namespace)
+            annotations = body["metadata"].get("annotations") or {}
+            degraded = (condition_of(body, "Degraded") or {}).get("status")
+            return "steward.lsst.io/approve-release" not in annotations and degraded == "False"
+
+        until("the approval used up and Degraded cleared", approval_used)
     finally:
         operator.stop()

@@ -372,20 +372,23 @@ def test_lifetime_in_the_past_is_cleaned_by_judge_cleaner(
         rucio_storage.get_rule(rule_id)
 
 
-def test_delete_is_soft_and_recreating_adopts(
+def test_delete_is_soft_and_recreating_finds_the_rule_untouched(
     rucio_server: RucioServer, rucio_storage: RucioStorage, rucio_data: RucioData
 ) -> None:
     dataset = rucio_data.dataset()
-    spec = RuleSpec("NCSA_DISK")
+    spec = RuleSpec("NCSA_DISK", comment="made by hand")
     rule_id = rucio_storage.add_rule(dataset, spec)
     assert rucio_storage.delete_rule(rule_id)
     expires_at = rucio_storage.get_rule(rule_id).expires_at
     assert expires_at is not None
     assert expires_at <= datetime.now(UTC) + timedelta(hours=1)
-    again = rucio_storage.add_rules([dataset], spec)
+    again = rucio_storage.add_rules([dataset], RuleSpec("NCSA_DISK", comment="other"))
     assert again.rule_ids == {dataset: rule_id}
     assert again.adopted == {dataset}
-    assert rucio_storage.get_rule(rule_id).expires_at is None  # re-armed
+    found = again.existing[dataset]
+    assert (found.id, found.comment) == (rule_id, "made by hand")
+    # Finding a rule writes nothing to it: whether to take it over is the caller's decision.
+    assert rucio_storage.get_rule(rule_id).expires_at == expires_at
     rucio_storage.update_rule(rule_id, lifetime=timedelta(0))
     rucio_server.daemons.run("judge-cleaner")
     assert not rucio_storage.delete_rule(rule_id)  # already gone

@@ -248,3 +248,40 @@ class RucioData:
 def rucio_data(rucio_storage: RucioStorage, rucio_sites: RucioSites) -> RucioData:
     """A fresh scope and helpers for one test."""
     return RucioData(rucio_storage, rucio_sites)
+
+
+class Faults:
+    """The real adapter with chosen calls failing as a Rucio outage makes them fail.
+
+    Every call reaches the real server except those a rule matches, which raise the error a
+    503 or a refused connection becomes in the adapter (`RucioTransientError`). Faults are
+    part of the spec: a decision that depends on an answer must survive not getting it.
+    """
+
+    def __init__(self, storage: RucioStorage) -> None:
+        self._storage = storage
+        self._rules: list[tuple[str, Any]] = []
+
+    def fail(self, method: str, when: Any = None) -> None:
+        """Make ``method`` fail (only for arguments where ``when(*args, **kwargs)`` is true)."""
+        self._rules.append((method, when))
+
+    def heal(self) -> None:
+        """Let every call through again."""
+        self._rules.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._storage, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from steward.exceptions import RucioTransientError  # noqa: PLC0415
+
+            for method, when in self._rules:
+                if method == name and (when is None or when(*args, **kwargs)):
+                    msg = f"Rucio {name} failed: RucioException: http status code: 503 (injected)"
+                    raise RucioTransientError(msg)
+            return attribute(*args, **kwargs)
+
+        return call

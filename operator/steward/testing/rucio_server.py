@@ -340,6 +340,19 @@ class RucioDaemons:
         )
         return int(reply["result"]["locks"])
 
+    def age_rule(self, rule_id: str, seconds: float) -> int:
+        """Move a rule's creation, update and expiry times ``seconds`` into the past.
+
+        Rucio's clock moved forward, for that rule: a rule whose lifetime has run out this way
+        is removed by the next ``judge-cleaner`` pass. Returns how many rules moved (0 or 1).
+        For tests only: it writes to Rucio's database directly.
+        """
+        reply = self._request(
+            {"daemon": "age-rule", "options": {"rule_id": rule_id, "seconds": seconds}},
+            _DAEMON_TIMEOUT,
+        )
+        return int(reply["result"]["rules"])
+
     def fingerprint(self) -> dict[str, Any]:
         """Return counts of rules, locks, requests and replicas by state, from the database."""
         result: dict[str, Any] = self._request({"daemon": "fingerprint"}, _DAEMON_TIMEOUT)["result"]

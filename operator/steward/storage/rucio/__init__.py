@@ -34,6 +34,7 @@ from steward.storage.rucio.dids import DIDClient
 from steward.storage.rucio.replicas import ReplicaClient
 from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient
 from steward.storage.rucio.rules import RuleClient
+from steward.storage.rucio.subscriptions import INACTIVE as SUBSCRIPTION_INACTIVE
 from steward.storage.rucio.subscriptions import SubscriptionClient
 from steward.storage.rucio.types import (
     DEFAULT_ACTIVITY,
@@ -54,6 +55,7 @@ __all__ = [
     "DEFAULT_ACTIVITY",
     "MANAGED_ATTRIBUTES",
     "SAME_SITE_DISTANCE",
+    "SUBSCRIPTION_INACTIVE",
     "UNSET",
     "AddedRules",
     "Availability",
