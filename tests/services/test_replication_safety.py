@@ -24,7 +24,7 @@ from steward.services.replication import (
 )
 from steward.storage.audit import AuditFilter
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
-from steward.storage.rucio import RuleSpec, RuleState
+from steward.storage.rucio import RuleSpec, RuleState, SubscriptionSpec
 from support.rucio import Faults
 
 pytestmark = pytest.mark.rucio
@@ -325,9 +325,19 @@ def test_a_rule_with_this_resources_legacy_tag_is_taken_over_once(
     resource = _resource(_name(rucio_data, "legacy"), dids=[dataset])
     legacy = f"{LEGACY_TAG_PREFIX}{NAMESPACE}/{resource.metadata.name}"
     old = rucio_storage.add_rule(dataset, RuleSpec("NCSA_DISK", comment=legacy))
+    subscription = f"steward-{NAMESPACE}-{resource.metadata.name}"  # its old name
+    rucio_storage.add_subscription(
+        SubscriptionSpec(
+            name=subscription,
+            filter={"scope": [rucio_data.scope], "did_type": ["DATASET"]},
+            rules=[RuleSpec("NCSA_DISK", comment=legacy)],
+            comments=legacy,
+        )
+    )
     status = {"observedGeneration": 1}  # reconciled by a Steward before owner tags
     outcome = service.reconcile(resource, _ref(resource), status)
     assert [r.id for r in _owned(rucio_storage, resource)] == [old]
+    assert rucio_storage.get_subscription(subscription).state == "INACTIVE"
     assert outcome.status["ownerTag"] == _tag(resource)
     assert _condition(outcome, "Degraded")["status"] == "False"
     actions = [e.action for e in audit.query(AuditFilter(name=resource.metadata.name))]

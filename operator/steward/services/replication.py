@@ -661,6 +661,7 @@ class ReplicationService(RucioView):
         """
         ref = work.ref
         legacy = f"{LEGACY_TAG_PREFIX}{ref.namespace}/{ref.name}"
+        self._deactivate_legacy_subscription(ref, legacy)
         rules = self.rucio.list_rules(comment=legacy)
         for rule in rules:
             self.rucio.update_rule(rule.id, comment=work.tag)
@@ -676,6 +677,20 @@ class ReplicationService(RucioView):
             work.events.append(
                 ("Normal", "RulesRetagged", f"took over {len(rules)} rules of the legacy tag")
             )
+
+    def _deactivate_legacy_subscription(self, ref: ResourceRef, legacy: str) -> None:
+        """Stop the subscription an earlier Steward named ``steward-<namespace>-<name>``.
+
+        It would go on creating rules with the old tag. That name is ambiguous (``a-b/c`` and
+        ``a/b-c`` shared it), so it is deactivated only if its rules carry this resource's old
+        tag.
+        """
+        name = f"steward-{ref.namespace}-{ref.name}"
+        current = self.rucio.get_subscription(name)
+        if current is None or current.state == SUBSCRIPTION_INACTIVE:
+            return
+        if any(rule.get("comments") == legacy for rule in current.rules):
+            self._deactivate(ref, name)
 
     def _recheck_unowned(self, work: _Pass) -> None:
         """Look again at rules found last pass that are not this resource's (one call each).
