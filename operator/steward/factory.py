@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from steward.config import Settings
 from steward.services.audit import AuditService
 from steward.services.replication import (
+    ExpressionCache,
     PlacementLedger,
     ReleaseLimit,
     ReplicationService,
@@ -39,6 +40,7 @@ class ProcessContext:
     audit: AuditService
     snapshot: RuleSnapshot
     ledger: PlacementLedger
+    expressions: ExpressionCache
 
     @classmethod
     def from_settings(cls, settings: Settings, *, cluster_id: str) -> ProcessContext:
@@ -68,6 +70,7 @@ class ProcessContext:
             audit=AuditService(make_sessionmaker(engine)),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
             ledger=PlacementLedger(),
+            expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
         )
 
     def close(self) -> None:
@@ -95,6 +98,7 @@ class Factory:
             audit=self.context.audit,
             snapshot=self.context.snapshot,
             ledger=self.context.ledger,
+            expressions=self.context.expressions,
             actor=self.actor,
             cluster_id=self.context.cluster_id,
             release_limit=ReleaseLimit(

@@ -6,30 +6,22 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from steward.models.replication import ReplicationRule
-from steward.services.audit import AuditService, ResourceRef
+from steward.services.audit import ResourceRef
 from steward.services.ownership import owner_tag
 from steward.services.replication import (
     ORPHANED_PREFIX,
+    ExpressionCache,
     ReplicationPreview,
     ReplicationService,
     RuleSnapshot,
 )
 from steward.storage.audit import AuditFilter
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.rucio import File, RuleState
 
 pytestmark = pytest.mark.rucio
 
 NAMESPACE = "steward"
 CLUSTER = "test-cluster"
-
-
-@pytest.fixture
-def audit(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    upgrade(engine)
-    yield AuditService(make_sessionmaker(engine))
-    engine.dispose()
 
 
 @pytest.fixture
@@ -389,6 +381,35 @@ def test_timer_reconciles_share_one_listing(rucio_storage, rucio_data, audit):
             assert outcome.events == []
             assert outcome.status["ruleIds"]
         assert counting.listings == listings  # one bulk listing per interval, for all five
+
+
+class CountingRSEListings:
+    """The real adapter, counting RSE expression listings (every call still reaches Rucio)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.listings = 0
+
+    def list_rses(self, expression="*"):
+        self.listings += 1
+        return self.storage.list_rses(expression)
+
+    def __getattr__(self, name):
+        return getattr(self.storage, name)
+
+
+def test_new_resources_share_the_custodial_lookups(rucio_storage, rucio_data, audit):
+    counting = CountingRSEListings(rucio_storage)
+    service = ReplicationService(
+        rucio=counting, audit=audit, cluster_id=CLUSTER, expressions=ExpressionCache(60)
+    )
+    for index in range(3):
+        name = _name(rucio_data, f"shared{index}")
+        outcome = service.reconcile(
+            _resource(name, [rucio_data.dataset()], "NCSA_TAPE"), _ref(name)
+        )
+        assert outcome.status["deletionPolicy"] == "Orphan"
+    assert counting.listings == 2  # the destination and the custodial RSEs, once for all
 
 
 def test_window_closing_suspends_and_reopening_resumes(

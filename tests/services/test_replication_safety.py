@@ -23,7 +23,6 @@ from steward.services.replication import (
     RuleSnapshot,
 )
 from steward.storage.audit import AuditFilter
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.rucio import RuleSpec, RuleState, SubscriptionSpec
 from support.rucio import Faults
 
@@ -31,14 +30,6 @@ pytestmark = pytest.mark.rucio
 
 NAMESPACE = "safety"
 CLUSTER = "test-cluster"
-
-
-@pytest.fixture
-def audit(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    upgrade(engine)
-    yield AuditService(make_sessionmaker(engine))
-    engine.dispose()
 
 
 def _service(rucio, audit, **options):

@@ -77,11 +77,15 @@ __all__ = [
     "LEGACY_TAG_PREFIX",
     "ORPHANED_PREFIX",
     "RELEASED_PREFIX",
+    "SUBSCRIPTION_KEYS",
+    "ExpressionCache",
     "PlacementLedger",
     "ReleaseLimit",
     "ReplicationPreview",
     "ReplicationService",
     "RucioView",
+    "subscribable",
+    "subscription_filter",
     "transfer_gate",
 ]
 
@@ -358,6 +362,34 @@ class RuleSnapshot:
             self._by_tag[tag] = list(rules)
 
 
+class ExpressionCache:
+    """The RSEs of RSE expressions, shared by all resources, at most ``max_age`` seconds old.
+
+    Deciding a default deletion policy needs the RSEs of the destination and those that are
+    custodial: two listings per new resource, the same ones for a thousand resources arriving
+    together. Rucio caches expressions for ten minutes itself; so can Steward. Only answers
+    are kept, never errors.
+    """
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def rses(self, rucio: RucioStorage, expression: str) -> frozenset[str]:
+        """The RSEs ``expression`` selects (Rucio's answer, maybe from the cache)."""
+        now = self._clock()
+        with self._lock:
+            known = self._known.get(expression)
+        if known is not None and now - known[0] <= self._max_age:
+            return known[1]
+        answer = frozenset(rucio.list_rses(expression))
+        with self._lock:
+            self._known[expression] = (now, answer)
+        return answer
+
+
 class PlacementLedger:
     """When Steward first placed each DID for each resource, read from the audit trail.
 
@@ -415,6 +447,8 @@ class RucioView:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     cluster_id: str = field(default="", kw_only=True)
     """This cluster's identity, half of every owner tag (`steward.services.ownership`)."""
+    expressions: ExpressionCache | None = field(default=None, kw_only=True)
+    """Shared answers to RSE expressions; without it each question goes to Rucio."""
 
     def tag(self, ref: ResourceRef) -> str:
         """The owner tag of the resource's Rucio rules (see `steward.services.ownership`)."""
@@ -445,13 +479,18 @@ class RucioView:
         say (an error, or an expression selecting nothing yet): the caller must not decide.
         """
         try:
-            matched = set(self.rucio.list_rses(expression))
+            matched = self._rses(expression)
             if not matched:
                 return None
-            archive = set(self.rucio.list_rses("custodial|type=TAPE"))
+            archive = self._rses("custodial|type=TAPE")
         except RucioError:
             return None
         return bool(matched & archive)
+
+    def _rses(self, expression: str) -> frozenset[str]:
+        if self.expressions is None:
+            return frozenset(self.rucio.list_rses(expression))
+        return self.expressions.rses(self.rucio, expression)
 
     def deletion_policy(
         self, spec: ReplicationRuleSpec, status: Mapping[str, Any] | None = None
@@ -1313,29 +1352,35 @@ class ReplicationService(RucioView):
 
     def _intent(self, ref: ResourceRef, action: str, target: str | None, after: Any) -> None:  # noqa: ANN401 - any JSON
         """Record what is about to be asked of Rucio, before it is asked."""
-        self.audit.record(
-            AuditRecord(
-                resource=ref,
-                action=action,
-                actor=self.actor,
-                result="intent",
-                target=target,
-                after=after,
-            )
-        )
+        self._note(ref, action, target, "intent", after=after)
 
     def _failed(
         self, ref: ResourceRef, action: str, target: str | None, error: BaseException
     ) -> None:
         """Record that Rucio refused (or could not be reached for) an intended action."""
+        self._note(ref, action, target, "failure", message=str(error)[:1000])
+
+    def _note(
+        self,
+        ref: ResourceRef,
+        action: str,
+        target: str | None,
+        result: str,
+        *,
+        before: Any = None,  # noqa: ANN401 - any JSON
+        after: Any = None,  # noqa: ANN401 - any JSON
+        message: str = "",
+    ) -> None:
         self.audit.record(
             AuditRecord(
                 resource=ref,
                 action=action,
                 actor=self.actor,
-                result="failure",
+                result=result,
                 target=target,
-                message=str(error)[:1000],
+                before=before,
+                after=after,
+                message=message,
             )
         )
 
@@ -1349,17 +1394,8 @@ class ReplicationService(RucioView):
         after: Any = None,  # noqa: ANN401 - any JSON
         message: str = "",
     ) -> None:
-        self.audit.record(
-            AuditRecord(
-                resource=ref,
-                action=action,
-                actor=self.actor,
-                target=target,
-                before=before,
-                after=after,
-                message=message,
-            )
-        )
+        """Record one action done in Rucio (and count it)."""
+        self._note(ref, action, target, "success", before=before, after=after, message=message)
         EXTERNAL_ACTIONS.labels("ReplicationRule", action).inc()
 
 
