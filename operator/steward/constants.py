@@ -35,3 +35,7 @@ CACHE_DIR_ENV: Final = "STEWARD_CACHE_DIR"
 ANNOTATION_APPROVE_RELEASE: Final = f"{GROUP}/approve-release"
 """Annotation acknowledging a held release: its value must name the number of rules held
 (``kubectl annotate rr/NAME steward.lsst.io/approve-release=N``); used once, then removed."""
+
+CAMPAIGN_PRIORITY_CLASS_PREFIX: Final = "steward-campaign-"
+"""PriorityClass of a campaign's pods: this prefix and its priority (``steward-campaign-high``);
+``steward render`` ships one per level of `steward.models.campaign.Priority`."""

@@ -20,6 +20,7 @@ from steward.handlers.common import (
     resource_ref,
 )
 from steward.models.replication import ReplicationRule
+from steward.observability import forget_rule_states, observe_rule_states
 
 PLURAL = "replicationrules"
 
@@ -42,6 +43,8 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) ->
             )
         )
         post(copy, outcome, patch, memo)
+        counts = outcome.status.get("counts") or {}
+        observe_rule_states(rule.metadata.namespace or "", rule.metadata.name, counts)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -90,4 +93,6 @@ def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) 
         )
         for type_, reason, message in events:
             kopf.event(body, type=type_, reason=reason, message=message)
+        metadata = copy.get("metadata") or {}
+        forget_rule_states(metadata.get("namespace") or "", metadata.get("name") or "")
     forget(body)
