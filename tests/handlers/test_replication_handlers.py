@@ -12,6 +12,7 @@ import threading
 import uuid
 
 import kopf
+import kubernetes
 import pytest
 from kopf._core.engines import posting
 
@@ -46,7 +47,10 @@ def memo(rucio_server, database_url):
     settings = rucio_server.settings(
         database_url=database_url, rucio_calls_per_second=10_000, refresh_interval=3600
     )
-    context = ProcessContext.from_settings(settings, cluster_id=CLUSTER)
+    # No cluster here: the Kubernetes client (for admission's lookups) is never used.
+    context = ProcessContext.from_settings(
+        settings, cluster_id=CLUSTER, kube_api=kubernetes.client.ApiClient()
+    )
     state = kopf.Memo()
     state.context = context
     yield state
