@@ -1098,7 +1098,7 @@ class ReplicationService(RucioView):
             return  # already held and announced
         message = (
             f"{count} of {owned} Rucio rules would be released (their DIDs are no longer "
-            f"selected); run kubectl annotate rr/{work.ref.name} "
+            f"selected); run kubectl annotate rr/{work.ref.name} -n {work.ref.namespace} "
             f"{ANNOTATION_APPROVE_RELEASE}={count} to go ahead"
         )
         if approval is not None:
@@ -1335,7 +1335,8 @@ class ReplicationService(RucioView):
         if held:
             message = (
                 f"{held} Rucio rules of deselected DIDs wait for an acknowledgement: kubectl "
-                f"annotate rr/{work.ref.name} {ANNOTATION_APPROVE_RELEASE}={held}"
+                f"annotate rr/{work.ref.name} -n {work.ref.namespace} "
+                f"{ANNOTATION_APPROVE_RELEASE}={held}"
             )
             return _HELD_REASON, message
         foreign = [seen for seen in work.unowned.values() if seen["kind"] == "foreign"]
