@@ -16,7 +16,13 @@ from sqlalchemy import Engine
 from steward.config import Settings
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
-from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.replication import (
+    ExpressionCache,
+    PlacementLedger,
+    ReleaseLimit,
+    ReplicationService,
+    RuleSnapshot,
+)
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import KubeResources, api_client
@@ -36,6 +42,8 @@ class ProcessContext:
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
+    ledger: PlacementLedger
+    expressions: ExpressionCache
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
 
@@ -68,6 +76,8 @@ class ProcessContext:
             engine=engine,
             audit=AuditService(make_sessionmaker(engine)),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+            ledger=PlacementLedger(),
+            expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
             kube_api=kube_api if kube_api is not None else api_client(),
         )
 
@@ -95,9 +105,17 @@ class Factory:
 
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""
+        settings = self.context.settings
         return ReplicationService(
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            ledger=self.context.ledger,
+            expressions=self.context.expressions,
             actor=self.actor,
+            cluster_id=self.context.cluster_id,
+            release_limit=ReleaseLimit(
+                max_rules=settings.release_max_rules,
+                max_fraction=settings.release_max_fraction,
+            ),
         )
