@@ -44,6 +44,25 @@ class Settings(BaseSettings):
     UID of the ``kube-system`` namespace when absent. Two clusters sharing one Rucio account
     must differ here, or they would own each other's rules."""
 
+    namespace: str | None = None
+    """The operator's namespace, where the audit trail's witness ConfigMaps live (the checkpoints
+    and the public key); the pod's own namespace in a cluster, else ``steward``."""
+
+    audit_signing_key_file: Path | None = None
+    """PEM file of the Ed25519 key that signs audit checkpoints (e.g. a mounted Secret); made
+    with ``steward audit key --generate FILE``. Never kept in the audit database."""
+
+    audit_signing_key_secret: str | None = None
+    """Kubernetes Secret (``name`` in the operator's namespace, or ``namespace/name``) whose key
+    ``private-key.pem`` holds the signing key, when no file is given. Without either, no
+    checkpoints are signed, and a deleted tail or a rewritten trail cannot be detected."""
+
+    audit_checkpoint_entries: int = Field(default=1000, ge=1)
+    """Sign a checkpoint after this many new audit rows..."""
+
+    audit_checkpoint_interval: float = Field(default=300.0, gt=0)
+    """...and at least every this many seconds, and at clean shutdown."""
+
     site: str | None = None
     """The compute site this operator runs Campaigns for (``metadata.name`` of a Site)."""
 

@@ -1,25 +1,61 @@
-"""Wiring: one ProcessContext per operator process, one Factory per unit of work.
+"""Wiring, the one composition root: the operator's ProcessContext and Factory, the CLI's context.
 
 As in gafaelfawr: the process context holds what is expensive and shared (the Rucio client
-with its rate cap, the database engine, the rule snapshot); a factory builds the services a
-handler needs from it, so handlers never construct clients and tests can build services
-around real servers directly.
+with its rate cap, the database engine, the rule snapshot, the checkpoint loop); a factory
+builds the services a handler needs from it, so handlers never construct clients and tests can
+build services around real servers directly. `CommandContext` does the same for one CLI
+command, building each client on first use, so a setting or a client is wired here only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
+from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 
 from steward.config import Settings
 from steward.services.audit import AuditService
+from steward.services.checkpoint import (
+    CheckpointLoop,
+    CheckpointService,
+    ConfigMapWitness,
+    SigningKey,
+    load_signing_key,
+)
+from steward.services.gitops import ConsequenceEstimator, GitOpsService
 from steward.services.replication import ReplicationService, RuleSnapshot
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
+from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, own_namespace
+from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
-__all__ = ["Factory", "ProcessContext"]
+__all__ = ["CommandContext", "Factory", "ProcessContext", "operator_namespace"]
+
+DEFAULT_NAMESPACE = "steward"
+"""The operator's namespace outside a pod, when ``STEWARD_NAMESPACE`` is not set."""
+
+
+def operator_namespace(settings: Settings) -> str:
+    """Where the operator's ConfigMaps live: the setting, the pod's namespace, or steward."""
+    return settings.namespace or own_namespace(DEFAULT_NAMESPACE)
+
+
+def _checkpoint_loop(
+    settings: Settings, audit: AuditService, key: SigningKey, witness: ConfigMapWitness | None
+) -> CheckpointLoop:
+    service = CheckpointService(audit, key, witness)
+    loop = CheckpointLoop(
+        service,
+        every_entries=settings.audit_checkpoint_entries,
+        every_seconds=settings.audit_checkpoint_interval,
+    )
+    audit.listeners.append(loop.notify)
+    return loop
 
 
 @dataclass
@@ -33,21 +69,39 @@ class ProcessContext:
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
+    checkpoints: CheckpointLoop | None = None
+    """Signs audit checkpoints; None without a signing key (then nothing is signed)."""
+    witness: ConfigMapWitness | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, cluster_id: str) -> ProcessContext:
+    def from_settings(
+        cls, settings: Settings, *, cluster_id: str, kube_api: ApiClient | None = None
+    ) -> ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
 
         ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
-        `steward.storage.kubernetes.cluster_identity` reads from the cluster.
+        `steward.storage.kubernetes.cluster_identity` reads from the cluster. With
+        ``kube_api``, checkpoints are witnessed in ConfigMaps of the operator's namespace and
+        the signing key may come from a Secret.
 
         Raises
         ------
         ConfigurationError
-            If the audit database is not at this Steward's schema revision.
+            If the audit database is not at this Steward's schema revision, or the signing
+            key cannot be read.
         """
         engine = make_engine(settings.database_url)
         ensure_current(engine)
+        namespace = operator_namespace(settings)
+        witness = None
+        if kube_api is not None:
+            witness = ConfigMapWitness(ConfigMaps(kube_api, namespace))
+        audit = AuditService(make_sessionmaker(engine))
+        key = load_signing_key(
+            settings,
+            namespace,
+            (lambda space: ConfigMaps(kube_api, space)) if kube_api is not None else None,
+        )
         # Short in-call retries: an outage must surface quickly as Degraded and be retried by
         # kopf's backoff, not hold every worker thread in a minute-long retry loop.
         rucio = RucioStorage(
@@ -59,12 +113,27 @@ class ProcessContext:
             cluster_id=cluster_id,
             rucio=rucio,
             engine=engine,
-            audit=AuditService(make_sessionmaker(engine)),
+            audit=audit,
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+            checkpoints=(
+                _checkpoint_loop(settings, audit, key, witness) if key is not None else None
+            ),
+            witness=witness,
         )
 
+    def start_checkpoints(self) -> bool:
+        """Publish the public key, sign a first checkpoint, keep signing; False without a key."""
+        if self.checkpoints is None:
+            return False
+        if self.witness is not None:
+            self.witness.publish_key(self.checkpoints.public_key)
+        self.checkpoints.start()
+        return True
+
     def close(self) -> None:
-        """Release the clients (``@kopf.on.cleanup``)."""
+        """Sign the shutdown checkpoint, release the clients (``@kopf.on.cleanup``)."""
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         self.rucio.close()
         self.engine.dispose()
 
@@ -88,3 +157,93 @@ class Factory:
             snapshot=self.context.snapshot,
             actor=self.actor,
         )
+
+
+@dataclass
+class CommandContext:
+    """What one ``steward`` command needs, built on first use, closed at the end.
+
+    A command that only reads the audit trail never connects to Rucio or the cluster; one
+    that plans never opens the audit database.
+    """
+
+    settings: Settings = field(default_factory=Settings)
+    database_url: str | None = None
+    """Overrides ``settings.database_url`` (``--database-url``)."""
+    kubeconfig: Path | None = None
+    """The cluster (``--kubeconfig``); $KUBECONFIG or in-cluster when None."""
+    _engine: Engine | None = None
+    _api: ApiClient | None = None
+    _rucio: RucioStorage | None = None
+
+    def engine(self, *, check: bool = True) -> Engine:
+        """The audit database; ``check`` refuses one at another schema revision."""
+        if self._engine is None:
+            self._engine = make_engine(self.database_url or self.settings.database_url)
+        if check:
+            ensure_current(self._engine)
+        return self._engine
+
+    def audit(self) -> AuditService:
+        """The audit trail (schema checked)."""
+        return AuditService(make_sessionmaker(self.engine()))
+
+    def kube_api(self) -> ApiClient:
+        """The Kubernetes API client."""
+        if self._api is None:
+            self._api = api_client(self.kubeconfig)
+        return self._api
+
+    def kube(self) -> KubeResources:
+        """Steward's custom resources in the cluster."""
+        return KubeResources(self.kube_api())
+
+    def witness(self) -> ConfigMapWitness:
+        """The checkpoint and key ConfigMaps in the operator's namespace."""
+        namespace = operator_namespace(self.settings)
+        return ConfigMapWitness(ConfigMaps(self.kube_api(), namespace))
+
+    def signing_key(self) -> SigningKey | None:
+        """The configured signing key (file, or Secret through the cluster), if any."""
+        namespace = operator_namespace(self.settings)
+        return load_signing_key(
+            self.settings, namespace, lambda space: ConfigMaps(self.kube_api(), space)
+        )
+
+    def rucio_configured(self) -> bool:
+        """Whether Rucio is configured (settings, or a rucio.cfg named by $RUCIO_CONFIG)."""
+        return self.settings.rucio_host is not None or "RUCIO_CONFIG" in os.environ
+
+    def rucio(self) -> RucioStorage:
+        """The Rucio adapter, with short retries: a command should fail fast and say why."""
+        if self._rucio is None:
+            self._rucio = RucioStorage(
+                self.settings, retry=RetryPolicy(attempts=2, initial_delay=0.5, deadline=5.0)
+            )
+        return self._rucio
+
+    def gitops(
+        self,
+        start: Path,
+        *,
+        audit: bool,
+        consequences: ConsequenceEstimator | None = None,
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> GitOpsService:
+        """Plan and apply for the repository holding ``start``."""
+        return GitOpsService(
+            kube=self.kube(),
+            repo=GitRepo.find(start.resolve()),
+            audit=self.audit() if audit else None,
+            consequences=consequences,
+            progress=progress,
+        )
+
+    def close(self) -> None:
+        """Release whatever was built."""
+        if self._rucio is not None:
+            self._rucio.close()
+        if self._api is not None:
+            self._api.close()  # type: ignore[no-untyped-call]
+        if self._engine is not None:
+            self._engine.dispose()

@@ -16,6 +16,7 @@ from steward.storage.database import (
     make_sessionmaker,
     upgrade,
 )
+from support.database import tamper
 
 RULE = ResourceRef(
     kind="ReplicationRule",
@@ -69,16 +70,7 @@ def _fill(service, count=5):
 
 
 def _tamper(engine, *statements):
-    """Act as an administrator who can bypass the append-only triggers."""
-    dialect = engine.dialect.name
-    with engine.begin() as conn:
-        if dialect == "sqlite":
-            conn.execute(text("DROP TRIGGER audit_entries_no_update"))
-            conn.execute(text("DROP TRIGGER audit_entries_no_delete"))
-        else:
-            conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_no_change"))
-        for statement in statements:
-            conn.execute(text(statement))
+    tamper(engine, *statements)
 
 
 def test_rows_chain_and_verify(service):

@@ -1,4 +1,8 @@
-"""Operator start-up and shutdown: settings, logging, metrics, the process context, probes."""
+"""Operator start-up and shutdown: settings, logging, metrics, the process context, probes.
+
+Start-up also starts signing audit checkpoints (`steward.services.checkpoint`) and clean
+shutdown signs the last one, so an auditor can tell a trail cut short from one that ended.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +44,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     try:
-        cluster_id = config.cluster_id or cluster_identity(api_client())
-        memo.context = ProcessContext.from_settings(config, cluster_id=cluster_id)
+        kube = api_client()
+        cluster_id = config.cluster_id or cluster_identity(kube)
+        memo.context = ProcessContext.from_settings(config, cluster_id=cluster_id, kube_api=kube)
+        if not memo.context.start_checkpoints():
+            _LOG.warning(
+                "audit checkpoints off: no signing key (set STEWARD_AUDIT_SIGNING_KEY_FILE or "
+                "STEWARD_AUDIT_SIGNING_KEY_SECRET); a deleted tail or a rewritten audit trail "
+                "cannot be detected"
+            )
     except PermanentError as exc:
         # A permanent error makes kopf stop the operator instead of retrying start-up.
         raise kopf.PermanentError(str(exc)) from exc

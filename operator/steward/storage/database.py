@@ -60,10 +60,16 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _config(engine: Engine) -> Config:
+def _config() -> Config:
+    """Alembic's configuration, without the database URL.
+
+    Migrations run on a connection Steward opened (``config.attributes["connection"]``), so
+    alembic never needs the URL. Handing it over would also break: alembic's configuration is
+    a ConfigParser, which reads a ``%`` (as in a percent-encoded password) as interpolation,
+    fails, and puts the whole URL, password included, in its error message.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     return config
 
 
@@ -84,7 +90,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database to ``revision`` (the newest by default)."""
-    config = _config(engine)
+    config = _config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

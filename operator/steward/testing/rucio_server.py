@@ -43,6 +43,7 @@ from pydantic import SecretStr
 
 from steward.config import Settings
 from steward.constants import CACHE_DIR_ENV
+from steward.storage.files import write_private
 from steward.testing.childprocess import (
     ChildProcess,
     ChildProcessDiedError,
@@ -507,7 +508,8 @@ class RucioServer:
         alembic = self.directory / "alembic.ini"
         scripts = _site_packages(self.venv) / "rucio" / "db" / "sqla" / "migrate_repo"
         alembic.write_text(_ALEMBIC_INI.format(scripts=scripts, url=url.replace("%", "%%")))
-        self.config_path.write_text(
+        write_private(
+            self.config_path,
             _RUCIO_CFG.format(
                 logdir=self.directory / "logs",
                 mailtemplates=self.venv / "rucio" / "etc" / "mail_templates",
@@ -517,9 +519,8 @@ class RucioServer:
                 account=self.account,
                 url=url.replace("%", "%%"),
                 alembic=alembic,
-            )
+            ),
         )
-        self.config_path.chmod(0o600)
 
     def _bootstrap(self) -> None:
         """Create schema and root account with Rucio's functions, in the server venv."""
@@ -774,6 +775,5 @@ class RucioComponent:
     def _password_file(server: RucioServer) -> Path:
         """Write the password to a 0600 file, so env output never shows it."""
         path = server.directory / "password"
-        path.write_text(server.password.get_secret_value())
-        path.chmod(0o600)
+        write_private(path, server.password.get_secret_value())
         return path
