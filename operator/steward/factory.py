@@ -18,6 +18,7 @@ from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 
 from steward.config import Settings
+from steward.exceptions import ConfigurationError, RucioError
 from steward.services.audit import AuditService
 from steward.services.checkpoint import (
     CheckpointLoop,
@@ -26,8 +27,9 @@ from steward.services.checkpoint import (
     SigningKey,
     load_signing_key,
 )
-from steward.services.gitops import ConsequenceEstimator, GitOpsService
-from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
+from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
+from steward.services.replication import ReplicationService, RuleSnapshot, owner_tag
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, own_namespace
@@ -43,6 +45,13 @@ DEFAULT_NAMESPACE = "steward"
 def operator_namespace(settings: Settings) -> str:
     """Where the operator's ConfigMaps live: the setting, the pod's namespace, or steward."""
     return settings.namespace or own_namespace(DEFAULT_NAMESPACE)
+
+
+def _replication_tag(change: Change) -> str | None:
+    """The owner tag of the rules a planned ReplicationRule change's live resource owns."""
+    if change.key.namespace is None:
+        return None
+    return owner_tag(change.key.namespace, change.key.name)
 
 
 def _checkpoint_loop(
@@ -231,12 +240,31 @@ class CommandContext:
         progress: Callable[[str], None] = lambda _line: None,
     ) -> GitOpsService:
         """Plan and apply for the repository holding ``start``."""
+        repo = GitRepo.find(start.resolve())
         return GitOpsService(
             kube=self.kube(),
-            repo=GitRepo.find(start.resolve()),
+            repo=repo,
             audit=self.audit() if audit else None,
             consequences=consequences,
             progress=progress,
+            user=repo.user(),
+        )
+
+    def rucio_planner(self) -> RucioPlanner:
+        """The Rucio side of a plan, or a planner that says why Rucio was not consulted."""
+        if not self.rucio_configured():
+            return RucioPlanner.unavailable(
+                "Rucio is not configured (set STEWARD_RUCIO_HOST, or RUCIO_CONFIG to a rucio.cfg)"
+            )
+        try:
+            storage = self.rucio()
+            account = storage.whoami()
+        except (RucioError, ConfigurationError) as error:
+            return RucioPlanner.unavailable(f"Rucio does not answer: {error}")
+        return RucioPlanner(
+            RucioStatus(consulted=True, reason=f"{storage!r} as {account}"),
+            ReplicationPreview(storage),
+            tag_of=_replication_tag,
         )
 
     def close(self) -> None:

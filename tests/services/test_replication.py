@@ -8,7 +8,6 @@ from steward.models.replication import ReplicationRule
 from steward.services.audit import AuditService, ResourceRef
 from steward.services.replication import (
     ORPHANED_PREFIX,
-    ReplicationPreview,
     ReplicationService,
     RuleSnapshot,
     owner_tag,
@@ -23,8 +22,8 @@ NAMESPACE = "steward"
 
 
 @pytest.fixture
-def audit(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+def audit(database_url):
+    engine = make_engine(database_url)
     upgrade(engine)
     yield AuditService(make_sessionmaker(engine))
     engine.dispose()
@@ -307,22 +306,6 @@ def test_two_resources_never_steal_one_rucio_rule(service, rucio_storage, rucio_
     )
     assert events == []
     assert rucio_storage.list_rules(comment=owner_tag(NAMESPACE, first))[0].expires_at is None
-
-
-def test_preview_shows_rucio_consequences(service, rucio_storage, rucio_data):
-    datasets = [rucio_data.dataset() for _ in range(2)]
-    name = _name(rucio_data, "preview")
-    preview = ReplicationPreview(rucio_storage)
-    resource = _resource(name, datasets, "NCSA_DISK", deletionPolicy="Delete")
-    body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
-    assert preview.consequences(NAMESPACE, name, body, None) == [
-        "Rucio: create 2 rules (2 DIDs selected)"
-    ]
-    service.reconcile(resource, _ref(name))
-    assert preview.consequences(NAMESPACE, name, body, body) == []
-    (line,) = preview.consequences(NAMESPACE, name, None, body)
-    assert line.startswith("Rucio: delete 2 rules;")
-    assert len(_owned(rucio_storage, name)) == 2
 
 
 def test_publish_only_after_the_custodial_copy_is_ok(

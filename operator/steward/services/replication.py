@@ -38,7 +38,6 @@ from steward.services.site import Outcome
 from steward.storage.rucio import RucioStorage, Rule, RuleSpec, RuleState, SubscriptionSpec
 
 __all__ = [
-    "ReplicationPreview",
     "ReplicationService",
     "RucioView",
     "owner_tag",
@@ -255,63 +254,6 @@ class RucioView:
         return (
             DeletionPolicy.ORPHAN if self.is_custodial(spec.destination) else DeletionPolicy.DELETE
         )
-
-
-@dataclass
-class ReplicationPreview(RucioView):
-    """Rucio consequences of a planned change, for ``steward plan``; never writes."""
-
-    def consequences(
-        self, namespace: str, name: str, desired: dict[str, Any] | None, live: dict[str, Any] | None
-    ) -> list[str]:
-        """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
-
-        Used by ``steward plan`` so that a destructive change shows its Rucio side (rules
-        removed, bytes that would become deletable) before anyone applies it.
-        """
-        tag = owner_tag(namespace, name)
-        owned = [
-            r for r in self.rucio.list_rules(comment=tag) if not _being_deleted(r, self.clock())
-        ]
-        owned_bytes = sum(r.bytes or 0 for r in owned)
-        if desired is None:
-            spec = ReplicationRule.model_validate(live).spec if live else None
-            if spec is None or spec.management_policy is ManagementPolicy.OBSERVE:
-                return []
-            if self.deletion_policy(spec) is DeletionPolicy.DELETE:
-                deletable = _bytes(owned_bytes)
-                line = (
-                    f"Rucio: delete {len(owned)} rules; {deletable} become deletable where no "
-                    "other rule holds them"
-                )
-                return [line]
-            return [f"Rucio: orphan {len(owned)} rules (kept, no longer managed)"]
-        rule = ReplicationRule.model_validate(desired)
-        spec = rule.spec
-        selected = self.select(spec)
-        expression = canonical(spec.destination)
-        current = _Owned.of(owned)
-        missing = [d for d in selected if current.current(d, expression, spec.copies) is None]
-        changing = [
-            r
-            for d in selected
-            if (r := current.current(d, expression, spec.copies)) is not None
-            and (r.rse_expression, r.copies) != (expression, spec.copies)
-        ]
-        chosen = set(selected)
-        released = [r for r in owned if r.did not in chosen]
-        lines = []
-        if missing:
-            lines.append(f"Rucio: create {len(missing)} rules ({len(selected)} DIDs selected)")
-        if changing:
-            lines.append(
-                f"Rucio: move or re-copy {len(changing)} rules to {expression} x{spec.copies}"
-            )
-        if released:
-            verb = "delete" if self.deletion_policy(spec) is DeletionPolicy.DELETE else "orphan"
-            size = _bytes(sum(r.bytes or 0 for r in released))
-            lines.append(f"Rucio: {verb} {len(released)} rules of deselected DIDs ({size})")
-        return lines
 
 
 @dataclass(kw_only=True)
@@ -778,13 +720,6 @@ class ReplicationService(RucioView):
             )
         )
         EXTERNAL_ACTIONS.labels("ReplicationRule", action).inc()
-
-
-def _bytes(count: int) -> str:
-    for unit, size in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} bytes"
 
 
 _SOFT_DELETE = timedelta(hours=1, minutes=5)

@@ -119,7 +119,7 @@ def _mapped(what: str, call: Callable[[], T]) -> T:
         return call()
     except ApiException as exc:
         if exc.status == 404:  # noqa: PLR2004 - HTTP status
-            raise NotFoundError(f"{what}: not found") from None
+            raise NotFoundError(f"{what}: not found ({_message(exc)})") from None
         if "failed to create typed patch object" in _message(exc):
             # Server-side apply answers 500 for a body that does not fit the schema.
             raise PermanentError(f"{what}: {_message(exc)}") from None

@@ -248,6 +248,13 @@ class RucioCallPath:
         host = self._settings.rucio_host or "rucio.cfg"
         return f"RucioStorage(host={host!r}, account={self.account!r})"
 
+    def whoami(self) -> str:
+        """The account the credentials log in as: one cheap call proving Rucio answers us."""
+        answer = self._call("whoami", lambda c: c.whoami())
+        return (
+            str(answer.get("account", self.account)) if isinstance(answer, dict) else self.account
+        )
+
     def close(self) -> None:
         """Forget the clients and remove the token cache."""
         self._local = threading.local()
