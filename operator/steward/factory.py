@@ -28,6 +28,7 @@ from steward.services.checkpoint import (
     load_signing_key,
 )
 from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
+from steward.services.history import HistoryService
 from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
 from steward.services.replication import ReplicationService, RuleSnapshot, owner_tag
 from steward.services.site import SiteService
@@ -249,6 +250,10 @@ class CommandContext:
             progress=progress,
             user=repo.user(),
         )
+
+    def history(self, start: Path) -> HistoryService:
+        """Git history interleaved with the audit trail, for the repository holding ``start``."""
+        return HistoryService(GitRepo.find(start.resolve()), self.audit())
 
     def rucio_planner(self) -> RucioPlanner:
         """The Rucio side of a plan, or a planner that says why Rucio was not consulted."""

@@ -161,3 +161,11 @@ def test_planner_reports_a_failure_as_not_consulted(rucio_server, rucio_data):
     assert planner.status.consulted is False
     assert "failed while planning ReplicationRule/steward/x" in planner.status.reason
     storage.close()
+
+
+def test_dids_rucio_does_not_know_are_named(preview, rucio_data):
+    ghost = rucio_data.did("never-registered")
+    body = _body(f"ghost-{rucio_data.scope}", [rucio_data.dataset(), ghost])
+    (impact,) = preview.consequences(None, body, None)
+    assert impact.place == {"NCSA_DISK": TWO_FILES}
+    assert f"1 of them name DIDs Rucio does not know ({ghost}): refused" in impact.line()

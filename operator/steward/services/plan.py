@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from steward.exceptions import RucioError
+from steward.exceptions import RucioError, RucioNotFoundError
 from steward.models.replication import DeletionPolicy, ManagementPolicy, ReplicationRule
 from steward.models.rse_expression import canonical
 from steward.services.gitops import Action, Change, Consequences
@@ -230,13 +230,23 @@ class ReplicationPreview(RucioView):
         impacts: list[RucioImpact] = []
         missing = [d for d in selected if current.current(d, expression, spec.copies) is None]
         if missing:
-            volume = sum((locks.volume(d) for d in missing), Volume())
+            volume, absent = Volume(), []
+            for did in missing:
+                try:
+                    volume += locks.volume(did)
+                except RucioNotFoundError:
+                    absent.append(did)
+            note = ""
+            if absent:
+                shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")  # noqa: PLR2004
+                note = f"{len(absent)} of them name DIDs Rucio does not know ({shown}): refused"
             impacts.append(
                 RucioImpact(
                     "create",
                     len(missing),
                     f"{expression} x{spec.copies}",
                     place=self._destination(expression, spec.copies, volume),
+                    note=note,
                 )
             )
         changing = [
