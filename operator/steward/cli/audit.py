@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from steward.exceptions import ConfigurationError
+from steward.exceptions import ConfigurationError, StewardError
 from steward.factory import CommandContext
 from steward.schema.audit import AuditEntry
 from steward.services.checkpoint import Checkpoint, PublicKey, SigningKey, verify_trail
@@ -269,21 +269,30 @@ def checkpoint(
             found, problems = context.witness().read()
             for problem in problems:
                 click.echo(f"unreadable checkpoint: {problem}", err=True)
-            key: PublicKey | None = context.witness().public_key()
         else:
             found = [Checkpoint.from_row(row) for row in context.audit().checkpoints()]
-            signing = context.signing_key()
-            key = signing.public() if signing is not None else None
-            if key is None:
-                key = context.witness().public_key()
-    if export is None:
-        for item in sorted(found, key=lambda c: c.number):
-            click.echo(
-                f"{item.number:>6} {item.time.isoformat(timespec='seconds')} rows={item.seq} "
-                f"head={item.head} key={item.key_id}"
-            )
-        return
-    _export(export, key, found)
+        if export is not None:
+            _export(export, _export_key(context, from_cluster=from_cluster), found)
+            return
+    for item in sorted(found, key=lambda c: c.number):
+        click.echo(
+            f"{item.number:>6} {item.time.isoformat(timespec='seconds')} rows={item.seq} "
+            f"head={item.head} key={item.key_id}"
+        )
+
+
+def _export_key(context: CommandContext, *, from_cluster: bool) -> PublicKey | None:
+    """The key an export carries: the cluster's, or the configured one (then the cluster's)."""
+    if not from_cluster:
+        signing = context.signing_key()
+        if signing is not None:
+            return signing.public()
+    try:
+        return context.witness().public_key()
+    except StewardError:
+        if from_cluster:
+            raise
+        return None
 
 
 def _export(path: Path, key: PublicKey | None, found: list[Checkpoint]) -> None:
