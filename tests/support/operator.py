@@ -16,22 +16,27 @@ import kubernetes
 import pytest
 
 from steward.constants import GROUP, VERSION
+from steward.services.checkpoint import SigningKey
 from steward.storage.database import make_engine, upgrade
+from steward.storage.files import write_private
 from steward.testing.operatorprocess import OperatorProcess
 
 STEWARD = Path(sys.executable).with_name("steward")
 
 
 @pytest.fixture
-def operator_env(control_plane, rucio_server, tmp_path) -> dict[str, str]:
-    """Environment of an operator process: cluster, Rucio, a fresh audit database."""
-    database = f"sqlite:///{tmp_path / 'operator-audit.db'}"
-    engine = make_engine(database)
+def operator_env(control_plane, rucio_server, tmp_path, database_url, namespace) -> dict[str, str]:
+    """Environment of an operator process: cluster, Rucio, a fresh audit database (SQLite, or
+    PostgreSQL with STEWARD_TEST_DATABASE=postgresql), a signing key for its checkpoints, and
+    the test's namespace as its own (where it keeps its checkpoint ConfigMaps)."""
+    engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
     settings = rucio_server.settings()
     password_file = tmp_path / "rucio-password"
-    password_file.write_text(settings.rucio_secret().get_secret_value())
+    write_private(password_file, settings.rucio_secret().get_secret_value())
+    key_file = tmp_path / "audit-signing-key.pem"
+    write_private(key_file, SigningKey.generate().pem())
     return {
         **os.environ,
         "KUBECONFIG": str(control_plane.kubeconfig),
@@ -40,8 +45,10 @@ def operator_env(control_plane, rucio_server, tmp_path) -> dict[str, str]:
         "STEWARD_RUCIO_USERNAME": str(settings.rucio_username),
         "STEWARD_RUCIO_PASSWORD_FILE": str(password_file),
         "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
-        "STEWARD_DATABASE_URL": database,
+        "STEWARD_DATABASE_URL": database_url,
         "STEWARD_REFRESH_INTERVAL": "3",
+        "STEWARD_NAMESPACE": namespace,
+        "STEWARD_AUDIT_SIGNING_KEY_FILE": str(key_file),
     }
 
 
