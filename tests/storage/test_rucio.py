@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,8 +28,10 @@ from steward.storage.rucio import (
     RuleSpec,
     RuleState,
     SubscriptionSpec,
+    TokenBucket,
 )
 from steward.testing.rucio_server import RucioServer
+from support.clock import FakeTime
 from support.rucio import RucioData, RucioSites, mock_site
 from support.waiting import until
 
@@ -609,9 +610,11 @@ def test_without_host_the_rucio_cfg_is_used(
 
 
 def test_rate_cap_spaces_calls(rucio_server: RucioServer) -> None:
+    fake = FakeTime()
     with RucioStorage(rucio_server.settings(rucio_calls_per_second=4)) as storage:
-        start = time.monotonic()
+        storage._bucket = TokenBucket(4, clock=fake.clock, sleep=fake.sleep)
         for _ in range(9):
             storage.list_rses("NCSA_DISK")
-        elapsed = time.monotonic() - start
-    assert elapsed >= (9 - 4) / 4 * 0.9  # a burst of 4, then 4 a second
+        assert storage.api_calls == 9
+    # A burst of 4, then one call every quarter second: 5 waits, 1.25 s in all.
+    assert fake.slept == pytest.approx([0.25] * 5)

@@ -167,6 +167,15 @@ def test_killed_parent_takes_the_server_down(tmp_path: Path) -> None:
     until("server gone", lambda: not any(_alive(pid) for pid in pids), timeout=30)
 
 
+def _blocked_on(path: Path) -> bool:
+    """Whether someone waits for a lock on ``path`` (a ``->`` line of /proc/locks)."""
+    inode = path.stat().st_ino
+    return any(
+        "->" in line and line.split()[-3].endswith(f":{inode}")
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
 def test_second_builder_waits_for_the_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -178,8 +187,8 @@ def test_second_builder_waits_for_the_first(
         fcntl.flock(lock, fcntl.LOCK_EX)  # a first builder at work
         waiter = threading.Thread(target=lambda: result.append(harness.ensure_venv()))
         waiter.start()
-        waiter.join(0.5)
-        assert waiter.is_alive(), "the second builder did not wait for the lock"
+        until("the second builder to block on the lock", lambda: _blocked_on(root / ".lock"))
+        assert result == []
         venv = root / "venv"
         venv.mkdir()
         (venv / ".steward-ready").write_text(json.dumps(list(harness.SERVER_REQUIREMENTS)))

@@ -11,6 +11,9 @@ control plane and Rucio run:
 4. the operator is started (`operator_command`, `operator_env`) and registers the Sites' RSEs;
 5. `seed_demo_data` then puts a few datasets into Rucio for the ReplicationRules to place.
 
+The operator signs audit checkpoints with a key made for the stack (`make_signing_key`) and
+keeps them in ConfigMaps of the ``steward`` namespace.
+
 Nothing here pretends: `local_limitations` says which applied resources cannot work on this
 stack, and why (kinds no operator reconciles yet, metadata keys the Rucio database refuses,
 transfer windows), and the stack prints it with ``up`` and ``status``.
@@ -35,10 +38,12 @@ from steward.exceptions import RucioError
 from steward.models import KINDS
 from steward.models.replication import ReplicationRule
 from steward.services.audit import AuditService
+from steward.services.checkpoint import SigningKey
 from steward.services.gitops import GitOpsService
 from steward.services.replication import transfer_gate
 from steward.services.validation import validate_paths
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
+from steward.storage.files import write_private
 from steward.storage.kubernetes import KubeResources, api_client
 from steward.storage.repo import GitRepo
 from steward.storage.rucio import File, RucioStorage
@@ -59,6 +64,7 @@ __all__ = [
     "declared_rses",
     "demo_rses",
     "local_limitations",
+    "make_signing_key",
     "migrate_audit",
     "operator_command",
     "operator_env",
@@ -245,6 +251,7 @@ def operator_env(
     stack_env: Mapping[str, str],
     database_url: str,
     metrics_port: int,
+    signing_key: Path | None = None,
 ) -> dict[str, str]:
     """The operator's environment: the stack's cluster, Rucio and audit store, nothing stale.
 
@@ -259,6 +266,8 @@ def operator_env(
         The audit store.
     metrics_port
         Port of the Prometheus endpoint.
+    signing_key
+        The key the operator signs audit checkpoints with (`make_signing_key`).
     """
     env = {
         key: value
@@ -272,9 +281,19 @@ def operator_env(
             "STEWARD_REFRESH_INTERVAL": str(REFRESH_INTERVAL),
             "STEWARD_RUCIO_CALLS_PER_SECOND": str(CALLS_PER_SECOND),
             "STEWARD_METRICS_PORT": str(metrics_port),
+            "STEWARD_NAMESPACE": NAMESPACE,
         }
     )
+    if signing_key is not None:
+        env["STEWARD_AUDIT_SIGNING_KEY_FILE"] = str(signing_key)
     return env
+
+
+def make_signing_key(directory: Path) -> Path:
+    """Write a fresh key for the operator's audit checkpoints (0600, never in the database)."""
+    path = directory / "audit-signing-key.pem"
+    write_private(path, SigningKey.generate().pem())
+    return path
 
 
 def rucio_settings(stack_env: Mapping[str, str]) -> Settings:

@@ -118,16 +118,28 @@ class RetryPolicy:
 
 
 class TokenBucket:
-    """Allow ``rate`` calls per second on average, bursts up to ``burst``; thread-safe."""
+    """Allow ``rate`` calls per second on average, bursts up to ``burst``; thread-safe.
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    ``clock`` and ``sleep`` are injectable, so the pacing is tested without waiting.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate <= 0:
             msg = f"rate must be positive, not {rate}"
             raise ValueError(msg)
         self._rate = rate
         self._burst = burst if burst is not None else max(1.0, rate)
         self._tokens = self._burst
-        self._last = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
@@ -135,14 +147,14 @@ class TokenBucket:
         waited = 0.0
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self._clock()
                 self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
                 self._last = now
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return waited
                 wait = (1 - self._tokens) / self._rate
-            time.sleep(wait)
+            self._sleep(wait)
             waited += wait
 
 
