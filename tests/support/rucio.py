@@ -1,9 +1,10 @@
 """Fixtures for the real Rucio server of `steward.testing.rucio_server`.
 
-Tests marked ``rucio`` use them. One server serves the whole session (SQLite, or PostgreSQL with
-``STEWARD_TEST_RUCIO_DB=postgresql``), with two mock sites registered once: NCSA and IN2P3, each
-with a DISK and a TAPE RSE, one apart. Each test gets its own scope from `rucio_data`, so tests
-never see each other's DIDs or rules; tests that register RSEs make their own unique names.
+Tests marked ``rucio`` use them. One server serves the whole session (on PostgreSQL when it is
+installed, else SQLite; ``STEWARD_TEST_RUCIO_DB`` forces one), with two mock sites registered
+once: NCSA and IN2P3, each with a DISK and a TAPE RSE, one apart. Each test gets its own scope
+from `rucio_data`, so tests never see each other's DIDs or rules; tests that register RSEs make
+their own unique names.
 
 The server's virtual environment is built (or found in the cache) once collection is done. The
 session gets its own TMPDIR: Rucio's client caches tokens under it (fixed when

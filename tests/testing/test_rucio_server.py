@@ -229,3 +229,19 @@ def test_dev_stack_component_runs_server_and_daemons(tmp_path: Path) -> None:
     finally:
         component.stop()
     until("stack stopped", lambda: not any(p.alive() for p in processes), timeout=15)
+
+
+def test_the_server_database_is_chosen_as_dev_up_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(harness.DATABASE_ENV, raising=False)
+    monkeypatch.setattr(harness, "find_bindir", lambda: Path("/usr/lib/postgresql/15/bin"))
+    assert harness._database_kind(None) == "postgresql"
+
+    def missing() -> Path:
+        raise harness.PostgresError("not installed")
+
+    monkeypatch.setattr(harness, "find_bindir", missing)
+    assert harness._database_kind(None) == "sqlite"
+    monkeypatch.setenv(harness.DATABASE_ENV, "postgresql")
+    assert harness._database_kind(None) == "postgresql"
+    with pytest.raises(RucioHarnessError, match="must be 'auto', 'sqlite' or 'postgresql'"):
+        harness._database_kind("oracle")

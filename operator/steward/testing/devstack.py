@@ -309,9 +309,9 @@ def _postgres_processes(component: str) -> list[ProcessState]:
 class RucioStackComponent(RucioComponent):
     """The Rucio server with its daemon loop, on PostgreSQL when installed, else SQLite.
 
-    `RucioComponent` picks its database from ``$STEWARD_TEST_RUCIO_DB``; this sets it for the
-    start (the supervisor is a process of its own), lists PostgreSQL among the processes, and
-    says which database serves and what that means.
+    `RucioComponent` picks its database from ``$STEWARD_TEST_RUCIO_DB`` (auto by default); this
+    sets it from ``--rucio-database`` for the start (the supervisor is a process of its own),
+    lists PostgreSQL among the processes, and says which database serves and what that means.
     """
 
     def __init__(self) -> None:

@@ -64,7 +64,7 @@ def bootstrap() -> dict[str, Any]:
     if url.startswith("sqlite"):
         import sqlite3  # noqa: PLC0415
 
-        path = url.split(":///", 1)[1]
+        path = url.split(":///", 1)[1].split("?", 1)[0]
         with sqlite3.connect(path) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
     return {"seconds": time.monotonic() - start}

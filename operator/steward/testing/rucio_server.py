@@ -51,7 +51,7 @@ from steward.testing.childprocess import (
     log_tail,
     wait_until,
 )
-from steward.testing.postgres import postgres_server
+from steward.testing.postgres import PostgresError, find_bindir, postgres_server
 
 __all__ = [
     "DAEMONS",
@@ -77,7 +77,14 @@ SERVER_REQUIREMENTS: Final = (
 """What the server venv holds; pinned so every machine serves the same thing."""
 
 DATABASE_ENV: Final = "STEWARD_TEST_RUCIO_DB"
-"""``sqlite`` (default) or ``postgresql``: the database behind the test server."""
+"""``auto`` (default), ``sqlite`` or ``postgresql``: the database behind the test server.
+``auto`` takes PostgreSQL when it is installed, as ``steward dev up`` does."""
+
+SQLITE_BUSY_SECONDS: Final = 60
+"""How long a Rucio process waits for SQLite's write lock before "database is locked".
+
+The API workers, the daemons and the tests contend for one write lock; SQLite's default of
+5 s was not always enough on a loaded two-core machine, and the loser's call failed."""
 
 DAEMONS: Final = (
     "judge-evaluator",
@@ -503,7 +510,9 @@ class RucioServer:
         )
 
     def _write_config(self) -> None:
-        url = self.database_url or f"sqlite:///{self.directory / 'rucio.db'}"
+        url = self.database_url or (
+            f"sqlite:///{self.directory / 'rucio.db'}?timeout={SQLITE_BUSY_SECONDS}"
+        )
         (self.directory / "logs").mkdir(exist_ok=True)
         alembic = self.directory / "alembic.ini"
         scripts = _site_packages(self.venv) / "rucio" / "db" / "sqla" / "migrate_repo"
@@ -640,11 +649,21 @@ class RucioServer:
 
 
 def _database_kind(database: str | None) -> Literal["sqlite", "postgresql"]:
-    """Return the database to use: the argument, else ``$STEWARD_TEST_RUCIO_DB``, else SQLite."""
-    kind = (database or os.environ.get(DATABASE_ENV) or "sqlite").lower()
-    if kind not in {"sqlite", "postgresql"}:
-        msg = f"{DATABASE_ENV} must be 'sqlite' or 'postgresql', not {kind!r}"
+    """Return the database to use: the argument, else ``$STEWARD_TEST_RUCIO_DB``, else auto.
+
+    ``auto`` is PostgreSQL when its binaries are installed, SQLite otherwise: the choice
+    ``steward dev up`` makes, so tests meet the database developers and CI use.
+    """
+    kind = (database or os.environ.get(DATABASE_ENV) or "auto").lower()
+    if kind not in {"auto", "sqlite", "postgresql"}:
+        msg = f"{DATABASE_ENV} must be 'auto', 'sqlite' or 'postgresql', not {kind!r}"
         raise RucioHarnessError(msg)
+    if kind == "auto":
+        try:
+            find_bindir()
+        except PostgresError:
+            return "sqlite"
+        return "postgresql"
     return "postgresql" if kind == "postgresql" else "sqlite"
 
 
@@ -663,7 +682,8 @@ def run_rucio_server(
     directory
         Working directory (configuration, database, logs).
     database
-        ``sqlite`` or ``postgresql``; ``$STEWARD_TEST_RUCIO_DB`` or SQLite when None.
+        ``auto``, ``sqlite`` or ``postgresql``; ``$STEWARD_TEST_RUCIO_DB`` or ``auto`` when
+        None.
     death_signal
         See `RucioServer`.
     log
@@ -683,10 +703,10 @@ def run_rucio_server(
 class RucioComponent:
     """The Rucio server as a ``steward dev up`` stack component (see ``testing.devstack``).
 
-    Append ``RucioComponent`` to ``devstack.STACK_COMPONENTS``. The database is SQLite unless
-    ``STEWARD_TEST_RUCIO_DB=postgresql``. Without daemons rules would stay REPLICATING, so a
-    thread runs the daemons every `DAEMON_INTERVAL` seconds: judge and conveyor until quiet,
-    then judge-cleaner, transmogrifier, undertaker and reaper.
+    Append ``RucioComponent`` to ``devstack.STACK_COMPONENTS``. The database is PostgreSQL when
+    installed, else SQLite, unless ``STEWARD_TEST_RUCIO_DB`` says which. Without daemons rules
+    would stay REPLICATING, so a thread runs the daemons every `DAEMON_INTERVAL` seconds:
+    judge and conveyor until quiet, then judge-cleaner, transmogrifier, undertaker and reaper.
     """
 
     name = "rucio"

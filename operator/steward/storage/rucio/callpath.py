@@ -48,6 +48,7 @@ __all__ = [
     "canonical_expression",
     "caused_by",
     "did_dict",
+    "is_database_locked",
     "is_server_error",
     "seconds",
     "split_did",
@@ -343,7 +344,7 @@ class RucioCallPath:
         """Map a client exception to Steward's, and say whether to retry it right here."""
         detail = _redact(f"{type(raw).__name__}: {raw}".replace("\n", " "), self._password)
         message = f"Rucio {operation} failed: {detail}"
-        if isinstance(raw, _TRANSIENT) or is_server_error(raw):
+        if isinstance(raw, _TRANSIENT) or is_server_error(raw) or is_database_locked(raw):
             return RucioTransientError(message, retry_after=self._retry.retry_after), True
         if isinstance(raw, rucio_errors.RSEWriteBlocked):
             return RucioTransientError(message, retry_after=_WRITE_BLOCKED_RETRY_AFTER), False
@@ -359,6 +360,15 @@ class RucioCallPath:
 def caused_by(error: BaseException, cause: type[BaseException]) -> bool:
     """Whether the Rucio exception behind a mapped error is of class ``cause``."""
     return isinstance(error.__cause__, cause)
+
+
+def is_database_locked(raw: BaseException) -> bool:
+    """Tell SQLite's "database is locked" behind a Rucio error, whatever class carries it.
+
+    Rucio on SQLite reports a writer that lost the race for the lock as an error whose class
+    depends on where it happened; the transaction was rolled back, so trying again is safe.
+    """
+    return "database is locked" in str(raw)
 
 
 def is_server_error(raw: BaseException) -> bool:
