@@ -14,6 +14,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "AUDIT_CHECKPOINTS",
     "EXTERNAL_ACTIONS",
     "RECONCILES",
     "RECONCILE_SECONDS",
@@ -32,6 +33,12 @@ RUCIO_API_CALLS = Gauge(
 )
 EXTERNAL_ACTIONS = Counter(
     "steward_external_actions_total", "Actions taken on Rucio or Kubernetes", ["kind", "action"]
+)
+AUDIT_CHECKPOINTS = Counter(
+    "steward_audit_checkpoints_total",
+    "Audit checkpoints signed (success) or not (failure: the trail no longer matches the last "
+    "checkpoint, or the witness or database could not be written)",
+    ["result"],
 )
 RULES_BY_STATE = Gauge(
     "steward_rucio_rules",

@@ -95,7 +95,7 @@ def _fill(audit, count):
 
 
 def _verify(audit, witness, key):
-    return verify_trail(audit, witness.kept, key.public())
+    return verify_trail(audit, witness.kept, [key.public()])
 
 
 def test_clean_trail_verifies_against_its_checkpoints(audit, signer, witness, key):
@@ -291,13 +291,21 @@ def test_configmap_witness_against_the_api_server(kube_api, namespace, audit, ke
     signer = CheckpointService(audit, key, witness, clock=Clock())
     witness.publish_key(key.public())
     assert witness.public_key().key_id == key.public().key_id
+    rotated = SigningKey.generate()
+    witness.publish_key(rotated.public())
+    witness.publish_key(key.public())
+    assert {k.key_id for k in witness.public_keys()} == {
+        key.public().key_id,
+        rotated.public().key_id,
+    }
+    assert witness.public_keys()[0].key_id == key.public().key_id
     for _ in range(3):
         _fill(audit, 1)
         signer.checkpoint()
     kept, problems = witness.read()
     assert problems == []
     assert [c.number for c in kept] == [2, 3]  # the window keeps the newest two
-    assert verify_trail(audit, kept, key.public()).findings == []
+    assert verify_trail(audit, kept, [key.public()]).findings == []
 
     core = kubernetes.client.CoreV1Api(kube_api)
     stored = core.read_namespaced_config_map(CHECKPOINTS_CONFIGMAP, namespace)
@@ -322,3 +330,20 @@ def test_signing_key_from_a_secret(kube_api, namespace):
     settings = Settings(audit_signing_key_secret=f"{namespace}/{name}")
     loaded = load_signing_key(settings, "elsewhere", lambda space: ConfigMaps(kube_api, space))
     assert loaded.public().key_id == signing.public().key_id
+
+
+def test_a_new_key_starts_a_chain_of_its_own_without_taking_old_names(audit, key, witness):
+    _fill(audit, 2)
+    old = CheckpointService(audit, key, witness, clock=Clock())
+    old.checkpoint()
+    old.checkpoint()
+    rotated = SigningKey.generate()
+    new = CheckpointService(audit, rotated, witness, clock=Clock())
+    _fill(audit, 1)
+    first = new.checkpoint()
+    assert (first.number, first.prev, first.key_id) == (3, GENESIS_HASH, rotated.public().key_id)
+    assert [c.number for c in witness.kept] == [1, 2, 3]
+    both = verify_trail(audit, witness.kept, [rotated.public(), key.public()])
+    assert both.findings == []
+    only_new = verify_trail(audit, witness.kept, [rotated.public()])
+    assert [f.checkpoint for f in only_new.findings] == [1, 2]

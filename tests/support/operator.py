@@ -53,12 +53,21 @@ def operator_env(control_plane, rucio_server, tmp_path, database_url, namespace)
 
 
 @pytest.fixture
-def steward_operator(operator_env, tmp_path) -> Iterator[OperatorProcess]:
-    """A running operator; stopped (and its log shown on failure) after the test."""
+def steward_operator(operator_env, tmp_path, janitor, rucio_server) -> Iterator[OperatorProcess]:
+    """A running operator; stopped after the test, once it released what the test left.
+
+    Before it stops, the test's resources and Sites are deleted and the operator's finalizers
+    carry out their deletion policies (judge-cleaner passes remove the Rucio rules they
+    delete), so nothing is left for the operator of a later test to find.
+    """
     process = OperatorProcess(operator_env, tmp_path / "operator.log")
     process.start(timeout=60)
     yield process
-    process.stop()
+    try:
+        if process.healthy():
+            janitor.release(between=lambda: rucio_server.daemons.run("judge-cleaner"))
+    finally:
+        process.stop()
 
 
 class CustomObjects:

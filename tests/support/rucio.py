@@ -123,6 +123,17 @@ def rucio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServ
         yield server
 
 
+@pytest.fixture
+def private_rucio_server(tmp_path: Path) -> Iterator[RucioServer]:
+    """A Rucio server of the test's own (SQLite, no sites), for tests that stop its API.
+
+    Stopping the shared server's API would fail whatever else talks to it, and a restart may
+    move it to another port; such tests take this one instead.
+    """
+    with run_rucio_server(tmp_path / "private-rucio", database="sqlite") as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def rucio_storage(rucio_server: RucioServer) -> Iterator[RucioStorage]:
     """The adapter, logged in as root, with a rate cap high enough not to slow tests."""

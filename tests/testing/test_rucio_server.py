@@ -84,11 +84,17 @@ def test_every_daemon_runs_one_pass(tmp_path: Path) -> None:
             assert run.daemon == daemon
 
 
-def test_converge_stops_when_quiet(rucio_server: RucioServer) -> None:
-    result = rucio_server.daemons.converge()
+def test_converge_stops_when_the_tests_scope_is_quiet(
+    rucio_server: RucioServer, rucio_storage: RucioStorage, rucio_data: RucioData
+) -> None:
+    rucio_storage.add_rule(rucio_data.dataset(files=2), RuleSpec("IN2P3_DISK"))
+    assert rucio_server.daemons.fingerprint(rucio_data.scope)["rules"] == {"REPLICATING": 1}
+    result = rucio_server.daemons.converge(scope=rucio_data.scope)
     assert result.quiet
-    assert "rules" in result.state
-    assert result.state == rucio_server.daemons.fingerprint()
+    assert result.state["rules"] == {"OK": 1}
+    assert result.state["locks"] == {"OK": 2}
+    assert result.state == rucio_server.daemons.fingerprint(rucio_data.scope)
+    assert rucio_server.daemons.fingerprint()["rules"]["OK"] >= 1  # the whole server
 
 
 def test_repairer_pass_reaches_every_stuck_rule(
@@ -122,13 +128,14 @@ def test_failing_pass_reports_rucio_traceback(rucio_server: RucioServer) -> None
         rucio_server.daemons.run("judge-evaluator", no_such_option=1)
 
 
-def test_api_restarts_on_the_same_port(rucio_server: RucioServer) -> None:
-    port = rucio_server.port
-    rucio_server.stop_api()
-    assert not rucio_server.ping()
-    rucio_server.start_api()
-    assert rucio_server.port == port
-    assert rucio_server.ping()
+def test_api_restarts_on_the_same_port(private_rucio_server: RucioServer) -> None:
+    server = private_rucio_server
+    port = server.port
+    server.stop_api()
+    assert not server.ping()
+    server.start_api()
+    assert server.port == port
+    assert server.ping()
 
 
 def test_stop_leaves_no_process(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -138,8 +138,8 @@ def log(
     click.echo(format_entries(entries, output))
 
 
-def _read_export(path: Path) -> tuple[PublicKey | None, list[Checkpoint]]:
-    """The public key and checkpoints of an export file.
+def _read_export(path: Path) -> tuple[list[PublicKey], list[Checkpoint]]:
+    """The public keys and checkpoints of an export file.
 
     Raises
     ------
@@ -149,35 +149,43 @@ def _read_export(path: Path) -> tuple[PublicKey | None, list[Checkpoint]]:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
         checkpoints = [Checkpoint.from_json(item) for item in data["checkpoints"]]
-        pem = data.get("publicKey")
+        pems = [data["publicKey"]] if data.get("publicKey") else []
+        pems += list(data.get("publicKeys") or [])
     except (OSError, ValueError, KeyError, TypeError) as error:
         msg = f"{path}: not a checkpoint export ({error})"
         raise click.ClickException(msg) from None
-    key = PublicKey.from_pem(pem, source=f"{path} publicKey") if pem else None
-    return key, checkpoints
+    return _distinct_keys(PublicKey.from_pem(pem, source=f"{path}") for pem in pems), checkpoints
 
 
-def _trusted_key(
+def _distinct_keys(keys: Iterable[PublicKey]) -> list[PublicKey]:
+    found: dict[str, PublicKey] = {}
+    for key in keys:
+        found.setdefault(key.key_id, key)
+    return list(found.values())
+
+
+def _trusted_keys(
     context: CommandContext,
-    public_key: Path | None,
-    files: list[PublicKey | None],
+    public_keys: tuple[Path, ...],
+    files: list[list[PublicKey]],
     *,
     cluster: bool,
-) -> tuple[PublicKey | None, str]:
-    """The key to believe, and where it came from: never from the audit database."""
-    if public_key is not None:
-        return PublicKey.from_pem(public_key.read_bytes(), source=str(public_key)), str(public_key)
-    for key in files:
-        if key is not None:
-            return key, "the checkpoint file"
+) -> tuple[list[PublicKey], str]:
+    """The keys to believe, and where they came from: never from the audit database."""
+    if public_keys:
+        pinned = (PublicKey.from_pem(p.read_bytes(), source=str(p)) for p in public_keys)
+        return _distinct_keys(pinned), ", ".join(map(str, public_keys))
+    from_files = _distinct_keys(key for keys in files for key in keys)
+    if from_files:
+        return from_files, "the checkpoint file"
     if cluster:
-        key = context.witness().public_key()
-        if key is not None:
-            return key, "the cluster's ConfigMap"
+        published = context.witness().public_keys()
+        if published:
+            return published, "the cluster's ConfigMap"
     signing = context.signing_key()
     if signing is not None:
-        return signing.public(), "the configured signing key"
-    return None, ""
+        return [signing.public()], "the configured signing key"
+    return [], ""
 
 
 @audit.command()
@@ -191,15 +199,18 @@ def _trusted_key(
 @_from_cluster
 @click.option(
     "--public-key",
+    "public_keys",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The public key to trust (steward audit key); else the file's, the cluster's, ours.",
+    help="A public key to trust (steward audit key), repeatable (after a change of key); "
+    "else the file's, the cluster's, the configured one.",
 )
 @_kubeconfig
 @click.pass_obj
 def verify(
     url: str | None,
     checkpoint_files: tuple[Path, ...],
-    public_key: Path | None,
+    public_keys: tuple[Path, ...],
     kubeconfig: Path | None,
     *,
     from_cluster: bool,
@@ -219,10 +230,10 @@ def verify(
         if from_cluster:
             witnessed, unreadable = context.witness().read()
             checkpoints += witnessed
-        key, source = _trusted_key(
-            context, public_key, [k for k, _found in exports], cluster=from_cluster
+        keys, source = _trusted_keys(
+            context, public_keys, [k for k, _found in exports], cluster=from_cluster
         )
-        result = verify_trail(service, checkpoints, key)
+        result = verify_trail(service, checkpoints, keys)
     for problem in unreadable:
         click.echo(f"unreadable checkpoint: {problem}", err=True)
     for finding in result.findings:
@@ -297,28 +308,24 @@ def _export_key(context: CommandContext, *, from_cluster: bool) -> PublicKey | N
 
 def _export(path: Path, key: PublicKey | None, found: list[Checkpoint]) -> None:
     kept: list[Checkpoint] = []
+    keys = [key] if key is not None else []
     if path.exists():
-        old_key, kept = _read_export(path)
-        if old_key is not None and key is not None and old_key.key_id != key.key_id:
-            msg = (
-                f"{path} holds checkpoints of key {old_key.key_id}, not {key.key_id}; export "
-                "to a new file"
-            )
-            raise click.ClickException(msg)
-        key = key or old_key
-    if key is None:
+        old_keys, kept = _read_export(path)
+        keys = _distinct_keys([*keys, *old_keys])
+    if not keys:
         msg = "no public key to export with the checkpoints: give the cluster or a signing key"
         raise click.ClickException(msg)
     by_number = {c.number: c for c in kept}
     added = [c for c in found if c.number not in by_number]
     by_number.update((c.number, c) for c in added)
     document = {
-        "publicKey": key.pem(),
-        "keyId": key.key_id,
+        "publicKey": keys[0].pem(),
+        "keyId": keys[0].key_id,
+        "publicKeys": [k.pem() for k in keys],
         "checkpoints": [by_number[n].to_json() for n in sorted(by_number)],
     }
     write_atomic(path, json.dumps(document, indent=2) + "\n")
-    click.echo(f"{path}: {len(by_number)} checkpoints ({len(added)} new), key {key.key_id}")
+    click.echo(f"{path}: {len(by_number)} checkpoints ({len(added)} new), key {keys[0].key_id}")
 
 
 @audit.command()

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from steward.config import Settings
 from steward.exceptions import ConfigurationError, StewardError
-from steward.observability import get_logger
+from steward.observability import AUDIT_CHECKPOINTS, get_logger
 from steward.schema.audit import GENESIS_HASH, AuditCheckpoint
 from steward.services.audit import AuditService, TamperFinding, utc
 from steward.storage.kubernetes import ConfigMaps
@@ -358,19 +358,38 @@ class ConfigMapWitness:
         return found, problems
 
     def publish_key(self, key: PublicKey) -> None:
-        """Publish the public key that verifies the checkpoints."""
-        self.config_maps.merge(
-            KEY_CONFIGMAP, {"public-key.pem": key.pem(), "key-id": key.key_id}, _LABELS
-        )
+        """Publish the public key that verifies the checkpoints, keeping earlier ones.
+
+        ``public-key.pem`` is the current key; ``public-key-<id>.pem`` every key ever
+        published, so checkpoints signed before a change of key can still be checked.
+        """
+        data = {
+            "public-key.pem": key.pem(),
+            "key-id": key.key_id,
+            f"public-key-{key.key_id}.pem": key.pem(),
+        }
+        self.config_maps.merge(KEY_CONFIGMAP, data, _LABELS)
 
     def public_key(self) -> PublicKey | None:
-        """The published public key, if any."""
+        """The current published public key, if any."""
         data = self.config_maps.read(KEY_CONFIGMAP) or {}
         pem = data.get("public-key.pem")
         if pem is None:
             return None
         where = f"ConfigMap {self.config_maps.namespace}/{KEY_CONFIGMAP}"
         return PublicKey.from_pem(pem, source=where)
+
+    def public_keys(self) -> list[PublicKey]:
+        """Every key ever published, the current one first."""
+        data = self.config_maps.read(KEY_CONFIGMAP) or {}
+        where = f"ConfigMap {self.config_maps.namespace}/{KEY_CONFIGMAP}"
+        pems = [data["public-key.pem"]] if "public-key.pem" in data else []
+        pems += [v for k, v in sorted(data.items()) if k.startswith("public-key-")]
+        keys: dict[str, PublicKey] = {}
+        for pem in pems:
+            key = PublicKey.from_pem(pem, source=where)
+            keys.setdefault(key.key_id, key)
+        return list(keys.values())
 
 
 # -- writing checkpoints -------------------------------------------------------------------------
@@ -386,24 +405,33 @@ class CheckpointService:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def latest(self) -> Checkpoint | None:
-        """The newest checkpoint signed by this key, from the witness or the database.
+        """The newest checkpoint signed by this key, from the witness or the database."""
+        return self._known()[0]
+
+    def _known(self) -> tuple[Checkpoint | None, int]:
+        """Our key's newest checkpoint, and the highest number any key has used.
 
         The witness comes first: the database may have lost rows, the witness is why
-        checkpoints exist. One the witness has and the database lacks is copied over.
+        checkpoints exist. One of ours the witness has and the database lacks is copied over.
+        Numbers go on across a change of key, so the new key's checkpoints never take the
+        names (ConfigMap keys, database rows) of the old key's.
         """
         public = self.key.public()
         stored = {c.number: c for c in map(Checkpoint.from_row, self.audit.checkpoints())}
         witnessed = self.witness.read()[0] if self.witness is not None else []
-        trusted = [c for c in witnessed if public.problem(c) is None]
-        for checkpoint in trusted:
-            if checkpoint.number not in stored:
+        for checkpoint in witnessed:
+            if checkpoint.number not in stored and public.problem(checkpoint) is None:
                 self.audit.add_checkpoint(checkpoint.to_row())
                 stored[checkpoint.number] = checkpoint
         valid = [c for c in stored.values() if public.problem(c) is None]
-        return max(valid, key=lambda c: c.number, default=None)
+        highest = max((c.number for c in [*stored.values(), *witnessed]), default=0)
+        return max(valid, key=lambda c: c.number, default=None), highest
 
     def checkpoint(self) -> Checkpoint:
         """Sign the trail as it is now, after checking it still passes the last checkpoint.
+
+        After a change of key the new key starts a chain of its own (``prev`` is the genesis
+        hash) but still checks the trail against its own last checkpoint, if it has one.
 
         Raises
         ------
@@ -412,20 +440,21 @@ class CheckpointService:
         StewardError
             The witness or the database could not be written; nothing is stored.
         """
-        previous = self.latest()
+        previous, highest = self._known()
         seq, head = (previous.seq, previous.head) if previous else (0, GENESIS_HASH)
         last_id, last_hash, findings = self.audit.extend_from(seq, head)
         if findings:
             listed = "; ".join(str(f) for f in findings[:5])
             msg = f"the audit trail no longer matches checkpoint {previous and previous.number}: "
             raise AuditTamperedError(msg + listed)
+        chained = previous is not None and previous.number == highest
         checkpoint = self.key.sign(
             Checkpoint(
-                number=previous.number + 1 if previous else 1,
+                number=highest + 1,
                 seq=last_id,
                 head=last_hash,
                 time=utc(self.clock()),
-                prev=previous.digest() if previous else GENESIS_HASH,
+                prev=previous.digest() if chained and previous else GENESIS_HASH,
                 key_id="",
             )
         )
@@ -517,10 +546,12 @@ class CheckpointLoop:
             checkpoint = self._service.checkpoint()
         except StewardError as error:
             self.failures += 1
+            AUDIT_CHECKPOINTS.labels("failure").inc()
             _LOG.error("audit checkpoint failed", error=str(error))
             self._failed_at = now  # try again after an interval, not at every new row
             return None
         self._failed_at = None
+        AUDIT_CHECKPOINTS.labels("success").inc()
         self._last_seq, self._last_time = checkpoint.seq, now
         self._head = max(self._head, checkpoint.seq)
         return checkpoint
@@ -592,7 +623,8 @@ def _chain_findings(valid: Sequence[Checkpoint]) -> tuple[list[TamperFinding], l
                 f"cannot check that {later.number} follows {earlier.number}"
             )
             continue
-        if later.prev != earlier.digest():
+        restarted = later.key_id != earlier.key_id and later.prev == GENESIS_HASH
+        if later.prev != earlier.digest() and not restarted:
             findings.append(
                 TamperFinding(
                     None,
@@ -616,7 +648,7 @@ def _chain_findings(valid: Sequence[Checkpoint]) -> tuple[list[TamperFinding], l
 
 
 def verify_trail(
-    audit: AuditService, checkpoints: Iterable[Checkpoint], key: PublicKey | None
+    audit: AuditService, checkpoints: Iterable[Checkpoint], keys: Sequence[PublicKey]
 ) -> Verification:
     """Check the trail's chain, every checkpoint's signature, and the trail against each.
 
@@ -625,20 +657,22 @@ def verify_trail(
     the trail up to it was rewritten, somewhere after the last checkpoint that still matches:
     the finding names that range, whose first row is the first that can be bad.
 
-    With no ``key``, checkpoints cannot be believed, and none is checked (a note says so).
+    A checkpoint is believed when one of ``keys`` signed it (several after a change of key);
+    with none, no checkpoint is checked (a note says so).
     """
     distinct, findings = _distinct(checkpoints)
     notes: list[str] = []
     valid: list[Checkpoint] = []
-    if key is None and distinct:
+    if not keys and distinct:
         notes.append(
             f"{len(distinct)} checkpoints were not checked: no trusted public key (give "
             "--public-key, --from-cluster or a checkpoint export)"
         )
+    by_id = {key.key_id: key for key in keys}
     for checkpoint in distinct:
-        if key is None:
+        if not keys:
             break
-        problem = key.problem(checkpoint)
+        problem = by_id.get(checkpoint.key_id, keys[0]).problem(checkpoint)
         if problem is None:
             valid.append(checkpoint)
         else:
