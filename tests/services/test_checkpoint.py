@@ -347,3 +347,55 @@ def test_a_new_key_starts_a_chain_of_its_own_without_taking_old_names(audit, key
     assert both.findings == []
     only_new = verify_trail(audit, witness.kept, [rotated.public()])
     assert [f.checkpoint for f in only_new.findings] == [1, 2]
+
+
+def test_rows_deleted_since_the_last_checkpoint_stop_the_next_one(engine, audit, signer):
+    ticks = [0.0]
+    loop = CheckpointLoop(signer, every_entries=100, every_seconds=60, clock=lambda: ticks[0])
+    audit.listeners.append(loop.notify)
+    _fill(audit, 2)
+    assert loop.run_once().seq == 2
+    _fill(audit, 3)  # rows 3-5, not yet signed
+    row3 = audit.walk(capture={3}).captured[3]
+    tamper(
+        engine,
+        "DELETE FROM audit_entries WHERE id > 3",
+        f"UPDATE audit_head SET seq = 3, hash = '{row3}'",  # noqa: S608 - the test's own value
+    )
+    ticks[0] = 61.0
+    assert loop.run_once() is None
+    assert loop.failures == 1
+    with pytest.raises(AuditTamperedError, match="rows 4-5 were deleted"):
+        signer.checkpoint(written=5)
+
+
+def test_a_forged_copy_does_not_hide_the_genuine_checkpoint(engine, audit, signer, witness, key):
+    _fill(audit, 4)
+    genuine = signer.checkpoint()
+    row2 = audit.walk(capture={2}).captured[2]
+    tamper(
+        engine,
+        "DELETE FROM audit_entries WHERE id > 2",
+        f"UPDATE audit_head SET seq = 2, hash = '{row2}'",
+    )  # noqa: S608, E501
+    forged = replace(genuine, seq=2, head=row2)
+    result = verify_trail(audit, [forged, genuine], [key.public()])
+    assert [(f.entry_id, f.checkpoint) for f in result.findings] == [(None, 1), (3, 1)]
+    assert "forged or altered" in result.findings[0].problem
+    assert "rows 3-4 were deleted" in result.findings[1].problem
+
+
+def test_what_this_process_signed_is_believed_over_both_copies(engine, audit, signer, witness):
+    _fill(audit, 4)
+    signer.checkpoint()
+    row2 = audit.walk(capture={2}).captured[2]
+    # Someone with the database and the cluster rewinds the trail and removes the evidence.
+    tamper(
+        engine,
+        "DELETE FROM audit_entries WHERE id > 2",
+        f"UPDATE audit_head SET seq = 2, hash = '{row2}'",  # noqa: S608 - the test's own value
+        "DELETE FROM audit_checkpoints",
+    )
+    witness.kept.clear()
+    with pytest.raises(AuditTamperedError, match="row 4, the last one signed, is gone"):
+        signer.checkpoint()

@@ -403,6 +403,8 @@ class CheckpointService:
     key: SigningKey
     witness: Witness | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _signed: Checkpoint | None = field(default=None, init=False, repr=False)
+    """The last checkpoint this process signed."""
 
     def latest(self) -> Checkpoint | None:
         """The newest checkpoint signed by this key, from the witness or the database."""
@@ -424,14 +426,19 @@ class CheckpointService:
                 self.audit.add_checkpoint(checkpoint.to_row())
                 stored[checkpoint.number] = checkpoint
         valid = [c for c in stored.values() if public.problem(c) is None]
-        highest = max((c.number for c in [*stored.values(), *witnessed]), default=0)
+        if self._signed is not None:
+            # What this process signed itself: believed even if both copies were altered.
+            valid.append(self._signed)
+        highest = max((c.number for c in [*stored.values(), *witnessed, *valid]), default=0)
         return max(valid, key=lambda c: c.number, default=None), highest
 
-    def checkpoint(self) -> Checkpoint:
+    def checkpoint(self, written: int = 0) -> Checkpoint:
         """Sign the trail as it is now, after checking it still passes the last checkpoint.
 
         After a change of key the new key starts a chain of its own (``prev`` is the genesis
         hash) but still checks the trail against its own last checkpoint, if it has one.
+        ``written`` is the last row this process appended: a trail ending before it lost rows
+        since the last checkpoint, which the checkpoint alone could not show.
 
         Raises
         ------
@@ -443,6 +450,14 @@ class CheckpointService:
         previous, highest = self._known()
         seq, head = (previous.seq, previous.head) if previous else (0, GENESIS_HASH)
         last_id, last_hash, findings = self.audit.extend_from(seq, head)
+        if last_id < written:
+            findings.append(
+                TamperFinding(
+                    last_id + 1,
+                    f"the trail ends at row {last_id}, but this operator wrote rows up to "
+                    f"{written}: rows {last_id + 1}-{written} were deleted",
+                )
+            )
         if findings:
             listed = "; ".join(str(f) for f in findings[:5])
             msg = f"the audit trail no longer matches checkpoint {previous and previous.number}: "
@@ -461,6 +476,7 @@ class CheckpointService:
         if self.witness is not None:
             self.witness.write(checkpoint)
         self.audit.add_checkpoint(checkpoint.to_row())
+        self._signed = checkpoint
         _LOG.info(
             "audit checkpoint signed", number=checkpoint.number, seq=last_id, head=last_hash[:12]
         )
@@ -543,7 +559,7 @@ class CheckpointLoop:
 
     def _write(self, now: float) -> Checkpoint | None:
         try:
-            checkpoint = self._service.checkpoint()
+            checkpoint = self._service.checkpoint(written=self._head)
         except StewardError as error:
             self.failures += 1
             AUDIT_CHECKPOINTS.labels("failure").inc()
@@ -597,21 +613,36 @@ class Verification:
     """What is worth saying but is no sign of tampering (e.g. checkpoints not given)."""
 
 
-def _distinct(checkpoints: Iterable[Checkpoint]) -> tuple[list[Checkpoint], list[TamperFinding]]:
-    """One checkpoint per number; two different ones with one number are a finding."""
-    by_number: dict[int, Checkpoint] = {}
-    findings = []
+def _believed(
+    checkpoints: Iterable[Checkpoint], keys: Sequence[PublicKey]
+) -> tuple[list[Checkpoint], list[TamperFinding]]:
+    """The checkpoints one of ``keys`` signed, one per number, and why the others are not.
+
+    A forged copy never hides the genuine checkpoint of the same number: each copy is
+    checked on its own, and the forged one is reported.
+    """
+    by_id = {key.key_id: key for key in keys}
+    believed: dict[int, Checkpoint] = {}
+    findings: dict[tuple[int, str], TamperFinding] = {}
     for checkpoint in checkpoints:
-        other = by_number.setdefault(checkpoint.number, checkpoint)
-        if other.digest() != checkpoint.digest() or other.signature != checkpoint.signature:
-            findings.append(
+        key = by_id.get(checkpoint.key_id, keys[0])
+        problem = key.problem(checkpoint)
+        if problem is not None:
+            found = TamperFinding(None, problem, checkpoint=checkpoint.number)
+            findings.setdefault((checkpoint.number, checkpoint.signature), found)
+            continue
+        other = believed.setdefault(checkpoint.number, checkpoint)
+        if other.digest() != checkpoint.digest():
+            findings.setdefault(
+                (checkpoint.number, ""),
                 TamperFinding(
                     None,
-                    "two different checkpoints carry this number: at most one is genuine",
+                    "two different checkpoints with this number are both signed: the signing "
+                    "key was used by someone else",
                     checkpoint=checkpoint.number,
-                )
+                ),
             )
-    return sorted(by_number.values(), key=lambda c: c.number), findings
+    return sorted(believed.values(), key=lambda c: c.number), list(findings.values())
 
 
 def _chain_findings(valid: Sequence[Checkpoint]) -> tuple[list[TamperFinding], list[str]]:
@@ -660,23 +691,18 @@ def verify_trail(
     A checkpoint is believed when one of ``keys`` signed it (several after a change of key);
     with none, no checkpoint is checked (a note says so).
     """
-    distinct, findings = _distinct(checkpoints)
+    given = list(checkpoints)
     notes: list[str] = []
+    findings: list[TamperFinding] = []
     valid: list[Checkpoint] = []
-    if not keys and distinct:
+    if not keys and given:
+        numbers = len({c.number for c in given})
         notes.append(
-            f"{len(distinct)} checkpoints were not checked: no trusted public key (give "
+            f"{numbers} checkpoints were not checked: no trusted public key (give "
             "--public-key, --from-cluster or a checkpoint export)"
         )
-    by_id = {key.key_id: key for key in keys}
-    for checkpoint in distinct:
-        if not keys:
-            break
-        problem = by_id.get(checkpoint.key_id, keys[0]).problem(checkpoint)
-        if problem is None:
-            valid.append(checkpoint)
-        else:
-            findings.append(TamperFinding(None, problem, checkpoint=checkpoint.number))
+    elif given:
+        valid, findings = _believed(given, keys)
     chain, chain_notes = _chain_findings(valid)
     findings.extend(chain)
     notes.extend(chain_notes)
@@ -699,13 +725,17 @@ def verify_trail(
             )
         elif walk.captured.get(checkpoint.seq) != checkpoint.head:
             first = good_seq + 1
+            vouched = (
+                f"row {good_seq} is the last one a checkpoint still vouches for"
+                if good_seq
+                else "no checkpoint vouches for an earlier row"
+            )
             findings.append(
                 TamperFinding(
                     first,
                     f"the trail was rewritten: row {checkpoint.seq} no longer has the hash "
                     f"checkpoint {checkpoint.number} signed at {when}; the first rewritten row "
-                    f"is one of rows {first}-{checkpoint.seq} (row {good_seq} is the last one "
-                    "a checkpoint still vouches for)",
+                    f"is one of rows {first}-{checkpoint.seq} ({vouched})",
                     checkpoint=checkpoint.number,
                 )
             )

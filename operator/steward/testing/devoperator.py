@@ -35,17 +35,15 @@ from kubernetes.client.exceptions import ApiException
 
 from steward.config import Settings
 from steward.exceptions import RucioError
+from steward.factory import CommandContext
 from steward.models import KINDS
 from steward.models.replication import ReplicationRule
-from steward.services.audit import AuditService
 from steward.services.checkpoint import SigningKey
-from steward.services.gitops import GitOpsService
 from steward.services.replication import transfer_gate
 from steward.services.validation import validate_paths
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
+from steward.storage.database import make_engine, upgrade
 from steward.storage.files import write_private
-from steward.storage.kubernetes import KubeResources, api_client
-from steward.storage.repo import GitRepo
+from steward.storage.kubernetes import api_client
 from steward.storage.rucio import File, RucioStorage
 from steward.testing.postgres import PostgresError, find_bindir
 
@@ -210,26 +208,20 @@ def apply_repository(
     result = validate_paths(targets, repo_root / "sites")
     if not result.ok:
         raise InvalidRepositoryError([problem.format() for problem in result.problems])
-    engine = make_engine(database_url)
+    context = CommandContext(database_url=database_url, kubeconfig=kubeconfig)
     try:
-        with api_client(kubeconfig) as api:
-            service = GitOpsService(
-                kube=KubeResources(api),
-                repo=GitRepo.find(repo_root),
-                audit=AuditService(make_sessionmaker(engine)),
-                progress=progress,
-            )
-            dirty = service.repo.dirty_files(targets)
-            planned = service.plan(result, scope=targets)
-            service.apply(planned)
-            return Applied(
-                commit=service.repo.head(),
-                dirty=dirty,
-                changes=[f"{c.action.value} {c.key}" for c in planned.pending],
-                resources=[body for body, _provenance in service.desired(result)],
-            )
+        service = context.gitops(repo_root, audit=True, progress=progress)
+        dirty = service.repo.dirty_files(targets)
+        planned = service.plan(result, scope=targets)
+        service.apply(planned)
+        return Applied(
+            commit=service.repo.head(),
+            dirty=dirty,
+            changes=[f"{c.action.value} {c.key}" for c in planned.pending],
+            resources=[body for body, _provenance in service.desired(result)],
+        )
     finally:
-        engine.dispose()
+        context.close()
 
 
 # --- the operator process -------------------------------------------------------------------------
