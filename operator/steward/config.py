@@ -44,16 +44,12 @@ class Settings(BaseSettings):
     UID of the ``kube-system`` namespace when absent. Two clusters sharing one Rucio account
     must differ here, or they would own each other's rules."""
 
-    namespace: str | None = None
-    """The operator's namespace, where the audit trail's witness ConfigMaps live (the checkpoints
-    and the public key); the pod's own namespace in a cluster, else ``steward``."""
-
     audit_signing_key_file: Path | None = None
     """PEM file of the Ed25519 key that signs audit checkpoints (e.g. a mounted Secret); made
     with ``steward audit key --generate FILE``. Never kept in the audit database."""
 
     audit_signing_key_secret: str | None = None
-    """Kubernetes Secret (``name`` in the operator's namespace, or ``namespace/name``) whose key
+    """Kubernetes Secret (``name`` in ``operator_namespace``, or ``namespace/name``) whose key
     ``private-key.pem`` holds the signing key, when no file is given. Without either, no
     checkpoints are signed, and a deleted tail or a rewritten trail cannot be detected."""
 
@@ -85,6 +81,35 @@ class Settings(BaseSettings):
 
     metrics_address: str = "127.0.0.1"
     """Address the metrics endpoint binds to (0.0.0.0 in a pod)."""
+
+    operator_namespace: str = "steward"
+    """Namespace the operator runs in: its webhook certificate Secret lives there, and the audit
+    trail's witness ConfigMaps (the signed checkpoints and the public key)."""
+
+    peering_name: str = "steward"
+    """Name of the ClusterKopfPeering object the operator's processes elect a leader through
+    (shipped by ``steward render``); every process but the oldest live one stands by."""
+
+    peering_lifetime: int = Field(default=60, ge=5, le=3600)
+    """Seconds a process's keep-alive in the peering object counts: a leader killed outright
+    is replaced by a standby at most this long (plus one keep-alive) after its last one."""
+
+    webhook_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the validating admission webhook (HTTPS); 0 disables it."""
+
+    webhook_address: str = "127.0.0.1"
+    """Address the webhook binds to (0.0.0.0 in a pod)."""
+
+    webhook_hosts: list[str] = Field(default_factory=list)
+    """DNS names and IP addresses the webhook's certificate is valid for (the Service's name,
+    ``steward.<namespace>.svc``, in a pod; 127.0.0.1 when the API server calls a URL)."""
+
+    webhook_secret: str = "steward-webhook-tls"  # noqa: S105 - a Secret's name
+    """Secret (in ``operator_namespace``) holding the webhook's CA and serving certificate;
+    the operator fills it on first start and renews the certificate before it expires."""
+
+    webhook_configuration: str = "steward"
+    """ValidatingWebhookConfiguration whose ``caBundle`` the operator keeps current."""
 
     def rucio_secret(self) -> SecretStr | None:
         """Return the Rucio password from the setting or the mounted file."""

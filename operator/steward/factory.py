@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from steward.config import Settings
 from steward.exceptions import ConfigurationError, RucioError
+from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
 from steward.services.checkpoint import (
     CheckpointLoop,
@@ -33,19 +34,16 @@ from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
 from steward.services.replication import ReplicationService, RuleSnapshot, owner_tag
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
-from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, own_namespace
+from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client
 from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
 __all__ = ["CommandContext", "Factory", "ProcessContext", "operator_namespace"]
 
-DEFAULT_NAMESPACE = "steward"
-"""The operator's namespace outside a pod, when ``STEWARD_NAMESPACE`` is not set."""
-
 
 def operator_namespace(settings: Settings) -> str:
-    """Where the operator's ConfigMaps live: the setting, the pod's namespace, or steward."""
-    return settings.namespace or own_namespace(DEFAULT_NAMESPACE)
+    """Where the operator keeps its ConfigMaps (``STEWARD_OPERATOR_NAMESPACE``)."""
+    return settings.operator_namespace
 
 
 def _replication_tag(change: Change) -> str | None:
@@ -79,6 +77,8 @@ class ProcessContext:
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
+    kube_api: ApiClient = field(default_factory=api_client)
+    """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
     checkpoints: CheckpointLoop | None = None
     """Signs audit checkpoints; None without a signing key (then nothing is signed)."""
     witness: ConfigMapWitness | None = None
@@ -90,9 +90,9 @@ class ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
 
         ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
-        `steward.storage.kubernetes.cluster_identity` reads from the cluster. With
-        ``kube_api``, checkpoints are witnessed in ConfigMaps of the operator's namespace and
-        the signing key may come from a Secret.
+        `steward.storage.kubernetes.cluster_identity` reads from the cluster. Checkpoints are
+        witnessed in ConfigMaps of the operator's namespace, through ``kube_api`` (the
+        configured cluster when None), and the signing key may come from a Secret.
 
         Raises
         ------
@@ -103,15 +103,10 @@ class ProcessContext:
         engine = make_engine(settings.database_url)
         ensure_current(engine)
         namespace = operator_namespace(settings)
-        witness = None
-        if kube_api is not None:
-            witness = ConfigMapWitness(ConfigMaps(kube_api, namespace))
+        kube = kube_api if kube_api is not None else api_client()
+        witness = ConfigMapWitness(ConfigMaps(kube, namespace))
         audit = AuditService(make_sessionmaker(engine))
-        key = load_signing_key(
-            settings,
-            namespace,
-            (lambda space: ConfigMaps(kube_api, space)) if kube_api is not None else None,
-        )
+        key = load_signing_key(settings, namespace, lambda space: ConfigMaps(kube, space))
         # Short in-call retries: an outage must surface quickly as Degraded and be retried by
         # kopf's backoff, not hold every worker thread in a minute-long retry loop.
         rucio = RucioStorage(
@@ -129,6 +124,7 @@ class ProcessContext:
                 _checkpoint_loop(settings, audit, key, witness) if key is not None else None
             ),
             witness=witness,
+            kube_api=kube,
         )
 
     def start_checkpoints(self) -> bool:
@@ -146,6 +142,7 @@ class ProcessContext:
             self.checkpoints.stop()
         self.rucio.close()
         self.engine.dispose()
+        self.kube_api.close()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -158,6 +155,10 @@ class Factory:
     def create_site_service(self) -> SiteService:
         """The Site reconciler."""
         return SiteService(self.context.rucio, self.context.audit, actor=self.actor)
+
+    def create_admission_service(self) -> AdmissionService:
+        """The admission reviewer (the validating webhook's checks)."""
+        return AdmissionService(KubeResources(self.context.kube_api))
 
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""

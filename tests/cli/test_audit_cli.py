@@ -169,7 +169,7 @@ def test_verify_from_the_cluster(database_url, kube_api, namespace, control_plan
     witness = ConfigMapWitness(ConfigMaps(kube_api, namespace))
     witness.publish_key(key.public())
     CheckpointService(service, key, witness).checkpoint()
-    monkeypatch.setenv("STEWARD_NAMESPACE", namespace)
+    monkeypatch.setenv("STEWARD_OPERATOR_NAMESPACE", namespace)
     cluster = ["--kubeconfig", str(control_plane.kubeconfig)]
 
     shown = _run("audit", "key", "--from-cluster", *cluster)

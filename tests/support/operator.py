@@ -47,7 +47,7 @@ def operator_env(control_plane, rucio_server, tmp_path, database_url, namespace)
         "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
         "STEWARD_DATABASE_URL": database_url,
         "STEWARD_REFRESH_INTERVAL": "3",
-        "STEWARD_NAMESPACE": namespace,
+        "STEWARD_OPERATOR_NAMESPACE": namespace,
         "STEWARD_AUDIT_SIGNING_KEY_FILE": str(key_file),
     }
 

@@ -145,7 +145,7 @@ def _check_status_and_env(runner: CliRunner, option: list[str], state: devstack.
     } <= set(exported)
     assert exported["KUBECONFIG"] == state.env["KUBECONFIG"]
     assert exported["STEWARD_DATABASE_URL"] == state.env["STEWARD_DATABASE_URL"]
-    assert exported["STEWARD_NAMESPACE"] == "steward"
+    assert exported["STEWARD_OPERATOR_NAMESPACE"] == "steward"
     assert "STEWARD_AUDIT_SIGNING_KEY_FILE" not in exported  # the key stays the operator's
 
 
@@ -350,7 +350,7 @@ def test_operator_env_drops_a_previous_stacks_settings() -> None:
     assert env["HOME"] == "/root"
     assert env["STEWARD_DATABASE_URL"] == "sqlite:////new/audit.db"
     assert env["STEWARD_METRICS_PORT"] == "9100"
-    assert env["STEWARD_NAMESPACE"] == "steward"
+    assert env["STEWARD_OPERATOR_NAMESPACE"] == "steward"
     assert "STEWARD_AUDIT_SIGNING_KEY_FILE" not in env
     signed = devoperator.operator_env(stale, {}, "sqlite://", 1, Path("/run/key.pem"))
     assert signed["STEWARD_AUDIT_SIGNING_KEY_FILE"] == "/run/key.pem"

@@ -9,9 +9,10 @@ CloudTrail's signed digest files and Certificate Transparency's signed tree head
   statement "the trail had ``seq`` rows, the last with hash ``head``, at ``time``", which also
   names the previous checkpoint's hash, so checkpoints form a chain of their own;
 - the private key comes from a file or a Kubernetes Secret, never from the database;
-- each checkpoint is written to a ConfigMap in the operator's namespace (a witness the
-  database administrator does not control) before it is stored in the database, and auditors
-  export copies (``steward audit checkpoint --export``);
+- each checkpoint is stored in the database (whose primary key gives each number to one
+  process) and then written to a ConfigMap in the operator's namespace (a witness the database
+  administrator does not control), and auditors export copies (``steward audit checkpoint
+  --export``); a checkpoint the witness lacks is written again with the next one;
 - ``steward audit verify`` checks every signature, that checkpoints chain, and that the trail
   still passes through every checkpoint: a rewound tail or a rewritten chain no longer does.
 
@@ -410,6 +411,16 @@ class CheckpointService:
         """The newest checkpoint signed by this key, from the witness or the database."""
         return self._known()[0]
 
+    def _unwitnessed(self) -> list[Checkpoint]:
+        """Ours in the database, newer than any the witness has (its write had failed)."""
+        if self.witness is None:
+            return []
+        witnessed = self.witness.read()[0]
+        newest = max((c.number for c in witnessed), default=0)
+        public = self.key.public()
+        stored = map(Checkpoint.from_row, self.audit.checkpoints())
+        return [c for c in stored if c.number > newest and public.problem(c) is None]
+
     def _known(self) -> tuple[Checkpoint | None, int]:
         """Our key's newest checkpoint, and the highest number any key has used.
 
@@ -473,10 +484,15 @@ class CheckpointService:
                 key_id="",
             )
         )
-        if self.witness is not None:
-            self.witness.write(checkpoint)
+        # The database first: its primary key lets only one process take a number, so two
+        # processes signing at once never write two different checkpoints under one name.
+        missing = self._unwitnessed()
         self.audit.add_checkpoint(checkpoint.to_row())
         self._signed = checkpoint
+        if self.witness is not None:
+            for earlier in missing:
+                self.witness.write(earlier)
+            self.witness.write(checkpoint)
         _LOG.info(
             "audit checkpoint signed", number=checkpoint.number, seq=last_id, head=last_hash[:12]
         )
@@ -533,6 +549,12 @@ class CheckpointLoop:
     def public_key(self) -> PublicKey:
         """The key that verifies what this loop signs."""
         return self._service.key.public()
+
+    def age(self) -> float:
+        """Seconds since the last checkpoint was signed (NaN before the first)."""
+        if self._last_time is None:
+            return float("nan")
+        return self._clock() - self._last_time
 
     def notify(self, seq: int) -> None:
         """A listener of `AuditService`: rows up to ``seq`` were appended."""

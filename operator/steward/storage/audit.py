@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from steward.exceptions import TransientError
 from steward.schema.audit import AuditCheckpoint, AuditEntry, AuditHead
 
 __all__ = ["AuditFilter", "AuditStore"]
@@ -75,9 +77,20 @@ class AuditStore:
         return self._session.get(AuditEntry, seq)
 
     def add_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
-        """Store a checkpoint (already signed)."""
+        """Store a checkpoint (already signed).
+
+        Raises
+        ------
+        TransientError
+            Another process stored a checkpoint with this number first (a standby that also
+            signs): the caller tries again later, with the next number.
+        """
         self._session.add(checkpoint)
-        self._session.flush()
+        try:
+            self._session.flush()
+        except IntegrityError:
+            msg = f"audit checkpoint {checkpoint.number} was stored by another process first"
+            raise TransientError(msg) from None
 
     def checkpoints(self) -> list[AuditCheckpoint]:
         """Every stored checkpoint, oldest first."""

@@ -32,14 +32,13 @@ __all__ = [
     "ResourceKey",
     "api_client",
     "cluster_identity",
-    "own_namespace",
+    "kube_call",
 ]
 
 T = TypeVar("T")
 
 _APPLY = "application/apply-patch+yaml"
 _MERGE = "application/merge-patch+json"
-_SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True, order=True)
@@ -115,31 +114,6 @@ def cluster_identity(api: client.ApiClient) -> str:
     return str(uid)
 
 
-def own_namespace(default: str) -> str:
-    """The namespace this process runs in (its pod's), or ``default`` outside a cluster."""
-    try:
-        return _SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip() or default
-    except OSError:
-        return default
-
-
-def _mapped(what: str, call: Callable[[], T]) -> T:
-    """Make an API call, converting its exceptions as the module docstring says."""
-    try:
-        return call()
-    except ApiException as exc:
-        if exc.status == 404:  # noqa: PLR2004 - HTTP status
-            raise NotFoundError(f"{what}: not found ({_message(exc)})") from None
-        if "failed to create typed patch object" in _message(exc):
-            # Server-side apply answers 500 for a body that does not fit the schema.
-            raise PermanentError(f"{what}: {_message(exc)}") from None
-        if exc.status in {429, 500, 502, 503, 504} or exc.status == 0:
-            raise TransientError(f"{what}: {_message(exc)}", retry_after=5) from None
-        raise PermanentError(f"{what}: {_message(exc)}") from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise TransientError(f"{what}: cannot reach the API server: {exc}") from None
-
-
 class ConfigMaps:
     """ConfigMaps and Secrets of one namespace: small documents kept outside the database."""
 
@@ -150,7 +124,7 @@ class ConfigMaps:
     def read(self, name: str) -> dict[str, str] | None:
         """The ConfigMap's data, or None if it does not exist."""
         try:
-            found = _mapped(
+            found = kube_call(
                 f"read ConfigMap {self.namespace}/{name}",
                 lambda: self._core.read_namespaced_config_map(name, self.namespace),
             )
@@ -166,7 +140,7 @@ class ConfigMaps:
         what = f"write ConfigMap {self.namespace}/{name}"
         patch = {"metadata": {"labels": dict(labels)}, "data": dict(data)}
         try:
-            _mapped(
+            kube_call(
                 what,
                 lambda: self._core.patch_namespaced_config_map(
                     name, self.namespace, patch, _content_type=_MERGE
@@ -178,12 +152,14 @@ class ConfigMaps:
                 data={k: v for k, v in data.items() if v is not None},
             )
             try:
-                _mapped(what, lambda: self._core.create_namespaced_config_map(self.namespace, body))
+                kube_call(
+                    what, lambda: self._core.create_namespaced_config_map(self.namespace, body)
+                )
             except PermanentError as error:
                 if "already exists" not in str(error):
                     raise
                 # Created by someone else in between: patch it after all.
-                _mapped(
+                kube_call(
                     what,
                     lambda: self._core.patch_namespaced_config_map(
                         name, self.namespace, patch, _content_type=_MERGE
@@ -198,7 +174,7 @@ class ConfigMaps:
         NotFoundError
             The Secret or the key does not exist.
         """
-        secret = _mapped(
+        secret = kube_call(
             f"read Secret {self.namespace}/{name}",
             lambda: self._core.read_namespaced_secret(name, self.namespace),
         )
@@ -217,6 +193,23 @@ def _message(exc: ApiException) -> str:
     return str(body.get("message") or exc.reason or exc)
 
 
+def kube_call(what: str, call: Callable[[], T]) -> T:
+    """Run one API call, mapping its failures to Steward's errors (see the module docstring)."""
+    try:
+        return call()
+    except ApiException as exc:
+        if exc.status == 404:  # noqa: PLR2004 - HTTP status
+            raise NotFoundError(f"{what}: not found ({_message(exc)})") from None
+        if "failed to create typed patch object" in _message(exc):
+            # Server-side apply answers 500 for a body that does not fit the schema.
+            raise PermanentError(f"{what}: {_message(exc)}") from None
+        if exc.status in {429, 500, 502, 503, 504} or exc.status == 0:
+            raise TransientError(f"{what}: {_message(exc)}", retry_after=5) from None
+        raise PermanentError(f"{what}: {_message(exc)}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransientError(f"{what}: cannot reach the API server: {exc}") from None
+
+
 class KubeResources:
     """Steward custom resources through one API client."""
 
@@ -224,7 +217,7 @@ class KubeResources:
         self._objects = client.CustomObjectsApi(api)
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        return _mapped(what, call)
+        return kube_call(what, call)
 
     def _call_json(self, what: str, call: Callable[[], object]) -> dict[str, Any]:
         return cast("dict[str, Any]", self._call(what, call))

@@ -227,15 +227,20 @@ def apply_repository(
 # --- the operator process -------------------------------------------------------------------------
 
 
-def operator_command(liveness_url: str) -> list[str]:
-    """``steward operator --standalone --liveness URL`` of this Python environment."""
+def operator_command(liveness_url: str, *, standalone: bool = True) -> list[str]:
+    """``steward operator --standalone --liveness URL`` of this Python environment.
+
+    Without ``standalone`` the process takes part in leader election (kopf peering), as the
+    deployed operator does.
+    """
     script = Path(sys.executable).with_name("steward")
     program = (
         [str(script)]
         if script.is_file()
         else [sys.executable, "-c", "from steward.cli.main import main; main()"]
     )
-    return [*program, "operator", "--standalone", "--liveness", liveness_url]
+    flags = ["--standalone"] if standalone else []
+    return [*program, "operator", *flags, "--liveness", liveness_url]
 
 
 def operator_env(
@@ -273,7 +278,7 @@ def operator_env(
             "STEWARD_REFRESH_INTERVAL": str(REFRESH_INTERVAL),
             "STEWARD_RUCIO_CALLS_PER_SECOND": str(CALLS_PER_SECOND),
             "STEWARD_METRICS_PORT": str(metrics_port),
-            "STEWARD_NAMESPACE": NAMESPACE,
+            "STEWARD_OPERATOR_NAMESPACE": NAMESPACE,
         }
     )
     if signing_key is not None:

@@ -469,7 +469,7 @@ class OperatorComponent:
         ``steward audit log`` and ``history`` read the store, ``steward audit verify
         --from-cluster`` the checkpoints in the namespace.
         """
-        return {"STEWARD_DATABASE_URL": self._database_url, "STEWARD_NAMESPACE": NAMESPACE}
+        return {"STEWARD_DATABASE_URL": self._database_url, "STEWARD_OPERATOR_NAMESPACE": NAMESPACE}
 
     def summary(self) -> list[str]:
         """Where the operator runs, what was applied and loaded, and commands to try."""
