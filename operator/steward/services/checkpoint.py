@@ -461,7 +461,7 @@ class CheckpointService:
         previous, highest = self._known()
         seq, head = (previous.seq, previous.head) if previous else (0, GENESIS_HASH)
         last_id, last_hash, findings = self.audit.extend_from(seq, head)
-        if last_id < written:
+        if last_id < written and not findings:
             findings.append(
                 TamperFinding(
                     last_id + 1,
