@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from kubernetes.client import ApiClient
 from sqlalchemy import Engine
@@ -272,6 +273,12 @@ class CommandContext:
             ReplicationPreview(storage),
             tag_of=_replication_tag,
         )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Release whatever was built."""

@@ -10,7 +10,7 @@ real API server below.
 import json
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import kubernetes
 import pytest
@@ -32,20 +32,12 @@ from steward.services.checkpoint import (
     load_signing_key,
     verify_trail,
 )
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
+from steward.storage.database import make_sessionmaker
 from steward.storage.kubernetes import ConfigMaps
+from support.clock import StepClock
 from support.database import rewrite_chain, tamper
 
 REF = ResourceRef(kind="ReplicationRule", namespace="steward", name="raw-to-in2p3", generation=1)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
 
 
 class Witness:
@@ -62,16 +54,13 @@ class Witness:
 
 
 @pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def engine(audit_engine):
+    return audit_engine
 
 
 @pytest.fixture
 def audit(engine):
-    return AuditService(make_sessionmaker(engine), clock=Clock())
+    return AuditService(make_sessionmaker(engine), clock=StepClock())
 
 
 @pytest.fixture
@@ -86,7 +75,7 @@ def witness():
 
 @pytest.fixture
 def signer(audit, key, witness):
-    return CheckpointService(audit, key, witness, clock=Clock())
+    return CheckpointService(audit, key, witness, clock=StepClock())
 
 
 def _fill(audit, count):
@@ -288,7 +277,7 @@ def test_loop_postpones_after_a_failure(engine, audit, signer):
 def test_configmap_witness_against_the_api_server(kube_api, namespace, audit, key):
     maps = ConfigMaps(kube_api, namespace)
     witness = ConfigMapWitness(maps, window=2)
-    signer = CheckpointService(audit, key, witness, clock=Clock())
+    signer = CheckpointService(audit, key, witness, clock=StepClock())
     witness.publish_key(key.public())
     assert witness.public_key().key_id == key.public().key_id
     rotated = SigningKey.generate()
@@ -334,11 +323,11 @@ def test_signing_key_from_a_secret(kube_api, namespace):
 
 def test_a_new_key_starts_a_chain_of_its_own_without_taking_old_names(audit, key, witness):
     _fill(audit, 2)
-    old = CheckpointService(audit, key, witness, clock=Clock())
+    old = CheckpointService(audit, key, witness, clock=StepClock())
     old.checkpoint()
     old.checkpoint()
     rotated = SigningKey.generate()
-    new = CheckpointService(audit, rotated, witness, clock=Clock())
+    new = CheckpointService(audit, rotated, witness, clock=StepClock())
     _fill(audit, 1)
     first = new.checkpoint()
     assert (first.number, first.prev, first.key_id) == (3, GENESIS_HASH, rotated.public().key_id)

@@ -7,7 +7,7 @@ bytes, so every volume below is exact.
 import pytest
 
 from steward.models.replication import ReplicationRule
-from steward.services.audit import AuditService, ResourceRef
+from steward.services.audit import ResourceRef
 from steward.services.gitops import Action, Change
 from steward.services.plan import (
     ReplicationPreview,
@@ -16,7 +16,6 @@ from steward.services.plan import (
     Volume,
 )
 from steward.services.replication import ReplicationService, owner_tag
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.kubernetes import ResourceKey
 from steward.storage.rucio import RetryPolicy, RucioStorage, RuleSpec
 
@@ -27,16 +26,8 @@ TWO_FILES = Volume(2, 2001)
 
 
 @pytest.fixture
-def audit(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield AuditService(make_sessionmaker(engine))
-    engine.dispose()
-
-
-@pytest.fixture
-def service(rucio_storage, audit):
-    return ReplicationService(rucio=rucio_storage, audit=audit)
+def service(rucio_storage, audit_service):
+    return ReplicationService(rucio=rucio_storage, audit=audit_service)
 
 
 @pytest.fixture

@@ -70,3 +70,23 @@ def rewrite_chain(engine, first: int, change: dict) -> None:
             previous = row
         session.flush()
         session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=previous.hash))
+
+
+@pytest.fixture
+def audit_engine(database_url):
+    """The test database, migrated to this Steward's schema."""
+    from steward.storage.database import make_engine, upgrade  # noqa: PLC0415
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def audit_service(audit_engine):
+    """An AuditService on the test database."""
+    from steward.services.audit import AuditService  # noqa: PLC0415
+    from steward.storage.database import make_sessionmaker  # noqa: PLC0415
+
+    return AuditService(make_sessionmaker(audit_engine))

@@ -10,8 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,15 +42,6 @@ COLUMNS = (
     "result",
     "message",
 )
-
-
-@contextmanager
-def _context(url: str | None, kubeconfig: Path | None = None) -> Iterator[CommandContext]:
-    context = CommandContext(database_url=url, kubeconfig=kubeconfig)
-    try:
-        yield context
-    finally:
-        context.close()
 
 
 def _row(entry: AuditEntry) -> dict[str, object]:
@@ -133,7 +123,7 @@ def log(
 ) -> None:
     """Show audit rows, oldest first, filtered."""
     where = AuditFilter(since=since, until=until, **filters)
-    with _context(url) as context:
+    with CommandContext(database_url=url) as context:
         entries = context.audit().query(where, limit)
     click.echo(format_entries(entries, output))
 
@@ -221,7 +211,7 @@ def verify(
     reaches and matches every checkpoint, so a deleted tail (even with the chain's head
     rewound) or a trail rewritten with recomputed hashes is caught.
     """
-    with _context(url, kubeconfig) as context:
+    with CommandContext(database_url=url, kubeconfig=kubeconfig) as context:
         service = context.audit()
         exports = [_read_export(path) for path in checkpoint_files]
         checkpoints = [c for _key, found in exports for c in found]
@@ -275,7 +265,7 @@ def checkpoint(
     cluster's ConfigMap or the configured key); an export into an existing file keeps the
     checkpoints it had, so older ones the cluster no longer holds are not lost.
     """
-    with _context(url, kubeconfig) as context:
+    with CommandContext(database_url=url, kubeconfig=kubeconfig) as context:
         if from_cluster:
             found, problems = context.witness().read()
             for problem in problems:
@@ -350,7 +340,7 @@ def key(
         write_private(generate, signing.pem())
         public: PublicKey | None = signing.public()
     else:
-        with _context(None, kubeconfig) as context:
+        with CommandContext(kubeconfig=kubeconfig) as context:
             if from_cluster:
                 public = context.witness().public_key()
             else:
@@ -371,7 +361,7 @@ def key(
 @click.pass_obj
 def upgrade_command(url: str | None) -> None:
     """Create or migrate the audit database to this Steward's schema."""
-    with _context(url) as context:
+    with CommandContext(database_url=url) as context:
         engine = context.engine(check=False)
         upgrade(engine)
         shown = engine.url.render_as_string(hide_password=True)

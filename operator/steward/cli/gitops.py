@@ -8,8 +8,6 @@ server would refuse a change, or ``--require-rucio`` and Rucio was not consulted
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -71,15 +69,6 @@ def _validated(paths: tuple[Path, ...]) -> tuple[list[Path], ValidationResult]:
     return targets, result
 
 
-@contextmanager
-def _context(kubeconfig: Path | None, database_url: str | None = None) -> Iterator[CommandContext]:
-    context = CommandContext(database_url=database_url, kubeconfig=kubeconfig)
-    try:
-        yield context
-    finally:
-        context.close()
-
-
 _kubeconfig = click.option(
     "--kubeconfig",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -110,7 +99,7 @@ def plan(
 ) -> None:
     """Show what apply would change in the cluster and in Rucio; exit 0 none, 2 pending, 1 error."""
     targets, result = _validated(paths)
-    with _context(kubeconfig) as context:
+    with CommandContext(kubeconfig=kubeconfig) as context:
         planner = context.rucio_planner()
         service = context.gitops(targets[0], audit=False, consequences=planner.estimate)
         planned = service.plan(result, prune=prune, scope=targets)
@@ -170,7 +159,7 @@ def apply(
 ) -> None:
     """Server-side apply PATHS with git provenance; prune only with --prune."""
     targets, result = _validated(paths)
-    with _context(kubeconfig, database_url) as context:
+    with CommandContext(database_url=database_url, kubeconfig=kubeconfig) as context:
         planner = context.rucio_planner()
         service = context.gitops(
             targets[0], audit=True, consequences=planner.estimate, progress=click.echo

@@ -64,11 +64,8 @@ def history(
         raise click.BadParameter("expected KIND/NAME, e.g. rr/raw-to-in2p3", param_hint="KIND/NAME")
     kind = _kind(kind_text)
     targets = list(paths) or [p for p in DEFAULT_PATHS if p.exists()]
-    context = CommandContext(database_url=database_url)
-    try:
+    with CommandContext(database_url=database_url) as context:
         events = context.history(Path.cwd()).events(kind, name, targets, namespace)
-    finally:
-        context.close()
     if not events:
         raise click.ClickException(f"no history for {kind}/{name}")
     for event in events:

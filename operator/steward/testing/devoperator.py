@@ -208,8 +208,7 @@ def apply_repository(
     result = validate_paths(targets, repo_root / "sites")
     if not result.ok:
         raise InvalidRepositoryError([problem.format() for problem in result.problems])
-    context = CommandContext(database_url=database_url, kubeconfig=kubeconfig)
-    try:
+    with CommandContext(database_url=database_url, kubeconfig=kubeconfig) as context:
         service = context.gitops(repo_root, audit=True, progress=progress)
         dirty = service.repo.dirty_files(targets)
         planned = service.plan(result, scope=targets)
@@ -220,8 +219,6 @@ def apply_repository(
             changes=[f"{c.action.value} {c.key}" for c in planned.pending],
             resources=[body for body, _provenance in service.desired(result)],
         )
-    finally:
-        context.close()
 
 
 # --- the operator process -------------------------------------------------------------------------
