@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import signal
+import socket
 
 import kubernetes
 import pytest
@@ -44,8 +45,21 @@ def leader(site_deployment):
     """The module's operator process (its webhook is the one the configuration calls)."""
     process = site_deployment.operator("steward-a")
     process.start(timeout=90)
+    # kopf serves the webhook from a task of its own, which may listen only after the
+    # liveness endpoint answers: until it does, the API server refuses every Site.
+    until(
+        "the webhook to listen",
+        lambda: _listening(int(process.env["STEWARD_WEBHOOK_PORT"])),
+        timeout=60,
+    )
     yield process
     process.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="module")

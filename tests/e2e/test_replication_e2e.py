@@ -155,8 +155,15 @@ def test_deleted_rule_in_rucio_is_restored_with_an_event(
     )
     import kubernetes  # noqa: PLC0415
 
-    events = kubernetes.client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
-    assert any(e.reason == "DriftRestored" for e in events)
+    core = kubernetes.client.CoreV1Api(kube_api)
+    # The Event is posted after the restore, in the same reconcile: wait for it, do not race.
+    until(
+        "a DriftRestored Event",
+        lambda: any(
+            e.reason == "DriftRestored" for e in core.list_namespaced_event(namespace).items
+        ),
+        timeout=30,
+    )
 
 
 def test_deletion_with_delete_policy_removes_rules(
