@@ -21,8 +21,11 @@ class Settings(BaseSettings):
     rucio_auth_host: str | None = None
     """Rucio authentication endpoint (defaults to ``rucio_host``)."""
 
-    rucio_account: str = "root"
-    """Rucio account Steward acts as; every rule Steward creates belongs to it."""
+    rucio_account: str = "steward"
+    """Rucio account Steward acts as; every rule Steward creates belongs to it. A dedicated
+    account with Rucio's ``admin`` attribute (needed to update, move and delete rules, add
+    subscriptions and set quotas), never ``root``: the account is Rucio's unit of ownership, of
+    duplicate detection and of listing cost (docs/rucio-dev.md)."""
 
     rucio_username: str | None = None
     """Userpass identity for Rucio."""
@@ -48,6 +51,21 @@ class Settings(BaseSettings):
     """While set (to the reason), no path of Steward removes data anywhere: plans are still
     computed and shown, in mode Frozen (during a restore or an incident)."""
 
+    audit_signing_key_file: Path | None = None
+    """PEM file of the Ed25519 key that signs audit checkpoints (e.g. a mounted Secret); made
+    with ``steward audit key --generate FILE``. Never kept in the audit database."""
+
+    audit_signing_key_secret: str | None = None
+    """Kubernetes Secret (``name`` in ``operator_namespace``, or ``namespace/name``) whose key
+    ``private-key.pem`` holds the signing key, when no file is given. Without either, no
+    checkpoints are signed, and a deleted tail or a rewritten trail cannot be detected."""
+
+    audit_checkpoint_entries: int = Field(default=1000, ge=1)
+    """Sign a checkpoint after this many new audit rows..."""
+
+    audit_checkpoint_interval: float = Field(default=300.0, gt=0)
+    """...and at least every this many seconds, and at clean shutdown."""
+
     site: str | None = None
     """The compute site this operator runs Campaigns for (``metadata.name`` of a Site)."""
 
@@ -56,6 +74,15 @@ class Settings(BaseSettings):
 
     refresh_interval: float = Field(default=60.0, gt=0)
     """Seconds between timer refreshes of external state (Rucio has no watch)."""
+
+    release_max_rules: int = Field(default=100, ge=0)
+    """Most Rucio rules one reconcile of one ReplicationRule may release (delete or orphan)
+    because their DIDs are no longer selected; a larger release waits for the annotation
+    ``steward.lsst.io/approve-release`` naming its size."""
+
+    release_max_fraction: float = Field(default=0.25, ge=0, le=1)
+    """Largest fraction of a ReplicationRule's rules one reconcile may release without that
+    annotation (a single rule may always go)."""
 
     workers: int = Field(default=8, ge=1, le=64)
     """Threads running synchronous handlers (Rucio and the database block)."""
@@ -72,7 +99,8 @@ class Settings(BaseSettings):
     """Address the metrics endpoint binds to (0.0.0.0 in a pod)."""
 
     operator_namespace: str = "steward"
-    """Namespace the operator runs in: its webhook certificate Secret lives there."""
+    """Namespace the operator runs in: its webhook certificate Secret lives there, and the audit
+    trail's witness ConfigMaps (the signed checkpoints and the public key)."""
 
     peering_name: str = "steward"
     """Name of the ClusterKopfPeering object the operator's processes elect a leader through

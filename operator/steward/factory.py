@@ -1,31 +1,84 @@
-"""Wiring: one ProcessContext per operator process, one Factory per unit of work.
+"""Wiring, the one composition root: the operator's ProcessContext and Factory, the CLI's context.
 
 As in gafaelfawr: the process context holds what is expensive and shared (the Rucio client
-with its rate cap, the database engine, the rule snapshot); a factory builds the services a
-handler needs from it, so handlers never construct clients and tests can build services
-around real servers directly.
+with its rate cap, the database engine, the rule snapshot, the checkpoint loop); a factory
+builds the services a handler needs from it, so handlers never construct clients and tests can
+build services around real servers directly. `CommandContext` does the same for one CLI
+command, building each client on first use, so a setting or a client is wired here only.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
 
 from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 
 from steward.config import Settings
+from steward.exceptions import ConfigurationError, RucioError, StewardError
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
+from steward.services.checkpoint import (
+    CheckpointLoop,
+    CheckpointService,
+    ConfigMapWitness,
+    SigningKey,
+    load_signing_key,
+)
 from steward.services.deletion import DeletionGate
+from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
+from steward.services.history import HistoryService
 from steward.services.oods import OODSService
-from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.ownership import owner_tag
+from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
+from steward.services.replication import (
+    ExpressionCache,
+    PlacementLedger,
+    ReleaseLimit,
+    ReplicationService,
+    RuleSnapshot,
+)
 from steward.services.retention import RetentionService
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
-from steward.storage.kubernetes import KubeResources, api_client
+from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cluster_identity
+from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
-__all__ = ["Factory", "ProcessContext"]
+__all__ = ["CommandContext", "Factory", "ProcessContext", "operator_namespace"]
+
+
+def operator_namespace(settings: Settings) -> str:
+    """Where the operator keeps its ConfigMaps (``STEWARD_OPERATOR_NAMESPACE``)."""
+    return settings.operator_namespace
+
+
+def _replication_tag(cluster_id: str, change: Change) -> str | None:
+    """The owner tag of the rules a planned ReplicationRule change's live resource owns.
+
+    Tags hash the cluster's identity and the resource's UID, so only a live object (one the
+    cluster gave a UID) can own rules.
+    """
+    uid = ((change.live or {}).get("metadata") or {}).get("uid")
+    return owner_tag(cluster_id, uid) if uid else None
+
+
+def _checkpoint_loop(
+    settings: Settings, audit: AuditService, key: SigningKey, witness: ConfigMapWitness | None
+) -> CheckpointLoop:
+    service = CheckpointService(audit, key, witness)
+    loop = CheckpointLoop(
+        service,
+        every_entries=settings.audit_checkpoint_entries,
+        every_seconds=settings.audit_checkpoint_interval,
+    )
+    audit.listeners.append(loop.notify)
+    return loop
 
 
 @dataclass
@@ -39,8 +92,13 @@ class ProcessContext:
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
+    ledger: PlacementLedger
+    expressions: ExpressionCache
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
+    checkpoints: CheckpointLoop | None = None
+    """Signs audit checkpoints; None without a signing key (then nothing is signed)."""
+    witness: ConfigMapWitness | None = None
 
     @classmethod
     def from_settings(
@@ -49,15 +107,23 @@ class ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
 
         ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
-        `steward.storage.kubernetes.cluster_identity` reads from the cluster.
+        `steward.storage.kubernetes.cluster_identity` reads from the cluster. Checkpoints are
+        witnessed in ConfigMaps of the operator's namespace, through ``kube_api`` (the
+        configured cluster when None), and the signing key may come from a Secret.
 
         Raises
         ------
         ConfigurationError
-            If the audit database is not at this Steward's schema revision.
+            If the audit database is not at this Steward's schema revision, or the signing
+            key cannot be read.
         """
         engine = make_engine(settings.database_url)
         ensure_current(engine)
+        namespace = operator_namespace(settings)
+        kube = kube_api if kube_api is not None else api_client()
+        witness = ConfigMapWitness(ConfigMaps(kube, namespace))
+        audit = AuditService(make_sessionmaker(engine))
+        key = load_signing_key(settings, namespace, lambda space: ConfigMaps(kube, space))
         # Short in-call retries: an outage must surface quickly as Degraded and be retried by
         # kopf's backoff, not hold every worker thread in a minute-long retry loop.
         rucio = RucioStorage(
@@ -69,13 +135,30 @@ class ProcessContext:
             cluster_id=cluster_id,
             rucio=rucio,
             engine=engine,
-            audit=AuditService(make_sessionmaker(engine)),
+            audit=audit,
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
-            kube_api=kube_api if kube_api is not None else api_client(),
+            ledger=PlacementLedger(),
+            expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
+            checkpoints=(
+                _checkpoint_loop(settings, audit, key, witness) if key is not None else None
+            ),
+            witness=witness,
+            kube_api=kube,
         )
 
+    def start_checkpoints(self) -> bool:
+        """Publish the public key, sign a first checkpoint, keep signing; False without a key."""
+        if self.checkpoints is None:
+            return False
+        if self.witness is not None:
+            self.witness.publish_key(self.checkpoints.public_key)
+        self.checkpoints.start()
+        return True
+
     def close(self) -> None:
-        """Release the clients (``@kopf.on.cleanup``)."""
+        """Sign the shutdown checkpoint, release the clients (``@kopf.on.cleanup``)."""
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         self.rucio.close()
         self.engine.dispose()
         self.kube_api.close()  # type: ignore[no-untyped-call]
@@ -98,11 +181,19 @@ class Factory:
 
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""
+        settings = self.context.settings
         return ReplicationService(
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            ledger=self.context.ledger,
+            expressions=self.context.expressions,
             actor=self.actor,
+            cluster_id=self.context.cluster_id,
+            release_limit=ReleaseLimit(
+                max_rules=settings.release_max_rules,
+                max_fraction=settings.release_max_fraction,
+            ),
         )
 
     def create_deletion_gate(self) -> DeletionGate:
@@ -127,3 +218,128 @@ class Factory:
             cluster_id=self.context.cluster_id,
             actor=self.actor,
         )
+
+
+@dataclass
+class CommandContext:
+    """What one ``steward`` command needs, built on first use, closed at the end.
+
+    A command that only reads the audit trail never connects to Rucio or the cluster; one
+    that plans never opens the audit database.
+    """
+
+    settings: Settings = field(default_factory=Settings)
+    database_url: str | None = None
+    """Overrides ``settings.database_url`` (``--database-url``)."""
+    kubeconfig: Path | None = None
+    """The cluster (``--kubeconfig``); $KUBECONFIG or in-cluster when None."""
+    _engine: Engine | None = None
+    _api: ApiClient | None = None
+    _rucio: RucioStorage | None = None
+
+    def engine(self, *, check: bool = True) -> Engine:
+        """The audit database; ``check`` refuses one at another schema revision."""
+        if self._engine is None:
+            self._engine = make_engine(self.database_url or self.settings.database_url)
+        if check:
+            ensure_current(self._engine)
+        return self._engine
+
+    def audit(self) -> AuditService:
+        """The audit trail (schema checked)."""
+        return AuditService(make_sessionmaker(self.engine()))
+
+    def kube_api(self) -> ApiClient:
+        """The Kubernetes API client."""
+        if self._api is None:
+            self._api = api_client(self.kubeconfig)
+        return self._api
+
+    def kube(self) -> KubeResources:
+        """Steward's custom resources in the cluster."""
+        return KubeResources(self.kube_api())
+
+    def witness(self) -> ConfigMapWitness:
+        """The checkpoint and key ConfigMaps in the operator's namespace."""
+        namespace = operator_namespace(self.settings)
+        return ConfigMapWitness(ConfigMaps(self.kube_api(), namespace))
+
+    def signing_key(self) -> SigningKey | None:
+        """The configured signing key (file, or Secret through the cluster), if any."""
+        namespace = operator_namespace(self.settings)
+        return load_signing_key(
+            self.settings, namespace, lambda space: ConfigMaps(self.kube_api(), space)
+        )
+
+    def rucio_configured(self) -> bool:
+        """Whether Rucio is configured (settings, or a rucio.cfg named by $RUCIO_CONFIG)."""
+        return self.settings.rucio_host is not None or "RUCIO_CONFIG" in os.environ
+
+    def rucio(self) -> RucioStorage:
+        """The Rucio adapter, with short retries: a command should fail fast and say why."""
+        if self._rucio is None:
+            self._rucio = RucioStorage(
+                self.settings, retry=RetryPolicy(attempts=2, initial_delay=0.5, deadline=5.0)
+            )
+        return self._rucio
+
+    def gitops(
+        self,
+        start: Path,
+        *,
+        audit: bool,
+        consequences: ConsequenceEstimator | None = None,
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> GitOpsService:
+        """Plan and apply for the repository holding ``start``."""
+        repo = GitRepo.find(start.resolve())
+        return GitOpsService(
+            kube=self.kube(),
+            repo=repo,
+            audit=self.audit() if audit else None,
+            consequences=consequences,
+            progress=progress,
+            user=repo.user(),
+        )
+
+    def history(self, start: Path) -> HistoryService:
+        """Git history interleaved with the audit trail, for the repository holding ``start``."""
+        return HistoryService(GitRepo.find(start.resolve()), self.audit())
+
+    def rucio_planner(self) -> RucioPlanner:
+        """The Rucio side of a plan, or a planner that says why Rucio was not consulted."""
+        if not self.rucio_configured():
+            return RucioPlanner.unavailable(
+                "Rucio is not configured (set STEWARD_RUCIO_HOST, or RUCIO_CONFIG to a rucio.cfg)"
+            )
+        try:
+            storage = self.rucio()
+            account = storage.whoami()
+        except (RucioError, ConfigurationError) as error:
+            return RucioPlanner.unavailable(f"Rucio does not answer: {error}")
+        try:
+            cluster_id = self.settings.cluster_id or cluster_identity(self.kube_api())
+        except StewardError as error:
+            return RucioPlanner.unavailable(
+                f"the cluster's identity (owner tags) cannot be read: {error}"
+            )
+        return RucioPlanner(
+            RucioStatus(consulted=True, reason=f"{storage!r} as {account}"),
+            ReplicationPreview(storage, cluster_id=cluster_id),
+            tag_of=functools.partial(_replication_tag, cluster_id),
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release whatever was built."""
+        if self._rucio is not None:
+            self._rucio.close()
+        if self._api is not None:
+            self._api.close()  # type: ignore[no-untyped-call]
+        if self._engine is not None:
+            self._engine.dispose()

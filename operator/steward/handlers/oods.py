@@ -24,15 +24,15 @@ PLURAL = "oodscaches"
 
 
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> None:  # noqa: ANN401
-    cache = parse(OODSCache, body, patch)
-    if cache is None:
-        return
-    with reconciling("OODSCache", body, patch):
+    with reconciling("OODSCache", body, patch, memo) as copy:
+        cache = parse(OODSCache, copy, patch, memo)
+        if cache is None:
+            return
         service = factory(memo).create_oods_service()
         outcome = service.reconcile(
-            cache, resource_ref(body), cluster_facts(kwargs), body.get("status")
+            cache, resource_ref(copy), cluster_facts(kwargs), copy.get("status")
         )
-        post(body, outcome, patch, memo)
+        post(copy, outcome, patch, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -52,10 +52,10 @@ def cache_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: A
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def cache_deleted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
     """Stop placing new data; pinned data gets a window's lifetime instead of none."""
-    cache = parse(OODSCache, body, patch)
-    if cache is not None:
-        with reconciling("OODSCache", body, patch, deleting=True):
-            events = factory(memo).create_oods_service().finalize(cache, resource_ref(body))
+    with reconciling("OODSCache", body, patch, memo, deleting=True) as copy:
+        cache = parse(OODSCache, copy, patch, memo)
+        if cache is not None:
+            events = factory(memo).create_oods_service().finalize(cache, resource_ref(copy))
             for type_, reason, message in events:
                 kopf.event(body, type=type_, reason=reason, message=message)
     forget(body)

@@ -26,15 +26,15 @@ PLURAL = "retentionpolicies"
 
 
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> None:  # noqa: ANN401
-    policy = parse(RetentionPolicy, body, patch)
-    if policy is None:
-        return
-    with reconciling("RetentionPolicy", body, patch):
+    with reconciling("RetentionPolicy", body, patch, memo) as copy:
+        policy = parse(RetentionPolicy, copy, patch, memo)
+        if policy is None:
+            return
         service = factory(memo).create_retention_service()
         outcome = service.reconcile(
-            policy, resource_ref(body), cluster_facts(kwargs), body.get("status")
+            policy, resource_ref(copy), cluster_facts(kwargs), copy.get("status")
         )
-        post(body, outcome, patch, memo)
+        post(copy, outcome, patch, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -52,13 +52,14 @@ def policy_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: 
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def policy_deleted(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
+def policy_deleted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
     """Keep the policy (finalizer) while any of its Compliance locks is in force."""
-    policy = parse(RetentionPolicy, body, patch)
-    if policy is not None:
-        held = locks_in_force(policy, body.get("status"), datetime.now(UTC))
-        if held:
-            message = "deletion waits for Compliance locks: " + ", ".join(held)
-            patch.status["deletion"] = message
-            raise kopf.TemporaryError(message, delay=INTERVAL)
+    with reconciling("RetentionPolicy", body, patch, memo, deleting=True) as copy:
+        policy = parse(RetentionPolicy, copy, patch, memo)
+        if policy is not None:
+            held = locks_in_force(policy, copy.get("status"), datetime.now(UTC))
+            if held:
+                message = "deletion waits for Compliance locks: " + ", ".join(held)
+                patch.status["deletion"] = message
+                raise kopf.TemporaryError(message, delay=INTERVAL)
     forget(body)

@@ -747,9 +747,9 @@ class OODSService:
         metadata = self.rucio.dids_metadata(datasets, custom=True)
         sample: list[dict[str, Any]] = []
         for dataset in datasets:
-            for file_did, _size in self.rucio.list_files(dataset):
-                path, missing = export_path(spec, file_did, metadata.get(dataset, {}))
-                entry: dict[str, Any] = {"did": file_did, "path": path}
+            for file in sorted(self.rucio.list_files(dataset), key=lambda file: file.did):
+                path, missing = export_path(spec, file.did, metadata.get(dataset, {}))
+                entry: dict[str, Any] = {"did": file.did, "path": path}
                 if missing:
                     entry["missing"] = missing
                 sample.append(entry)

@@ -1,4 +1,4 @@
-"""Rows of the audit trail: lock the chain head, append, and read back. Never commits."""
+"""Rows of the audit trail and its checkpoints: lock the head, append, read back. Never commits."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from steward.schema.audit import AuditEntry, AuditHead
+from steward.exceptions import TransientError
+from steward.schema.audit import AuditCheckpoint, AuditEntry, AuditHead
 
 __all__ = ["AuditFilter", "AuditStore"]
 
@@ -21,8 +23,10 @@ class AuditFilter:
     kind: str | None = None
     namespace: str | None = None
     name: str | None = None
+    uid: str | None = None
     actor: str | None = None
     action: str | None = None
+    result: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -60,18 +64,64 @@ class AuditStore:
         head = self._session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
         return head.seq, head.hash
 
-    def iter_all(self, batch: int = 1000) -> Iterator[AuditEntry]:
-        """Every row in chain order, read in batches so a long trail fits in memory."""
-        statement = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
+    def iter_all(self, batch: int = 1000, after: int = 0) -> Iterator[AuditEntry]:
+        """Rows after id ``after`` in chain order, in batches so a long trail fits in memory."""
+        statement = (
+            select(AuditEntry)
+            .where(AuditEntry.id > after)
+            .order_by(AuditEntry.id)
+            .execution_options(yield_per=batch)
+        )
         yield from self._session.execute(statement).scalars()
+
+    def entry(self, seq: int) -> AuditEntry | None:
+        """The row with id ``seq``, if there is one."""
+        return self._session.get(AuditEntry, seq)
+
+    def add_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a checkpoint (already signed).
+
+        Raises
+        ------
+        TransientError
+            Another process stored a checkpoint with this number first (a standby that also
+            signs): the caller tries again later, with the next number.
+        """
+        self._session.add(checkpoint)
+        try:
+            self._session.flush()
+        except IntegrityError:
+            msg = f"audit checkpoint {checkpoint.number} was stored by another process first"
+            raise TransientError(msg) from None
+
+    def checkpoints(self) -> list[AuditCheckpoint]:
+        """Every stored checkpoint, oldest first."""
+        statement = select(AuditCheckpoint).order_by(AuditCheckpoint.number)
+        return list(self._session.execute(statement).scalars())
 
     def query(self, where: AuditFilter, limit: int | None = None) -> list[AuditEntry]:
         """Rows matching ``where``, oldest first."""
+        return list(self._session.execute(self._select(where, limit)).scalars())
+
+    def query_after(
+        self, where: AuditFilter, after_id: int, actions: Sequence[str]
+    ) -> list[AuditEntry]:
+        """Rows matching ``where`` with one of ``actions``, appended after row ``after_id``.
+
+        A reader that remembers the last row it saw reads only what is new (the trail is
+        append-only, so nothing it read before can have changed).
+        """
+        statement = self._select(where, None).where(
+            AuditEntry.id > after_id, AuditEntry.action.in_(actions)
+        )
+        return list(self._session.execute(statement).scalars())
+
+    def _select(self, where: AuditFilter, limit: int | None) -> Select[AuditEntry]:
         statement: Select[AuditEntry] = select(AuditEntry).order_by(AuditEntry.id)
         statement = self._filtered(statement, where)
         if limit is not None:
             statement = statement.limit(limit)
-        return list(self._session.execute(statement).scalars())
+        return statement
 
     def latest(self, where: AuditFilter, actions: Collection[str]) -> AuditEntry | None:
         """The newest row matching ``where`` whose action is one of ``actions``."""
@@ -86,8 +136,10 @@ class AuditStore:
             (AuditEntry.kind, where.kind),
             (AuditEntry.namespace, where.namespace),
             (AuditEntry.name, where.name),
+            (AuditEntry.uid, where.uid),
             (AuditEntry.actor, where.actor),
             (AuditEntry.action, where.action),
+            (AuditEntry.result, where.result),
         ):
             if value is not None:
                 statement = statement.where(column == value)

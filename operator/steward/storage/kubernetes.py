@@ -1,4 +1,7 @@
-"""Steward's custom resources in the Kubernetes API: get, list, server-side apply, delete.
+"""Steward's objects in the Kubernetes API: custom resources, and the audit witness ConfigMaps.
+
+Custom resources: get, list, server-side apply, delete. ConfigMaps and Secrets: what the audit
+trail keeps outside its database (checkpoints and the public key) and its signing key.
 
 The kubernetes client is synchronous; callers on an event loop run these methods in a thread.
 Its exceptions are converted here, once: 404 becomes ``None`` or :class:`NotFoundError`, 4xx
@@ -8,8 +11,9 @@ and 5xx, 429 and connection failures become :class:`TransientError`.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -19,14 +23,26 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from steward.constants import FIELD_MANAGER, GROUP, VERSION
-from steward.exceptions import NotFoundError, PermanentError, TransientError
+from steward.exceptions import ConfigurationError, NotFoundError, PermanentError, TransientError
 from steward.models import KindInfo, kind_info
 
-__all__ = ["KubeResources", "ResourceKey", "api_client", "cluster_identity", "kube_call"]
+__all__ = [
+    "ApiClient",
+    "ConfigMaps",
+    "KubeResources",
+    "ResourceKey",
+    "api_client",
+    "cluster_identity",
+    "kube_call",
+]
+
+ApiClient = client.ApiClient
+"""The Kubernetes API client type, for callers that may not import ``kubernetes`` themselves."""
 
 T = TypeVar("T")
 
 _APPLY = "application/apply-patch+yaml"
+_MERGE = "application/merge-patch+json"
 
 
 @dataclass(frozen=True, order=True)
@@ -48,16 +64,26 @@ class ResourceKey:
 
 
 def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
-    """Build an API client from a kubeconfig file, the in-cluster account, or $KUBECONFIG."""
+    """Build an API client from a kubeconfig file, the in-cluster account, or $KUBECONFIG.
+
+    Raises
+    ------
+    ConfigurationError
+        There is no usable cluster configuration.
+    """
     # The config loaders are untyped in the kubernetes package.
-    if kubeconfig is not None:
-        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        return cast("client.ApiClient", api)
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    except config.ConfigException:
-        return cast("client.ApiClient", config.new_client_from_config())  # type: ignore[no-untyped-call]
+        if kubeconfig is not None:
+            api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+            return cast("client.ApiClient", api)
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return client.ApiClient()
+        except config.ConfigException:
+            return cast("client.ApiClient", config.new_client_from_config())  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as error:
+        msg = f"no cluster to talk to ({error}); set KUBECONFIG or pass --kubeconfig"
+        raise ConfigurationError(msg) from None
 
 
 def cluster_identity(api: client.ApiClient) -> str:
@@ -92,6 +118,77 @@ def cluster_identity(api: client.ApiClient) -> str:
     return str(uid)
 
 
+class ConfigMaps:
+    """ConfigMaps and Secrets of one namespace: small documents kept outside the database."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self.namespace = namespace
+
+    def read(self, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data, or None if it does not exist."""
+        try:
+            found = kube_call(
+                f"read ConfigMap {self.namespace}/{name}",
+                lambda: self._core.read_namespaced_config_map(name, self.namespace),
+            )
+        except NotFoundError:
+            return None
+        return dict(found.data or {})
+
+    def merge(self, name: str, data: Mapping[str, str | None], labels: Mapping[str, str]) -> None:
+        """Add or replace keys of the ConfigMap (None removes a key), creating it if missing.
+
+        A JSON merge patch touches only the keys given, so what others wrote stays as it is.
+        """
+        what = f"write ConfigMap {self.namespace}/{name}"
+        patch = {"metadata": {"labels": dict(labels)}, "data": dict(data)}
+        try:
+            kube_call(
+                what,
+                lambda: self._core.patch_namespaced_config_map(
+                    name, self.namespace, patch, _content_type=_MERGE
+                ),
+            )
+        except NotFoundError:
+            body = client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=name, labels=dict(labels)),
+                data={k: v for k, v in data.items() if v is not None},
+            )
+            try:
+                kube_call(
+                    what, lambda: self._core.create_namespaced_config_map(self.namespace, body)
+                )
+            except PermanentError as error:
+                if "already exists" not in str(error):
+                    raise
+                # Created by someone else in between: patch it after all.
+                kube_call(
+                    what,
+                    lambda: self._core.patch_namespaced_config_map(
+                        name, self.namespace, patch, _content_type=_MERGE
+                    ),
+                )
+
+    def read_secret(self, name: str, key: str) -> bytes:
+        """One value of a Secret, decoded.
+
+        Raises
+        ------
+        NotFoundError
+            The Secret or the key does not exist.
+        """
+        secret = kube_call(
+            f"read Secret {self.namespace}/{name}",
+            lambda: self._core.read_namespaced_secret(name, self.namespace),
+        )
+        value = (secret.data or {}).get(key)
+        if value is None:
+            msg = f"Secret {self.namespace}/{name} has no key {key!r}"
+            raise NotFoundError(msg)
+        return base64.b64decode(value)
+
+
 def _message(exc: ApiException) -> str:
     try:
         body = json.loads(exc.body or "{}")
@@ -106,7 +203,7 @@ def kube_call(what: str, call: Callable[[], T]) -> T:
         return call()
     except ApiException as exc:
         if exc.status == 404:  # noqa: PLR2004 - HTTP status
-            raise NotFoundError(f"{what}: not found") from None
+            raise NotFoundError(f"{what}: not found ({_message(exc)})") from None
         if "failed to create typed patch object" in _message(exc):
             # Server-side apply answers 500 for a body that does not fit the schema.
             raise PermanentError(f"{what}: {_message(exc)}") from None

@@ -43,6 +43,7 @@ from pydantic import SecretStr
 
 from steward.config import Settings
 from steward.constants import CACHE_DIR_ENV
+from steward.storage.files import write_private
 from steward.testing.childprocess import (
     ChildProcess,
     ChildProcessDiedError,
@@ -50,11 +51,13 @@ from steward.testing.childprocess import (
     log_tail,
     wait_until,
 )
-from steward.testing.postgres import postgres_server
+from steward.testing.postgres import PostgresError, find_bindir, postgres_server
 
 __all__ = [
+    "ACCOUNT",
     "DAEMONS",
     "DATABASE_ENV",
+    "ROOT_ACCOUNT",
     "RUCIO_VERSION",
     "ConvergeResult",
     "DaemonPass",
@@ -76,7 +79,14 @@ SERVER_REQUIREMENTS: Final = (
 """What the server venv holds; pinned so every machine serves the same thing."""
 
 DATABASE_ENV: Final = "STEWARD_TEST_RUCIO_DB"
-"""``sqlite`` (default) or ``postgresql``: the database behind the test server."""
+"""``auto`` (default), ``sqlite`` or ``postgresql``: the database behind the test server.
+``auto`` takes PostgreSQL when it is installed, as ``steward dev up`` does."""
+
+SQLITE_BUSY_SECONDS: Final = 60
+"""How long a Rucio process waits for SQLite's write lock before "database is locked".
+
+The API workers, the daemons and the tests contend for one write lock; SQLite's default of
+5 s was not always enough on a loaded two-core machine, and the loser's call failed."""
 
 DAEMONS: Final = (
     "judge-evaluator",
@@ -92,8 +102,12 @@ DAEMONS: Final = (
 )
 """Daemons :meth:`RucioDaemons.run` can run one pass of."""
 
-ACCOUNT: Final = "root"
-"""The account the harness creates (Rucio's bootstrap makes root)."""
+ACCOUNT: Final = "steward"
+"""The account Steward acts as: a dedicated ``admin`` service account, never ``root``
+(`steward.storage.rucio.accounts` says why and what ``admin`` is needed for)."""
+
+ROOT_ACCOUNT: Final = "root"
+"""Rucio's bootstrap account; the harness uses it only to create `ACCOUNT` and other accounts."""
 
 _RUNNER: Final = Path(__file__).with_name("rucio_daemon_runner.py")
 _READY_MARKER: Final = ".steward-ready"
@@ -228,9 +242,9 @@ mailtemplatedir = {mailtemplates}
 rucio_host = {host}
 auth_host = {host}
 auth_type = userpass
-username = {username}
-password = {password}
-account = {account}
+username = {root_username}
+password = {root_password}
+account = {root_account}
 request_retries = 3
 
 [database]
@@ -238,8 +252,8 @@ default = {url}
 pool_reset_on_return = rollback
 
 [bootstrap]
-userpass_identity = {username}
-userpass_pwd = {password}
+userpass_identity = {root_username}
+userpass_pwd = {root_password}
 userpass_email = steward@localhost
 
 [alembic]
@@ -311,15 +325,24 @@ class RucioDaemons:
         reply = self._request({"daemon": daemon, "options": options}, timeout)
         return DaemonPass(daemon, reply["seconds"])
 
-    def converge(self, *, max_rounds: int = 30, timeout: float = _DAEMON_TIMEOUT) -> ConvergeResult:
+    def converge(
+        self,
+        *,
+        max_rounds: int = 30,
+        timeout: float = _DAEMON_TIMEOUT,
+        scope: str | None = None,
+    ) -> ConvergeResult:
         """Run judge-injector, judge-evaluator and the conveyor until a round changes nothing.
 
         With the mock transfertool every transfer succeeds, so afterwards rules that can be
-        satisfied are OK. Stops after ``max_rounds`` rounds (``quiet`` is then False).
+        satisfied are OK. Stops after ``max_rounds`` rounds (``quiet`` is then False). With
+        ``scope`` (a test's own), "nothing changes" is judged on that scope's rows only, so
+        work other tests left on a shared server neither delays nor fails the check.
         """
-        reply = self._request(
-            {"daemon": "converge", "options": {"max_rounds": max_rounds}}, timeout
-        )
+        options: dict[str, Any] = {"max_rounds": max_rounds}
+        if scope is not None:
+            options["scope"] = scope
+        reply = self._request({"daemon": "converge", "options": options}, timeout)
         result = reply["result"]
         return ConvergeResult(result["rounds"], result["quiet"], result["state"], reply["seconds"])
 
@@ -334,9 +357,24 @@ class RucioDaemons:
         )
         return int(reply["result"]["locks"])
 
-    def fingerprint(self) -> dict[str, Any]:
-        """Return counts of rules, locks, requests and replicas by state, from the database."""
-        result: dict[str, Any] = self._request({"daemon": "fingerprint"}, _DAEMON_TIMEOUT)["result"]
+    def age_rule(self, rule_id: str, seconds: float) -> int:
+        """Move a rule's creation, update and expiry times ``seconds`` into the past.
+
+        Rucio's clock moved forward, for that rule: a rule whose lifetime has run out this way
+        is removed by the next ``judge-cleaner`` pass. Returns how many rules moved (0 or 1).
+        For tests only: it writes to Rucio's database directly.
+        """
+        reply = self._request(
+            {"daemon": "age-rule", "options": {"rule_id": rule_id, "seconds": seconds}},
+            _DAEMON_TIMEOUT,
+        )
+        return int(reply["result"]["rules"])
+
+    def fingerprint(self, scope: str | None = None) -> dict[str, Any]:
+        """Return counts of rules, locks, requests and replicas by state (of ``scope`` only)."""
+        options = {"scope": scope} if scope is not None else {}
+        request = {"daemon": "fingerprint", "options": options}
+        result: dict[str, Any] = self._request(request, _DAEMON_TIMEOUT)["result"]
         return result
 
     @property
@@ -405,7 +443,10 @@ class RucioServer:
     database_url
         SQLAlchemy URL of an existing, empty database; SQLite in ``directory`` when None.
     username, password
-        The root account's userpass identity (a random password when None).
+        The userpass identity of `ACCOUNT`, the account Steward acts as (random password).
+    root_username, root_password
+        The userpass identity of ``root`` (random password), written to ``rucio.cfg`` for the
+        ``rucio`` command and used to create `ACCOUNT`.
     workers
         gunicorn workers.
     death_signal
@@ -417,6 +458,8 @@ class RucioServer:
     database_url: str | None = None
     username: str = "steward"
     password: SecretStr = field(default_factory=lambda: SecretStr(token_hex(16)))
+    root_username: str = "steward-root"
+    root_password: SecretStr = field(default_factory=lambda: SecretStr(token_hex(16)))
     workers: int = 2
     death_signal: signal.Signals | None = signal.SIGTERM
     port: int = 0
@@ -435,7 +478,7 @@ class RucioServer:
 
     @property
     def account(self) -> str:
-        """The bootstrap account (root)."""
+        """The account Steward acts as (`ACCOUNT`, an ``admin`` service account)."""
         return ACCOUNT
 
     @property
@@ -465,7 +508,7 @@ class RucioServer:
         return {"RUCIO_CONFIG": str(self.config_path)}
 
     def settings(self, **overrides: Any) -> Settings:  # noqa: ANN401
-        """Steward settings for this server (root account, userpass), with ``overrides``."""
+        """Steward settings for this server (`ACCOUNT`, userpass), with ``overrides``."""
         values: dict[str, Any] = {
             "rucio_host": self.host,
             "rucio_account": self.account,
@@ -474,6 +517,15 @@ class RucioServer:
         }
         values.update(overrides)
         return Settings(**values)
+
+    def root_settings(self, **overrides: Any) -> Settings:  # noqa: ANN401
+        """Settings acting as ``root``: for creating accounts and other users' rules in tests."""
+        return self.settings(
+            rucio_account=ROOT_ACCOUNT,
+            rucio_username=self.root_username,
+            rucio_password=self.root_password,
+            **overrides,
+        )
 
     def start(self, *, log: Callable[[str], None] | None = None) -> None:
         """Build the venv if needed, write the configuration, bootstrap, serve, wait for /ping.
@@ -491,6 +543,20 @@ class RucioServer:
         self._write_config()
         self._bootstrap()
         self.start_api()
+        self._create_operator_account()
+
+    def _create_operator_account(self) -> None:
+        """Create `ACCOUNT` (``admin``) with this server's userpass identity for it, as root."""
+        from steward.storage.rucio import RucioStorage  # noqa: PLC0415 - rucio.client is heavy
+
+        with RucioStorage(self.root_settings(rucio_calls_per_second=1000.0)) as root:
+            root.ensure_account(self.account, email="steward@localhost", admin=True)
+            root.ensure_userpass_identity(
+                self.account,
+                self.username,
+                self.password.get_secret_value(),
+                email="steward@localhost",
+            )
 
     def _env(self) -> dict[str, str]:
         return _clean_env(
@@ -502,24 +568,26 @@ class RucioServer:
         )
 
     def _write_config(self) -> None:
-        url = self.database_url or f"sqlite:///{self.directory / 'rucio.db'}"
+        url = self.database_url or (
+            f"sqlite:///{self.directory / 'rucio.db'}?timeout={SQLITE_BUSY_SECONDS}"
+        )
         (self.directory / "logs").mkdir(exist_ok=True)
         alembic = self.directory / "alembic.ini"
         scripts = _site_packages(self.venv) / "rucio" / "db" / "sqla" / "migrate_repo"
         alembic.write_text(_ALEMBIC_INI.format(scripts=scripts, url=url.replace("%", "%%")))
-        self.config_path.write_text(
+        write_private(
+            self.config_path,
             _RUCIO_CFG.format(
                 logdir=self.directory / "logs",
                 mailtemplates=self.venv / "rucio" / "etc" / "mail_templates",
                 host=self.host,
-                username=self.username,
-                password=self.password.get_secret_value(),
-                account=self.account,
+                root_username=self.root_username,
+                root_password=self.root_password.get_secret_value(),
+                root_account=ROOT_ACCOUNT,
                 url=url.replace("%", "%%"),
                 alembic=alembic,
-            )
+            ),
         )
-        self.config_path.chmod(0o600)
 
     def _bootstrap(self) -> None:
         """Create schema and root account with Rucio's functions, in the server venv."""
@@ -639,11 +707,21 @@ class RucioServer:
 
 
 def _database_kind(database: str | None) -> Literal["sqlite", "postgresql"]:
-    """Return the database to use: the argument, else ``$STEWARD_TEST_RUCIO_DB``, else SQLite."""
-    kind = (database or os.environ.get(DATABASE_ENV) or "sqlite").lower()
-    if kind not in {"sqlite", "postgresql"}:
-        msg = f"{DATABASE_ENV} must be 'sqlite' or 'postgresql', not {kind!r}"
+    """Return the database to use: the argument, else ``$STEWARD_TEST_RUCIO_DB``, else auto.
+
+    ``auto`` is PostgreSQL when its binaries are installed, SQLite otherwise: the choice
+    ``steward dev up`` makes, so tests meet the database developers and CI use.
+    """
+    kind = (database or os.environ.get(DATABASE_ENV) or "auto").lower()
+    if kind not in {"auto", "sqlite", "postgresql"}:
+        msg = f"{DATABASE_ENV} must be 'auto', 'sqlite' or 'postgresql', not {kind!r}"
         raise RucioHarnessError(msg)
+    if kind == "auto":
+        try:
+            find_bindir()
+        except PostgresError:
+            return "sqlite"
+        return "postgresql"
     return "postgresql" if kind == "postgresql" else "sqlite"
 
 
@@ -662,7 +740,8 @@ def run_rucio_server(
     directory
         Working directory (configuration, database, logs).
     database
-        ``sqlite`` or ``postgresql``; ``$STEWARD_TEST_RUCIO_DB`` or SQLite when None.
+        ``auto``, ``sqlite`` or ``postgresql``; ``$STEWARD_TEST_RUCIO_DB`` or ``auto`` when
+        None.
     death_signal
         See `RucioServer`.
     log
@@ -682,10 +761,10 @@ def run_rucio_server(
 class RucioComponent:
     """The Rucio server as a ``steward dev up`` stack component (see ``testing.devstack``).
 
-    Append ``RucioComponent`` to ``devstack.STACK_COMPONENTS``. The database is SQLite unless
-    ``STEWARD_TEST_RUCIO_DB=postgresql``. Without daemons rules would stay REPLICATING, so a
-    thread runs the daemons every `DAEMON_INTERVAL` seconds: judge and conveyor until quiet,
-    then judge-cleaner, transmogrifier, undertaker and reaper.
+    Append ``RucioComponent`` to ``devstack.STACK_COMPONENTS``. The database is PostgreSQL when
+    installed, else SQLite, unless ``STEWARD_TEST_RUCIO_DB`` says which. Without daemons rules
+    would stay REPLICATING, so a thread runs the daemons every `DAEMON_INTERVAL` seconds:
+    judge and conveyor until quiet, then judge-cleaner, transmogrifier, undertaker and reaper.
     """
 
     name = "rucio"
@@ -765,15 +844,17 @@ class RucioComponent:
         server = self._running()
         rucio = server.venv / "bin" / "rucio"
         return [
-            f"Rucio {RUCIO_VERSION} at {server.host} (account {server.account})",
+            (
+                f"Rucio {RUCIO_VERSION} at {server.host}; the operator acts as account "
+                f"{server.account} (admin), the rucio command as {ROOT_ACCOUNT}"
+            ),
             f"rucio.cfg: {server.config_path}",
-            f"try: RUCIO_CONFIG={server.config_path} {rucio} whoami",
+            f"try: RUCIO_CONFIG={server.config_path} {rucio} rule list --account {server.account}",
         ]
 
     @staticmethod
     def _password_file(server: RucioServer) -> Path:
         """Write the password to a 0600 file, so env output never shows it."""
         path = server.directory / "password"
-        path.write_text(server.password.get_secret_value())
-        path.chmod(0o600)
+        write_private(path, server.password.get_secret_value())
         return path

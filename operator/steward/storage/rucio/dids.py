@@ -18,6 +18,7 @@ from steward.storage.rucio.callpath import (
     split_did,
     utc,
 )
+from steward.storage.rucio.types import File, Rule
 
 __all__ = ["DIDClient"]
 
@@ -229,8 +230,17 @@ class DIDClient(RucioCallPath):
             sizes[did] = int(row.get("bytes") or 0)
         return sizes
 
-    def list_files(self, did: str) -> list[tuple[str, int]]:
-        """Files of a dataset or container: ``(scope:name, bytes)``, one listing."""
+    def list_files(self, did: str) -> list[File]:
+        """The files of a DID (itself, for a file), with their sizes."""
         scope, name = split_did(did)
         rows = self._call("list_files", lambda c: list(c.list_files(scope, name)))
-        return sorted((f"{row['scope']}:{row['name']}", int(row.get("bytes") or 0)) for row in rows)
+        return [File(f"{row['scope']}:{row['name']}", int(row.get("bytes") or 0)) for row in rows]
+
+    def list_file_rules(self, did: str) -> list[Rule]:
+        """Every rule, of any account, holding a lock on one file (on any RSE)."""
+        scope, name = split_did(did)
+        rows = self._call(
+            "list_associated_rules_for_file",
+            lambda c: list(c.list_associated_rules_for_file(scope, name)),
+        )
+        return [Rule.from_rucio(row) for row in rows]
