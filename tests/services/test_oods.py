@@ -14,8 +14,9 @@ from steward.models.oods import OODSCache
 from steward.models.retention import RetentionPolicy
 from steward.services.audit import AuditService, ResourceRef
 from steward.services.deletion import DeletionGate, Protections
-from steward.services.oods import OODSPreview, OODSService, day_obs, export_path, preview_plan
+from steward.services.oods import OODSService, day_obs, export_path, preview_plan
 from steward.services.ownership import owner_tag, subscription_name
+from steward.services.plan import OODSPreview
 from steward.services.protections import ClusterFacts
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from support.rucio import mock_site
@@ -371,8 +372,10 @@ def test_the_preview_shows_what_the_next_cycle_evicts(
     preview = OODSPreview(rucio_storage, CLUSTER, clock=clock)
     body = tight.model_dump(mode="json", by_alias=True, exclude_none=True)
     live = {"metadata": {"uid": roomy.metadata.uid}}
-    lines = preview.consequences(NAMESPACE, tight.metadata.name, body, live)
-    assert "would expire 2 rules of 2 DIDs" in lines[0]
+    (impact,) = preview.consequences(None, body, live)
+    assert (impact.action, impact.rules) == ("expire", 2)
+    assert set(impact.release) == {cache_rse}
+    assert impact.release[cache_rse].files == impact.deletable[cache_rse].files > 0
     assert all(_gone(r) is False for r in _cache_rules(rucio_storage, roomy).values())
     plan = preview_plan(rucio_storage, tight, Protections(), cluster_id=CLUSTER, now=clock())
     assert sorted(plan.sample()) == sorted(old)

@@ -15,8 +15,9 @@ from steward.models.retention import RetentionPolicy
 from steward.models.site import Site
 from steward.services.audit import AuditService, ResourceRef
 from steward.services.deletion import ABANDONED, DONE, INTENT, DeletionGate, Mode
+from steward.services.plan import RetentionPreview, Volume
 from steward.services.protections import ClusterFacts, protections_of
-from steward.services.retention import RetentionPreview, RetentionService, preview_plan
+from steward.services.retention import RetentionService, preview_plan
 from steward.storage.audit import AuditFilter
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.rucio import File, RuleSpec
@@ -268,9 +269,14 @@ def test_dry_run_never_acts_and_the_preview_shows_the_plan(
     assert not any(_expired(rucio_storage, r) for r in rules.values())
     preview = RetentionPreview(rucio_storage, clock=clock)
     body = policy.model_dump(mode="json", by_alias=True, exclude_none=True)
-    lines = preview.consequences(NAMESPACE, policy.metadata.name, body, None)
-    assert lines[0].startswith("Rucio: deletion plan ")
-    assert "would delete 2 rules of 2 DIDs" in lines[0]
+    (impact,) = preview.consequences(None, body, None)
+    assert (impact.action, impact.rules) == ("delete", 2)
+    files = sum(len(rucio_storage.list_files(did)) for did in datasets)
+    size = sum(f.bytes for did in datasets for f in rucio_storage.list_files(did))
+    assert impact.release == {"NCSA_DISK": Volume(files, size)}
+    assert impact.deletable == {"NCSA_DISK": Volume(files, size)}  # no other rule locks them
+    assert impact.gate["mode"] == "DryRun"
+    assert impact.line().startswith("Rucio: delete 2 rules: release NCSA_DISK: ")
 
 
 def test_custodial_copies_and_other_resources_rules_stay(service, rucio_storage, rucio_data, clock):

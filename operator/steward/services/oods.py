@@ -62,7 +62,6 @@ __all__ = [
     "PLACEMENTS_REFUSED",
     "USAGE_SOURCE_MISSING",
     "CacheView",
-    "OODSPreview",
     "OODSService",
     "day_obs",
     "export_path",
@@ -346,42 +345,6 @@ def _time(moment: datetime) -> str:
 
 def _requester(cache: OODSCache) -> str:
     return f"OODSCache/{cache.metadata.namespace}/{cache.metadata.name}"
-
-
-@dataclass
-class OODSPreview:
-    """An OODSCache's Rucio consequences for ``steward plan``; never writes."""
-
-    rucio: RucioStorage
-    cluster_id: str
-    protections: Protections = field(default_factory=Protections)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-    def consequences(
-        self,
-        namespace: str,
-        name: str,
-        desired: dict[str, Any] | None,
-        live: dict[str, Any] | None,
-    ) -> list[str]:
-        """What the cache ``desired`` would evict or expire at its next cycle."""
-        if desired is None:
-            return ["Rucio: the cache's rules are kept until their window ends"]
-        body = {
-            **desired,
-            "metadata": {**desired["metadata"], **((live or {}).get("metadata") or {})},
-        }
-        cache = OODSCache.model_validate({k: v for k, v in body.items() if k != "status"})
-        plan = preview_plan(
-            self.rucio,
-            cache,
-            self.protections,
-            cluster_id=self.cluster_id,
-            now=self.clock(),
-            was_evicting=bool(((live or {}).get("status") or {}).get("evicting")),
-        )
-        del namespace, name
-        return [f"Rucio: {line}" for line in plan.lines()]
 
 
 @dataclass

@@ -14,7 +14,9 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Final
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from steward.models.campaign import Campaign, CampaignPhase
 from steward.models.common import DataSelector
@@ -31,6 +33,8 @@ from steward.services.deletion import (
 )
 from steward.storage.rucio import RucioStorage, Rule, RuleState
 
+M = TypeVar("M", bound=BaseModel)
+
 __all__ = [
     "CampaignObjects",
     "ClusterFacts",
@@ -38,6 +42,7 @@ __all__ = [
     "candidate_of",
     "data_owner",
     "effective_locks",
+    "facts_from_bodies",
     "gather_placement",
     "protections_from",
     "protections_of",
@@ -317,4 +322,36 @@ def protections_of(facts: ClusterFacts, rucio: RucioStorage, *, now: datetime) -
         campaigns=CampaignObjects(facts.campaigns, reviewed, resolve),
         freeze=facts.freeze,
         now=now,
+    )
+
+
+def _valid(model: type[M], bodies: Iterable[Mapping[str, Any]]) -> list[M]:
+    """The bodies that validate; one the models refuse protects nothing (its status says so)."""
+    found = []
+    for body in bodies:
+        try:
+            found.append(model.model_validate(dict(body)))
+        except ValidationError:
+            continue
+    return found
+
+
+def facts_from_bodies(
+    bodies: Mapping[str, Iterable[Mapping[str, Any]]], freeze: str | None
+) -> ClusterFacts:
+    """`ClusterFacts` from objects as the API server lists them, by kind.
+
+    What ``steward plan`` judges a deletion against, as the operator's indexes would: every
+    RetentionPolicy (with its status: remembered Compliance locks), OODSCache, Site (spec
+    only: a freeze) and Campaign.
+    """
+    return ClusterFacts(
+        policies=_valid(RetentionPolicy, bodies.get("RetentionPolicy", ())),
+        caches=_valid(OODSCache, bodies.get("OODSCache", ())),
+        sites=_valid(
+            Site,
+            ({k: v for k, v in body.items() if k != "status"} for body in bodies.get("Site", ())),
+        ),
+        campaigns=_valid(Campaign, bodies.get("Campaign", ())),
+        freeze=freeze,
     )

@@ -65,12 +65,12 @@ from steward.services.site import Outcome
 from steward.storage.rucio import RucioStorage, Rule
 
 __all__ = [
-    "RetentionPreview",
     "RetentionService",
     "locks_in_force",
     "plan_status",
     "preview_plan",
     "remembered_locks",
+    "with_own",
 ]
 
 _SOFT_DELETE = timedelta(hours=1, minutes=5)
@@ -275,7 +275,7 @@ def locks_in_force(
     )
 
 
-def _with_own(
+def with_own(
     facts: ClusterFacts, policy: RetentionPolicy, locks: list[dict[str, Any]]
 ) -> ClusterFacts:
     """The facts with this policy as reconciled now (its holds and locks count at once).
@@ -295,43 +295,6 @@ def _with_own(
 
 def _time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class RetentionPreview:
-    """A RetentionPolicy's Rucio consequences for ``steward plan``; never writes.
-
-    ``consequences`` has the signature of the ReplicationRule preview's, so the plan command
-    can ask either for the lines to show under a changed resource.
-    """
-
-    rucio: RucioStorage
-    protections: Protections = field(default_factory=Protections)
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-
-    def consequences(
-        self,
-        namespace: str,
-        name: str,
-        desired: dict[str, Any] | None,
-        live: dict[str, Any] | None,
-    ) -> list[str]:
-        """What the policy ``desired`` would remove from Rucio at its next cycle.
-
-        A deleted policy removes nothing (retention only ever acts while it exists).
-        """
-        del live
-        if desired is None:
-            return ["Rucio: nothing removed (a deleted RetentionPolicy stops acting)"]
-        policy = RetentionPolicy.model_validate(desired)
-        plan = preview_plan(
-            self.rucio,
-            policy,
-            self.protections,
-            now=self.clock(),
-            requester=f"RetentionPolicy/{namespace}/{name}",
-        )
-        return [f"Rucio: {line}" for line in plan.lines()]
 
 
 @dataclass
@@ -369,7 +332,7 @@ class RetentionService:
             )
             events.append(("Warning", "IntentRecovered", message))
         locks, shortened = self._remember_locks(policy, ref, old, now)
-        protections = protections_of(_with_own(facts, policy, locks), self.rucio, now=now)
+        protections = protections_of(with_own(facts, policy, locks), self.rucio, now=now)
         plan = preview_plan(self.rucio, policy, protections, now=now, requester=_requester(ref))
         candidates = len(plan.removals) + len(plan.saved)
         carried = Carried()
