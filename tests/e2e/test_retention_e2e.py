@@ -196,6 +196,7 @@ def test_an_oods_cache_shows_its_fill_and_alarms_without_a_usage_source(
     e2e_site,
     custom_objects,
     rucio_storage,
+    rucio_root,
     rucio_data,
     rucio_server,
     namespace,
@@ -252,7 +253,7 @@ def test_an_oods_cache_shows_its_fill_and_alarms_without_a_usage_source(
     ]
     assert row.split()[:8] == ["oods", cache, "7d", "6", "6003", "0.06003", "1", "True"]
 
-    rucio_storage.set_rse_usage(cache, "storage", used=6003, free=10**9)
+    rucio_root.set_rse_usage(cache, "storage", used=6003, free=10**9)  # a storage probe
     until(
         "the alarm to clear",
         lambda: (

@@ -291,7 +291,7 @@ def test_the_floor_refuses_new_placements(
 
 
 def test_a_cache_rse_without_usage_source_raises_an_alarm(
-    service, rucio_storage, rucio_data, cache_rse, clock
+    service, rucio_storage, rucio_root, rucio_data, cache_rse, clock
 ):
     cache = _cache(rucio_data, cache_rse)
     alarmed = service.reconcile(cache, _ref(cache), ClusterFacts())
@@ -301,7 +301,7 @@ def test_a_cache_rse_without_usage_source_raises_an_alarm(
     assert ("Warning", "UsageSourceMissing") in [(t, r) for t, r, _ in alarmed.events]
     quiet = service.reconcile(cache, _ref(cache), ClusterFacts(), alarmed.status)
     assert ("Warning", "UsageSourceMissing") not in [(t, r) for t, r, _ in quiet.events]
-    rucio_storage.set_rse_usage(cache_rse, "storage", used=0, free=10**12)
+    rucio_root.set_rse_usage(cache_rse, "storage", used=0, free=10**12)  # a storage probe
     fixed = service.reconcile(cache, _ref(cache), ClusterFacts(), quiet.status)
     assert _condition(fixed.status, "UsageSourceMissing")["status"] == "False"
 
