@@ -116,9 +116,12 @@ def test_a_legal_hold_keeps_the_rule_of_a_deselected_did(rucio_storage, rucio_da
     assert still.comment == owner_tag(CLUSTER, resource.metadata.uid)
     assert not _going(still)
     assert audit.query(AuditFilter(name=name, action=INTENT)) == []
+    again = _service(rucio_storage, audit, facts).reconcile(smaller, _ref(smaller, 2), after.status)
+    assert again.events == []  # announced once; the condition keeps saying why
+    assert _condition(again, "Degraded")["reason"] == "ReleaseProtected"
 
     # The hold is lifted: the next pass releases the rule, through the gate.
-    freed = _service(rucio_storage, audit).reconcile(smaller, _ref(smaller, 2), after.status)
+    freed = _service(rucio_storage, audit).reconcile(smaller, _ref(smaller, 2), again.status)
     assert freed.status["releaseProtected"] == 0
     assert _condition(freed, "Degraded")["status"] == "False"
     gone = rucio_storage.get_rule(held_rule.id)

@@ -162,6 +162,7 @@ _FOREIGN_REASON: Final = "ForeignRule"
 _SHARED_REASON: Final = "SharedRule"
 _HELD_REASON: Final = "ReleaseHeld"
 _PROTECTED_REASON: Final = "ReleaseProtected"
+_FROZEN_REASON: Final = "DeletionFrozen"
 
 
 class ReleaseRefusedError(PermanentError):
@@ -1108,9 +1109,14 @@ class ReplicationService(RucioView):
                 return
             work.annotations[ANNOTATION_APPROVE_RELEASE] = None  # used once
         work.status["deselection"] = None
-        kept = self.release(gone, policy, work.ref, work.events, reason="deselected", tag=work.tag)
+        events: list[tuple[str, str, str]] = []
+        kept = self.release(gone, policy, work.ref, events, reason="deselected", tag=work.tag)
         work.status["releaseProtected"] = len(kept.rules)
         work.protected = kept.why
+        if int(work.old.get("releaseProtected") or 0) == len(kept.rules):
+            # Kept as before: announced already (the condition still says why).
+            events = [e for e in events if e[1] not in {_PROTECTED_REASON, _FROZEN_REASON}]
+        work.events.extend(events)
 
     def _hold(self, work: _Pass, count: int, owned: int, approval: str | None) -> None:
         work.status["pendingRelease"] = count
@@ -1199,7 +1205,7 @@ class ReplicationService(RucioView):
         plan = self.plan_release(rules, requester, owner, reason=reason)
         if plan.mode is not Mode.ACT:
             message = f"{len(rules)} Rucio rules kept: {plan.reason}"
-            events.append(("Warning", "DeletionFrozen", message))
+            events.append(("Warning", _FROZEN_REASON, message))
             return Kept(tuple(r.id for r in rules), message)
         kept = Kept()
         if plan.saved:
