@@ -29,9 +29,15 @@ lifetimes are days, sizes are bytes.
 from __future__ import annotations
 
 from steward.storage.rucio.callpath import RetryPolicy, TokenBucket
-from steward.storage.rucio.dids import DIDClient
-from steward.storage.rucio.replicas import ReplicaClient
-from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient
+from steward.storage.rucio.dids import (
+    DID_COLUMN_KEYS,
+    Collection,
+    DIDClient,
+    batched,
+    metadata_text,
+)
+from steward.storage.rucio.replicas import MOCK_PROTOCOL, ReplicaClient
+from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient, RSEInfo
 from steward.storage.rucio.rules import RuleClient
 from steward.storage.rucio.subscriptions import SubscriptionClient
 from steward.storage.rucio.types import (
@@ -39,7 +45,10 @@ from steward.storage.rucio.types import (
     UNSET,
     AddedRules,
     Availability,
+    DatasetReplica,
+    DIDEntry,
     File,
+    FileReplica,
     Rule,
     RuleSpec,
     RuleState,
@@ -50,12 +59,19 @@ from steward.storage.rucio.types import (
 
 __all__ = [
     "DEFAULT_ACTIVITY",
+    "DID_COLUMN_KEYS",
     "MANAGED_ATTRIBUTES",
+    "MOCK_PROTOCOL",
     "SAME_SITE_DISTANCE",
     "UNSET",
     "AddedRules",
     "Availability",
+    "Collection",
+    "DIDEntry",
+    "DatasetReplica",
     "File",
+    "FileReplica",
+    "RSEInfo",
     "RetryPolicy",
     "RucioStorage",
     "Rule",
@@ -65,6 +81,8 @@ __all__ = [
     "Subscription",
     "SubscriptionSpec",
     "TokenBucket",
+    "batched",
+    "metadata_text",
 ]
 
 

@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from rucio.common.constants import TransferLimitDirection
 
 from steward.exceptions import RucioNotFoundError, RucioPermanentError
 from steward.models.site import RSE, Protocol, Site
-from steward.storage.rucio.callpath import RucioCallPath, canonical_expression
+from steward.storage.rucio.callpath import DEFAULT_BATCH, RucioCallPath, canonical_expression
 from steward.storage.rucio.types import Availability, SiteRegistration
 
-__all__ = ["MANAGED_ATTRIBUTES", "SAME_SITE_DISTANCE", "RSEClient"]
+__all__ = ["MANAGED_ATTRIBUTES", "SAME_SITE_DISTANCE", "RSEClient", "RSEInfo"]
 
 MANAGED_ATTRIBUTES: Final = "steward_managed_attributes"
 """RSE attribute listing the attributes Steward set, so it can remove ones no longer declared."""
 
 SAME_SITE_DISTANCE: Final = 1
 """Distance between two RSEs of one site (transfers within a facility need a distance too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RSEInfo:
+    """What Rucio knows of one RSE."""
+
+    name: str
+    type: str
+    """``DISK`` or ``TAPE`` (Rucio's storage types)."""
+    deterministic: bool
+    """Whether Rucio derives each file's path from its name (``lfn2pfn``)."""
+    attributes: Mapping[str, str]
+    """Attributes as text, booleans in lower case (as RSE expressions compare them)."""
+
+    def flag(self, key: str) -> bool:
+        """Whether a boolean attribute such as ``custodial`` is set."""
+        return self.attributes.get(key) in {"true", "1"}
 
 
 class RSEClient(RucioCallPath):
@@ -274,6 +292,36 @@ class RSEClient(RucioCallPath):
                 return []
             raise
         return sorted(row["rse"] for row in rows)
+
+    def get_rse_info(self, name: str) -> RSEInfo:
+        """An RSE's storage type and attributes, as Rucio has them.
+
+        Raises
+        ------
+        RucioNotFoundError
+            If the RSE is not registered.
+        """
+        rse = self._get_rse(name)
+        if rse is None:
+            msg = f"RSE {name} is not registered in Rucio"
+            raise RucioNotFoundError(msg)
+        attributes = self._rpc("list_rse_attributes", name)
+        return RSEInfo(
+            name=name,
+            type=str(rse.get("rse_type") or ""),
+            deterministic=bool(rse.get("deterministic")),
+            attributes={key: _attribute(value) for key, value in attributes.items()},
+        )
+
+    def expected_pfns(self, rse: str, dids: Sequence[str]) -> dict[str, str]:
+        """Where a deterministic RSE keeps each file (Rucio's ``lfn2pfn``), by DID.
+
+        This is where the bytes of a file registered there must be.
+        """
+        pfns: dict[str, str] = {}
+        for start in range(0, len(dids), DEFAULT_BATCH):
+            pfns.update(self._rpc("lfns2pfns", rse, list(dids[start : start + DEFAULT_BATCH])))
+        return pfns
 
 
 def _attribute(value: Any) -> str:  # noqa: ANN401 - attribute values are loosely typed
