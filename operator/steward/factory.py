@@ -9,17 +9,27 @@ around real servers directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import Engine
 
 from steward.config import Settings
 from steward.services.audit import AuditService
+from steward.services.drill import DrillService
+from steward.services.find import DEFAULT_PAGE_SIZE, FindService, cluster_owners
+from steward.services.ingest import DEFAULT_BATCH_SIZE, IngestService
 from steward.services.replication import ReplicationService, RuleSnapshot
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
+from steward.storage.kubernetes import KubeResources, api_client, cluster_identity
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
-__all__ = ["Factory", "ProcessContext"]
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+__all__ = ["CommandContext", "Factory", "ProcessContext"]
 
 
 @dataclass
@@ -88,3 +98,87 @@ class Factory:
             snapshot=self.context.snapshot,
             actor=self.actor,
         )
+
+
+class CommandContext:
+    """Clients of one operations command (``find``, ``ingest``, ``drill``), opened on first use.
+
+    The operator opens everything at start (`ProcessContext`); a command opens only what it
+    uses: ``find`` needs no audit store and ``ingest`` no cluster. `close` releases whatever
+    was opened.
+
+    Parameters
+    ----------
+    settings
+        Rucio, audit store and cluster identity (``STEWARD_*``).
+    kubeconfig
+        The cluster (``$KUBECONFIG`` or in-cluster when None).
+    actor
+        Who acts, for the audit trail.
+    """
+
+    def __init__(self, settings: Settings, *, kubeconfig: Path | None = None, actor: str) -> None:
+        self.settings = settings
+        self.kubeconfig = kubeconfig
+        self.actor = actor
+        self._opened: list[Any] = []
+
+    @cached_property
+    def rucio(self) -> RucioStorage:
+        """Rucio, with short in-call retries: a person is waiting."""
+        rucio = RucioStorage(
+            self.settings,
+            retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=10.0, retry_after=10.0),
+        )
+        self._opened.append(rucio)
+        return rucio
+
+    @cached_property
+    def audit(self) -> AuditService:
+        """The audit store; refused when its schema is not this Steward's."""
+        engine = make_engine(self.settings.database_url)
+        self._opened.append(engine)
+        ensure_current(engine)
+        return AuditService(make_sessionmaker(engine))
+
+    @cached_property
+    def kube_api(self) -> ApiClient:
+        """The cluster's API server."""
+        api = api_client(self.kubeconfig)
+        self._opened.append(api)
+        return api
+
+    @cached_property
+    def cluster_id(self) -> str:
+        """The cluster's identity in owner tags (``STEWARD_CLUSTER_ID`` or kube-system's UID)."""
+        return self.settings.cluster_id or cluster_identity(self.kube_api)
+
+    def create_find_service(
+        self, *, owners: bool = True, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> FindService:
+        """``steward find``; rule owners come from the cluster's resources when ``owners``."""
+        index = cluster_owners(KubeResources(self.kube_api), self.cluster_id) if owners else {}
+        return FindService(self.rucio, index, page_size=page_size)
+
+    def create_ingest_service(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> IngestService:
+        """``steward ingest``."""
+        return IngestService(self.rucio, self.audit, actor=self.actor, batch_size=batch_size)
+
+    def create_drill_service(self) -> DrillService:
+        """``steward drill``."""
+        return DrillService(self.rucio, self.audit, cluster_id=self.cluster_id, actor=self.actor)
+
+    def close(self) -> None:
+        """Close what was opened."""
+        for opened in reversed(self._opened):
+            if isinstance(opened, Engine):
+                opened.dispose()
+            else:
+                opened.close()
+        self._opened.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

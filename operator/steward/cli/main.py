@@ -7,8 +7,11 @@ import click
 from steward.cli.audit import audit
 from steward.cli.crds import crds
 from steward.cli.dev import dev
+from steward.cli.drill import drill
+from steward.cli.find import find
 from steward.cli.gitops import apply, plan
 from steward.cli.history import history
+from steward.cli.ingest import ingest
 from steward.cli.operator import operator
 from steward.cli.validate import validate
 from steward.exceptions import StewardError
@@ -33,9 +36,12 @@ def cli() -> None:
 cli.add_command(audit)
 cli.add_command(crds)
 cli.add_command(dev)
+cli.add_command(drill)
+cli.add_command(find)
 cli.add_command(apply)
 cli.add_command(plan)
 cli.add_command(history)
+cli.add_command(ingest)
 cli.add_command(operator)
 cli.add_command(validate)
 

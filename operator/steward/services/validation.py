@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,7 +28,17 @@ from steward.models.rse_expression import AttributeValue, canonical, evaluate
 from steward.models.site import RSEType, Site
 from steward.storage.yamlfile import Document, JSONPath, YAMLLoadError, load_documents
 
-__all__ = ["Problem", "ValidationResult", "discover", "longest_window_wait", "validate_paths"]
+__all__ = [
+    "PRIVATE_EXCLUSION",
+    "Problem",
+    "ValidationResult",
+    "discover",
+    "longest_window_wait",
+    "validate_paths",
+]
+
+PRIVATE_EXCLUSION: Final = MappingProxyType({"private": "true"})
+"""The exclusion every export to a DAC carries: data marked ``private=true`` stays home."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +284,7 @@ class _CrossChecks:
         self.duplicates()
         self.rse_names()
         self.shared_rules()
+        self.private_exports()
         for item in self.loaded:
             resource = item.resource
             if isinstance(resource, Site):
@@ -377,6 +389,41 @@ class _CrossChecks:
                         value=False,
                     )
                 )
+
+    def private_exports(self) -> None:
+        """Refuse an export to a DAC that does not exclude data marked private.
+
+        LDM-230 2.4.3.1.3: information that is private "needs to be blocked on export". An
+        export is any ReplicationRule whose destination can place data on storage a Data
+        Access Center serves from (an RSE with the ``dac`` attribute in sites/), whatever the
+        policy's intent, so naming the RSE instead of the attribute does not get around it.
+        Its selector must exclude `PRIVATE_EXCLUSION`; an explicit DID list cannot (exclusions
+        apply to metadata filters), so an export selects by metadata.
+        """
+        for item in self.loaded:
+            rule = item.resource
+            if not isinstance(rule, ReplicationRule):
+                continue
+            dac = sorted(
+                name
+                for name in self.facility.match(rule.spec.destination)
+                if self.facility.rses[name].get("dac") is True
+            )
+            if not dac or dict(PRIVATE_EXCLUSION) in rule.spec.selector.exclude:
+                continue
+            how = (
+                'add `exclude: [{private: "true"}]` to the selector'
+                if rule.spec.selector.match is not None
+                else 'select by metadata (match) and exclude private: "true"'
+            )
+            self.problems.append(
+                item.problem(
+                    ("spec", "selector"),
+                    f"spec.selector: exports to DAC storage ({', '.join(dac)}) without "
+                    f"excluding data marked private; {how} (LDM-230 2.4.3.1.3)",
+                    value=False,
+                )
+            )
 
     def replication(self, item: Loaded, rule: ReplicationRule) -> None:
         spec = rule.spec

@@ -19,7 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from steward.constants import FIELD_MANAGER, GROUP, VERSION
-from steward.exceptions import NotFoundError, PermanentError, TransientError
+from steward.exceptions import ConfigurationError, NotFoundError, PermanentError, TransientError
 from steward.models import KindInfo, kind_info
 
 __all__ = ["KubeResources", "ResourceKey", "api_client", "cluster_identity"]
@@ -48,16 +48,27 @@ class ResourceKey:
 
 
 def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
-    """Build an API client from a kubeconfig file, the in-cluster account, or $KUBECONFIG."""
+    """Build an API client from a kubeconfig file, the in-cluster account, or $KUBECONFIG.
+
+    Raises
+    ------
+    ConfigurationError
+        No usable kubeconfig and not in a pod.
+    """
     # The config loaders are untyped in the kubernetes package.
-    if kubeconfig is not None:
-        api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-        return cast("client.ApiClient", api)
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    except config.ConfigException:
-        return cast("client.ApiClient", config.new_client_from_config())  # type: ignore[no-untyped-call]
+        if kubeconfig is not None:
+            api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+            return cast("client.ApiClient", api)
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return client.ApiClient()
+        except config.ConfigException:
+            return cast("client.ApiClient", config.new_client_from_config())  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as exc:
+        where = kubeconfig or "$KUBECONFIG, ~/.kube/config or the pod's service account"
+        msg = f"no Kubernetes cluster to talk to ({where}): {exc}"
+        raise ConfigurationError(msg) from None
 
 
 def cluster_identity(api: client.ApiClient) -> str:
