@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rucio.common import exception as rucio_errors
-from rucio.rse import rsemanager
 
 from steward.exceptions import (
     ConfigurationError,
@@ -128,6 +128,12 @@ class ReplicaClient(RucioCallPath):
         if _impl(settings, scheme) == MOCK_PROTOCOL:
             msg = f"{rse} uses Rucio's mock protocol, which stores no bytes: {pfn} has none"
             raise RucioNotFoundError(msg)
+        # Importing rucio.rse decides once whether this process is Rucio's client or its
+        # server, from the rucio.cfg it finds; a server's (the dev stack shares one) would make
+        # it import the server's modules, which the client package lacks. Steward is a client.
+        os.environ.setdefault("RUCIO_CLIENT_MODE", "1")
+        from rucio.rse import rsemanager  # noqa: PLC0415 - see above
+
         try:
             protocol = rsemanager.create_protocol(settings, "read", scheme=scheme)
         except rucio_errors.ConfigNotFound as error:
