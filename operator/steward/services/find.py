@@ -10,10 +10,10 @@ A rule's owner is in its comment as an owner tag (`steward.services.ownership`),
 hash of the cluster's identity and the owning resource's UID. The caller passes the index of
 this cluster's resources (`ownership.owner_index`), which turns tags back into names.
 
-Results stream: Rucio streams the DID listing, and the lookups (replicas, rules) are made one
-page at a time as the caller consumes results, so a scope of a million datasets costs the
-memory of one page and the first line appears after one page of lookups, not after all of
-them. `FindStats` counts pages and DIDs, for tests and for the command's summary.
+Results stream: Rucio streams the DID listing, read a page at a time, and the lookups
+(replicas, rules) are made as the caller consumes results, so a scope of a million datasets
+costs the memory of one page and the first line appears after its own lookups, not after all
+of them. `FindStats` counts pages and DIDs, for tests and for the command's summary.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ __all__ = ["FindQuery", "FindService", "FindStats", "Found", "RuleOnData", "clus
 FoundType = Literal["dataset", "file"]
 
 DEFAULT_PAGE_SIZE = 100
-"""DIDs looked up per page: one page of lookups before the first result is shown."""
+"""DIDs read from Rucio's listing per page (and files whose replicas are listed per call)."""
 
 
 def cluster_owners(kube: KubeResources, cluster_id: str) -> dict[str, str]:
@@ -219,24 +219,29 @@ class FindService:
     def _look_up(
         self, page: list[DIDEntry], did_type: FoundType, wanted: frozenset[str] | None
     ) -> Iterator[Found]:
-        replicas = self._replicas(page, did_type)
+        """Join replicas and rules to each DID, lazily.
+
+        A dataset's lookups are made when the caller asks for it (a call each for replicas
+        and rules); a page of files' replicas takes one call.
+        """
+        files = self._file_replicas(page) if did_type == "file" else None
         for entry in page:
-            where = replicas.get(entry.did, ())
+            where = (
+                files.get(entry.did, ())
+                if files is not None
+                else tuple(self.rucio.list_dataset_replicas(entry.did))
+            )
             if wanted is not None and not any(r.rse in wanted for r in where):
                 continue
             rules = tuple(self._rule(rule) for rule in self.rucio.list_did_rules(entry.did))
-            files, size = (1 if did_type == "file" else entry.length), entry.bytes
+            count, size = (1 if did_type == "file" else entry.length), entry.bytes
             if where:  # Rucio counts an open dataset only in its replicas
-                files = files if files is not None else max(r.files for r in where)
+                count = count if count is not None else max(r.files for r in where)
                 size = size if size is not None else max(r.bytes for r in where)
-            yield Found(entry.did, entry.type, size, files, where, rules)
+            yield Found(entry.did, entry.type, size, count, where, rules)
 
-    def _replicas(
-        self, page: list[DIDEntry], did_type: FoundType
-    ) -> dict[str, tuple[DatasetReplica, ...]]:
-        """Replicas by DID: one call per dataset, or one call for a page of files."""
-        if did_type == "dataset":
-            return {e.did: tuple(self.rucio.list_dataset_replicas(e.did)) for e in page}
+    def _file_replicas(self, page: list[DIDEntry]) -> dict[str, tuple[DatasetReplica, ...]]:
+        """Replicas of a page of files, in one call, in the form of a dataset's."""
         by_did: dict[str, tuple[DatasetReplica, ...]] = {}
         for file in self.rucio.list_file_replicas([e.did for e in page]):
             size = file.bytes or 0
