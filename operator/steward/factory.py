@@ -8,14 +8,16 @@ around real servers directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
+from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 
 from steward.config import Settings
+from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
 from steward.services.drill import DrillService
 from steward.services.find import DEFAULT_PAGE_SIZE, FindService, cluster_owners
@@ -25,9 +27,6 @@ from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import KubeResources, api_client, cluster_identity
 from steward.storage.rucio import RetryPolicy, RucioStorage
-
-if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
 
 __all__ = ["CommandContext", "Factory", "ProcessContext"]
 
@@ -43,9 +42,13 @@ class ProcessContext:
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
+    kube_api: ApiClient = field(default_factory=api_client)
+    """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, cluster_id: str) -> ProcessContext:
+    def from_settings(
+        cls, settings: Settings, *, cluster_id: str, kube_api: ApiClient | None = None
+    ) -> ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
 
         ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
@@ -71,12 +74,14 @@ class ProcessContext:
             engine=engine,
             audit=AuditService(make_sessionmaker(engine)),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+            kube_api=kube_api if kube_api is not None else api_client(),
         )
 
     def close(self) -> None:
         """Release the clients (``@kopf.on.cleanup``)."""
         self.rucio.close()
         self.engine.dispose()
+        self.kube_api.close()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -89,6 +94,10 @@ class Factory:
     def create_site_service(self) -> SiteService:
         """The Site reconciler."""
         return SiteService(self.context.rucio, self.context.audit, actor=self.actor)
+
+    def create_admission_service(self) -> AdmissionService:
+        """The admission reviewer (the validating webhook's checks)."""
+        return AdmissionService(KubeResources(self.context.kube_api))
 
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""

@@ -13,6 +13,7 @@ from steward.cli.gitops import apply, plan
 from steward.cli.history import history
 from steward.cli.ingest import ingest
 from steward.cli.operator import operator
+from steward.cli.render import render_site
 from steward.cli.validate import validate
 from steward.exceptions import StewardError
 
@@ -43,6 +44,7 @@ cli.add_command(plan)
 cli.add_command(history)
 cli.add_command(ingest)
 cli.add_command(operator)
+cli.add_command(render_site)
 cli.add_command(validate)
 
 

@@ -22,7 +22,7 @@ from steward.constants import FIELD_MANAGER, GROUP, VERSION
 from steward.exceptions import ConfigurationError, NotFoundError, PermanentError, TransientError
 from steward.models import KindInfo, kind_info
 
-__all__ = ["KubeResources", "ResourceKey", "api_client", "cluster_identity"]
+__all__ = ["KubeResources", "ResourceKey", "api_client", "cluster_identity", "kube_call"]
 
 T = TypeVar("T")
 
@@ -111,6 +111,23 @@ def _message(exc: ApiException) -> str:
     return str(body.get("message") or exc.reason or exc)
 
 
+def kube_call(what: str, call: Callable[[], T]) -> T:
+    """Run one API call, mapping its failures to Steward's errors (see the module docstring)."""
+    try:
+        return call()
+    except ApiException as exc:
+        if exc.status == 404:  # noqa: PLR2004 - HTTP status
+            raise NotFoundError(f"{what}: not found") from None
+        if "failed to create typed patch object" in _message(exc):
+            # Server-side apply answers 500 for a body that does not fit the schema.
+            raise PermanentError(f"{what}: {_message(exc)}") from None
+        if exc.status in {429, 500, 502, 503, 504} or exc.status == 0:
+            raise TransientError(f"{what}: {_message(exc)}", retry_after=5) from None
+        raise PermanentError(f"{what}: {_message(exc)}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise TransientError(f"{what}: cannot reach the API server: {exc}") from None
+
+
 class KubeResources:
     """Steward custom resources through one API client."""
 
@@ -118,19 +135,7 @@ class KubeResources:
         self._objects = client.CustomObjectsApi(api)
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except ApiException as exc:
-            if exc.status == 404:  # noqa: PLR2004 - HTTP status
-                raise NotFoundError(f"{what}: not found") from None
-            if "failed to create typed patch object" in _message(exc):
-                # Server-side apply answers 500 for a body that does not fit the schema.
-                raise PermanentError(f"{what}: {_message(exc)}") from None
-            if exc.status in {429, 500, 502, 503, 504} or exc.status == 0:
-                raise TransientError(f"{what}: {_message(exc)}", retry_after=5) from None
-            raise PermanentError(f"{what}: {_message(exc)}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TransientError(f"{what}: cannot reach the API server: {exc}") from None
+        return kube_call(what, call)
 
     def _call_json(self, what: str, call: Callable[[], object]) -> dict[str, Any]:
         return cast("dict[str, Any]", self._call(what, call))
