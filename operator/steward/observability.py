@@ -34,6 +34,7 @@ __all__ = [
     "RUCIO_CALL_SECONDS",
     "RUCIO_ERRORS",
     "RULES_BY_STATE",
+    "configure_cli_logging",
     "configure_logging",
     "forget_rule_states",
     "get_logger",
@@ -147,6 +148,35 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is at the time (a test runner swaps it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)  # noqa: T201 - the logger's output
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def configure_cli_logging() -> None:
+    """Keep a command's stdout for its results: Steward's log lines go to stderr, as JSON.
+
+    Unconfigured, structlog prints to stdout, where a command's JSON output goes (``steward
+    drill --format json``). Does nothing once logging is configured (the operator's own
+    `configure_logging` then takes over at start-up).
+    """
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(default=str),
+        ],
+        logger_factory=lambda *_: _StderrLogger(),
+        cache_logger_on_first_use=False,
+    )
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -59,6 +59,8 @@ def test_ingest_plans_first_then_registers_once(env, rucio_data, posix_site, tmp
     assert applied.exit_code == 0, applied.output
     assert "ingested" in applied.stderr
     assert "2 registered, 2 attached, 1 metadata keys set" in applied.stderr
+    logged = [json.loads(line) for line in applied.stderr.splitlines() if line.startswith("{")]
+    assert "rucio.replica.add" in {line["event"] for line in logged}  # logs: stderr, as JSON
 
     again = _run(env, *args, "--apply", "--format", "json")
     assert again.exit_code == 0, again.output

@@ -16,6 +16,7 @@ from steward.cli.operator import operator
 from steward.cli.render import render_site
 from steward.cli.validate import validate
 from steward.exceptions import StewardError
+from steward.observability import configure_cli_logging
 
 
 class _Group(click.Group):
@@ -32,6 +33,7 @@ class _Group(click.Group):
 @click.version_option(package_name="steward")
 def cli() -> None:
     """Steward: declarative placement, retention and campaigns for the Rubin data facility."""
+    configure_cli_logging()
 
 
 cli.add_command(audit)
