@@ -140,6 +140,15 @@ def test_drill_command_reports_pushes_metrics_and_fails_the_job(
     assert b"steward_drill_passed" in body
 
 
+def test_a_drill_whose_metrics_cannot_be_pushed_fails_the_job(env, rucio_data):
+    """Nothing to sample here; the report still prints, the push's failure is said and fails."""
+    args = ["drill", "--scope", rucio_data.scope, "--tape", "NCSA_TAPE", "--scratch", "NCSA_DISK"]
+    result = _run(env, *args, "--pushgateway", "127.0.0.1:9")
+    assert result.exit_code == 1
+    assert "has its only available replica on NCSA_TAPE" in result.stdout
+    assert "could not push the drill's metrics to 127.0.0.1:9" in result.stderr
+
+
 def test_drill_refuses_a_bad_duration():
     result = CliRunner().invoke(
         cli, ["drill", "--scope", "s", "--tape", "T", "--scratch", "S", "--timeout", "4 hours"]

@@ -1,7 +1,8 @@
 """``steward drill``: a disaster-recovery drill of a custodial tape RSE (use case 22).
 
 Meant for a Kubernetes CronJob (docs/operations.md has one): exit 0 when every sampled file was
-recalled and read back intact, 1 otherwise, so a failed drill is a failed Job.
+recalled and read back intact (and its metrics were pushed, when asked), 1 otherwise, so a
+failed drill is a failed Job.
 """
 
 from __future__ import annotations
@@ -72,7 +73,12 @@ def drill(
         click.echo(json.dumps(report.to_json()))
     else:
         click.echo("\n".join(report.lines()))
+    pushed = True
     if pushgateway:
-        push_to_gateway(pushgateway, job="steward-drill", registry=drill_metrics(report))
-    if not report.passed:
+        try:
+            push_to_gateway(pushgateway, job="steward-drill", registry=drill_metrics(report))
+        except OSError as error:  # the drill's result stands; the Job fails so it is seen
+            click.echo(f"could not push the drill's metrics to {pushgateway}: {error}", err=True)
+            pushed = False
+    if not report.passed or not pushed:
         raise SystemExit(1)
