@@ -15,13 +15,10 @@ import pytest
 import yaml
 
 from steward.models.rse_expression import canonical
-from steward.models.site import Site
-from steward.services.audit import AuditService
 from steward.services.ingest import IngestRequest, IngestService
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.rucio import RucioStorage
 from support.operator import condition_of
-from support.rucio import MOCK_IMPL
+from support.rucio import mock_site
 from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
@@ -41,32 +38,11 @@ def _site(token):
         "IN2P3_TAPE": ("TAPE", {"custodial": True}),
         "IDAC_DISK": ("DISK", {"dac": True, "independent": True}),
     }
-    site = Site.model_validate(
-        {
-            "apiVersion": "steward.lsst.io/v1alpha1",
-            "kind": "Site",
-            "metadata": {"name": facility.lower()},
-            "spec": {
-                "facility": facility,
-                "rses": [
-                    {
-                        "name": f"{facility}_{suffix}",
-                        "type": kind,
-                        "attributes": {**attributes, "e2e": token},
-                        "protocols": [
-                            {
-                                "scheme": "mock",
-                                "hostname": "localhost",
-                                "port": 0,
-                                "prefix": f"/steward-mock/{facility.lower()}/{suffix.lower()}",
-                                "impl": MOCK_IMPL,
-                            }
-                        ],
-                    }
-                    for suffix, (kind, attributes) in rses.items()
-                ],
-            },
-        }
+    site = mock_site(
+        facility.lower(),
+        facility,
+        {f"{facility}_{suffix}": kind for suffix, (kind, _) in rses.items()},
+        attributes={f"{facility}_{s}": {**a, "e2e": token} for s, (_, a) in rses.items()},
     )
     return facility, site
 
@@ -108,7 +84,7 @@ def test_efd_annex_placement(
     rucio_server,
     rucio_storage,
     rucio_data,
-    database_url,
+    audit_service,
     tmp_path,
 ):
     """Public annex files go to both DBB disks, both tapes and the independent DAC; private
@@ -119,9 +95,7 @@ def test_efd_annex_placement(
     facility, site = _site(token)
     rucio_storage.register_site(site)
     rucio_storage.allow_metadata_values("datatype", ["efd_annex"])
-    engine = make_engine(database_url)
-    upgrade(engine)
-    audit = AuditService(make_sessionmaker(engine))
+    audit = audit_service
     scope, rse = rucio_data.scope, f"{facility}_EFD"
     public = _ingest(
         rucio_storage, audit, scope, rse, tmp_path / "p", "annex", {"datatype": "efd_annex"}
@@ -137,7 +111,6 @@ def test_efd_annex_placement(
             "annex-private",
             {"datatype": "efd_annex", "private": "true"},
         )
-    engine.dispose()
 
     for name in POLICIES:
         custom_objects.create("replicationrules", _policy(name, namespace, scope, token, facility))

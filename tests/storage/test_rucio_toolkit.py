@@ -1,6 +1,7 @@
 """The Rucio verbs of the operations toolkit (find, ingest, drill), against the real server."""
 
 import gc
+import os
 import tracemalloc
 import zlib
 
@@ -128,6 +129,7 @@ def test_read_replica_reads_the_bytes_back(
     (pfn,) = replica.pfns[posix_site.disk]
 
     assert rucio_storage.read_replica(posix_site.disk, pfn) == sums
+    assert "RUCIO_CLIENT_MODE" not in os.environ  # a Rucio server started later must not see it
 
     posix_site.path(rucio_storage, posix_site.disk, did).unlink()
     with pytest.raises(RucioNotFoundError, match="cannot read"):

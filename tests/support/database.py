@@ -11,6 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from steward.services.audit import AuditService
+from steward.storage.database import make_engine, make_sessionmaker, upgrade
+
 
 @pytest.fixture(scope="session")
 def _postgres_server() -> Iterator[object | None]:
@@ -28,3 +31,12 @@ def database_url(tmp_path, _postgres_server) -> str:
     if _postgres_server is None:
         return f"sqlite:///{tmp_path / 'audit.db'}"
     return _postgres_server.create_database()
+
+
+@pytest.fixture
+def audit_service(database_url: str) -> Iterator[AuditService]:
+    """An audit service on a fresh, migrated database."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield AuditService(make_sessionmaker(engine))
+    engine.dispose()

@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,8 +73,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(f"test session TMPDIR (Rucio logs) kept in {directory}")
 
 
-def mock_site(name: str, facility: str, rses: dict[str, str], **spec: Any) -> Site:
-    """A Site whose RSEs (name -> DISK/TAPE/CACHE) use Rucio's mock protocol."""
+def mock_site(
+    name: str,
+    facility: str,
+    rses: dict[str, str],
+    *,
+    attributes: dict[str, dict[str, Any]] | None = None,
+    protocol: Callable[[str], dict[str, Any]] | None = None,
+    **spec: Any,
+) -> Site:
+    """A Site whose RSEs (name -> DISK/TAPE/CACHE) use Rucio's mock protocol.
+
+    TAPE RSEs are custodial unless ``attributes`` (by RSE name) says what each RSE has;
+    ``protocol`` (RSE name -> protocol) replaces the mock protocol.
+    """
+
+    def mock(rse: str) -> dict[str, Any]:
+        return {
+            "scheme": "mock",
+            "hostname": "localhost",
+            "port": 0,
+            # The mock protocol writes nothing: the path is a label.
+            "prefix": f"/steward-mock/{rse.lower()}",
+            "impl": MOCK_IMPL,
+        }
+
+    def attributes_of(rse: str, kind: str) -> dict[str, Any]:
+        if attributes is not None:
+            return attributes.get(rse, {})
+        return {"custodial": True} if kind == "TAPE" else {}
+
     return Site.model_validate(
         {
             "apiVersion": "steward.lsst.io/v1alpha1",
@@ -86,17 +114,8 @@ def mock_site(name: str, facility: str, rses: dict[str, str], **spec: Any) -> Si
                     {
                         "name": rse,
                         "type": kind,
-                        "attributes": {"custodial": True} if kind == "TAPE" else {},
-                        "protocols": [
-                            {
-                                "scheme": "mock",
-                                "hostname": "localhost",
-                                "port": 0,
-                                # The mock protocol writes nothing: the path is a label.
-                                "prefix": f"/steward-mock/{rse.lower()}",
-                                "impl": MOCK_IMPL,
-                            }
-                        ],
+                        "attributes": attributes_of(rse, kind),
+                        "protocols": [(protocol or mock)(rse)],
                     }
                     for rse, kind in rses.items()
                 ],
@@ -226,33 +245,18 @@ class PosixSite:
 def posix_site(rucio_storage: RucioStorage, tmp_path: Path) -> PosixSite:
     """A TAPE (custodial), a DISK and a SCRATCH disk RSE, unique to the test, in ``tmp_path``."""
     facility = f"PX{secrets.token_hex(3).upper()}"
-    kinds = {"TAPE": "TAPE", "DISK": "DISK", "SCRATCH": "DISK"}
-    site = Site.model_validate(
-        {
-            "apiVersion": "steward.lsst.io/v1alpha1",
-            "kind": "Site",
-            "metadata": {"name": facility.lower()},
-            "spec": {
-                "facility": facility,
-                "rses": [
-                    {
-                        "name": f"{facility}_{suffix}",
-                        "type": kind,
-                        "attributes": {"custodial": True} if kind == "TAPE" else {},
-                        "protocols": [
-                            {
-                                "scheme": "file",
-                                "hostname": "localhost",
-                                "port": 0,
-                                "prefix": f"{tmp_path / suffix.lower()}/",
-                                "impl": POSIX_IMPL,
-                            }
-                        ],
-                    }
-                    for suffix, kind in kinds.items()
-                ],
-            },
-        }
+    names = {suffix: f"{facility}_{suffix}" for suffix in ("TAPE", "DISK", "SCRATCH")}
+    site = mock_site(
+        facility.lower(),
+        facility,
+        {names["TAPE"]: "TAPE", names["DISK"]: "DISK", names["SCRATCH"]: "DISK"},
+        protocol=lambda rse: {
+            "scheme": "file",
+            "hostname": "localhost",
+            "port": 0,
+            "prefix": f"{tmp_path / rse.removeprefix(facility + '_').lower()}/",
+            "impl": POSIX_IMPL,
+        },
     )
     rucio_storage.register_site(site)
     return PosixSite(

@@ -128,12 +128,7 @@ class ReplicaClient(RucioCallPath):
         if _impl(settings, scheme) == MOCK_PROTOCOL:
             msg = f"{rse} uses Rucio's mock protocol, which stores no bytes: {pfn} has none"
             raise RucioNotFoundError(msg)
-        # Importing rucio.rse decides once whether this process is Rucio's client or its
-        # server, from the rucio.cfg it finds; a server's (the dev stack shares one) would make
-        # it import the server's modules, which the client package lacks. Steward is a client.
-        os.environ.setdefault("RUCIO_CLIENT_MODE", "1")
-        from rucio.rse import rsemanager  # noqa: PLC0415 - see above
-
+        rsemanager = _rsemanager()
         try:
             protocol = rsemanager.create_protocol(settings, "read", scheme=scheme)
         except rucio_errors.ConfigNotFound as error:
@@ -162,6 +157,30 @@ class ReplicaClient(RucioCallPath):
                 msg = f"reading {pfn} from {rse} produced no file"
                 raise RucioNotFoundError(msg)
             return file_checksums(target)
+
+
+def _rsemanager() -> Any:  # noqa: ANN401 - rucio has no type information
+    """Import Rucio's protocol layer as a client.
+
+    Importing ``rucio.rse`` decides once whether this process is Rucio's client or its server,
+    from the rucio.cfg it finds; a server's (the dev stack shares one) would make it import
+    the server's modules, which the client package lacks. Steward is a client, so the import
+    runs with ``RUCIO_CLIENT_MODE`` set, restored at once: child processes (a Rucio server the
+    tests start) must not inherit it.
+    """
+    previous = os.environ.get(_CLIENT_MODE)
+    os.environ[_CLIENT_MODE] = "1"
+    try:
+        from rucio.rse import rsemanager  # noqa: PLC0415 - see above
+    finally:
+        if previous is None:
+            del os.environ[_CLIENT_MODE]
+        else:
+            os.environ[_CLIENT_MODE] = previous
+    return rsemanager
+
+
+_CLIENT_MODE = "RUCIO_CLIENT_MODE"
 
 
 def _replica_row(file: File) -> dict[str, Any]:
