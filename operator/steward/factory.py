@@ -22,7 +22,13 @@ from steward.services.audit import AuditService
 from steward.services.drill import DrillService
 from steward.services.find import DEFAULT_PAGE_SIZE, FindService, cluster_owners
 from steward.services.ingest import DEFAULT_BATCH_SIZE, IngestService
-from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.replication import (
+    ExpressionCache,
+    PlacementLedger,
+    ReleaseLimit,
+    ReplicationService,
+    RuleSnapshot,
+)
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import KubeResources, api_client, cluster_identity
@@ -42,6 +48,8 @@ class ProcessContext:
     engine: Engine
     audit: AuditService
     snapshot: RuleSnapshot
+    ledger: PlacementLedger
+    expressions: ExpressionCache
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
 
@@ -74,6 +82,8 @@ class ProcessContext:
             engine=engine,
             audit=AuditService(make_sessionmaker(engine)),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+            ledger=PlacementLedger(),
+            expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
             kube_api=kube_api if kube_api is not None else api_client(),
         )
 
@@ -101,11 +111,19 @@ class Factory:
 
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""
+        settings = self.context.settings
         return ReplicationService(
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            ledger=self.context.ledger,
+            expressions=self.context.expressions,
             actor=self.actor,
+            cluster_id=self.context.cluster_id,
+            release_limit=ReleaseLimit(
+                max_rules=settings.release_max_rules,
+                max_fraction=settings.release_max_fraction,
+            ),
         )
 
 

@@ -84,18 +84,15 @@ def test_efd_annex_placement(
     rucio_server,
     rucio_storage,
     rucio_data,
-    audit_service,
+    audit,
     tmp_path,
 ):
     """Public annex files go to both DBB disks, both tapes and the independent DAC; private
-    ones to the tapes only. (A short test name: the namespace is named after it, and the
-    ReplicationRule service's subscription names, ``steward-<namespace>-<name>`` until it moves
-    to owner tags, must fit Rucio's 64 characters.)"""
+    ones to the tapes only."""
     token = secrets.token_hex(3)
     facility, site = _site(token)
     rucio_storage.register_site(site)
     rucio_storage.allow_metadata_values("datatype", ["efd_annex"])
-    audit = audit_service
     scope, rse = rucio_data.scope, f"{facility}_EFD"
     public = _ingest(
         rucio_storage, audit, scope, rse, tmp_path / "p", "annex", {"datatype": "efd_annex"}

@@ -31,10 +31,10 @@ CLUSTER = "drill-test-cluster"
 
 
 @pytest.fixture
-def tape_only(rucio_storage, rucio_data, posix_site, audit_service, tmp_path):
+def tape_only(rucio_storage, rucio_data, posix_site, audit, tmp_path):
     """Three datasets of two files each, ingested on the tape RSE with their bytes there, and a
     fourth whose files are on disk too (never sampled). Returns the tape-only file DIDs."""
-    ingest = IngestService(rucio_storage, audit_service, actor="ops")
+    ingest = IngestService(rucio_storage, audit, actor="ops")
     tape_only = []
     for d in range(4):
         paths = []
@@ -92,11 +92,11 @@ def _request(rucio_data, posix_site, files, **extra):
 
 @pytest.mark.rucio
 def test_a_drill_recalls_verifies_reports_and_releases(
-    rucio_server, rucio_storage, rucio_data, posix_site, audit_service, tape_only, rucio_cfg
+    rucio_server, rucio_storage, rucio_data, posix_site, audit, tape_only, rucio_cfg
 ):
     service = DrillService(
         rucio_storage,
-        audit_service,
+        audit,
         cluster_id=CLUSTER,
         actor="drill-cron",
         sleep=_transfers(rucio_server, rucio_storage, posix_site, tape_only),
@@ -125,7 +125,7 @@ def test_a_drill_recalls_verifies_reports_and_releases(
     assert f"held only on {posix_site.tape}, recalled to {posix_site.scratch}" in text
     assert "Summary: 4 verified, 0 failed; time to recall: max" in text
     assert text.endswith("PASSED")
-    rows = audit_service.query(AuditFilter(kind=AUDIT_KIND, name=report.run_id))
+    rows = audit.query(AuditFilter(kind=AUDIT_KIND, name=report.run_id))
     actions = [row.action for row in rows]
     assert actions == ["rucio.rule.add"] * 4 + ["rucio.rule.release"] * 4 + ["drill.report"]
     assert {row.actor for row in rows} == {"drill-cron"}
@@ -142,12 +142,12 @@ def test_a_drill_recalls_verifies_reports_and_releases(
 
 @pytest.mark.rucio
 def test_corrupt_and_lost_recalls_fail_the_drill(
-    rucio_server, rucio_storage, rucio_data, posix_site, audit_service, tape_only, rucio_cfg
+    rucio_server, rucio_storage, rucio_data, posix_site, audit, tape_only, rucio_cfg
 ):
     corrupt, lost = tape_only[0], tape_only[1]
     service = DrillService(
         rucio_storage,
-        audit_service,
+        audit,
         cluster_id=CLUSTER,
         actor="ops",
         sleep=_transfers(
@@ -167,9 +167,7 @@ def test_corrupt_and_lost_recalls_fail_the_drill(
     assert not report.passed
     assert len(report.released) == len(tape_only)
     assert report.lines()[-1] == "FAILED"
-    summary = audit_service.query(
-        AuditFilter(kind=AUDIT_KIND, name=report.run_id, action="drill.report")
-    )
+    summary = audit.query(AuditFilter(kind=AUDIT_KIND, name=report.run_id, action="drill.report"))
     assert summary[0].result == "failure"
     labels = {"tape": posix_site.tape, "scratch": posix_site.scratch}
     assert drill_metrics(report).get_sample_value("steward_drill_failures", labels) == 2
@@ -177,7 +175,7 @@ def test_corrupt_and_lost_recalls_fail_the_drill(
 
 @pytest.mark.rucio
 def test_a_recall_that_does_not_come_in_time_is_reported_and_released(
-    rucio_storage, rucio_data, posix_site, audit_service, tape_only
+    rucio_storage, rucio_data, posix_site, audit, tape_only
 ):
     """Nobody runs Rucio's daemons: the rules stay REPLICATING until the drill gives up."""
     now = [datetime(2026, 11, 30, 3, 0, tzinfo=UTC)]
@@ -187,7 +185,7 @@ def test_a_recall_that_does_not_come_in_time_is_reported_and_released(
 
     service = DrillService(
         rucio_storage,
-        audit_service,
+        audit,
         cluster_id=CLUSTER,
         actor="ops",
         clock=lambda: now[0],
@@ -206,14 +204,14 @@ def test_a_recall_that_does_not_come_in_time_is_reported_and_released(
 
 @pytest.mark.rucio
 def test_a_rule_the_drill_did_not_create_is_neither_counted_nor_released(
-    rucio_server, rucio_storage, rucio_data, posix_site, audit_service, tape_only, rucio_cfg
+    rucio_server, rucio_storage, rucio_data, posix_site, audit, tape_only, rucio_cfg
 ):
     someone_elses = rucio_storage.add_rule(
         tape_only[0], RuleSpec(posix_site.scratch, comment="pre-staged by a campaign")
     )
     service = DrillService(
         rucio_storage,
-        audit_service,
+        audit,
         cluster_id=CLUSTER,
         actor="ops",
         sleep=_transfers(rucio_server, rucio_storage, posix_site, tape_only),
@@ -230,22 +228,20 @@ def test_a_rule_the_drill_did_not_create_is_neither_counted_nor_released(
 
 
 @pytest.mark.rucio
-def test_a_drill_needs_a_custodial_tape_and_a_disk(
-    rucio_storage, rucio_data, posix_site, audit_service
-):
-    service = DrillService(rucio_storage, audit_service, cluster_id=CLUSTER, actor="ops")
+def test_a_drill_needs_a_custodial_tape_and_a_disk(rucio_storage, rucio_data, posix_site, audit):
+    service = DrillService(rucio_storage, audit, cluster_id=CLUSTER, actor="ops")
     with pytest.raises(PermanentError, match="not a custodial TAPE RSE"):
         service.run(
             DrillRequest(rucio_data.scope, tape=posix_site.disk, scratch=posix_site.scratch)
         )
     with pytest.raises(PermanentError, match="recall to a DISK RSE"):
         service.run(DrillRequest(rucio_data.scope, tape=posix_site.tape, scratch=posix_site.tape))
-    assert audit_service.query(AuditFilter(kind=AUDIT_KIND)) == []
+    assert audit.query(AuditFilter(kind=AUDIT_KIND)) == []
 
 
 @pytest.mark.rucio
 def test_on_mock_rses_nothing_can_be_verified_and_the_report_says_why(
-    rucio_server, rucio_storage, rucio_data, audit_service
+    rucio_server, rucio_storage, rucio_data, audit
 ):
     """What a local stack can prove: sampling, recall rules, timing, release; not the bytes."""
     files = [File(rucio_data.did(f"mock-{i}"), bytes=100 + i) for i in range(2)]
@@ -254,7 +250,7 @@ def test_on_mock_rses_nothing_can_be_verified_and_the_report_says_why(
     rucio_storage.attach(rucio_data.did("on-tape"), [f.did for f in files])
     service = DrillService(
         rucio_storage,
-        audit_service,
+        audit,
         cluster_id=CLUSTER,
         actor="ops",
         sleep=lambda _: rucio_server.daemons.converge(),
@@ -272,9 +268,9 @@ def test_on_mock_rses_nothing_can_be_verified_and_the_report_says_why(
 
 
 @pytest.mark.rucio
-def test_nothing_to_sample_is_a_failed_drill(rucio_storage, rucio_data, posix_site, audit_service):
+def test_nothing_to_sample_is_a_failed_drill(rucio_storage, rucio_data, posix_site, audit):
     rucio_data.dataset(meta={"datatype": "raw"})  # on NCSA_DISK, not on the tape
-    service = DrillService(rucio_storage, audit_service, cluster_id=CLUSTER, actor="ops")
+    service = DrillService(rucio_storage, audit, cluster_id=CLUSTER, actor="ops")
     report = service.run(_request(rucio_data, posix_site, files=1))
     assert report.files == []
     assert "has its only available replica on" in report.error

@@ -40,7 +40,8 @@ def test_results_carry_replicas_rules_and_their_owners(rucio_storage, rucio_data
     assert (rules[foreign].owner, rules[foreign].steward) == (None, True)
     assert "no resource of this cluster" in rules[foreign].describe_owner()
     assert (rules[manual].owner, rules[manual].steward) == (None, False)
-    assert rules[manual].describe_owner() == "not Steward's (root: placed by hand)"
+    account = rucio_storage.account
+    assert rules[manual].describe_owner() == f"not Steward's ({account}: placed by hand)"
     assert found[placed].to_json()["rules"][0]["state"] in {"OK", "REPLICATING"}
     assert (service.stats.listed, service.stats.found) == (2, 2)
 

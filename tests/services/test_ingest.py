@@ -62,11 +62,11 @@ def _assert_complete(storage, scope, dataset, paths, rse):
     assert storage.list_dids(scope, {"datatype": "raw"}) == [dataset]
 
 
-def test_plan_first_then_apply(rucio_storage, rucio_data, posix_site, audit_service, tmp_path):
+def test_plan_first_then_apply(rucio_storage, rucio_data, posix_site, audit, tmp_path):
     paths = _files(tmp_path, 3)
     for path in paths:  # the files are where the RSE keeps them: ingest only registers
         posix_site.put(rucio_storage, posix_site.disk, rucio_data.did(path.name), path.read_bytes())
-    service = IngestService(rucio_storage, audit_service, actor="ops")
+    service = IngestService(rucio_storage, audit, actor="ops")
     request = _request(rucio_data, posix_site, paths)
 
     plan = service.plan(request)
@@ -93,7 +93,7 @@ def test_plan_first_then_apply(rucio_storage, rucio_data, posix_site, audit_serv
     assert (result.registered, result.created_dataset, result.attached) == (3, True, 3)
     _assert_complete(rucio_storage, rucio_data.scope, dataset, paths, posix_site.disk)
     assert not service.plan(request).pending
-    actions = [e.action for e in audit_service.query(AuditFilter(kind=AUDIT_KIND, name=dataset))]
+    actions = [e.action for e in audit.query(AuditFilter(kind=AUDIT_KIND, name=dataset))]
     assert actions == [
         "rucio.replica.add",
         "rucio.dataset.add",
@@ -104,12 +104,12 @@ def test_plan_first_then_apply(rucio_storage, rucio_data, posix_site, audit_serv
 
 
 def test_an_rse_refusing_midway_then_a_rerun_completes(
-    impatient, rucio_data, posix_site, audit_service, tmp_path
+    impatient, rucio_data, posix_site, audit, tmp_path
 ):
     """The RSE goes read-only after the first batch (a downtime begins): the ingest stops,
     nothing is selectable by policies, and the same command run later completes it."""
     paths = _files(tmp_path, 5)
-    service = IngestService(impatient, audit_service, actor="ops", batch_size=2)
+    service = IngestService(impatient, audit, actor="ops", batch_size=2)
     request = _request(rucio_data, posix_site, paths)
     dataset = rucio_data.did("annex-2026-11")
 
@@ -124,9 +124,7 @@ def test_an_rse_refusing_midway_then_a_rerun_completes(
     assert len(registered) == 2
     assert impatient.get_collection(dataset) is None
     assert impatient.list_dids(rucio_data.scope, {"datatype": "raw"}) == []
-    failed = audit_service.query(
-        AuditFilter(kind=AUDIT_KIND, name=dataset, action="rucio.replica.add")
-    )
+    failed = audit.query(AuditFilter(kind=AUDIT_KIND, name=dataset, action="rucio.replica.add"))
     assert [e.result for e in failed] == ["success", "failure"]
 
     impatient.set_rse_availability(posix_site.disk, Availability())
@@ -140,10 +138,10 @@ def test_an_rse_refusing_midway_then_a_rerun_completes(
 
 
 def test_killed_before_the_metadata_the_dataset_stays_invisible_until_rerun(
-    rucio_storage, rucio_data, posix_site, audit_service, tmp_path
+    rucio_storage, rucio_data, posix_site, audit, tmp_path
 ):
     paths = _files(tmp_path, 3)
-    service = IngestService(rucio_storage, audit_service, actor="ops")
+    service = IngestService(rucio_storage, audit, actor="ops")
     request = _request(rucio_data, posix_site, paths)
     dataset = rucio_data.did("annex-2026-11")
 
@@ -164,12 +162,12 @@ def test_killed_before_the_metadata_the_dataset_stays_invisible_until_rerun(
 
 
 def test_a_file_known_with_other_content_is_a_conflict(
-    rucio_storage, rucio_data, posix_site, audit_service, tmp_path
+    rucio_storage, rucio_data, posix_site, audit, tmp_path
 ):
     paths = _files(tmp_path, 2)
     clash = rucio_data.did(paths[1].name)
     rucio_storage.add_replicas("NCSA_DISK", [File(clash, bytes=7, adler32="0badcafe")])
-    service = IngestService(rucio_storage, audit_service, actor="ops")
+    service = IngestService(rucio_storage, audit, actor="ops")
 
     plan = service.plan(_request(rucio_data, posix_site, paths))
 
@@ -184,11 +182,11 @@ def test_a_file_known_with_other_content_is_a_conflict(
 
 
 def test_the_dataset_name_is_derived_the_same_way_every_time(
-    rucio_storage, rucio_data, posix_site, audit_service, tmp_path
+    rucio_storage, rucio_data, posix_site, audit, tmp_path
 ):
     """Without --dataset, running the same command again names (and completes) the same one."""
     paths = _files(tmp_path, 2)
-    service = IngestService(rucio_storage, audit_service, actor="ops")
+    service = IngestService(rucio_storage, audit, actor="ops")
     request = IngestRequest(paths=paths, scope=rucio_data.scope, rse=posix_site.disk)
     first = service.plan(request).dataset
     assert first.startswith(f"{rucio_data.scope}:ingest-")
@@ -197,10 +195,8 @@ def test_the_dataset_name_is_derived_the_same_way_every_time(
     assert dataset_did(IngestRequest(paths, "s", "R", dataset="s2:named"), dids) == "s2:named"
 
 
-def test_bad_input_is_refused_before_rucio_is_asked(
-    rucio_storage, rucio_data, audit_service, tmp_path
-):
-    service = IngestService(rucio_storage, audit_service, actor="ops")
+def test_bad_input_is_refused_before_rucio_is_asked(rucio_storage, rucio_data, audit, tmp_path):
+    service = IngestService(rucio_storage, audit, actor="ops")
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "same.tar").write_text("a")
     (tmp_path / "same.tar").write_text("b")

@@ -9,7 +9,7 @@ import pytest
 
 from steward.exceptions import ConfigurationError, RucioNotFoundError, RucioPermanentError
 from steward.storage.checksums import file_checksums
-from steward.storage.rucio import File, RuleSpec, SubscriptionSpec
+from steward.storage.rucio import File
 
 pytestmark = pytest.mark.rucio
 
@@ -178,17 +178,3 @@ def test_get_collection_and_metadata(rucio_storage, rucio_data):
     bulk = rucio_storage.get_metadata_bulk([dataset, rucio_data.did("absent")])
     assert list(bulk) == [dataset]
     assert rucio_data.scope in rucio_storage.list_scopes()
-
-
-def test_a_subscription_filter_on_datatype_is_sent_as_rucio_wants_it(rucio_storage, rucio_data):
-    """Rucio's schema wants ``datatype`` as a list; a policy's match gives one value
-    (efd-annex-to-dr.yaml is placed by a subscription filtering on it)."""
-    spec = SubscriptionSpec(
-        name=f"sub-dt-{rucio_data.scope}",
-        filter={"scope": [rucio_data.scope], "did_type": ["DATASET"], "datatype": "efd_annex"},
-        rules=[RuleSpec("NCSA_TAPE", comment=rucio_data.comment)],
-    )
-    assert spec.filter["datatype"] == ["efd_annex"]
-    rucio_storage.add_subscription(spec)
-    stored = rucio_storage.get_subscription(spec.name)
-    assert stored.filter == dict(spec.filter)  # what the ReplicationRule service compares

@@ -11,9 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from steward.services.audit import AuditService
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
-
 
 @pytest.fixture(scope="session")
 def _postgres_server() -> Iterator[object | None]:
@@ -34,8 +31,11 @@ def database_url(tmp_path, _postgres_server) -> str:
 
 
 @pytest.fixture
-def audit_service(database_url: str) -> Iterator[AuditService]:
-    """An audit service on a fresh, migrated database."""
+def audit(database_url):
+    """An empty, migrated audit trail (`AuditService`) of the test's own database."""
+    from steward.services.audit import AuditService  # noqa: PLC0415
+    from steward.storage.database import make_engine, make_sessionmaker, upgrade  # noqa: PLC0415
+
     engine = make_engine(database_url)
     upgrade(engine)
     yield AuditService(make_sessionmaker(engine))

@@ -1,26 +1,50 @@
-"""The ``steward`` command: one click group, each sub-command in its own module."""
+"""The ``steward`` command: one click group, each sub-command in its own module.
+
+Sub-commands are imported when they are run, not when ``steward`` starts: ``steward validate``
+runs in every policy repository's CI and under editors, and importing the operator, kopf, the
+Kubernetes client and the audit store for it would cost more than validating a thousand files.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from steward.cli.audit import audit
-from steward.cli.crds import crds
-from steward.cli.dev import dev
-from steward.cli.drill import drill
-from steward.cli.find import find
-from steward.cli.gitops import apply, plan
-from steward.cli.history import history
-from steward.cli.ingest import ingest
-from steward.cli.operator import operator
-from steward.cli.render import render_site
-from steward.cli.validate import validate
 from steward.exceptions import StewardError
 from steward.observability import configure_cli_logging
 
+COMMANDS = {
+    "apply": "steward.cli.gitops:apply",
+    "audit": "steward.cli.audit:audit",
+    "crds": "steward.cli.crds:crds",
+    "dev": "steward.cli.dev:dev",
+    "drill": "steward.cli.drill:drill",
+    "find": "steward.cli.find:find",
+    "history": "steward.cli.history:history",
+    "ingest": "steward.cli.ingest:ingest",
+    "operator": "steward.cli.operator:operator",
+    "plan": "steward.cli.gitops:plan",
+    "render": "steward.cli.render:render_site",
+    "validate": "steward.cli.validate:validate",
+}
+"""Sub-command name -> ``module:attribute`` of its click command."""
+
 
 class _Group(click.Group):
-    """Turns Steward's own errors into a one-line message and exit 1, never a traceback."""
+    """Loads sub-commands on demand; turns Steward's own errors into one line and exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)  # noqa: S101 - the table names commands
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -34,20 +58,6 @@ class _Group(click.Group):
 def cli() -> None:
     """Steward: declarative placement, retention and campaigns for the Rubin data facility."""
     configure_cli_logging()
-
-
-cli.add_command(audit)
-cli.add_command(crds)
-cli.add_command(dev)
-cli.add_command(drill)
-cli.add_command(find)
-cli.add_command(apply)
-cli.add_command(plan)
-cli.add_command(history)
-cli.add_command(ingest)
-cli.add_command(operator)
-cli.add_command(render_site)
-cli.add_command(validate)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ come from the operations use case list.
 from __future__ import annotations
 
 import difflib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import IntEnum, StrEnum
 from typing import ClassVar, Literal
 
@@ -17,15 +17,18 @@ from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
 from .common import (
+    Bool,
     CamelModel,
     Condition,
     DataSelector,
     Duration,
+    Int,
     LocatedValueError,
     Name,
     Resource,
     RSEExpression,
     SpecModel,
+    Timestamp,
 )
 
 __all__ = [
@@ -105,10 +108,10 @@ class Step(SpecModel):
     depends_on: list[Name] = Field(default_factory=list, max_length=16)
     """Steps that must succeed before this one starts."""
 
-    parallelism: int = Field(default=10, ge=1, le=10000)
+    parallelism: Int = Field(default=10, ge=1, le=10000)
     """Invocations running at once."""
 
-    retries: int = Field(default=2, ge=0, le=20)
+    retries: Int = Field(default=2, ge=0, le=20)
     """Retries per invocation for real failures (kills and preemptions are not counted)."""
 
     resources: Resources = Field(default_factory=Resources)
@@ -121,7 +124,7 @@ class Step(SpecModel):
 class Coverage(SpecModel):
     """The invocations: an explicit list of data ids, or a Rucio metadata query."""
 
-    data_ids: list[dict[str, str | int]] | None = None
+    data_ids: list[dict[str, str | Int]] | None = None
     """Explicit data ids, e.g. ``{visit: 2026110100012, detector: 94}``: one invocation each."""
 
     query: DataSelector | None = None
@@ -141,7 +144,7 @@ class Coverage(SpecModel):
 class Inputs(SpecModel):
     """Input handling: pre-stage to the compute site before a step starts."""
 
-    prestage: bool = True
+    prestage: Bool = True
     """Create Rucio rules to bring inputs to the site first (recalling from tape if needed)."""
 
     destination: RSEExpression | None = None
@@ -160,7 +163,7 @@ class Outputs(SpecModel):
     archive: RSEExpression | None = None
     """Replicate outputs there (e.g. ``site=NCSA&type=TAPE``); nowhere when absent."""
 
-    keep_junk: bool = False
+    keep_junk: Bool = False
     """Keep unexpected outputs as a junk tarball."""
 
 
@@ -263,29 +266,29 @@ class StepStatus(CamelModel):
     name: str
     """Step name."""
 
-    pending: int = 0
+    pending: Int = 0
     """Not started."""
 
-    running: int = 0
+    running: Int = 0
     """Running."""
 
-    succeeded: int = 0
+    succeeded: Int = 0
     """Succeeded."""
 
-    failed: int = 0
+    failed: Int = 0
     """Failed after their retries."""
 
 
 class CampaignStatus(CamelModel):
     """Observed state of a Campaign."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """Generation last reconciled."""
 
     phase: CampaignPhase = CampaignPhase.PENDING
     """Where the campaign is."""
 
-    invocations: int = 0
+    invocations: Int = 0
     """Invocations per step (the coverage set's size)."""
 
     progress: str = ""
@@ -294,13 +297,13 @@ class CampaignStatus(CamelModel):
     steps: list[StepStatus] = Field(default_factory=list)
     """Per-step counts."""
 
-    failures: dict[str, int] = Field(default_factory=dict)
+    failures: dict[str, Int] = Field(default_factory=dict)
     """Failures by class (e.g. Error, OOMKilled, DisruptionTarget)."""
 
-    start_time: datetime | None = None
+    start_time: Timestamp | None = None
     """When the first step started."""
 
-    end_time: datetime | None = None
+    end_time: Timestamp | None = None
     """When the campaign ended."""
 
     conditions: list[Condition] = Field(default_factory=list)

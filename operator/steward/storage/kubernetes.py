@@ -22,7 +22,17 @@ from steward.constants import FIELD_MANAGER, GROUP, VERSION
 from steward.exceptions import ConfigurationError, NotFoundError, PermanentError, TransientError
 from steward.models import KindInfo, kind_info
 
-__all__ = ["KubeResources", "ResourceKey", "api_client", "cluster_identity", "kube_call"]
+__all__ = [
+    "ApiClient",
+    "KubeResources",
+    "ResourceKey",
+    "api_client",
+    "cluster_identity",
+    "kube_call",
+]
+
+ApiClient = client.ApiClient
+"""The Kubernetes API client type, for callers that may not import ``kubernetes`` themselves."""
 
 T = TypeVar("T")
 

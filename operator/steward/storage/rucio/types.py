@@ -41,10 +41,6 @@ DEFAULT_ACTIVITY: Final = "User Subscriptions"
 default, ``default``, is not in Rucio's list of activities)."""
 
 
-LIST_FILTER_KEYS: Final = frozenset({"datatype", "prod_step", "stream_name", "project", "scope"})
-"""Subscription filter keys Rucio's schema types as arrays (``SUBSCRIPTION_FILTER``)."""
-
-
 class Unset(Enum):
     """The type of `UNSET`."""
 
@@ -194,8 +190,14 @@ class AddedRules:
     """Rule id per DID (``scope:name``)."""
     created: frozenset[str] = frozenset()
     """DIDs whose rule this call created."""
-    adopted: frozenset[str] = frozenset()
-    """DIDs whose existing, identical rule was adopted instead."""
+    existing: Mapping[str, Rule] = field(default_factory=dict)
+    """DIDs that already had a rule of this account, expression and copies, with that rule
+    as found (unchanged: who made it is in its comment)."""
+
+    @property
+    def adopted(self) -> frozenset[str]:
+        """DIDs whose rule existed already (see ``existing``)."""
+        return frozenset(self.existing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,22 +206,12 @@ class SubscriptionSpec:
 
     name: str
     filter: Mapping[str, Any]
-    """Rucio's filter: ``scope`` (list of regexes), ``did_type``, ``pattern``, metadata keys.
-    Keys Rucio's schema wants as lists (`LIST_FILTER_KEYS`) are made lists."""
+    """Rucio's filter: ``scope`` (list of regexes), ``did_type``, ``pattern``, metadata keys."""
     rules: Sequence[RuleSpec]
     comments: str = ""
     lifetime: timedelta | None = None
     """How long the subscription lives (Rucio counts whole days, rounded up); None: forever."""
     priority: int = 3
-
-    def __post_init__(self) -> None:
-        # Rucio refuses e.g. {"datatype": "raw"} ("'raw' is not of type 'array'"); the
-        # transmogrifier matches a list's items as it matches a single value.
-        listed = {
-            key: [value] if key in LIST_FILTER_KEYS and not isinstance(value, list) else value
-            for key, value in self.filter.items()
-        }
-        object.__setattr__(self, "filter", listed)
 
     def client_options(self) -> dict[str, Any]:
         """Keyword arguments shared by ``add_subscription`` and ``update_subscription``."""
