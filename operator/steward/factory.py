@@ -1,27 +1,42 @@
-"""Wiring: one ProcessContext per operator process, one Factory per unit of work.
+"""Wiring, the one composition root: the operator's ProcessContext and Factory, the CLI's context.
 
 As in gafaelfawr: the process context holds what is expensive and shared (the Rucio client
-with its rate cap, the database engine, the rule snapshot); a factory builds the services a
-handler needs from it, so handlers never construct clients and tests can build services
-around real servers directly.
+with its rate cap, the database engine, the rule snapshot, the checkpoint loop); a factory
+builds the services a handler needs from it, so handlers never construct clients and tests can
+build services around real servers directly. `CommandContext` does the same for one CLI
+command, building each client on first use, so a setting or a client is wired here only.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 
 from steward.config import Settings
+from steward.exceptions import ConfigurationError, RucioError, StewardError
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
+from steward.services.checkpoint import (
+    CheckpointLoop,
+    CheckpointService,
+    ConfigMapWitness,
+    SigningKey,
+    load_signing_key,
+)
 from steward.services.drill import DrillService
 from steward.services.find import DEFAULT_PAGE_SIZE, FindService, cluster_owners
+from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
+from steward.services.history import HistoryService
 from steward.services.ingest import DEFAULT_BATCH_SIZE, IngestService
+from steward.services.ownership import owner_tag
+from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
 from steward.services.replication import (
     ExpressionCache,
     PlacementLedger,
@@ -31,10 +46,39 @@ from steward.services.replication import (
 )
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
-from steward.storage.kubernetes import KubeResources, api_client, cluster_identity
+from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cluster_identity
+from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
-__all__ = ["CommandContext", "Factory", "ProcessContext"]
+__all__ = ["CommandContext", "Factory", "ProcessContext", "operator_namespace"]
+
+
+def operator_namespace(settings: Settings) -> str:
+    """Where the operator keeps its ConfigMaps (``STEWARD_OPERATOR_NAMESPACE``)."""
+    return settings.operator_namespace
+
+
+def _replication_tag(cluster_id: str, change: Change) -> str | None:
+    """The owner tag of the rules a planned ReplicationRule change's live resource owns.
+
+    Tags hash the cluster's identity and the resource's UID, so only a live object (one the
+    cluster gave a UID) can own rules.
+    """
+    uid = ((change.live or {}).get("metadata") or {}).get("uid")
+    return owner_tag(cluster_id, uid) if uid else None
+
+
+def _checkpoint_loop(
+    settings: Settings, audit: AuditService, key: SigningKey, witness: ConfigMapWitness | None
+) -> CheckpointLoop:
+    service = CheckpointService(audit, key, witness)
+    loop = CheckpointLoop(
+        service,
+        every_entries=settings.audit_checkpoint_entries,
+        every_seconds=settings.audit_checkpoint_interval,
+    )
+    audit.listeners.append(loop.notify)
+    return loop
 
 
 @dataclass
@@ -52,6 +96,9 @@ class ProcessContext:
     expressions: ExpressionCache
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
+    checkpoints: CheckpointLoop | None = None
+    """Signs audit checkpoints; None without a signing key (then nothing is signed)."""
+    witness: ConfigMapWitness | None = None
 
     @classmethod
     def from_settings(
@@ -60,15 +107,23 @@ class ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
 
         ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
-        `steward.storage.kubernetes.cluster_identity` reads from the cluster.
+        `steward.storage.kubernetes.cluster_identity` reads from the cluster. Checkpoints are
+        witnessed in ConfigMaps of the operator's namespace, through ``kube_api`` (the
+        configured cluster when None), and the signing key may come from a Secret.
 
         Raises
         ------
         ConfigurationError
-            If the audit database is not at this Steward's schema revision.
+            If the audit database is not at this Steward's schema revision, or the signing
+            key cannot be read.
         """
         engine = make_engine(settings.database_url)
         ensure_current(engine)
+        namespace = operator_namespace(settings)
+        kube = kube_api if kube_api is not None else api_client()
+        witness = ConfigMapWitness(ConfigMaps(kube, namespace))
+        audit = AuditService(make_sessionmaker(engine))
+        key = load_signing_key(settings, namespace, lambda space: ConfigMaps(kube, space))
         # Short in-call retries: an outage must surface quickly as Degraded and be retried by
         # kopf's backoff, not hold every worker thread in a minute-long retry loop.
         rucio = RucioStorage(
@@ -80,15 +135,30 @@ class ProcessContext:
             cluster_id=cluster_id,
             rucio=rucio,
             engine=engine,
-            audit=AuditService(make_sessionmaker(engine)),
+            audit=audit,
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
             ledger=PlacementLedger(),
             expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
-            kube_api=kube_api if kube_api is not None else api_client(),
+            checkpoints=(
+                _checkpoint_loop(settings, audit, key, witness) if key is not None else None
+            ),
+            witness=witness,
+            kube_api=kube,
         )
 
+    def start_checkpoints(self) -> bool:
+        """Publish the public key, sign a first checkpoint, keep signing; False without a key."""
+        if self.checkpoints is None:
+            return False
+        if self.witness is not None:
+            self.witness.publish_key(self.checkpoints.public_key)
+        self.checkpoints.start()
+        return True
+
     def close(self) -> None:
-        """Release the clients (``@kopf.on.cleanup``)."""
+        """Sign the shutdown checkpoint, release the clients (``@kopf.on.cleanup``)."""
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         self.rucio.close()
         self.engine.dispose()
         self.kube_api.close()  # type: ignore[no-untyped-call]
@@ -127,85 +197,153 @@ class Factory:
         )
 
 
+@dataclass
 class CommandContext:
-    """Clients of one operations command (``find``, ``ingest``, ``drill``), opened on first use.
+    """What one ``steward`` command needs, built on first use, closed at the end.
 
-    The operator opens everything at start (`ProcessContext`); a command opens only what it
-    uses: ``find`` needs no audit store and ``ingest`` no cluster. `close` releases whatever
-    was opened.
-
-    Parameters
-    ----------
-    settings
-        Rucio, audit store and cluster identity (``STEWARD_*``).
-    kubeconfig
-        The cluster (``$KUBECONFIG`` or in-cluster when None).
-    actor
-        Who acts, for the audit trail.
+    A command that only reads the audit trail never connects to Rucio or the cluster; one
+    that plans never opens the audit database.
     """
 
-    def __init__(self, settings: Settings, *, kubeconfig: Path | None = None, actor: str) -> None:
-        self.settings = settings
-        self.kubeconfig = kubeconfig
-        self.actor = actor
-        self._opened: list[Any] = []
+    settings: Settings = field(default_factory=Settings)
+    database_url: str | None = None
+    """Overrides ``settings.database_url`` (``--database-url``)."""
+    kubeconfig: Path | None = None
+    """The cluster (``--kubeconfig``); $KUBECONFIG or in-cluster when None."""
+    actor: str = "steward"
+    """Who acts, for the audit trail of commands that change Rucio (``ingest``, ``drill``)."""
+    _engine: Engine | None = None
+    _api: ApiClient | None = None
+    _rucio: RucioStorage | None = None
+    _cluster_id: str | None = None
 
-    @cached_property
-    def rucio(self) -> RucioStorage:
-        """Rucio, with short in-call retries: a person is waiting."""
-        rucio = RucioStorage(
-            self.settings,
-            retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=10.0, retry_after=10.0),
-        )
-        self._opened.append(rucio)
-        return rucio
+    def engine(self, *, check: bool = True) -> Engine:
+        """The audit database; ``check`` refuses one at another schema revision."""
+        if self._engine is None:
+            self._engine = make_engine(self.database_url or self.settings.database_url)
+        if check:
+            ensure_current(self._engine)
+        return self._engine
 
-    @cached_property
     def audit(self) -> AuditService:
-        """The audit store; refused when its schema is not this Steward's."""
-        engine = make_engine(self.settings.database_url)
-        self._opened.append(engine)
-        ensure_current(engine)
-        return AuditService(make_sessionmaker(engine))
+        """The audit trail (schema checked)."""
+        return AuditService(make_sessionmaker(self.engine()))
 
-    @cached_property
     def kube_api(self) -> ApiClient:
-        """The cluster's API server."""
-        api = api_client(self.kubeconfig)
-        self._opened.append(api)
-        return api
+        """The Kubernetes API client."""
+        if self._api is None:
+            self._api = api_client(self.kubeconfig)
+        return self._api
 
-    @cached_property
+    def kube(self) -> KubeResources:
+        """Steward's custom resources in the cluster."""
+        return KubeResources(self.kube_api())
+
+    def witness(self) -> ConfigMapWitness:
+        """The checkpoint and key ConfigMaps in the operator's namespace."""
+        namespace = operator_namespace(self.settings)
+        return ConfigMapWitness(ConfigMaps(self.kube_api(), namespace))
+
+    def signing_key(self) -> SigningKey | None:
+        """The configured signing key (file, or Secret through the cluster), if any."""
+        namespace = operator_namespace(self.settings)
+        return load_signing_key(
+            self.settings, namespace, lambda space: ConfigMaps(self.kube_api(), space)
+        )
+
+    def rucio_configured(self) -> bool:
+        """Whether Rucio is configured (settings, or a rucio.cfg named by $RUCIO_CONFIG)."""
+        return self.settings.rucio_host is not None or "RUCIO_CONFIG" in os.environ
+
+    def rucio(self) -> RucioStorage:
+        """The Rucio adapter, with short retries: a command should fail fast and say why."""
+        if self._rucio is None:
+            self._rucio = RucioStorage(
+                self.settings, retry=RetryPolicy(attempts=2, initial_delay=0.5, deadline=5.0)
+            )
+        return self._rucio
+
     def cluster_id(self) -> str:
         """The cluster's identity in owner tags (``STEWARD_CLUSTER_ID`` or kube-system's UID)."""
-        return self.settings.cluster_id or cluster_identity(self.kube_api)
+        if self._cluster_id is None:
+            self._cluster_id = self.settings.cluster_id or cluster_identity(self.kube_api())
+        return self._cluster_id
 
-    def create_find_service(
-        self, *, owners: bool = True, page_size: int = DEFAULT_PAGE_SIZE
-    ) -> FindService:
-        """``steward find``; rule owners come from the cluster's resources when ``owners``."""
-        index = cluster_owners(KubeResources(self.kube_api), self.cluster_id) if owners else {}
-        return FindService(self.rucio, index, page_size=page_size)
+    def find(self, *, owners: bool = True, page_size: int = DEFAULT_PAGE_SIZE) -> FindService:
+        """``steward find``; rule owners come from the cluster's resources when ``owners``.
 
-    def create_ingest_service(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> IngestService:
-        """``steward ingest``."""
-        return IngestService(self.rucio, self.audit, actor=self.actor, batch_size=batch_size)
+        Without ``owners`` the command needs no cluster at all.
+        """
+        index = cluster_owners(self.kube(), self.cluster_id()) if owners else {}
+        return FindService(self.rucio(), index, page_size=page_size)
 
-    def create_drill_service(self) -> DrillService:
+    def ingest(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> IngestService:
+        """``steward ingest`` (no cluster needed)."""
+        return IngestService(self.rucio(), self.audit(), actor=self.actor, batch_size=batch_size)
+
+    def drill(self) -> DrillService:
         """``steward drill``."""
-        return DrillService(self.rucio, self.audit, cluster_id=self.cluster_id, actor=self.actor)
+        return DrillService(
+            self.rucio(), self.audit(), cluster_id=self.cluster_id(), actor=self.actor
+        )
 
-    def close(self) -> None:
-        """Close what was opened."""
-        for opened in reversed(self._opened):
-            if isinstance(opened, Engine):
-                opened.dispose()
-            else:
-                opened.close()
-        self._opened.clear()
+    def gitops(
+        self,
+        start: Path,
+        *,
+        audit: bool,
+        consequences: ConsequenceEstimator | None = None,
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> GitOpsService:
+        """Plan and apply for the repository holding ``start``."""
+        repo = GitRepo.find(start.resolve())
+        return GitOpsService(
+            kube=self.kube(),
+            repo=repo,
+            audit=self.audit() if audit else None,
+            consequences=consequences,
+            progress=progress,
+            user=repo.user(),
+        )
+
+    def history(self, start: Path) -> HistoryService:
+        """Git history interleaved with the audit trail, for the repository holding ``start``."""
+        return HistoryService(GitRepo.find(start.resolve()), self.audit())
+
+    def rucio_planner(self) -> RucioPlanner:
+        """The Rucio side of a plan, or a planner that says why Rucio was not consulted."""
+        if not self.rucio_configured():
+            return RucioPlanner.unavailable(
+                "Rucio is not configured (set STEWARD_RUCIO_HOST, or RUCIO_CONFIG to a rucio.cfg)"
+            )
+        try:
+            storage = self.rucio()
+            account = storage.whoami()
+        except (RucioError, ConfigurationError) as error:
+            return RucioPlanner.unavailable(f"Rucio does not answer: {error}")
+        try:
+            cluster_id = self.cluster_id()
+        except StewardError as error:
+            return RucioPlanner.unavailable(
+                f"the cluster's identity (owner tags) cannot be read: {error}"
+            )
+        return RucioPlanner(
+            RucioStatus(consulted=True, reason=f"{storage!r} as {account}"),
+            ReplicationPreview(storage, cluster_id=cluster_id),
+            tag_of=functools.partial(_replication_tag, cluster_id),
+        )
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Release whatever was built."""
+        if self._rucio is not None:
+            self._rucio.close()
+        if self._api is not None:
+            self._api.close()  # type: ignore[no-untyped-call]
+        if self._engine is not None:
+            self._engine.dispose()

@@ -1,5 +1,5 @@
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -16,6 +16,8 @@ from steward.storage.database import (
     make_sessionmaker,
     upgrade,
 )
+from support.clock import StepClock
+from support.database import tamper
 
 RULE = ResourceRef(
     kind="ReplicationRule",
@@ -29,28 +31,14 @@ RULE = ResourceRef(
 )
 
 
-class Clock:
-    """An injected clock: every call advances one second."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
 @pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def engine(audit_engine):
+    return audit_engine
 
 
 @pytest.fixture
 def service(engine):
-    return AuditService(make_sessionmaker(engine), clock=Clock())
+    return AuditService(make_sessionmaker(engine), clock=StepClock())
 
 
 def _fill(service, count=5):
@@ -69,16 +57,7 @@ def _fill(service, count=5):
 
 
 def _tamper(engine, *statements):
-    """Act as an administrator who can bypass the append-only triggers."""
-    dialect = engine.dialect.name
-    with engine.begin() as conn:
-        if dialect == "sqlite":
-            conn.execute(text("DROP TRIGGER audit_entries_no_update"))
-            conn.execute(text("DROP TRIGGER audit_entries_no_delete"))
-        else:
-            conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_no_change"))
-        for statement in statements:
-            conn.execute(text(statement))
+    tamper(engine, *statements)
 
 
 def test_rows_chain_and_verify(service):
@@ -169,7 +148,7 @@ def test_migrations_upgrade_an_old_database(database_url):
     assert current_revision(engine) == "0001"
     with pytest.raises(ConfigurationError, match="at schema revision 0001, but this Steward"):
         ensure_current(engine)
-    old = AuditService(make_sessionmaker(engine), clock=Clock())
+    old = AuditService(make_sessionmaker(engine), clock=StepClock())
     _fill(old, 3)
     upgrade(engine)
     assert current_revision(engine) == head_revision()

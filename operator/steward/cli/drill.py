@@ -68,7 +68,7 @@ def drill(
         seed=seed,
     )
     with command_context("drill") as context:
-        report = context.create_drill_service().run(request)
+        report = context.drill().run(request)
     if output == "json":
         click.echo(json.dumps(report.to_json()))
     else:

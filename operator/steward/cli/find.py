@@ -79,7 +79,7 @@ def find(
         did_type="file" if did_type == "file" else "dataset",
     )
     with command_context("find", kubeconfig) as context:
-        service = context.create_find_service(owners=owners, page_size=page_size)
+        service = context.find(owners=owners, page_size=page_size)
         for found in service.find(query):
             if output == "json":
                 click.echo(json.dumps(found.to_json()))

@@ -50,7 +50,7 @@ def ingest(
     """
     request = IngestRequest(paths=paths, scope=scope, rse=rse, meta=meta, dataset=dataset)
     with command_context("ingest") as context:
-        service = context.create_ingest_service(batch_size=batch_size)
+        service = context.ingest(batch_size=batch_size)
         plan = service.plan(request)
         if output == "json":
             click.echo(json.dumps(plan.to_json()))

@@ -11,8 +11,8 @@ or ``kubectl apply`` deploys as it is, one object per file under ``manifests/<si
 The operator's RBAC rules are data here, each with the code that needs it, so the rendered
 roles grant exactly what the code calls: kopf's calls are derived from the registered handlers
 (`steward.handlers.rbac`), Steward's own are `OWN_RULES`, and `PENDING_RULES` are those for code
-being written on other branches (campaigns, audit checkpoints), in roles of their own so they
-are easy to check and to drop.
+being written on other branches (campaigns), in roles of their own so they are easy to check
+and to drop.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from steward.models import KINDS
 from steward.models.campaign import Priority
 from steward.models.crd import build_crds
 from steward.models.site import Site
+from steward.services.checkpoint import CHECKPOINTS_CONFIGMAP, KEY_CONFIGMAP
 from steward.storage.yamlfile import Document, YAMLLoadError, load_documents
 
 __all__ = [
@@ -50,7 +51,7 @@ __all__ = [
     "roles",
 ]
 
-RoleName = Literal["steward", "steward-campaigns", "steward-audit"]
+RoleName = Literal["steward", "steward-campaigns"]
 
 
 @dataclass(frozen=True)
@@ -346,14 +347,6 @@ PENDING_RULES: Final = (
         "campaign operator (being written): check the campaign PriorityClasses exist",
         role="steward-campaigns",
     ),
-    PolicyRule(
-        ("",),
-        ("configmaps",),
-        ("create", "get", "list", "patch"),
-        "audit checkpoints (being written): signed checkpoints and the public key",
-        namespaced=True,
-        role="steward-audit",
-    ),
 )
 """Rules for code landing on other branches; each in a role named for it."""
 
@@ -361,6 +354,22 @@ PENDING_RULES: Final = (
 def _value_rules(values: Values) -> list[PolicyRule]:
     """Rules whose names come from the values."""
     rules = [
+        PolicyRule(
+            ("",),
+            ("configmaps",),
+            ("get", "patch"),
+            "services/checkpoint.py: the signed audit checkpoints and the public key",
+            resource_names=(CHECKPOINTS_CONFIGMAP, KEY_CONFIGMAP),
+            namespaced=True,
+        ),
+        PolicyRule(
+            ("",),
+            ("configmaps",),
+            ("create",),
+            "storage/kubernetes.py ConfigMaps.merge: create the checkpoint ConfigMaps once "
+            "(create cannot be limited to names)",
+            namespaced=True,
+        ),
         PolicyRule(
             ("kopf.dev",),
             ("clusterkopfpeerings",),

@@ -18,7 +18,7 @@ from steward.storage.rucio.callpath import (
     seconds,
     split_did,
 )
-from steward.storage.rucio.types import DIDEntry
+from steward.storage.rucio.types import DIDEntry, File, Rule
 
 __all__ = ["DID_COLUMN_KEYS", "Collection", "DIDClient", "batched", "metadata_text"]
 
@@ -323,3 +323,18 @@ class DIDClient(RucioCallPath):
     def list_scopes(self) -> list[str]:
         """Every scope in Rucio."""
         return sorted(self._call("list_scopes", lambda c: list(c.list_scopes())))
+
+    def list_files(self, did: str) -> list[File]:
+        """The files of a DID (itself, for a file), with their sizes."""
+        scope, name = split_did(did)
+        rows = self._call("list_files", lambda c: list(c.list_files(scope, name)))
+        return [File(f"{row['scope']}:{row['name']}", int(row.get("bytes") or 0)) for row in rows]
+
+    def list_file_rules(self, did: str) -> list[Rule]:
+        """Every rule, of any account, holding a lock on one file (on any RSE)."""
+        scope, name = split_did(did)
+        rows = self._call(
+            "list_associated_rules_for_file",
+            lambda c: list(c.list_associated_rules_for_file(scope, name)),
+        )
+        return [Rule.from_rucio(row) for row in rows]

@@ -27,6 +27,7 @@ __all__ = [
     "DatasetReplica",
     "File",
     "FileReplica",
+    "Lock",
     "Rule",
     "RuleSpec",
     "RuleState",
@@ -348,6 +349,22 @@ class FileReplica:
     def available_on(self) -> frozenset[str]:
         """RSEs holding an AVAILABLE replica."""
         return frozenset(rse for rse, state in self.states.items() if state == "AVAILABLE")
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A replica lock: one rule holds one file's replica on one RSE (Rucio's ``ReplicaLock``).
+
+    A replica with no lock left is what Rucio may delete: the judge-cleaner gives it a
+    tombstone and the reaper removes it.
+    """
+
+    did: str
+    """The file, ``scope:name``."""
+    rse: str
+    rule_id: str
+    state: str
+    """Rucio's lock state: OK, REPLICATING or STUCK."""
 
 
 @dataclass(frozen=True, slots=True)
