@@ -575,6 +575,7 @@ class _CrossChecks:
             self.shared_rules,
             self.kept_forever,
             self.private_exports,
+            self.catch_up_shares,
         )
         for check in checks:
             self.problems.extend(self.guard(self.loaded[0].document, check) if self.loaded else [])
@@ -765,6 +766,32 @@ class _CrossChecks:
                     value=False,
                 )
             )
+
+    def catch_up_shares(self) -> None:
+        """Refuse two ReplicationRules owning one transfer limit (``catchUp.transfers``).
+
+        The limit is Rucio's, keyed by destination expression and activity: two owners would
+        set it in turn, one raising it for its catch-up while the other puts it back.
+        """
+        owners: dict[tuple[str, str], Loaded] = {}
+        for item in self.everything:
+            rule = item.resource
+            if not isinstance(rule, ReplicationRule) or rule.spec.catch_up is None:
+                continue
+            if rule.spec.catch_up.transfers is None:
+                continue
+            key = (canonical(rule.spec.destination), rule.spec.activity)
+            first = owners.setdefault(key, item)
+            if first is not item and id(item) in self.validated:
+                self.problems.append(
+                    item.problem(
+                        ("spec", "catchUp"),
+                        f"spec.catchUp.transfers: the transfer limit of {key[1]} into "
+                        f"{key[0]} is already owned by ReplicationRule/"
+                        f"{first.resource.metadata.name} at "
+                        f"{first.where(('spec', 'catchUp'), column=True)}; declare it once",
+                    )
+                )
 
     def replication(self, item: Loaded, rule: ReplicationRule) -> None:
         spec = rule.spec

@@ -1,7 +1,8 @@
 """Rucio storage: the only package that talks to Rucio (``rucio.client``).
 
 Everything Steward asks of Rucio goes through `RucioStorage`: registering a Site's RSEs, adding,
-moving, reducing and deleting replication rules, subscriptions, and listing DIDs and rules. It
+moving, reducing and deleting replication rules, subscriptions, transfer limits, and listing
+DIDs and rules. It
 keeps four promises the rest of Steward relies on:
 
 - **Errors are mapped once.** Rucio's exceptions become `RucioTransientError` (retry later),
@@ -38,8 +39,9 @@ from steward.storage.rucio.dids import (
     metadata_text,
 )
 from steward.storage.rucio.replicas import MOCK_PROTOCOL, ReplicaClient
+from steward.storage.rucio.requests import RequestClient, TransferLimit
 from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient, RSEInfo
-from steward.storage.rucio.rules import RuleClient
+from steward.storage.rucio.rules import RuleClient, refused_as_unsupported
 from steward.storage.rucio.subscriptions import INACTIVE as SUBSCRIPTION_INACTIVE
 from steward.storage.rucio.subscriptions import SubscriptionClient
 from steward.storage.rucio.types import (
@@ -87,13 +89,21 @@ __all__ = [
     "Subscription",
     "SubscriptionSpec",
     "TokenBucket",
+    "TransferLimit",
     "batched",
     "metadata_text",
+    "refused_as_unsupported",
 ]
 
 
 class RucioStorage(
-    RuleClient, SubscriptionClient, DIDClient, ReplicaClient, RSEClient, AccountClient
+    RuleClient,
+    SubscriptionClient,
+    DIDClient,
+    ReplicaClient,
+    RSEClient,
+    AccountClient,
+    RequestClient,
 ):
     """Steward's view of Rucio; see the package docstring for what it guarantees.
 
