@@ -35,11 +35,13 @@ __all__ = [
     "RUCIO_CALL_SECONDS",
     "RUCIO_ERRORS",
     "RULES_BY_STATE",
+    "RULE_BACKLOG",
     "configure_cli_logging",
     "configure_logging",
     "forget_rule_states",
     "get_logger",
     "log_action",
+    "observe_backlog",
     "observe_rule_states",
 ]
 
@@ -79,6 +81,12 @@ RULES_BY_STATE = Gauge(
     "Rucio rules owned by a resource, by state",
     ["namespace", "name", "state"],
 )
+RULE_BACKLOG = Gauge(
+    "steward_replication_backlog_rules",
+    "Rules of a ReplicationRule not OK for longer than its catchUp.after, and whether it is "
+    "catching up (phase: backlog, catching_up)",
+    ["namespace", "name", "phase"],
+)
 ADMISSION_REVIEWS = Counter(
     "steward_admission_reviews_total",
     "Changes the validating webhook reviewed, by kind and decision",
@@ -108,11 +116,21 @@ def observe_rule_states(namespace: str, name: str, counts: Mapping[str, int]) ->
         RULES_BY_STATE.labels(namespace, name, state).set(count)
 
 
+def observe_backlog(namespace: str, name: str, catch_up: Mapping[str, object] | None) -> None:
+    """Publish a ReplicationRule's catch-up backlog (the status's ``catchUp``), if it has one."""
+    if catch_up is None:
+        return
+    backlog = catch_up.get("backlog")
+    RULE_BACKLOG.labels(namespace, name, "backlog").set(backlog if isinstance(backlog, int) else 0)
+    RULE_BACKLOG.labels(namespace, name, "catching_up").set(1 if catch_up.get("active") else 0)
+
+
 def forget_rule_states(namespace: str, name: str) -> None:
     """Drop a deleted ReplicationRule's series, so it stops being reported."""
-    for labels in list(RULES_BY_STATE._metrics):  # noqa: SLF001 - the children's label values
-        if labels[:2] == (namespace, name):
-            RULES_BY_STATE.remove(*labels)
+    for gauge in (RULES_BY_STATE, RULE_BACKLOG):
+        for labels in list(gauge._metrics):  # noqa: SLF001 - the children's label values
+            if labels[:2] == (namespace, name):
+                gauge.remove(*labels)
 
 
 def _kopf_object(

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from steward.models.replication import ReplicationRule
+from steward.observability import forget_rule_states, observe_backlog
 from steward.services.audit import ResourceRef
 from steward.services.catchup import (
     CATCHING_UP,
@@ -344,3 +346,20 @@ def test_validate_refuses_two_owners_of_one_transfer_limit(tmp_path):
     (problem,) = [p.format() for p in result.problems if "catchUp" in p.format()]
     assert "rules.yaml:" in problem
     assert "already owned by ReplicationRule/raw-a" in problem
+
+
+def test_the_backlog_is_a_metric_until_the_resource_goes():
+    namespace, name = "metrics", f"rr-{secrets.token_hex(3)}"
+    observe_backlog(namespace, name, {"active": True, "backlog": 7})
+
+    def sample(phase):
+        return REGISTRY.get_sample_value(
+            "steward_replication_backlog_rules",
+            {"namespace": namespace, "name": name, "phase": phase},
+        )
+
+    assert (sample("backlog"), sample("catching_up")) == (7, 1)
+    observe_backlog(namespace, name, {"active": False, "backlog": 0})
+    assert (sample("backlog"), sample("catching_up")) == (0, 0)
+    forget_rule_states(namespace, name)
+    assert sample("backlog") is None
