@@ -363,3 +363,18 @@ def test_the_backlog_is_a_metric_until_the_resource_goes():
     assert (sample("backlog"), sample("catching_up")) == (0, 0)
     forget_rule_states(namespace, name)
     assert sample("backlog") is None
+
+
+def test_the_documented_example_validates_against_the_repository_sites(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "replication.md").read_text()
+    section = text[text.index("## Catch-up archiving") :]
+    example = section[section.index("```yaml") + len("```yaml") : section.index("```\n\n")]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    result = validate_paths([path], root / "sites", now=NOW)
+    assert result.problems == []
+    (rule,) = [yaml.safe_load(example)]
+    spec = ReplicationRule.model_validate(rule).spec
+    assert spec.catch_up is not None
+    assert raised_transfers(spec.catch_up.transfers, spec.catch_up.factor) == 400
