@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -319,9 +319,30 @@ class RSEClient(RucioCallPath):
         This is where the bytes of a file registered there must be.
         """
         pfns: dict[str, str] = {}
-        for start in range(0, len(dids), DEFAULT_BATCH):
-            pfns.update(self._rpc("lfns2pfns", rse, list(dids[start : start + DEFAULT_BATCH])))
+        for batch in _query_batches(dids):
+            pfns.update(self._rpc("lfns2pfns", rse, batch))
         return pfns
+
+
+_QUERY_BUDGET: Final = 3000
+"""Characters of DIDs one ``lfns2pfns`` request carries. Rucio's client puts them in the URL's
+query string (``lfns=scope:name&lfns=...``), and its server (gunicorn) refuses a request line
+over 4094 bytes with HTTP 414; this leaves room for the path and the escaping of ``:``."""
+
+
+def _query_batches(dids: Sequence[str]) -> Iterator[list[str]]:
+    """Consecutive batches of at most `DEFAULT_BATCH` DIDs and `_QUERY_BUDGET` characters."""
+    batch: list[str] = []
+    size = 0
+    for did in dids:
+        cost = len(did) + len("&lfns=") + 2  # ':' is escaped as %3A
+        if batch and (size + cost > _QUERY_BUDGET or len(batch) == DEFAULT_BATCH):
+            yield batch
+            batch, size = [], 0
+        batch.append(did)
+        size += cost
+    if batch:
+        yield batch
 
 
 def _attribute(value: Any) -> str:  # noqa: ANN401 - attribute values are loosely typed
