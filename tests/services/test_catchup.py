@@ -378,3 +378,21 @@ def test_the_documented_example_validates_against_the_repository_sites(tmp_path)
     spec = ReplicationRule.model_validate(rule).spec
     assert spec.catch_up is not None
     assert raised_transfers(spec.catch_up.transfers, spec.catch_up.factor) == 400
+
+
+@pytest.mark.rucio
+def test_a_priority_changed_behind_stewards_back_is_drift_not_catch_up(
+    rucio_storage, rucio_data, audit, own_site
+):
+    service = ReplicationService(rucio=rucio_storage, audit=audit, cluster_id=CLUSTER)
+    name = f"drift-{rucio_data.scope}"
+    resource = _resource(
+        name, [rucio_data.dataset(rse=own_site.source)], own_site.destination,
+        catchUp={"after": "1h"},
+    )  # fmt: skip
+    first = service.reconcile(resource, _ref(name))
+    (rule,) = rucio_storage.list_rules(comment=owner_tag(CLUSTER, _uid(name)))
+    rucio_storage.update_rule(rule.id, priority=1)
+    restored = service.reconcile(resource, _ref(name), first.status)
+    assert [e[1] for e in restored.events] == ["RuleUpdated"]
+    assert rucio_storage.get_rule(rule.id).priority == 3

@@ -927,7 +927,11 @@ class ReplicationService(RucioView):
             if changes:
                 work.touched = True
                 drift = "lifetime" in changes and spec.lifetime is None
-                catching_up = set(changes) == {"priority"} and work.catch_up is not None
+                catching_up = (
+                    set(changes) == {"priority"}
+                    and work.catch_up is not None
+                    and spec.catch_up_priority() in {rule.priority, changes["priority"]}
+                )
                 message = "restored after a change behind Steward's back" if drift else ""
                 self._record(
                     ref,
