@@ -975,33 +975,41 @@ class ReplicationService(RucioView):
         up to twice that while catching up. Set only when it differs (a change behind
         Steward's back is put right), intent first.
         """
-        plan, spec = work.catch_up, work.spec
+        plan = work.catch_up
         if plan is None or plan.transfers is None:
             return
-        activity = spec.activity
-        current = self.rucio.get_transfer_limit(work.expression, activity)
+        message = "catch-up archiving" if plan.active else "nominal share"
+        self._set_share(work.ref, work.spec, plan.transfers, message)
+
+    def _set_share(
+        self, ref: ResourceRef, spec: ReplicationRuleSpec, wanted: int, message: str
+    ) -> bool:
+        """Set the activity's transfer limit into the destination unless it is ``wanted``.
+
+        Audited intent first, then the result (or Rucio's refusal). True if it was changed.
+        """
+        expression, activity = canonical(spec.destination), spec.activity
+        current = self.rucio.get_transfer_limit(expression, activity)
         before = current.max_transfers if current is not None else None
-        if before != plan.transfers:
-            target = f"{activity}->{work.expression}"
-            after: dict[str, Any] = {
-                "activity": activity,
-                "rse_expression": work.expression,
-                "max_transfers": plan.transfers,
-            }
-            self._intent(work.ref, "rucio.transferlimit.set", target, after)
-            try:
-                self.rucio.set_transfer_limit(work.expression, activity, plan.transfers)
-            except RucioError as error:
-                self._failed(work.ref, "rucio.transferlimit.set", target, error)
-                raise
-            self._record(
-                work.ref,
-                "rucio.transferlimit.set",
-                target,
-                before={"max_transfers": before},
-                after=after,
-                message="catch-up archiving" if plan.active else "nominal share",
-            )
+        if before == wanted:
+            return False
+        target = f"{activity}->{expression}"
+        after = {"activity": activity, "rse_expression": expression, "max_transfers": wanted}
+        self._intent(ref, "rucio.transferlimit.set", target, after)
+        try:
+            self.rucio.set_transfer_limit(expression, activity, wanted)
+        except RucioError as error:
+            self._failed(ref, "rucio.transferlimit.set", target, error)
+            raise
+        self._record(
+            ref,
+            "rucio.transferlimit.set",
+            target,
+            before={"max_transfers": before},
+            after=after,
+            message=message,
+        )
+        return True
 
     def _announce_catch_up(self, work: _Pass) -> None:
         """One Event when catch-up starts and one when it ends."""
@@ -1257,27 +1265,11 @@ class ReplicationService(RucioView):
         catch_up = spec.catch_up
         if catch_up is None or catch_up.transfers is None or not (known or {}).get("active"):
             return
-        expression = canonical(spec.destination)
-        current = self.rucio.get_transfer_limit(expression, spec.activity)
-        if current is None or current.max_transfers == catch_up.transfers:
-            return
-        target = f"{spec.activity}->{expression}"
-        after = {
-            "activity": spec.activity,
-            "rse_expression": expression,
-            "max_transfers": catch_up.transfers,
-        }
-        self._intent(ref, "rucio.transferlimit.set", target, after)
-        self.rucio.set_transfer_limit(expression, spec.activity, catch_up.transfers)
-        self._record(
-            ref,
-            "rucio.transferlimit.set",
-            target,
-            before={"max_transfers": current.max_transfers},
-            after=after,
-            message="resource deleted while catching up: nominal share",
-        )
-        events.append(("Normal", "CatchUpEnded", f"transfer limit back to {catch_up.transfers}"))
+        message = "resource deleted while catching up: nominal share"
+        if self._set_share(ref, spec, catch_up.transfers, message):
+            events.append(
+                ("Normal", "CatchUpEnded", f"transfer limit back to {catch_up.transfers}")
+            )
 
     # -- publishing ---------------------------------------------------------------------------
 
