@@ -31,8 +31,11 @@ from steward.services.checkpoint import (
     load_signing_key,
 )
 from steward.services.deletion import DeletionGate
+from steward.services.drill import DrillService
+from steward.services.find import DEFAULT_PAGE_SIZE, FindService, cluster_owners
 from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
 from steward.services.history import HistoryService
+from steward.services.ingest import DEFAULT_BATCH_SIZE, IngestService
 from steward.services.oods import OODSService
 from steward.services.ownership import owner_tag
 from steward.services.plan import (
@@ -242,9 +245,12 @@ class CommandContext:
     """Overrides ``settings.database_url`` (``--database-url``)."""
     kubeconfig: Path | None = None
     """The cluster (``--kubeconfig``); $KUBECONFIG or in-cluster when None."""
+    actor: str = "steward"
+    """Who acts, for the audit trail of commands that change Rucio (``ingest``, ``drill``)."""
     _engine: Engine | None = None
     _api: ApiClient | None = None
     _rucio: RucioStorage | None = None
+    _cluster_id: str | None = None
 
     def engine(self, *, check: bool = True) -> Engine:
         """The audit database; ``check`` refuses one at another schema revision."""
@@ -292,6 +298,30 @@ class CommandContext:
             )
         return self._rucio
 
+    def cluster_id(self) -> str:
+        """The cluster's identity in owner tags (``STEWARD_CLUSTER_ID`` or kube-system's UID)."""
+        if self._cluster_id is None:
+            self._cluster_id = self.settings.cluster_id or cluster_identity(self.kube_api())
+        return self._cluster_id
+
+    def find(self, *, owners: bool = True, page_size: int = DEFAULT_PAGE_SIZE) -> FindService:
+        """``steward find``; rule owners come from the cluster's resources when ``owners``.
+
+        Without ``owners`` the command needs no cluster at all.
+        """
+        index = cluster_owners(self.kube(), self.cluster_id()) if owners else {}
+        return FindService(self.rucio(), index, page_size=page_size)
+
+    def ingest(self, *, batch_size: int = DEFAULT_BATCH_SIZE) -> IngestService:
+        """``steward ingest`` (no cluster needed)."""
+        return IngestService(self.rucio(), self.audit(), actor=self.actor, batch_size=batch_size)
+
+    def drill(self) -> DrillService:
+        """``steward drill``."""
+        return DrillService(
+            self.rucio(), self.audit(), cluster_id=self.cluster_id(), actor=self.actor
+        )
+
     def gitops(
         self,
         start: Path,
@@ -327,7 +357,7 @@ class CommandContext:
         except (RucioError, ConfigurationError) as error:
             return RucioPlanner.unavailable(f"Rucio does not answer: {error}")
         try:
-            cluster_id = self.settings.cluster_id or cluster_identity(self.kube_api())
+            cluster_id = self.cluster_id()
         except StewardError as error:
             return RucioPlanner.unavailable(
                 f"the cluster's identity (owner tags) cannot be read: {error}"

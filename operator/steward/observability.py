@@ -35,10 +35,13 @@ __all__ = [
     "RUCIO_CALL_SECONDS",
     "RUCIO_ERRORS",
     "RULES_BY_STATE",
+    "RULE_BACKLOG",
+    "configure_cli_logging",
     "configure_logging",
     "forget_rule_states",
     "get_logger",
     "log_action",
+    "observe_backlog",
     "observe_rule_states",
 ]
 
@@ -78,6 +81,12 @@ RULES_BY_STATE = Gauge(
     "Rucio rules owned by a resource, by state",
     ["namespace", "name", "state"],
 )
+RULE_BACKLOG = Gauge(
+    "steward_replication_backlog_rules",
+    "Rules of a ReplicationRule not OK for longer than its catchUp.after, and whether it is "
+    "catching up (phase: backlog, catching_up)",
+    ["namespace", "name", "phase"],
+)
 ADMISSION_REVIEWS = Counter(
     "steward_admission_reviews_total",
     "Changes the validating webhook reviewed, by kind and decision",
@@ -107,11 +116,21 @@ def observe_rule_states(namespace: str, name: str, counts: Mapping[str, int]) ->
         RULES_BY_STATE.labels(namespace, name, state).set(count)
 
 
+def observe_backlog(namespace: str, name: str, catch_up: Mapping[str, object] | None) -> None:
+    """Publish a ReplicationRule's catch-up backlog (the status's ``catchUp``), if it has one."""
+    if catch_up is None:
+        return
+    backlog = catch_up.get("backlog")
+    RULE_BACKLOG.labels(namespace, name, "backlog").set(backlog if isinstance(backlog, int) else 0)
+    RULE_BACKLOG.labels(namespace, name, "catching_up").set(1 if catch_up.get("active") else 0)
+
+
 def forget_rule_states(namespace: str, name: str) -> None:
     """Drop a deleted ReplicationRule's series, so it stops being reported."""
-    for labels in list(RULES_BY_STATE._metrics):  # noqa: SLF001 - the children's label values
-        if labels[:2] == (namespace, name):
-            RULES_BY_STATE.remove(*labels)
+    for gauge in (RULES_BY_STATE, RULE_BACKLOG):
+        for labels in list(gauge._metrics):  # noqa: SLF001 - the children's label values
+            if labels[:2] == (namespace, name):
+                gauge.remove(*labels)
 
 
 def _kopf_object(
@@ -154,6 +173,35 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class _StderrLogger:
+    """Writes each line to whatever ``sys.stderr`` is at the time (a test runner swaps it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)  # noqa: T201 - the logger's output
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def configure_cli_logging() -> None:
+    """Keep a command's stdout for its results: Steward's log lines go to stderr, as JSON.
+
+    Unconfigured, structlog prints to stdout, where a command's JSON output goes (``steward
+    drill --format json``). Does nothing once logging is configured (the operator's own
+    `configure_logging` then takes over at start-up).
+    """
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(default=str),
+        ],
+        logger_factory=lambda *_: _StderrLogger(),
+        cache_logger_on_first_use=False,
+    )
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

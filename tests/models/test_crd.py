@@ -102,7 +102,19 @@ def test_crd_names_columns_and_cel():
     assert version["name"] == "v1alpha1"
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Destination", "Copies", "OK", "Replicating", "Stuck", "Ready", "Age"]
+    assert columns == [
+        "Destination",
+        "Copies",
+        "OK",
+        "Replicating",
+        "Stuck",
+        "Backlog",
+        "CatchingUp",
+        "Ready",
+        "Age",
+    ]
+    wide = {c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")}
+    assert wide == {"Backlog", "CatchingUp"}  # kubectl get -o wide
     camp = crds["campaign.yaml"]["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [c["name"] for c in camp] == ["Phase", "Priority", "Progress", "Site", "Age"]
     selector = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["selector"]

@@ -19,10 +19,11 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 _SESSION_TMP = pytest.StashKey[Path]()
 
 MOCK_IMPL = "rucio.rse.protocols.mock.Default"
+POSIX_IMPL = "rucio.rse.protocols.posix.Default"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,8 +74,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(f"test session TMPDIR (Rucio logs) kept in {directory}")
 
 
-def mock_site(name: str, facility: str, rses: dict[str, str], **spec: Any) -> Site:
-    """A Site whose RSEs (name -> DISK/TAPE/CACHE) use Rucio's mock protocol."""
+def mock_site(
+    name: str,
+    facility: str,
+    rses: dict[str, str],
+    *,
+    attributes: dict[str, dict[str, Any]] | None = None,
+    protocol: Callable[[str], dict[str, Any]] | None = None,
+    **spec: Any,
+) -> Site:
+    """A Site whose RSEs (name -> DISK/TAPE/CACHE) use Rucio's mock protocol.
+
+    TAPE RSEs are custodial unless ``attributes`` (by RSE name) says what each RSE has;
+    ``protocol`` (RSE name -> protocol) replaces the mock protocol.
+    """
+
+    def mock(rse: str) -> dict[str, Any]:
+        return {
+            "scheme": "mock",
+            "hostname": "localhost",
+            "port": 0,
+            # The mock protocol writes nothing: the path is a label.
+            "prefix": f"/steward-mock/{rse.lower()}",
+            "impl": MOCK_IMPL,
+        }
+
+    def attributes_of(rse: str, kind: str) -> dict[str, Any]:
+        if attributes is not None:
+            return attributes.get(rse, {})
+        return {"custodial": True} if kind == "TAPE" else {}
+
     return Site.model_validate(
         {
             "apiVersion": "steward.lsst.io/v1alpha1",
@@ -85,17 +115,8 @@ def mock_site(name: str, facility: str, rses: dict[str, str], **spec: Any) -> Si
                     {
                         "name": rse,
                         "type": kind,
-                        "attributes": {"custodial": True} if kind == "TAPE" else {},
-                        "protocols": [
-                            {
-                                "scheme": "mock",
-                                "hostname": "localhost",
-                                "port": 0,
-                                # The mock protocol writes nothing: the path is a label.
-                                "prefix": f"/steward-mock/{rse.lower()}",
-                                "impl": MOCK_IMPL,
-                            }
-                        ],
+                        "attributes": attributes_of(rse, kind),
+                        "protocols": [(protocol or mock)(rse)],
                     }
                     for rse, kind in rses.items()
                 ],
@@ -260,6 +281,68 @@ class RucioData:
 def rucio_data(rucio_storage: RucioStorage, rucio_sites: RucioSites) -> RucioData:
     """A fresh scope and helpers for one test."""
     return RucioData(rucio_storage, rucio_sites)
+
+
+@dataclass(frozen=True)
+class PosixSite:
+    """A test's own site whose RSEs keep real files in a directory (Rucio's posix protocol).
+
+    Rucio's mock transfer tool moves no bytes: a test that needs bytes on an RSE after a
+    transfer puts them there itself (`put`), standing in for FTS, and says so.
+    """
+
+    facility: str
+    tape: str
+    """Custodial TAPE RSE."""
+    disk: str
+    scratch: str
+    root: Path
+
+    def path(self, storage: RucioStorage, rse: str, did: str) -> Path:
+        """Where the RSE keeps a file (its deterministic ``lfn2pfn`` path)."""
+        return Path(urlparse(storage.expected_pfns(rse, [did])[did]).path)
+
+    def put(self, storage: RucioStorage, rse: str, did: str, data: bytes) -> Path:
+        """Write a file's bytes where the RSE keeps it."""
+        path = self.path(storage, rse, did)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+
+@pytest.fixture
+def posix_site(rucio_storage: RucioStorage, tmp_path: Path) -> PosixSite:
+    """A TAPE (custodial), a DISK and a SCRATCH disk RSE, unique to the test, in ``tmp_path``."""
+    facility = f"PX{secrets.token_hex(3).upper()}"
+    names = {suffix: f"{facility}_{suffix}" for suffix in ("TAPE", "DISK", "SCRATCH")}
+    site = mock_site(
+        facility.lower(),
+        facility,
+        {names["TAPE"]: "TAPE", names["DISK"]: "DISK", names["SCRATCH"]: "DISK"},
+        protocol=lambda rse: {
+            "scheme": "file",
+            "hostname": "localhost",
+            "port": 0,
+            "prefix": f"{tmp_path / rse.removeprefix(facility + '_').lower()}/",
+            "impl": POSIX_IMPL,
+        },
+    )
+    rucio_storage.register_site(site)
+    return PosixSite(
+        facility, f"{facility}_TAPE", f"{facility}_DISK", f"{facility}_SCRATCH", tmp_path
+    )
+
+
+@pytest.fixture
+def rucio_cfg(rucio_server: RucioServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """``RUCIO_CONFIG`` naming the server's rucio.cfg, which Rucio's protocols read."""
+    from rucio.common.config import clean_cached_config  # noqa: PLC0415 - after TMPDIR is set
+
+    monkeypatch.setenv("RUCIO_CONFIG", str(rucio_server.config_path))
+    clean_cached_config()
+    yield rucio_server.config_path
+    monkeypatch.delenv("RUCIO_CONFIG")
+    clean_cached_config()
 
 
 class Faults:

@@ -249,6 +249,31 @@ def _check_a_developers_shell(state_dir: Path, placed: list[str]) -> None:
     assert "from the cluster's ConfigMap" in verified.stdout
 
 
+def _check_ingest_and_find(state_dir: Path, tmp_path: Path) -> None:
+    """Use cases 12 and 5 on the stack: ingest a file, find it, see a policy place it."""
+    path = tmp_path / "raw-ingested-0001.fits"
+    path.write_bytes(b"SIMPLE  =                    T" * 100)
+    dataset = f"raw:ingested-{path.stat().st_ino}"
+    ingest = _in_shell(
+        state_dir,
+        f"steward ingest {path} --scope raw --rse BASE_DISK --meta datatype=raw "
+        f"--dataset {dataset} --apply",
+    )
+    assert ingest.returncode == 0, ingest.stderr
+    assert f"ingested {dataset}: 1 registered, 1 attached" in ingest.stderr
+
+    def placed() -> dict[str, Any] | None:
+        find = _in_shell(state_dir, "steward find --scope raw --meta datatype=raw --format json")
+        assert find.returncode == 0, find.stderr
+        found = {e["did"]: e for e in map(json.loads, find.stdout.splitlines())}
+        entry = found.get(dataset)
+        return entry if entry and entry["rules"] else None
+
+    entry = until("raw-to-ncsa-tape to place the ingested dataset", placed, timeout=90)
+    assert entry["replicas"][0]["rse"] == "BASE_DISK"
+    assert {rule["steward"] for rule in entry["rules"]} == {True}
+
+
 @pytest.mark.kube
 @pytest.mark.rucio
 def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
@@ -282,6 +307,7 @@ def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
         until("every RetentionPolicy with a plan", lambda: len(cluster.plans()) == 4, timeout=60)
         until("the OODS cache to hold the demo data", cluster.cached, timeout=120)
         _check_retention_and_cache(state_dir, cluster)
+        _check_ingest_and_find(state_dir, tmp_path)
     finally:
         stopped = runner.invoke(cli, ["dev", "down", *option])
 

@@ -12,13 +12,17 @@ import importlib
 import click
 
 from steward.exceptions import StewardError
+from steward.observability import configure_cli_logging
 
 COMMANDS = {
     "apply": "steward.cli.gitops:apply",
     "audit": "steward.cli.audit:audit",
     "crds": "steward.cli.crds:crds",
     "dev": "steward.cli.dev:dev",
+    "drill": "steward.cli.drill:drill",
+    "find": "steward.cli.find:find",
     "history": "steward.cli.history:history",
+    "ingest": "steward.cli.ingest:ingest",
     "operator": "steward.cli.operator:operator",
     "plan": "steward.cli.gitops:plan",
     "render": "steward.cli.render:render_site",
@@ -53,6 +57,7 @@ class _Group(click.Group):
 @click.version_option(package_name="steward")
 def cli() -> None:
     """Steward: declarative placement, retention and campaigns for the Rubin data facility."""
+    configure_cli_logging()
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from steward.handlers.common import (
 )
 from steward.handlers.protections import cluster_facts
 from steward.models.replication import ReplicationRule
-from steward.observability import forget_rule_states, observe_rule_states
+from steward.observability import forget_rule_states, observe_backlog, observe_rule_states
 
 PLURAL = "replicationrules"
 
@@ -54,6 +54,9 @@ def _reconcile(
         post(copy, outcome, patch, memo)
         counts = outcome.status.get("counts") or {}
         observe_rule_states(rule.metadata.namespace or "", rule.metadata.name, counts)
+        observe_backlog(
+            rule.metadata.namespace or "", rule.metadata.name, outcome.status.get("catchUp")
+        )
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

@@ -55,6 +55,28 @@ def _model_args(annotation: object) -> list[type[BaseModel]]:
     return found
 
 
+def _bound(key: str, value: Any) -> Schema | None:  # noqa: ANN401 - any JSON value
+    """A numeric bound in OpenAPI v3.0 form, or None if ``key`` is not one.
+
+    JSON Schema's exclusive bounds are numbers, OpenAPI v3.0's are flags beside ``minimum`` or
+    ``maximum``. Pydantic leaves a constraint as written (``ge``, ``lt``...) when it cannot
+    place it on the type: an optional constrained `Int`, whose validator hides the ``int``.
+    """
+    inclusive = {"ge": "minimum", "le": "maximum"}
+    exclusive = {
+        "gt": "exclusiveMinimum",
+        "lt": "exclusiveMaximum",
+        "exclusiveMinimum": "exclusiveMinimum",
+        "exclusiveMaximum": "exclusiveMaximum",
+    }
+    if key in inclusive:
+        return {inclusive[key]: value}
+    if key in exclusive:
+        flag = exclusive[key]
+        return {"minimum" if flag == "exclusiveMinimum" else "maximum": value, flag: True}
+    return None
+
+
 class _Converter:
     """Turns one pydantic JSON schema into a structural OpenAPI v3.0 schema."""
 
@@ -83,15 +105,15 @@ class _Converter:
 
     def _keyword(self, key: str, value: Any) -> Schema:  # noqa: ANN401 - any JSON value
         """Translate one JSON Schema keyword into its OpenAPI v3.0 equivalent."""
+        bounds = _bound(key, value)
+        if bounds is not None:
+            return bounds
         if key == "properties":
             return {key: {k: self.convert(v) for k, v in value.items()}}
         if key == "items":
             return {key: self.convert(value)}
         if key == "const":
             return {"enum": [value]}
-        if key in {"exclusiveMinimum", "exclusiveMaximum"}:
-            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
-            return {bound: value, key: True}
         if key == "default" and (value is None or isinstance(value, dict | list)):
             return {}
         return {key: value}

@@ -11,7 +11,7 @@ import re
 from datetime import time
 from enum import StrEnum
 from functools import cache
-from typing import ClassVar, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 from zoneinfo import available_timezones
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -25,6 +25,7 @@ from .common import (
     Duration,
     Int,
     LocatedValueError,
+    Number,
     Resource,
     RSEExpression,
     SpecModel,
@@ -33,6 +34,9 @@ from .common import (
 from .text import shorten
 
 __all__ = [
+    "MAX_CATCH_UP_FACTOR",
+    "CatchUp",
+    "CatchUpStatus",
     "DeletionPolicy",
     "ManagementPolicy",
     "ReplicationRule",
@@ -44,6 +48,8 @@ __all__ = [
 ]
 
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+_ONE_WORD = r"^[\s(]*[A-Za-z0-9_.-]+[\s)]*$"
+"""A destination that is a single term (an RSE's name, or one bare attribute)."""
 
 
 class DeletionPolicy(StrEnum):
@@ -149,6 +155,39 @@ class TransferWindow(SpecModel):
         return (minutes % (24 * 60)) / 60
 
 
+MAX_CATCH_UP_FACTOR = 2.0
+"""Catch-up archiving runs at up to twice the nominal rate (LDM-230 2.2.2.2)."""
+
+
+class CatchUp(SpecModel):
+    """Catch-up archiving (LDM-230 2.2.2.2 and 2.2.3.1, use case 17): drain a backlog faster.
+
+    When at least ``backlog`` of the resource's rules have not been OK for longer than
+    ``after`` (an outage held transfers back), Steward raises the rules' Rucio priority to
+    ``priority`` and the activity's transfer limit into the destination from ``transfers``
+    to ``transfers * factor``, until no rule is in the backlog any more; then both go back to
+    nominal.
+    """
+
+    after: Duration
+    """A rule not OK for longer than this (since Rucio created it) is in the backlog."""
+
+    backlog: Int = Field(default=1, ge=1)
+    """How many backlogged rules start catch-up; it lasts until the backlog is empty."""
+
+    priority: Annotated[Int, Field(ge=1, le=5)] | None = None
+    """Rucio priority of the rules while catching up; default: one above ``priority``
+    (at most 5). Rucio passes it on to the rules' queued transfers."""
+
+    transfers: Annotated[Int, Field(ge=1)] | None = None
+    """The nominal share: Rucio's transfer limit of ``activity`` into ``destination``
+    (concurrent transfers), which Steward sets and owns. Without it only the priority rises."""
+
+    factor: Number = Field(default=MAX_CATCH_UP_FACTOR, gt=1, le=MAX_CATCH_UP_FACTOR)
+    """The transfer limit while catching up is ``transfers * factor`` (at most twice the
+    nominal rate)."""
+
+
 class ReplicationRuleSpec(SpecModel):
     """Desired placement of a selection of data."""
 
@@ -199,17 +238,58 @@ class ReplicationRuleSpec(SpecModel):
     management_policy: ManagementPolicy = ManagementPolicy.MANAGE
     """Manage acts on Rucio; Observe only reports."""
 
+    catch_up: CatchUp | None = None
+    """Catch-up archiving: raise priority and transfer share while a backlog drains."""
+
     @model_validator(mode="after")
     def _consistent(self) -> ReplicationRuleSpec:
         if self.publish and self.publish_to is None:
             msg = "'publish: true' needs 'publishTo', the published container (scope:name)"
             raise LocatedValueError(msg, "publish")
+        boost = self.catch_up.priority if self.catch_up is not None else None
+        if boost is not None and boost < self.priority:
+            msg = (
+                f"catch-up priority {boost} is below the nominal priority {self.priority}; "
+                "catching up raises the priority"
+            )
+            raise LocatedValueError(msg, "catchUp")
+        if (
+            self.catch_up is not None
+            and self.catch_up.transfers is not None
+            and re.match(_ONE_WORD, self.destination)
+        ):
+            msg = (
+                f"catchUp.transfers needs a destination with an attribute (such as "
+                f"site=NCSA&type=TAPE), not the single term {shorten(self.destination)}: "
+                "transfer limits on an RSE's own name belong to its Site (spec.transferLimits), "
+                "which removes those it does not declare"
+            )
+            raise LocatedValueError(msg, "catchUp")
         return self
+
+    def catch_up_priority(self) -> int:
+        """The priority of the rules while catching up."""
+        declared = self.catch_up.priority if self.catch_up is not None else None
+        return declared if declared is not None else min(self.priority + 1, 5)
 
     CEL: ClassVar[list[dict[str, str]]] = [
         {
             "rule": "!has(self.publish) || !self.publish || has(self.publishTo)",
             "message": "'publish: true' needs 'publishTo'",
+        },
+        {
+            "rule": (
+                "!has(self.catchUp) || !has(self.catchUp.priority) || "
+                "self.catchUp.priority >= (has(self.priority) ? self.priority : 3)"
+            ),
+            "message": "catchUp.priority must not be below priority",
+        },
+        {
+            "rule": (
+                "!has(self.catchUp) || !has(self.catchUp.transfers) || "
+                f"!self.destination.matches(r'{_ONE_WORD}')"
+            ),
+            "message": "catchUp.transfers needs a destination with an attribute",
         },
     ]
 
@@ -272,6 +352,28 @@ class Deselection(CamelModel):
 
     digest: str
     """Hash of their names: the same set missing on the next pass is released."""
+
+
+class CatchUpStatus(CamelModel):
+    """Catch-up archiving as it stands (``spec.catchUp``)."""
+
+    active: Bool = False
+    """Whether the resource is catching up (priority and share raised)."""
+
+    backlog: Int = 0
+    """Owned rules not OK for longer than ``spec.catchUp.after``."""
+
+    since: Timestamp | None = None
+    """When the current catch-up started."""
+
+    priority: Int | None = None
+    """The Rucio priority asked of the backlog's rules now."""
+
+    transfers: Int | None = None
+    """The transfer limit of the activity into the destination now (None: not managed)."""
+
+    boosted: Int = 0
+    """Rules whose priority was raised (the rest could not be, or are OK)."""
 
 
 class ReplicationRuleStatus(CamelModel):
@@ -340,6 +442,9 @@ class ReplicationRuleStatus(CamelModel):
 
     published: Int = 0
     """Datasets published (with ``publish: true``)."""
+
+    catch_up: CatchUpStatus | None = None
+    """Catch-up archiving (with ``spec.catchUp``)."""
 
     last_sync_time: Timestamp | None = None
     """When Rucio state was last read and written here: at every change, and at least every

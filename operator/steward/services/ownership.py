@@ -15,9 +15,17 @@ Decisions are made on the exact tag: a tag someone edited (keeping the prefix) i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["SUBSCRIPTION_PREFIX", "TAG_LENGTH", "TAG_PREFIX", "owner_tag", "subscription_name"]
+__all__ = [
+    "SUBSCRIPTION_PREFIX",
+    "TAG_LENGTH",
+    "TAG_PREFIX",
+    "owner_index",
+    "owner_tag",
+    "subscription_name",
+]
 
 TAG_PREFIX: Final = "steward:"
 """Start of every owner tag; rules with another comment are never Steward's."""
@@ -57,3 +65,13 @@ def owner_tag(cluster_id: str, uid: str) -> str:
 def subscription_name(cluster_id: str, uid: str) -> str:
     """Name of the Rucio subscription placing new data for one resource (at most 64 chars)."""
     return SUBSCRIPTION_PREFIX + _digest(cluster_id, uid)
+
+
+def owner_index(cluster_id: str, resources: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Map owner tags back to resources: ``{tag: label}`` for ``(uid, label)`` pairs.
+
+    A tag is a one-way hash, so the way back is forward: list the resources that may own
+    rules (from the API server), hash each UID with this cluster's identity, and look the tag
+    up. A tag missing from the index belongs to another cluster or to a deleted resource.
+    """
+    return {owner_tag(cluster_id, uid): label for uid, label in resources}

@@ -47,8 +47,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from steward.constants import ANNOTATION_APPROVE_RELEASE
-from steward.exceptions import PermanentError, RucioError, RucioNotFoundError
-from steward.models.common import DIDType
+from steward.exceptions import PermanentError, RucioError, RucioNotFoundError, RucioPermanentError
+from steward.models.common import DIDType, format_duration
 from steward.models.replication import (
     WEEKDAYS,
     DeletionPolicy,
@@ -60,6 +60,13 @@ from steward.models.replication import (
 from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
+from steward.services.catchup import (
+    CATCHING_UP,
+    CatchUpPlan,
+    backlogged,
+    plan_catch_up,
+    wanted_priority,
+)
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
 from steward.services.deletion import (
     DeletionGate,
@@ -86,6 +93,7 @@ from steward.storage.rucio import (
     RuleSpec,
     RuleState,
     SubscriptionSpec,
+    refused_as_unsupported,
 )
 
 __all__ = [
@@ -354,6 +362,12 @@ class _Pass:
     """Datasets in the published container (``publish: true`` only)."""
     protected: str = ""
     """Why the deletion gate kept rules of deselected DIDs this pass, or empty."""
+    catch_up: CatchUpPlan | None = None
+    """Catch-up archiving this pass (``spec.catchUp`` on a managed resource only)."""
+    unboosted: set[str] = field(default_factory=set)
+    """Rules whose priority Rucio would not change (their transfers already went out)."""
+    touched: bool = False
+    """Whether a rule was changed in place without an Event (a catch-up priority)."""
 
     @property
     def spec(self) -> ReplicationRuleSpec:
@@ -681,16 +695,19 @@ class ReplicationService(RucioView):
         allowed, gate_reason, gate_edge = transfer_gate(spec, work.now)
         self._recheck_unowned(work)
         if spec.management_policy is ManagementPolicy.MANAGE:
+            work.catch_up = plan_catch_up(spec, work.owned.all(), old.get("catchUp"), work.now)
             if allowed:
                 self._create_missing(work)
             self._converge_existing(work)
+            self._converge_share(work)
+            self._announce_catch_up(work)
             self._gate_transfers(work, allowed=allowed)
             self._release_deselected(work, policy)
-            if work.events:
+            if work.events or work.touched:
                 work.owned = _Owned.of(self.rucio.list_rules(comment=tag))
             if spec.publish:
                 self._publish(work, int(old.get("published", 0) or 0))
-        if self.snapshot is not None and (work.events or fresh):
+        if self.snapshot is not None and (work.events or work.touched or fresh):
             self.snapshot.put(tag, work.owned.all())
         return Outcome(
             self._status(work, gate_reason),
@@ -981,28 +998,126 @@ class ReplicationService(RucioView):
                 )
                 events.append(("Normal", "RuleChanged", change))
                 continue
-            changes = self._in_place_changes(rule, spec, work.now, placed.get(did))
+            priority = wanted_priority(work.catch_up, rule, spec.priority)
+            changes = self._in_place_changes(rule, spec, work.now, placed.get(did), priority)
             if changes:
-                self.rucio.update_rule(rule.id, **changes)
+                changes = self._update_rule(work, rule, changes)
+            if changes:
+                work.touched = True
                 drift = "lifetime" in changes and spec.lifetime is None
+                catching_up = (
+                    set(changes) == {"priority"}
+                    and work.catch_up is not None
+                    and spec.catch_up_priority() in {rule.priority, changes["priority"]}
+                )
+                message = "restored after a change behind Steward's back" if drift else ""
                 self._record(
                     ref,
                     "rucio.rule.update",
                     rule.id,
-                    before=_rule_fields(rule),
+                    before={**_rule_fields(rule), "priority": rule.priority},
                     after={k: str(v) for k, v in changes.items()},
-                    message="restored after a change behind Steward's back" if drift else "",
+                    message="catch-up archiving" if catching_up else message,
                 )
-                reason = "DriftRestored" if drift else "RuleUpdated"
-                events.append(("Normal", reason, f"{did}: updated {', '.join(sorted(changes))}"))
+                if not catching_up:
+                    reason = "DriftRestored" if drift else "RuleUpdated"
+                    events.append(
+                        ("Normal", reason, f"{did}: updated {', '.join(sorted(changes))}")
+                    )
+
+    def _update_rule(self, work: _Pass, rule: Rule, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply in-place changes; return those made.
+
+        Rucio refuses a new priority (``UnsupportedOperation``) when it cannot pass it on to
+        transfers already handed to the transfer tool; the rule then keeps its priority (it is
+        reported as not raised in ``status.catchUp.boosted``) and the other changes are made.
+        """
+        try:
+            self.rucio.update_rule(rule.id, **changes)
+        except RucioPermanentError as error:
+            if "priority" not in changes or not refused_as_unsupported(error):
+                raise
+            work.unboosted.add(rule.id)
+            rest = {k: v for k, v in changes.items() if k != "priority"}
+            if rest:
+                self.rucio.update_rule(rule.id, **rest)
+            return rest
+        return changes
+
+    def _converge_share(self, work: _Pass) -> None:
+        """Keep the activity's transfer limit into the destination at nominal or raised.
+
+        Rucio's transfer limit of ``activity`` into ``destination`` is the activity's share
+        there (its preparer holds requests beyond it as WAITING, its throttler releases them).
+        Steward owns the limit a resource declares in ``catchUp.transfers``: nominal normally,
+        up to twice that while catching up. Set only when it differs (a change behind
+        Steward's back is put right), intent first.
+        """
+        plan = work.catch_up
+        if plan is None or plan.transfers is None:
+            return
+        message = "catch-up archiving" if plan.active else "nominal share"
+        self._set_share(work.ref, work.spec, plan.transfers, message)
+
+    def _set_share(
+        self, ref: ResourceRef, spec: ReplicationRuleSpec, wanted: int, message: str
+    ) -> bool:
+        """Set the activity's transfer limit into the destination unless it is ``wanted``.
+
+        Audited intent first, then the result (or Rucio's refusal). True if it was changed.
+        """
+        expression, activity = canonical(spec.destination), spec.activity
+        current = self.rucio.get_transfer_limit(expression, activity)
+        before = current.max_transfers if current is not None else None
+        if before == wanted:
+            return False
+        target = f"{activity}->{expression}"
+        after = {"activity": activity, "rse_expression": expression, "max_transfers": wanted}
+        self._intent(ref, "rucio.transferlimit.set", target, after)
+        try:
+            self.rucio.set_transfer_limit(expression, activity, wanted)
+        except RucioError as error:
+            self._failed(ref, "rucio.transferlimit.set", target, error)
+            raise
+        self._record(
+            ref,
+            "rucio.transferlimit.set",
+            target,
+            before={"max_transfers": before},
+            after=after,
+            message=message,
+        )
+        return True
+
+    def _announce_catch_up(self, work: _Pass) -> None:
+        """One Event when catch-up starts and one when it ends."""
+        plan = work.catch_up
+        if plan is None or not (plan.started or plan.ended):
+            return
+        share = f", transfer limit {plan.transfers}" if plan.transfers is not None else ""
+        if plan.started:
+            message = (
+                f"{plan.backlog} rules not OK for longer than the catch-up threshold: "
+                f"priority {plan.nominal_priority} -> {plan.priority}{share}"
+            )
+            work.events.append(("Normal", "CatchUpStarted", message))
+        else:
+            message = f"backlog drained: priority back to {plan.priority}{share}"
+            work.events.append(("Normal", "CatchUpEnded", message))
 
     def _in_place_changes(
-        self, rule: Rule, spec: ReplicationRuleSpec, now: datetime, first: datetime | None
+        self,
+        rule: Rule,
+        spec: ReplicationRuleSpec,
+        now: datetime,
+        first: datetime | None,
+        priority: int,
     ) -> dict[str, Any]:
         """Fields Rucio can change in place that differ from the spec.
 
         With a lifetime, the rule expires ``lifetime`` after the DID's first placement
         (`PlacementLedger`), or after the rule's creation when Steward has no record of it.
+        ``priority`` is the spec's, or the catch-up priority (`wanted_priority`).
         """
         changes: dict[str, Any] = {}
         if spec.lifetime is None:
@@ -1012,8 +1127,8 @@ class ReplicationService(RucioView):
             expected = (first or rule.created_at or now) + spec.lifetime
             if rule.expires_at is None or abs(rule.expires_at - expected) > _LIFETIME_TOLERANCE:
                 changes["lifetime"] = expected - now
-        if rule.priority != spec.priority:
-            changes["priority"] = spec.priority
+        if rule.priority != priority:
+            changes["priority"] = priority
         if (rule.activity or None) != spec.activity:
             changes["activity"] = spec.activity
         if rule.locked != spec.locked and rule.child_rule_id is None:
@@ -1283,6 +1398,8 @@ class ReplicationService(RucioView):
             policy = _safer(known.get("deletionPolicy"), (raw_spec or {}).get("deletionPolicy"))
         if management is ManagementPolicy.OBSERVE:
             return events
+        if spec is not None:
+            self._restore_share(ref, spec, known.get("catchUp"), events)
         owned = self.rucio.list_rules(comment=self.tag(ref))
         if owned:
             reason = "resource deleted" + ("" if spec is not None else " (spec invalid)")
@@ -1294,6 +1411,27 @@ class ReplicationService(RucioView):
                 )
                 raise ReleaseRefusedError(msg)
         return events
+
+    def _restore_share(
+        self,
+        ref: ResourceRef,
+        spec: ReplicationRuleSpec,
+        known: Mapping[str, Any] | None,
+        events: list[tuple[str, str, str]],
+    ) -> None:
+        """Put a raised transfer limit back to nominal when the resource goes mid-catch-up.
+
+        The limit is left at nominal, not removed: it is the share the facility declared for
+        the activity, which other data of the activity may rely on.
+        """
+        catch_up = spec.catch_up
+        if catch_up is None or catch_up.transfers is None or not (known or {}).get("active"):
+            return
+        message = "resource deleted while catching up: nominal share"
+        if self._set_share(ref, spec, catch_up.transfers, message):
+            events.append(
+                ("Normal", "CatchUpEnded", f"transfer limit back to {catch_up.transfers}")
+            )
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -1411,6 +1549,7 @@ class ReplicationService(RucioView):
                 now=now,
             ),
         )
+        conditions, catch_up = self._catch_up_status(work, conditions)
         kinds = Counter(seen["kind"] for seen in work.unowned.values())
         return {
             "observedGeneration": generation,
@@ -1428,10 +1567,58 @@ class ReplicationService(RucioView):
             "releaseProtected": 0,
             "deselection": None,
             "subscription": None,
+            "catchUp": catch_up,
             **work.status,
             "lastSyncTime": now.isoformat().replace("+00:00", "Z"),
             "conditions": conditions,
         }
+
+    def _catch_up_status(
+        self, work: _Pass, conditions: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """Status ``catchUp`` and the ``CatchingUp`` condition (only with ``spec.catchUp``)."""
+        plan, spec = work.catch_up, work.spec
+        if spec.catch_up is None:
+            return [c for c in conditions if c.get("type") != CATCHING_UP], None
+        if plan is None:  # Observe: the backlog is reported, nothing is raised
+            backlog = len(backlogged(work.owned.all(), spec, work.now))
+            status: dict[str, Any] = {"active": False, "backlog": backlog, "boosted": 0}
+            reason, message = "Observing", f"{backlog} rules in the backlog (Observe)"
+        else:
+            boosted = sum(
+                1
+                for rule in work.owned.all()
+                if plan.active
+                and rule.priority == plan.priority
+                and rule.id not in work.unboosted
+                and rule.state is not RuleState.OK
+            )
+            status = plan.status(boosted)
+            share = f", transfer limit {plan.transfers}" if plan.transfers is not None else ""
+            if plan.active:
+                reason = "BacklogDraining"
+                after = format_duration(spec.catch_up.after)
+                message = (
+                    f"{plan.backlog} rules not OK for longer than {after}: "
+                    f"priority {plan.priority} (nominal {plan.nominal_priority}){share}"
+                )
+                if work.unboosted:
+                    message += f"; Rucio kept the priority of {len(work.unboosted)} rules"
+            else:
+                reason = "Nominal"
+                message = f"{plan.backlog} rules in the backlog; priority {plan.priority}{share}"
+        updated = set_condition(
+            conditions,
+            condition(
+                CATCHING_UP,
+                status=bool(status["active"]),
+                reason=reason,
+                message=message,
+                generation=work.ref.generation,
+                now=work.now,
+            ),
+        )
+        return updated, status
 
     def _degraded(self, work: _Pass, stuck: int) -> tuple[str, str]:
         held = int(work.status.get("pendingRelease") or 0)

@@ -25,7 +25,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -57,6 +58,7 @@ from steward.storage.yamlfile import (
 
 __all__ = [
     "BODY",
+    "PRIVATE_EXCLUSION",
     "Loaded",
     "Problem",
     "Severity",
@@ -66,6 +68,9 @@ __all__ = [
     "longest_window_wait",
     "validate_paths",
 ]
+
+PRIVATE_EXCLUSION: Final = MappingProxyType({"private": "true"})
+"""The exclusion every export to a DAC carries: data marked ``private=true`` stays home."""
 
 BODY = Path("<body>")
 """The path of a document that came from the API server rather than from a file."""
@@ -564,7 +569,15 @@ class _CrossChecks:
         }
 
     def run(self) -> list[Problem]:
-        for check in (self.duplicates, self.rse_names, self.shared_rules, self.kept_forever):
+        checks = (
+            self.duplicates,
+            self.rse_names,
+            self.shared_rules,
+            self.kept_forever,
+            self.private_exports,
+            self.catch_up_shares,
+        )
+        for check in checks:
             self.problems.extend(self.guard(self.loaded[0].document, check) if self.loaded else [])
         per_kind: dict[type, Callable[[Loaded, Any], None]] = {
             Site: self.site,
@@ -716,6 +729,67 @@ class _CrossChecks:
                         f"{first.resource.metadata.name} ({first.where(('metadata', 'name'))})"
                         f"{more} keeps without lifetime; narrow the selector or give the rule a "
                         "lifetime",
+                    )
+                )
+
+    def private_exports(self) -> None:
+        """Refuse an export to a DAC that does not exclude data marked private.
+
+        LDM-230 2.4.3.1.3: information that is private "needs to be blocked on export". An
+        export is any ReplicationRule whose destination can place data on storage a Data
+        Access Center serves from (an RSE with the ``dac`` attribute in sites/), whatever the
+        policy's intent, so naming the RSE instead of the attribute does not get around it.
+        Its selector must exclude `PRIVATE_EXCLUSION`; an explicit DID list cannot (exclusions
+        apply to metadata filters), so an export selects by metadata.
+        """
+        for item in self.loaded:
+            rule = item.resource
+            if not isinstance(rule, ReplicationRule):
+                continue
+            dac = sorted(
+                name
+                for name in self.facility.match(rule.spec.destination)
+                if self.facility.rses[name].get("dac") is True
+            )
+            if not dac or dict(PRIVATE_EXCLUSION) in rule.spec.selector.exclude:
+                continue
+            how = (
+                'add `exclude: [{private: "true"}]` to the selector'
+                if rule.spec.selector.match is not None
+                else 'select by metadata (match) and exclude private: "true"'
+            )
+            self.problems.append(
+                item.problem(
+                    ("spec", "selector"),
+                    f"spec.selector: exports to DAC storage ({', '.join(dac)}) without "
+                    f"excluding data marked private; {how} (LDM-230 2.4.3.1.3)",
+                    value=False,
+                )
+            )
+
+    def catch_up_shares(self) -> None:
+        """Refuse two ReplicationRules owning one transfer limit (``catchUp.transfers``).
+
+        The limit is Rucio's, keyed by destination expression and activity: two owners would
+        set it in turn, one raising it for its catch-up while the other puts it back.
+        """
+        owners: dict[tuple[str, str], Loaded] = {}
+        for item in self.everything:
+            rule = item.resource
+            if not isinstance(rule, ReplicationRule) or rule.spec.catch_up is None:
+                continue
+            if rule.spec.catch_up.transfers is None:
+                continue
+            key = (canonical(rule.spec.destination), rule.spec.activity)
+            first = owners.setdefault(key, item)
+            if first is not item and id(item) in self.validated:
+                self.problems.append(
+                    item.problem(
+                        ("spec", "catchUp"),
+                        f"spec.catchUp.transfers: the transfer limit of {key[1]} into "
+                        f"{key[0]} is already owned by ReplicationRule/"
+                        f"{first.resource.metadata.name} at "
+                        f"{first.where(('spec', 'catchUp'), column=True)}; declare it once",
                     )
                 )
 

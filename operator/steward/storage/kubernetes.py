@@ -69,7 +69,7 @@ def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
     Raises
     ------
     ConfigurationError
-        There is no usable cluster configuration.
+        There is no usable cluster configuration (no kubeconfig and not in a pod).
     """
     # The config loaders are untyped in the kubernetes package.
     try:
@@ -81,8 +81,12 @@ def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
             return client.ApiClient()
         except config.ConfigException:
             return cast("client.ApiClient", config.new_client_from_config())  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError) as error:
-        msg = f"no cluster to talk to ({error}); set KUBECONFIG or pass --kubeconfig"
+    except (config.ConfigException, OSError) as exc:
+        where = kubeconfig or "$KUBECONFIG, ~/.kube/config or the pod's service account"
+        msg = (
+            f"no Kubernetes cluster to talk to ({where}): {exc}; "
+            "set KUBECONFIG or pass --kubeconfig"
+        )
         raise ConfigurationError(msg) from None
 
 

@@ -1,7 +1,8 @@
 """Rucio storage: the only package that talks to Rucio (``rucio.client``).
 
 Everything Steward asks of Rucio goes through `RucioStorage`: registering a Site's RSEs, adding,
-moving, reducing and deleting replication rules, subscriptions, and listing DIDs and rules. It
+moving, reducing and deleting replication rules, subscriptions, transfer limits, and listing
+DIDs and rules. It
 keeps four promises the rest of Steward relies on:
 
 - **Errors are mapped once.** Rucio's exceptions become `RucioTransientError` (retry later),
@@ -30,10 +31,17 @@ from __future__ import annotations
 
 from steward.storage.rucio.accounts import ADMIN_ATTRIBUTE, AccountClient
 from steward.storage.rucio.callpath import RetryPolicy, TokenBucket
-from steward.storage.rucio.dids import DIDClient
-from steward.storage.rucio.replicas import ReplicaClient
-from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient
-from steward.storage.rucio.rules import RuleClient
+from steward.storage.rucio.dids import (
+    DID_COLUMN_KEYS,
+    Collection,
+    DIDClient,
+    batched,
+    metadata_text,
+)
+from steward.storage.rucio.replicas import MOCK_PROTOCOL, ReplicaClient
+from steward.storage.rucio.requests import RequestClient, TransferLimit
+from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient, RSEInfo
+from steward.storage.rucio.rules import RuleClient, refused_as_unsupported
 from steward.storage.rucio.subscriptions import INACTIVE as SUBSCRIPTION_INACTIVE
 from steward.storage.rucio.subscriptions import SubscriptionClient
 from steward.storage.rucio.types import (
@@ -41,7 +49,10 @@ from steward.storage.rucio.types import (
     UNSET,
     AddedRules,
     Availability,
+    DatasetReplica,
+    DIDEntry,
     File,
+    FileReplica,
     Lock,
     Rule,
     RuleSpec,
@@ -54,14 +65,21 @@ from steward.storage.rucio.types import (
 __all__ = [
     "ADMIN_ATTRIBUTE",
     "DEFAULT_ACTIVITY",
+    "DID_COLUMN_KEYS",
     "MANAGED_ATTRIBUTES",
+    "MOCK_PROTOCOL",
     "SAME_SITE_DISTANCE",
     "SUBSCRIPTION_INACTIVE",
     "UNSET",
     "AddedRules",
     "Availability",
+    "Collection",
+    "DIDEntry",
+    "DatasetReplica",
     "File",
+    "FileReplica",
     "Lock",
+    "RSEInfo",
     "RetryPolicy",
     "RucioStorage",
     "Rule",
@@ -71,11 +89,21 @@ __all__ = [
     "Subscription",
     "SubscriptionSpec",
     "TokenBucket",
+    "TransferLimit",
+    "batched",
+    "metadata_text",
+    "refused_as_unsupported",
 ]
 
 
 class RucioStorage(
-    RuleClient, SubscriptionClient, DIDClient, ReplicaClient, RSEClient, AccountClient
+    RuleClient,
+    SubscriptionClient,
+    DIDClient,
+    ReplicaClient,
+    RSEClient,
+    AccountClient,
+    RequestClient,
 ):
     """Steward's view of Rucio; see the package docstring for what it guarantees.
 

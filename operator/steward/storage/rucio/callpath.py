@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -334,6 +334,31 @@ class RucioCallPath:
                     raise error from (None if self._leaks(raw) else raw)
                 _LOG.warning("%s; retrying in %.1f s", error, delay)
                 time.sleep(delay)
+
+    def _stream(self, operation: str, function: Callable[[Any], Iterable[_T]]) -> Iterator[_T]:
+        """Call a listing verb through `_call` and yield its rows as the server sends them.
+
+        Rucio's listings answer a stream of JSON lines that its client reads lazily, so a
+        million rows never sit in memory at once, as long as the caller does not collect
+        them. The request (and its retries) happens at the first row; a failure while reading
+        the rest is mapped like any other but not retried, as the rows already yielded cannot
+        be taken back: the caller starts again.
+
+        Raises
+        ------
+        RucioError
+            The mapped error.
+        """
+        rows = iter(self._call(operation, lambda c: iter(function(c))))
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except Exception as raw:  # noqa: BLE001 - every failure is mapped, none escapes raw
+                error, _ = self._translate(operation, raw)
+                raise error from (None if self._leaks(raw) else raw)
+            yield row
 
     def _rpc(self, method: str, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - untyped client
         """Call the client method of that name with ``args`` through `_call`."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from rucio.common import exception as rucio_errors
 
-from steward.exceptions import RucioPermanentError
+from steward.exceptions import RucioNotFoundError, RucioPermanentError
 from steward.storage.rucio.callpath import (
     DEFAULT_BATCH,
     RucioCallPath,
@@ -18,9 +19,67 @@ from steward.storage.rucio.callpath import (
     split_did,
     utc,
 )
-from steward.storage.rucio.types import File, Rule
+from steward.storage.rucio.types import DIDEntry, File, Rule
 
-__all__ = ["DIDClient"]
+__all__ = ["DID_COLUMN_KEYS", "Collection", "DIDClient", "batched", "metadata_text"]
+
+DID_COLUMN_KEYS: Final = frozenset(
+    {
+        "campaign",
+        "constituent",
+        "datatype",
+        "events",
+        "guid",
+        "is_archive",
+        "lumiblocknr",
+        "panda_id",
+        "phys_group",
+        "prod_step",
+        "project",
+        "provenance",
+        "run_number",
+        "stream_name",
+        "task_id",
+        "transient",
+        "version",
+    }
+)
+"""Metadata keys that are columns of Rucio's DID table (its ``DID_COLUMN`` plugin, on every
+database); any other key belongs to the JSON plugin (PostgreSQL, Oracle, MySQL only). Rucio
+refuses one filter naming keys of both (``rucio/core/did_meta_plugins/__init__.py``)."""
+
+_MANAGED: Final = "no metadata plugin that manages"
+"""Rucio's words for a filter key no metadata plugin manages (``InvalidMetadata``)."""
+
+ListedType = Literal["dataset", "container", "collection", "file", "all"]
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last may be shorter), read lazily."""
+    page: list[Any] = []
+    for item in items:
+        page.append(item)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def metadata_text(value: Any) -> str:  # noqa: ANN401 - metadata values are loosely typed
+    """Compare metadata as Rucio's filters do: as text, booleans in lower case."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """A dataset or container as Rucio reports it."""
+
+    did: str
+    type: str
+    """``DATASET`` or ``CONTAINER``."""
+    open: bool
+    """Whether files may still be attached."""
 
 
 class DIDClient(RucioCallPath):
@@ -40,7 +99,8 @@ class DIDClient(RucioCallPath):
         (``datatype``, ``project``, ``run_number``, ``stream_name``, ``version``...) always;
         any key with the JSON plugin, which needs PostgreSQL, Oracle or MySQL (not SQLite).
         Each exclusion costs one more listing, subtracted here, so a DID lacking an excluded
-        key is kept (a ``key.ne`` filter would drop it).
+        key is kept (a ``key.ne`` filter would drop it); an exclusion naming a key no plugin
+        manages (a custom key on SQLite) excludes nothing, as no DID can carry that key.
 
         Rucio refuses one filter whose keys belong to different metadata plugins (a DID
         column such as ``datatype`` with a JSON key such as ``instrument``), so each key is
@@ -48,7 +108,13 @@ class DIDClient(RucioCallPath):
         """
         selected = self._dids(scope, dict(match or {}), did_type)
         for excluded in exclude:
-            selected -= self._dids(scope, {**(match or {}), **excluded}, did_type)
+            try:
+                selected -= self._dids(scope, {**(match or {}), **excluded}, did_type)
+            except RucioPermanentError as error:
+                if not caused_by(error, rucio_errors.InvalidMetadata) or _MANAGED not in str(error):
+                    raise
+                # No plugin manages the key (a custom key on SQLite), so no DID carries it
+                # and the exclusion removes nothing (e.g. ``private`` on every DAC export).
         return sorted(f"{scope}:{name}" for name in selected)
 
     def _dids(self, scope: str, filters: dict[str, str], did_type: str) -> set[str]:
@@ -229,6 +295,111 @@ class DIDClient(RucioCallPath):
                 raise
             sizes[did] = int(row.get("bytes") or 0)
         return sizes
+
+    def iter_dids(
+        self,
+        scope: str,
+        match: Mapping[str, str] | None = None,
+        *,
+        did_type: ListedType = "dataset",
+        page_size: int = DEFAULT_BATCH,
+    ) -> Iterator[DIDEntry]:
+        """Stream the DIDs of a scope whose metadata matches, with their sizes; lazily.
+
+        Unlike `list_dids`, nothing is collected: Rucio streams its answer and the rows are
+        read as the caller consumes them, so a scope of a million datasets costs the memory
+        of one page. Keys of Rucio's two metadata plugins cannot share one filter, so when
+        both kinds are given Rucio searches by the JSON keys (usually the selective ones, such
+        as ``visit``) and the DID-column keys (`DID_COLUMN_KEYS`, such as ``datatype``) are
+        checked here, one ``get_metadata_bulk`` call per page of ``page_size`` DIDs.
+
+        Raises
+        ------
+        RucioPermanentError
+            Rucio refuses the filter (a JSON key on SQLite, which has no JSON plugin).
+        """
+        wanted = dict(match or {})
+        columns = {k: v for k, v in wanted.items() if k in DID_COLUMN_KEYS}
+        others = {k: v for k, v in wanted.items() if k not in DID_COLUMN_KEYS}
+        searched, checked = (others, columns) if others else (columns, {})
+        rows = self._stream(
+            "list_dids",
+            lambda c: c.list_dids(scope, [searched], did_type=did_type, long=True),
+        )
+        entries = (DIDEntry.from_rucio(row) for row in rows)
+        if not checked:
+            yield from entries
+            return
+        for page in batched(entries, page_size):
+            meta = self.get_metadata_bulk([entry.did for entry in page], plugin="DID_COLUMN")
+            yield from (
+                entry
+                for entry in page
+                if all(
+                    key in meta.get(entry.did, {}) and metadata_text(meta[entry.did][key]) == value
+                    for key, value in checked.items()
+                )
+            )
+
+    def get_metadata_bulk(
+        self, dids: Sequence[str], *, plugin: Literal["ALL", "DID_COLUMN", "JSON"] = "DID_COLUMN"
+    ) -> dict[str, dict[str, Any]]:
+        """Metadata of many DIDs in one call, by ``scope:name``; unknown DIDs are absent.
+
+        Ask ``JSON`` or ``ALL`` only where the JSON plugin exists (see `get_metadata`).
+        """
+        rows = self._call(
+            "get_metadata_bulk",
+            lambda c: list(c.get_metadata_bulk([did_dict(d) for d in dids], plugin=plugin)),
+        )
+        return {
+            f"{row['scope']}:{row['name']}": {
+                key: value for key, value in row.items() if key not in {"scope", "name"}
+            }
+            for row in rows
+        }
+
+    def get_metadata(
+        self, did: str, *, plugin: Literal["ALL", "DID_COLUMN", "JSON"] = "DID_COLUMN"
+    ) -> dict[str, Any]:
+        """Metadata of one DID from one plugin (``ALL``: both).
+
+        Ask ``JSON`` or ``ALL`` only where the JSON plugin exists: on SQLite Rucio answers
+        them with HTTP 500.
+
+        Raises
+        ------
+        RucioNotFoundError
+            If there is no such DID.
+        """
+        scope, name = split_did(did)
+        meta: dict[str, Any] = self._call(
+            "get_metadata", lambda c: c.get_metadata(scope, name, plugin=plugin)
+        )
+        return meta
+
+    def get_collection(self, did: str) -> Collection | None:
+        """A dataset or container, or None if the DID does not exist.
+
+        Raises
+        ------
+        RucioPermanentError
+            If the DID is a file.
+        """
+        scope, name = split_did(did)
+        try:
+            row = self._call("get_did", lambda c: c.get_did(scope, name))
+        except RucioNotFoundError:
+            return None
+        kind = str(row.get("type") or "")
+        if kind not in {"DATASET", "CONTAINER"}:
+            msg = f"{did} is a {kind or 'DID of unknown type'}, not a dataset or container"
+            raise RucioPermanentError(msg)
+        return Collection(did, kind, bool(row.get("open")))
+
+    def list_scopes(self) -> list[str]:
+        """Every scope in Rucio."""
+        return sorted(self._call("list_scopes", lambda c: list(c.list_scopes())))
 
     def list_files(self, did: str) -> list[File]:
         """The files of a DID (itself, for a file), with their sizes."""

@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from rucio.common.constants import TransferLimitDirection
 
 from steward.exceptions import RucioNotFoundError, RucioPermanentError
 from steward.models.site import RSE, Protocol, Site
-from steward.storage.rucio.callpath import RucioCallPath, canonical_expression
+from steward.storage.rucio.callpath import DEFAULT_BATCH, RucioCallPath, canonical_expression
 from steward.storage.rucio.types import Availability, SiteRegistration
 
-__all__ = ["MANAGED_ATTRIBUTES", "SAME_SITE_DISTANCE", "RSEClient"]
+__all__ = ["MANAGED_ATTRIBUTES", "SAME_SITE_DISTANCE", "RSEClient", "RSEInfo"]
 
 MANAGED_ATTRIBUTES: Final = "steward_managed_attributes"
 """RSE attribute listing the attributes Steward set, so it can remove ones no longer declared."""
 
 SAME_SITE_DISTANCE: Final = 1
 """Distance between two RSEs of one site (transfers within a facility need a distance too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RSEInfo:
+    """What Rucio knows of one RSE."""
+
+    name: str
+    type: str
+    """``DISK`` or ``TAPE`` (Rucio's storage types)."""
+    deterministic: bool
+    """Whether Rucio derives each file's path from its name (``lfn2pfn``)."""
+    attributes: Mapping[str, str]
+    """Attributes as text, booleans in lower case (as RSE expressions compare them)."""
+
+    def flag(self, key: str) -> bool:
+        """Whether a boolean attribute such as ``custodial`` is set."""
+        return self.attributes.get(key) in {"true", "1"}
 
 
 class RSEClient(RucioCallPath):
@@ -299,6 +317,57 @@ class RSEClient(RucioCallPath):
                 return []
             raise
         return sorted(row["rse"] for row in rows)
+
+    def get_rse_info(self, name: str) -> RSEInfo:
+        """An RSE's storage type and attributes, as Rucio has them.
+
+        Raises
+        ------
+        RucioNotFoundError
+            If the RSE is not registered.
+        """
+        rse = self._get_rse(name)
+        if rse is None:
+            msg = f"RSE {name} is not registered in Rucio"
+            raise RucioNotFoundError(msg)
+        attributes = self._rpc("list_rse_attributes", name)
+        return RSEInfo(
+            name=name,
+            type=str(rse.get("rse_type") or ""),
+            deterministic=bool(rse.get("deterministic")),
+            attributes={key: _attribute(value) for key, value in attributes.items()},
+        )
+
+    def expected_pfns(self, rse: str, dids: Sequence[str]) -> dict[str, str]:
+        """Where a deterministic RSE keeps each file (Rucio's ``lfn2pfn``), by DID.
+
+        This is where the bytes of a file registered there must be.
+        """
+        pfns: dict[str, str] = {}
+        for batch in _query_batches(dids):
+            pfns.update(self._rpc("lfns2pfns", rse, batch))
+        return pfns
+
+
+_QUERY_BUDGET: Final = 3000
+"""Characters of DIDs one ``lfns2pfns`` request carries. Rucio's client puts them in the URL's
+query string (``lfns=scope:name&lfns=...``), and its server (gunicorn) refuses a request line
+over 4094 bytes with HTTP 414; this leaves room for the path and the escaping of ``:``."""
+
+
+def _query_batches(dids: Sequence[str]) -> Iterator[list[str]]:
+    """Consecutive batches of at most `DEFAULT_BATCH` DIDs and `_QUERY_BUDGET` characters."""
+    batch: list[str] = []
+    size = 0
+    for did in dids:
+        cost = len(did) + len("&lfns=") + 2  # ':' is escaped as %3A
+        if batch and (size + cost > _QUERY_BUDGET or len(batch) == DEFAULT_BATCH):
+            yield batch
+            batch, size = [], 0
+        batch.append(did)
+        size += cost
+    if batch:
+        yield batch
 
 
 def _attribute(value: Any) -> str:  # noqa: ANN401 - attribute values are loosely typed

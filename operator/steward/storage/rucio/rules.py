@@ -24,6 +24,7 @@ from steward.storage.rucio.callpath import (
     DEFAULT_BATCH,
     RucioCallPath,
     canonical_expression,
+    caused_by,
     did_dict,
     seconds,
     split_did,
@@ -39,7 +40,16 @@ from steward.storage.rucio.types import (
     Unset,
 )
 
-__all__ = ["RuleClient"]
+__all__ = ["RuleClient", "refused_as_unsupported"]
+
+
+def refused_as_unsupported(error: BaseException) -> bool:
+    """Whether Rucio refused a rule change as unsupported (its ``UnsupportedOperation``).
+
+    Among others, a new priority that Rucio cannot pass on to transfers already handed to the
+    transfer tool (``rucio.core.rule.update_rule``): the rule keeps its old priority.
+    """
+    return caused_by(error, rucio_errors.UnsupportedOperation)
 
 
 _STATE_CODES: Final = {

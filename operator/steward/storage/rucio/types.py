@@ -23,7 +23,10 @@ __all__ = [
     "UNSET",
     "AddedRules",
     "Availability",
+    "DIDEntry",
+    "DatasetReplica",
     "File",
+    "FileReplica",
     "Lock",
     "Rule",
     "RuleSpec",
@@ -257,12 +260,95 @@ class Subscription:
 
 @dataclass(frozen=True, slots=True)
 class File:
-    """A file replica to register (test and dev data; Rucio moves no bytes for mock RSEs)."""
+    """A file replica to register: name, size and checksums, as Rucio records them."""
 
     did: str
     bytes: int
     adler32: str = "00000001"
     meta: Mapping[str, Any] = field(default_factory=dict)
+    md5: str | None = None
+    """MD5 (32 hex digits), when known; Rucio keeps it beside the Adler-32."""
+
+
+@dataclass(frozen=True, slots=True)
+class DIDEntry:
+    """One DID of a listing, with the size Rucio keeps for it."""
+
+    did: str
+    """``scope:name``."""
+    type: str
+    """``DATASET``, ``CONTAINER`` or ``FILE``."""
+    bytes: int | None = None
+    """Size (of every file, for a collection); None when Rucio has not counted it."""
+    length: int | None = None
+    """Files in a collection; None for a file or when Rucio has not counted them."""
+
+    @classmethod
+    def from_rucio(cls, row: Mapping[str, Any]) -> DIDEntry:
+        """Build from a ``list_dids(long=True)`` row."""
+        return cls(
+            did=f"{row['scope']}:{row['name']}",
+            type=str(row.get("did_type") or row.get("type") or ""),
+            bytes=row.get("bytes"),
+            length=row.get("length"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetReplica:
+    """Where a dataset's files are: one RSE, counted from its file replicas."""
+
+    rse: str
+    files: int
+    """Files of the dataset."""
+    available_files: int
+    """Of those, files with an AVAILABLE replica on this RSE."""
+    bytes: int
+    available_bytes: int
+    state: str
+    """``AVAILABLE`` when every file is there, else ``UNAVAILABLE`` (Rucio's names)."""
+
+    @classmethod
+    def from_rucio(cls, row: Mapping[str, Any]) -> DatasetReplica:
+        """Build from a ``list_dataset_replicas`` row."""
+        return cls(
+            rse=str(row["rse"]),
+            files=int(row.get("length") or 0),
+            available_files=int(row.get("available_length") or 0),
+            bytes=int(row.get("bytes") or 0),
+            available_bytes=int(row.get("available_bytes") or 0),
+            state=str(row.get("state") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileReplica:
+    """A file as the catalogue knows it, and its replicas by RSE."""
+
+    did: str
+    bytes: int | None
+    adler32: str | None
+    md5: str | None
+    states: Mapping[str, str] = field(default_factory=dict)
+    """Replica state by RSE (``AVAILABLE``, ``COPYING``, ``UNAVAILABLE``...)."""
+    pfns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Physical file names by RSE, best protocol first."""
+
+    @classmethod
+    def from_rucio(cls, row: Mapping[str, Any]) -> FileReplica:
+        """Build from a ``list_replicas`` row."""
+        return cls(
+            did=f"{row['scope']}:{row['name']}",
+            bytes=row.get("bytes"),
+            adler32=row.get("adler32"),
+            md5=row.get("md5"),
+            states=dict(row.get("states") or {}),
+            pfns={rse: tuple(pfns) for rse, pfns in (row.get("rses") or {}).items()},
+        )
+
+    def available_on(self) -> frozenset[str]:
+        """RSEs holding an AVAILABLE replica."""
+        return frozenset(rse for rse, state in self.states.items() if state == "AVAILABLE")
 
 
 @dataclass(frozen=True, slots=True)
