@@ -4,6 +4,7 @@ pytest_plugins = [
     "support.database",
     "support.deployment",
     "support.kube",
+    "support.kueue",
     "support.operator",
     "support.rucio",
 ]

@@ -16,10 +16,12 @@ from sqlalchemy import Engine
 from steward.config import Settings
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
+from steward.services.queueing import QueueingService
 from steward.services.replication import ReplicationService, RuleSnapshot
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import KubeResources, api_client
+from steward.storage.kueue import KueueStorage
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
 __all__ = ["Factory", "ProcessContext"]
@@ -88,6 +90,10 @@ class Factory:
     def create_site_service(self) -> SiteService:
         """The Site reconciler."""
         return SiteService(self.context.rucio, self.context.audit, actor=self.actor)
+
+    def create_queueing_service(self) -> QueueingService:
+        """Kueue's objects for this cluster's Site and campaigns."""
+        return QueueingService(KueueStorage(self.context.kube_api))
 
     def create_admission_service(self) -> AdmissionService:
         """The admission reviewer (the validating webhook's checks)."""

@@ -75,8 +75,14 @@ def test_operator_role_grants_what_kopf_does_for_our_handlers(manifests):
         assert rules[("steward.lsst.io",), plural, ()]["verbs"] == ["list", "patch", "watch"]
         assert rules[("steward.lsst.io",), f"{plural}/status", ()]["verbs"] == ["patch"]
     assert rules[("",), "events", ()]["verbs"] == ["create"]
-    # Nothing the code does not call: no get on Steward resources, no delete, no update.
-    assert all("delete" not in r["verbs"] and "update" not in r["verbs"] for r in role["rules"])
+    # Nothing the code does not call: no get on Steward resources, no delete, no update; the
+    # one delete is of the Kueue flavors and queues a Site no longer declares.
+    assert all("update" not in r["verbs"] for r in role["rules"])
+    deletes = {r["resources"][0] for r in role["rules"] if "delete" in r["verbs"]}
+    assert deletes == {"resourceflavors", "clusterqueues"}
+    assert all(
+        r["apiGroups"] == ["kueue.x-k8s.io"] for r in role["rules"] if "delete" in r["verbs"]
+    )
     # Secrets only in the namespace, only the webhook's, only get and patch.
     (namespaced,) = [r for r in _of_kind(manifests, "Role") if r["metadata"]["name"] == "steward"]
     assert namespaced["rules"] == [

@@ -300,6 +300,30 @@ OWN_RULES: Final = (
         ("list",),
         "services/admission.py: the webhook reads the live Sites",
     ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("resourceflavors", "clusterqueues"),
+        ("delete", "get", "list", "patch"),
+        "services/queueing.py: a Site's flavors and queues; pruning those it no longer has",
+    ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        (
+            "workloadpriorityclasses",
+            "localqueues",
+            "admissionchecks",
+            "multikueueconfigs",
+            "multikueueclusters",
+        ),
+        ("get", "list", "patch"),
+        "services/queueing.py: priority classes, campaign namespaces' queues, multi-site dispatch",
+    ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("workloads",),
+        ("get", "list", "patch", "watch"),
+        "services/queueing.py: admission state of campaign Jobs; pause and resume",
+    ),
 )
 """What Steward's code calls itself, whatever the values."""
 
