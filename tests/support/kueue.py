@@ -38,6 +38,16 @@ from steward.testing.kueue import (
 RUNTIME_ANNOTATION = "kwok.steward.lsst.io/runtime"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build or reuse Kueue before the first test, so a cold build is not charged to it."""
+    if session.config.option.collectonly:
+        return
+    if not any("kueue_build" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    ensure_kueue(log=reporter.write_line if reporter else None)
+
+
 @pytest.fixture(scope="session")
 def kueue_build() -> KueueBuild:
     """Kueue's manager and manifests, built from the pinned Go module (or from the cache)."""
