@@ -136,8 +136,12 @@ def _certificate(
     *,
     self_signed: bool = False,
     out: tuple[Path, Path] | None = None,
+    rsa: bool = False,
 ) -> None:
     """Write ``NAME.crt`` and ``NAME.key`` (EC P-256) with exactly the given extensions.
+
+    With RSA the key is 2048 bits in PKCS#1 form, which some controllers insist on (Kueue's
+    certificate rotator parses its CA key with Go's ``x509.ParsePKCS1PrivateKey``).
 
     A private config file keeps the system's openssl.cnf defaults (``v3_ca`` on every
     ``req -x509``) out of the leaf certificates. OUT names the certificate and key files
@@ -160,14 +164,19 @@ def _certificate(
         )
     )
     signer = [] if self_signed else ["-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key)]
+    key = (
+        ["-newkey", "rsa:2048"] if rsa else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    )
     _openssl(
         "req", "-x509", "-new", "-config", str(config), "-extensions", "ext",
-        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc",
+        *key, "-noenc",
         "-days", str(_VALID_DAYS),
         "-keyout", str(key_path),
         "-out", str(cert_path),
         *signer,
     )  # fmt: skip
+    if rsa:
+        _openssl("rsa", "-in", str(key_path), "-traditional", "-out", str(key_path))
     config.unlink()
 
 
@@ -178,7 +187,9 @@ _LEAF: dict[str, str] = {
 }
 
 
-def _ca(pki: Pki | ServingPki, common_name: str, *, alt_names: str | None = None) -> None:
+def _ca(
+    pki: Pki | ServingPki, common_name: str, *, alt_names: str | None = None, rsa: bool = False
+) -> None:
     extensions = {
         "basicConstraints": "critical,CA:TRUE",
         "keyUsage": "critical,keyCertSign,cRLSign,digitalSignature",
@@ -186,7 +197,7 @@ def _ca(pki: Pki | ServingPki, common_name: str, *, alt_names: str | None = None
     }
     if alt_names:
         extensions["subjectAltName"] = alt_names
-    _certificate(pki, "ca", {"CN": common_name}, extensions, self_signed=True)
+    _certificate(pki, "ca", {"CN": common_name}, extensions, self_signed=True, rsa=rsa)
 
 
 def create_serving_pki(
@@ -208,12 +219,13 @@ def create_serving_pki(
     Returns
     -------
     ServingPki
-        Paths of the files; ``cert_dir`` holds ``tls.crt`` and ``tls.key``.
+        Paths of the files; ``cert_dir`` holds ``tls.crt`` and ``tls.key``. The keys are RSA
+        in PKCS#1 form, the one form every webhook server's certificate code reads.
     """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     pki = ServingPki(directory)
     pki.cert_dir.mkdir(exist_ok=True, mode=0o700)
-    _ca(pki, ca_name, alt_names=f"DNS:{ca_name}")
+    _ca(pki, ca_name, alt_names=f"DNS:{ca_name}", rsa=True)
     names = [f"DNS:{name}" for name in dns_names] + [f"IP:{ip}" for ip in ip_addresses]
     _certificate(
         pki,
@@ -221,6 +233,7 @@ def create_serving_pki(
         {"CN": (dns_names or ip_addresses)[0]},
         {**_LEAF, "extendedKeyUsage": "serverAuth", "subjectAltName": ",".join(names)},
         out=(pki.serving_cert, pki.serving_key),
+        rsa=True,
     )
     return pki
 
