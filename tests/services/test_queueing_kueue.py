@@ -47,11 +47,13 @@ def test_quota_bounds_a_low_campaign_while_an_urgent_one_is_admitted_first(
 
     for name in ("low-1", "low-2", "low-3", "low-4"):
         batch.create_namespaced_job(kueue_namespace, indexed_job(name, queue=queue, priority="low"))
-    until("two low Jobs admitted", lambda: len(_admitted(kueue_cluster, kueue_namespace)) == 2)
-    states = _by_job(kueue_cluster, kueue_namespace)
-    waiting = [s for s in states.values() if s.phase == "Pending"]
-    assert len(waiting) == 2  # the quota of 2 CPUs bounds the low campaign
-    assert all("insufficient unused quota" in s.message for s in waiting), waiting
+
+    def phases() -> Counter[str]:
+        return Counter(s.phase for s in _by_job(kueue_cluster, kueue_namespace).values())
+
+    until("two low Jobs admitted, two waiting", lambda: phases() == {"Admitted": 2, "Pending": 2})
+    waiting = [s for s in _by_job(kueue_cluster, kueue_namespace).values() if s.phase == "Pending"]
+    assert any("insufficient unused quota" in s.message for s in waiting), waiting
 
     batch.create_namespaced_job(
         kueue_namespace, indexed_job("urgent", queue=queue, priority="urgent")
@@ -91,9 +93,9 @@ def test_queues_of_a_cohort_share_what_they_borrow_fairly(
 
     for index in range(8):
         batch.create_namespaced_job(kueue_namespace, indexed_job(f"a-{index}", queue=queue_a))
-    until(
+    until(  # its own 2 CPUs, and the idle 4 of spare and 2 of b
         "campaign A borrowing the idle quota of its cohort",
-        lambda: len(_admitted(kueue_cluster, kueue_namespace)) == 6,
+        lambda: len(_admitted(kueue_cluster, kueue_namespace)) == 8,
     )
     for index in range(8):
         batch.create_namespaced_job(kueue_namespace, indexed_job(f"b-{index}", queue=queue_b))
