@@ -1,3 +1,9 @@
 """Test configuration: the real-server fixtures live in tests/support, one module per stack."""
 
-pytest_plugins = ["support.database", "support.kube", "support.operator", "support.rucio"]
+pytest_plugins = [
+    "support.campaigns",
+    "support.database",
+    "support.kube",
+    "support.operator",
+    "support.rucio",
+]

@@ -48,7 +48,11 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     RUCIO_API_CALLS.set_function(lambda: memo.context.rucio.api_calls)
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.metrics_address)
-    _LOG.info("steward operator started", rucio=repr(memo.context.rucio))
+    _LOG.info(
+        "steward operator started",
+        rucio=repr(memo.context.rucio),
+        campaigns_of_site=config.site or "none (STEWARD_SITE unset: no Campaign is run)",
+    )
 
 
 @kopf.on.login()
