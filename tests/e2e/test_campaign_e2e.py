@@ -192,6 +192,12 @@ def test_a_campaign_of_another_site_is_left_alone(
         .items
     )
     assert jobs == []
+    # Deleting a campaign: the operator records what ran and lets it go.
+    custom_objects.delete("campaigns", "here", namespace)
+    until(
+        "the campaign to be gone",
+        lambda: custom_objects.get("campaigns", "here", namespace) is None,
+    )
 
 
 def test_raised_memory_survives_an_operator_kill(

@@ -612,3 +612,54 @@ def test_deleting_a_campaign_stops_its_jobs_and_keeps_the_ledger(
     assert (outputs.outcome, outputs.review_pending) == ("Deleted", True)
     _, attempts, _ = ledger_of(campaign_harness, live["metadata"]["uid"])
     assert sorted(a.klass for a in attempts) == ["Evicted"] * 3
+
+
+def test_a_lost_job_and_a_rescue_request_run_only_what_is_missing(
+    campaign_harness, rucio_data, namespace, kube_api
+):
+    steps = [
+        {
+            "name": "one",
+            "parallelism": 2,
+            "neverRetryExitCodes": [5],
+            "podAnnotations": {
+                "kwok.steward.lsst.io/runtime": "2s",
+                "kwok.steward.lsst.io/exit": "7=5",
+            },
+        }
+    ]
+    body = campaign_body("lost", namespace, invocations=8, steps=steps, scope=rucio_data.scope)
+    driven = campaign_harness.start(body)
+    driven.until("some invocations to succeed", lambda s: s["steps"][0]["succeeded"] >= 2)
+    # Someone deletes the step's Job: its unfinished invocations are rerun in a rescue Job
+    # once every pod of the lost Job has ended; finished ones are not redone.
+    [job] = campaign_harness.jobs(driven.uid)
+    kubernetes.client.BatchV1Api(kube_api).delete_namespaced_job(
+        job.metadata.name, namespace, propagation_policy="Background"
+    )
+    status = driven.until("the step to finish", lambda s: s["phase"] == "Failed", timeout=180)
+    _, attempts, invocations = ledger_of(campaign_harness, driven.uid)
+    succeeded = [a.index for a in attempts if a.klass == "Succeeded"]
+    assert sorted(succeeded) == [0, 1, 2, 3, 4, 5, 6]
+    lost = [a for a in attempts if a.job == job.metadata.name and a.klass == "Evicted"]
+    assert all("pod deleted" in a.reason and not a.counted for a in lost)
+    assert invocations["one", 7].state == "failed"
+    assert any(j.kind == "rescue" for j in ledger_of(campaign_harness, driven.uid)[0])
+    # A rescue request with the cause fixed runs what has not succeeded: invocation 7 only.
+    fixed = [dict(s) for s in body["spec"]["steps"]]
+    fixed[0]["podAnnotations"] = {}
+    driven.patch_spec(
+        {"steps": fixed, "controls": {"rescue": [{"step": "one", "id": "after-fix"}]}}
+    )
+    status = driven.until("the campaign to succeed", lambda s: s["phase"] == "Succeeded")
+    _, attempts, _ = ledger_of(campaign_harness, driven.uid)
+    assert sorted(a.index for a in attempts if a.klass == "Succeeded") == list(range(8))
+    assert status["controls"] == [
+        {
+            "type": "rescue",
+            "step": "one",
+            "id": "after-fix",
+            "invocations": 1,
+            "time": status["controls"][0]["time"],
+        }
+    ]

@@ -43,7 +43,7 @@ class LedgerCampaign(Base):
     invocations: Mapped[int] = mapped_column(Integer, nullable=False)
     """Size of the coverage set (invocations per step)."""
     steps: Mapped[str] = mapped_column(Text, nullable=False)
-    """JSON list of the step names, in the spec's order."""
+    """JSON list of the steps (name, dependsOn), in the spec's order."""
     shard_size: Mapped[int] = mapped_column(Integer, nullable=False)
     """Invocations per shard Job, fixed when the coverage set was enumerated."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -70,6 +70,7 @@ class LedgerInvocation(Base):
     data_id: Mapped[str] = mapped_column(Text, nullable=False)
     """The data id as canonical JSON."""
     data_id_hash: Mapped[str] = mapped_column(String(16), nullable=False)
+    """Hash of the data id: finds every invocation over one DID (``{"did": DID}``) at once."""
     state: Mapped[str] = mapped_column(String(16), nullable=False)
     """waiting, queued, succeeded, failed, accepted or cancelled."""
     job: Mapped[str | None] = mapped_column(String(63))
@@ -89,7 +90,7 @@ class LedgerInvocation(Base):
 
     __table_args__ = (
         UniqueConstraint("campaign_uid", "step", "index", name="uq_ledger_invocations_index"),
-        Index("ix_ledger_invocations_state", "campaign_uid", "step", "state"),
+        Index("ix_ledger_invocations_data_id", "data_id_hash"),
     )
 
 

@@ -31,7 +31,8 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from steward.exceptions import NotFoundError
-from steward.storage.ledger import LedgerCampaign, LedgerInvocation, LedgerStore
+from steward.services.campaign.plan import coverage_inputs, data_id_hash
+from steward.storage.ledger import LedgerCampaign, LedgerInvocation, LedgerStore, decode_steps
 
 __all__ = [
     "CampaignOutputs",
@@ -178,6 +179,10 @@ def _ref(record: LedgerCampaign) -> CampaignRef:
     return CampaignRef(record.uid, record.namespace, record.name)
 
 
+def _coverage(inv: LedgerInvocation) -> tuple[str, ...]:
+    return coverage_inputs(json.loads(inv.data_id))
+
+
 def _label(klass: str, exit_code: int | None) -> str:
     return f"ExitCode {exit_code}" if klass == "ExitCode" else klass
 
@@ -216,7 +221,7 @@ class LedgerService:
             counts = store.state_counts(ref.uid)
             facts = store.attempt_facts(ref.uid)
             memory = store.memory_facts(ref.uid)
-            steps_order: list[str] = json.loads(record.steps)
+            steps_order = [name for name, _ in decode_steps(record.steps)]
         runtimes: dict[str, list[float]] = defaultdict(list)
         requested: dict[str, list[float]] = defaultdict(list)
         classes: dict[str, Counter[str]] = defaultdict(Counter)
@@ -277,21 +282,18 @@ class LedgerService:
             record = store.campaign(ref.uid)
             if record is None:
                 raise NotFoundError(f"no campaign with UID {ref.uid} in the ledger")
-            steps = [step] if step is not None else json.loads(record.steps)
+            steps = [s for s in decode_steps(record.steps) if step in {None, s[0]}]
             result: list[InvocationRecord] = []
-            for name in steps:
-                files = store.files(ref.uid, role="output", step=name)
-                inputs = store.files(ref.uid, role="input", step=name)
+            for name, depends_on in steps:
                 written: dict[int, list[str]] = defaultdict(list)
-                for row in files:
+                for row in store.files(ref.uid, role="output", step=name):
                     written[row.index].append(row.did)
                 read: dict[int, list[str]] = defaultdict(list)
-                for row in inputs:
+                for row in store.files(ref.uid, role="input", step=name):
                     read[row.index].append(row.did)
-                result.extend(
-                    self._invocation(ref, inv, read[inv.index], written[inv.index])
-                    for inv in store.invocations(ref.uid, name, states=["succeeded"])
-                )
+                for inv in store.invocations(ref.uid, name, states=["succeeded"]):
+                    inputs = read[inv.index] if depends_on else _coverage(inv)
+                    result.append(self._invocation(ref, inv, inputs, written[inv.index]))
         return result
 
     def provenance(self, did: str) -> Provenance:
@@ -301,28 +303,40 @@ class LedgerService:
             made: list[InvocationRecord] = []
             read: list[InvocationRecord] = []
             for row in store.files_named(did):
-                record = store.campaign(row.campaign_uid)
-                if record is None:
-                    continue
-                ref = _ref(record)
-                inv = store.invocations(row.campaign_uid, row.step, indexes=[row.index])[0]
-                inputs = [
-                    f.did
-                    for f in store.files(
-                        row.campaign_uid, role="input", step=row.step, indexes=[row.index]
-                    )
-                ]
-                outputs = [
-                    f.did
-                    for f in store.files(
-                        row.campaign_uid, role="output", step=row.step, indexes=[row.index]
-                    )
-                ]
+                [inv] = store.invocations(row.campaign_uid, row.step, indexes=[row.index])
                 target = made if row.role == "output" else read
-                target.append(self._invocation(ref, inv, inputs, outputs))
+                target.append(self._record(store, inv))
+            read.extend(
+                self._record(store, inv)
+                for inv in store.coverage_invocations(data_id_hash({"did": did}))
+                if did in _coverage(inv) and self._first_step(store, inv)
+            )
         if not made and not read:
             raise NotFoundError(f"{did} is neither an input nor an output of any campaign")
         return Provenance(did, made, read)
+
+    def _record(self, store: LedgerStore, inv: LedgerInvocation) -> InvocationRecord:
+        """One invocation with what it read and wrote, for provenance answers."""
+        record = store.campaign(inv.campaign_uid)
+        assert record is not None  # noqa: S101 - invocations belong to a campaign row
+        files = {
+            role: [
+                f.did
+                for f in store.files(
+                    inv.campaign_uid, role=role, step=inv.step, indexes=[inv.index]
+                )
+            ]
+            for role in ("input", "output")
+        }
+        inputs = files["input"] if not self._first_step(store, inv) else list(_coverage(inv))
+        return self._invocation(_ref(record), inv, inputs, files["output"])
+
+    @staticmethod
+    def _first_step(store: LedgerStore, inv: LedgerInvocation) -> bool:
+        """Whether the invocation's step depends on no other (it reads the coverage set)."""
+        record = store.campaign(inv.campaign_uid)
+        steps = dict(decode_steps(record.steps)) if record is not None else {}
+        return not steps.get(inv.step)
 
     @staticmethod
     def _invocation(
@@ -350,11 +364,16 @@ class LedgerService:
 
     def inputs_in_use(self, dids: Iterable[str]) -> dict[str, list[CampaignRef]]:
         """The DIDs among ``dids`` that an unfinished campaign reads, with those campaigns."""
+        wanted = list(dict.fromkeys(dids))
+        hashes = {data_id_hash({"did": did}): did for did in wanted}
         with self.sessions() as session:
-            found = LedgerStore(session).unfinished_inputs(list(dids))
+            store = LedgerStore(session)
+            found = store.unfinished_inputs(wanted) + store.unfinished_coverage(hashes)
         result: dict[str, list[CampaignRef]] = defaultdict(list)
         for did, record in found:
-            result[did].append(_ref(record))
+            ref = _ref(record)
+            if ref not in result[did]:
+                result[did].append(ref)
         return dict(result)
 
     def campaign_outputs(self, namespace: str, name: str) -> CampaignOutputs | None:

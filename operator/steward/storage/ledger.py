@@ -7,11 +7,12 @@ in seconds, and a pass recording thousands of attempts is one transaction.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Select, func, insert, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from steward.schema.ledger import (
@@ -31,10 +32,22 @@ __all__ = [
     "LedgerInvocation",
     "LedgerJob",
     "LedgerStore",
+    "decode_steps",
+    "encode_steps",
 ]
 
 _CHUNK: Final = 500
 """Values per ``IN (...)``: SQLite allows 32,766 bound parameters, older builds 999."""
+
+
+def encode_steps(steps: Iterable[tuple[str, Sequence[str]]]) -> str:
+    """``ledger_campaigns.steps``: each step's name and the steps it depends on, in order."""
+    return json.dumps([{"name": n, "dependsOn": list(d)} for n, d in steps], separators=(",", ":"))
+
+
+def decode_steps(text: str) -> list[tuple[str, list[str]]]:
+    """Read `encode_steps`' text back."""
+    return [(item["name"], list(item["dependsOn"])) for item in json.loads(text)]
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -47,6 +60,14 @@ class LedgerStore:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+
+    def _insert(self, table: type[Any], rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert many rows as one Core statement on the session's connection.
+
+        Half the time of the ORM's bulk path for 100,000 rows, which matters when a campaign
+        of that size is enumerated before its first Job can be created.
+        """
+        self._session.connection().execute(table.__table__.insert(), list(rows))
 
     # -- campaigns ------------------------------------------------------------------------
 
@@ -72,7 +93,7 @@ class LedgerStore:
     def add_invocations(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert invocation rows (dicts of column values) in bulk."""
         if rows:
-            self._session.execute(insert(LedgerInvocation), list(rows))
+            self._insert(LedgerInvocation, rows)
 
     def invocations(
         self,
@@ -98,6 +119,13 @@ class LedgerStore:
             statement = base.where(LedgerInvocation.index.in_(chunk))
             found.extend(self._session.execute(statement).scalars())
         return sorted(found, key=lambda row: row.index)
+
+    def step_data_ids(self, uid: str, step: str) -> dict[int, str]:
+        """Every data id (canonical JSON) of a step, by invocation index."""
+        statement = select(LedgerInvocation.index, LedgerInvocation.data_id).where(
+            LedgerInvocation.campaign_uid == uid, LedgerInvocation.step == step
+        )
+        return dict(self._session.execute(statement).all())
 
     def data_ids(self, uid: str, step: str, indexes: Sequence[int]) -> dict[int, str]:
         """Data ids (canonical JSON) of some invocations of a step, by index."""
@@ -161,7 +189,7 @@ class LedgerStore:
     def add_attempts(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert attempt rows in bulk."""
         if rows:
-            self._session.execute(insert(LedgerAttempt), list(rows))
+            self._insert(LedgerAttempt, rows)
 
     def attempt_counts(self, uid: str) -> list[tuple[str, str, int | None, int]]:
         """Attempts as (step, class, exit code, count)."""
@@ -248,7 +276,7 @@ class LedgerStore:
                 existing.add(key)
                 new.append(row)
         if new:
-            self._session.execute(insert(LedgerFile), new)
+            self._insert(LedgerFile, new)
         return len(new)
 
     def files(
@@ -277,15 +305,6 @@ class LedgerStore:
             found.extend(self._session.execute(base.where(LedgerFile.index.in_(chunk))).scalars())
         return found
 
-    def dids(self, uid: str, *, role: str) -> set[str]:
-        """The distinct DIDs a campaign read (``input``) or wrote (``output``)."""
-        statement = (
-            select(LedgerFile.did)
-            .where(LedgerFile.campaign_uid == uid, LedgerFile.role == role)
-            .distinct()
-        )
-        return set(self._session.execute(statement).scalars())
-
     def file_count(self, uid: str, *, role: str, registered: bool | None = None) -> int:
         """How many files of a role a campaign has (registered ones only, when asked)."""
         statement = select(func.count()).where(
@@ -307,8 +326,43 @@ class LedgerStore:
         statement = select(LedgerFile).where(LedgerFile.did == did).order_by(LedgerFile.id)
         return list(self._session.execute(statement).scalars())
 
+    def unfinished_coverage(self, hashes: Mapping[str, str]) -> list[tuple[str, LedgerCampaign]]:
+        """(DID, campaign) for each DID in the coverage set of a campaign not finished yet.
+
+        ``hashes`` maps the data-id hash of ``{"did": DID}`` to that DID.
+        """
+        found: set[tuple[str, str]] = set()
+        campaigns: dict[str, LedgerCampaign] = {}
+        for chunk in _chunks(sorted(hashes)):
+            statement = (
+                select(LedgerInvocation.data_id_hash, LedgerCampaign)
+                .join(LedgerCampaign, LedgerCampaign.uid == LedgerInvocation.campaign_uid)
+                .where(
+                    LedgerInvocation.data_id_hash.in_(chunk),
+                    LedgerCampaign.outcome.is_(None),
+                )
+                .distinct()
+            )
+            for digest, campaign in self._session.execute(statement):
+                campaigns[campaign.uid] = campaign
+                found.add((hashes[digest], campaign.uid))
+        return [(did, campaigns[uid]) for did, uid in sorted(found)]
+
+    def coverage_invocations(self, digest: str) -> list[LedgerInvocation]:
+        """Invocations (of every campaign and step) whose data-id hash is ``digest``."""
+        statement = (
+            select(LedgerInvocation)
+            .where(LedgerInvocation.data_id_hash == digest)
+            .order_by(LedgerInvocation.campaign_uid, LedgerInvocation.step)
+        )
+        return list(self._session.execute(statement).scalars())
+
     def unfinished_inputs(self, dids: Sequence[str]) -> list[tuple[str, LedgerCampaign]]:
-        """(DID, campaign) for each DID that is an input of a campaign not finished yet."""
+        """(DID, campaign) for each DID a later step of an unfinished campaign reads.
+
+        Those are earlier steps' outputs; the first steps' inputs are the coverage set
+        (`unfinished_coverage`).
+        """
         found: list[tuple[str, LedgerCampaign]] = []
         for chunk in _chunks(sorted(set(dids))):
             statement = (

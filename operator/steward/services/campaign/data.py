@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -11,10 +12,12 @@ from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.campaign.base import CampaignBase, CampaignPass
 from steward.services.campaign.plan import (
+    coverage_inputs,
     dataset_name,
 )
 from steward.storage.ledger import (
     LedgerStore,
+    decode_steps,
 )
 from steward.storage.rucio import File, Rule, RuleSpec, RuleState
 
@@ -39,10 +42,7 @@ class RucioSide(CampaignBase):
         if work.staged is not None:
             return work.staged
         inputs_spec = work.spec.inputs
-        dids: list[str] = []
-        if inputs_spec.prestage:
-            with self.sessions() as session:
-                dids = sorted(LedgerStore(session).dids(work.uid, role="input"))
+        dids = sorted(self._coverage_dids(work)) if inputs_spec.prestage else []
         if not dids:
             work.staged = True
             return True
@@ -86,6 +86,14 @@ class RucioSide(CampaignBase):
             )
         return work.staged
 
+    def _coverage_dids(self, work: CampaignPass) -> set[str]:
+        """The Rucio DIDs of the coverage set (what the first steps read)."""
+        assert work.record is not None  # noqa: S101 - enumerated first
+        first = decode_steps(work.record.steps)[0][0]
+        with self.sessions() as session:
+            texts = LedgerStore(session).step_data_ids(work.uid, first)
+        return {did for text in texts.values() for did in coverage_inputs(json.loads(text))}
+
     def _staging_rules(self, work: CampaignPass, inputs: Iterable[str]) -> list[Rule]:
         wanted = set(inputs)
         return [r for r in self.rucio.list_rules(comment=work.tag) if r.did in wanted]
@@ -97,7 +105,7 @@ class RucioSide(CampaignBase):
             record = store.campaign(work.uid)
             if record is None or record.staging_released:
                 return
-            dids = store.dids(work.uid, role="input") if work.spec.inputs.prestage else set()
+        dids = self._coverage_dids(work) if work.spec.inputs.prestage else set()
         rules = self._staging_rules(work, dids) if dids else []
         released = []
         for rule in rules:

@@ -357,15 +357,9 @@ class JobRunner(RucioSide):
         if self.batch.config_map_exists(work.namespace, name):
             return name
         with self.sessions() as session:
-            store = LedgerStore(session)
-            data_ids = store.data_ids(work.uid, step.name, indexes)
-            inputs: dict[int, list[str]] = {}
-            for row in store.files(work.uid, role="input", step=step.name, indexes=indexes):
-                inputs.setdefault(row.index, []).append(row.did)
+            data_ids = LedgerStore(session).data_ids(work.uid, step.name, indexes)
         data = {
-            str(completion): config_map_entry(
-                Invocation(index, json.loads(data_ids[index]), tuple(inputs.get(index, ())))
-            )
+            str(completion): config_map_entry(Invocation(index, json.loads(data_ids[index])))
             for completion, index in enumerate(indexes)
         }
         labels = {LABEL_CAMPAIGN: work.ref.name, LABEL_CAMPAIGN_UID: work.uid}

@@ -29,6 +29,7 @@ __all__ = [
     "Retry",
     "canonical_json",
     "config_map_entry",
+    "coverage_inputs",
     "data_id_hash",
     "dataset_name",
     "effective_shard_size",
@@ -64,14 +65,28 @@ _NAME_LIMIT: Final = 52
 names add the completion index and five random characters."""
 
 
+def coverage_inputs(data_id: Mapping[str, Any]) -> tuple[str, ...]:
+    """The Rucio DIDs an invocation of a first step reads: ``(did,)`` for ``{"did": did}``.
+
+    A coverage query gives data ids of exactly that form (one matched DID each); the ledger
+    derives the first steps' inputs from them rather than storing them again per step, which
+    for 100,000 invocations would be as many rows per step to write before anything runs.
+    """
+    did = data_id.get("did")
+    return (did,) if isinstance(did, str) and len(data_id) == 1 else ()
+
+
 @dataclass(frozen=True)
 class Invocation:
     """One member of the coverage set."""
 
     index: int
     data_id: Mapping[str, Any]
-    inputs: tuple[str, ...] = ()
-    """Rucio DIDs it reads (for a coverage query: the matched DID itself)."""
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Rucio DIDs it reads (for a coverage query: the matched DID itself)."""
+        return coverage_inputs(self.data_id)
 
 
 def canonical_json(value: object) -> str:

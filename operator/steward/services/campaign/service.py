@@ -71,9 +71,15 @@ from steward.storage.batch import (
 from steward.storage.ledger import (
     LedgerCampaign,
     LedgerStore,
+    decode_steps,
+    encode_steps,
 )
 
 __all__ = ["CampaignService"]
+
+_INSERT_CHUNK = 5000
+"""Invocation rows per insert when a coverage set is enumerated: 100,000 rows built at once
+cost the operator about 100 MiB."""
 
 
 @dataclass(kw_only=True)
@@ -158,7 +164,7 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
                 exclude=selector.exclude,
                 did_type=selector.did_type.value.lower(),  # type: ignore[arg-type]
             )
-        return [Invocation(i, {"did": did}, (did,)) for i, did in enumerate(dids)]
+        return [Invocation(i, {"did": did}) for i, did in enumerate(dids)]
 
     def _enumerate(self, work: CampaignPass) -> LedgerCampaign:
         with self.sessions() as session:
@@ -178,7 +184,7 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
             site=work.spec.site,
             output_scope=work.spec.outputs.scope,
             invocations=len(invocations),
-            steps=canonical_json([s.name for s in work.spec.steps]),
+            steps=encode_steps([(s.name, s.depends_on) for s in work.spec.steps]),
             shard_size=shard_size,
             created_at=work.now,
             staging_released=False,
@@ -207,69 +213,48 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
         invocations: Sequence[Invocation],
         shard_size: int,
     ) -> None:
-        store.add_invocations(
-            [
-                {
-                    "campaign_uid": work.uid,
-                    "step": step.name,
-                    "index": inv.index,
-                    "shard": inv.index // shard_size,
-                    "data_id": canonical_json(inv.data_id),
-                    "data_id_hash": data_id_hash(inv.data_id),
-                    "state": WAITING,
-                    "memory": step.memory_bytes(),
-                    "attempts": 0,
-                    "failures": 0,
-                }
-                for inv in invocations
-            ]
-        )
-        if not step.depends_on:
-            store.add_files(
+        """Insert a step's invocation rows, `_INSERT_CHUNK` at a time (bounded memory)."""
+        memory = step.memory_bytes()
+        for start in range(0, len(invocations), _INSERT_CHUNK):
+            store.add_invocations(
                 [
                     {
-                        "did": did,
                         "campaign_uid": work.uid,
                         "step": step.name,
                         "index": inv.index,
-                        "role": "input",
-                        "registered": True,
+                        "shard": inv.index // shard_size,
+                        "data_id": canonical_json(inv.data_id),
+                        "data_id_hash": data_id_hash(inv.data_id),
+                        "state": WAITING,
+                        "memory": memory,
+                        "attempts": 0,
+                        "failures": 0,
                     }
-                    for inv in invocations
-                    for did in inv.inputs
+                    for inv in invocations[start : start + _INSERT_CHUNK]
                 ]
             )
 
     def _add_steps(self, work: CampaignPass, record: LedgerCampaign) -> None:
         """Give steps added to the spec after the start their ledger rows."""
-        known: list[str] = json.loads(record.steps)
-        added = [s for s in work.spec.steps if s.name not in known]
+        known = decode_steps(record.steps)
+        names = {name for name, _ in known}
+        added = [s for s in work.spec.steps if s.name not in names]
         if not added:
             return
         with self.sessions.begin() as session:
             store = LedgerStore(session)
-            first = store.invocations(work.uid, known[0])
+            data_ids = store.step_data_ids(work.uid, known[0][0])
             invocations = [
-                Invocation(
-                    row.index,
-                    json.loads(row.data_id),
-                    tuple(
-                        f.did
-                        for f in store.files(
-                            work.uid, role="input", step=known[0], indexes=[row.index]
-                        )
-                    ),
-                )
-                for row in first
+                Invocation(index, json.loads(text)) for index, text in sorted(data_ids.items())
             ]
             for step in added:
                 self._add_step_rows(store, work, step, invocations, record.shard_size)
             row = store.campaign(work.uid)
             assert row is not None  # noqa: S101 - read above
-            row.steps = canonical_json([*known, *(s.name for s in added)])
+            row.steps = encode_steps([*known, *((s.name, s.depends_on) for s in added)])
             record.steps = row.steps
-        names = ", ".join(s.name for s in added)
-        self._audit(work, "campaign-add-steps", message=f"steps added: {names}")
+        listed = ", ".join(s.name for s in added)
+        self._audit(work, "campaign-add-steps", message=f"steps added: {listed}")
 
     def _terminate(self, work: CampaignPass) -> None:
         """Delete the running work, keep the ledger, hold the outputs for review."""

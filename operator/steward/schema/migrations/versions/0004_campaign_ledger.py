@@ -59,9 +59,7 @@ def upgrade() -> None:
         sa.Column("ended_at", _TIME),
         sa.UniqueConstraint("campaign_uid", "step", "index", name="uq_ledger_invocations_index"),
     )
-    op.create_index(
-        "ix_ledger_invocations_state", "ledger_invocations", ["campaign_uid", "step", "state"]
-    )
+    op.create_index("ix_ledger_invocations_data_id", "ledger_invocations", ["data_id_hash"])
     op.create_table(
         "ledger_attempts",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
