@@ -12,19 +12,26 @@ from dataclasses import dataclass, field
 
 from kubernetes.client import ApiClient
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from steward.config import Settings
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
+from steward.services.campaign import CampaignService
+from steward.services.ledger import LedgerService
 from steward.services.queueing import QueueingService
 from steward.services.replication import ReplicationService, RuleSnapshot
 from steward.services.site import SiteService
+from steward.storage.batch import BatchStorage
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import KubeResources, api_client
 from steward.storage.kueue import KueueStorage
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
-__all__ = ["Factory", "ProcessContext"]
+__all__ = ["Factory", "ProcessContext", "create_ledger_service"]
+
+_POD_PATCH_WORKERS = 8
+"""Threads patching ended pods after their attempts are recorded."""
 
 
 @dataclass
@@ -36,10 +43,15 @@ class ProcessContext:
     """This cluster's identity in owner tags (`steward.services.ownership`)."""
     rucio: RucioStorage
     engine: Engine
+    sessions: sessionmaker[Session]
     audit: AuditService
     snapshot: RuleSnapshot
+    resources: KubeResources
+    """Steward's custom resources (Campaigns read their Site)."""
+    batch: BatchStorage
+    """Jobs, pods, ConfigMaps and PriorityClasses of campaigns."""
     kube_api: ApiClient = field(default_factory=api_client)
-    """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
+    """The Kubernetes client for what kopf does not do (admission's Site lookups, Kueue)."""
 
     @classmethod
     def from_settings(
@@ -63,18 +75,24 @@ class ProcessContext:
             settings,
             retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=5.0, retry_after=10.0),
         )
+        sessions = make_sessionmaker(engine)
+        kube = kube_api if kube_api is not None else api_client(connections=_POD_PATCH_WORKERS + 4)
         return cls(
             settings=settings,
             cluster_id=cluster_id,
             rucio=rucio,
             engine=engine,
-            audit=AuditService(make_sessionmaker(engine)),
+            sessions=sessions,
+            audit=AuditService(sessions),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
-            kube_api=kube_api if kube_api is not None else api_client(),
+            resources=KubeResources(kube),
+            batch=BatchStorage(kube, workers=_POD_PATCH_WORKERS),
+            kube_api=kube,
         )
 
     def close(self) -> None:
         """Release the clients (``@kopf.on.cleanup``)."""
+        self.batch.close()
         self.rucio.close()
         self.engine.dispose()
         self.kube_api.close()  # type: ignore[no-untyped-call]
@@ -99,6 +117,19 @@ class Factory:
         """The admission reviewer (the validating webhook's checks)."""
         return AdmissionService(KubeResources(self.context.kube_api))
 
+    def create_campaign_service(self) -> CampaignService:
+        """The Campaign reconciler."""
+        context = self.context
+        return CampaignService(
+            batch=context.batch,
+            resources=context.resources,
+            rucio=context.rucio,
+            sessions=context.sessions,
+            audit=context.audit,
+            cluster_id=context.cluster_id,
+            actor=self.actor,
+        )
+
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""
         return ReplicationService(
@@ -107,3 +138,16 @@ class Factory:
             snapshot=self.context.snapshot,
             actor=self.actor,
         )
+
+
+def create_ledger_service(settings: Settings) -> LedgerService:
+    """The ledger's read side for ``steward report`` and ``steward provenance``.
+
+    Raises
+    ------
+    ConfigurationError
+        If the database is not at this Steward's schema revision.
+    """
+    engine = make_engine(settings.database_url)
+    ensure_current(engine)
+    return LedgerService(make_sessionmaker(engine))

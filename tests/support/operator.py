@@ -20,6 +20,8 @@ from steward.storage.database import make_engine, upgrade
 from steward.testing.operatorprocess import OperatorProcess
 
 STEWARD = Path(sys.executable).with_name("steward")
+OPERATOR_SITE = "ncsa"
+"""The site the test operator runs Campaigns for (``STEWARD_SITE``)."""
 
 
 @pytest.fixture
@@ -42,6 +44,8 @@ def operator_env(control_plane, rucio_server, tmp_path) -> dict[str, str]:
         "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
         "STEWARD_DATABASE_URL": database,
         "STEWARD_REFRESH_INTERVAL": "3",
+        "STEWARD_SITE": OPERATOR_SITE,
+        "STEWARD_CAMPAIGN_INTERVAL": "1",
     }
 
 

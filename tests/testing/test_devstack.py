@@ -32,6 +32,7 @@ from support.waiting import until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEWARD = Path(sys.executable).with_name("steward")
+DEMO_CAMPAIGN = "ocs-calibs-20261122"
 CONTROL_PLANE = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
 RUCIO = {"postgresql", "rucio-server", "rucio-daemons"}
 OPERATOR = {"steward-operator"}
@@ -168,6 +169,14 @@ class _Cluster:
     def rules(self) -> dict[str, dict[str, Any]]:
         return {r["metadata"]["name"]: r for r in self.get("replicationrules.steward.lsst.io")}
 
+    def demo_campaign(self) -> dict[str, Any] | None:
+        """The demo campaign, once Succeeded."""
+        for campaign in self.get("campaigns.steward.lsst.io"):
+            if campaign["metadata"]["name"] == DEMO_CAMPAIGN:
+                phase = (campaign.get("status") or {}).get("phase")
+                return campaign if phase == "Succeeded" else None
+        return None
+
     def placed(self) -> list[str]:
         """ReplicationRules Ready with Rucio rules OK."""
         return [
@@ -188,6 +197,27 @@ def _check_notes_match_the_cluster(state: devstack.StackState, cluster: _Cluster
         for name in names:
             degraded = _condition(live[name], "Degraded")
             assert (degraded.get("status"), degraded.get("reason")) == ("True", "Refused")
+
+
+def _check_the_demo_campaign(state_dir: Path, cluster: _Cluster) -> None:
+    """The Base's daily calibrations run on the kwok nodes; kubectl and the ledger show it."""
+    campaign = until("the demo campaign to succeed", cluster.demo_campaign, timeout=180)
+    assert campaign["status"]["progress"] == "36/36"
+    shell = _in_shell(state_dir, "kubectl get camp -A")
+    assert shell.returncode == 0, shell.stderr
+    row = next(line for line in shell.stdout.splitlines() if DEMO_CAMPAIGN in line).split()
+    assert row[2:6] == ["Succeeded", "high", "36/36", "base"]
+    # Campaigns of other sites are not this operator's: no status.
+    others = [c for c in cluster.get("campaigns.steward.lsst.io") if c["spec"]["site"] != "base"]
+    assert others
+    assert all(not c.get("status") for c in others)
+    report = _in_shell(state_dir, f"steward report {DEMO_CAMPAIGN} -n steward --format json")
+    assert report.returncode == 0, report.stderr
+    steps = json.loads(report.stdout)["steps"]
+    assert [s["states"] for s in steps] == [{"succeeded": 9}] * 4
+    outputs = _in_shell(state_dir, f"steward provenance outputs {DEMO_CAMPAIGN} -n steward")
+    assert outputs.returncode == 0, outputs.stderr
+    assert outputs.stdout.count("output calib:") == 36
 
 
 def _check_a_developers_shell(state_dir: Path, placed: list[str]) -> None:
@@ -243,6 +273,7 @@ def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
         ready_after = time.monotonic() - began
         _check_notes_match_the_cluster(state, cluster)
         _check_a_developers_shell(state_dir, cluster.placed())
+        _check_the_demo_campaign(state_dir, cluster)
     finally:
         stopped = runner.invoke(cli, ["dev", "down", *option])
 

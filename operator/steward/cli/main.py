@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from steward.cli.audit import audit
+from steward.cli.campaigns import provenance, report
 from steward.cli.crds import crds
 from steward.cli.dev import dev
 from steward.cli.gitops import apply, plan
@@ -39,6 +40,8 @@ cli.add_command(plan)
 cli.add_command(history)
 cli.add_command(operator)
 cli.add_command(render_site)
+cli.add_command(provenance)
+cli.add_command(report)
 cli.add_command(validate)
 
 

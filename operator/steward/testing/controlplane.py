@@ -62,6 +62,10 @@ __all__ = [
 KWOK_NODE_ANNOTATION: Final = ("kwok.x-k8s.io/node", "fake")
 """Annotation that hands a Node to kwok (``--manage-nodes-with-annotation-selector``)."""
 
+CAMPAIGN_STAGES: Final = Path(__file__).with_name("campaign-stages.yaml")
+"""Steward's own kwok Stages: campaign pods succeed (reporting outputs), fail with an exit
+code, are OOM-killed, or end on SIGTERM when deleted, as their annotations say."""
+
 POD_CIDR: Final = "10.244.0.1/16"
 """Pod IPs kwok hands out; apart from `SERVICE_CLUSTER_IP_RANGE` so the two never collide."""
 
@@ -442,6 +446,7 @@ class ControlPlane:
                         str(binaries.kwok),
                         f"--kubeconfig={self.kubeconfig}",
                         f"--config={KWOK_STAGES}",
+                        f"--config={CAMPAIGN_STAGES}",
                         *(f"--config={path}" for path in self._stages),
                         "--manage-all-nodes=false",
                         "--manage-nodes-with-annotation-selector={}={}".format(

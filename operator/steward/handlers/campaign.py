@@ -1,0 +1,61 @@
+"""Campaign handlers: one pass on change and on a short timer; stop and record on delete.
+
+Only campaigns whose ``spec.site`` is this operator's own site (``STEWARD_SITE``) are acted
+on: each site's cluster runs its own work (design.md, "Where it runs").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from steward.config import Settings
+from steward.constants import GROUP, VERSION
+from steward.handlers.common import factory, forget, parse, post, reconciling, resource_ref
+from steward.models.campaign import Campaign
+
+PLURAL = "campaigns"
+_SETTINGS = Settings()
+SITE = _SETTINGS.site
+CAMPAIGN_INTERVAL = _SETTINGS.campaign_interval
+
+
+def _ours(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
+    return SITE is not None and spec.get("site") == SITE
+
+
+def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:  # noqa: ANN401
+    campaign = parse(Campaign, body, patch)
+    if campaign is None:
+        return
+    with reconciling("Campaign", body, patch):
+        service = factory(memo).create_campaign_service()
+        outcome = service.reconcile(campaign, resource_ref(body), body.get("status") or {})
+        post(body, outcome, patch, memo)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=_ours)
+@kopf.on.create(GROUP, VERSION, PLURAL, when=_ours)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=_ours)
+def campaign_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
+    """Start, pause, terminate or close out as ``desiredState`` says."""
+    _reconcile(body, patch, memo)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CAMPAIGN_INTERVAL, when=_ours)
+def campaign_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
+    """Level-based: record ended pods, start steps, rerun failures, refresh status."""
+    _reconcile(body, patch, memo)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_ours)
+def campaign_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
+    """Stop the Jobs and record every attempt before the Campaign goes (the ledger stays)."""
+    campaign = parse(Campaign, body, patch)
+    if campaign is not None:
+        with reconciling("Campaign", body, patch, deleting=True):
+            events = factory(memo).create_campaign_service().finalize(campaign, resource_ref(body))
+            for type_, reason, message in events:
+                kopf.event(body, type=type_, reason=reason, message=message)
+    forget(body)
