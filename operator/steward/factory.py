@@ -111,7 +111,7 @@ class Factory:
 
     def create_queueing_service(self) -> QueueingService:
         """Kueue's objects for this cluster's Site and campaigns."""
-        return QueueingService(KueueStorage(self.context.kube_api))
+        return QueueingService(KueueStorage(self.context.kube_api), self.context.resources)
 
     def create_admission_service(self) -> AdmissionService:
         """The admission reviewer (the validating webhook's checks)."""
@@ -128,6 +128,7 @@ class Factory:
             audit=context.audit,
             cluster_id=context.cluster_id,
             actor=self.actor,
+            queueing=self.create_queueing_service(),
         )
 
     def create_replication_service(self) -> ReplicationService:

@@ -36,6 +36,7 @@ from steward.testing.kueue import (
 )
 
 RUNTIME_ANNOTATION = "kwok.steward.lsst.io/runtime"
+CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -113,9 +114,11 @@ def kueue_cluster(
 ) -> Iterator[Cluster]:
     """One control plane with Kueue, for the single-site tests (logs under its run dir)."""
     with ExitStack() as stack:
-        yield start_cluster(
+        cluster = start_cluster(
             stack, "single", kube_binaries, kueue_build, tmp_path_factory.mktemp("kueue-plane")
         )
+        cluster.plane.install_crds(CRDS_DIR)  # campaigns on Kueue read their Site
+        yield cluster
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Campaign handlers: one pass on change and on a short timer; stop and record on delete.
 
 Only campaigns whose ``spec.site`` is this operator's own site (``STEWARD_SITE``) are acted
-on: each site's cluster runs its own work (design.md, "Where it runs").
+on: each site's cluster runs its own work (design.md, "Where it runs"). A multi-site campaign
+that lists this site in ``spec.sites`` gets, here, only the LocalQueue its Jobs' copies are
+dispatched into by MultiKueue (`steward.services.queueing`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,28 @@ def campaign_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: A
 def campaign_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
     """Level-based: record ended pods, start steps, rerun failures, refresh status."""
     _reconcile(body, patch, memo)
+
+
+def _dispatched_here(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
+    return SITE is not None and spec.get("site") != SITE and SITE in (spec.get("sites") or [])
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, when=_dispatched_here)
+@kopf.on.create(GROUP, VERSION, PLURAL, when=_dispatched_here)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=_dispatched_here)
+def campaign_dispatched_here(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,  # noqa: ANN401
+) -> None:
+    """A multi-site campaign lists this site: the LocalQueue MultiKueue's copies land in."""
+    campaign = parse(Campaign, body, patch)
+    if campaign is not None and SITE is not None:
+        with reconciling("Campaign", body, patch):
+            factory(memo).create_queueing_service().ensure_dispatched_queue(
+                SITE, campaign.spec.sites, resource_ref(body).namespace or "", campaign.spec.queue
+            )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_ours)

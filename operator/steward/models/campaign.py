@@ -43,6 +43,7 @@ __all__ = [
     "DesiredState",
     "OutputFile",
     "Priority",
+    "QueueingStatus",
     "RetryRequest",
     "StagingStatus",
     "Step",
@@ -366,7 +367,19 @@ class CampaignSpec(SpecModel):
     """The Site that runs it (``metadata.name``)."""
 
     priority: PriorityName = "normal"
-    """low, normal, high or urgent; maps to a PriorityClass."""
+    """low, normal, high or urgent; maps to a PriorityClass (and, on Kueue, to the
+    WorkloadPriorityClass of the same name)."""
+
+    queue: Name | None = None
+    """Queue of the Site the Jobs are admitted through, when the Site declares batch capacity
+    (``spec.batch.queues[].name``); the Site's default queue when absent."""
+
+    sites: list[Name] = Field(
+        default_factory=list, max_length=8, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Sites to run at, in order of preference, dispatched by MultiKueue: each Job goes to the
+    first with room and spills to the next. ``site`` is then where the campaign is applied
+    and dispatched from. Empty: the Jobs run at ``site``."""
 
     image: str = Field(min_length=1)
     """Container image of the pipelines."""
@@ -424,6 +437,17 @@ class CampaignSpec(SpecModel):
             if step not in names:
                 msg = f"approve names step {step!r}{_unknown(step, names)}"
                 raise LocatedValueError(msg, "controls", "approve", index)
+        return self
+
+    @model_validator(mode="after")
+    def _sites(self) -> CampaignSpec:
+        for index, name in enumerate(self.sites):
+            if name in self.sites[:index]:
+                msg = f"site {name!r} is listed twice; each site is tried once, in order"
+                raise LocatedValueError(msg, "sites", index)
+        if len(self.sites) == 1:
+            msg = "list two or more sites to dispatch across, or none to run at 'site'"
+            raise LocatedValueError(msg, "sites")
         return self
 
     @model_validator(mode="after")
@@ -634,6 +658,29 @@ class StagingStatus(CamelModel):
     """Whether the rules were given their release lifetime (the campaign closed)."""
 
 
+class QueueingStatus(CamelModel):
+    """The campaign's Jobs as Kueue sees them."""
+
+    queue: str
+    """The LocalQueue the Jobs are submitted to."""
+
+    admitted: int = 0
+    """Jobs Kueue admitted (running, or finished)."""
+
+    pending: int = 0
+    """Jobs waiting for quota (or deactivated by a pause)."""
+
+    reason: str = ""
+    """Kueue's message for a waiting Job: which quota is short, or why it was evicted."""
+
+    evictions: int = 0
+    """Times Kueue evicted the Jobs (preempted by higher priority, reclaimed by the cohort,
+    paused, a worker site lost); their pods' attempts count as Evicted."""
+
+    sites: dict[str, int] = Field(default_factory=dict)
+    """Jobs admitted per site, for a multi-site campaign: where MultiKueue sent each."""
+
+
 class CampaignStatus(CamelModel):
     """Observed state of a Campaign."""
 
@@ -657,6 +704,9 @@ class CampaignStatus(CamelModel):
 
     staging: StagingStatus | None = None
     """Pre-staging of the inputs (``inputs.prestage``)."""
+
+    queueing: QueueingStatus | None = None
+    """The Jobs in Kueue, when the Site declares batch capacity."""
 
     outputs: int = 0
     """Output files registered in Rucio."""

@@ -41,6 +41,7 @@ from steward.exceptions import NotFoundError, PermanentError, TransientError
 from steward.models.campaign import Priority
 from steward.models.site import BatchCapacity, QueueStatus, Site
 from steward.services.site import Outcome
+from steward.storage.kubernetes import KubeResources, ResourceKey
 from steward.storage.kueue import KUEUE_API_VERSION, KueueStorage
 
 __all__ = [
@@ -482,6 +483,8 @@ class QueueingService:
     """Applies the rendered Kueue objects, prunes stale ones, reads Kueue's state."""
 
     kueue: KueueStorage
+    resources: KubeResources | None = None
+    """Steward's resources, to read the local Site for a campaign dispatched here."""
 
     def reconcile_site(self, site: Site) -> list[QueueStatus]:
         """Make Kueue's flavors, queues and priority classes match the Site; return its queues.
@@ -581,6 +584,23 @@ class QueueingService:
             self.kueue.apply(body)
         return multisite_name([site.metadata.name for site in sites])
 
+    def ensure_dispatched_queue(
+        self, local_site: str, sites: Sequence[str], namespace: str, queue: str | None = None
+    ) -> str:
+        """At LOCAL_SITE, a worker of a multi-site campaign: its LocalQueue (`ensure_worker_queue`).
+
+        Raises
+        ------
+        PermanentError
+            LOCAL_SITE is not a Site here, or declares no batch capacity.
+        """
+        body = self.resources.get(ResourceKey("Site", None, local_site)) if self.resources else None
+        if body is None:
+            msg = f"this operator's Site {local_site!r} does not exist in this cluster"
+            raise PermanentError(msg)
+        site = Site.model_validate({k: v for k, v in body.items() if k != "status"})
+        return self.ensure_worker_queue(site, sites, namespace, queue)
+
     def ensure_worker_queue(
         self, site: Site, sites: Sequence[str], namespace: str, queue: str | None = None
     ) -> str:
@@ -615,6 +635,22 @@ class QueueingService:
                 "Workload", namespace=namespace, label_selector=label_selector
             )
         ]
+
+    def workloads_by_job(
+        self, namespace: str, jobs: set[str]
+    ) -> dict[str, tuple[str, WorkloadState, bool]]:
+        """The Workload of each of JOBS: job name -> (Workload name, state, whether active)."""
+        found = {}
+        for item in self.kueue.list("Workload", namespace=namespace):
+            owners = [
+                ref["name"]
+                for ref in item["metadata"].get("ownerReferences") or []
+                if ref.get("kind") == "Job"
+            ]
+            if owners and owners[0] in jobs:
+                active = (item.get("spec") or {}).get("active", True) is not False
+                found[owners[0]] = (item["metadata"]["name"], workload_state(item), active)
+        return found
 
     def set_active(self, namespace: str, workload: str, *, active: bool) -> None:
         """Deactivate (pause) or reactivate (resume) one Workload.

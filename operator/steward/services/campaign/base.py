@@ -22,6 +22,7 @@ from steward.models.site import RSEType, Site
 from steward.observability import get_logger
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.ownership import owner_tag
+from steward.services.queueing import WorkloadState
 from steward.storage.batch import (
     BatchStorage,
     Owner,
@@ -79,6 +80,10 @@ class CampaignPass:
     staged: bool | None = None
     site: Site | None = None
     unrecorded: int = 0
+    queue: str | None = None
+    """The LocalQueue of the campaign's Jobs on Kueue (`QueueSide`), None when not on Kueue."""
+    workloads: dict[str, tuple[str, WorkloadState, bool]] | None = None
+    """Kueue's Workload of each Job, read once per pass (`QueueSide`)."""
     audits: list[AuditRecord] = field(default_factory=list)
     """Audit records of ledger changes, written once their transaction committed (the audit
     trail shares the database, and SQLite has one writer at a time)."""

@@ -38,6 +38,7 @@ from steward.services.campaign.plan import (
     shard_ranges,
     topological,
 )
+from steward.services.campaign.queueing import QueueSide
 from steward.storage.batch import (
     LABEL_CAMPAIGN,
     LABEL_CAMPAIGN_UID,
@@ -58,7 +59,7 @@ from steward.storage.ledger import (
 __all__ = ["JobRunner"]
 
 
-class JobRunner(RucioSide):
+class JobRunner(RucioSide, QueueSide):
     """Starts steps, creates and steers their Jobs, reruns what failed."""
 
     # -- 3a. controls -------------------------------------------------------------------------
@@ -278,7 +279,8 @@ class JobRunner(RucioSide):
             if live is None or _finished(live):
                 continue
             spec = live.get("spec") or {}
-            if bool(spec.get("suspend")) != paused:
+            queued = self._queue_pause(work, job.name, paused=paused)
+            if not queued and bool(spec.get("suspend")) != paused:
                 self.batch.set_suspend(work.namespace, job.name, suspend=paused)
                 EXTERNAL_ACTIONS.labels("Campaign", "suspend" if paused else "resume").inc()
             wanted = min(step.parallelism, int(spec.get("completions") or 1))
@@ -295,6 +297,7 @@ class JobRunner(RucioSide):
             LABEL_SHARD: str(job.shard) if job.shard is not None else "rescue",
             LABEL_JOB: job.name,
             LABEL_JOB_KIND: job.kind,
+            **self._queue_labels(work),
         }
         spec = JobSpec(
             name=job.name,

@@ -111,6 +111,7 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
         elif desired is DesiredState.TERMINATED:
             self._terminate(work)
         else:
+            work.queue = self._queue(work)
             self._controls(work)
             self._advance(work, paused=desired is DesiredState.PAUSED)
             self._register_outputs(work)

@@ -15,7 +15,7 @@ from steward.models.campaign import (
 from steward.services.attempts import (
     AttemptClass,
 )
-from steward.services.campaign.base import CampaignBase, CampaignPass, iso
+from steward.services.campaign.base import CampaignPass, iso
 from steward.services.campaign.plan import (
     ACCEPTED,
     FAILED,
@@ -24,6 +24,7 @@ from steward.services.campaign.plan import (
     blocked,
     step_phase,
 )
+from steward.services.campaign.queueing import QueueSide
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
 from steward.storage.ledger import (
     LedgerJob,
@@ -33,7 +34,7 @@ from steward.storage.ledger import (
 __all__ = ["StatusWriter"]
 
 
-class StatusWriter(CampaignBase):
+class StatusWriter(QueueSide):
     """Computes status and the Events of transitions."""
 
     # -- 4. status ----------------------------------------------------------------------------
@@ -91,6 +92,9 @@ class StatusWriter(CampaignBase):
             "startTime": iso(min((j.planned_at for j in planned), default=None)),
             "endTime": (old.get("endTime") or iso(work.now)) if final else None,
         }
+        queueing = self._queue_status(work)
+        if queueing is not None:
+            status["queueing"] = queueing
         staging = work.staging or old.get("staging")
         if staging:
             status["staging"] = {**staging, "released": record.staging_released}
