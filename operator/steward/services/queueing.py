@@ -465,12 +465,14 @@ def workload_state(workload: Mapping[str, Any]) -> WorkloadState:
             evictions=evictions,
         )
 
-    for phase in ("Finished", "Evicted"):
-        condition = _condition(workload, phase)
-        if condition is not None and condition.get("status") == "True":
-            return state(phase, condition)
-    if spec.get("active") is False:
-        return state("Inactive", _condition(workload, "QuotaReserved"))
+    finished = _condition(workload, "Finished")
+    if finished is not None and finished.get("status") == "True":
+        return state("Finished", finished)
+    if spec.get("active") is False:  # paused: Kueue evicts it with reason InactiveWorkload
+        return state("Inactive", _condition(workload, "Evicted"))
+    evicted = _condition(workload, "Evicted")
+    if evicted is not None and evicted.get("status") == "True":
+        return state("Evicted", evicted)
     for phase in ("Admitted", "QuotaReserved"):
         condition = _condition(workload, phase)
         if condition is not None and condition.get("status") == "True":

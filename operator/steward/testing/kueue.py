@@ -50,6 +50,7 @@ __all__ = [
     "Kueue",
     "KueueSettings",
     "batch_site",
+    "ensure_inotify_instances",
     "worker_kubeconfig_secret",
 ]
 
@@ -94,6 +95,31 @@ class KueueSettings:
 
     feature_gates: Mapping[str, bool] = field(default_factory=lambda: {"VisibilityOnDemand": False})
     """Feature gates; the on-demand visibility API server is off (it binds 0.0.0.0:8082)."""
+
+
+_INOTIFY_INSTANCES: Final = Path("/proc/sys/fs/inotify/max_user_instances")
+_INOTIFY_WANTED: Final = 1024
+
+
+def ensure_inotify_instances(minimum: int = _INOTIFY_WANTED) -> int:
+    """Raise the per-user limit of inotify instances to MINIMUM when allowed; return the limit.
+
+    Every Kubernetes component and every controller-runtime manager (Kueue's certificate
+    watcher, MultiKueue's kubeconfig watcher) holds inotify instances, and all of them run as
+    one user here: a manager and two worker control planes with Kueue need well over the
+    Linux default of 128, and Kueue exits with "couldn't initialize inotify: too many open
+    files" without them. The limit is only raised, never lowered, and only where the harness
+    may write it (root, a writable /proc/sys); elsewhere it is left as it is.
+    """
+    try:
+        current = int(_INOTIFY_INSTANCES.read_text())
+    except (OSError, ValueError):
+        return 0
+    if current < minimum:
+        with contextlib.suppress(OSError):
+            _INOTIFY_INSTANCES.write_text(f"{minimum}\n")
+            current = minimum
+    return current
 
 
 def _b64(data: bytes) -> str:
@@ -192,6 +218,7 @@ class Kueue:
         if self._process is not None:
             raise ControlPlaneError("Kueue is already started")
         build = self._build or ensure_kueue()
+        ensure_inotify_instances()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self._pki is None:
             self._pki = create_serving_pki(
