@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+import kubernetes
 import pytest
 
-from steward.services.queueing import QUEUE_LABEL, WorkloadState
+from steward.services.queueing import QUEUE_LABEL, QueueingService, WorkloadState
+from steward.services.site import Outcome
+from steward.storage.kueue import KueueStorage
 from steward.testing.kueue import batch_site
 from support.kueue import Cluster, indexed_job, unique
 from support.waiting import until
@@ -178,3 +181,41 @@ def test_pause_and_resume_through_kueue_keep_finished_indexes(
     ]
     assert redone == []  # no index that had finished ran again
     assert finished <= done()
+
+
+def test_a_site_is_rendered_only_in_its_own_cluster_and_pruned_when_a_queue_goes(
+    kueue_cluster: Cluster,
+) -> None:
+    site = batch_site(
+        unique("own", 20), {"a": {"cpu": "1", "memory": "1Gi"}, "b": {"cpu": "1", "memory": "1Gi"}}
+    )
+    name = site.metadata.name
+    elsewhere = Outcome(status={})
+    kueue_cluster.queueing.reconcile_local_site(site, "another-site", elsewhere)
+    assert elsewhere.status == {}
+    assert kueue_cluster.queueing.kueue.get("ClusterQueue", f"{name}-a") is None
+
+    here = Outcome(status={})
+    kueue_cluster.queueing.reconcile_local_site(site, name, here)
+    assert [q["clusterQueue"] for q in here.status["queues"]] == [f"{name}-a", f"{name}-b"]
+
+    assert site.spec.batch is not None
+    site.spec.batch.queues = site.spec.batch.queues[:1]
+    kueue_cluster.queueing.reconcile_local_site(site, name, Outcome(status={}))
+    until(
+        "queue b deleted",
+        lambda: kueue_cluster.queueing.kueue.get("ClusterQueue", f"{name}-b") is None,
+    )
+    assert kueue_cluster.queueing.kueue.get("ClusterQueue", f"{name}-a") is not None
+
+
+def test_a_cluster_without_kueue_gets_a_warning_not_a_failed_site(
+    kube_api: kubernetes.client.ApiClient,
+) -> None:
+    site = batch_site(unique("nokueue", 20), {"a": {"cpu": "1", "memory": "1Gi"}})
+    outcome = Outcome(status={})
+
+    QueueingService(KueueStorage(kube_api)).reconcile_local_site(site, site.metadata.name, outcome)
+
+    assert "queues" not in outcome.status
+    assert [(t, r) for t, r, _ in outcome.events] == [("Warning", "KueueMissing")]
