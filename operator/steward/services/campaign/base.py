@@ -79,6 +79,8 @@ class CampaignPass:
     staged: bool | None = None
     site: Site | None = None
     unrecorded: int = 0
+    config_maps: set[str] = field(default_factory=set)
+    """ConfigMaps known to exist (shards' are shared by every step's Jobs)."""
     audits: list[AuditRecord] = field(default_factory=list)
     """Audit records of ledger changes, written once their transaction committed (the audit
     trail shares the database, and SQLite has one writer at a time)."""
