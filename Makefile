@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev down test lint check-generated unit setup
+.PHONY: dev down test lint check-generated manifests unit setup
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Every site with deploy/values-SITE.yaml has its manifests/SITE/ checked for drift.
+SITES := $(patsubst deploy/values-%.yaml,%,$(wildcard deploy/values-*.yaml))
+
 check-generated: $(STAMP)
 	$(BIN)/steward crds --check
 	$(BIN)/steward validate
+	for site in $(SITES); do $(BIN)/steward render --site $$site --check || exit 1; done
+
+manifests: $(STAMP)
+	for site in $(SITES); do $(BIN)/steward render --site $$site || exit 1; done
 
 unit: $(STAMP)
 	$(BIN)/pytest -m "not kube and not rucio"

@@ -3,6 +3,7 @@
 pytest_plugins = [
     "support.campaigns",
     "support.database",
+    "support.deployment",
     "support.kube",
     "support.operator",
     "support.rucio",

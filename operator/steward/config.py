@@ -71,6 +71,34 @@ class Settings(BaseSettings):
     metrics_address: str = "127.0.0.1"
     """Address the metrics endpoint binds to (0.0.0.0 in a pod)."""
 
+    operator_namespace: str = "steward"
+    """Namespace the operator runs in: its webhook certificate Secret lives there."""
+
+    peering_name: str = "steward"
+    """Name of the ClusterKopfPeering object the operator's processes elect a leader through
+    (shipped by ``steward render``); every process but the oldest live one stands by."""
+
+    peering_lifetime: int = Field(default=60, ge=5, le=3600)
+    """Seconds a process's keep-alive in the peering object counts: a leader killed outright
+    is replaced by a standby at most this long (plus one keep-alive) after its last one."""
+
+    webhook_port: int = Field(default=0, ge=0, le=65535)
+    """Port of the validating admission webhook (HTTPS); 0 disables it."""
+
+    webhook_address: str = "127.0.0.1"
+    """Address the webhook binds to (0.0.0.0 in a pod)."""
+
+    webhook_hosts: list[str] = Field(default_factory=list)
+    """DNS names and IP addresses the webhook's certificate is valid for (the Service's name,
+    ``steward.<namespace>.svc``, in a pod; 127.0.0.1 when the API server calls a URL)."""
+
+    webhook_secret: str = "steward-webhook-tls"  # noqa: S105 - a Secret's name
+    """Secret (in ``operator_namespace``) holding the webhook's CA and serving certificate;
+    the operator fills it on first start and renews the certificate before it expires."""
+
+    webhook_configuration: str = "steward"
+    """ValidatingWebhookConfiguration whose ``caBundle`` the operator keeps current."""
+
     def rucio_secret(self) -> SecretStr | None:
         """Return the Rucio password from the setting or the mounted file."""
         if self.rucio_password is not None:

@@ -31,3 +31,7 @@ FIELD_MANAGER: Final = "steward"
 
 CACHE_DIR_ENV: Final = "STEWARD_CACHE_DIR"
 """Environment variable overriding the cache for built binaries and virtual environments."""
+
+CAMPAIGN_PRIORITY_CLASS_PREFIX: Final = "steward-campaign-"
+"""PriorityClass of a campaign's pods: this prefix and its priority (``steward-campaign-high``);
+``steward render`` ships one per level of `steward.models.campaign.Priority`."""

@@ -8,12 +8,14 @@ around real servers directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from steward.config import Settings
+from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
 from steward.services.campaign import CampaignService
 from steward.services.ledger import LedgerService
@@ -28,6 +30,8 @@ __all__ = ["Factory", "ProcessContext", "create_ledger_service"]
 
 _POD_PATCH_WORKERS = 8
 """Threads patching ended pods after their attempts are recorded."""
+_KUBE_CONNECTIONS = _POD_PATCH_WORKERS + 4
+"""Connections of the process's Kubernetes client: the pod patchers and a few handlers."""
 
 
 @dataclass
@@ -42,13 +46,19 @@ class ProcessContext:
     sessions: sessionmaker[Session]
     audit: AuditService
     snapshot: RuleSnapshot
-    resources: KubeResources
-    """Steward's custom resources (Campaigns read their Site)."""
-    batch: BatchStorage
-    """Jobs, pods, ConfigMaps and PriorityClasses of campaigns."""
+    kube_api: ApiClient = field(default_factory=api_client)
+    """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
+    Jobs and pods)."""
+    batch: BatchStorage = field(init=False)
+    """Jobs, pods, ConfigMaps and PriorityClasses of campaigns (over ``kube_api``)."""
+
+    def __post_init__(self) -> None:
+        self.batch = BatchStorage(self.kube_api, workers=_POD_PATCH_WORKERS)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, cluster_id: str) -> ProcessContext:
+    def from_settings(
+        cls, settings: Settings, *, cluster_id: str, kube_api: ApiClient | None = None
+    ) -> ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
 
         ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
@@ -68,7 +78,7 @@ class ProcessContext:
             retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=5.0, retry_after=10.0),
         )
         sessions = make_sessionmaker(engine)
-        kube = api_client(connections=_POD_PATCH_WORKERS + 4)
+        kube = kube_api if kube_api is not None else api_client(connections=_KUBE_CONNECTIONS)
         return cls(
             settings=settings,
             cluster_id=cluster_id,
@@ -77,8 +87,7 @@ class ProcessContext:
             sessions=sessions,
             audit=AuditService(sessions),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
-            resources=KubeResources(kube),
-            batch=BatchStorage(kube, workers=_POD_PATCH_WORKERS),
+            kube_api=kube,
         )
 
     def close(self) -> None:
@@ -86,6 +95,7 @@ class ProcessContext:
         self.batch.close()
         self.rucio.close()
         self.engine.dispose()
+        self.kube_api.close()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -99,12 +109,16 @@ class Factory:
         """The Site reconciler."""
         return SiteService(self.context.rucio, self.context.audit, actor=self.actor)
 
+    def create_admission_service(self) -> AdmissionService:
+        """The admission reviewer (the validating webhook's checks)."""
+        return AdmissionService(KubeResources(self.context.kube_api))
+
     def create_campaign_service(self) -> CampaignService:
         """The Campaign reconciler."""
         context = self.context
         return CampaignService(
             batch=context.batch,
-            resources=context.resources,
+            resources=KubeResources(context.kube_api),
             rucio=context.rucio,
             sessions=context.sessions,
             audit=context.audit,

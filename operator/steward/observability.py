@@ -1,34 +1,67 @@
 """Structured JSON logs and Prometheus metrics, shared by the operator and the CLI.
 
 One JSON object per line (structlog over the standard library), so kopf's own records and
-Steward's share one format and a log pipeline parses both. Metrics are process-wide
-prometheus_client collectors; the operator serves them on its metrics port.
+Steward's share one format and a log pipeline parses both; kopf's per-object records carry the
+object's ``kind``, ``namespace`` and ``name`` as keys, and every external action Steward takes
+is logged once with ``kind``, ``namespace``, ``name``, ``action`` and its target (``rule_id``
+for Rucio rules, ``campaign`` for campaigns) by `log_action`. Metrics are process-wide
+prometheus_client collectors; the operator serves them on its metrics port. Families whose
+code is still being written elsewhere (deletion plans, campaign invocations, audit
+checkpoints) are defined here so dashboards and alerts can be written against one name; they
+carry no series until that code lands.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "ADMISSION_REVIEWS",
+    "AUDIT_CHECKPOINT_AGE",
+    "CAMPAIGN_INVOCATIONS",
+    "DELETION_PLANS",
     "EXTERNAL_ACTIONS",
     "RECONCILES",
     "RECONCILE_SECONDS",
     "RUCIO_API_CALLS",
+    "RUCIO_CALLS",
+    "RUCIO_CALL_SECONDS",
+    "RUCIO_ERRORS",
     "RULES_BY_STATE",
     "configure_logging",
+    "forget_rule_states",
     "get_logger",
+    "log_action",
+    "observe_rule_states",
 ]
 
 RECONCILES = Counter(
     "steward_reconciles_total", "Reconciles by kind and outcome", ["kind", "outcome"]
 )
-RECONCILE_SECONDS = Histogram("steward_reconcile_seconds", "Time spent in one reconcile", ["kind"])
+RECONCILE_SECONDS = Histogram(
+    "steward_reconcile_seconds", "Time spent in one reconcile", ["kind", "outcome"]
+)
 RUCIO_API_CALLS = Gauge(
     "steward_rucio_api_calls", "Rucio API calls made by this process (retries included)"
+)
+RUCIO_CALLS = Counter(
+    "steward_rucio_calls_total",
+    "Rucio API calls by client operation (each retry counts)",
+    ["operation"],
+)
+RUCIO_ERRORS = Counter(
+    "steward_rucio_errors_total",
+    "Failed Rucio API calls by client operation and Steward's error class",
+    ["operation", "error"],
+)
+RUCIO_CALL_SECONDS = Histogram(
+    "steward_rucio_call_seconds", "Latency of one Rucio API call", ["operation"]
 )
 EXTERNAL_ACTIONS = Counter(
     "steward_external_actions_total", "Actions taken on Rucio or Kubernetes", ["kind", "action"]
@@ -38,6 +71,53 @@ RULES_BY_STATE = Gauge(
     "Rucio rules owned by a resource, by state",
     ["namespace", "name", "state"],
 )
+ADMISSION_REVIEWS = Counter(
+    "steward_admission_reviews_total",
+    "Changes the validating webhook reviewed, by kind and decision",
+    ["kind", "decision"],
+)
+DELETION_PLANS = Counter(
+    "steward_deletion_plans_total",
+    "Deletion plans computed by the deletion gate, by kind and decision "
+    "(executed, blocked, dry-run, awaiting-approval)",
+    ["kind", "decision"],
+)
+CAMPAIGN_INVOCATIONS = Gauge(
+    "steward_campaign_invocations",
+    "Invocations of a campaign by state (pending, running, succeeded, failed)",
+    ["namespace", "campaign", "state"],
+)
+AUDIT_CHECKPOINT_AGE = Gauge(
+    "steward_audit_checkpoint_age_seconds",
+    "Seconds since the last signed audit checkpoint (NaN while none was written)",
+)
+AUDIT_CHECKPOINT_AGE.set(float("nan"))
+
+
+def observe_rule_states(namespace: str, name: str, counts: Mapping[str, int]) -> None:
+    """Publish a ReplicationRule's Rucio rules by state (the status's ``counts``)."""
+    for state, count in counts.items():
+        RULES_BY_STATE.labels(namespace, name, state).set(count)
+
+
+def forget_rule_states(namespace: str, name: str) -> None:
+    """Drop a deleted ReplicationRule's series, so it stops being reported."""
+    for labels in list(RULES_BY_STATE._metrics):  # noqa: SLF001 - the children's label values
+        if labels[:2] == (namespace, name):
+            RULES_BY_STATE.remove(*labels)
+
+
+def _kopf_object(
+    _logger: object, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Lift the object a kopf record is about (``k8s_ref``) into top-level keys."""
+    record = event_dict.get("_record")
+    ref = getattr(record, "k8s_ref", None)
+    if isinstance(ref, dict):
+        for key in ("kind", "namespace", "name"):
+            if ref.get(key) is not None:
+                event_dict.setdefault(key, ref[key])
+    return event_dict
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -55,11 +135,11 @@ def configure_logging(level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, _kopf_object],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(default=str),
         ],
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -73,3 +153,39 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """Return a structured logger; bind context (kind, namespace, name) with ``.bind``."""
     logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
     return logger
+
+
+_ACTIONS = get_logger("steward.actions")
+
+
+def log_action(
+    *,
+    kind: str,
+    namespace: str | None,
+    name: str,
+    action: str,
+    target: str | None,
+    result: str,
+    **fields: Any,  # noqa: ANN401 - more context, JSON-serialisable
+) -> None:
+    """Log one external action (the audit trail's row, for the log pipeline).
+
+    ``target`` is named for what it is where that is known: ``rule_id`` for actions on Rucio
+    rules, ``campaign`` for a Campaign's actions (its name), ``target`` otherwise.
+    """
+    extra: dict[str, Any] = dict(fields)
+    if action.startswith("rucio.rule."):
+        extra["rule_id"] = target
+    elif target is not None:
+        extra["target"] = target
+    if kind == "Campaign":
+        extra["campaign"] = name
+    _ACTIONS.info(
+        action,
+        kind=kind,
+        namespace=namespace,
+        name=name,
+        action=action,
+        result=result,
+        **extra,
+    )

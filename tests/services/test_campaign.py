@@ -72,7 +72,7 @@ def test_three_step_dag_runs_in_order(campaign_harness, rucio_data, namespace):
     assert {j.metadata.labels["steward.lsst.io/shard"] for j in live} == {"0", "1", "2"}
     assert all(j.metadata.owner_references[0].uid == driven.uid for j in live)
     assert {j.spec.completions for j in live} == {20, 10}
-    assert {j.spec.template.spec.priority_class_name for j in live} == {"steward-normal"}
+    assert {j.spec.template.spec.priority_class_name for j in live} == {"steward-campaign-normal"}
     transitions = [reason for _, reason, _ in driven.events if reason.startswith("Step")]
     assert transitions.count("StepStarted") == 3
     assert transitions.count("StepSucceeded") == 3

@@ -11,6 +11,7 @@ from steward.cli.dev import dev
 from steward.cli.gitops import apply, plan
 from steward.cli.history import history
 from steward.cli.operator import operator
+from steward.cli.render import render_site
 from steward.cli.validate import validate
 from steward.exceptions import StewardError
 
@@ -39,6 +40,7 @@ cli.add_command(plan)
 cli.add_command(history)
 cli.add_command(operator)
 cli.add_command(provenance)
+cli.add_command(render_site)
 cli.add_command(report)
 cli.add_command(validate)
 

@@ -4,6 +4,6 @@ Handlers are thin: validate the body into the model, build a service with the Fa
 it, write status and post Events. Decisions live in steward.services.
 """
 
-from steward.handlers import campaign, replication, site, startup
+from steward.handlers import admission, campaign, replication, site, startup
 
-__all__ = ["campaign", "replication", "site", "startup"]
+__all__ = ["admission", "campaign", "replication", "site", "startup"]

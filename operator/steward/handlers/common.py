@@ -157,26 +157,26 @@ def reconciling(
     with _locks_guard:
         lock = _locks.setdefault(uid, threading.Lock())
     started = time.monotonic()
+    outcome = "success"
     with lock:
         try:
             yield
         except TransientError as exc:
-            RECONCILES.labels(kind, "transient-error").inc()
+            outcome = "transient-error"
             reason = "RucioUnavailable" if "Rucio" in type(exc).__name__ else "Unavailable"
             _degrade(body, patch, reason, str(exc))
             kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1024])
             raise kopf.TemporaryError(str(exc), delay=exc.retry_after) from exc
         except PermanentError as exc:
-            RECONCILES.labels(kind, "permanent-error").inc()
+            outcome = "permanent-error"
             _degrade(body, patch, "Refused", str(exc))
             kopf.event(body, type="Warning", reason="Refused", message=str(exc)[:1024])
             _LOG.warning("reconcile refused", kind=kind, error=str(exc))
             if deleting:
                 raise kopf.TemporaryError(str(exc), delay=INTERVAL) from exc
-        else:
-            RECONCILES.labels(kind, "success").inc()
         finally:
-            RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
+            RECONCILES.labels(kind, outcome).inc()
+            RECONCILE_SECONDS.labels(kind, outcome).observe(time.monotonic() - started)
 
 
 def forget(body: kopf.Body) -> None:

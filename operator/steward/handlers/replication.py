@@ -20,6 +20,7 @@ from steward.handlers.common import (
     resource_ref,
 )
 from steward.models.replication import ReplicationRule
+from steward.observability import forget_rule_states, observe_rule_states
 
 PLURAL = "replicationrules"
 
@@ -39,6 +40,8 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) ->
             first_pass=fresh and "observedGeneration" not in status,
         )
         post(body, outcome, patch, memo)
+        counts = outcome.status.get("counts") or {}
+        observe_rule_states(rule.metadata.namespace or "", rule.metadata.name, counts)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -75,4 +78,5 @@ def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) 
             events = factory(memo).create_replication_service().finalize(rule, resource_ref(body))
             for type_, reason, message in events:
                 kopf.event(body, type=type_, reason=reason, message=message)
+        forget_rule_states(rule.metadata.namespace or "", rule.metadata.name)
     forget(body)

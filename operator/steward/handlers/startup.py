@@ -1,9 +1,20 @@
-"""Operator start-up and shutdown: settings, logging, metrics, the process context, probes."""
+"""Operator start-up and shutdown: settings, logging, metrics, the process context, probes.
+
+Also the two things that make one Deployment safe to run: leader election through kopf's
+peering (every process but the oldest live one stands by) and the admission webhook's TLS
+server.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+import random
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
 
 import aiohttp
 import kopf
@@ -14,9 +25,58 @@ from steward.constants import FINALIZER, GROUP
 from steward.exceptions import PermanentError
 from steward.factory import ProcessContext
 from steward.observability import RUCIO_API_CALLS, configure_logging, get_logger
+from steward.services.certificates import ensure_certificate
 from steward.storage.kubernetes import api_client, cluster_identity
+from steward.storage.webhook import WebhookObjects
 
 _LOG = get_logger(__name__)
+
+_PRIORITY_EPOCH_MS: Final = 10**13
+"""Above any start time in milliseconds (the year 2286), so priorities stay positive."""
+
+
+def peering_priority(started: float, tiebreak: int) -> int:
+    """Return the kopf peering priority of a process started at ``started`` (epoch seconds).
+
+    kopf runs the live process of highest priority and pauses the others; equal priorities
+    pause everyone. Older processes get higher priorities, so a new process (a restarted pod,
+    a second replica, a developer's run) stands by instead of taking over from a leader that
+    is working, and the milliseconds and ``tiebreak`` (0-999) keep two processes from ever
+    tying.
+    """
+    return (_PRIORITY_EPOCH_MS - int(started * 1000)) * 1000 + tiebreak
+
+
+async def _no_webhook(_: Any) -> AsyncIterator[Any]:  # noqa: ANN401 - kopf's WebhookFn
+    """An admission "server" that serves nothing: the webhook is disabled (port 0)."""
+    await asyncio.Event().wait()
+    yield  # pragma: no cover - never reached; makes this an async generator
+
+
+def _webhook_server(config: Settings, context: ProcessContext) -> Any:  # noqa: ANN401
+    """Return kopf's HTTPS admission server with the certificate kept in the webhook's Secret."""
+    if not config.webhook_port:
+        return _no_webhook
+    objects = WebhookObjects(
+        context.kube_api,
+        config.operator_namespace,
+        config.webhook_secret,
+        config.webhook_configuration,
+    )
+    hosts = config.webhook_hosts or [
+        f"steward.{config.operator_namespace}.svc",
+    ]
+    certificate = ensure_certificate(objects, hosts)
+    directory = Path(tempfile.mkdtemp(prefix="steward-webhook-"))
+    (directory / "tls.crt").write_bytes(certificate.cert)
+    (directory / "tls.key").write_bytes(certificate.key)
+    return kopf.WebhookServer(
+        addr=config.webhook_address,
+        port=config.webhook_port,
+        certfile=directory / "tls.crt",
+        pkeyfile=directory / "tls.key",
+        cadata=certificate.ca,
+    )
 
 
 @kopf.on.startup()
@@ -35,13 +95,24 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = config.workers
-    settings.peering.name = "steward"
-    settings.peering.mandatory = False
+    # Leader election: with --standalone (tests, the dev stack) kopf skips peering entirely;
+    # otherwise the peering object must exist (mandatory), so a missing one stops every
+    # process from acting instead of letting each act alone.
+    settings.peering.name = config.peering_name
+    settings.peering.clusterwide = True
+    settings.peering.mandatory = not settings.peering.standalone
+    settings.peering.priority = peering_priority(time.time(), random.randrange(1000))  # noqa: S311
+    settings.peering.lifetime = config.peering_lifetime
+    # The CRDs are installed before the operator: no watch on CRDs and namespaces (and no
+    # RBAC for them); a CRD added later is served after a restart.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     try:
-        cluster_id = config.cluster_id or cluster_identity(api_client())
-        memo.context = ProcessContext.from_settings(config, cluster_id=cluster_id)
+        kube = api_client()
+        cluster_id = config.cluster_id or cluster_identity(kube)
+        memo.context = ProcessContext.from_settings(config, cluster_id=cluster_id, kube_api=kube)
+        settings.admission.server = _webhook_server(config, memo.context)
     except PermanentError as exc:
         # A permanent error makes kopf stop the operator instead of retrying start-up.
         raise kopf.PermanentError(str(exc)) from exc
@@ -51,6 +122,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     _LOG.info(
         "steward operator started",
         rucio=repr(memo.context.rucio),
+        peering=None if settings.peering.standalone else config.peering_name,
+        priority=settings.peering.priority,
+        webhook_port=config.webhook_port or None,
         campaigns_of_site=config.site or "none (STEWARD_SITE unset: no Campaign is run)",
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from steward.observability import log_action
 from steward.schema.audit import GENESIS_HASH, AuditEntry
 from steward.storage.audit import AuditFilter, AuditStore
 
@@ -120,7 +121,11 @@ class AuditService:
         return self.record_many([record])[0]
 
     def record_many(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
-        """Append rows in one transaction (a batch of rules created by one Rucio call)."""
+        """Append rows in one transaction (a batch of rules created by one Rucio call).
+
+        Each committed row is also logged (`log_action`), so the log pipeline sees every
+        external action with its resource and target without reading the database.
+        """
         entries: list[AuditEntry] = []
         if not records:
             return entries
@@ -134,6 +139,18 @@ class AuditService:
                 entries.append(entry)
                 prev_hash = entry.hash
             store.append_all(entries)
+        for entry in entries:
+            log_action(
+                kind=entry.kind,
+                namespace=entry.namespace,
+                name=entry.name,
+                action=entry.action,
+                target=entry.target,
+                result=entry.result,
+                audit_id=entry.id,
+                generation=entry.generation,
+                git_commit=entry.git_commit,
+            )
         return entries
 
     def query(self, where: AuditFilter, limit: int | None = None) -> list[AuditEntry]:

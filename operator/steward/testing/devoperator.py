@@ -239,15 +239,20 @@ def apply_repository(
 # --- the operator process -------------------------------------------------------------------------
 
 
-def operator_command(liveness_url: str) -> list[str]:
-    """``steward operator --standalone --liveness URL`` of this Python environment."""
+def operator_command(liveness_url: str, *, standalone: bool = True) -> list[str]:
+    """``steward operator --standalone --liveness URL`` of this Python environment.
+
+    Without ``standalone`` the process takes part in leader election (kopf peering), as the
+    deployed operator does.
+    """
     script = Path(sys.executable).with_name("steward")
     program = (
         [str(script)]
         if script.is_file()
         else [sys.executable, "-c", "from steward.cli.main import main; main()"]
     )
-    return [*program, "operator", "--standalone", "--liveness", liveness_url]
+    flags = ["--standalone"] if standalone else []
+    return [*program, "operator", *flags, "--liveness", liveness_url]
 
 
 def operator_env(

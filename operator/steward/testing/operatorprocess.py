@@ -21,10 +21,19 @@ __all__ = ["OperatorProcess"]
 
 
 class OperatorProcess:
-    """``steward operator --standalone`` with a liveness endpoint on a free loopback port."""
+    """``steward operator`` with a liveness endpoint on a free loopback port."""
 
-    def __init__(self, env: Mapping[str, str], log: Path, *, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log: Path,
+        *,
+        cwd: Path | None = None,
+        standalone: bool = True,
+    ) -> None:
         self.env = dict(env)
+        self.standalone = standalone
+        """False: take part in leader election, as deployed (the peering object must exist)."""
         self.log = log
         self.cwd = cwd
         self.liveness = ""
@@ -52,7 +61,10 @@ class OperatorProcess:
         """
         self.liveness = f"http://127.0.0.1:{free_port()}/healthz"
         self._process = ChildProcess.start(
-            operator_command(self.liveness), log=self.log, env=self.env, cwd=self.cwd
+            operator_command(self.liveness, standalone=self.standalone),
+            log=self.log,
+            env=self.env,
+            cwd=self.cwd,
         )
         self.starts += 1
         try:

@@ -40,6 +40,7 @@ from steward.exceptions import (
     RucioTransientError,
 )
 from steward.models.rse_expression import RSEExpressionError, canonical
+from steward.observability import RUCIO_CALL_SECONDS, RUCIO_CALLS, RUCIO_ERRORS
 
 __all__ = [
     "RetryPolicy",
@@ -299,12 +300,15 @@ class RucioCallPath:
             self._bucket.acquire()
             with self._count_lock:
                 self.api_calls += 1
+            RUCIO_CALLS.labels(operation).inc()
             try:
-                return function(self._client())
+                with RUCIO_CALL_SECONDS.labels(operation).time():
+                    return function(self._client())
             except RucioError:
                 raise  # ours already (raised by Steward code inside ``function``)
             except Exception as raw:  # noqa: BLE001 - every failure is mapped, none escapes raw
                 error, retry_here = self._translate(operation, raw)
+                RUCIO_ERRORS.labels(operation, type(error).__name__).inc()
                 delay = next(delays, None) if retry_here else None
                 if delay is None or time.monotonic() - start + delay > self._retry.deadline:
                     raise error from (None if self._leaks(raw) else raw)

@@ -1,0 +1,586 @@
+"""``steward render``: a site's deployment manifests from templates, values and its Site.
+
+As Phalanx keeps ``values.yaml`` and ``values-<env>.yaml`` per application, Steward keeps
+``deploy/values.yaml`` (what every site shares: the global Rucio, the image, resources) and
+``deploy/values-<site>.yaml`` (what differs), and the Site resource of ``sites/<site>.yaml``
+says what the site is (a site with the ``batch`` role runs campaigns, so it gets the campaign
+PriorityClasses). Jinja2 templates (``steward/templates/*.yaml.jinja``, StrictUndefined: a
+misspelt value is an error, never an empty string) turn them into plain YAML that Argo CD, Flux
+or ``kubectl apply`` deploys as it is, one object per file under ``manifests/<site>/``.
+
+The operator's RBAC rules are data here, each with the code that needs it, so the rendered
+roles grant exactly what the code calls: kopf's calls are derived from the registered handlers
+(`steward.handlers.rbac`), Steward's own are `OWN_RULES` and `CAMPAIGN_RULES` (the campaign
+operator's Jobs, pods, ConfigMaps, in a role of their own), and `PENDING_RULES` are those for
+code being written on other branches (audit checkpoints), in roles of their own so they are
+easy to check and to drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import jinja2
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from steward.constants import CAMPAIGN_PRIORITY_CLASS_PREFIX, GROUP, VERSION
+from steward.exceptions import ConfigurationError
+from steward.models import KINDS
+from steward.models.campaign import Priority
+from steward.models.crd import build_crds
+from steward.models.site import Site
+from steward.storage.yamlfile import Document, YAMLLoadError, load_documents
+
+__all__ = [
+    "CAMPAIGN_RULES",
+    "OWN_RULES",
+    "PEERING_CRD",
+    "PENDING_RULES",
+    "PolicyRule",
+    "RenderError",
+    "Values",
+    "load_values",
+    "priority_classes",
+    "render",
+    "roles",
+]
+
+RoleName = Literal["steward", "steward-campaigns", "steward-audit"]
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """One RBAC rule, and why the operator needs it."""
+
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    reason: str
+    """The code that makes these calls (shown in review, kept out of the manifests)."""
+    resource_names: tuple[str, ...] = ()
+    namespaced: bool = False
+    """In the Role of the operator's namespace rather than the ClusterRole."""
+    role: RoleName = "steward"
+    """Which role carries it: ``steward`` for landed code, others for code landing later."""
+
+
+class RenderError(ConfigurationError):
+    """Values, a Site or a template are wrong; the message names the file and field."""
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+class _Values(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SecretKey(_Values):
+    """A key of a Secret the site creates (by hand, from Vault, or by its secrets operator)."""
+
+    name: str = Field(min_length=1)
+    """Secret name, in the operator's namespace."""
+    key: str = Field(min_length=1)
+    """Key within the Secret."""
+
+
+class Image(_Values):
+    """The operator image (built from the Containerfile)."""
+
+    repository: str = Field(min_length=1)
+    """Registry and repository."""
+    tag: str = Field(min_length=1)
+    """Tag; with ``digest`` set, the digest decides and the tag only documents."""
+    digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    """``sha256:...`` to pin the exact image."""
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Kubernetes imagePullPolicy."""
+
+
+class Quantities(_Values):
+    """CPU and memory quantities."""
+
+    cpu: str
+    """CPU, e.g. ``250m``."""
+    memory: str
+    """Memory, e.g. ``512Mi``."""
+
+
+class Resources(_Values):
+    """Requests and limits of the operator container."""
+
+    requests: Quantities
+    """Scheduled for."""
+    limits: Quantities
+    """Never exceeded (memory: OOM-killed beyond it)."""
+
+
+class Rucio(_Values):
+    """The facility's Rucio (global: the same for every site)."""
+
+    host: str = Field(min_length=1)
+    """REST endpoint."""
+    auth_host: str | None = None
+    """Authentication endpoint, when it differs."""
+    account: str = Field(min_length=1)
+    """Account Steward acts as."""
+    username: str = Field(min_length=1)
+    """Userpass identity."""
+    password: SecretKey
+    """Where the password is (mounted as a file, never an environment variable)."""
+    calls_per_second: float = Field(default=20.0, gt=0)
+    """Rate cap on Rucio calls."""
+
+
+class Audit(_Values):
+    """The audit store and its checkpoint signing key."""
+
+    database_url: SecretKey
+    """Secret key holding the SQLAlchemy URL of the audit database (it holds a password)."""
+    signing_key: SecretKey
+    """Secret key holding the private key that signs audit checkpoints."""
+
+
+class Operator(_Values):
+    """Settings of the operator process (``STEWARD_*``, see steward.config.Settings)."""
+
+    refresh_interval: float = Field(default=60.0, gt=0)
+    """Seconds between timer reconciles."""
+    workers: int = Field(default=8, ge=1, le=64)
+    """Handler threads."""
+    kube_connections: int = Field(default=32, ge=4, le=1024)
+    """Connections to the API server at most."""
+    cluster_id: str | None = None
+    """Cluster identity in owner tags; read from ``kube-system`` (one more RBAC rule) if unset."""
+
+
+class Peering(_Values):
+    """Leader election through kopf peering."""
+
+    name: str = Field(default="steward", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    """ClusterKopfPeering object the processes share."""
+    lifetime: int = Field(default=60, ge=5, le=3600)
+    """Seconds before a silent leader is replaced."""
+
+
+class Ports(_Values):
+    """Container ports."""
+
+    health: int = Field(default=8080, ge=1024, le=65535)
+    """Liveness and readiness (kopf's probe endpoint)."""
+    metrics: int = Field(default=9090, ge=1024, le=65535)
+    """Prometheus metrics."""
+    webhook: int = Field(default=8443, ge=1024, le=65535)
+    """Admission webhook (HTTPS)."""
+
+
+class Webhook(_Values):
+    """The validating admission webhook."""
+
+    url: str | None = Field(default=None, pattern=r"^https://")
+    """Call this URL instead of the Service: for an operator run outside the cluster (the
+    tests, a developer's machine). The certificate then also names its host."""
+    timeout_seconds: int = Field(default=10, ge=1, le=30)
+    """How long the API server waits for an answer before applying the failure policy."""
+
+
+class NetworkPolicyValues(_Values):
+    """Where the operator may connect to, and who may scrape it."""
+
+    api_server: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
+    """CIDRs of the Kubernetes API server (ports 443 and 6443)."""
+    rucio: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
+    """CIDRs of Rucio (port 443)."""
+    database: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
+    """CIDRs of the audit database (PostgreSQL, port 5432)."""
+    monitoring_namespace: str = "monitoring"
+    """Namespace whose pods may scrape the metrics port (Prometheus)."""
+
+
+class Values(_Values):
+    """Everything a site's manifests are rendered from, besides its Site resource."""
+
+    namespace: str = Field(default="steward", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Namespace of the operator (and of the policies' default namespace)."""
+    image: Image
+    """Operator image."""
+    resources: Resources
+    """Container resources."""
+    rucio: Rucio
+    """The facility's Rucio."""
+    audit: Audit
+    """Audit store."""
+    operator: Operator = Field(default_factory=Operator)
+    """Operator settings."""
+    peering: Peering = Field(default_factory=Peering)
+    """Leader election."""
+    ports: Ports = Field(default_factory=Ports)
+    """Container ports."""
+    webhook: Webhook = Field(default_factory=Webhook)
+    """Admission webhook."""
+    network_policy: NetworkPolicyValues = Field(default_factory=NetworkPolicyValues)
+    """NetworkPolicy."""
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into ``base`` (mappings merge, everything else replaces)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _one_mapping(path: Path) -> Document:
+    try:
+        documents = load_documents(path)
+    except YAMLLoadError as exc:
+        raise RenderError(str(exc)) from None
+    except OSError as exc:
+        raise RenderError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(documents) != 1 or not isinstance(documents[0].data, dict):
+        raise RenderError(f"{path}:1:1: a values file is one YAML mapping")
+    return documents[0]
+
+
+def load_values(defaults: Path, site: Path, overrides: Mapping[str, Any] | None = None) -> Values:
+    """Read ``deploy/values.yaml`` with ``deploy/values-<site>.yaml`` over it.
+
+    ``overrides`` (nested, camelCase as in the files) go over both: the tests point the
+    webhook at their own loopback address this way.
+
+    Raises
+    ------
+    RenderError
+        A file is missing or not YAML, or a value is wrong; the message says
+        ``path:line:column: field: problem`` for each, from the file that set it.
+    """
+    base, specific = _one_mapping(defaults), _one_mapping(site)
+    merged = _merge(_merge(base.data, specific.data), overrides or {})
+    try:
+        return Values.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            known = ".".join(str(p) for p in loc)
+            where = specific if _has(specific.data, loc[:-1] or loc) else base
+            pos = where.position(loc, value=error["type"] != "extra_forbidden")
+            lines.append(f"{where.path}:{pos.line}:{pos.column}: {known}: {error['msg']}")
+        raise RenderError("\n".join(lines)) from None
+
+
+def _has(data: Any, path: Sequence[str | int]) -> bool:  # noqa: ANN401 - YAML data
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+# --- RBAC -----------------------------------------------------------------------------------------
+
+OWN_RULES: Final = (
+    PolicyRule(
+        ("kopf.dev",),
+        ("clusterkopfpeerings",),
+        ("list", "watch"),
+        "kopf peering: observe the other processes (leader election)",
+    ),
+    PolicyRule(
+        (GROUP,),
+        ("sites",),
+        ("list",),
+        "services/admission.py: the webhook reads the live Sites",
+    ),
+)
+"""What Steward's code calls itself, whatever the values."""
+
+CAMPAIGN_RULES: Final = (
+    PolicyRule(
+        ("batch",),
+        ("jobs",),
+        ("create", "delete", "get", "list", "patch"),
+        "storage/batch.py: one Indexed Job per step and shard and rescues; suspend to pause; "
+        "delete on termination and closeout",
+        role="steward-campaigns",
+    ),
+    PolicyRule(
+        ("",),
+        ("pods",),
+        ("list", "patch"),
+        "storage/batch.py: classify and record each ended pod, then label it recorded and drop "
+        "Steward's ledger finalizer",
+        role="steward-campaigns",
+    ),
+    PolicyRule(
+        ("",),
+        ("configmaps",),
+        ("create", "get"),
+        "storage/batch.py: each shard's data ids by completion index",
+        role="steward-campaigns",
+    ),
+    PolicyRule(
+        ("scheduling.k8s.io",),
+        ("priorityclasses",),
+        ("get",),
+        "storage/batch.py: check the campaign PriorityClasses this deployment ships",
+        role="steward-campaigns",
+    ),
+    PolicyRule(
+        (GROUP,),
+        ("sites",),
+        ("get",),
+        "services/campaign: the campaign's Site, for its disk RSE",
+        role="steward-campaigns",
+    ),
+)
+"""The campaign operator's own calls (kopf's for Campaign come from the handlers)."""
+
+PENDING_RULES: Final = (
+    PolicyRule(
+        ("",),
+        ("configmaps",),
+        ("create", "get", "list", "patch"),
+        "audit checkpoints (being written): signed checkpoints and the public key",
+        namespaced=True,
+        role="steward-audit",
+    ),
+)
+"""Rules for code landing on other branches; each in a role named for it."""
+
+
+def _value_rules(values: Values) -> list[PolicyRule]:
+    """Rules whose names come from the values."""
+    rules = [
+        PolicyRule(
+            ("kopf.dev",),
+            ("clusterkopfpeerings",),
+            ("patch",),
+            "kopf peering: this process's keep-alive in the peering object",
+            resource_names=(values.peering.name,),
+        ),
+        PolicyRule(
+            ("admissionregistration.k8s.io",),
+            ("validatingwebhookconfigurations",),
+            ("get", "patch"),
+            "storage/webhook.py: keep the webhook configuration's caBundle current",
+            resource_names=(_WEBHOOK_CONFIGURATION,),
+        ),
+        PolicyRule(
+            ("",),
+            ("secrets",),
+            ("get", "patch"),
+            "storage/webhook.py: the webhook's CA and serving certificate",
+            resource_names=(_WEBHOOK_SECRET,),
+            namespaced=True,
+        ),
+    ]
+    if values.operator.cluster_id is None:
+        rules.append(
+            PolicyRule(
+                ("",),
+                ("namespaces",),
+                ("get",),
+                "storage/kubernetes.py cluster_identity: the kube-system UID names the cluster",
+                resource_names=("kube-system",),
+            )
+        )
+    return rules
+
+
+def roles(
+    kopf: Sequence[PolicyRule], values: Values
+) -> dict[tuple[RoleName, bool], list[dict[str, Any]]]:
+    """Rules by (role, namespaced), merged per resource and sorted, as Kubernetes writes them."""
+    merged: dict[tuple[RoleName, bool, tuple[str, ...], str, tuple[str, ...]], set[str]] = {}
+    for rule in [*kopf, *OWN_RULES, *CAMPAIGN_RULES, *_value_rules(values), *PENDING_RULES]:
+        for resource in rule.resources:
+            key = (rule.role, rule.namespaced, rule.api_groups, resource, rule.resource_names)
+            merged.setdefault(key, set()).update(rule.verbs)
+    result: dict[tuple[RoleName, bool], list[dict[str, Any]]] = {}
+    for (role, namespaced, groups, resource, names), verbs in sorted(merged.items()):
+        entry: dict[str, Any] = {
+            "apiGroups": list(groups),
+            "resources": [resource],
+            "verbs": sorted(verbs),
+        }
+        if names:
+            entry["resourceNames"] = list(names)
+        result.setdefault((role, namespaced), []).append(entry)
+    return result
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+_WEBHOOK_SECRET: Final = "steward-webhook-tls"  # noqa: S105 - a Secret's name
+_WEBHOOK_CONFIGURATION: Final = "steward"
+_SERVICE: Final = "steward"
+
+PEERING_CRD: Final = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+    "spec": {
+        "scope": "Cluster",
+        "group": "kopf.dev",
+        "names": {
+            "kind": "ClusterKopfPeering",
+            "plural": "clusterkopfpeerings",
+            "singular": "clusterkopfpeering",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "status": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+"""kopf's cluster-wide peering CRD (group kopf.dev, as kopf >= 1.29 looks it up)."""
+
+_ORDER: Final = (
+    "Namespace",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "Deployment",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "ClusterKopfPeering",
+    "ValidatingWebhookConfiguration",
+)
+"""Apply order: file names start with the kind's place here, so ``kubectl apply -f DIR`` creates
+the namespace before what lives in it."""
+
+
+def priority_classes() -> list[dict[str, Any]]:
+    """The campaign PriorityClasses, one per `Priority` level."""
+    return [
+        {"name": f"{CAMPAIGN_PRIORITY_CLASS_PREFIX}{level.name.lower()}", "value": int(level)}
+        for level in Priority
+    ]
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("steward", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - YAML, not HTML; values are emitted with tojson
+        keep_trailing_newline=True,
+    )
+
+
+def _context(site: Site, values: Values, kopf: Sequence[PolicyRule]) -> dict[str, Any]:
+    namespace = values.namespace
+    hosts = [f"{_SERVICE}.{namespace}.svc"]
+    if values.webhook.url is not None:
+        host = values.webhook.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+        hosts.append(host.strip("[]"))
+    settings = {
+        "STEWARD_SITE": site.metadata.name,
+        "STEWARD_OPERATOR_NAMESPACE": namespace,
+        "STEWARD_RUCIO_HOST": values.rucio.host,
+        "STEWARD_RUCIO_ACCOUNT": values.rucio.account,
+        "STEWARD_RUCIO_USERNAME": values.rucio.username,
+        "STEWARD_RUCIO_CALLS_PER_SECOND": str(values.rucio.calls_per_second),
+        "STEWARD_REFRESH_INTERVAL": str(values.operator.refresh_interval),
+        "STEWARD_WORKERS": str(values.operator.workers),
+        "STEWARD_KUBE_CONNECTIONS": str(values.operator.kube_connections),
+        "STEWARD_METRICS_PORT": str(values.ports.metrics),
+        "STEWARD_METRICS_ADDRESS": "0.0.0.0",  # noqa: S104 - in a pod, behind the NetworkPolicy
+        "STEWARD_PEERING_NAME": values.peering.name,
+        "STEWARD_PEERING_LIFETIME": str(values.peering.lifetime),
+        "STEWARD_WEBHOOK_PORT": str(values.ports.webhook),
+        "STEWARD_WEBHOOK_ADDRESS": "0.0.0.0",  # noqa: S104 - same
+        "STEWARD_WEBHOOK_HOSTS": json.dumps(hosts),
+        "STEWARD_WEBHOOK_SECRET": _WEBHOOK_SECRET,
+        "STEWARD_WEBHOOK_CONFIGURATION": _WEBHOOK_CONFIGURATION,
+    }
+    if values.rucio.auth_host is not None:
+        settings["STEWARD_RUCIO_AUTH_HOST"] = values.rucio.auth_host
+    if values.operator.cluster_id is not None:
+        settings["STEWARD_CLUSTER_ID"] = values.operator.cluster_id
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    image = values.image
+    reference = (
+        f"{image.repository}@{image.digest}" if image.digest else f"{image.repository}:{image.tag}"
+    )
+    return {
+        "site": site,
+        "values": values,
+        "settings": settings,
+        "settings_digest": digest,
+        "image": reference,
+        "labels": {
+            "app.kubernetes.io/name": "steward",
+            "app.kubernetes.io/part-of": "steward",
+            "app.kubernetes.io/version": image.tag,
+            "steward.lsst.io/site": site.metadata.name,
+        },
+        "selector": {"app.kubernetes.io/name": "steward"},
+        "roles": roles(kopf, values),
+        "priority_classes": priority_classes() if "batch" in site.spec.roles else [],
+        "kinds": [{"plural": info.plural, "id": f"validate-{info.plural}"} for info in KINDS],
+        "group": GROUP,
+        "version": VERSION,
+        "service": _SERVICE,
+        "webhook_secret": _WEBHOOK_SECRET,
+        "webhook_configuration": _WEBHOOK_CONFIGURATION,
+    }
+
+
+def render(site: Site, values: Values, kopf: Sequence[PolicyRule]) -> dict[str, dict[str, Any]]:
+    """Every manifest of the site, by file name (``NN-kind-name.yaml``), in apply order.
+
+    Raises
+    ------
+    RenderError
+        A template uses a value that does not exist, or does not produce valid YAML.
+    """
+    environment = _environment()
+    context = _context(site, values, kopf)
+    documents: list[dict[str, Any]] = [PEERING_CRD, *build_crds().values()]
+    for name in sorted(environment.list_templates(extensions=["jinja"])):
+        try:
+            text = environment.get_template(name).render(context)
+        except jinja2.UndefinedError as exc:
+            raise RenderError(f"templates/{name}: {exc.message}") from None
+        try:
+            documents.extend(d for d in yaml.safe_load_all(text) if d is not None)
+        except yaml.YAMLError as exc:
+            raise RenderError(f"templates/{name} rendered invalid YAML: {exc}") from None
+    files: dict[str, dict[str, Any]] = {}
+    for document in documents:
+        kind, name = document["kind"], document["metadata"]["name"]
+        order = _ORDER.index(kind) if kind in _ORDER else len(_ORDER)
+        files[f"{order:02d}-{kind.lower()}-{name}.yaml"] = document
+    return dict(sorted(files.items()))
