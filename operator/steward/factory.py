@@ -32,6 +32,8 @@ __all__ = ["Factory", "ProcessContext", "create_ledger_service"]
 
 _POD_PATCH_WORKERS = 8
 """Threads patching ended pods after their attempts are recorded."""
+_KUBE_CONNECTIONS = _POD_PATCH_WORKERS + 4
+"""Connections of the process's Kubernetes client: the pod patchers and a few handlers."""
 
 
 @dataclass
@@ -46,12 +48,14 @@ class ProcessContext:
     sessions: sessionmaker[Session]
     audit: AuditService
     snapshot: RuleSnapshot
-    resources: KubeResources
-    """Steward's custom resources (Campaigns read their Site)."""
-    batch: BatchStorage
-    """Jobs, pods, ConfigMaps and PriorityClasses of campaigns."""
     kube_api: ApiClient = field(default_factory=api_client)
-    """The Kubernetes client for what kopf does not do (admission's Site lookups, Kueue)."""
+    """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
+    Jobs and pods)."""
+    batch: BatchStorage = field(init=False)
+    """Jobs, pods, ConfigMaps and PriorityClasses of campaigns (over ``kube_api``)."""
+
+    def __post_init__(self) -> None:
+        self.batch = BatchStorage(self.kube_api, workers=_POD_PATCH_WORKERS)
 
     @classmethod
     def from_settings(
@@ -76,7 +80,7 @@ class ProcessContext:
             retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=5.0, retry_after=10.0),
         )
         sessions = make_sessionmaker(engine)
-        kube = kube_api if kube_api is not None else api_client(connections=_POD_PATCH_WORKERS + 4)
+        kube = kube_api if kube_api is not None else api_client(connections=_KUBE_CONNECTIONS)
         return cls(
             settings=settings,
             cluster_id=cluster_id,
@@ -85,8 +89,6 @@ class ProcessContext:
             sessions=sessions,
             audit=AuditService(sessions),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
-            resources=KubeResources(kube),
-            batch=BatchStorage(kube, workers=_POD_PATCH_WORKERS),
             kube_api=kube,
         )
 
@@ -111,7 +113,9 @@ class Factory:
 
     def create_queueing_service(self) -> QueueingService:
         """Kueue's objects for this cluster's Site and campaigns."""
-        return QueueingService(KueueStorage(self.context.kube_api), self.context.resources)
+        return QueueingService(
+            KueueStorage(self.context.kube_api), KubeResources(self.context.kube_api)
+        )
 
     def create_admission_service(self) -> AdmissionService:
         """The admission reviewer (the validating webhook's checks)."""
@@ -122,7 +126,7 @@ class Factory:
         context = self.context
         return CampaignService(
             batch=context.batch,
-            resources=context.resources,
+            resources=KubeResources(context.kube_api),
             rucio=context.rucio,
             sessions=context.sessions,
             audit=context.audit,

@@ -72,7 +72,7 @@ def test_three_step_dag_runs_in_order(campaign_harness, rucio_data, namespace):
     assert {j.metadata.labels["steward.lsst.io/shard"] for j in live} == {"0", "1", "2"}
     assert all(j.metadata.owner_references[0].uid == driven.uid for j in live)
     assert {j.spec.completions for j in live} == {20, 10}
-    assert {j.spec.template.spec.priority_class_name for j in live} == {"steward-normal"}
+    assert {j.spec.template.spec.priority_class_name for j in live} == {"steward-campaign-normal"}
     transitions = [reason for _, reason, _ in driven.events if reason.startswith("Step")]
     assert transitions.count("StepStarted") == 3
     assert transitions.count("StepSucceeded") == 3
@@ -295,9 +295,15 @@ def test_inputs_only_on_tape_are_staged_before_the_step_starts(
     assert env["STEWARD_STEP"] == "one"
     inputs = campaign_harness.ledger.outputs(campaign_harness.ledger.find("staged", namespace))
     assert sorted(i for record in inputs for i in record.inputs) == sorted(datasets)
+    # The deletion gate's question: these inputs are in use until the campaign closes.
+    ledger = campaign_harness.ledger
+    in_use = ledger.inputs_in_use([*datasets, rucio_data.did("unrelated")])
+    assert sorted(in_use) == sorted(datasets)
+    assert {ref.name for refs in in_use.values() for ref in refs} == {"staged"}
     # Closing the campaign releases the staging rules (they expire within a day).
     driven.patch_spec({"desiredState": "ClosedOut"})
     status = driven.until("closeout", lambda s: s["phase"] == "ClosedOut")
+    assert ledger.inputs_in_use(datasets) == {}
     assert status["staging"]["released"] is True
     for rule in [r for d in datasets for r in rucio_storage.list_did_rules(d)]:
         remaining = rule.expires_at - datetime.now(UTC)
@@ -478,6 +484,12 @@ def test_provenance_matches_what_ran(campaign_harness, rucio_data, namespace):
         read = ledger.provenance(one[index].outputs[0])
         assert [(r.step, r.index) for r in read.read_by] == [("two", index)]
         assert [(m.step, m.index) for m in read.made_by] == [("one", index)]
+    # Outputs of step one are inputs of step two: in use while the campaign is not closed.
+    assert set(ledger.inputs_in_use(one[0].outputs)) == set(one[0].outputs)
+    outputs = ledger.campaign_outputs(namespace, "prov")
+    assert len(outputs.outputs) == 12
+    assert not outputs.failed
+    assert not outputs.review_pending
     report = ledger.report(ref)
     assert [s["states"] for s in report.steps] == [{"succeeded": 6}, {"succeeded": 6}]
     assert sum(n["attempts"] for n in report.nodes) == 12

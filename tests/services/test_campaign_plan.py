@@ -10,6 +10,7 @@ from steward.models.campaign import (
     StepPhase,
     format_indexes,
     format_memory,
+    index_at,
     parse_indexes,
     parse_memory,
 )
@@ -171,3 +172,10 @@ def test_topological_order_and_blocked_steps():
 def test_rescues_are_grouped_by_memory_and_budget():
     groups = group_rescues([(3, GI, 2), (5, 2 * GI, 2), (7, GI, 2), (9, GI, 0)])
     assert groups == {(GI, 2): [3, 7], (2 * GI, 2): [5], (GI, 0): [9]}
+
+
+def test_index_at_reads_one_position_of_a_range_list():
+    text = "3,7-9,20"
+    assert [index_at(text, p) for p in range(5)] == parse_indexes(text)
+    with pytest.raises(IndexError):
+        index_at(text, 5)

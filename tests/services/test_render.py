@@ -19,6 +19,7 @@ from steward.handlers.rbac import kopf_rules
 from steward.models import KINDS
 from steward.models.campaign import Priority
 from steward.services.render import (
+    CAMPAIGN_RULES,
     PENDING_RULES,
     RenderError,
     _environment,
@@ -100,7 +101,8 @@ def test_pending_rules_live_in_roles_of_their_own(manifests):
     names = {r["metadata"]["name"] for r in _of_kind(manifests, "ClusterRole")}
     names |= {r["metadata"]["name"] for r in _of_kind(manifests, "Role")}
     assert names == {"steward", "steward-campaigns", "steward-audit"}
-    assert {rule.role for rule in PENDING_RULES} == {"steward-campaigns", "steward-audit"}
+    assert {rule.role for rule in PENDING_RULES} == {"steward-audit"}
+    assert {rule.role for rule in CAMPAIGN_RULES} == {"steward-campaigns"}
     bindings = [*_of_kind(manifests, "ClusterRoleBinding"), *_of_kind(manifests, "RoleBinding")]
     assert {b["roleRef"]["name"] for b in bindings} == names
     for binding in bindings:

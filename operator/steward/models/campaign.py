@@ -53,6 +53,7 @@ __all__ = [
     "Toleration",
     "format_indexes",
     "format_memory",
+    "index_at",
     "parse_indexes",
     "parse_memory",
     "step_cycle",
@@ -348,7 +349,8 @@ class Controls(SpecModel):
     """Run the failed invocations of a step again, with a fresh retry budget."""
 
     rescue: list[RetryRequest] = Field(default_factory=list, max_length=256)
-    """Run everything of a step that has not succeeded (failed, lost or never run)."""
+    """Run everything of a step that has not succeeded, force-accepted failures included, with
+    a fresh retry budget (the invocations of a lost Job are rerun without asking)."""
 
     accept: list[AcceptRequest] = Field(default_factory=list, max_length=64)
     """Force-accept a step with failures, so the steps after it start."""
@@ -530,6 +532,29 @@ def parse_indexes(text: str | None) -> list[int]:
             raise ValueError(msg)
         result.extend(range(low, high + 1))
     return result
+
+
+def index_at(text: str, position: int) -> int:
+    """The ``position``-th index of ``0-9,12`` (`format_indexes`) without expanding it all.
+
+    Raises
+    ------
+    IndexError
+        If there are not that many indexes.
+    ValueError
+        If ``text`` is not in that format.
+    """
+    remaining = position
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        first, _, last = part.partition("-")
+        low, high = int(first), int(last or first)
+        if remaining <= high - low:
+            return low + remaining
+        remaining -= high - low + 1
+    msg = f"no index at position {position} of {text!r}"
+    raise IndexError(msg)
 
 
 def step_cycle(steps: list[Step]) -> list[str]:

@@ -43,8 +43,9 @@ from typing import Any, Final
 
 from kubernetes import client
 
+from steward.constants import CAMPAIGN_PRIORITY_CLASS_PREFIX
 from steward.exceptions import AlreadyExistsError, NotFoundError, PermanentError
-from steward.storage.kubernetes import call_api, response_json
+from steward.storage.kubernetes import kube_call, response_json
 
 __all__ = [
     "ANNOTATION_INVOCATIONS",
@@ -83,8 +84,11 @@ _PAGE: Final = 1000
 
 
 def priority_class_name(level: str) -> str:
-    """Name of the PriorityClass of a campaign priority level (``steward-urgent``)."""
-    return f"steward-{level}"
+    """Name of the PriorityClass of a campaign priority level (``steward-campaign-urgent``).
+
+    The same names ``steward render`` ships (`CAMPAIGN_PRIORITY_CLASS_PREFIX`).
+    """
+    return f"{CAMPAIGN_PRIORITY_CLASS_PREFIX}{level}"
 
 
 @dataclass(frozen=True)
@@ -220,9 +224,17 @@ class BatchStorage:
     # -- PriorityClasses ----------------------------------------------------------------
 
     def ensure_priority_classes(self, levels: Mapping[str, int]) -> list[str]:
-        """Create (or correct) one PriorityClass per level; return what changed.
+        """Create each missing PriorityClass of ``levels``; return what was created.
 
-        Checked once per process: they are cluster-wide and nothing else edits them.
+        Checked once per process: they are cluster-wide and nothing else edits them. A
+        deployment made by ``steward render`` ships them, so the operator's role needs only
+        ``get``; without them, it needs ``create`` too.
+
+        Raises
+        ------
+        PermanentError
+            One exists with another value (a PriorityClass's value cannot change), or one is
+            missing and may not be created.
         """
         if self._priority_classes_done:
             return []
@@ -239,7 +251,7 @@ class BatchStorage:
                 "description": f"Steward campaigns of priority {level}",
             }
             try:
-                existing = call_api(
+                existing = kube_call(
                     f"get PriorityClass {name}",
                     lambda n=name: response_json(  # type: ignore[misc]
                         self._scheduling.read_priority_class(n, _preload_content=False)
@@ -247,7 +259,7 @@ class BatchStorage:
                 )
             except NotFoundError:
                 try:
-                    call_api(
+                    kube_call(
                         f"create PriorityClass {name}",
                         lambda b=body: self._scheduling.create_priority_class(  # type: ignore[misc]
                             b, _preload_content=False
@@ -256,6 +268,11 @@ class BatchStorage:
                     changed.append(f"created PriorityClass {name} ({value})")
                 except AlreadyExistsError:
                     continue
+                except PermanentError as error:
+                    msg = (
+                        f"{error}; install the campaign PriorityClasses (steward render ships them)"
+                    )
+                    raise PermanentError(msg) from error
                 continue
             if existing.get("value") != value:
                 msg = (
@@ -291,7 +308,7 @@ class BatchStorage:
             "data": dict(data),
         }
         try:
-            call_api(
+            kube_call(
                 f"create ConfigMap {namespace}/{name}",
                 # The client sends a dict as it is; building its model would only cost time.
                 lambda: self._core.create_namespaced_config_map(
@@ -307,7 +324,7 @@ class BatchStorage:
     def config_map_exists(self, namespace: str, name: str) -> bool:
         """Whether the ConfigMap exists."""
         try:
-            call_api(
+            kube_call(
                 f"get ConfigMap {namespace}/{name}",
                 lambda: self._core.read_namespaced_config_map(
                     name, namespace, _preload_content=False
@@ -329,7 +346,7 @@ class BatchStorage:
             the same name whose Jobs are still being deleted): never adopted.
         """
         try:
-            call_api(
+            kube_call(
                 f"create Job {spec.namespace}/{spec.name}",
                 lambda: self._batch.create_namespaced_job(
                     spec.namespace,
@@ -354,7 +371,7 @@ class BatchStorage:
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job, or None."""
         try:
-            return call_api(
+            return kube_call(
                 f"get Job {namespace}/{name}",
                 lambda: response_json(
                     self._batch.read_namespaced_job(name, namespace, _preload_content=False)
@@ -387,7 +404,7 @@ class BatchStorage:
 
     def _patch_job(self, namespace: str, name: str, body: Mapping[str, Any]) -> bool:
         try:
-            call_api(
+            kube_call(
                 f"patch Job {namespace}/{name}",
                 lambda: self._batch.patch_namespaced_job(
                     name, namespace, dict(body), _content_type=_MERGE, _preload_content=False
@@ -403,7 +420,7 @@ class BatchStorage:
         The pods keep `POD_FINALIZER` until their attempts are recorded.
         """
         try:
-            call_api(
+            kube_call(
                 f"delete Job {namespace}/{name}",
                 lambda: self._batch.delete_namespaced_job(
                     name, namespace, propagation_policy="Background", _preload_content=False
@@ -464,7 +481,7 @@ class BatchStorage:
         def patch(pod: Mapping[str, Any]) -> bool:
             meta = pod["metadata"]
             try:
-                call_api(
+                kube_call(
                     f"patch pod {meta['namespace']}/{meta['name']}",
                     lambda: self._core.patch_namespaced_pod(
                         meta["name"],
@@ -484,7 +501,7 @@ class BatchStorage:
         items: list[dict[str, Any]] = []
         cont: str | None = None
         while True:
-            page = call_api(what, lambda c=cont: response_json(call(c)))  # type: ignore[misc]
+            page = kube_call(what, lambda c=cont: response_json(call(c)))  # type: ignore[misc]
             items.extend(page.get("items") or [])
             cont = (page.get("metadata") or {}).get("continue") or None
             if cont is None:

@@ -26,8 +26,8 @@ __all__ = [
     "KubeResources",
     "ResourceKey",
     "api_client",
-    "call_api",
     "cluster_identity",
+    "kube_call",
     "response_json",
 ]
 
@@ -113,12 +113,10 @@ def _message(exc: ApiException) -> str:
     return str(body.get("message") or exc.reason or exc)
 
 
-def call_api(what: str, call: Callable[[], T]) -> T:
-    """Run one API call, converting the client's exceptions into Steward's, once.
+def kube_call(what: str, call: Callable[[], T]) -> T:
+    """Run one API call, mapping its failures to Steward's errors (see the module docstring).
 
-    404 becomes :class:`NotFoundError`, 409 :class:`AlreadyExistsError`, other 4xx
-    :class:`PermanentError` with the API server's message, and 5xx, 429 and connection
-    failures :class:`TransientError`.
+    409 (the object exists) becomes :class:`AlreadyExistsError`.
     """
     try:
         return call()
@@ -154,7 +152,7 @@ class KubeResources:
         self._objects = client.CustomObjectsApi(api)
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        return call_api(what, call)
+        return kube_call(what, call)
 
     def _call_json(self, what: str, call: Callable[[], object]) -> dict[str, Any]:
         return cast("dict[str, Any]", self._call(what, call))

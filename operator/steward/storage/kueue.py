@@ -2,7 +2,7 @@
 
 Kueue (``kueue.x-k8s.io``) is the batch queueing engine Steward renders quotas and queues
 for. Its kinds are reached here, once, through the same error mapping as Steward's own
-(`call_api`): a missing Kueue installation shows as `NotFoundError` on the kind's path.
+(`kube_call`): a missing Kueue installation shows as `NotFoundError` on the kind's path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from kubernetes import client
 
 from steward.constants import FIELD_MANAGER
 from steward.exceptions import NotFoundError
-from steward.storage.kubernetes import call_api
+from steward.storage.kubernetes import kube_call
 
 __all__ = ["KUEUE_API_VERSION", "KUEUE_GROUP", "KUEUE_KINDS", "KueueStorage"]
 
@@ -92,7 +92,7 @@ class KueueStorage:
             response = cast("urllib3.BaseHTTPResponse", raw)
             return cast("dict[str, Any]", json.loads(response.data))
 
-        return call_api(what, call)
+        return kube_call(what, call)
 
     def list(
         self, kind: str, *, namespace: str | None = None, label_selector: str | None = None
@@ -109,7 +109,7 @@ class KueueStorage:
                 KUEUE_GROUP, KUEUE_VERSION, plural, label_selector=label_selector
             )
 
-        result = cast("dict[str, Any]", call_api(f"list {kind}", call))
+        result = cast("dict[str, Any]", kube_call(f"list {kind}", call))
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
@@ -125,7 +125,7 @@ class KueueStorage:
             return self._objects.get_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, plural, name)
 
         try:
-            return cast("dict[str, Any]", call_api(f"get {kind} {name}", call))
+            return cast("dict[str, Any]", kube_call(f"get {kind} {name}", call))
         except NotFoundError:
             return None
 
@@ -144,7 +144,7 @@ class KueueStorage:
                 KUEUE_GROUP, KUEUE_VERSION, plural, name, patch
             )
 
-        call_api(f"patch {kind} {name}", call)
+        kube_call(f"patch {kind} {name}", call)
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
         """Delete one object; gone already is fine (Kueue's finalizers decide the rest)."""
@@ -160,6 +160,6 @@ class KueueStorage:
             )
 
         try:
-            call_api(f"delete {kind} {name}", call)
+            kube_call(f"delete {kind} {name}", call)
         except NotFoundError:
             return

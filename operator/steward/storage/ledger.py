@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from steward.schema.ledger import (
@@ -126,6 +126,46 @@ class LedgerStore:
             LedgerInvocation.campaign_uid == uid, LedgerInvocation.step == step
         )
         return dict(self._session.execute(statement).all())
+
+    def invocation_states(
+        self, uid: str, step: str, indexes: Sequence[int]
+    ) -> dict[int, dict[str, Any]]:
+        """What recording an attempt changes, for some invocations of a step, by index.
+
+        Plain values (id, state, attempts, failures, started_at) rather than ORM objects: a
+        pass records thousands of attempts and the unit of work would double its cost.
+        """
+        columns = (
+            LedgerInvocation.id,
+            LedgerInvocation.index,
+            LedgerInvocation.state,
+            LedgerInvocation.attempts,
+            LedgerInvocation.failures,
+            LedgerInvocation.started_at,
+        )
+        found: dict[int, dict[str, Any]] = {}
+        for chunk in _chunks(sorted(set(indexes))):
+            statement = select(*columns).where(
+                LedgerInvocation.campaign_uid == uid,
+                LedgerInvocation.step == step,
+                LedgerInvocation.index.in_(chunk),
+            )
+            for row in self._session.execute(statement).mappings():
+                found[row["index"]] = dict(row)
+        return found
+
+    def update_invocations(self, changes: Sequence[Mapping[str, Any]]) -> None:
+        """Write changed invocations: each mapping has ``id`` and the same other columns."""
+        if not changes:
+            return
+        keys = sorted(k for k in changes[0] if k != "id")
+        statement = (
+            update(LedgerInvocation)
+            .where(LedgerInvocation.id == bindparam("row_id"))
+            .values({key: bindparam(f"new_{key}") for key in keys})
+        )
+        params = [{"row_id": c["id"], **{f"new_{k}": c[k] for k in keys}} for c in changes]
+        self._session.connection().execute(statement, params)
 
     def data_ids(self, uid: str, step: str, indexes: Sequence[int]) -> dict[int, str]:
         """Data ids (canonical JSON) of some invocations of a step, by index."""

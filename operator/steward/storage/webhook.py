@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from steward.storage.kubernetes import call_api
+from steward.storage.kubernetes import kube_call
 
 __all__ = ["StaleSecretError", "WebhookObjects"]
 
@@ -46,7 +46,7 @@ class WebhookObjects:
         NotFoundError
             The Secret was not deployed (``steward render`` ships it).
         """
-        secret: Any = call_api(
+        secret: Any = kube_call(
             f"get Secret {self.namespace}/{self.secret}",
             lambda: self._core.read_namespaced_secret(self.secret, self.namespace),
         )
@@ -76,11 +76,11 @@ class WebhookObjects:
                     raise StaleSecretError(self.secret) from None
                 raise
 
-        call_api(f"patch Secret {self.namespace}/{self.secret}", patch)
+        kube_call(f"patch Secret {self.namespace}/{self.secret}", patch)
 
     def ca_bundles(self) -> dict[str, str]:
         """``caBundle`` (base64 PEM, as stored) of each webhook of the configuration, by name."""
-        configuration: Any = call_api(
+        configuration: Any = kube_call(
             f"get ValidatingWebhookConfiguration {self.configuration}",
             lambda: self._admission.read_validating_webhook_configuration(self.configuration),
         )
@@ -101,7 +101,7 @@ class WebhookObjects:
             body = {
                 "webhooks": [{"name": name, "clientConfig": {"caBundle": wanted}} for name in stale]
             }
-            call_api(
+            kube_call(
                 f"patch ValidatingWebhookConfiguration {self.configuration}",
                 lambda: self._admission.patch_validating_webhook_configuration(
                     self.configuration, body, _content_type=_MERGE

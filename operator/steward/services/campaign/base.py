@@ -80,6 +80,8 @@ class CampaignPass:
     staged: bool | None = None
     site: Site | None = None
     unrecorded: int = 0
+    config_maps: set[str] = field(default_factory=set)
+    """ConfigMaps known to exist (shards' are shared by every step's Jobs)."""
     queue: str | None = None
     """The LocalQueue of the campaign's Jobs on Kueue (`QueueSide`), None when not on Kueue."""
     workloads: dict[str, tuple[str, WorkloadState, bool]] | None = None

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from steward.models.campaign import (
-    parse_indexes,
+    index_at,
     parse_memory,
 )
 from steward.services.attempts import (
@@ -27,7 +27,6 @@ from steward.storage.batch import (
     LABEL_STEP,
 )
 from steward.storage.ledger import (
-    LedgerInvocation,
     LedgerStore,
 )
 
@@ -76,7 +75,7 @@ class Recorder(CampaignBase):
         annotations = meta.get("annotations") or {}
         try:
             completion = int(annotations[COMPLETION_INDEX])
-            index = parse_indexes(annotations["steward.lsst.io/invocations"])[completion]
+            index = index_at(annotations["steward.lsst.io/invocations"], completion)
             step, job = labels[LABEL_STEP], labels[LABEL_JOB]
         except (KeyError, ValueError, IndexError):
             LOG.warning("pod without a Steward invocation; not recorded", pod=meta.get("name"))
@@ -94,14 +93,12 @@ class Recorder(CampaignBase):
         rows: list[dict[str, Any]] = []
         files: list[dict[str, Any]] = []
         succeeded: dict[str, list[int]] = {}
+        changed: dict[int, dict[str, Any]] = {}
         by_step: dict[str, list[_Attempt]] = {}
         for attempt in attempts:
             by_step.setdefault(attempt.step, []).append(attempt)
         for step, items in by_step.items():
-            rows_by_index = {
-                row.index: row
-                for row in store.invocations(work.uid, step, indexes=[a.index for a in items])
-            }
+            rows_by_index = store.invocation_states(work.uid, step, [a.index for a in items])
             never = work.now - timedelta(days=36500)
             for attempt in sorted(items, key=lambda a: a.verdict.ended_at or never):
                 verdict = attempt.verdict
@@ -128,6 +125,7 @@ class Recorder(CampaignBase):
                 if row is None:
                     continue
                 _apply(row, attempt)
+                changed[row["id"]] = row
                 if verdict.klass is AttemptClass.SUCCEEDED:
                     succeeded.setdefault(step, []).append(attempt.index)
                     files.extend(
@@ -144,6 +142,7 @@ class Recorder(CampaignBase):
                         for name, size, adler32 in attempt.outputs
                     )
         store.add_attempts(rows)
+        store.update_invocations(list(changed.values()))
         store.add_files(files)
         self._record_inputs(store, work, succeeded, files)
 
@@ -160,6 +159,7 @@ class Recorder(CampaignBase):
             step = work.step(step_name)
             if step is None or not step.depends_on:
                 continue
+            wanted = set(indexes)
             for dep in step.depends_on:
                 written = [
                     (f.index, f.did)
@@ -176,22 +176,22 @@ class Recorder(CampaignBase):
                         "registered": True,
                     }
                     for index, did in written
-                    if index in indexes
+                    if index in wanted
                 )
         store.add_files(rows)
 
 
-def _apply(row: LedgerInvocation, attempt: _Attempt) -> None:
-    """Fold one recorded attempt into its invocation's row."""
+def _apply(row: dict[str, Any], attempt: _Attempt) -> None:
+    """Fold one recorded attempt into its invocation's row (`LedgerStore.invocation_states`)."""
     verdict = attempt.verdict
-    row.attempts += 1
-    row.failures += int(verdict.counted)
-    row.last_job = attempt.job
-    row.last_class = verdict.klass.value
-    row.exit_code = verdict.exit_code
-    row.node = verdict.node
-    if verdict.started_at is not None and row.started_at is None:
-        row.started_at = verdict.started_at
-    row.ended_at = verdict.ended_at
+    row["attempts"] += 1
+    row["failures"] += int(verdict.counted)
+    row["last_job"] = attempt.job
+    row["last_class"] = verdict.klass.value
+    row["exit_code"] = verdict.exit_code
+    row["node"] = verdict.node
+    if row["started_at"] is None:
+        row["started_at"] = verdict.started_at
+    row["ended_at"] = verdict.ended_at
     if verdict.klass is AttemptClass.SUCCEEDED:
-        row.state = SUCCEEDED
+        row["state"] = SUCCEEDED

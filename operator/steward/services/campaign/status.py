@@ -138,21 +138,22 @@ class StatusWriter(QueueSide):
             phases[step.name] = phase
             previous = old_steps.get(step.name) or {}
             final = phase in {StepPhase.SUCCEEDED, StepPhase.FAILED, StepPhase.CANCELLED}
-            steps.append(
-                {
-                    "name": step.name,
-                    "phase": phase.value,
-                    "pending": max(0, total - done - running),
-                    "running": running,
-                    "succeeded": step_counts.get(SUCCEEDED, 0),
-                    "failed": step_counts.get(FAILED, 0),
-                    "accepted": step_counts.get(ACCEPTED, 0),
-                    "evicted": evicted.get(step.name, 0),
-                    "jobs": len(step_jobs),
-                    "startTime": iso(min((j.planned_at for j in step_jobs), default=None)),
-                    "endTime": (previous.get("endTime") or iso(work.now)) if final else None,
-                }
-            )
+            entry = {
+                "name": step.name,
+                "phase": phase.value,
+                "pending": max(0, total - done - running),
+                "running": running,
+                "succeeded": step_counts.get(SUCCEEDED, 0),
+                "failed": step_counts.get(FAILED, 0),
+                "accepted": step_counts.get(ACCEPTED, 0),
+                "evicted": evicted.get(step.name, 0),
+                "jobs": len(step_jobs),
+                "startTime": iso(min((j.planned_at for j in step_jobs), default=None)),
+                "endTime": (previous.get("endTime") or iso(work.now)) if final else None,
+            }
+            # The API server drops null fields inside list items; leaving them out keeps the
+            # stored status equal to this one, so an unchanged status is not patched again.
+            steps.append({key: value for key, value in entry.items() if value is not None})
             if previous.get("phase") != phase.value:
                 kind = "Warning" if phase is StepPhase.FAILED else "Normal"
                 work.events.append((kind, f"Step{phase.value}", f"step {step.name}: {phase.value}"))
