@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
+from steward.testing.devkueue import worker_sites
 from steward.testing.kueue import KUEUE_API, KUEUE_NAMESPACE, batch_site
 from support.kueue import Cluster, indexed_job, unique
 from support.waiting import until
 
-pytestmark = pytest.mark.kube
 
-
+@pytest.mark.kube
 def test_a_labelled_job_is_admitted_by_kueue_onto_its_pool(
     kueue_cluster: Cluster, kueue_namespace: str
 ) -> None:
@@ -57,6 +58,7 @@ def test_a_labelled_job_is_admitted_by_kueue_onto_its_pool(
     assert not pods["plain"].spec.node_selector
 
 
+@pytest.mark.kube
 def test_kueue_keeps_the_generated_certificate_and_converts_old_versions(
     kueue_cluster: Cluster, kueue_namespace: str
 ) -> None:
@@ -72,3 +74,13 @@ def test_kueue_keeps_the_generated_certificate_and_converts_old_versions(
     )
     assert old["apiVersion"] == "kueue.x-k8s.io/v1beta1"
     assert old["spec"]["clusterQueue"] == queue
+
+
+def test_the_local_stack_dispatches_to_the_sites_that_declare_a_kubeconfig() -> None:
+    repo = Path(__file__).resolve().parents[2]
+
+    sites = worker_sites(repo)
+
+    assert [site.metadata.name for site in sites] == ["in2p3", "ncsa"]  # sites/ in file order
+    assert all(site.spec.batch and site.spec.batch.kubeconfig_secret for site in sites)
+    assert worker_sites(None) == []

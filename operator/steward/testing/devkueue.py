@@ -9,12 +9,13 @@ In a deployment each worker site runs its own Steward, which renders the site's 
 the LocalQueues multi-site campaigns' copies land in. The local stack runs one operator, on
 the manager, so the stack renders the workers' side itself with the same service
 (`QueueingService.reconcile_site`, `ensure_worker_queue`) for the namespace ``steward`` and
-the order the Sites are listed in.
+every order a campaign's ``sites`` may list them in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -46,6 +47,15 @@ def worker_sites(repo_root: Path | None) -> list[Site]:
             if site.spec.batch is not None and site.spec.batch.kubeconfig_secret:
                 found.append(site)
     return found
+
+
+def _orders(names: list[str]) -> list[tuple[str, ...]]:
+    """Every order of two or more of NAMES a campaign's ``sites`` may list (up to three)."""
+    return [
+        order
+        for size in range(2, min(len(names), 3) + 1)
+        for order in itertools.permutations(names, size)
+    ]
 
 
 @dataclass
@@ -93,8 +103,9 @@ class KueueSites:
                 try:
                     queueing = QueueingService(KueueStorage(api))
                     queueing.reconcile_site(site)
-                    if len(order) > 1:
-                        queueing.ensure_worker_queue(site, order, namespace)
+                    for listed in _orders(order):
+                        if site.metadata.name in listed:
+                            queueing.ensure_worker_queue(site, listed, namespace)
                 finally:
                     api.close()  # type: ignore[no-untyped-call]
         except BaseException:
