@@ -14,6 +14,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -85,7 +86,7 @@ def test_entry_point_and_ports_match_the_package_and_the_deployment():
     assert scripts["steward"] == "steward.cli.main:main"
     assert instructions["CMD"] == '["operator"]'
     (container,) = _deployment()["containers"]
-    assert container["args"][0] in cli.commands
+    assert container["args"][0] in cli.list_commands(click.Context(cli))
     exposed = {int(p) for p in instructions["EXPOSE"].split()}
     assert exposed == {p["containerPort"] for p in container["ports"]}
 

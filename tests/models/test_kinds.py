@@ -56,7 +56,7 @@ REJECTIONS = [
     (RULE, ("spec", "publish"), True, "needs 'publishTo'"),
     (RULE, ("spec", "transferWindow", "start"), 1320, "base-60"),
     (RULE, ("spec", "transferWindow", "end"), "25:00", "not a time of day"),
-    (RULE, ("spec", "transferWindow", "timezone"), "Mars/Olympus", "unknown time zone"),
+    (RULE, ("spec", "transferWindow", "timezone"), "Mars/Olympus", "is unknown; use an IANA"),
     (RULE, ("spec", "notBefore"), "2026-12-01T00:00:00", "needs a time zone"),
     (RULE, ("metadata", "name"), "Raw-To-IN2P3", "should match pattern"),
     (RETENTION, ("spec", "maxAge"), "30d", "exactly one of 'lifetime' or 'maxAge'"),
@@ -100,7 +100,7 @@ REJECTIONS = [
     (SITE, ("spec", "rses", 0, "name"), "ncsa tape", "should match pattern"),
     (SITE, ("spec", "rses", 0, "type"), "FLOPPY", "Input should be"),
     (SITE, ("spec", "downtimes", 0, "end"), "2026-11-30T00:00:00Z", "before it starts"),
-    (SITE, ("spec", "downtimes", 0, "start"), "2026-12-01T08:00:00", "need a time zone"),
+    (SITE, ("spec", "downtimes", 0, "start"), "2026-12-01T08:00:00", "needs a time zone"),
     (SITE, ("spec", "rses"), [], "at least 1 item"),
 ]
 

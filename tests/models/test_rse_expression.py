@@ -2,7 +2,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from steward.models.rse_expression import RSEExpressionError, canonical, evaluate, parse
+from steward.models.rse_expression import (
+    MAX_DEPTH,
+    MAX_LENGTH,
+    Operation,
+    RSEExpressionError,
+    canonical,
+    evaluate,
+    parse,
+)
 
 RSES = {
     "NCSA_DISK": {"site": "NCSA", "type": "DISK", "tier": 1},
@@ -100,3 +108,58 @@ def test_canonical_is_idempotent_and_preserves_meaning(expression):
     form = canonical(expression)
     assert canonical(form) == form
     assert evaluate(form, RSES) == evaluate(expression, RSES)
+
+
+def test_parentheses_nest_at_most_max_depth():
+    assert canonical("(" * MAX_DEPTH + "A" + ")" * MAX_DEPTH) == "A"
+    with pytest.raises(RSEExpressionError, match="nest deeper than 50 levels") as info:
+        parse("(" * (MAX_DEPTH + 1) + "A" + ")" * (MAX_DEPTH + 1))
+    assert info.value.column == MAX_DEPTH + 1
+
+
+def test_longer_than_rucio_stores_is_refused_before_parsing():
+    with pytest.raises(RSEExpressionError, match="129,001 characters long; Rucio stores at most"):
+        parse("A" * 129_001)
+
+
+@pytest.mark.parametrize(("operator", "count"), [("|", 600), ("&", 600), ("\\", 50)])
+def test_longest_chains_need_no_recursion(operator, count):
+    terms = [f"R{i:03d}" for i in range(count)]
+    expression = operator.join(terms)
+    form = canonical(expression)
+    assert canonical(form) == form
+    assert (
+        evaluate(expression, {"R001": {}, "R002": {}})
+        == {
+            "|": {"R001", "R002"},
+            "&": set(),
+            "\\": set(),
+        }[operator]
+    )
+
+
+def test_long_alternation_is_a_deep_tree_evaluated_without_recursion():
+    expression = "A" + "".join(f"{'|&'[i % 2]}R{i}" for i in range(1, 500))
+    node = parse(expression)
+    assert isinstance(node, Operation)
+    assert evaluate(node, {"A": {}, "R1": {}}) == set()
+    assert evaluate("A" + "|R1&A" * 500, {"A": {}, "R1": {}}) == {"A"}
+
+
+def test_canonical_form_must_be_accepted_back():
+    with pytest.raises(RSEExpressionError, match="nests parentheses 51 deep"):
+        canonical("\\".join(["A"] * 53))
+
+
+def test_canonical_form_longer_than_rucio_stores_is_refused():
+    expression = "A" + "".join(f"{'|&'[i % 2]}B" for i in range(1, 1400))
+    assert len(expression) <= MAX_LENGTH
+    with pytest.raises(RSEExpressionError, match="canonical form Steward sends to Rucio"):
+        canonical(expression)
+
+
+def test_a_look_alike_letter_is_named_by_code_point():
+    with pytest.raises(RSEExpressionError) as info:
+        parse("site=IN2\u04203")
+    assert "U+0420 CYRILLIC CAPITAL LETTER ER" in str(info.value)
+    assert info.value.column == 9

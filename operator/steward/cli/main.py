@@ -1,23 +1,48 @@
-"""The ``steward`` command: one click group, each sub-command in its own module."""
+"""The ``steward`` command: one click group, each sub-command in its own module.
+
+Sub-commands are imported when they are run, not when ``steward`` starts: ``steward validate``
+runs in every policy repository's CI and under editors, and importing the operator, kopf, the
+Kubernetes client and the audit store for it would cost more than validating a thousand files.
+"""
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from steward.cli.audit import audit
-from steward.cli.campaigns import provenance, report
-from steward.cli.crds import crds
-from steward.cli.dev import dev
-from steward.cli.gitops import apply, plan
-from steward.cli.history import history
-from steward.cli.operator import operator
-from steward.cli.render import render_site
-from steward.cli.validate import validate
 from steward.exceptions import StewardError
+
+COMMANDS = {
+    "apply": "steward.cli.gitops:apply",
+    "audit": "steward.cli.audit:audit",
+    "crds": "steward.cli.crds:crds",
+    "dev": "steward.cli.dev:dev",
+    "history": "steward.cli.history:history",
+    "operator": "steward.cli.operator:operator",
+    "plan": "steward.cli.gitops:plan",
+    "provenance": "steward.cli.campaigns:provenance",
+    "render": "steward.cli.render:render_site",
+    "report": "steward.cli.campaigns:report",
+    "validate": "steward.cli.validate:validate",
+}
+"""Sub-command name -> ``module:attribute`` of its click command."""
 
 
 class _Group(click.Group):
-    """Turns Steward's own errors into a one-line message and exit 1, never a traceback."""
+    """Loads sub-commands on demand; turns Steward's own errors into one line and exit 1."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)  # noqa: S101 - the table names commands
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -30,19 +55,6 @@ class _Group(click.Group):
 @click.version_option(package_name="steward")
 def cli() -> None:
     """Steward: declarative placement, retention and campaigns for the Rubin data facility."""
-
-
-cli.add_command(audit)
-cli.add_command(crds)
-cli.add_command(dev)
-cli.add_command(apply)
-cli.add_command(plan)
-cli.add_command(history)
-cli.add_command(operator)
-cli.add_command(provenance)
-cli.add_command(render_site)
-cli.add_command(report)
-cli.add_command(validate)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from steward.services.validation import validate_paths
+from steward.services.validation import Problem, validate_paths
 
 __all__ = ["validate"]
 
@@ -32,12 +32,33 @@ DEFAULT_PATHS = (Path("policies"), Path("sites"))
     show_default=True,
     help="Site declarations to check references against when PATHS contain none.",
 )
-def validate(paths: tuple[Path, ...], output: str, sites_dir: Path) -> None:
-    """Validate policy and site files (default: policies/ and sites/); exit 1 on any error."""
+@click.option(
+    "--reference",
+    "reference",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    default=(Path("policies"),),
+    show_default=True,
+    help="Other policies the checks may refer to when PATHS do not include them: the Campaign "
+    "a retention policy names, rules that keep data without lifetime, rule conflicts, names. "
+    "Their own problems are not reported.",
+)
+def validate(
+    paths: tuple[Path, ...], output: str, sites_dir: Path, reference: tuple[Path, ...]
+) -> None:
+    """Validate policy and site files (default: policies/ and sites/); exit 1 on any error.
+
+    Warnings (an empty file, an unquoted key YAML reads as a boolean) are printed but do not
+    fail the run.
+    """
     targets = list(paths) or [p for p in DEFAULT_PATHS if p.exists()]
     if not targets:
         raise click.UsageError("no PATHS given and neither policies/ nor sites/ exists here")
-    result = validate_paths(targets, sites_dir if sites_dir.is_dir() else None)
+    result = validate_paths(
+        targets,
+        sites_dir if sites_dir.is_dir() else None,
+        reference=[p for p in reference if p.exists()],
+    )
     if output == "json":
         click.echo(
             json.dumps(
@@ -46,17 +67,22 @@ def validate(paths: tuple[Path, ...], output: str, sites_dir: Path) -> None:
                     "files": result.files,
                     "resources": len(result.resources),
                     "problems": [p.to_json() for p in result.problems],
+                    "warnings": [p.to_json() for p in result.warnings],
                 },
                 indent=2,
             )
         )
     else:
-        for problem in result.problems:
+        for problem in sorted([*result.problems, *result.warnings], key=_order):
             click.echo(problem.format())
         summary = (
             f"{result.files} files, {len(result.resources)} resources, "
-            f"{len(result.problems)} problems"
+            f"{len(result.problems)} problems, {len(result.warnings)} warnings"
         )
         click.echo(summary, err=True)
     if not result.ok:
         raise SystemExit(1)
+
+
+def _order(problem: Problem) -> tuple[str, int, int]:
+    return (str(problem.path or ""), problem.line or 0, problem.column or 0)

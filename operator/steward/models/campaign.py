@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from enum import IntEnum, StrEnum
 from typing import Annotated, ClassVar, Literal
@@ -20,15 +20,19 @@ from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
 from .common import (
+    Bool,
     CamelModel,
     Condition,
     DataSelector,
     Duration,
+    Int,
     LocatedValueError,
     Name,
+    Number,
     Resource,
     RSEExpression,
     SpecModel,
+    Timestamp,
 )
 
 __all__ = [
@@ -191,10 +195,10 @@ class Step(SpecModel):
     depends_on: list[Name] = Field(default_factory=list, max_length=16)
     """Steps that must succeed before this one starts."""
 
-    parallelism: int = Field(default=10, ge=1, le=10000)
+    parallelism: Int = Field(default=10, ge=1, le=10000)
     """Invocations running at once."""
 
-    retries: int = Field(default=2, ge=0, le=20)
+    retries: Int = Field(default=2, ge=0, le=20)
     """Retries per invocation for real failures (kills and preemptions are not counted)."""
 
     resources: Resources = Field(default_factory=Resources)
@@ -203,13 +207,13 @@ class Step(SpecModel):
     args: list[str] = Field(default_factory=list)
     """Extra arguments to the pipeline command."""
 
-    never_retry_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+    never_retry_exit_codes: list[Annotated[Int, Field(ge=1, le=255)]] = Field(
         default_factory=list, max_length=200
     )
     """Exit codes that mean retrying cannot help (like ctrl_bps ``retryUnlessExit``): the
     invocation fails at its first such exit, without spending ``retries``."""
 
-    memory_multiplier: float = Field(default=2.0, ge=1.0, le=16.0)
+    memory_multiplier: Number = Field(default=2.0, ge=1.0, le=16.0)
     """Factor applied to an invocation's memory each time it is killed for using too much
     (container reason OOMKilled); the rerun runs in a rescue Job."""
 
@@ -217,7 +221,7 @@ class Step(SpecModel):
     """Most memory an out-of-memory rerun may ask for; an invocation killed for memory at this
     size fails for good. Four times ``resources.memory`` when absent."""
 
-    breakpoint: bool = False
+    breakpoint: Bool = False
     """Wait before starting this step until ``controls.approve`` names it (an operator looks
     at the previous steps' results first)."""
 
@@ -251,7 +255,7 @@ class Step(SpecModel):
 class Coverage(SpecModel):
     """The invocations: an explicit list of data ids, or a Rucio metadata query."""
 
-    data_ids: list[dict[str, str | int]] | None = Field(default=None, max_length=10000)
+    data_ids: list[dict[str, str | Int]] | None = Field(default=None, max_length=10000)
     """Explicit data ids, e.g. ``{visit: 2026110100012, detector: 94}``: one invocation each.
     At most 10,000: a resource must stay far under the API server's request limit (3 MiB)
     and etcd's object limit (1.5 MiB); larger coverage sets come from a ``query``."""
@@ -273,7 +277,7 @@ class Coverage(SpecModel):
 class Inputs(SpecModel):
     """Input handling: pre-stage to the compute site before a step starts."""
 
-    prestage: bool = True
+    prestage: Bool = True
     """Create Rucio rules to bring inputs to the site first (recalling from tape if needed)."""
 
     destination: RSEExpression | None = None
@@ -292,7 +296,7 @@ class Outputs(SpecModel):
     archive: RSEExpression | None = None
     """Replicate outputs there (e.g. ``site=NCSA&type=TAPE``); nowhere when absent."""
 
-    keep_junk: bool = False
+    keep_junk: Bool = False
     """Keep unexpected outputs as a junk tarball."""
 
     rse: str | None = Field(default=None, pattern=r"^[A-Z0-9][A-Z0-9_\-]*$")
@@ -335,7 +339,7 @@ class AcceptRequest(SpecModel):
     step: Name
     """The step."""
 
-    max_failures: int = Field(ge=0)
+    max_failures: Int = Field(ge=0)
     """Accept only while at most this many invocations failed; more failures block the step."""
 
     reason: str = Field(min_length=1)
@@ -413,7 +417,7 @@ class CampaignSpec(SpecModel):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=16)
     """Taints of the batch pool's nodes the pods tolerate."""
 
-    shard_size: int = Field(default=5000, ge=1, le=10000)
+    shard_size: Int = Field(default=5000, ge=1, le=10000)
     """Most invocations per Kubernetes Job. Kept at or under 10,000 so that no Job is near the
     Job API's limits with per-index retries (parallelism and failed indexes at most 10,000)
     and the shard's ConfigMap of data ids stays under 1 MiB."""
@@ -587,7 +591,7 @@ class OutputFile(SpecModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=250)
     """File name; registered in Rucio as ``<outputs.scope>:<name>``."""
 
-    bytes: int = Field(ge=0)
+    bytes: Int = Field(ge=0)
     """Size in bytes."""
 
     adler32: str = Field(pattern=r"^[0-9a-f]{8}$")
@@ -615,33 +619,33 @@ class StepStatus(CamelModel):
     phase: StepPhase = StepPhase.WAITING
     """Where the step is."""
 
-    pending: int = 0
+    pending: Int = 0
     """Not started, or waiting for a (re)run."""
 
-    running: int = 0
+    running: Int = 0
     """Running now (pods active in the step's Jobs)."""
 
-    succeeded: int = 0
+    succeeded: Int = 0
     """Succeeded."""
 
-    failed: int = 0
+    failed: Int = 0
     """Failed for good (retries spent, a never-retry exit code, or out of memory at the
     memory limit)."""
 
-    accepted: int = 0
+    accepted: Int = 0
     """Failed, and force-accepted by ``controls.accept``."""
 
-    evicted: int = 0
+    evicted: Int = 0
     """Attempts ended by the platform (preemption, eviction, drain, pause); never counted
     against the retries."""
 
-    jobs: int = 0
+    jobs: Int = 0
     """Kubernetes Jobs of the step (shards and rescues)."""
 
-    start_time: datetime | None = None
+    start_time: Timestamp | None = None
     """When the step's first Job was created."""
 
-    end_time: datetime | None = None
+    end_time: Timestamp | None = None
     """When the step finished."""
 
 
@@ -657,29 +661,29 @@ class ControlStatus(CamelModel):
     id: str = ""
     """The request's id (retry, rescue)."""
 
-    invocations: int = 0
+    invocations: Int = 0
     """Invocations it concerned (rerun, or accepted)."""
 
-    time: datetime
+    time: Timestamp
     """When Steward acted on it."""
 
 
 class StagingStatus(CamelModel):
     """Pre-staging of the inputs: Rucio rules bringing them to the site's disk."""
 
-    rules: int = 0
+    rules: Int = 0
     """Rules Steward owns for the inputs."""
 
-    ok: int = 0
+    ok: Int = 0
     """Rules in state OK (inputs on the site's disk)."""
 
-    replicating: int = 0
+    replicating: Int = 0
     """Rules still copying (or recalling from tape)."""
 
-    stuck: int = 0
+    stuck: Int = 0
     """Rules Rucio reports STUCK."""
 
-    released: bool = False
+    released: Bool = False
     """Whether the rules were given their release lifetime (the campaign closed)."""
 
 
@@ -689,33 +693,33 @@ class QueueingStatus(CamelModel):
     queue: str
     """The LocalQueue the Jobs are submitted to."""
 
-    admitted: int = 0
+    admitted: Int = 0
     """Jobs Kueue admitted (running, or finished)."""
 
-    pending: int = 0
+    pending: Int = 0
     """Jobs waiting for quota (or deactivated by a pause)."""
 
     reason: str = ""
     """Kueue's message for a waiting Job: which quota is short, or why it was evicted."""
 
-    evictions: int = 0
+    evictions: Int = 0
     """Times Kueue evicted the Jobs (preempted by higher priority, reclaimed by the cohort,
     paused, a worker site lost); their pods' attempts count as Evicted."""
 
-    sites: dict[str, int] = Field(default_factory=dict)
+    sites: dict[str, Int] = Field(default_factory=dict)
     """Jobs admitted per site, for a multi-site campaign: where MultiKueue sent each."""
 
 
 class CampaignStatus(CamelModel):
     """Observed state of a Campaign."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """Generation last reconciled."""
 
     phase: CampaignPhase = CampaignPhase.PENDING
     """Where the campaign is."""
 
-    invocations: int = 0
+    invocations: Int = 0
     """Invocations per step (the coverage set's size)."""
 
     progress: str = ""
@@ -724,7 +728,7 @@ class CampaignStatus(CamelModel):
     steps: list[StepStatus] = Field(default_factory=list)
     """Per-step counts."""
 
-    failures: dict[str, int] = Field(default_factory=dict)
+    failures: dict[str, Int] = Field(default_factory=dict)
     """Ended attempts by class: Evicted, OOMKilled, ``ExitCode N``, Infrastructure."""
 
     staging: StagingStatus | None = None
@@ -733,7 +737,7 @@ class CampaignStatus(CamelModel):
     queueing: QueueingStatus | None = None
     """The Jobs in Kueue, when the Site declares batch capacity."""
 
-    outputs: int = 0
+    outputs: Int = 0
     """Output files registered in Rucio."""
 
     controls: list[ControlStatus] = Field(default_factory=list)
@@ -743,10 +747,10 @@ class CampaignStatus(CamelModel):
     """``Pending`` once a terminated campaign's outputs wait for the failure review
     (LDM-230 3.1.3.4.2): retention keeps them until the review is done."""
 
-    start_time: datetime | None = None
+    start_time: Timestamp | None = None
     """When the first step started."""
 
-    end_time: datetime | None = None
+    end_time: Timestamp | None = None
     """When the campaign ended."""
 
     conditions: list[Condition] = Field(default_factory=list)

@@ -1,16 +1,53 @@
-"""Types shared by every kind: the base model, durations, sizes, DIDs, selectors, conditions.
+"""Types shared by every kind: the base models, strict scalars, durations, sizes, metadata.
 
 Every field carries a docstring: pydantic turns it into the JSON-schema description, and
 ``steward crds`` puts that into the CRD, so ``kubectl explain`` shows it.
+
+Strict types: never more lenient than the API server
+-----------------------------------------------------
+``steward validate``, the admission webhook and ``kubectl apply`` must give one verdict for one
+document. Pydantic's default ("lax") mode is more lenient than the CRD: it reads ``copies: "2"``
+and ``copies: yes`` as integers, ``dryRun: "false"`` as a boolean and ``notBefore: 1700000000``
+as a time, all of which the API server refuses. Model-wide ``strict=True`` does not help: in
+Python mode it also refuses the strings that enums and times legitimately arrive as. So every
+field uses one of the annotated types of this module, whose validator accepts exactly what the
+CRD's OpenAPI type accepts and says what it got otherwise:
+
+========================  ==================================================================
+use                       instead of
+========================  ==================================================================
+:data:`Int`               ``int``: integers only (a float with an integral value, as JSON may
+                          carry it, too); never a boolean or a string; within int64
+:data:`Bool`              ``bool``: ``true`` or ``false`` only
+:data:`Number`            ``float``: an integer or a finite float; never NaN or infinity
+:data:`Timestamp`         ``datetime``: RFC 3339 with a time zone, as the API server's
+                          ``date-time`` format checks it, and a real calendar date
+:data:`Duration`          ``timedelta``: ``7d``, ``36h``; positive and at most 1000 years
+:data:`ByteSize`          sizes: ``500TiB``; within int64
+:data:`RSEExpression`     RSE expressions: parsed, at most Rucio's 3,000 characters
+:data:`Name`              resource names: DNS labels starting with a letter
+:class:`Metadata`         ``metadata``: every ObjectMeta field, nothing else, each checked as the
+                          API server checks it (names, namespaces, label keys and values)
+========================  ==================================================================
+
+``str`` needs no wrapper: pydantic never turns a number or a boolean into a string.
+Constraints still go on ``Field`` (``copies: Int = Field(default=1, ge=1, le=10)``), and a new
+field picks all this up by using these types; ``tests/models/test_strict.py`` fails for any
+field declared with a bare ``int``, ``bool``, ``float`` or ``datetime``.
+
+Validators here raise ``ValueError`` only (with :class:`LocatedValueError` to name a field
+inside the model): pydantic turns that into a validation error, while any other exception
+would escape as a traceback.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
@@ -23,10 +60,14 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .rse_expression import RSEExpressionError, canonical
+from .rse_expression import MAX_LENGTH, RSEExpressionError, canonical
+from .text import non_ascii_note, shorten
 
 __all__ = [
     "DID",
+    "INT64_MAX",
+    "INT64_MIN",
+    "Bool",
     "ByteSize",
     "CamelModel",
     "Condition",
@@ -34,22 +75,34 @@ __all__ = [
     "DIDType",
     "DataSelector",
     "Duration",
+    "Int",
     "LocatedValueError",
     "Metadata",
     "Name",
+    "Number",
     "RSEExpression",
     "Resource",
     "SpecModel",
+    "Timestamp",
+    "describe_value",
     "format_duration",
     "format_size",
     "parse_duration",
     "parse_size",
+    "parse_timestamp",
+    "strict_boolean",
+    "strict_integer",
+    "strict_number",
 ]
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]*$"
-"""Resource names: lower-case DNS labels starting with a letter (repository convention)."""
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""Resource names: DNS labels (no trailing ``-``) starting with a letter (repository
+convention, stricter than the API server's DNS subdomains)."""
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=63)]
+NAME_MAX_LENGTH = 63
+"""Longest resource name: a DNS label."""
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=NAME_MAX_LENGTH)]
 """A Steward resource name."""
 
 
@@ -83,30 +136,167 @@ class LocatedValueError(ValueError):
         self.path: tuple[str | int, ...] = path
 
 
+# Strict scalars ----------------------------------------------------------------------------
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_JSON_EXACT_INTEGER = 2**53
+"""Largest float the API server still counts as an integer (go-openapi's JSON integer test)."""
+
+
+def describe_value(value: object) -> str:
+    """Say what a value is, the way a reader of the YAML would recognise it."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else f"the boolean {str(value).lower()}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN (not a number)" if math.isnan(value) else "infinity"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {shorten(value)}"
+    return _CONTAINERS.get(type(value), f"a {type(value).__name__}")
+
+
+_CONTAINERS: dict[type, str] = {list: "a list", dict: "a mapping"}
+
+
+def _unquote_hint(value: object) -> str:
+    return " (write it without quotes)" if isinstance(value, str) else ""
+
+
+def strict_integer(value: object) -> object:
+    """Accept what a CRD ``type: integer`` accepts, within int64."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not INT64_MIN <= value <= INT64_MAX:
+            msg = f"{value} does not fit in 64 bits (Kubernetes integers are int64)"
+            raise ValueError(msg)
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _JSON_EXACT_INTEGER:
+        return int(value)
+    msg = f"expected an integer, got {describe_value(value)}{_unquote_hint(value)}"
+    raise ValueError(msg)
+
+
+def strict_boolean(value: object) -> object:
+    """Accept only ``true`` and ``false``, as a CRD ``type: boolean`` does."""
+    if isinstance(value, bool):
+        return value
+    msg = f"expected true or false, got {describe_value(value)}{_unquote_hint(value)}"
+    raise ValueError(msg)
+
+
+def strict_number(value: object) -> object:
+    """Accept integers and finite floats, as a CRD ``type: number`` does (JSON has no NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        msg = f"expected a number, got {describe_value(value)}{_unquote_hint(value)}"
+        raise ValueError(msg)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(strict_integer)]
+"""An integer as the API server accepts it: no booleans, no strings, within int64."""
+
+Bool = Annotated[bool, BeforeValidator(strict_boolean)]
+"""A boolean: ``true`` or ``false``, never a string or a number."""
+
+Number = Annotated[float, BeforeValidator(strict_number)]
+"""A finite number; never a string, a boolean, NaN or infinity."""
+
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt]"
+    r"([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_NO_ZONE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]+)?$")
+_EXAMPLE_TIME = "2026-12-01T08:00:00Z"
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Parse an RFC 3339 time with a time zone, as the API server's ``date-time`` format does.
+
+    A date without a time, a time without a zone, or an impossible date (February 30) is an
+    error saying so, never an exception of another type.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            msg = f"{value.isoformat()} needs a time zone"
+            raise ValueError(msg)
+        return value
+    if not isinstance(value, str):
+        msg = f"expected an RFC 3339 time such as {_EXAMPLE_TIME}, got {describe_value(value)}"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+    match = _RFC3339.match(value)
+    if match is None:
+        if _NO_ZONE.match(value):
+            msg = (
+                f"{shorten(value)} needs a time zone: write a full time with Z or an offset, "
+                f"e.g. {_EXAMPLE_TIME}"
+            )
+        else:
+            msg = f"{shorten(value)} is not an RFC 3339 time such as {_EXAMPLE_TIME}"
+        raise ValueError(msg)
+    fraction = match.group(4) or ""
+    text = value.replace(fraction, fraction[:7]) if fraction else value
+    try:
+        return datetime.fromisoformat(text.upper())
+    except ValueError as exc:
+        msg = f"{shorten(value)} is not a real time: {exc}"
+        raise ValueError(msg) from None
+
+
+Timestamp = Annotated[datetime, BeforeValidator(parse_timestamp)]
+"""A time written as RFC 3339 with a time zone: ``2026-12-01T08:00:00Z``."""
+
+
 # Durations ---------------------------------------------------------------------------------
 
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"^(?:(\d+)([wdhms]))+$")
-_DURATION_PART = re.compile(r"(\d+)([wdhms])")
-DURATION_PATTERN = r"^([0-9]+[wdhms])+$"
+_DURATION = re.compile(r"^(?:([0-9]+)([wdhms]))+$")
+_DURATION_PART = re.compile(r"([0-9]+)([wdhms])")
+DURATION_PATTERN = r"^([0-9]+[wdhms])*0*[1-9][0-9]*[wdhms]([0-9]+[wdhms])*$"
+"""The CRD's pattern: unit-suffixed numbers, at least one of them not zero."""
+
+MAX_DURATION = timedelta(days=365_000)
+"""Longest duration accepted (1000 years): far beyond any lifetime, far below the year 9999
+where adding it to now would overflow."""
+
+_MAX_DURATION_DIGITS = 12
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse ``7d``, ``36h``, ``1d12h``, ``90m`` or ``2w`` into a timedelta.
+    """Parse ``7d``, ``36h``, ``1d12h``, ``90m`` or ``2w`` into a positive timedelta.
 
     Integers are not accepted: Rucio counts lifetimes in seconds while an old docstring said
-    hours, and a bare number is exactly the ambiguity that mistake came from.
+    hours, and a bare number is exactly the ambiguity that mistake came from. Zero is refused
+    because no field means "nothing" by it (``maxAge: 0s`` with ``action: Delete`` would select
+    everything at once), and so is anything past :data:`MAX_DURATION`.
     """
     if isinstance(value, timedelta):
-        return value
-    if not isinstance(value, str) or not _DURATION.match(value.strip()):
-        msg = (
-            f"invalid duration {value!r}: use a number and a unit (w, d, h, m, s), "
-            "for example 7d, 36h or 1d12h"
-        )
+        seconds_total = value.total_seconds()
+    else:
+        text = value.strip() if isinstance(value, str) else None
+        if text is None or not _DURATION.match(text):
+            shown = shorten(value) if isinstance(value, str) else describe_value(value)
+            msg = (
+                f"invalid duration {shown}: use a number and a unit (w, d, h, m, s), "
+                "for example 7d, 36h or 1d12h"
+            )
+            raise ValueError(msg)
+        parts = _DURATION_PART.findall(text)
+        if any(len(number.lstrip("0")) > _MAX_DURATION_DIGITS for number, _ in parts):
+            seconds_total = math.inf
+        else:
+            seconds_total = sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds_total <= 0:
+        msg = f"{_shown_duration(value)} is not a positive duration; give a length such as 7d"
         raise ValueError(msg)
-    seconds = sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(value.strip()))
-    return timedelta(seconds=seconds)
+    if seconds_total > MAX_DURATION.total_seconds():
+        msg = f"{_shown_duration(value)} is longer than 1000 years, the longest duration accepted"
+        raise ValueError(msg)
+    return value if isinstance(value, timedelta) else timedelta(seconds=seconds_total)
+
+
+def _shown_duration(value: object) -> str:
+    return shorten(value) if isinstance(value, str) else str(value)
 
 
 def format_duration(value: timedelta) -> str:
@@ -130,7 +320,7 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
 ]
-"""A duration written as ``7d``, ``36h``, ``720h`` or ``1d12h``."""
+"""A positive duration written as ``7d``, ``36h``, ``720h`` or ``1d12h``."""
 
 
 # Sizes -------------------------------------------------------------------------------------
@@ -151,26 +341,32 @@ _SIZE_UNITS = {
     "PiB": 2**50,
     "EiB": 2**60,
 }
-_SIZE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMGTPE]i?B|B)?$")
+_SIZE = re.compile(r"^([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*([KMGTPE]i?B|B)?$")
 SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?\s*([KMGTPE]i?B|B)?$"
 
 
 def parse_size(value: object) -> int:
-    """Parse ``500TiB``, ``2.5PB`` or a plain byte count into bytes."""
+    """Parse ``500TiB``, ``2.5PB`` or a plain byte count into bytes (at most int64)."""
     if isinstance(value, bool):
-        msg = f"invalid size {value!r}"
+        msg = f"invalid size {describe_value(value)}"
         raise ValueError(msg)  # noqa: TRY004 - pydantic expects ValueError to report it
     if isinstance(value, int):
-        if value < 0:
-            msg = f"invalid size {value}: must not be negative"
+        size = value
+    else:
+        match = _SIZE.match(value.strip()) if isinstance(value, str) else None
+        if match is None:
+            shown = shorten(value) if isinstance(value, str) else describe_value(value)
+            msg = f"invalid size {shown}: use a number and a unit such as 500TiB, 2PB or 800GB"
             raise ValueError(msg)
-        return value
-    match = _SIZE.match(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        msg = f"invalid size {value!r}: use a number and a unit such as 500TiB, 2PB or 800GB"
+        number, unit = match.groups()
+        size = int(Decimal(number) * _SIZE_UNITS[unit or ""])
+    if size < 0:
+        msg = f"invalid size {value}: must not be negative"
         raise ValueError(msg)
-    number, unit = match.groups()
-    return int(Decimal(number) * _SIZE_UNITS[unit or ""])
+    if size > INT64_MAX:
+        msg = f"size {shorten(str(value))} is more than 8 EiB, the largest Kubernetes integer"
+        raise ValueError(msg)
+    return size
 
 
 def format_size(value: int) -> str:
@@ -196,20 +392,20 @@ ByteSize = Annotated[
 
 def _validate_rse_expression(value: object) -> str:
     if not isinstance(value, str):
-        msg = f"an RSE expression must be a string, not {type(value).__name__}"
-        raise TypeError(msg)
+        msg = f"expected an RSE expression (a string), got {describe_value(value)}"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports ValueError, not TypeError
     try:
         canonical(value)
     except RSEExpressionError as exc:
-        msg = f"invalid RSE expression {value!r}: {exc}"
-        raise ValueError(msg) from exc
+        msg = f"invalid RSE expression {shorten(value)}: {exc}"
+        raise ValueError(msg) from None
     return value
 
 
 RSEExpression = Annotated[
     str,
     BeforeValidator(_validate_rse_expression),
-    WithJsonSchema({"type": "string", "minLength": 1}),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_LENGTH}),
 ]
 """A Rucio RSE expression such as ``site=IN2P3&type=TAPE`` (validated by Steward's parser)."""
 
@@ -301,35 +497,146 @@ class Condition(CamelModel):
     message: str = ""
     """Human-readable details."""
 
-    last_transition_time: datetime
+    last_transition_time: Timestamp
     """When the status last changed."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """The ``metadata.generation`` this condition was computed from."""
 
 
-class Metadata(CamelModel):
-    """The parts of ``metadata`` Steward reads from policy files."""
+# Metadata ----------------------------------------------------------------------------------
 
-    model_config = ConfigDict(extra="allow")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_LABEL_MAX = 63
+_DNS_SUBDOMAIN_MAX = 253
+_ANNOTATIONS_MAX_BYTES = 256 * 1024
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes qualified name (label or annotation key), or None.
+
+    The rules of ``IsQualifiedName`` in k8s.io/apimachinery: an optional DNS-subdomain prefix
+    and ``/``, then a name of at most 63 alphanumerics, ``-``, ``_`` and ``.`` that starts and
+    ends with an alphanumeric.
+    """
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        problem = _prefix_problem(prefix)
+        if problem:
+            return problem
+    if not name:
+        return "the name part is empty"
+    if len(name) > _DNS_LABEL_MAX:
+        return f"the name part is {len(name)} characters long (at most {_DNS_LABEL_MAX})"
+    if not _QUALIFIED_NAME.match(name):
+        return (
+            "the name part must be alphanumerics, '-', '_' or '.', starting and ending with an "
+            f"alphanumeric{non_ascii_note(name)}"
+        )
+    return None
+
+
+def _prefix_problem(prefix: str) -> str | None:
+    if not prefix:
+        return "the prefix before '/' is empty"
+    if "/" in prefix:
+        return "a key has at most one '/'"
+    if len(prefix) > _DNS_SUBDOMAIN_MAX or not _DNS_SUBDOMAIN.match(prefix):
+        return (
+            f"the prefix {shorten(prefix)} is not a DNS subdomain (lower-case alphanumerics, "
+            f"'-' and '.', at most {_DNS_SUBDOMAIN_MAX} characters){non_ascii_note(prefix)}"
+        )
+    return None
+
+
+class Metadata(CamelModel):
+    """Kubernetes ``ObjectMeta``: the fields a policy file sets, and those the server sets.
+
+    Unknown keys are errors (a misspelt ``namespace`` would otherwise move the resource to the
+    default namespace in silence), and each field is checked as the API server checks it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: Name
     """Resource name."""
 
-    namespace: str | None = None
-    """Namespace of namespaced kinds."""
+    namespace: str | None = Field(default=None, max_length=_DNS_LABEL_MAX)
+    """Namespace of namespaced kinds: a DNS label."""
 
     labels: dict[str, str] = Field(default_factory=dict)
-    """Labels."""
+    """Labels: qualified-name keys, values of at most 63 alphanumerics, ``-``, ``_``, ``.``."""
 
     annotations: dict[str, str] = Field(default_factory=dict)
-    """Annotations."""
+    """Annotations: qualified-name keys, at most 256 KiB in all."""
 
-    generation: int | None = None
+    generate_name: str | None = None
+    """Set by the API server's clients; unused by Steward."""
+
+    generation: Int | None = None
     """Set by the API server."""
 
     uid: str | None = None
     """Set by the API server."""
+
+    resource_version: str | None = None
+    """Set by the API server."""
+
+    creation_timestamp: Timestamp | None = None
+    """Set by the API server."""
+
+    deletion_timestamp: Timestamp | None = None
+    """Set by the API server."""
+
+    deletion_grace_period_seconds: Int | None = None
+    """Set by the API server."""
+
+    finalizers: list[str] = Field(default_factory=list)
+    """Finalizers (Steward's operator adds its own)."""
+
+    owner_references: list[dict[str, Any]] = Field(default_factory=list)
+    """Owners, for garbage collection."""
+
+    managed_fields: list[dict[str, Any]] = Field(default_factory=list)
+    """Server-side apply's field ownership, set by the API server."""
+
+    self_link: str | None = None
+    """Deprecated; set by old API servers."""
+
+    @model_validator(mode="after")
+    def _as_the_api_server_checks(self) -> Metadata:
+        if self.namespace is not None and not DNS_LABEL.match(self.namespace):
+            msg = (
+                f"namespace {shorten(self.namespace)} is not a DNS label (lower-case "
+                "alphanumerics and '-', starting and ending with an alphanumeric)"
+                + non_ascii_note(self.namespace)
+            )
+            raise LocatedValueError(msg, "namespace")
+        for key, value in self.labels.items():
+            problem = qualified_name_problem(key)
+            if problem:
+                msg = f"label key {shorten(key)} is not valid: {problem}"
+                raise LocatedValueError(msg, "labels", key)
+            if len(value) > _DNS_LABEL_MAX or not _LABEL_VALUE.match(value):
+                msg = (
+                    f"label value {shorten(value)} is not valid: at most {_DNS_LABEL_MAX} "
+                    "alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+                    + non_ascii_note(value)
+                )
+                raise LocatedValueError(msg, "labels", key)
+        for key in self.annotations:
+            problem = qualified_name_problem(key.lower())
+            if problem:
+                msg = f"annotation key {shorten(key)} is not valid: {problem}"
+                raise LocatedValueError(msg, "annotations", key)
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in self.annotations.items())
+        if size > _ANNOTATIONS_MAX_BYTES:
+            msg = f"annotations hold {size:,} bytes; Kubernetes allows 256 KiB in all"
+            raise LocatedValueError(msg, "annotations")
+        return self
 
 
 class Resource(CamelModel):

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from steward.constants import CATEGORY, GROUP, VERSION
 
 from . import KINDS, KindInfo
-from .common import NAME_PATTERN
+from .common import NAME_MAX_LENGTH, NAME_PATTERN
 
 __all__ = ["build_crd", "build_crds", "openapi_schema"]
 
@@ -135,8 +135,10 @@ def openapi_schema(info: KindInfo) -> Schema:
         },
         "x-kubernetes-validations": [
             {
-                "rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
-                "message": "metadata.name must match " + NAME_PATTERN,
+                "rule": f"size(self.metadata.name) <= {NAME_MAX_LENGTH}"
+                f" && self.metadata.name.matches('{NAME_PATTERN}')",
+                "message": f"metadata.name must be at most {NAME_MAX_LENGTH} characters and match "
+                + NAME_PATTERN,
             }
         ],
     }

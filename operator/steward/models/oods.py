@@ -7,10 +7,9 @@ Operations (current master calibrations), exported read-only in a predictable di
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .common import (
     DID,
@@ -19,10 +18,14 @@ from .common import (
     Condition,
     DataSelector,
     Duration,
+    Int,
     LocatedValueError,
     Name,
+    Number,
     Resource,
     SpecModel,
+    Timestamp,
+    strict_boolean,
 )
 
 __all__ = ["Export", "OODSCache", "OODSCacheSpec", "OODSCacheStatus", "Pin"]
@@ -37,7 +40,7 @@ class Pin(SpecModel):
     reason: str = Field(min_length=1)
     """Why (shown in status)."""
 
-    until: datetime | None = None
+    until: Timestamp | None = None
     """Unpinned after this time; pinned until removed when absent."""
 
 
@@ -50,7 +53,7 @@ class Export(SpecModel):
     layout: str = "{instrument}/{datatype}/{day_obs}/{name}"
     """Path template below ``root``, from DID metadata keys and ``name``."""
 
-    read_only: Literal[True] = True
+    read_only: Annotated[Literal[True], BeforeValidator(strict_boolean)] = True
     """The export is always read-only; the cache is written by Steward only."""
 
 
@@ -81,10 +84,10 @@ class OODSCacheSpec(SpecModel):
     capacity: ByteSize
     """Space the cache may use."""
 
-    high_watermark: float = Field(default=0.9, gt=0, le=1)
+    high_watermark: Number = Field(default=0.9, gt=0, le=1)
     """Fraction of ``capacity`` at which eviction starts."""
 
-    low_watermark: float = Field(default=0.8, gt=0, lt=1)
+    low_watermark: Number = Field(default=0.8, gt=0, lt=1)
     """Fraction of ``capacity`` eviction brings usage down to (oldest unpinned first)."""
 
     export: Export | None = None
@@ -115,22 +118,22 @@ class OODSCacheSpec(SpecModel):
 class OODSCacheStatus(CamelModel):
     """Observed content of the OODS cache."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """Generation last reconciled."""
 
-    files: int = 0
+    files: Int = 0
     """Files in the cache."""
 
-    bytes: int = 0
+    bytes: Int = 0
     """Bytes in the cache."""
 
-    oldest_item: datetime | None = None
+    oldest_item: Timestamp | None = None
     """Creation time of the oldest unpinned item."""
 
-    pinned: int = 0
+    pinned: Int = 0
     """Pinned DIDs."""
 
-    evicted_last_cycle: int = 0
+    evicted_last_cycle: Int = 0
     """DIDs evicted by the last cycle."""
 
     conditions: list[Condition] = Field(default_factory=list)

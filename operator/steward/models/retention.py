@@ -8,7 +8,6 @@ still references) and LDM-230 3.1.3.4.2 (failed-campaign outputs are kept until 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Literal
 
@@ -16,16 +15,19 @@ from pydantic import Field, model_validator
 
 from .common import (
     DID,
+    Bool,
     ByteSize,
     CamelModel,
     Condition,
     DataSelector,
     Duration,
+    Int,
     LocatedValueError,
     Name,
     Resource,
     RSEExpression,
     SpecModel,
+    Timestamp,
 )
 
 __all__ = [
@@ -75,7 +77,7 @@ class Approval(SpecModel):
     reason: str = Field(min_length=1)
     """Why."""
 
-    approved_at: datetime
+    approved_at: Timestamp
     """When."""
 
 
@@ -110,14 +112,14 @@ class RetentionPolicySpec(SpecModel):
     campaign: Name | None = None
     """The failed Campaign whose outputs these are (``FailedCampaignOutputs``)."""
 
-    review_done: bool = False
+    review_done: Bool = False
     """Whether the failure review is done (``FailedCampaignOutputs``): nothing is deleted
     before."""
 
     holds: list[DID] = Field(default_factory=list)
     """DIDs under a hold: never expired nor deleted while listed here."""
 
-    dry_run: bool = False
+    dry_run: Bool = False
     """Only compute and show the plan; never act."""
 
     max_delete_bytes: ByteSize | None = None
@@ -159,32 +161,32 @@ class RetentionPolicySpec(SpecModel):
 class RetentionPlan(CamelModel):
     """What the last run would do (or did): shown before anything is deleted."""
 
-    computed_at: datetime | None = None
+    computed_at: Timestamp | None = None
     """When the plan was computed."""
 
-    candidates: int = 0
+    candidates: Int = 0
     """DIDs past retention."""
 
-    would_expire: int = 0
+    would_expire: Int = 0
     """DIDs whose rules would expire or be deleted."""
 
-    bytes: int = 0
+    bytes: Int = 0
     """Bytes that would become deletable."""
 
-    protected: dict[str, int] = Field(default_factory=dict)
+    protected: dict[str, Int] = Field(default_factory=dict)
     """DIDs spared, by protection (LastCustodialReplica, CampaignInput, Hold, ...)."""
 
 
 class RetentionPolicyStatus(CamelModel):
     """Observed state of a RetentionPolicy."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """Generation last reconciled."""
 
     plan: RetentionPlan = Field(default_factory=RetentionPlan)
     """The last computed plan."""
 
-    last_run_time: datetime | None = None
+    last_run_time: Timestamp | None = None
     """When the policy last acted (never in ``dryRun``)."""
 
     mode: Literal["DryRun", "Acting", "Blocked"] | None = None

@@ -10,16 +10,28 @@ on scope, name, account, rse_expression, copies), so ``site=IN2P3&type=TAPE`` an
 ``type=TAPE&site=IN2P3`` would create two rules for one intent. :func:`canonical` gives every
 equivalent spelling that differs only in spacing, redundant parentheses, or the order of the
 operands of ``|`` and ``&`` one string, and Steward only ever sends that string to Rucio.
+
+Any text can arrive here (the admission webhook checks what users send), so the cost is bounded
+by the input, never worse: an expression longer than Rucio can store (its ``rse_expression``
+column is ``String(3000)``) is refused before parsing; parentheses may nest
+:data:`MAX_DEPTH` deep, so the recursive descent never approaches Python's recursion limit;
+a run of one operator is combined once (not once per operand); every node renders its canonical
+text once, when it is built; and evaluation walks the tree with its own stack, since a long
+alternation such as ``A|B&C|D&...`` is a tree as deep as it is long.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
+from .text import describe_character, shorten
+
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_LENGTH",
     "All",
     "Comparison",
     "Node",
@@ -34,9 +46,18 @@ __all__ = [
 AttributeValue = str | int | float | bool
 """Value of an RSE attribute, as Rucio stores them."""
 
+MAX_LENGTH = 3000
+"""Longest expression Rucio stores (``rse_expression`` is ``String(3000)`` in its rules,
+subscriptions and account limits tables)."""
+
+MAX_DEPTH = 50
+"""Deepest nesting of parentheses accepted; far beyond any real expression."""
+
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _OPERATORS = {"|", "&", "\\"}
 _TRUE_STRINGS = {"true", "1", "yes"}
+
+Operator = Literal["|", "&", "\\"]
 
 
 class RSEExpressionError(ValueError):
@@ -89,27 +110,50 @@ class Comparison:
         return f"{self.key}{self.op}{self.value}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Operation:
-    r"""``|``, ``&`` (n-ary, operands sorted) or ``\`` (binary, order kept)."""
+    r"""``|`` and ``&`` (n-ary, operands sorted) or ``\`` (n-ary, applied left to right).
 
-    op: Literal["|", "&", "\\"]
+    ``A\B\C`` is one node with three operands, rendered ``(A\B)\C`` as Rucio reads it. The
+    canonical text is computed once, at construction; equality and hashing use it, so neither
+    walks a deep tree.
+    """
+
+    op: Operator
     operands: tuple[Node, ...]
+    text: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = [_wrapped(o) for o in self.operands]
+        if self.op == "\\":
+            text = f"{parts[0]}\\{parts[1]}"
+            for part in parts[2:]:
+                text = f"({text})\\{part}"
+        else:
+            text = self.op.join(parts)
+        object.__setattr__(self, "text", text)
 
     def render(self) -> str:
         """Return the canonical text; compound operands are always parenthesised."""
-        parts = [
-            f"({o.render()})" if isinstance(o, Operation) else o.render() for o in self.operands
-        ]
-        return self.op.join(parts)
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Operation) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
 
 
 Node = All | Term | Comparison | Operation
 """A parsed RSE expression."""
 
 
+def _wrapped(node: Node) -> str:
+    return f"({node.render()})" if isinstance(node, Operation) else node.render()
+
+
 class _Parser:
-    """Recursive descent over Rucio's left-to-right grammar."""
+    """Recursive descent over Rucio's left-to-right grammar, one level per parenthesis."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -118,50 +162,68 @@ class _Parser:
     def error(self, message: str, pos: int | None = None) -> RSEExpressionError:
         return RSEExpressionError(message, (self.pos if pos is None else pos) + 1)
 
-    def skip_space(self) -> None:
+    def peek(self) -> str:
         while self.pos < len(self.text) and self.text[self.pos].isspace():
             self.pos += 1
-
-    def peek(self) -> str:
-        self.skip_space()
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def parse(self) -> Node:
         if not self.text.strip():
             raise self.error("the expression is empty", 0)
-        node = self.expression()
+        if len(self.text) > MAX_LENGTH:
+            raise self.error(
+                f"the expression is {len(self.text):,} characters long; Rucio stores at most "
+                f"{MAX_LENGTH:,}",
+                MAX_LENGTH,
+            )
+        node = self.expression(0)
         if self.peek():
             if self.peek() == ")":
                 raise self.error("unbalanced ')'")
-            raise self.error(f"expected an operator (|, & or \\) before {self.peek()!r}")
+            raise self.error(
+                f"expected an operator (|, & or \\) before {describe_character(self.peek())}"
+            )
         return node
 
-    def expression(self) -> Node:
-        node = self.operand()
-        while (char := self.peek()) in _OPERATORS and char:
-            self.pos += 1
-            right = self.operand()
-            node = _combine(char, node, right)  # type: ignore[arg-type]
+    def expression(self, depth: int) -> Node:
+        node = self.operand(depth)
+        while (char := self.peek()) in _OPERATORS:
+            run = [node]
+            while self.peek() == char:
+                self.pos += 1
+                run.append(self.operand(depth))
+            node = _combine(char, run)  # type: ignore[arg-type]
         return node
 
-    def operand(self) -> Node:
+    def operand(self, depth: int) -> Node:
         char = self.peek()
-        start = self.pos
         if char == "(":
-            self.pos += 1
-            node = self.expression()
-            if self.peek() != ")":
-                raise self.error(f"'(' at column {start + 1} is never closed")
-            self.pos += 1
-            return node
+            return self.group(depth)
         if char == "*":
             self.pos += 1
             return All()
         if not char:
             raise self.error("the expression ends where an RSE name or attribute was expected")
+        return self.word()
+
+    def group(self, depth: int) -> Node:
+        start = self.pos
+        if depth >= MAX_DEPTH:
+            raise self.error(f"parentheses nest deeper than {MAX_DEPTH} levels")
+        self.pos += 1
+        node = self.expression(depth + 1)
+        if self.peek() != ")":
+            raise self.error(f"'(' at column {start + 1} is never closed")
+        self.pos += 1
+        return node
+
+    def word(self) -> Term | Comparison:
         match = _NAME.match(self.text, self.pos)
         if match is None:
-            raise self.error(f"unexpected {char!r}; expected an RSE name, attribute or '('")
+            raise self.error(
+                f"unexpected {describe_character(self.text[self.pos])}; "
+                "expected an RSE name, attribute or '('"
+            )
         self.pos = match.end()
         key = match.group()
         op = self.text[self.pos] if self.pos < len(self.text) else ""
@@ -170,28 +232,27 @@ class _Parser:
         self.pos += 1
         value = _NAME.match(self.text, self.pos)
         if value is None:
-            raise self.error(f"attribute {key!r} has no value after {op!r}")
+            raise self.error(f"attribute {shorten(key)} has no value after {op!r}")
         self.pos = value.end()
         if op in {"<", ">"}:
             try:
                 float(value.group())
             except ValueError:
                 raise self.error(
-                    f"{key}{op} needs a number, not {value.group()!r}", value.start()
+                    f"{shorten(key + op)} needs a number, not {shorten(value.group())}",
+                    value.start(),
                 ) from None
         return Comparison(key, op, value.group())  # type: ignore[arg-type]
 
 
-def _combine(op: Literal["|", "&", "\\"], left: Node, right: Node) -> Node:
-    """Build the canonical node for ``left op right`` (flattened, sorted, deduplicated)."""
-    if op == "\\":
-        return Operation(op, (left, right))
+def _combine(op: Operator, run: Sequence[Node]) -> Node:
+    """Build the canonical node for ``run[0] op run[1] op ...`` (flattened, sorted, unique)."""
     operands: list[Node] = []
-    for side in (left, right):
-        if isinstance(side, Operation) and side.op == op:
-            operands.extend(side.operands)
-        else:
-            operands.append(side)
+    for index, node in enumerate(run):
+        flatten = isinstance(node, Operation) and node.op == op and (op != "\\" or index == 0)
+        operands.extend(node.operands if isinstance(node, Operation) and flatten else (node,))
+    if op == "\\":
+        return Operation(op, tuple(operands))
     unique = {o.render(): o for o in operands}
     ordered = sorted(unique.values(), key=lambda o: (isinstance(o, Operation), o.render()))
     if len(ordered) == 1:
@@ -205,7 +266,8 @@ def parse(text: str) -> Node:
     Raises
     ------
     RSEExpressionError
-        With the 1-based column of the first syntax error.
+        With the 1-based column of the first syntax error, or when the expression is longer
+        than :data:`MAX_LENGTH` or nests parentheses deeper than :data:`MAX_DEPTH`.
     """
     return _Parser(text).parse()
 
@@ -216,9 +278,36 @@ def canonical(text: str) -> str:
     Raises
     ------
     RSEExpressionError
-        If ``text`` is not a valid expression.
+        If ``text`` is not a valid expression, or its canonical form (which adds parentheses
+        around each change of operator) is longer than Rucio stores or nests deeper than
+        :data:`MAX_DEPTH`: the canonical form must itself be an expression Steward accepts.
     """
-    return parse(text).render()
+    text = parse(text).render()
+    if len(text) > MAX_LENGTH:
+        msg = (
+            f"the canonical form Steward sends to Rucio is {len(text):,} characters long (one "
+            f"pair of parentheses per change of operator); Rucio stores at most {MAX_LENGTH:,}"
+        )
+        raise RSEExpressionError(msg, 1)
+    depth = _depth(text)
+    if depth > MAX_DEPTH:
+        msg = (
+            f"the canonical form Steward sends to Rucio nests parentheses {depth} deep (one "
+            f"level per change of operator and per complement); at most {MAX_DEPTH} are accepted"
+        )
+        raise RSEExpressionError(msg, 1)
+    return text
+
+
+def _depth(text: str) -> int:
+    deepest = level = 0
+    for char in text:
+        if char == "(":
+            level += 1
+            deepest = max(deepest, level)
+        elif char == ")":
+            level -= 1
+    return deepest
 
 
 def _attribute_matches(value: AttributeValue | None, op: str, expected: str) -> bool:
@@ -235,14 +324,9 @@ def _attribute_matches(value: AttributeValue | None, op: str, expected: str) -> 
     return number < float(expected) if op == "<" else number > float(expected)
 
 
-def evaluate(node: Node | str, rses: Mapping[str, Mapping[str, AttributeValue]]) -> frozenset[str]:
-    """Return the RSE names an expression selects among ``rses`` (name -> attributes).
-
-    A bare word selects the RSE of that name if there is one, else every RSE whose attribute of
-    that name is true, as Rucio resolves it.
-    """
-    if isinstance(node, str):
-        node = parse(node)
+def _leaf(
+    node: All | Term | Comparison, rses: Mapping[str, Mapping[str, AttributeValue]]
+) -> frozenset[str]:
     if isinstance(node, All):
         return frozenset(rses)
     if isinstance(node, Term):
@@ -253,19 +337,37 @@ def evaluate(node: Node | str, rses: Mapping[str, Mapping[str, AttributeValue]])
             for name, attrs in rses.items()
             if _attribute_matches(attrs.get(node.name), "=", "true")
         )
-    if isinstance(node, Comparison):
-        return frozenset(
-            name
-            for name, attrs in rses.items()
-            if _attribute_matches(attrs.get(node.key), node.op, node.value)
-        )
-    results: Iterable[frozenset[str]] = (evaluate(o, rses) for o in node.operands)
-    first, *rest = results
-    for other in rest:
-        if node.op == "|":
-            first = first | other
-        elif node.op == "&":
-            first = first & other
+    return frozenset(
+        name
+        for name, attrs in rses.items()
+        if _attribute_matches(attrs.get(node.key), node.op, node.value)
+    )
+
+
+def evaluate(node: Node | str, rses: Mapping[str, Mapping[str, AttributeValue]]) -> frozenset[str]:
+    """Return the RSE names an expression selects among ``rses`` (name -> attributes).
+
+    A bare word selects the RSE of that name if there is one, else every RSE whose attribute of
+    that name is true, as Rucio resolves it.
+    """
+    root = parse(node) if isinstance(node, str) else node
+    values: dict[int, frozenset[str]] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        current, ready = stack.pop()
+        if not isinstance(current, Operation):
+            values[id(current)] = _leaf(current, rses)
+        elif not ready:
+            stack.append((current, True))
+            stack.extend((operand, False) for operand in current.operands)
         else:
-            first = first - other
-    return first
+            first, *rest = (values[id(operand)] for operand in current.operands)
+            for other in rest:
+                if current.op == "|":
+                    first |= other
+                elif current.op == "&":
+                    first &= other
+                else:
+                    first -= other
+            values[id(current)] = first
+    return values[id(root)]

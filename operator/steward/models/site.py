@@ -12,16 +12,23 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .common import (
+    Bool,
     ByteSize,
     CamelModel,
     Condition,
+    Int,
     LocatedValueError,
     Name,
+    Number,
     Resource,
     SpecModel,
+    Timestamp,
+    describe_value,
+    strict_integer,
+    strict_number,
 )
 from .rse_expression import AttributeValue
 
@@ -44,6 +51,22 @@ __all__ = [
 
 RSE_NAME_PATTERN = r"^[A-Z0-9][A-Z0-9_\-]*$"
 """Rucio RSE names: upper case, digits, ``_`` and ``-``."""
+
+
+def _attribute(value: object) -> object:
+    """Accept a string, a boolean, an int64 or a finite number, as Rucio stores attributes."""
+    if isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return strict_integer(value)
+    if isinstance(value, float):
+        return strict_number(value)
+    msg = f"expected a string, number or boolean, got {describe_value(value)}"
+    raise ValueError(msg)
+
+
+Attribute = Annotated[AttributeValue, BeforeValidator(_attribute)]
+"""An RSE attribute value: a string, a boolean, an int64 or a finite number."""
 
 
 class RSEType(StrEnum):
@@ -74,7 +97,7 @@ class Protocol(SpecModel):
     hostname: str
     """Storage endpoint host."""
 
-    port: int = Field(ge=0, le=65535)
+    port: Int = Field(ge=0, le=65535)
     """Port (0 for local schemes)."""
 
     prefix: str = Field(pattern=r"^/")
@@ -83,16 +106,16 @@ class Protocol(SpecModel):
     impl: str = "rucio.rse.protocols.gfal.Default"
     """Rucio protocol implementation class."""
 
-    read: int = Field(default=1, ge=0)
+    read: Int = Field(default=1, ge=0)
     """Priority for reads over WAN (0 disables, 1 is preferred)."""
 
-    write: int = Field(default=1, ge=0)
+    write: Int = Field(default=1, ge=0)
     """Priority for writes over WAN (0 disables)."""
 
-    delete: int = Field(default=1, ge=0)
+    delete: Int = Field(default=1, ge=0)
     """Priority for deletions over WAN (0 disables)."""
 
-    third_party_copy: int = Field(default=1, ge=0)
+    third_party_copy: Int = Field(default=1, ge=0)
     """Priority for third-party copy (0 disables)."""
 
 
@@ -105,32 +128,32 @@ class RSE(SpecModel):
     type: RSEType
     """DISK, TAPE, or CACHE (a volatile disk RSE, e.g. the Base OODS cache)."""
 
-    attributes: dict[str, AttributeValue] = Field(default_factory=dict)
+    attributes: dict[str, Attribute] = Field(default_factory=dict)
     """RSE attributes used in expressions (``tier``, ``custodial``, ...). ``site`` and ``type``
     are added from the site's ``facility`` and this RSE's ``type`` unless given here."""
 
     protocols: list[Protocol] = Field(min_length=1)
     """Access protocols."""
 
-    deterministic: bool = True
+    deterministic: Bool = True
     """Whether file paths follow Rucio's deterministic layout."""
 
-    staging_area: bool = False
+    staging_area: Bool = False
     """A staging area (rules on it need a lifetime)."""
 
     quota: ByteSize | None = None
     """Rucio account limit for Steward's account on this RSE; unlimited when absent."""
 
-    limits: dict[str, int] = Field(default_factory=dict)
+    limits: dict[str, Int] = Field(default_factory=dict)
     """Rucio RSE limits, e.g. ``MinFreeSpace`` in bytes."""
 
-    availability_read: bool = True
+    availability_read: Bool = True
     """Declared read availability outside downtimes."""
 
-    availability_write: bool = True
+    availability_write: Bool = True
     """Declared write availability outside downtimes."""
 
-    availability_delete: bool = True
+    availability_delete: Bool = True
     """Declared delete availability outside downtimes."""
 
     def effective_attributes(self, facility: str) -> dict[str, AttributeValue]:
@@ -155,7 +178,7 @@ class Distance(SpecModel):
     site: Name
     """The other Site (``metadata.name``)."""
 
-    distance: int = Field(ge=0, le=100)
+    distance: Int = Field(ge=0, le=100)
     """Rucio distance; lower is closer and preferred as a transfer source."""
 
 
@@ -165,7 +188,7 @@ class TransferLimit(SpecModel):
     activity: str = "all_activities"
     """Rucio activity, or ``all_activities``."""
 
-    max_transfers: int = Field(ge=1)
+    max_transfers: Int = Field(ge=1)
     """Maximum active transfers."""
 
 
@@ -178,10 +201,10 @@ OPERATIONS: tuple[Operation, ...] = get_args(Operation)
 class Downtime(SpecModel):
     """A scheduled downtime: during [start, end) the listed operations are off."""
 
-    start: datetime
+    start: Timestamp
     """Start (RFC 3339, with a time zone)."""
 
-    end: datetime
+    end: Timestamp
     """End (RFC 3339, with a time zone); availability is restored after it."""
 
     operations: list[Operation] = Field(default_factory=lambda: list(OPERATIONS), min_length=1)
@@ -195,9 +218,6 @@ class Downtime(SpecModel):
 
     @model_validator(mode="after")
     def _end_after_start(self) -> Downtime:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            msg = "downtime start and end need a time zone (e.g. 2026-12-01T08:00:00Z)"
-            raise ValueError(msg)
         if self.end <= self.start:
             msg = f"downtime ends ({self.end.isoformat()}) before it starts"
             raise LocatedValueError(msg, "end")
@@ -269,7 +289,7 @@ class BatchQueue(SpecModel):
     )
     """Nominal quota per node pool, in the order Kueue tries the pools."""
 
-    weight: float = Field(default=1.0, gt=0, le=1000)
+    weight: Number = Field(default=1.0, gt=0, le=1000)
     """Fair-sharing weight: a queue of weight 2 gets twice the borrowed share of weight 1."""
 
 
@@ -386,19 +406,19 @@ class RSEStatus(CamelModel):
     name: str
     """RSE name."""
 
-    registered: bool = False
+    registered: Bool = False
     """Whether Rucio has the RSE."""
 
-    availability_read: bool | None = None
+    availability_read: Bool | None = None
     """Read availability in Rucio now."""
 
-    availability_write: bool | None = None
+    availability_write: Bool | None = None
     """Write availability in Rucio now."""
 
-    availability_delete: bool | None = None
+    availability_delete: Bool | None = None
     """Delete availability in Rucio now."""
 
-    in_downtime: bool = False
+    in_downtime: Bool = False
     """Whether a scheduled downtime is in force."""
 
 
@@ -411,29 +431,29 @@ class QueueStatus(CamelModel):
     cluster_queue: str
     """The ClusterQueue."""
 
-    active: bool = False
+    active: Bool = False
     """Whether Kueue reports the ClusterQueue Active (its flavors exist, nothing stops it)."""
 
-    pending: int = 0
+    pending: Int = 0
     """Workloads waiting for quota."""
 
-    admitted: int = 0
+    admitted: Int = 0
     """Workloads admitted and running."""
 
 
 class SiteStatus(CamelModel):
     """Observed state of a Site."""
 
-    observed_generation: int | None = None
+    observed_generation: Int | None = None
     """Generation last reconciled."""
 
     rses: list[RSEStatus] = Field(default_factory=list)
     """Per-RSE state in Rucio."""
 
-    registered: int = 0
+    registered: Int = 0
     """How many RSEs are registered."""
 
-    available: int = 0
+    available: Int = 0
     """How many RSEs are fully available (read, write, delete)."""
 
     queues: list[QueueStatus] = Field(default_factory=list)

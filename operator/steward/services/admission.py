@@ -17,19 +17,14 @@ Two differences, both deliberate:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
-from steward.services.validation import Loaded, Problem, _CrossChecks, _load
+from steward.services.validation import Problem, Severity, check_resource
 from steward.storage.kubernetes import KubeResources
-from steward.storage.yamlfile import Document
 
 __all__ = ["AdmissionService", "Review", "review"]
-
-_SOURCE: Final = Path("<admission>")
-"""Stands for the file name in the checks' problems; never shown (positions are dropped)."""
 
 _MUTUAL: Final = "spec.distances."
 """Site fields naming other Sites, which may legitimately not exist yet."""
@@ -50,48 +45,21 @@ class Review:
         return not self.refusals
 
 
-def _document(body: Mapping[str, Any]) -> Document:
-    data = {key: value for key, value in body.items() if key != "status"}
-    return Document(_SOURCE, 0, data)
-
-
-def _message(problem: Problem) -> str:
-    """``Kind/name: message``: what validate prints after ``path:line:column: ``."""
-    return problem.format().removeprefix(f"{problem.path}:{problem.line}:{problem.column}: ")
-
-
-def _check_one(body: Mapping[str, Any], sites: Iterable[Mapping[str, Any]]) -> list[Problem]:
-    """Every problem validate finds in ``body`` with ``sites`` as sites/.
-
-    The one adapter over `steward.services.validation`: when validation offers a one-resource
-    entry point, this body becomes that call.
-    """
-    loaded = _load(_document(body))
-    if not isinstance(loaded, Loaded):
-        return loaded
-    kind, name = loaded.resource.kind, loaded.resource.metadata.name
-    others: list[Loaded] = []
-    for site in sites:
-        if site.get("metadata", {}).get("name") == name and kind == "Site":
-            continue  # the live version of the Site under review
-        other = _load(_document(site))
-        if isinstance(other, Loaded):
-            others.append(other)
-    if kind == "Site":
-        # Last, so that a clash with a live Site is reported on the newcomer.
-        problems = _CrossChecks([*others, loaded], []).run()
-    else:
-        problems = _CrossChecks([loaded], others).run()
-    return [p for p in problems if (p.kind, p.name) == (kind, name)]
+def _refuses(problem: Problem) -> bool:
+    mutual = problem.kind == "Site" and problem.message.startswith(_MUTUAL)
+    return problem.severity is Severity.ERROR and not mutual
 
 
 def review(body: Mapping[str, Any], sites: Sequence[Mapping[str, Any]]) -> Review:
-    """Review one resource against the live Sites (pure: tests call it directly)."""
+    """Review one resource against the live Sites (pure: tests call it directly).
+
+    The checks are `steward.services.validation.check_resource`'s, with the live Sites as
+    context (the live version of a Site under review is replaced by it).
+    """
     refusals: list[str] = []
     warnings: list[str] = []
-    for problem in _check_one(body, sites):
-        mutual = problem.kind == "Site" and problem.message.startswith(_MUTUAL)
-        (warnings if mutual else refusals).append(_message(problem))
+    for problem in check_resource(body, sites):
+        (refusals if _refuses(problem) else warnings).append(problem.format())
     return Review(refusals, warnings)
 
 
