@@ -360,13 +360,6 @@ CAMPAIGN_RULES: Final = (
         "storage/batch.py: check the campaign PriorityClasses this deployment ships",
         role="steward-campaigns",
     ),
-    PolicyRule(
-        (GROUP,),
-        ("sites",),
-        ("get",),
-        "services/campaign: the campaign's Site, for its disk RSE",
-        role="steward-campaigns",
-    ),
 )
 """The campaign operator's own calls (kopf's for Campaign come from the handlers)."""
 

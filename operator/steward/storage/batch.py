@@ -23,7 +23,7 @@ priorityclasses                get, create             one PriorityClass per cam
 campaigns (steward.lsst.io)    get, list, watch,       kopf watches and patches them
                                patch
 campaigns/status               patch                   status
-sites (steward.lsst.io)        get                     the compute site's disk RSE
+sites (steward.lsst.io)        list                    the compute site's disk RSE
 events (core)                  create                  an Event per step transition (kopf)
 namespaces (core)              get (kube-system)       the cluster's identity, for owner
                                                        tags (unless STEWARD_CLUSTER_ID)

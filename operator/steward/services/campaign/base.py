@@ -27,7 +27,7 @@ from steward.storage.batch import (
     BatchStorage,
     Owner,
 )
-from steward.storage.kubernetes import KubeResources, ResourceKey
+from steward.storage.kubernetes import KubeResources
 from steward.storage.ledger import (
     LedgerCampaign,
     LedgerStore,
@@ -137,8 +137,19 @@ class CampaignBase:
             self._audit(work, "create-priority-class", message=line)
 
     def _site(self, work: CampaignPass) -> Site:
+        """The campaign's Site, found in a listing.
+
+        The operator's role lists Sites for kopf and the webhook; it needs no ``get`` for this.
+        """
         if work.site is None:
-            body = self.resources.get(ResourceKey("Site", None, work.spec.site))
+            body = next(
+                (
+                    item
+                    for item in self.resources.list("Site")
+                    if item["metadata"]["name"] == work.spec.site
+                ),
+                None,
+            )
             if body is None:
                 msg = f"Site {work.spec.site!r} does not exist; the campaign's site must be a Site"
                 raise PermanentError(msg)

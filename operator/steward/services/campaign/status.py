@@ -12,6 +12,7 @@ from steward.models.campaign import (
     StepPhase,
     parse_indexes,
 )
+from steward.observability import CAMPAIGN_INVOCATIONS
 from steward.services.attempts import (
     AttemptClass,
 )
@@ -59,6 +60,10 @@ class StatusWriter(QueueSide):
             elif klass != AttemptClass.SUCCEEDED.value:
                 failures[klass] += count
         steps, phases = self._steps(work, old, counts, planned, evicted)
+        for state in ("pending", "running", "succeeded", "failed"):
+            CAMPAIGN_INVOCATIONS.labels(work.namespace, work.ref.name, state).set(
+                sum(step.get(state, 0) for step in steps)
+            )
         phase = self._phase(work, phases)
         done = sum(
             counts.get(s.name, {}).get(SUCCEEDED, 0) + counts.get(s.name, {}).get(ACCEPTED, 0)
