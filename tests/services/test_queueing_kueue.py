@@ -70,12 +70,15 @@ def test_quota_bounds_a_low_campaign_while_an_urgent_one_is_admitted_first(
     assert preempted[0].phase in {"Evicted", "Pending"}
     usage = kueue_cluster.queueing.queue_status(site)[0]
     assert (usage.admitted, usage.pending) == (2, 3)
-    running = Counter(
-        pod.metadata.labels["job-name"]
-        for pod in kueue_cluster.core.list_namespaced_pod(kueue_namespace).items
-        if pod.status.phase in {"Pending", "Running"} and not pod.metadata.deletion_timestamp
-    )
-    assert set(running) == admitted
+
+    def running() -> set[str]:
+        return {
+            pod.metadata.labels["job-name"]
+            for pod in kueue_cluster.core.list_namespaced_pod(kueue_namespace).items
+            if pod.status.phase in {"Pending", "Running"} and not pod.metadata.deletion_timestamp
+        }
+
+    until("pods running for exactly the admitted Jobs", lambda: running() == admitted)
 
 
 def test_queues_of_a_cohort_share_what_they_borrow_fairly(
