@@ -21,8 +21,11 @@ class Settings(BaseSettings):
     rucio_auth_host: str | None = None
     """Rucio authentication endpoint (defaults to ``rucio_host``)."""
 
-    rucio_account: str = "root"
-    """Rucio account Steward acts as; every rule Steward creates belongs to it."""
+    rucio_account: str = "steward"
+    """Rucio account Steward acts as; every rule Steward creates belongs to it. A dedicated
+    account with Rucio's ``admin`` attribute (needed to update, move and delete rules, add
+    subscriptions and set quotas), never ``root``: the account is Rucio's unit of ownership, of
+    duplicate detection and of listing cost (docs/rucio-dev.md)."""
 
     rucio_username: str | None = None
     """Userpass identity for Rucio."""
@@ -56,6 +59,15 @@ class Settings(BaseSettings):
 
     refresh_interval: float = Field(default=60.0, gt=0)
     """Seconds between timer refreshes of external state (Rucio has no watch)."""
+
+    release_max_rules: int = Field(default=100, ge=0)
+    """Most Rucio rules one reconcile of one ReplicationRule may release (delete or orphan)
+    because their DIDs are no longer selected; a larger release waits for the annotation
+    ``steward.lsst.io/approve-release`` naming its size."""
+
+    release_max_fraction: float = Field(default=0.25, ge=0, le=1)
+    """Largest fraction of a ReplicationRule's rules one reconcile may release without that
+    annotation (a single rule may always go)."""
 
     workers: int = Field(default=8, ge=1, le=64)
     """Threads running synchronous handlers (Rucio and the database block)."""

@@ -32,6 +32,10 @@ FIELD_MANAGER: Final = "steward"
 CACHE_DIR_ENV: Final = "STEWARD_CACHE_DIR"
 """Environment variable overriding the cache for built binaries and virtual environments."""
 
+ANNOTATION_APPROVE_RELEASE: Final = f"{GROUP}/approve-release"
+"""Annotation acknowledging a held release: its value must name the number of rules held
+(``kubectl annotate rr/NAME steward.lsst.io/approve-release=N``); used once, then removed."""
+
 CAMPAIGN_PRIORITY_CLASS_PREFIX: Final = "steward-campaign-"
 """PriorityClass of a campaign's pods: this prefix and its priority (``steward-campaign-high``);
 ``steward render`` ships one per level of `steward.models.campaign.Priority`."""

@@ -20,7 +20,13 @@ from steward.services.audit import AuditService
 from steward.services.campaign import CampaignService
 from steward.services.ledger import LedgerService
 from steward.services.queueing import QueueingService
-from steward.services.replication import ReplicationService, RuleSnapshot
+from steward.services.replication import (
+    ExpressionCache,
+    PlacementLedger,
+    ReleaseLimit,
+    ReplicationService,
+    RuleSnapshot,
+)
 from steward.services.site import SiteService
 from steward.storage.batch import BatchStorage
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
@@ -48,6 +54,8 @@ class ProcessContext:
     sessions: sessionmaker[Session]
     audit: AuditService
     snapshot: RuleSnapshot
+    ledger: PlacementLedger
+    expressions: ExpressionCache
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
     Jobs and pods)."""
@@ -89,6 +97,8 @@ class ProcessContext:
             sessions=sessions,
             audit=AuditService(sessions),
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+            ledger=PlacementLedger(),
+            expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
             kube_api=kube,
         )
 
@@ -137,11 +147,19 @@ class Factory:
 
     def create_replication_service(self) -> ReplicationService:
         """The ReplicationRule reconciler."""
+        settings = self.context.settings
         return ReplicationService(
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            ledger=self.context.ledger,
+            expressions=self.context.expressions,
             actor=self.actor,
+            cluster_id=self.context.cluster_id,
+            release_limit=ReleaseLimit(
+                max_rules=settings.release_max_rules,
+                max_fraction=settings.release_max_fraction,
+            ),
         )
 
 

@@ -750,12 +750,12 @@ def test_status_models_are_the_kinds_status():
 
 def test_tables_have_json_semantics(lupa):
     lua = new_state(lupa)
-    status = healthy_status("ReplicationRule") | {"subscriptionId": None}
+    status = healthy_status("ReplicationRule") | {"subscription": None}
     lua.globals().obj = to_lua(lua, {"status": status, "spec": {"publish": False}})
     check = lua.eval(
         "function() local c = obj.status.conditions; local n = 0;"
         " for _ in ipairs(c) do n = n + 1 end;"
-        " return #c, n, c[1].type, c[0] == nil, obj.status.subscriptionId == nil,"
+        " return #c, n, c[1].type, c[0] == nil, obj.status.subscription == nil,"
         " obj.spec.publish == false, obj.status.counts.OK end"
     )
     assert tuple(check()) == (3, 3, "Ready", True, True, True, 5)

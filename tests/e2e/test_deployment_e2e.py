@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from kubernetes.client.exceptions import ApiException
 
 from steward.cli.main import cli
-from steward.services.replication import owner_tag
+from steward.storage.kubernetes import cluster_identity
 from support.campaigns import campaign_body
 from support.deployment import (
     MANIFESTS,
@@ -32,7 +32,7 @@ from support.deployment import (
     metrics_of,
     total,
 )
-from support.operator import CustomObjects, condition_of
+from support.operator import CustomObjects, condition_of, owner_tag_of
 from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
@@ -155,10 +155,11 @@ def test_operator_works_under_the_rendered_identity_alone(
     site_deployment, leader, site, objects, rucio_data, rucio_server, rucio_storage
 ):
     datasets = [rucio_data.dataset(rse=site["rse"]) for _ in range(2)]
-    objects.create("replicationrules", _rule("placed", datasets, site["rse"]))
+    created = objects.create("replicationrules", _rule("placed", datasets, site["rse"]))
     body = until("Ready", lambda: _ready(objects, "placed"), timeout=90)
     assert body["status"]["counts"]["OK"] == 2
-    rules = rucio_storage.list_rules(comment=owner_tag(NAMESPACE, "placed"))
+    tag = owner_tag_of(created, cluster_identity(site_deployment.api))
+    rules = rucio_storage.list_rules(comment=tag)
     assert sorted(r.did for r in rules) == sorted(datasets)
     # The identity is the token's alone: kopf's peering, Events, finalizers and status
     # patches, the webhook's Secret and caBundle all went through the rendered roles.
@@ -326,8 +327,12 @@ def test_logs_are_json_lines_naming_what_was_done_without_secrets(
     text = leader.log.read_text()
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert records
-    added = [
-        r for r in records if r.get("action") == "rucio.rule.add" and r.get("name") == "logged"
+    added = [  # the intent row, logged before Rucio is asked, is not the rule
+        r
+        for r in records
+        if r.get("action") == "rucio.rule.add"
+        and r.get("name") == "logged"
+        and r.get("result") == "success"
     ]
     assert len(added) == 1
     (record,) = added
@@ -354,19 +359,26 @@ def test_one_leader_acts_and_a_standby_takes_over_after_a_kill(
     standby.start(timeout=90)
     try:
         first = [rucio_data.dataset(rse=site["rse"]) for _ in range(3)]
-        objects.create("replicationrules", _rule("before-kill", first, site["rse"]))
+        created = {
+            "before-kill": objects.create(
+                "replicationrules", _rule("before-kill", first, site["rse"])
+            )
+        }
         until("Ready", lambda: _ready(objects, "before-kill"), timeout=90)
         samples = metrics_of(standby)
         assert total(samples, "steward_reconciles_total") == 0
         assert total(samples, "steward_rucio_calls_total") == 0
         leader.kill(signal.SIGKILL)
         second = [rucio_data.dataset(rse=site["rse"]) for _ in range(3)]
-        objects.create("replicationrules", _rule("after-kill", second, site["rse"]))
+        created["after-kill"] = objects.create(
+            "replicationrules", _rule("after-kill", second, site["rse"])
+        )
         # The lease (STEWARD_PEERING_LIFETIME) is 10 s; allow for keep-alive jitter.
         until("the standby to act", lambda: _ready(objects, "after-kill"), timeout=60)
         assert total(metrics_of(standby), "steward_reconciles_total") > 0
+        cluster = cluster_identity(site_deployment.api)
         for name, dids in (("before-kill", first), ("after-kill", second)):
-            rules = rucio_storage.list_rules(comment=owner_tag(NAMESPACE, name))
+            rules = rucio_storage.list_rules(comment=owner_tag_of(created[name], cluster))
             assert sorted(r.did for r in rules) == sorted(dids), name  # one rule per DID
     finally:
         standby.stop()

@@ -13,9 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from steward.services.replication import owner_tag
 from steward.testing.operatorprocess import OperatorProcess
-from support.operator import STEWARD, condition_of
+from support.operator import STEWARD, condition_of, owner_tag_of
 from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
@@ -96,10 +95,11 @@ def test_rules_are_created_and_ready(
     namespace,
     control_plane,
     kube_binaries,
+    cluster_id,
 ):
     facility = e2e_site["spec"]["facility"]
     datasets = [rucio_data.dataset(rse=f"{facility}_DISK") for _ in range(3)]
-    custom_objects.create(
+    created = custom_objects.create(
         "replicationrules", _rule_body("to-tape", namespace, datasets, f"site={facility}&type=TAPE")
     )
 
@@ -110,8 +110,10 @@ def test_rules_are_created_and_ready(
     body = until("Ready", ready, timeout=90, between=rucio_server.daemons.converge)
     assert body["status"]["counts"]["OK"] == 3
     assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
-    rules = rucio_storage.list_rules(comment=owner_tag(namespace, "to-tape"))
+    rules = rucio_storage.list_rules(comment=owner_tag_of(created, cluster_id))
     assert sorted(r.did for r in rules) == sorted(datasets)
+    assert {r.account for r in rules} == {rucio_server.account}  # steward, not root
+    assert body["status"]["ownerTag"] == owner_tag_of(created, cluster_id)
     assert sorted(body["status"]["ruleIds"]) == sorted(r.id for r in rules)
 
     kubectl = kube_binaries.bin_dir / "kubectl"
@@ -135,14 +137,14 @@ def test_rules_are_created_and_ready(
 
 
 def test_deleted_rule_in_rucio_is_restored_with_an_event(
-    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace, kube_api
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, kube_api, cluster_id
 ):
     facility = e2e_site["spec"]["facility"]
     dataset = rucio_data.dataset()
-    custom_objects.create(
+    created = custom_objects.create(
         "replicationrules", _rule_body("drift", namespace, [dataset], f"{facility}_DISK")
     )
-    tag = owner_tag(namespace, "drift")
+    tag = owner_tag_of(created, cluster_id)
     (rule,) = until("the rule", lambda: rucio_storage.list_rules(comment=tag))
     rucio_storage.delete_rule(rule.id)
     until(
@@ -152,20 +154,25 @@ def test_deleted_rule_in_rucio_is_restored_with_an_event(
     )
     import kubernetes  # noqa: PLC0415
 
-    events = kubernetes.client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
-    assert any(e.reason == "DriftRestored" for e in events)
+    core = kubernetes.client.CoreV1Api(kube_api)
+    until(  # kopf posts Events from a queue, after the handler returned
+        "a DriftRestored Event",
+        lambda: any(
+            e.reason == "DriftRestored" for e in core.list_namespaced_event(namespace).items
+        ),
+    )
 
 
 def test_deletion_with_delete_policy_removes_rules(
-    e2e_site, custom_objects, rucio_storage, rucio_data, namespace
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, cluster_id
 ):
     facility = e2e_site["spec"]["facility"]
     dataset = rucio_data.dataset()
-    custom_objects.create(
+    created = custom_objects.create(
         "replicationrules",
         _rule_body("gone", namespace, [dataset], f"{facility}_DISK", deletionPolicy="Delete"),
     )
-    tag = owner_tag(namespace, "gone")
+    tag = owner_tag_of(created, cluster_id)
     (rule,) = until("the rule", lambda: rucio_storage.list_rules(comment=tag))
     custom_objects.delete("replicationrules", "gone", namespace)
     until(
@@ -176,23 +183,23 @@ def test_deletion_with_delete_policy_removes_rules(
 
 
 def test_crash_safety_under_sigkill(
-    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, steward_operator
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, steward_operator, cluster_id
 ):
     """SIGKILL the operator at random points while it reconciles 200 resources, 10 times."""
     facility = e2e_site["spec"]["facility"]
     names = [f"crash-{i:03d}" for i in range(200)]
     datasets = {name: rucio_data.dataset(files=1) for name in names}
+    tags = {}
     for name in names:
-        custom_objects.create(
+        created = custom_objects.create(
             "replicationrules", _rule_body(name, namespace, [datasets[name]], f"{facility}_DISK")
         )
+        tags[name] = owner_tag_of(created, cluster_id)
     chance = random.Random(20261123)
     for _ in range(10):
         until(
             "some reconciling",
-            lambda: (
-                rucio_storage.list_rules(comment=owner_tag(namespace, chance.choice(names))) or True
-            ),
+            lambda: rucio_storage.list_rules(comment=tags[chance.choice(names)]) or True,
             timeout=5,
         )
         steward_operator.kill(signal.SIGKILL)
@@ -216,25 +223,27 @@ def test_crash_safety_under_sigkill(
     per_owner = Counter()
     for rule in rucio_storage.list_rules(scope=rucio_data.scope):
         assert rule.comment, rule
-        assert rule.comment.startswith(f"steward:{namespace}/crash-"), rule
+        assert rule.comment in set(tags.values()), rule
         per_owner[(rule.comment, rule.did)] += 1
     assert per_owner, "no rules were created"
     assert max(per_owner.values()) == 1
     assert sum(per_owner.values()) == len(names)
-    assert set(per_owner) == {(owner_tag(namespace, n), datasets[n]) for n in names}
+    assert set(per_owner) == {(tags[n], datasets[n]) for n in names}
 
 
 def test_site_deletion_waits_while_rules_place_data_there(
-    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace
+    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace, cluster_id
 ):
     facility = e2e_site["spec"]["facility"]
     site_name = e2e_site["metadata"]["name"]
     dataset = rucio_data.dataset(rse=f"{facility}_DISK")
-    custom_objects.create(
+    created = custom_objects.create(
         "replicationrules",
         _rule_body("pin", namespace, [dataset], f"{facility}_TAPE", deletionPolicy="Delete"),
     )
-    until("the rule", lambda: rucio_storage.list_rules(comment=owner_tag(namespace, "pin")))
+    (pinned,) = until(
+        "the rule", lambda: rucio_storage.list_rules(comment=owner_tag_of(created, cluster_id))
+    )
     custom_objects.delete("sites", site_name)
 
     def waiting():
@@ -250,9 +259,7 @@ def test_site_deletion_waits_while_rules_place_data_there(
         "the rule's release",
         lambda: custom_objects.get("replicationrules", "pin", namespace) is None,
     )
-    rucio_storage.update_rule(
-        rucio_storage.list_rules(comment=owner_tag(namespace, "pin"))[0].id, lifetime=timedelta(0)
-    )
+    rucio_storage.update_rule(pinned.id, lifetime=timedelta(0))
     until(
         "the Site to go",
         lambda: custom_objects.get("sites", site_name) is None,
@@ -262,13 +269,13 @@ def test_site_deletion_waits_while_rules_place_data_there(
 
 
 def test_rucio_outage_degrades_then_converges(
-    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace
+    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace, cluster_id
 ):
     facility = e2e_site["spec"]["facility"]
     dataset = rucio_data.dataset(rse=f"{facility}_DISK")
     rucio_server.stop_api()
     try:
-        custom_objects.create(
+        created = custom_objects.create(
             "replicationrules", _rule_body("outage", namespace, [dataset], f"{facility}_DISK")
         )
 
@@ -287,7 +294,7 @@ def test_rucio_outage_degrades_then_converges(
         return (condition_of(body, "Ready") or {}).get("status") == "True"
 
     until("convergence after Rucio returns", ready, timeout=120)
-    assert len(rucio_storage.list_rules(comment=owner_tag(namespace, "outage"))) == 1
+    assert len(rucio_storage.list_rules(comment=owner_tag_of(created, cluster_id))) == 1
 
 
 def test_operator_refuses_an_out_of_date_audit_schema(operator_env, tmp_path):
@@ -305,7 +312,7 @@ def test_operator_refuses_an_out_of_date_audit_schema(operator_env, tmp_path):
 
 
 def test_an_embargo_ends_within_seconds_not_at_the_next_refresh(
-    operator_env, tmp_path, custom_objects, rucio_storage, rucio_data, namespace
+    operator_env, tmp_path, custom_objects, rucio_storage, rucio_data, namespace, cluster_id
 ):
     # A 600 s refresh interval: only the edge timer can create the rule within the deadline.
     operator = OperatorProcess(
@@ -318,8 +325,7 @@ def test_an_embargo_ends_within_seconds_not_at_the_next_refresh(
         body = _rule_body(
             "embargo", namespace, [dataset], "IN2P3_DISK", notBefore=lifted.isoformat()
         )
-        custom_objects.create("replicationrules", body)
-        tag = owner_tag(namespace, "embargo")
+        tag = owner_tag_of(custom_objects.create("replicationrules", body), cluster_id)
 
         def reason():
             found = custom_objects.get("replicationrules", "embargo", namespace)
@@ -367,5 +373,87 @@ def test_a_downtime_starts_within_seconds_not_at_the_next_refresh(
         until("the RSE registered and writable", lambda: writable() is True)
         until("write off once the downtime starts", lambda: writable() is False, timeout=45)
         assert datetime.now(UTC) >= start
+    finally:
+        operator.stop()
+
+
+def test_a_resource_deleted_while_its_spec_is_invalid_still_releases_its_rules(
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, cluster_id
+):
+    facility = e2e_site["spec"]["facility"]
+    dataset = rucio_data.dataset()
+    created = custom_objects.create(
+        "replicationrules",
+        _rule_body("turned", namespace, [dataset], f"{facility}_DISK", deletionPolicy="Delete"),
+    )
+    (rule,) = until(
+        "the rule", lambda: rucio_storage.list_rules(comment=owner_tag_of(created, cluster_id))
+    )
+    until(
+        "the first status",
+        lambda: (custom_objects.get("replicationrules", "turned", namespace) or {}).get("status"),
+    )
+    # The API server accepts this; only the operator's model knows Mars has no IANA zone.
+    window = {"start": "08:00", "end": "18:00", "timezone": "Mars/Olympus_Mons"}
+    custom_objects.patch(
+        "replicationrules", "turned", namespace, {"spec": {"transferWindow": window}}
+    )
+
+    def invalid():
+        body = custom_objects.get("replicationrules", "turned", namespace)
+        return (condition_of(body, "Degraded") or {}).get("reason") == "InvalidSpec"
+
+    until("Degraded: InvalidSpec", invalid)
+    custom_objects.delete("replicationrules", "turned", namespace)
+    until(
+        "the resource to go",
+        lambda: custom_objects.get("replicationrules", "turned", namespace) is None,
+    )
+    assert rucio_storage.get_rule(rule.id).expires_at is not None  # Delete, as last acted on
+
+
+def test_a_held_release_goes_ahead_once_annotated_with_its_count(
+    operator_env, tmp_path, custom_objects, rucio_storage, rucio_data, namespace, cluster_id
+):
+    operator = OperatorProcess(
+        {**operator_env, "STEWARD_RELEASE_MAX_RULES": "2"}, tmp_path / "brake-operator.log"
+    )
+    operator.start(timeout=60)
+    try:
+        datasets = sorted(rucio_data.dataset(files=1) for _ in range(4))
+        created = custom_objects.create(
+            "replicationrules",
+            _rule_body("brake", namespace, datasets, "NCSA_DISK", deletionPolicy="Delete"),
+        )
+        tag = owner_tag_of(created, cluster_id)
+        until("four rules", lambda: len(rucio_storage.list_rules(comment=tag)) == 4)
+        custom_objects.patch(
+            "replicationrules", "brake", namespace, {"spec": {"selector": {"dids": datasets[:1]}}}
+        )
+
+        def held():
+            body = custom_objects.get("replicationrules", "brake", namespace)
+            found = condition_of(body, "Degraded") or {}
+            return body if found.get("reason") == "ReleaseHeld" else None
+
+        body = until("the release to be held", held)
+        assert body["status"]["pendingRelease"] == 3
+        assert all(r.expires_at is None for r in rucio_storage.list_rules(comment=tag))
+
+        custom_objects.patch(
+            "replicationrules",
+            "brake",
+            namespace,
+            {"metadata": {"annotations": {"steward.lsst.io/approve-release": "3"}}},
+        )
+        until("three rules released", lambda: len(rucio_storage.list_rules(comment=tag)) == 1)
+
+        def approval_used():
+            body = custom_objects.get("replicationrules", "brake", namespace)
+            annotations = body["metadata"].get("annotations") or {}
+            degraded = (condition_of(body, "Degraded") or {}).get("status")
+            return "steward.lsst.io/approve-release" not in annotations and degraded == "False"
+
+        until("the approval used up and Degraded cleared", approval_used)
     finally:
         operator.stop()

@@ -1,38 +1,32 @@
 """ReplicationService against the real Rucio server: create, adopt, change, drift, delete."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from steward.models.replication import ReplicationRule
-from steward.services.audit import AuditService, ResourceRef
+from steward.services.audit import ResourceRef
+from steward.services.ownership import owner_tag
 from steward.services.replication import (
     ORPHANED_PREFIX,
+    ExpressionCache,
     ReplicationPreview,
     ReplicationService,
     RuleSnapshot,
-    owner_tag,
 )
 from steward.storage.audit import AuditFilter
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
-from steward.storage.rucio import RuleSpec, RuleState
+from steward.storage.rucio import File, RuleState
 
 pytestmark = pytest.mark.rucio
 
 NAMESPACE = "steward"
-
-
-@pytest.fixture
-def audit(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    upgrade(engine)
-    yield AuditService(make_sessionmaker(engine))
-    engine.dispose()
+CLUSTER = "test-cluster"
 
 
 @pytest.fixture
 def service(rucio_storage, audit):
-    return ReplicationService(rucio=rucio_storage, audit=audit)
+    return ReplicationService(rucio=rucio_storage, audit=audit, cluster_id=CLUSTER)
 
 
 def _resource(name, dids, destination="NCSA_TAPE", copies=1, **spec):
@@ -40,7 +34,7 @@ def _resource(name, dids, destination="NCSA_TAPE", copies=1, **spec):
         {
             "apiVersion": "steward.lsst.io/v1alpha1",
             "kind": "ReplicationRule",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": NAMESPACE, "uid": _uid(name)},
             "spec": {
                 "selector": {"dids": dids},
                 "destination": destination,
@@ -51,14 +45,27 @@ def _resource(name, dids, destination="NCSA_TAPE", copies=1, **spec):
     )
 
 
+def _uid(name):
+    """The resource's UID (names are unique per test, so one UID per name)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
 def _ref(name, generation=1):
     return ResourceRef(
-        kind="ReplicationRule", namespace=NAMESPACE, name=name, generation=generation
+        kind="ReplicationRule",
+        namespace=NAMESPACE,
+        name=name,
+        uid=_uid(name),
+        generation=generation,
     )
 
 
+def _tag(name):
+    return owner_tag(CLUSTER, _uid(name))
+
+
 def _owned(rucio_storage, name):
-    return rucio_storage.list_rules(comment=owner_tag(NAMESPACE, name))
+    return rucio_storage.list_rules(comment=_tag(name))
 
 
 def _name(rucio_data, label):
@@ -114,18 +121,6 @@ def test_a_first_pass_repeated_after_a_crash_adopts_what_it_created(
     assert sorted(r.did for r in rules) == sorted(datasets)
     assert again.status["ruleIds"] == created.status["ruleIds"] == sorted(r.id for r in rules)
     assert again.status["counts"]["REPLICATING"] == 3
-
-
-def test_adopts_a_pre_existing_rule_and_tags_it(service, rucio_storage, rucio_data, audit):
-    dataset = rucio_data.dataset()
-    existing = rucio_storage.add_rule(dataset, RuleSpec(rse_expression="NCSA_TAPE"))
-    name = _name(rucio_data, "adopt")
-    outcome = service.reconcile(_resource(name, [dataset]), _ref(name))
-    assert outcome.status["ruleIds"] == [existing]
-    assert [r.id for r in _owned(rucio_storage, name)] == [existing]
-    assert [r.id for r in rucio_storage.list_did_rules(dataset)] == [existing]
-    actions = [e.action for e in audit.query(AuditFilter(name=name))]
-    assert "rucio.rule.adopt" in actions
 
 
 def test_copies_one_two_one_never_below_declared(service, rucio_storage, rucio_data, rucio_server):
@@ -197,9 +192,9 @@ def test_deletion_policy(service, rucio_storage, rucio_data, policy):
     resource = _resource(name, datasets, "NCSA_DISK", deletionPolicy=policy)
     service.reconcile(resource, _ref(name))
     ids = {r.id for r in _owned(rucio_storage, name)}
-    events = service.finalize(resource, _ref(name))
+    events = service.finalize(_ref(name), resource.spec)
     assert events[0][1] == f"Rules{'Deleted' if policy == 'Delete' else 'Orphaned'}"
-    assert service.finalize(resource, _ref(name)) == []
+    assert service.finalize(_ref(name), resource.spec) == []
     after = {rule_id: rucio_storage.get_rule(rule_id) for rule_id in ids}
     if policy == "Delete":
         assert all(rule.expires_at is not None for rule in after.values())
@@ -210,9 +205,9 @@ def test_deletion_policy(service, rucio_storage, rucio_data, policy):
 
 def test_custodial_destinations_orphan_by_default(service):
     spec = _resource("x", ["a:b"], "NCSA_TAPE").spec
-    assert service.deletion_policy(spec).value == "Orphan"
+    assert service.deletion_policy(spec)[0].value == "Orphan"
     spec = _resource("x", ["a:b"], "NCSA_DISK").spec
-    assert service.deletion_policy(spec).value == "Delete"
+    assert service.deletion_policy(spec)[0].value == "Delete"
 
 
 def test_closed_transfer_window_creates_nothing(service, rucio_storage, rucio_data):
@@ -238,11 +233,14 @@ def test_embargo_then_release(rucio_storage, rucio_data, audit):
     name = _name(rucio_data, "embargo")
     until = datetime.now(UTC) + timedelta(days=1)
     resource = _resource(name, [dataset], notBefore=until.isoformat())
-    early = ReplicationService(rucio=rucio_storage, audit=audit)
+    early = ReplicationService(rucio=rucio_storage, audit=audit, cluster_id=CLUSTER)
     early.reconcile(resource, _ref(name))
     assert _owned(rucio_storage, name) == []
     later = ReplicationService(
-        rucio=rucio_storage, audit=audit, clock=lambda: until + timedelta(seconds=1)
+        rucio=rucio_storage,
+        audit=audit,
+        clock=lambda: until + timedelta(seconds=1),
+        cluster_id=CLUSTER,
     )
     later.reconcile(resource, _ref(name))
     assert len(_owned(rucio_storage, name)) == 1
@@ -263,9 +261,9 @@ def test_every_action_is_audited(service, rucio_data, audit):
     name = _name(rucio_data, "audited")
     service.reconcile(_resource(name, datasets), _ref(name, 7))
     entries = audit.query(AuditFilter(name=name, action="rucio.rule.add"))
-    assert len(entries) == 2
+    assert [e.result for e in entries] == ["intent", "success", "success"]
     assert {e.generation for e in entries} == {7}
-    assert all(e.target for e in entries)
+    assert all(e.target for e in entries[1:])
     assert audit.verify() == []
 
 
@@ -301,18 +299,18 @@ def test_two_resources_never_steal_one_rucio_rule(service, rucio_storage, rucio_
     assert any(reason == "SharedRule" for _, reason, _ in outcome.events)
     degraded = next(c for c in outcome.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "SharedRule")
-    assert f"{NAMESPACE}/{first}" in degraded["message"]
+    assert _tag(first) in degraded["message"]
     events = service.finalize(
-        _resource(second, [dataset], "NCSA_DISK", deletionPolicy="Delete"), _ref(second)
+        _ref(second), _resource(second, [dataset], "NCSA_DISK", deletionPolicy="Delete").spec
     )
     assert events == []
-    assert rucio_storage.list_rules(comment=owner_tag(NAMESPACE, first))[0].expires_at is None
+    assert rucio_storage.list_rules(comment=_tag(first))[0].expires_at is None
 
 
 def test_preview_shows_rucio_consequences(service, rucio_storage, rucio_data):
     datasets = [rucio_data.dataset() for _ in range(2)]
     name = _name(rucio_data, "preview")
-    preview = ReplicationPreview(rucio_storage)
+    preview = ReplicationPreview(rucio_storage, cluster_id=CLUSTER)
     resource = _resource(name, datasets, "NCSA_DISK", deletionPolicy="Delete")
     body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert preview.consequences(NAMESPACE, name, body, None) == [
@@ -343,7 +341,8 @@ def test_publish_only_after_the_custodial_copy_is_ok(
     assert outcome.status["published"] == 1
     assert rucio_storage.list_content(container) == [dataset]
     assert not rucio_storage.is_open(dataset)
-    assert [e.target for e in audit.query(AuditFilter(action="rucio.did.publish"))] == [dataset]
+    published = audit.query(AuditFilter(action="rucio.did.publish", result="success"))
+    assert [e.target for e in published] == [dataset]
 
     again = service.reconcile(resource, _ref(name), outcome.status)
     assert again.events == []
@@ -368,7 +367,9 @@ def test_timer_reconciles_share_one_listing(rucio_storage, rucio_data, audit):
     clock = {"now": 0.0}
     counting = CountingListings(rucio_storage)
     snapshot = RuleSnapshot(counting, max_age=60, clock=lambda: clock["now"])
-    service = ReplicationService(rucio=rucio_storage, audit=audit, snapshot=snapshot)
+    service = ReplicationService(
+        rucio=rucio_storage, audit=audit, snapshot=snapshot, cluster_id=CLUSTER
+    )
     for name in names:
         service.reconcile(_resource(name, [datasets[name]], "NCSA_DISK"), _ref(name))
     for now, listings in ((1.0, 1), (30.0, 1), (62.0, 2)):
@@ -380,6 +381,35 @@ def test_timer_reconciles_share_one_listing(rucio_storage, rucio_data, audit):
             assert outcome.events == []
             assert outcome.status["ruleIds"]
         assert counting.listings == listings  # one bulk listing per interval, for all five
+
+
+class CountingRSEListings:
+    """The real adapter, counting RSE expression listings (every call still reaches Rucio)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.listings = 0
+
+    def list_rses(self, expression="*"):
+        self.listings += 1
+        return self.storage.list_rses(expression)
+
+    def __getattr__(self, name):
+        return getattr(self.storage, name)
+
+
+def test_new_resources_share_the_custodial_lookups(rucio_storage, rucio_data, audit):
+    counting = CountingRSEListings(rucio_storage)
+    service = ReplicationService(
+        rucio=counting, audit=audit, cluster_id=CLUSTER, expressions=ExpressionCache(60)
+    )
+    for index in range(3):
+        name = _name(rucio_data, f"shared{index}")
+        outcome = service.reconcile(
+            _resource(name, [rucio_data.dataset()], "NCSA_TAPE"), _ref(name)
+        )
+        assert outcome.status["deletionPolicy"] == "Orphan"
+    assert counting.listings == 2  # the destination and the custodial RSEs, once for all
 
 
 def test_window_closing_suspends_and_reopening_resumes(
@@ -396,7 +426,9 @@ def test_window_closing_suspends_and_reopening_resumes(
     night = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
     day = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     clock = {"now": night}
-    service = ReplicationService(rucio=rucio_storage, audit=audit, clock=lambda: clock["now"])
+    service = ReplicationService(
+        rucio=rucio_storage, audit=audit, clock=lambda: clock["now"], cluster_id=CLUSTER
+    )
     service.reconcile(resource, _ref(name))
     (rule,) = _owned(rucio_storage, name)
     assert rule.state is RuleState.REPLICATING
@@ -405,10 +437,15 @@ def test_window_closing_suspends_and_reopening_resumes(
     outcome = service.reconcile(resource, _ref(name))
     assert any(reason == "TransfersPaused" for _, reason, _ in outcome.events)
     assert rucio_storage.get_rule(rule.id).state is RuleState.SUSPENDED
-    rucio_server.daemons.converge()  # the conveyor would run any transfer still queued
+    # Transfers queued before the window closed finish (cancelling them would cancel them
+    # for every other rule waiting for the same files); nothing new is queued for the rule.
+    rucio_server.daemons.converge()
     assert rucio_storage.get_rule(rule.id).state is RuleState.SUSPENDED
-    replicas = rucio_storage.list_replicas(rucio_data.files_of(dataset))
-    assert all(states.get("IN2P3_DISK") != "AVAILABLE" for states in replicas.values())
+    late = File(f"{dataset}.late", bytes=500)
+    rucio_storage.add_replicas("NCSA_DISK", [late])
+    rucio_storage.attach(dataset, [late.did])
+    rucio_server.daemons.converge()
+    assert "IN2P3_DISK" not in rucio_storage.list_replicas([late.did])[late.did]
 
     clock["now"] = night + timedelta(days=1)
     outcome = service.reconcile(resource, _ref(name))
@@ -417,5 +454,5 @@ def test_window_closing_suspends_and_reopening_resumes(
     rucio_server.daemons.run("judge-repairer")
     rucio_server.daemons.converge()
     assert rucio_storage.get_rule(rule.id).state is RuleState.OK
-    replicas = rucio_storage.list_replicas(rucio_data.files_of(dataset))
+    replicas = rucio_storage.list_replicas([*rucio_data.files_of(dataset), late.did])
     assert all(states.get("IN2P3_DISK") == "AVAILABLE" for states in replicas.values())

@@ -112,7 +112,7 @@ def test_register_site_converges_every_declared_change(rucio_storage: RucioStora
         f"{disk}: attribute tier=2",
         f"{disk}: protocol mock://localhost:0 updated",
         f"{disk}: limit MinFreeSpace=1000",
-        f"{disk}: quota of root = {2**40}",
+        f"{disk}: quota of steward = {2**40}",
         f"{disk}: transfer limit User Subscriptions=7",
     }
     assert rucio_storage.list_rses("tier=2&dac") == [disk]
@@ -231,7 +231,7 @@ def test_rule_fields_come_back_typed(rucio_storage: RucioStorage, rucio_data: Ru
     spec = RuleSpec("NCSA_DISK", lifetime=timedelta(days=2), comment="c", priority=4)
     rule = rucio_storage.get_rule(rucio_storage.add_rule(dataset, spec))
     assert isinstance(rule, Rule)
-    assert (rule.did, rule.account, rule.copies, rule.priority) == (dataset, "root", 1, 4)
+    assert (rule.did, rule.account, rule.copies, rule.priority) == (dataset, "steward", 1, 4)
     assert rule.expires_at is not None
     remaining = rule.expires_at - datetime.now(UTC)
     assert timedelta(days=2) - timedelta(minutes=5) < remaining <= timedelta(days=2)
@@ -372,20 +372,23 @@ def test_lifetime_in_the_past_is_cleaned_by_judge_cleaner(
         rucio_storage.get_rule(rule_id)
 
 
-def test_delete_is_soft_and_recreating_adopts(
+def test_delete_is_soft_and_recreating_finds_the_rule_untouched(
     rucio_server: RucioServer, rucio_storage: RucioStorage, rucio_data: RucioData
 ) -> None:
     dataset = rucio_data.dataset()
-    spec = RuleSpec("NCSA_DISK")
+    spec = RuleSpec("NCSA_DISK", comment="made by hand")
     rule_id = rucio_storage.add_rule(dataset, spec)
     assert rucio_storage.delete_rule(rule_id)
     expires_at = rucio_storage.get_rule(rule_id).expires_at
     assert expires_at is not None
     assert expires_at <= datetime.now(UTC) + timedelta(hours=1)
-    again = rucio_storage.add_rules([dataset], spec)
+    again = rucio_storage.add_rules([dataset], RuleSpec("NCSA_DISK", comment="other"))
     assert again.rule_ids == {dataset: rule_id}
     assert again.adopted == {dataset}
-    assert rucio_storage.get_rule(rule_id).expires_at is None  # re-armed
+    found = again.existing[dataset]
+    assert (found.id, found.comment) == (rule_id, "made by hand")
+    # Finding a rule writes nothing to it: whether to take it over is the caller's decision.
+    assert rucio_storage.get_rule(rule_id).expires_at == expires_at
     rucio_storage.update_rule(rule_id, lifetime=timedelta(0))
     rucio_server.daemons.run("judge-cleaner")
     assert not rucio_storage.delete_rule(rule_id)  # already gone
@@ -574,7 +577,7 @@ def test_bad_credentials_give_a_clear_error_without_the_password(
         rucio_server.settings(rucio_password=SecretStr(wrong)), retry=RetryPolicy(attempts=1)
     )
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(RucioAuthenticationError, match="credentials of account 'root'") as info:
+    with pytest.raises(RucioAuthenticationError, match="credentials of account 'steward'") as info:
         storage.list_rules()
     shown = "".join(traceback.format_exception(info.value)) + repr(info.value) + repr(storage)
     assert "CannotAuthenticate" in shown
@@ -599,7 +602,10 @@ def test_without_host_the_rucio_cfg_is_used(
 ) -> None:
     monkeypatch.setenv("RUCIO_CONFIG", str(rucio_server.config_path))
     clean_cached_config()  # Rucio reads its configuration once per process
-    settings = Settings(rucio_host=None, rucio_username=None, rucio_password=None)
+    # rucio.cfg logs in as root (for the rucio command); the account comes from the settings.
+    settings = Settings(
+        rucio_host=None, rucio_username=None, rucio_password=None, rucio_account="root"
+    )
     try:
         with RucioStorage(settings) as storage:
             assert storage.list_rses("NCSA_DISK") == ["NCSA_DISK"]
@@ -615,3 +621,7 @@ def test_rate_cap_spaces_calls(rucio_server: RucioServer) -> None:
             storage.list_rses("NCSA_DISK")
         elapsed = time.monotonic() - start
     assert elapsed >= (9 - 4) / 4 * 0.9  # a burst of 4, then 4 a second
+
+
+def test_the_default_account_is_stewards_own_not_root() -> None:
+    assert Settings.model_fields["rucio_account"].default == "steward"

@@ -28,3 +28,15 @@ def database_url(tmp_path, _postgres_server) -> str:
     if _postgres_server is None:
         return f"sqlite:///{tmp_path / 'audit.db'}"
     return _postgres_server.create_database()
+
+
+@pytest.fixture
+def audit(database_url):
+    """An empty, migrated audit trail (`AuditService`) of the test's own database."""
+    from steward.services.audit import AuditService  # noqa: PLC0415
+    from steward.storage.database import make_engine, make_sessionmaker, upgrade  # noqa: PLC0415
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield AuditService(make_sessionmaker(engine))
+    engine.dispose()

@@ -16,7 +16,9 @@ import kubernetes
 import pytest
 
 from steward.constants import GROUP, VERSION
+from steward.services.ownership import owner_tag
 from steward.storage.database import make_engine, upgrade
+from steward.storage.kubernetes import cluster_identity
 from steward.testing.operatorprocess import OperatorProcess
 
 STEWARD = Path(sys.executable).with_name("steward")
@@ -98,6 +100,17 @@ class CustomObjects:
 @pytest.fixture
 def custom_objects(kube_api) -> CustomObjects:
     return CustomObjects(kube_api)
+
+
+@pytest.fixture(scope="session")
+def cluster_id(kube_api) -> str:
+    """The cluster's identity as the operator reads it (the kube-system namespace's UID)."""
+    return cluster_identity(kube_api)
+
+
+def owner_tag_of(body: dict[str, Any], cluster: str) -> str:
+    """The owner tag the operator writes on the Rucio rules of a created resource."""
+    return owner_tag(cluster, body["metadata"]["uid"])
 
 
 def condition_of(body: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:

@@ -124,11 +124,68 @@ def rucio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServ
 
 @pytest.fixture(scope="session")
 def rucio_storage(rucio_server: RucioServer) -> Iterator[RucioStorage]:
-    """The adapter, logged in as root, with a rate cap high enough not to slow tests."""
+    """The adapter as Steward's own account, with a rate cap high enough not to slow tests."""
     from steward.storage.rucio import RucioStorage  # noqa: PLC0415 - after TMPDIR is set
 
     with RucioStorage(rucio_server.settings(rucio_calls_per_second=10_000)) as storage:
         yield storage
+
+
+@pytest.fixture(scope="session")
+def rucio_root(rucio_server: RucioServer) -> Iterator[RucioStorage]:
+    """The adapter logged in as ``root``: for other users' accounts and rules, never Steward's."""
+    from steward.storage.rucio import RucioStorage  # noqa: PLC0415 - after TMPDIR is set
+
+    with RucioStorage(rucio_server.root_settings(rucio_calls_per_second=10_000)) as storage:
+        yield storage
+
+
+class OtherAccounts:
+    """Rucio accounts of other users (not Steward's), made on demand with their own login."""
+
+    def __init__(self, server: RucioServer, root: RucioStorage, sites: RucioSites) -> None:
+        self._server = server
+        self._root = root
+        self._sites = sites
+        self._open: list[RucioStorage] = []
+
+    def create(self) -> RucioStorage:
+        """A new USER account with unlimited quota on the session's RSEs, logged in as it."""
+        from pydantic import SecretStr  # noqa: PLC0415
+
+        from steward.storage.rucio import RucioStorage  # noqa: PLC0415 - after TMPDIR is set
+
+        name = f"user{secrets.token_hex(6)}"
+        password = secrets.token_hex(16)
+        self._root.ensure_account(name, email=f"{name}@localhost", account_type="USER")
+        self._root.ensure_userpass_identity(name, name, password, email=f"{name}@localhost")
+        for site in (self._sites.ncsa, self._sites.in2p3):
+            for rse in site.spec.rses:
+                self._root.set_quota(name, rse.name)
+        storage = RucioStorage(
+            self._server.settings(
+                rucio_account=name,
+                rucio_username=name,
+                rucio_password=SecretStr(password),
+                rucio_calls_per_second=10_000,
+            )
+        )
+        self._open.append(storage)
+        return storage
+
+    def close(self) -> None:
+        for storage in self._open:
+            storage.close()
+
+
+@pytest.fixture
+def other_accounts(
+    rucio_server: RucioServer, rucio_root: RucioStorage, rucio_sites: RucioSites
+) -> Iterator[OtherAccounts]:
+    """Make accounts of other Rucio users (their rules must never be Steward's business)."""
+    accounts = OtherAccounts(rucio_server, rucio_root, rucio_sites)
+    yield accounts
+    accounts.close()
 
 
 @pytest.fixture(scope="session")
@@ -191,3 +248,40 @@ class RucioData:
 def rucio_data(rucio_storage: RucioStorage, rucio_sites: RucioSites) -> RucioData:
     """A fresh scope and helpers for one test."""
     return RucioData(rucio_storage, rucio_sites)
+
+
+class Faults:
+    """The real adapter with chosen calls failing as a Rucio outage makes them fail.
+
+    Every call reaches the real server except those a rule matches, which raise the error a
+    503 or a refused connection becomes in the adapter (`RucioTransientError`). Faults are
+    part of the spec: a decision that depends on an answer must survive not getting it.
+    """
+
+    def __init__(self, storage: RucioStorage) -> None:
+        self._storage = storage
+        self._rules: list[tuple[str, Any]] = []
+
+    def fail(self, method: str, when: Any = None) -> None:
+        """Make ``method`` fail (only for arguments where ``when(*args, **kwargs)`` is true)."""
+        self._rules.append((method, when))
+
+    def heal(self) -> None:
+        """Let every call through again."""
+        self._rules.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._storage, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from steward.exceptions import RucioTransientError  # noqa: PLC0415
+
+            for method, when in self._rules:
+                if method == name and (when is None or when(*args, **kwargs)):
+                    msg = f"Rucio {name} failed: RucioException: http status code: 503 (injected)"
+                    raise RucioTransientError(msg)
+            return attribute(*args, **kwargs)
+
+        return call

@@ -18,6 +18,7 @@ import sqlalchemy
 
 from steward.storage.rucio import File, RucioStorage, RuleSpec, RuleState
 from steward.testing import rucio_server as harness
+from steward.testing.devoperator import rucio_settings
 from steward.testing.postgres import postgres_server
 from steward.testing.rucio_server import DAEMONS, RucioHarnessError, RucioServer
 from support.rucio import RucioData
@@ -216,7 +217,23 @@ def test_dev_stack_component_runs_server_and_daemons(tmp_path: Path) -> None:
         assert env["STEWARD_RUCIO_HOST"].startswith("http://127.0.0.1:")
         password = Path(env["STEWARD_RUCIO_PASSWORD_FILE"]).read_text()
         assert password not in json.dumps(env)
-        assert any("whoami" in line for line in component.summary())
+        assert env["STEWARD_RUCIO_ACCOUNT"] == harness.ACCOUNT  # steward dev up makes it
+        with RucioStorage(rucio_settings(env)) as storage:
+            assert storage.is_admin(harness.ACCOUNT)
+        assert any("rule list --account steward" in line for line in component.summary())
     finally:
         component.stop()
     until("stack stopped", lambda: not any(p.alive() for p in processes), timeout=15)
+
+
+def test_steward_acts_as_a_dedicated_admin_account(
+    rucio_server: RucioServer, rucio_storage: RucioStorage, rucio_data: RucioData
+) -> None:
+    # Rucio's unit of ownership, duplicate detection and listing cost is the account: Steward
+    # has its own, with the admin attribute Rucio's permission policy asks for, never root.
+    assert rucio_server.settings().rucio_account == harness.ACCOUNT == "steward"
+    assert rucio_storage.is_admin(harness.ACCOUNT)
+    rule_id = rucio_storage.add_rule(rucio_data.dataset(), RuleSpec("NCSA_DISK"))
+    assert rucio_storage.get_rule(rule_id).account == "steward"
+    rucio_storage.update_rule(rule_id, locked=True)  # needs admin
+    assert rucio_storage.delete_rule(rule_id, unlock=True)

@@ -26,7 +26,7 @@ from steward.services.gitops import (
 from steward.services.replication import ReplicationPreview
 from steward.services.validation import ValidationResult, validate_paths
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
-from steward.storage.kubernetes import KubeResources, api_client
+from steward.storage.kubernetes import ApiClient, KubeResources, api_client, cluster_identity
 from steward.storage.repo import GitRepo
 from steward.storage.rucio import RucioStorage
 
@@ -69,12 +69,16 @@ def _validated(paths: tuple[Path, ...]) -> tuple[list[Path], ValidationResult]:
     return targets, result
 
 
-def _rucio_consequences() -> ConsequenceEstimator | None:
-    """Rucio-side consequences of a plan, when Rucio is configured (settings or RUCIO_CONFIG)."""
+def _rucio_consequences(kube: ApiClient) -> ConsequenceEstimator | None:
+    """Rucio-side consequences of a plan, when Rucio is configured (settings or RUCIO_CONFIG).
+
+    Owner tags name the cluster, so the cluster's identity is read as the operator reads it.
+    """
     settings = Settings()
     if settings.rucio_host is None and "RUCIO_CONFIG" not in os.environ:
         return None
-    preview = ReplicationPreview(RucioStorage(settings))
+    cluster_id = settings.cluster_id or cluster_identity(kube)
+    preview = ReplicationPreview(RucioStorage(settings), cluster_id=cluster_id)
 
     def estimate(change: Change) -> list[str]:
         if change.key.kind != "ReplicationRule" or change.key.namespace is None:
@@ -89,12 +93,13 @@ def _service(
     kubeconfig: Path | None, targets: list[Path], audit: AuditService | None
 ) -> GitOpsService:
     repo = GitRepo.find(targets[0].resolve())
-    kube = KubeResources(api_client(kubeconfig))
+    api = api_client(kubeconfig)
+    kube = KubeResources(api)
     return GitOpsService(
         kube=kube,
         repo=repo,
         audit=audit,
-        consequences=_rucio_consequences(),
+        consequences=_rucio_consequences(api),
         progress=click.echo,
     )
 

@@ -28,13 +28,13 @@ def _ours(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
 
 
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any) -> None:  # noqa: ANN401
-    campaign = parse(Campaign, body, patch)
-    if campaign is None:
-        return
-    with reconciling("Campaign", body, patch):
+    with reconciling("Campaign", body, patch, memo) as copy:
+        campaign = parse(Campaign, copy, patch, memo)
+        if campaign is None:
+            return
         service = factory(memo).create_campaign_service()
-        outcome = service.reconcile(campaign, resource_ref(body), body.get("status") or {})
-        post(body, outcome, patch, memo)
+        outcome = service.reconcile(campaign, resource_ref(copy), copy.get("status") or {})
+        post(copy, outcome, patch, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, when=_ours)
@@ -65,21 +65,21 @@ def campaign_dispatched_here(
     **_: Any,  # noqa: ANN401
 ) -> None:
     """A multi-site campaign lists this site: the LocalQueue MultiKueue's copies land in."""
-    campaign = parse(Campaign, body, patch)
-    if campaign is not None and SITE is not None:
-        with reconciling("Campaign", body, patch):
+    with reconciling("Campaign", body, patch, memo) as copy:
+        campaign = parse(Campaign, copy, patch, memo)
+        if campaign is not None and SITE is not None:
             factory(memo).create_queueing_service().ensure_dispatched_queue(
-                SITE, campaign.spec.sites, resource_ref(body).namespace or "", campaign.spec.queue
+                SITE, campaign.spec.sites, resource_ref(copy).namespace or "", campaign.spec.queue
             )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=_ours)
 def campaign_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
     """Stop the Jobs and record every attempt before the Campaign goes (the ledger stays)."""
-    campaign = parse(Campaign, body, patch)
-    if campaign is not None:
-        with reconciling("Campaign", body, patch, deleting=True):
-            events = factory(memo).create_campaign_service().finalize(campaign, resource_ref(body))
+    with reconciling("Campaign", body, patch, memo, deleting=True) as copy:
+        campaign = parse(Campaign, copy, patch, memo)
+        if campaign is not None:
+            events = factory(memo).create_campaign_service().finalize(campaign, resource_ref(copy))
             for type_, reason, message in events:
                 kopf.event(body, type=type_, reason=reason, message=message)
     forget(body)

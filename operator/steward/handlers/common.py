@@ -7,8 +7,9 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from copy import deepcopy
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kopf
 from pydantic import BaseModel, ValidationError
@@ -81,8 +82,13 @@ def resource_ref(body: Mapping[str, Any]) -> ResourceRef:
     )
 
 
-def parse(model: type[M], body: kopf.Body, patch: kopf.Patch) -> M | None:
-    """Validate the body into the model; an invalid one gets a Degraded status, not a crash.
+def parse(
+    model: type[M],
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    memo: Any,  # noqa: ANN401 - kopf's per-object memo
+) -> M | None:
+    """Validate the body copy into the model; an invalid one gets a Degraded status, not a crash.
 
     Admission (the CRD schema and CEL rules) refuses most bad specs; this catches what only
     the models check.
@@ -93,12 +99,24 @@ def parse(model: type[M], body: kopf.Body, patch: kopf.Patch) -> M | None:
         message = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )[:1000]
-        _degrade(body, patch, "InvalidSpec", message)
-        kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+        _degrade(body, patch, memo, "InvalidSpec", message)
+        kopf.event(
+            kopf.Body(cast("kopf.RawBody", body)),
+            type="Warning",
+            reason="InvalidSpec",
+            message=message,
+        )
         return None
 
 
-def _degrade(body: kopf.Body, patch: kopf.Patch, reason: str, message: str) -> None:
+def _degrade(
+    body: Mapping[str, Any],
+    patch: kopf.Patch,
+    memo: Any,  # noqa: ANN401 - kopf's per-object memo
+    reason: str,
+    message: str,
+) -> None:
+    """Write Degraded (and, for a bad spec, Ready=False) onto the status the copy carries."""
     now = datetime.now(UTC)
     generation = body.get("metadata", {}).get("generation")
     status = dict(body.get("status") or {})
@@ -116,6 +134,7 @@ def _degrade(body: kopf.Body, patch: kopf.Patch, reason: str, message: str) -> N
             ),
         )
     patch.status["conditions"] = conditions
+    memo["status"] = {**status, "conditions": conditions}
 
 
 def edge_due(memo: Any) -> bool:  # noqa: ANN401 - kopf's per-object memo
@@ -130,28 +149,58 @@ def edge_due(memo: Any) -> bool:  # noqa: ANN401 - kopf's per-object memo
     return due is not None and time.monotonic() >= due
 
 
-def post(body: kopf.Body, outcome: Outcome, patch: kopf.Patch, memo: Any) -> None:  # noqa: ANN401
-    """Write what changed in the outcome's status, post its Events, remember its next edge."""
+def post(
+    body: Mapping[str, Any],
+    outcome: Outcome,
+    patch: kopf.Patch,
+    memo: Any,  # noqa: ANN401 - kopf's per-object memo
+) -> None:
+    """Write the outcome's whole status if any of it changed; post Events; note the next edge.
+
+    The status is compared with the one the body copy carries (`reconciling`: what this
+    process last wrote, or the stored one), and written whole when anything differs, so no
+    field of an earlier write can outlive a later one. Once every `HEARTBEAT` it is written
+    even when only ``lastSyncTime`` moved, which also repairs a status whose write was lost.
+    """
     after = outcome.requeue_after
     memo["edge_at"] = time.monotonic() + after if after is not None else None
     old = body.get("status") or {}
-    for key, value in status_changes(old, outcome.status, heartbeat=HEARTBEAT).items():
-        patch.status[key] = value
+    if status_changes(old, outcome.status, heartbeat=HEARTBEAT):
+        for key, value in outcome.status.items():
+            patch.status[key] = value
+        memo["status"] = dict(outcome.status)
+    for key, value in outcome.annotations.items():
+        patch.metadata.annotations[key] = value
     for type_, reason, message in outcome.events:
-        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+        kopf.event(
+            kopf.Body(cast("kopf.RawBody", body)), type=type_, reason=reason, message=message[:1024]
+        )
 
 
 @contextmanager
 def reconciling(
-    kind: str, body: kopf.Body, patch: kopf.Patch, *, deleting: bool = False
-) -> Iterator[None]:
-    """One reconcile at a time per object; outcome metrics; errors mapped for kopf.
+    kind: str,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,  # noqa: ANN401 - kopf's per-object memo
+    *,
+    deleting: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """One reconcile at a time per object, on one copy of its body; errors mapped for kopf.
 
-    A timer and a change handler of one object may fire together; the lock makes the second
-    wait rather than act on the same state twice. A transient error writes Degraded and asks
-    kopf to retry later (kopf backs off, never a hot loop); a permanent one writes Degraded
-    and waits for the next change or timer tick, except while ``deleting``: then the
-    finalizer stays and kopf retries, so a refused release never loses track of rules.
+    kopf's body is live: the watch stream replaces its content while a handler runs, and a
+    timer and a change handler of one object may fire together. So the handler first takes
+    the object's lock (the second one waits rather than act on the same state twice), then
+    one deep copy of the body, and reads spec, generation and status from that copy only:
+    ``observedGeneration`` names the spec that was reconciled. The copy's status is the one
+    this process last wrote (kept in the memo) when there is one: a handler's patch reaches
+    the API server only after it returned, so the next handler's body may not show it yet,
+    and comparing against that would let a Degraded=True outlive a later success.
+
+    A transient error writes Degraded and asks kopf to retry later (kopf backs off, never a
+    hot loop); a permanent one writes Degraded and waits for the next change or timer tick,
+    except while ``deleting``: then the finalizer stays and kopf retries, so a refused
+    release never loses track of rules.
     """
     uid = str(body.get("metadata", {}).get("uid"))
     with _locks_guard:
@@ -159,17 +208,18 @@ def reconciling(
     started = time.monotonic()
     outcome = "success"
     with lock:
+        copy = _copy(body, memo)
         try:
-            yield
+            yield copy
         except TransientError as exc:
             outcome = "transient-error"
             reason = "RucioUnavailable" if "Rucio" in type(exc).__name__ else "Unavailable"
-            _degrade(body, patch, reason, str(exc))
+            _degrade(copy, patch, memo, reason, str(exc))
             kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1024])
             raise kopf.TemporaryError(str(exc), delay=exc.retry_after) from exc
         except PermanentError as exc:
             outcome = "permanent-error"
-            _degrade(body, patch, "Refused", str(exc))
+            _degrade(copy, patch, memo, "Refused", str(exc))
             kopf.event(body, type="Warning", reason="Refused", message=str(exc)[:1024])
             _LOG.warning("reconcile refused", kind=kind, error=str(exc))
             if deleting:
@@ -177,6 +227,15 @@ def reconciling(
         finally:
             RECONCILES.labels(kind, outcome).inc()
             RECONCILE_SECONDS.labels(kind, outcome).observe(time.monotonic() - started)
+
+
+def _copy(body: kopf.Body, memo: Any) -> dict[str, Any]:  # noqa: ANN401 - kopf's memo
+    """One deep copy of the live body, with the status this process last wrote, if any."""
+    copy: dict[str, Any] = deepcopy(dict(body))
+    written = memo.get("status")
+    if written is not None:
+        copy["status"] = deepcopy(written)
+    return copy
 
 
 def forget(body: kopf.Body) -> None:

@@ -26,20 +26,23 @@ PLURAL = "replicationrules"
 
 
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) -> None:  # noqa: ANN401
-    rule = parse(ReplicationRule, body, patch)
-    if rule is None:
-        return
-    with reconciling("ReplicationRule", body, patch):
-        service = factory(memo).create_replication_service()
-        status = dict(body.get("status") or {})
-        outcome = service.reconcile(
-            rule,
-            resource_ref(body),
-            status,
-            fresh=fresh,
-            first_pass=fresh and "observedGeneration" not in status,
+    with reconciling("ReplicationRule", body, patch, memo) as copy:
+        rule = parse(ReplicationRule, copy, patch, memo)
+        if rule is None:
+            return
+        status = copy.get("status") or {}
+        outcome = (
+            factory(memo)
+            .create_replication_service()
+            .reconcile(
+                rule,
+                resource_ref(copy),
+                status,
+                fresh=fresh,
+                first_pass=fresh and "observedGeneration" not in status,
+            )
         )
-        post(body, outcome, patch, memo)
+        post(copy, outcome, patch, memo)
         counts = outcome.status.get("counts") or {}
         observe_rule_states(rule.metadata.namespace or "", rule.metadata.name, counts)
 
@@ -71,12 +74,25 @@ def rule_edge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
-    """Carry out deletionPolicy (Orphan keeps the Rucio rules, Delete removes them)."""
-    rule = parse(ReplicationRule, body, patch)
-    if rule is not None:
-        with reconciling("ReplicationRule", body, patch, deleting=True):
-            events = factory(memo).create_replication_service().finalize(rule, resource_ref(body))
-            for type_, reason, message in events:
-                kopf.event(body, type=type_, reason=reason, message=message)
-        forget_rule_states(rule.metadata.namespace or "", rule.metadata.name)
+    """Carry out deletionPolicy (Orphan keeps the Rucio rules, Delete removes them).
+
+    A spec that no longer validates does not stop it: the deletion policy last acted on,
+    kept in status, applies (the service's ``finalize`` says how).
+    """
+    with reconciling("ReplicationRule", body, patch, memo, deleting=True) as copy:
+        rule = parse(ReplicationRule, copy, patch, memo)
+        events = (
+            factory(memo)
+            .create_replication_service()
+            .finalize(
+                resource_ref(copy),
+                rule.spec if rule is not None else None,
+                copy.get("status"),
+                raw_spec=copy.get("spec"),
+            )
+        )
+        for type_, reason, message in events:
+            kopf.event(body, type=type_, reason=reason, message=message)
+        metadata = copy.get("metadata") or {}
+        forget_rule_states(metadata.get("namespace") or "", metadata.get("name") or "")
     forget(body)

@@ -44,20 +44,20 @@ def _peers(index: kopf.Index[str, dict[str, Any]], name: str) -> list[Site]:
 
 
 def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, sites_by_name: Any) -> None:  # noqa: ANN401
-    site = parse(Site, body, patch)
-    if site is None:
-        return
-    with reconciling("Site", body, patch):
+    with reconciling("Site", body, patch, memo) as copy:
+        site = parse(Site, copy, patch, memo)
+        if site is None:
+            return
         made = factory(memo)
         outcome = made.create_site_service().reconcile(
             site,
-            resource_ref(body),
+            resource_ref(copy),
             _peers(sites_by_name, site.metadata.name),
-            (body.get("status") or {}).get("conditions"),
+            (copy.get("status") or {}).get("conditions"),
         )
         local = made.context.settings.site
         made.create_queueing_service().reconcile_local_site(site, local, outcome)
-        post(body, outcome, patch, memo)
+        post(copy, outcome, patch, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -87,11 +87,11 @@ def site_timer(
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def site_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
     """Keep the Site (finalizer) while any of its RSEs holds data; then let it go."""
-    site = parse(Site, body, patch)
-    if site is not None:
-        with reconciling("Site", body, patch, deleting=True):
+    with reconciling("Site", body, patch, memo, deleting=True) as copy:
+        site = parse(Site, copy, patch, memo)
+        if site is not None:
             made = factory(memo)
-            busy = made.create_site_service().holding_data(site, resource_ref(body))
+            busy = made.create_site_service().holding_data(site, resource_ref(copy))
             if busy:
                 message = "deletion waits: " + "; ".join(busy)
                 patch.status["deletion"] = message

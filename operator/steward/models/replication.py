@@ -238,20 +238,95 @@ class RuleCounts(CamelModel):
     """Rules queued for asynchronous injection."""
 
 
+class SubscriptionStatus(CamelModel):
+    """The Rucio subscription of a resource whose metadata selection Rucio can follow."""
+
+    name: str
+    """Subscription name (a hash of the cluster and resource, like the owner tag)."""
+
+    id: str | None = None
+    """Rucio's subscription id."""
+
+    state: str
+    """Rucio's state: ACTIVE or UPDATED places new data, INACTIVE does not."""
+
+
+class UnownedRule(CamelModel):
+    """A rule that already places a selected DID but was not made by this resource."""
+
+    rule: str
+    """Rucio rule id."""
+
+    owner: str
+    """The rule's comment (another resource's owner tag, or anything else)."""
+
+    kind: Literal["shared", "foreign"]
+    """shared: another Steward resource's; foreign: made by someone else (or a tag edited)."""
+
+
+class Deselection(CamelModel):
+    """DIDs of owned rules missing from the last metadata selection, not yet released."""
+
+    dids: Int
+    """How many."""
+
+    digest: str
+    """Hash of their names: the same set missing on the next pass is released."""
+
+
 class ReplicationRuleStatus(CamelModel):
     """Observed state of a ReplicationRule."""
 
     observed_generation: Int | None = None
     """Generation last reconciled."""
 
+    owner_tag: str | None = None
+    """The comment on every Rucio rule this resource owns, a hash of the cluster's identity and
+    this resource's UID (``rucio rule list --account steward`` shows it as the comment)."""
+
     rule_ids: list[str] = Field(default_factory=list)
     """Rucio rule ids this resource owns."""
 
-    subscription_id: str | None = None
-    """Rucio subscription placing new matching data, for metadata selectors."""
+    subscription: SubscriptionStatus | None = None
+    """Rucio subscription placing new matching data (DID-column metadata selections only);
+    deactivated whenever the spec stops allowing one, and on deletion."""
 
     selected: Int = 0
     """DIDs currently selected."""
+
+    expired: Int = 0
+    """Selected DIDs whose copy lived its ``lifetime`` (counted from its first placement)
+    and is not placed again."""
+
+    foreign: Int = 0
+    """Selected DIDs whose rule was made by someone else: reported, never changed."""
+
+    shared: Int = 0
+    """Selected DIDs whose rule belongs to another Steward resource."""
+
+    unowned_rules: dict[str, UnownedRule] = Field(default_factory=dict)
+    """The rules counted in ``foreign`` and ``shared``, by DID."""
+
+    deletion_policy: DeletionPolicy | None = None
+    """The deletion policy in force: declared, or the default decided once (Orphan while
+    Rucio cannot say whether the destination is custodial)."""
+
+    deletion_policy_reason: str = ""
+    """Why that policy."""
+
+    deletion_policy_decided_for: str | None = None
+    """The destination the default was decided for; decided again only when it changes."""
+
+    management_policy: ManagementPolicy | None = None
+    """The management policy last acted on (deleting a resource whose spec became invalid
+    follows it)."""
+
+    pending_release: Int = 0
+    """Rules of deselected DIDs held back until ``steward.lsst.io/approve-release`` names
+    this number."""
+
+    deselection: Deselection | None = None
+    """DIDs missing from one metadata listing, released if still missing at the next."""
 
     counts: RuleCounts = Field(default_factory=RuleCounts)
     """Owned rules by Rucio state."""

@@ -158,6 +158,13 @@ class AuditService:
         with self.sessions() as session:
             return AuditStore(session).query(where, limit)
 
+    def query_after(
+        self, where: AuditFilter, after_id: int, actions: Sequence[str]
+    ) -> list[AuditEntry]:
+        """Rows matching ``where`` with one of ``actions``, appended after row ``after_id``."""
+        with self.sessions() as session:
+            return AuditStore(session).query_after(where, after_id, actions)
+
     def head(self) -> tuple[int, str]:
         """Return the last row's id and hash (worth recording outside the database)."""
         with self.sessions() as session:

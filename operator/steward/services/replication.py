@@ -1,26 +1,53 @@
 """ReplicationRule reconciliation: one Rucio rule per selected DID, owned, converged, reported.
 
-Ownership lives in Rucio itself: every rule Steward creates carries the owner tag
-``steward:<namespace>/<name>`` in its comment, and one bulk listing by comment returns every
-rule of a resource. Nothing depends on having written status before a crash, so a reconcile
-killed at any line is repeated safely: a rule created just before the kill is listed (or,
-through ``DuplicateRule``, adopted) on the next run, never created twice.
+Ownership lives in Rucio itself: every rule Steward creates carries the resource's owner tag
+(`steward.services.ownership.owner_tag`: a hash of the cluster's identity and the resource's
+UID) as its comment, and one bulk listing by comment returns every rule of a resource. Nothing
+depends on having written status before a crash, so a reconcile killed at any line is repeated
+safely: a rule created just before the kill is listed (or, through ``DuplicateRule``, found and
+recognised by its exact tag) on the next run, never created twice.
 
 Changes of copies or destination go through Rucio's move/reduce or a child rule
 (`RucioStorage.change_rule`), so there is never a moment with fewer copies than declared.
+
+No silent data loss (design.md guarantee 2) rests on these rules, each kept in one place:
+
+- **One way out.** Every rule Steward gives up, by deselection, by ``finalize`` or under either
+  deletion policy, goes through `ReplicationService.release`. The facility's deletion gate
+  (legal holds, locks, pins, freeze, the last custodial replica) belongs there and nowhere else.
+- **An error postpones, never decides.** The default deletion policy is worked out when the
+  resource is first reconciled and kept in its status; while Rucio cannot say whether the
+  destination is custodial the policy is Orphan, and once decided no later Rucio error changes
+  it. A destination that may put a copy on any custodial RSE is Orphan.
+- **A brake on deselection.** A DID missing from a metadata selection is released only when it
+  is missing on two consecutive passes with the same set missing; a pass that would release
+  more than `ReleaseLimit` allows holds (Degraded ``ReleaseHeld``, one Warning Event) until the
+  annotation `ANNOTATION_APPROVE_RELEASE` names the number of rules held.
+- **Only what Steward made is Steward's.** An existing rule is taken over only when its
+  comment is this resource's exact tag (a crash between create and record), or the marks this
+  resource itself left when releasing it. Other rules (hand-made, another resource's, a tag
+  someone edited) are reported, never changed or released.
+- **Intent first.** Batches of rule creations, releases, transfer-gate changes and publications
+  write an ``intent`` row to the audit trail before Rucio is asked, then one row per item as it
+  completes, and a ``failure`` row if Rucio refuses: a crash or a refusal half-way leaves a
+  trail that says what was attempted and what was done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
-from steward.exceptions import RucioError
+from steward.constants import ANNOTATION_APPROVE_RELEASE
+from steward.exceptions import RucioError, RucioNotFoundError
 from steward.models.common import DIDType
 from steward.models.replication import (
     WEEKDAYS,
@@ -34,23 +61,55 @@ from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
+from steward.services.ownership import TAG_LENGTH, TAG_PREFIX, owner_tag, subscription_name
 from steward.services.site import Outcome
-from steward.storage.rucio import RucioStorage, Rule, RuleSpec, RuleState, SubscriptionSpec
+from steward.storage.audit import AuditFilter
+from steward.storage.rucio import (
+    SUBSCRIPTION_INACTIVE,
+    RucioStorage,
+    Rule,
+    RuleSpec,
+    RuleState,
+    SubscriptionSpec,
+)
 
 __all__ = [
+    "LEGACY_TAG_PREFIX",
+    "ORPHANED_PREFIX",
+    "RELEASED_PREFIX",
+    "SUBSCRIPTION_KEYS",
+    "ExpressionCache",
+    "PlacementLedger",
+    "ReleaseLimit",
     "ReplicationPreview",
     "ReplicationService",
     "RucioView",
-    "owner_tag",
+    "subscribable",
+    "subscription_filter",
     "transfer_gate",
 ]
 
 _LIFETIME_TOLERANCE = timedelta(minutes=5)
 """Expiry differences smaller than this are not drift (clock skew, time to apply)."""
 
-ORPHANED_PREFIX = "orphaned-by-steward:"
+ORPHANED_PREFIX: Final = "orphaned-by-steward:"
 """Comment prefix of rules released by Orphan: no longer listed as owned, still findable."""
 
+RELEASED_PREFIX: Final = "deleted-by-steward:"
+"""Comment prefix of rules released by Delete.
+
+Rucio's delete is soft: it sets ``expires_at`` to at most an hour ahead and judge-cleaner
+removes the rule later, so a deleted rule stays listed meanwhile. Steward re-tags the rules it
+deleted, right after deleting them, so they leave the resource's listing at once: nothing
+needs to guess from an expiry whether a rule was deleted (an earlier version took every rule
+expiring within 65 minutes for deleted, rules that merely expire soon by their own lifetime
+included, and left them out of Orphan, Delete and ``steward plan``). Deleting first and
+re-tagging second is crash-safe: a crash in between leaves a deleted rule with the owner tag,
+which the next pass deletes again (a no-op) and re-tags.
+"""
+
+LEGACY_TAG_PREFIX: Final = "steward:"
+"""Owner tags before `steward.services.ownership` were ``steward:<namespace>/<name>``."""
 
 _DID_TYPES: dict[DIDType, Literal["dataset", "container", "file"]] = {
     DIDType.DATASET: "dataset",
@@ -58,18 +117,53 @@ _DID_TYPES: dict[DIDType, Literal["dataset", "container", "file"]] = {
     DIDType.FILE: "file",
 }
 
+SUBSCRIPTION_KEYS: Final = frozenset(
+    {
+        "campaign",
+        "datatype",
+        "events",
+        "guid",
+        "lumiblocknr",
+        "panda_id",
+        "phys_group",
+        "prod_step",
+        "project",
+        "provenance",
+        "run_number",
+        "stream_name",
+        "task_id",
+        "version",
+    }
+)
+"""Metadata keys Rucio's transmogrifier can match: columns of the DID table.
 
-TAG_PREFIX = "steward:"
+It reads a new DID's metadata with the ``DID_COLUMN`` plugin only, so a subscription filtering
+on any other key (a JSON-plugin key such as ``instrument`` or ``release``) never matches; such
+a selection is placed by the operator's own periodic selection alone.
+"""
+
+_FOREIGN_REASON: Final = "ForeignRule"
+_SHARED_REASON: Final = "SharedRule"
+_HELD_REASON: Final = "ReleaseHeld"
 
 
-def owner_tag(namespace: str, name: str) -> str:
-    """Comment Steward writes on every rule of one ReplicationRule resource."""
-    return f"{TAG_PREFIX}{namespace}/{name}"
+@dataclass(frozen=True)
+class ReleaseLimit:
+    """How much one pass may release before it waits for an acknowledgement.
 
+    A pass releasing more than ``max_rules`` rules, or more than one rule and more than
+    ``max_fraction`` of the rules the resource owns, holds. A single rule may always go: a
+    resource of one DID would otherwise need an approval for every change of its selection.
+    """
 
-def subscription_name(namespace: str, name: str) -> str:
-    """Name of the Rucio subscription placing new data for one resource."""
-    return f"steward-{namespace}-{name}"
+    max_rules: int = 100
+    """``Settings.release_max_rules``."""
+    max_fraction: float = 0.25
+    """``Settings.release_max_fraction``."""
+
+    def holds(self, count: int, owned: int) -> bool:
+        """Whether releasing ``count`` of ``owned`` rules needs an acknowledgement."""
+        return count > self.max_rules or (count > 1 and count > self.max_fraction * owned)
 
 
 def _next_opening(window: TransferWindow, now: datetime) -> tuple[bool, datetime]:
@@ -106,50 +200,72 @@ def transfer_gate(spec: ReplicationRuleSpec, now: datetime) -> tuple[bool, str, 
     return True, "", None
 
 
-def _subscribable(spec: ReplicationRuleSpec) -> bool:
+def subscribable(spec: ReplicationRuleSpec) -> bool:
     """Whether a Rucio subscription may place new data for this spec.
 
     A subscription creates rules whenever data arrives: it cannot honour a transfer window,
-    an embargo or metadata exclusions, so those specs rely on the operator's own selection.
+    an embargo or metadata exclusions, it must not act for an Observe resource, and it only
+    sees DID-column metadata (`SUBSCRIPTION_KEYS`); other specs rely on the operator's own
+    periodic selection.
     """
+    match = spec.selector.match
     return (
-        spec.selector.match is not None
+        match is not None
+        and spec.management_policy is ManagementPolicy.MANAGE
         and spec.transfer_window is None
         and spec.not_before is None
         and not spec.selector.exclude
+        and set(match) <= SUBSCRIPTION_KEYS
     )
 
 
-def _rule_spec(spec: ReplicationRuleSpec, tag: str) -> RuleSpec:
+def _exactly(value: str) -> str:
+    """A regular expression matching ``value`` and nothing else.
+
+    Rucio's transmogrifier matches filter values with ``re.match``, a prefix match: ``DR1``
+    would also select ``DR10``, whose rules Steward (which selects exactly) would then
+    release.
+    """
+    return f"^{re.escape(value)}$"
+
+
+def subscription_filter(spec: ReplicationRuleSpec) -> dict[str, Any]:
+    """The subscription filter selecting exactly what ``spec.selector`` selects.
+
+    Every value is a list (Rucio's schema requires lists for ``datatype``, ``project``,
+    ``stream_name`` and ``prod_step``, and the transmogrifier accepts lists everywhere) of
+    anchored, escaped regular expressions.
+    """
+    selector = spec.selector
+    assert selector.scope is not None  # noqa: S101 - the model requires it with match
+    return {
+        "scope": [_exactly(selector.scope)],
+        "did_type": [selector.did_type.value],
+        **{key: [_exactly(value)] for key, value in sorted((selector.match or {}).items())},
+    }
+
+
+def _rule_spec(spec: ReplicationRuleSpec, tag: str, lifetime: timedelta | None) -> RuleSpec:
     return RuleSpec(
         rse_expression=spec.destination,
         copies=spec.copies,
-        lifetime=spec.lifetime,
+        lifetime=lifetime,
         grouping=spec.grouping.value,
         priority=spec.priority,
         activity=spec.activity,
-        source_replica_expression=spec.source_preference,
+        source_replica_expression=_source(spec),
         comment=tag,
         locked=spec.locked,
     )
 
 
-@dataclass
-class _Pass:
-    """Everything one reconcile of one resource works on."""
+def _source(spec: ReplicationRuleSpec) -> str | None:
+    """The source preference as Steward sends and compares it: canonical."""
+    return canonical(spec.source_preference) if spec.source_preference else None
 
-    spec: ReplicationRuleSpec
-    ref: ResourceRef
-    tag: str
-    expression: str
-    selected: list[str]
-    owned: _Owned
-    now: datetime
-    events: list[tuple[str, str, str]] = field(default_factory=list)
-    shared: dict[str, str] = field(default_factory=dict)
-    """DIDs whose identical rule another resource owns, with that owner."""
-    published: int | None = None
-    """Datasets in the published container (``publish: true`` only)."""
+
+def _digest(items: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -177,6 +293,35 @@ class _Owned:
 
     def all(self) -> list[Rule]:
         return [rule for rules in self.by_did.values() for rule in rules]
+
+
+@dataclass
+class _Pass:
+    """Everything one reconcile of one resource works on."""
+
+    rule: ReplicationRule
+    ref: ResourceRef
+    tag: str
+    expression: str
+    selected: list[str]
+    owned: _Owned
+    now: datetime
+    old: Mapping[str, Any]
+    """The status the pass started from (this pass's decisions build on earlier ones)."""
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    """Status fields decided during the pass (deletion policy, brake, subscription...)."""
+    annotations: dict[str, str | None] = field(default_factory=dict)
+    unowned: dict[str, dict[str, str]] = field(default_factory=dict)
+    """DIDs whose rule exists but is not this resource's: ``{did: {rule, owner, kind}}``."""
+    expired: set[str] = field(default_factory=set)
+    """Selected DIDs whose copy lived its ``lifetime`` and is not placed again."""
+    published: int | None = None
+    """Datasets in the published container (``publish: true`` only)."""
+
+    @property
+    def spec(self) -> ReplicationRuleSpec:
+        return self.rule.spec
 
 
 class RuleSnapshot:
@@ -217,12 +362,97 @@ class RuleSnapshot:
             self._by_tag[tag] = list(rules)
 
 
+class ExpressionCache:
+    """The RSEs of RSE expressions, shared by all resources, at most ``max_age`` seconds old.
+
+    Deciding a default deletion policy needs the RSEs of the destination and those that are
+    custodial: two listings per new resource, the same ones for a thousand resources arriving
+    together. Rucio caches expressions for ten minutes itself; so can Steward. Only answers
+    are kept, never errors.
+    """
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_age = max_age
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[float, frozenset[str]]] = {}
+
+    def rses(self, rucio: RucioStorage, expression: str) -> frozenset[str]:
+        """The RSEs ``expression`` selects (Rucio's answer, maybe from the cache)."""
+        now = self._clock()
+        with self._lock:
+            known = self._known.get(expression)
+        if known is not None and now - known[0] <= self._max_age:
+            return known[1]
+        answer = frozenset(rucio.list_rses(expression))
+        with self._lock:
+            self._known[expression] = (now, answer)
+        return answer
+
+
+class PlacementLedger:
+    """When Steward first placed each DID for each resource, read from the audit trail.
+
+    A copy with a ``lifetime`` lives that long from its first placement and is not placed
+    again once Rucio has expired it (design choice recorded in docs and status): Rucio removes
+    an expired rule entirely, so only Steward's own record says that a DID was placed before.
+    The trail is append-only, so the ledger reads each resource's new rows only (rows after
+    the last one it saw), once per pass of a resource that has a lifetime.
+    """
+
+    _ACTIONS: Final = ("rucio.rule.add", "rucio.rule.adopt")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, dict[str, datetime]]] = {}
+
+    def first_placed(self, audit: AuditService, ref: ResourceRef) -> dict[str, datetime]:
+        """DID -> time of its first placement for the resource (by UID)."""
+        key = ref.uid or ""
+        with self._lock:
+            last, placed = self._seen.get(key, (0, {}))
+            where = AuditFilter(
+                kind=ref.kind, namespace=ref.namespace, name=ref.name, uid=ref.uid, result="success"
+            )
+            rows = audit.query_after(where, last, self._ACTIONS)
+            placed = dict(placed)
+            for row in rows:
+                did = _after_did(row.after)
+                if did is not None and did not in placed:
+                    placed[did] = _aware(row.time)
+                last = max(last, row.id)
+            self._seen[key] = (last, placed)
+            return placed
+
+
+def _after_did(after: str | None) -> str | None:
+    import json  # noqa: PLC0415 - only the ledger parses rows
+
+    if not after:
+        return None
+    value = json.loads(after)
+    did = value.get("did") if isinstance(value, dict) else None
+    return did if isinstance(did, str) else None
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 @dataclass
 class RucioView:
     """What a ReplicationRule means in Rucio, read-only: selection and deletion policy."""
 
     rucio: RucioStorage
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    cluster_id: str = field(default="", kw_only=True)
+    """This cluster's identity, half of every owner tag (`steward.services.ownership`)."""
+    expressions: ExpressionCache | None = field(default=None, kw_only=True)
+    """Shared answers to RSE expressions; without it each question goes to Rucio."""
+
+    def tag(self, ref: ResourceRef) -> str:
+        """The owner tag of the resource's Rucio rules (see `steward.services.ownership`)."""
+        return owner_tag(self.cluster_id, ref.uid or "")
 
     # -- selection ----------------------------------------------------------------------------
 
@@ -239,22 +469,67 @@ class RucioView:
             did_type=_DID_TYPES[selector.did_type],
         )
 
-    def is_custodial(self, expression: str) -> bool:
-        """Whether every RSE the expression selects is custodial (tape archive)."""
-        matched = set(self.rucio.list_rses(expression))
-        try:
-            custodial = set(self.rucio.list_rses("custodial"))
-        except RucioError:
-            return False
-        return bool(matched) and matched <= custodial
+    # -- deletion policy ----------------------------------------------------------------------
 
-    def deletion_policy(self, spec: ReplicationRuleSpec) -> DeletionPolicy:
-        """The declared policy, or Orphan for custodial destinations and Delete otherwise."""
+    def custodial(self, expression: str) -> bool | None:
+        """Whether the expression may place a copy on a custodial (tape archive) RSE.
+
+        True when any RSE it selects has the ``custodial`` attribute or ``type=TAPE`` (a
+        copy may land there); False when it selects RSEs and none is; None when Rucio cannot
+        say (an error, or an expression selecting nothing yet): the caller must not decide.
+        """
+        try:
+            matched = self._rses(expression)
+            if not matched:
+                return None
+            archive = self._rses("custodial|type=TAPE")
+        except RucioError:
+            return None
+        return bool(matched & archive)
+
+    def _rses(self, expression: str) -> frozenset[str]:
+        if self.expressions is None:
+            return frozenset(self.rucio.list_rses(expression))
+        return self.expressions.rses(self.rucio, expression)
+
+    def deletion_policy(
+        self, spec: ReplicationRuleSpec, status: Mapping[str, Any] | None = None
+    ) -> tuple[DeletionPolicy, str, str | None]:
+        """The deletion policy in force: (policy, why, destination the default was decided for).
+
+        A declared policy wins. The default is decided once per destination, from a definite
+        answer of Rucio, and kept in status (``deletionPolicyDecidedFor``); while undecided it
+        is Orphan. A default never turns from Orphan to Delete on its own: after a move away
+        from a custodial destination it stays Orphan until the spec declares Delete.
+        """
         if spec.deletion_policy is not None:
-            return spec.deletion_policy
-        return (
-            DeletionPolicy.ORPHAN if self.is_custodial(spec.destination) else DeletionPolicy.DELETE
-        )
+            return spec.deletion_policy, "declared in the spec", None
+        known = status or {}
+        expression = canonical(spec.destination)
+        recorded = known.get("deletionPolicy")
+        decided_for = known.get("deletionPolicyDecidedFor")
+        if decided_for == expression and recorded in {p.value for p in DeletionPolicy}:
+            return DeletionPolicy(recorded), str(known.get("deletionPolicyReason", "")), expression
+        custodial = self.custodial(expression)
+        if custodial is None:
+            why = (
+                f"default: Rucio could not say whether {expression} is custodial; Orphan until "
+                "it does"
+            )
+            return DeletionPolicy.ORPHAN, why, None
+        if custodial:
+            return (
+                DeletionPolicy.ORPHAN,
+                f"default: {expression} may place a custodial copy",
+                (expression),
+            )
+        if decided_for is not None and recorded == DeletionPolicy.ORPHAN.value:
+            why = (
+                f"default: kept Orphan, decided for {decided_for}; declare deletionPolicy: "
+                "Delete to delete"
+            )
+            return DeletionPolicy.ORPHAN, why, expression
+        return DeletionPolicy.DELETE, f"default: {expression} is not custodial", expression
 
 
 @dataclass
@@ -267,18 +542,19 @@ class ReplicationPreview(RucioView):
         """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
 
         Used by ``steward plan`` so that a destructive change shows its Rucio side (rules
-        removed, bytes that would become deletable) before anyone applies it.
+        removed, bytes that would become deletable) before anyone applies it. A resource not
+        in the cluster yet (no ``live``, so no UID) owns no rules.
         """
-        tag = owner_tag(namespace, name)
-        owned = [
-            r for r in self.rucio.list_rules(comment=tag) if not _being_deleted(r, self.clock())
-        ]
+        uid = ((live or {}).get("metadata") or {}).get("uid")
+        ref = ResourceRef(kind="ReplicationRule", name=name, namespace=namespace, uid=uid)
+        owned = self.rucio.list_rules(comment=self.tag(ref)) if uid else []
+        status = (live or {}).get("status")
         owned_bytes = sum(r.bytes or 0 for r in owned)
         if desired is None:
             spec = ReplicationRule.model_validate(live).spec if live else None
             if spec is None or spec.management_policy is ManagementPolicy.OBSERVE:
                 return []
-            if self.deletion_policy(spec) is DeletionPolicy.DELETE:
+            if self.deletion_policy(spec, status)[0] is DeletionPolicy.DELETE:
                 deletable = _bytes(owned_bytes)
                 line = (
                     f"Rucio: delete {len(owned)} rules; {deletable} become deletable where no "
@@ -308,7 +584,8 @@ class ReplicationPreview(RucioView):
                 f"Rucio: move or re-copy {len(changing)} rules to {expression} x{spec.copies}"
             )
         if released:
-            verb = "delete" if self.deletion_policy(spec) is DeletionPolicy.DELETE else "orphan"
+            policy = self.deletion_policy(spec, status)[0]
+            verb = "delete" if policy is DeletionPolicy.DELETE else "orphan"
             size = _bytes(sum(r.bytes or 0 for r in released))
             lines.append(f"Rucio: {verb} {len(released)} rules of deselected DIDs ({size})")
         return lines
@@ -320,7 +597,11 @@ class ReplicationService(RucioView):
 
     audit: AuditService
     snapshot: RuleSnapshot | None = None
+    ledger: PlacementLedger = field(default_factory=PlacementLedger)
     actor: str = "steward-operator"
+    release_limit: ReleaseLimit = field(default_factory=ReleaseLimit)
+    batch_size: int = 500
+    """DIDs per rule-creation call, each batch audited as it completes."""
 
     # -- reconcile ----------------------------------------------------------------------------
 
@@ -328,19 +609,19 @@ class ReplicationService(RucioView):
         self,
         rule: ReplicationRule,
         ref: ResourceRef,
-        old_status: dict[str, Any] | None = None,
+        old_status: Mapping[str, Any] | None = None,
         *,
         fresh: bool = True,
         first_pass: bool = False,
     ) -> Outcome:
-        """Converge Rucio on the resource and return its status.
+        """Converge Rucio on the resource and return its whole status.
 
         ``fresh`` lists the resource's rules now (a change event); otherwise the shared
         snapshot is used (a timer tick), and Rucio is called only if something must change.
         ``first_pass`` says the resource was never reconciled (its status has no
         ``observedGeneration``): a managed one then skips that listing, as it can only own
         rules that a crashed first pass created, and creating those again meets Rucio's
-        DuplicateRule, which `RucioStorage.add_rules` turns into adoption.
+        DuplicateRule, whose rule carries this resource's exact tag and is taken back.
         That saves one of its three Rucio calls when a thousand resources arrive at once.
 
         Raises
@@ -350,9 +631,9 @@ class ReplicationService(RucioView):
         PermanentError
             Rucio refuses the spec (unknown DID, quota); the caller marks Degraded.
         """
-        assert ref.namespace is not None  # noqa: S101 - ReplicationRule is namespaced
         spec = rule.spec
-        tag = owner_tag(ref.namespace, ref.name)
+        old = dict(old_status or {})
+        tag = self.tag(ref)
         if first_pass and spec.management_policy is ManagementPolicy.MANAGE:
             listed: list[Rule] = []
         elif fresh or self.snapshot is None:
@@ -360,121 +641,559 @@ class ReplicationService(RucioView):
         else:
             listed = self.snapshot.rules(tag)
         work = _Pass(
-            spec=spec,
+            rule=rule,
             ref=ref,
             tag=tag,
             expression=canonical(spec.destination),
             selected=self.select(spec),
             owned=_Owned.of(listed),
             now=self.clock(),
+            old=old,
         )
+        if "observedGeneration" in old and "ownerTag" not in old:
+            self._take_over_legacy_rules(work)
+        policy, why, decided_for = self.deletion_policy(spec, old)
+        work.status.update(
+            deletionPolicy=policy.value,
+            deletionPolicyReason=why,
+            deletionPolicyDecidedFor=decided_for,
+            managementPolicy=spec.management_policy.value,
+        )
+        self._converge_subscription(work, fresh=fresh)
         allowed, gate_reason, gate_edge = transfer_gate(spec, work.now)
+        self._recheck_unowned(work)
         if spec.management_policy is ManagementPolicy.MANAGE:
-            if _subscribable(spec):
-                self._ensure_subscription(rule, work)
             if allowed:
                 self._create_missing(work)
             self._converge_existing(work)
             self._gate_transfers(work, allowed=allowed)
-            self._release_deselected(work)
+            self._release_deselected(work, policy)
             if work.events:
                 work.owned = _Owned.of(self.rucio.list_rules(comment=tag))
             if spec.publish:
-                self._publish(work, (old_status or {}).get("published", 0))
+                self._publish(work, int(old.get("published", 0) or 0))
         if self.snapshot is not None and (work.events or fresh):
             self.snapshot.put(tag, work.owned.all())
         return Outcome(
-            self._status(work, old_status, gate_reason),
+            self._status(work, gate_reason),
             work.events,
             (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None,
+            work.annotations,
         )
 
-    def _ensure_subscription(self, rule: ReplicationRule, work: _Pass) -> None:
+    # -- ownership ----------------------------------------------------------------------------
+
+    def _ours(self, comment: str | None, tag: str) -> bool:
+        """Whether a rule with this comment is this resource's to take (back) over.
+
+        Exactly its tag (created before a crash), or the marks this resource left on rules it
+        released (re-selected since). Nothing else: a tag someone edited is not ours.
+        """
+        return comment in {tag, ORPHANED_PREFIX + tag, RELEASED_PREFIX + tag}
+
+    def _take_over_legacy_rules(self, work: _Pass) -> None:
+        """Re-tag rules carrying this resource's tag from before owner tags were hashes.
+
+        A resource reconciled by an earlier Steward (status without ``ownerTag``) tagged its
+        rules ``steward:<namespace>/<name>``; they are this resource's, so they get the new
+        tag once, audited, and the resource converges instead of finding them foreign.
+        """
+        ref = work.ref
+        legacy = f"{LEGACY_TAG_PREFIX}{ref.namespace}/{ref.name}"
+        self._deactivate_legacy_subscription(ref, legacy)
+        rules = self.rucio.list_rules(comment=legacy)
+        for rule in rules:
+            self.rucio.update_rule(rule.id, comment=work.tag)
+            self._record(
+                ref,
+                "rucio.rule.retag",
+                rule.id,
+                before={"comment": legacy},
+                after={"comment": work.tag, "did": rule.did},
+            )
+        if rules:
+            work.owned = _Owned.of([*work.owned.all(), *(_retagged(r, work.tag) for r in rules)])
+            work.events.append(
+                ("Normal", "RulesRetagged", f"took over {len(rules)} rules of the legacy tag")
+            )
+
+    def _deactivate_legacy_subscription(self, ref: ResourceRef, legacy: str) -> None:
+        """Stop the subscription an earlier Steward named ``steward-<namespace>-<name>``.
+
+        It would go on creating rules with the old tag. That name is ambiguous (``a-b/c`` and
+        ``a/b-c`` shared it), so it is deactivated only if its rules carry this resource's old
+        tag.
+        """
+        name = f"steward-{ref.namespace}-{ref.name}"
+        current = self.rucio.get_subscription(name)
+        if current is None or current.state == SUBSCRIPTION_INACTIVE:
+            return
+        if any(rule.get("comments") == legacy for rule in current.rules):
+            self._deactivate(ref, name)
+
+    def _recheck_unowned(self, work: _Pass) -> None:
+        """Look again at rules found last pass that are not this resource's (one call each).
+
+        Remembering them avoids a create/duplicate/list cycle every pass; one that is gone
+        meanwhile is forgotten, so its DID gets a rule of its own.
+        """
+        previous: Mapping[str, Mapping[str, str]] = work.old.get("unownedRules") or {}
+        chosen = set(work.selected)
+        for did, seen in previous.items():
+            if did not in chosen or work.owned.by_did.get(did):
+                continue
+            try:
+                rule = self.rucio.get_rule(seen["rule"])
+            except RucioNotFoundError:
+                continue
+            if rule.expires_at is not None and rule.expires_at <= work.now:
+                continue
+            if not self._ours(rule.comment, work.tag):
+                work.unowned[did] = _unowned(rule, work.tag)
+
+    # -- creation -----------------------------------------------------------------------------
+
+    def _lifetimes(self, work: _Pass, dids: Sequence[str]) -> dict[timedelta | None, list[str]]:
+        """DIDs to place, grouped by the lifetime their rule gets; expired ones left out.
+
+        Without ``lifetime`` every DID gets a rule for ever. With it, a DID never placed gets
+        the whole lifetime, one placed before (a rule deleted behind Steward's back) what is
+        left of it since its first placement, and one whose lifetime has run out none.
+        """
+        lifetime = work.spec.lifetime
+        if lifetime is None:
+            return {None: list(dids)}
+        placed = self.ledger.first_placed(self.audit, work.ref)
+        groups: dict[timedelta | None, list[str]] = {}
+        for did in dids:
+            first = placed.get(did)
+            remaining = lifetime if first is None else first + lifetime - work.now
+            if remaining <= _LIFETIME_TOLERANCE:
+                work.expired.add(did)
+                continue
+            groups.setdefault(lifetime if first is None else remaining, []).append(did)
+        return groups
+
+    def _create_missing(self, work: _Pass) -> None:
+        spec, expression = work.spec, work.expression
+        missing = [
+            did
+            for did in work.selected
+            if work.owned.current(did, expression, spec.copies) is None and did not in work.unowned
+        ]
+        if not missing:
+            return
+        created: list[str] = []
+        taken: list[str] = []
+        for lifetime, dids in self._lifetimes(work, missing).items():
+            for start in range(0, len(dids), self.batch_size):
+                batch = dids[start : start + self.batch_size]
+                done, back = self._create_batch(work, batch, lifetime)
+                created += done
+                taken += back
+        self._report_creation(work, created, taken)
+
+    def _create_batch(
+        self, work: _Pass, batch: list[str], lifetime: timedelta | None
+    ) -> tuple[list[str], list[str]]:
+        """Create one batch of rules: intent, Rucio, then a row per rule; (created, taken)."""
+        spec, ref, tag = work.spec, work.ref, work.tag
+        plan = {"rse_expression": work.expression, "copies": spec.copies}
+        lifetime_s = None if lifetime is None else int(lifetime.total_seconds())
+        self._intent(ref, "rucio.rule.add", None, {**plan, "dids": batch, "lifetime": lifetime_s})
+        try:
+            added = self.rucio.add_rules(batch, _rule_spec(spec, tag, lifetime))
+        except RucioError as error:
+            self._failed(ref, "rucio.rule.add", None, error)
+            raise
+        records = [
+            AuditRecord(
+                resource=ref,
+                action="rucio.rule.add",
+                actor=self.actor,
+                target=added.rule_ids[did],
+                after={**plan, "did": did, "owner": tag},
+            )
+            for did in batch
+            if did in added.created
+        ]
+        self.audit.record_many(records)
+        EXTERNAL_ACTIONS.labels("ReplicationRule", "rucio.rule.add").inc(len(records))
+        taken = []
+        for did, rule in sorted(added.existing.items()):
+            if self._ours(rule.comment, tag):
+                self._take_back(work, rule, lifetime)
+                taken.append(did)
+            else:
+                work.unowned[did] = _unowned(rule, tag)
+        return sorted(added.created), taken
+
+    def _take_back(self, work: _Pass, rule: Rule, lifetime: timedelta | None) -> None:
+        """Take over a rule this resource made: its tag back, its expiry as the spec says."""
+        changes: dict[str, Any] = {}
+        if rule.comment != work.tag:
+            changes["comment"] = work.tag
+        if lifetime is None and rule.expires_at is not None and rule.child_rule_id is None:
+            changes["lifetime"] = None
+        elif lifetime is not None:
+            changes["lifetime"] = lifetime
+        if changes:
+            self.rucio.update_rule(rule.id, **changes)
+        self._record(
+            work.ref,
+            "rucio.rule.adopt",
+            rule.id,
+            before={"comment": rule.comment, "expires_at": _iso(rule.expires_at)},
+            after={
+                "did": rule.did,
+                "rse_expression": rule.rse_expression,
+                "copies": rule.copies,
+                "owner": work.tag,
+            },
+        )
+
+    def _report_creation(self, work: _Pass, created: list[str], taken: list[str]) -> None:
+        events = work.events
+        if created:
+            events.append(("Normal", "RulesCreated", f"created {len(created)} Rucio rules"))
+        if taken:
+            events.append(
+                ("Normal", "RulesAdopted", f"took back {len(taken)} Rucio rules it had made")
+            )
+        previous = work.old.get("unownedRules") or {}
+        new = {did: seen for did, seen in work.unowned.items() if did not in previous}
+        for kind, reason in (("foreign", _FOREIGN_REASON), ("shared", _SHARED_REASON)):
+            found = [seen for seen in new.values() if seen["kind"] == kind]
+            if found:
+                events.append(("Warning", reason, _unowned_message(kind, found)))
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    def _converge_subscription(self, work: _Pass, *, fresh: bool) -> None:
+        """Keep the resource's subscription active exactly while the spec is subscribable.
+
+        It is deactivated as soon as the resource switches to Observe, gets a window, an
+        embargo or an exclusion, or stops selecting by DID-column metadata, and on finalize.
+        A timer pass trusts the status (no call while nothing is active); a change, which may
+        have made the spec unsubscribable, asks Rucio.
+        """
+        spec, ref = work.spec, work.ref
+        name = subscription_name(self.cluster_id, ref.uid or "")
+        if subscribable(spec):
+            work.status["subscription"] = self._ensure_subscription(work, name)
+            return
+        known: Mapping[str, str] | None = work.old.get("subscription") or None
+        quiet = known is None or known.get("state") == SUBSCRIPTION_INACTIVE
+        if quiet and not (fresh and (known is not None or spec.selector.match is not None)):
+            work.status["subscription"] = dict(known) if known else None
+            return
+        current = self.rucio.get_subscription(name)
+        if current is None:
+            work.status["subscription"] = None
+            return
+        if current.state != SUBSCRIPTION_INACTIVE and self._deactivate(ref, name):
+            work.events.append(
+                ("Normal", "Unsubscribed", f"subscription {name} no longer places new data")
+            )
+        work.status["subscription"] = {
+            "name": name,
+            "id": current.id,
+            "state": SUBSCRIPTION_INACTIVE,
+        }
+
+    def _ensure_subscription(self, work: _Pass, name: str) -> dict[str, str]:
         """Place new matching data by a Rucio subscription (existing data: backfill)."""
-        selector = rule.spec.selector
-        ref, tag, events = work.ref, work.tag, work.events
-        assert ref.namespace is not None  # noqa: S101
-        assert selector.match is not None  # noqa: S101
-        name = subscription_name(ref.namespace, ref.name)
+        ref, tag, spec = work.ref, work.tag, work.spec
         wanted = SubscriptionSpec(
             name=name,
-            filter={
-                "scope": [selector.scope],
-                "did_type": [selector.did_type.value],
-                **selector.match,
-            },
-            rules=[_rule_spec(rule.spec, tag)],
+            filter=subscription_filter(spec),
+            rules=[_rule_spec(spec, tag, spec.lifetime)],
             comments=tag,
         )
         current = self.rucio.get_subscription(name)
         if (
             current is not None
+            and current.state != SUBSCRIPTION_INACTIVE
             and current.filter == dict(wanted.filter)
             and current.rules == [r.subscription_rule() for r in wanted.rules]
         ):
-            return
+            return {"name": name, "id": current.id, "state": current.state}
         subscription_id = self.rucio.add_subscription(wanted)
         action = "rucio.subscription.add" if current is None else "rucio.subscription.update"
         self._record(ref, action, subscription_id, after=wanted.client_options())
-        events.append(("Normal", "Subscribed", f"subscription {name} places new matching data"))
+        work.events.append(
+            ("Normal", "Subscribed", f"subscription {name} places new matching data")
+        )
+        return {"name": name, "id": subscription_id, "state": "ACTIVE"}
 
-    def _create_missing(self, work: _Pass) -> None:
-        spec, expression, ref, tag, events = (
-            work.spec,
-            work.expression,
-            work.ref,
-            work.tag,
-            work.events,
-        )
-        selected, owned = work.selected, work.owned
-        missing = [did for did in selected if owned.current(did, expression, spec.copies) is None]
-        if not missing:
-            return
-        added = self.rucio.add_rules(missing, _rule_spec(spec, tag))
-        adopted = []
-        for did in sorted(added.adopted):
-            rule = self.rucio.get_rule(added.rule_ids[did])
-            owner = rule.comment or ""
-            if owner.startswith(TAG_PREFIX) and owner != tag:
-                # Rucio keeps one rule per (DID, account, expression, copies): another
-                # resource already owns it. Taking it over would let that resource's
-                # deletion remove data this one still needs (DRP29), so it is reported.
-                work.shared[did] = owner.removeprefix(TAG_PREFIX)
+    def _deactivate(self, ref: ResourceRef, name: str) -> bool:
+        if not self.rucio.deactivate_subscription(name):
+            return False
+        self._record(ref, "rucio.subscription.deactivate", name, after={"state": "INACTIVE"})
+        return True
+
+    # -- existing rules -----------------------------------------------------------------------
+
+    def _converge_existing(self, work: _Pass) -> None:
+        spec, expression, ref, events = work.spec, work.expression, work.ref, work.events
+        owned = work.owned
+        placed = self.ledger.first_placed(self.audit, ref) if spec.lifetime is not None else {}
+        for did in work.selected:
+            rule = owned.current(did, expression, spec.copies)
+            if rule is None:
                 continue
-            # A rule created by hand, or by us before a crash, is tagged, so ownership is
-            # recorded in Rucio too and found by listing.
-            self.rucio.update_rule(rule.id, comment=tag)
-            adopted.append(did)
-        after = {"rse_expression": expression, "copies": spec.copies}
-        self.audit.record_many(
-            [
-                AuditRecord(
-                    resource=ref,
-                    action="rucio.rule.add" if did in added.created else "rucio.rule.adopt",
-                    actor=self.actor,
-                    target=rule_id,
-                    after={**after, "did": did},
+            if (rule.rse_expression, rule.copies) != (expression, spec.copies):
+                new_id = self.rucio.change_rule(
+                    rule.id, rse_expression=expression, copies=spec.copies
                 )
-                for did, rule_id in added.rule_ids.items()
-                if did not in work.shared
-            ]
+                self._record(
+                    ref,
+                    "rucio.rule.change",
+                    new_id,
+                    before={
+                        "rule": rule.id,
+                        "rse_expression": rule.rse_expression,
+                        "copies": rule.copies,
+                    },
+                    after={"rse_expression": expression, "copies": spec.copies, "did": did},
+                )
+                change = (
+                    f"{did}: {rule.rse_expression} x{rule.copies} -> "
+                    f"{expression} x{spec.copies} (rule {new_id})"
+                )
+                events.append(("Normal", "RuleChanged", change))
+                continue
+            changes = self._in_place_changes(rule, spec, work.now, placed.get(did))
+            if changes:
+                self.rucio.update_rule(rule.id, **changes)
+                drift = "lifetime" in changes and spec.lifetime is None
+                self._record(
+                    ref,
+                    "rucio.rule.update",
+                    rule.id,
+                    before=_rule_fields(rule),
+                    after={k: str(v) for k, v in changes.items()},
+                    message="restored after a change behind Steward's back" if drift else "",
+                )
+                reason = "DriftRestored" if drift else "RuleUpdated"
+                events.append(("Normal", reason, f"{did}: updated {', '.join(sorted(changes))}"))
+
+    def _in_place_changes(
+        self, rule: Rule, spec: ReplicationRuleSpec, now: datetime, first: datetime | None
+    ) -> dict[str, Any]:
+        """Fields Rucio can change in place that differ from the spec.
+
+        With a lifetime, the rule expires ``lifetime`` after the DID's first placement
+        (`PlacementLedger`), or after the rule's creation when Steward has no record of it.
+        """
+        changes: dict[str, Any] = {}
+        if spec.lifetime is None:
+            if rule.expires_at is not None and rule.child_rule_id is None:
+                changes["lifetime"] = None
+        else:
+            expected = (first or rule.created_at or now) + spec.lifetime
+            if rule.expires_at is None or abs(rule.expires_at - expected) > _LIFETIME_TOLERANCE:
+                changes["lifetime"] = expected - now
+        if rule.priority != spec.priority:
+            changes["priority"] = spec.priority
+        if (rule.activity or None) != spec.activity:
+            changes["activity"] = spec.activity
+        if rule.locked != spec.locked and rule.child_rule_id is None:
+            changes["locked"] = spec.locked
+        wanted_source = _source(spec)
+        current_source = rule.source_replica_expression or None
+        if current_source is not None:
+            with contextlib.suppress(ValueError):  # unreadable: compare it as written
+                current_source = canonical(current_source)
+        if current_source != wanted_source:
+            changes["source_replica_expression"] = wanted_source
+        return changes
+
+    def _gate_transfers(self, work: _Pass, *, allowed: bool) -> None:
+        """Suspend this resource's rules outside the window or embargo; resume them in it.
+
+        Use case 19: copying must not disturb prompt processing, so a rule is created only
+        while transfers are allowed, and a rule still replicating when the window closes is
+        SUSPENDED: Rucio's judge then queues no new transfer for it (the evaluator and the
+        repairer skip suspended rules). Transfers already queued are left to finish: Rucio's
+        only way to cancel them (``cancel_requests``) cancels the request of each file and
+        marks STUCK the locks of *every* rule waiting for it, other accounts' included
+        (``rucio.core.rule.update_rule``); a request is shared by all rules needing that file
+        there, and Rucio has no per-rule cancel. Per-activity transfer limits (another
+        candidate) need Rucio's preparer and throttler, leave queued transfers running too,
+        and throttle every account using the activity. When the window reopens the rule is
+        set to STUCK (this rule's own locks only), and judge-repairer queues what is missing,
+        once a lock has been STUCK for two hours (Rucio's retry backoff). A SUSPENDED rule is
+        resumed even if someone else suspended it: the declared state wins.
+        """
+        if work.spec.transfer_window is None and work.spec.not_before is None:
+            return
+        moving: Literal["SUSPENDED", "STUCK"] = "STUCK" if allowed else "SUSPENDED"
+        wanted = {RuleState.SUSPENDED} if allowed else {RuleState.REPLICATING, RuleState.STUCK}
+        changed = [r for r in work.owned.all() if r.state in wanted]
+        if not changed:
+            return
+        action = "rucio.rule.suspend" if not allowed else "rucio.rule.resume"
+        self._intent(work.ref, action, None, {"state": moving, "rules": [r.id for r in changed]})
+        done = 0
+        for rule in changed:
+            try:
+                self.rucio.update_rule(rule.id, state=moving)
+            except RucioNotFoundError:
+                continue  # gone since it was listed: nothing to pause
+            except RucioError as error:
+                self._failed(work.ref, action, rule.id, error)
+                raise
+            self._record(
+                work.ref,
+                action,
+                rule.id,
+                before={"state": rule.state.value},
+                after={"state": moving, "did": rule.did},
+            )
+            done += 1
+        reason = "TransfersPaused" if not allowed else "TransfersResumed"
+        work.events.append(("Normal", reason, f"{done} rules set to {moving}"))
+
+    # -- release ------------------------------------------------------------------------------
+
+    def _release_deselected(self, work: _Pass, policy: DeletionPolicy) -> None:
+        """Release the rules of DIDs no longer selected, behind the deselection brake.
+
+        A metadata listing can come back short (a key renamed, a plugin changed, a listing cut
+        off), so a DID missing from it is released only when the same set of DIDs is missing
+        on two consecutive passes (``deselection`` in status remembers the set by digest).
+        An explicit list is the spec itself and needs no second look. Then, if the release
+        is larger than `ReleaseLimit` allows, it is held until `ANNOTATION_APPROVE_RELEASE`
+        names its size.
+        """
+        chosen = set(work.selected)
+        owned = work.owned.all()
+        gone = [r for r in owned if r.did not in chosen]
+        work.status["deselection"] = None
+        work.status["pendingRelease"] = 0
+        if not gone:
+            return
+        if work.spec.selector.match is not None:
+            missing = {r.did for r in gone}
+            seen = (work.old.get("deselection") or {}).get("digest")
+            digest = _digest(missing)
+            if seen != digest:
+                work.status["deselection"] = {"dids": len(missing), "digest": digest}
+                return
+            work.status["deselection"] = {"dids": len(missing), "digest": digest}
+        count = len(gone)
+        if self.release_limit.holds(count, len(owned)):
+            approval = (work.rule.metadata.annotations or {}).get(ANNOTATION_APPROVE_RELEASE)
+            if approval != str(count):
+                self._hold(work, count, len(owned), approval)
+                return
+            work.annotations[ANNOTATION_APPROVE_RELEASE] = None  # used once
+        work.status["deselection"] = None
+        self.release(gone, policy, work.ref, work.events, reason="deselected", tag=work.tag)
+
+    def _hold(self, work: _Pass, count: int, owned: int, approval: str | None) -> None:
+        work.status["pendingRelease"] = count
+        if int(work.old.get("pendingRelease") or 0) == count:
+            return  # already held and announced
+        message = (
+            f"{count} of {owned} Rucio rules would be released (their DIDs are no longer "
+            f"selected); run kubectl annotate rr/{work.ref.name} -n {work.ref.namespace} "
+            f"{ANNOTATION_APPROVE_RELEASE}={count} to go ahead"
         )
-        EXTERNAL_ACTIONS.labels("ReplicationRule", "rucio.rule.add").inc(len(added.created))
-        if added.created:
-            events.append(("Normal", "RulesCreated", f"created {len(added.created)} Rucio rules"))
-        if adopted:
-            events.append(
-                ("Normal", "RulesAdopted", f"adopted {len(adopted)} existing Rucio rules")
-            )
-        if work.shared:
-            owners = ", ".join(sorted(set(work.shared.values())))
-            events.append(
-                (
-                    "Warning",
-                    "SharedRule",
-                    f"{len(work.shared)} DIDs already have this rule, owned by {owners}",
-                )
-            )
+        if approval is not None:
+            message += f" (the annotation names {approval})"
+        work.events.append(("Warning", _HELD_REASON, message))
+
+    def release(
+        self,
+        rules: Sequence[Rule],
+        policy: DeletionPolicy,
+        ref: ResourceRef,
+        events: list[tuple[str, str, str]],
+        *,
+        reason: str,
+        tag: str | None = None,
+    ) -> None:
+        """Give up ``rules``: delete them (Delete) or hand them over (Orphan). THE way out.
+
+        Every rule Steward stops owning leaves through here: rules of deselected DIDs, a
+        deleted resource's rules under either deletion policy. That makes this the one point
+        where the facility's deletion gate (legal hold > compliance lock > governance lock >
+        pins > age, the freeze, the last custodial replica: design.md, ``RetentionPolicy``)
+        is to be applied before any Rucio call, and where anything else that must see every
+        release belongs. Do not delete or orphan a rule anywhere else.
+
+        The intent (rules, policy, reason) is audited before Rucio is asked, then each rule as
+        it is done. Delete unlocks, deletes (Rucio keeps the rule up to an hour) and marks the
+        rule `RELEASED_PREFIX`; Orphan marks it `ORPHANED_PREFIX` and leaves it as it is. A
+        rule gone meanwhile is skipped.
+        """
+        owner = tag or self.tag(ref)
+        self._intent(
+            ref,
+            "rucio.rule.release",
+            None,
+            {"policy": policy.value, "reason": reason, "rules": [r.id for r in rules]},
+        )
+        done = 0
+        for rule in rules:
+            action = "rucio.rule.delete" if policy is DeletionPolicy.DELETE else "rucio.rule.orphan"
+            try:
+                if policy is DeletionPolicy.DELETE:
+                    self.rucio.delete_rule(rule.id, unlock=True)
+                    self.rucio.update_rule(rule.id, comment=RELEASED_PREFIX + owner)
+                else:
+                    self.rucio.update_rule(rule.id, comment=ORPHANED_PREFIX + owner)
+            except RucioNotFoundError:
+                continue
+            except RucioError as error:
+                self._failed(ref, action, rule.id, error)
+                raise
+            self._record(ref, action, rule.id, before=_rule_fields(rule), message=reason)
+            done += 1
+        verb = "deleted" if policy is DeletionPolicy.DELETE else "orphaned"
+        if done:
+            events.append(("Normal", f"Rules{verb.capitalize()}", f"{verb} {done} Rucio rules"))
+
+    def finalize(
+        self,
+        ref: ResourceRef,
+        spec: ReplicationRuleSpec | None,
+        status: Mapping[str, Any] | None = None,
+        *,
+        raw_spec: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, str, str]]:
+        """Carry out the deletion policy when the resource is deleted; return the Events.
+
+        With a valid ``spec``, its policy applies (the default as decided in ``status``).
+        When the spec no longer validates (``spec`` None), the last one acted on decides,
+        through what its passes kept in ``status`` (``managementPolicy``, ``deletionPolicy``),
+        and the invalid ``raw_spec`` may only make it safer: Delete only when both say Delete.
+        Without any record, Orphan. The subscription is deactivated in every case.
+        """
+        known = status or {}
+        events: list[tuple[str, str, str]] = []
+        name = subscription_name(self.cluster_id, ref.uid or "")
+        current = self.rucio.get_subscription(name)
+        if current is not None and current.state != SUBSCRIPTION_INACTIVE:
+            self._deactivate(ref, name)
+            events.append(("Normal", "Unsubscribed", f"subscription {name} deactivated"))
+        if spec is not None:
+            management = spec.management_policy
+            policy = self.deletion_policy(spec, known)[0]
+        else:
+            management = ManagementPolicy(known.get("managementPolicy") or "Manage")
+            policy = _safer(known.get("deletionPolicy"), (raw_spec or {}).get("deletionPolicy"))
+        if management is ManagementPolicy.OBSERVE:
+            return events
+        owned = self.rucio.list_rules(comment=self.tag(ref))
+        if owned:
+            reason = "resource deleted" + ("" if spec is not None else " (spec invalid)")
+            self.release(owned, policy, ref, events, reason=reason)
+        return events
+
+    # -- publishing ---------------------------------------------------------------------------
 
     def _publish(self, work: _Pass, already: int) -> None:
         """Publish each dataset whose custodial copy is OK, and none before (004 sweeps).
@@ -498,10 +1217,15 @@ class ReplicationService(RucioView):
         self.rucio.add_container(spec.publish_to)
         published = set(self.rucio.list_content(spec.publish_to))
         new = [did for did in backed_up if did not in published]
-        for did in new:
-            self.rucio.close_collection(did)
         if new:
-            self.rucio.attach(spec.publish_to, new)
+            self._intent(work.ref, "rucio.did.publish", spec.publish_to, {"dids": new})
+            try:
+                for did in new:
+                    self.rucio.close_collection(did)
+                self.rucio.attach(spec.publish_to, new)
+            except RucioError as error:
+                self._failed(work.ref, "rucio.did.publish", spec.publish_to, error)
+                raise
             self.audit.record_many(
                 [
                     AuditRecord(
@@ -519,168 +1243,12 @@ class ReplicationService(RucioView):
             )
         work.published = len(published | set(new))
 
-    def _gate_transfers(self, work: _Pass, *, allowed: bool) -> None:
-        """Suspend transfers outside the window or embargo; resume them when it opens.
-
-        Use case 19: copying must not disturb prompt processing, so no transfer starts outside
-        the window. A rule is created only while transfers are allowed. When the window
-        closes, a rule still replicating is SUSPENDED with ``cancel_requests``: SUSPENDED alone
-        only stops Rucio's judge, the conveyor would still submit the requests already queued.
-        Cancelling leaves the unfinished locks STUCK. When the window reopens the rule is set
-        to STUCK, and judge-repairer queues those transfers again, once a lock has been STUCK
-        for two hours (Rucio's retry backoff, ``__is_retry_required`` in
-        rucio.core.rule_grouping): a window that reopens sooner resumes that much later. A
-        SUSPENDED rule is resumed even if someone else suspended it: the declared state wins.
-        """
-        if work.spec.transfer_window is None and work.spec.not_before is None:
-            return
-        moving: Literal["SUSPENDED", "STUCK"] = "STUCK" if allowed else "SUSPENDED"
-        wanted = {RuleState.SUSPENDED} if allowed else {RuleState.REPLICATING, RuleState.STUCK}
-        changed = [r for r in work.owned.all() if r.state in wanted]
-        for rule in changed:
-            self.rucio.update_rule(rule.id, state=moving, cancel_requests=not allowed)
-        if changed:
-            action = "rucio.rule.suspend" if not allowed else "rucio.rule.resume"
-            self.audit.record_many(
-                [
-                    AuditRecord(
-                        resource=work.ref,
-                        action=action,
-                        actor=self.actor,
-                        target=rule.id,
-                        before={"state": rule.state.value},
-                        after={"state": moving},
-                    )
-                    for rule in changed
-                ]
-            )
-            reason = "TransfersPaused" if not allowed else "TransfersResumed"
-            work.events.append(("Normal", reason, f"{len(changed)} rules set to {moving}"))
-
-    def _converge_existing(self, work: _Pass) -> None:
-        spec, expression, ref, events, now = (
-            work.spec,
-            work.expression,
-            work.ref,
-            work.events,
-            work.now,
-        )
-        owned = work.owned
-        for did in work.selected:
-            rule = owned.current(did, expression, spec.copies)
-            if rule is None:
-                continue
-            if (rule.rse_expression, rule.copies) != (expression, spec.copies):
-                new_id = self.rucio.change_rule(
-                    rule.id, rse_expression=expression, copies=spec.copies
-                )
-                self._record(
-                    ref,
-                    "rucio.rule.change",
-                    new_id,
-                    before={
-                        "rule": rule.id,
-                        "rse_expression": rule.rse_expression,
-                        "copies": rule.copies,
-                    },
-                    after={"rse_expression": expression, "copies": spec.copies},
-                )
-                change = (
-                    f"{did}: {rule.rse_expression} x{rule.copies} -> "
-                    f"{expression} x{spec.copies} (rule {new_id})"
-                )
-                events.append(("Normal", "RuleChanged", change))
-                continue
-            changes = self._in_place_changes(rule, spec, now)
-            if changes:
-                self.rucio.update_rule(rule.id, **changes)
-                drift = "lifetime" in changes and spec.lifetime is None
-                self._record(
-                    ref,
-                    "rucio.rule.update",
-                    rule.id,
-                    before=_rule_fields(rule),
-                    after={k: str(v) for k, v in changes.items()},
-                    message="restored after a change behind Steward's back" if drift else "",
-                )
-                reason = "DriftRestored" if drift else "RuleUpdated"
-                events.append(("Normal", reason, f"{did}: updated {', '.join(sorted(changes))}"))
-
-    def _in_place_changes(
-        self, rule: Rule, spec: ReplicationRuleSpec, now: datetime
-    ) -> dict[str, Any]:
-        """Fields Rucio can change in place that differ from the spec."""
-        changes: dict[str, Any] = {}
-        if spec.lifetime is None:
-            if rule.expires_at is not None and rule.child_rule_id is None:
-                changes["lifetime"] = None
-        else:
-            created = rule.created_at or now
-            expected = created + spec.lifetime
-            if rule.expires_at is None or abs(rule.expires_at - expected) > _LIFETIME_TOLERANCE:
-                changes["lifetime"] = expected - now
-        if rule.priority != spec.priority:
-            changes["priority"] = spec.priority
-        if (rule.activity or None) != spec.activity:
-            changes["activity"] = spec.activity
-        if rule.locked != spec.locked and rule.child_rule_id is None:
-            changes["locked"] = spec.locked
-        wanted_source = canonical(spec.source_preference) if spec.source_preference else None
-        if (rule.source_replica_expression or None) != wanted_source:
-            changes["source_replica_expression"] = wanted_source
-        return changes
-
-    def _release_deselected(self, work: _Pass) -> None:
-        chosen = set(work.selected)
-        owned, spec, ref, events = work.owned, work.spec, work.ref, work.events
-        # A deleted rule stays listed until judge-cleaner removes it (Rucio's deletion is
-        # soft): one that already expires was released before and is not deleted again.
-        now = self.clock()
-        gone = [r for r in owned.all() if r.did not in chosen and not _being_deleted(r, now)]
-        if gone:
-            self.release(gone, self.deletion_policy(spec), ref, events)
-
-    def release(
-        self,
-        rules: Sequence[Rule],
-        policy: DeletionPolicy,
-        ref: ResourceRef,
-        events: list[tuple[str, str, str]],
-    ) -> None:
-        """Delete ``rules`` (Delete) or hand them over untagged (Orphan); both audited."""
-        for rule in rules:
-            if policy is DeletionPolicy.DELETE:
-                self.rucio.delete_rule(rule.id, unlock=True)
-                self._record(ref, "rucio.rule.delete", rule.id, before=_rule_fields(rule))
-            else:
-                self.rucio.update_rule(rule.id, comment=ORPHANED_PREFIX + (rule.comment or ""))
-                self._record(ref, "rucio.rule.orphan", rule.id, before=_rule_fields(rule))
-        verb = "deleted" if policy is DeletionPolicy.DELETE else "orphaned"
-        events.append(("Normal", f"Rules{verb.capitalize()}", f"{verb} {len(rules)} Rucio rules"))
-
-    def finalize(self, rule: ReplicationRule, ref: ResourceRef) -> list[tuple[str, str, str]]:
-        """Carry out ``deletionPolicy`` when the resource is deleted; return the Events."""
-        assert ref.namespace is not None  # noqa: S101
-        events: list[tuple[str, str, str]] = []
-        if rule.spec.management_policy is ManagementPolicy.OBSERVE:
-            return events
-        now = self.clock()
-        owned = [
-            rule
-            for rule in self.rucio.list_rules(comment=owner_tag(ref.namespace, ref.name))
-            if not _being_deleted(rule, now)
-        ]
-        if owned:
-            self.release(owned, self.deletion_policy(rule.spec), ref, events)
-        return events
-
     # -- status -------------------------------------------------------------------------------
 
-    def _status(
-        self, work: _Pass, old_status: dict[str, Any] | None, gate_reason: str
-    ) -> dict[str, Any]:
+    def _status(self, work: _Pass, gate_reason: str) -> dict[str, Any]:
+        """The whole status: every field this kind writes, so none can go stale."""
         selected, owned, spec = work.selected, work.owned, work.spec
-        expression, ref, now = work.expression, work.ref, work.now
+        expression, now = work.expression, work.now
         in_charge = [
             rule
             for did in selected
@@ -692,13 +1260,13 @@ class ReplicationService(RucioView):
             for r in in_charge
             if r.state is RuleState.OK and (r.rse_expression, r.copies) == (expression, spec.copies)
         )
-        missing = len(selected) - len(in_charge)
+        wanted = len(selected) - len(work.expired - {r.did for r in in_charge})
+        missing = wanted - len(in_charge)
         stuck = counts.get(RuleState.STUCK.value, 0)
-        shared = work.shared
-        ready = done == len(selected)
+        ready = done >= wanted
         observe = spec.management_policy is ManagementPolicy.OBSERVE
         if ready:
-            reason, message = "AllRulesOK", f"{done} of {len(selected)} DIDs placed"
+            reason, message = "AllRulesOK", f"{done} of {wanted} DIDs placed"
         elif missing and gate_reason:
             reason, message = "WaitingForTransferWindow", gate_reason
         elif missing and observe:
@@ -706,9 +1274,11 @@ class ReplicationService(RucioView):
         elif stuck:
             reason, message = "RulesStuck", f"{stuck} rules STUCK"
         else:
-            reason, message = "Replicating", f"{done} of {len(selected)} DIDs placed"
-        generation = ref.generation
-        conditions = (old_status or {}).get("conditions")
+            reason, message = "Replicating", f"{done} of {wanted} DIDs placed"
+        if work.expired:
+            message += f"; {len(work.expired)} copies ended their lifetime"
+        generation = work.ref.generation
+        conditions = work.old.get("conditions")
         conditions = set_condition(
             conditions,
             condition(
@@ -727,13 +1297,7 @@ class ReplicationService(RucioView):
                 now=now,
             ),
         )
-        if shared:
-            owners = ", ".join(sorted(set(shared.values())))
-            degraded = ("SharedRule", f"{len(shared)} DIDs share one Rucio rule with {owners}")
-        elif stuck:
-            degraded = ("RulesStuck", f"{stuck} rules STUCK")
-        else:
-            degraded = ("Healthy", "")
+        degraded = self._degraded(work, stuck)
         conditions = set_condition(
             conditions,
             condition(
@@ -745,16 +1309,81 @@ class ReplicationService(RucioView):
                 now=now,
             ),
         )
+        kinds = Counter(seen["kind"] for seen in work.unowned.values())
         return {
             "observedGeneration": generation,
+            "ownerTag": work.tag,
             "ruleIds": sorted(rule.id for rule in in_charge),
             "selected": len(selected),
+            "expired": len(work.expired),
             "counts": {state.value: counts.get(state.value, 0) for state in RuleState},
             "bytes": sum(rule.bytes or 0 for rule in in_charge),
             "published": work.published or 0,
+            "foreign": kinds.get("foreign", 0),
+            "shared": kinds.get("shared", 0),
+            "unownedRules": {did: dict(seen) for did, seen in sorted(work.unowned.items())},
+            "pendingRelease": 0,
+            "deselection": None,
+            "subscription": None,
+            **work.status,
             "lastSyncTime": now.isoformat().replace("+00:00", "Z"),
             "conditions": conditions,
         }
+
+    def _degraded(self, work: _Pass, stuck: int) -> tuple[str, str]:
+        held = int(work.status.get("pendingRelease") or 0)
+        if held:
+            message = (
+                f"{held} Rucio rules of deselected DIDs wait for an acknowledgement: kubectl "
+                f"annotate rr/{work.ref.name} -n {work.ref.namespace} "
+                f"{ANNOTATION_APPROVE_RELEASE}={held}"
+            )
+            return _HELD_REASON, message
+        foreign = [seen for seen in work.unowned.values() if seen["kind"] == "foreign"]
+        shared = [seen for seen in work.unowned.values() if seen["kind"] == "shared"]
+        if shared:
+            return _SHARED_REASON, _unowned_message("shared", shared)
+        if foreign:
+            return _FOREIGN_REASON, _unowned_message("foreign", foreign)
+        if stuck:
+            return "RulesStuck", f"{stuck} rules STUCK"
+        return "Healthy", ""
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def _intent(self, ref: ResourceRef, action: str, target: str | None, after: Any) -> None:  # noqa: ANN401 - any JSON
+        """Record what is about to be asked of Rucio, before it is asked."""
+        self._note(ref, action, target, "intent", after=after)
+
+    def _failed(
+        self, ref: ResourceRef, action: str, target: str | None, error: BaseException
+    ) -> None:
+        """Record that Rucio refused (or could not be reached for) an intended action."""
+        self._note(ref, action, target, "failure", message=str(error)[:1000])
+
+    def _note(
+        self,
+        ref: ResourceRef,
+        action: str,
+        target: str | None,
+        result: str,
+        *,
+        before: Any = None,  # noqa: ANN401 - any JSON
+        after: Any = None,  # noqa: ANN401 - any JSON
+        message: str = "",
+    ) -> None:
+        self.audit.record(
+            AuditRecord(
+                resource=ref,
+                action=action,
+                actor=self.actor,
+                result=result,
+                target=target,
+                before=before,
+                after=after,
+                message=message,
+            )
+        )
 
     def _record(
         self,
@@ -766,18 +1395,51 @@ class ReplicationService(RucioView):
         after: Any = None,  # noqa: ANN401 - any JSON
         message: str = "",
     ) -> None:
-        self.audit.record(
-            AuditRecord(
-                resource=ref,
-                action=action,
-                actor=self.actor,
-                target=target,
-                before=before,
-                after=after,
-                message=message,
-            )
-        )
+        """Record one action done in Rucio (and count it)."""
+        self._note(ref, action, target, "success", before=before, after=after, message=message)
         EXTERNAL_ACTIONS.labels("ReplicationRule", action).inc()
+
+
+def _safer(recorded: object, declared: object) -> DeletionPolicy:
+    """Delete only when the last policy acted on and the (invalid) spec both say Delete."""
+    delete = DeletionPolicy.DELETE.value
+    if recorded == delete and declared in {delete, None}:
+        return DeletionPolicy.DELETE
+    return DeletionPolicy.ORPHAN
+
+
+def _unowned(rule: Rule, tag: str) -> dict[str, str]:
+    """How a rule this resource must leave alone is remembered (status ``unownedRules``)."""
+    comment = rule.comment or ""
+    well_formed = len(comment) == TAG_LENGTH and comment.startswith(TAG_PREFIX)
+    legacy = re.fullmatch(r"steward:[^/\s]+/[^/\s]+", comment) is not None
+    kind = "shared" if (well_formed or legacy) and comment != tag else "foreign"
+    return {"rule": rule.id, "owner": comment, "kind": kind}
+
+
+def _unowned_message(kind: str, found: Sequence[Mapping[str, str]]) -> str:
+    if kind == "shared":
+        owners = ", ".join(sorted({seen["owner"] for seen in found}))
+        return (
+            f"{len(found)} DIDs already have this rule, owned by another Steward resource "
+            f"({owners}; kubectl get rr -A -o custom-columns=NAME:.metadata.name,"
+            "TAG:.status.ownerTag shows which); it is left to its owner"
+        )
+    rules = ", ".join(sorted(seen["rule"] for seen in found)[:5])
+    return (
+        f"{len(found)} DIDs already have this rule, not made by this resource (rules {rules}"
+        f"{'...' if len(found) > 5 else ''}): reported, never changed or released"  # noqa: PLR2004
+    )
+
+
+def _retagged(rule: Rule, tag: str) -> Rule:
+    from dataclasses import replace  # noqa: PLC0415
+
+    return replace(rule, comment=tag)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _bytes(count: int) -> str:
@@ -787,15 +1449,6 @@ def _bytes(count: int) -> str:
     return f"{count} bytes"
 
 
-_SOFT_DELETE = timedelta(hours=1, minutes=5)
-"""Rucio's delete sets expires_at to at most now + 1 hour; judge-cleaner removes it later."""
-
-
-def _being_deleted(rule: Rule, now: datetime) -> bool:
-    """Whether ``rule`` was deleted already (it expires within Rucio's soft-delete hour)."""
-    return rule.expires_at is not None and rule.expires_at <= now + _SOFT_DELETE
-
-
 def _rule_fields(rule: Rule) -> dict[str, Any]:
     return {
         "id": rule.id,
@@ -803,5 +1456,5 @@ def _rule_fields(rule: Rule) -> dict[str, Any]:
         "rse_expression": rule.rse_expression,
         "copies": rule.copies,
         "state": rule.state.value,
-        "expires_at": rule.expires_at.isoformat() if rule.expires_at else None,
+        "expires_at": _iso(rule.expires_at),
     }

@@ -32,6 +32,8 @@ class Outcome:
     """(type, reason, message): type is Normal or Warning."""
     requeue_after: float | None = None
     """Reconcile again after this many seconds (a downtime edge), if sooner than the timer."""
+    annotations: dict[str, str | None] = field(default_factory=dict)
+    """Annotations to set on the resource (None removes one: an approval used up)."""
 
 
 def availability_at(site: Site, now: datetime) -> dict[str, Availability]:

@@ -21,8 +21,10 @@ class AuditFilter:
     kind: str | None = None
     namespace: str | None = None
     name: str | None = None
+    uid: str | None = None
     actor: str | None = None
     action: str | None = None
+    result: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
@@ -67,13 +69,31 @@ class AuditStore:
 
     def query(self, where: AuditFilter, limit: int | None = None) -> list[AuditEntry]:
         """Rows matching ``where``, oldest first."""
+        return list(self._session.execute(self._select(where, limit)).scalars())
+
+    def query_after(
+        self, where: AuditFilter, after_id: int, actions: Sequence[str]
+    ) -> list[AuditEntry]:
+        """Rows matching ``where`` with one of ``actions``, appended after row ``after_id``.
+
+        A reader that remembers the last row it saw reads only what is new (the trail is
+        append-only, so nothing it read before can have changed).
+        """
+        statement = self._select(where, None).where(
+            AuditEntry.id > after_id, AuditEntry.action.in_(actions)
+        )
+        return list(self._session.execute(statement).scalars())
+
+    def _select(self, where: AuditFilter, limit: int | None) -> Select[AuditEntry]:
         statement: Select[AuditEntry] = select(AuditEntry).order_by(AuditEntry.id)
         for column, value in (
             (AuditEntry.kind, where.kind),
             (AuditEntry.namespace, where.namespace),
             (AuditEntry.name, where.name),
+            (AuditEntry.uid, where.uid),
             (AuditEntry.actor, where.actor),
             (AuditEntry.action, where.action),
+            (AuditEntry.result, where.result),
         ):
             if value is not None:
                 statement = statement.where(column == value)
@@ -83,4 +103,4 @@ class AuditStore:
             statement = statement.where(AuditEntry.time < where.until)
         if limit is not None:
             statement = statement.limit(limit)
-        return list(self._session.execute(statement).scalars())
+        return statement

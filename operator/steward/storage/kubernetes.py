@@ -23,6 +23,7 @@ from steward.exceptions import AlreadyExistsError, NotFoundError, PermanentError
 from steward.models import KindInfo, kind_info
 
 __all__ = [
+    "ApiClient",
     "KubeResources",
     "ResourceKey",
     "api_client",
@@ -30,6 +31,9 @@ __all__ = [
     "kube_call",
     "response_json",
 ]
+
+ApiClient = client.ApiClient
+"""The Kubernetes API client type, for callers that may not import ``kubernetes`` themselves."""
 
 T = TypeVar("T")
 

@@ -210,6 +210,31 @@ def age_locks(rule_id: str, seconds: float) -> dict[str, Any]:
     return {"locks": len(locks)}
 
 
+def age_rule(rule_id: str, seconds: float) -> dict[str, Any]:
+    """Move a rule's times (created, updated, expiry) ``seconds`` into the past.
+
+    For that rule this is Rucio's clock moving forward: a rule with a 30-day lifetime aged by
+    31 days has expired, and the next judge-cleaner pass removes it, as it would a month
+    later. Tests move Steward's clock by the same amount (it is injected).
+    """
+    from datetime import timedelta  # noqa: PLC0415
+
+    from rucio.db.sqla import models  # noqa: PLC0415
+    from sqlalchemy import select  # noqa: PLC0415
+
+    shift = timedelta(seconds=seconds)
+    query = select(models.ReplicationRule).where(models.ReplicationRule.id == rule_id)
+    with _session() as session:
+        rules = session.execute(query).scalars().all()
+        for rule in rules:
+            rule.created_at -= shift
+            rule.updated_at -= shift
+            if rule.expires_at is not None:
+                rule.expires_at -= shift
+        session.commit()
+    return {"rules": len(rules)}
+
+
 def converge(max_rounds: int = 30) -> dict[str, Any]:
     """Run judge and conveyor rounds until one changes nothing; return rounds and state."""
     daemons = _daemons()
@@ -233,6 +258,7 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
         requests: dict[str, Callable[..., Any]] = {
             **_daemons(),
             "age-locks": age_locks,
+            "age-rule": age_rule,
             "converge": converge,
             "fingerprint": fingerprint,
         }

@@ -53,8 +53,10 @@ from steward.testing.childprocess import (
 from steward.testing.postgres import postgres_server
 
 __all__ = [
+    "ACCOUNT",
     "DAEMONS",
     "DATABASE_ENV",
+    "ROOT_ACCOUNT",
     "RUCIO_VERSION",
     "ConvergeResult",
     "DaemonPass",
@@ -92,8 +94,12 @@ DAEMONS: Final = (
 )
 """Daemons :meth:`RucioDaemons.run` can run one pass of."""
 
-ACCOUNT: Final = "root"
-"""The account the harness creates (Rucio's bootstrap makes root)."""
+ACCOUNT: Final = "steward"
+"""The account Steward acts as: a dedicated ``admin`` service account, never ``root``
+(`steward.storage.rucio.accounts` says why and what ``admin`` is needed for)."""
+
+ROOT_ACCOUNT: Final = "root"
+"""Rucio's bootstrap account; the harness uses it only to create `ACCOUNT` and other accounts."""
 
 _RUNNER: Final = Path(__file__).with_name("rucio_daemon_runner.py")
 _READY_MARKER: Final = ".steward-ready"
@@ -228,9 +234,9 @@ mailtemplatedir = {mailtemplates}
 rucio_host = {host}
 auth_host = {host}
 auth_type = userpass
-username = {username}
-password = {password}
-account = {account}
+username = {root_username}
+password = {root_password}
+account = {root_account}
 request_retries = 3
 
 [database]
@@ -238,8 +244,8 @@ default = {url}
 pool_reset_on_return = rollback
 
 [bootstrap]
-userpass_identity = {username}
-userpass_pwd = {password}
+userpass_identity = {root_username}
+userpass_pwd = {root_password}
 userpass_email = steward@localhost
 
 [alembic]
@@ -334,6 +340,19 @@ class RucioDaemons:
         )
         return int(reply["result"]["locks"])
 
+    def age_rule(self, rule_id: str, seconds: float) -> int:
+        """Move a rule's creation, update and expiry times ``seconds`` into the past.
+
+        Rucio's clock moved forward, for that rule: a rule whose lifetime has run out this way
+        is removed by the next ``judge-cleaner`` pass. Returns how many rules moved (0 or 1).
+        For tests only: it writes to Rucio's database directly.
+        """
+        reply = self._request(
+            {"daemon": "age-rule", "options": {"rule_id": rule_id, "seconds": seconds}},
+            _DAEMON_TIMEOUT,
+        )
+        return int(reply["result"]["rules"])
+
     def fingerprint(self) -> dict[str, Any]:
         """Return counts of rules, locks, requests and replicas by state, from the database."""
         result: dict[str, Any] = self._request({"daemon": "fingerprint"}, _DAEMON_TIMEOUT)["result"]
@@ -405,7 +424,10 @@ class RucioServer:
     database_url
         SQLAlchemy URL of an existing, empty database; SQLite in ``directory`` when None.
     username, password
-        The root account's userpass identity (a random password when None).
+        The userpass identity of `ACCOUNT`, the account Steward acts as (random password).
+    root_username, root_password
+        The userpass identity of ``root`` (random password), written to ``rucio.cfg`` for the
+        ``rucio`` command and used to create `ACCOUNT`.
     workers
         gunicorn workers.
     death_signal
@@ -417,6 +439,8 @@ class RucioServer:
     database_url: str | None = None
     username: str = "steward"
     password: SecretStr = field(default_factory=lambda: SecretStr(token_hex(16)))
+    root_username: str = "steward-root"
+    root_password: SecretStr = field(default_factory=lambda: SecretStr(token_hex(16)))
     workers: int = 2
     death_signal: signal.Signals | None = signal.SIGTERM
     port: int = 0
@@ -435,7 +459,7 @@ class RucioServer:
 
     @property
     def account(self) -> str:
-        """The bootstrap account (root)."""
+        """The account Steward acts as (`ACCOUNT`, an ``admin`` service account)."""
         return ACCOUNT
 
     @property
@@ -465,7 +489,7 @@ class RucioServer:
         return {"RUCIO_CONFIG": str(self.config_path)}
 
     def settings(self, **overrides: Any) -> Settings:  # noqa: ANN401
-        """Steward settings for this server (root account, userpass), with ``overrides``."""
+        """Steward settings for this server (`ACCOUNT`, userpass), with ``overrides``."""
         values: dict[str, Any] = {
             "rucio_host": self.host,
             "rucio_account": self.account,
@@ -474,6 +498,15 @@ class RucioServer:
         }
         values.update(overrides)
         return Settings(**values)
+
+    def root_settings(self, **overrides: Any) -> Settings:  # noqa: ANN401
+        """Settings acting as ``root``: for creating accounts and other users' rules in tests."""
+        return self.settings(
+            rucio_account=ROOT_ACCOUNT,
+            rucio_username=self.root_username,
+            rucio_password=self.root_password,
+            **overrides,
+        )
 
     def start(self, *, log: Callable[[str], None] | None = None) -> None:
         """Build the venv if needed, write the configuration, bootstrap, serve, wait for /ping.
@@ -491,6 +524,20 @@ class RucioServer:
         self._write_config()
         self._bootstrap()
         self.start_api()
+        self._create_operator_account()
+
+    def _create_operator_account(self) -> None:
+        """Create `ACCOUNT` (``admin``) with this server's userpass identity for it, as root."""
+        from steward.storage.rucio import RucioStorage  # noqa: PLC0415 - rucio.client is heavy
+
+        with RucioStorage(self.root_settings(rucio_calls_per_second=1000.0)) as root:
+            root.ensure_account(self.account, email="steward@localhost", admin=True)
+            root.ensure_userpass_identity(
+                self.account,
+                self.username,
+                self.password.get_secret_value(),
+                email="steward@localhost",
+            )
 
     def _env(self) -> dict[str, str]:
         return _clean_env(
@@ -512,9 +559,9 @@ class RucioServer:
                 logdir=self.directory / "logs",
                 mailtemplates=self.venv / "rucio" / "etc" / "mail_templates",
                 host=self.host,
-                username=self.username,
-                password=self.password.get_secret_value(),
-                account=self.account,
+                root_username=self.root_username,
+                root_password=self.root_password.get_secret_value(),
+                root_account=ROOT_ACCOUNT,
                 url=url.replace("%", "%%"),
                 alembic=alembic,
             )
@@ -765,9 +812,12 @@ class RucioComponent:
         server = self._running()
         rucio = server.venv / "bin" / "rucio"
         return [
-            f"Rucio {RUCIO_VERSION} at {server.host} (account {server.account})",
+            (
+                f"Rucio {RUCIO_VERSION} at {server.host}; the operator acts as account "
+                f"{server.account} (admin), the rucio command as {ROOT_ACCOUNT}"
+            ),
             f"rucio.cfg: {server.config_path}",
-            f"try: RUCIO_CONFIG={server.config_path} {rucio} whoami",
+            f"try: RUCIO_CONFIG={server.config_path} {rucio} rule list --account {server.account}",
         ]
 
     @staticmethod

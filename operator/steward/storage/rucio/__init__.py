@@ -28,11 +28,13 @@ lifetimes are days, sizes are bytes.
 
 from __future__ import annotations
 
+from steward.storage.rucio.accounts import ADMIN_ATTRIBUTE, AccountClient
 from steward.storage.rucio.callpath import RetryPolicy, TokenBucket
 from steward.storage.rucio.dids import DIDClient
 from steward.storage.rucio.replicas import ReplicaClient
 from steward.storage.rucio.rses import MANAGED_ATTRIBUTES, SAME_SITE_DISTANCE, RSEClient
 from steward.storage.rucio.rules import RuleClient
+from steward.storage.rucio.subscriptions import INACTIVE as SUBSCRIPTION_INACTIVE
 from steward.storage.rucio.subscriptions import SubscriptionClient
 from steward.storage.rucio.types import (
     DEFAULT_ACTIVITY,
@@ -49,9 +51,11 @@ from steward.storage.rucio.types import (
 )
 
 __all__ = [
+    "ADMIN_ATTRIBUTE",
     "DEFAULT_ACTIVITY",
     "MANAGED_ATTRIBUTES",
     "SAME_SITE_DISTANCE",
+    "SUBSCRIPTION_INACTIVE",
     "UNSET",
     "AddedRules",
     "Availability",
@@ -68,7 +72,9 @@ __all__ = [
 ]
 
 
-class RucioStorage(RuleClient, SubscriptionClient, DIDClient, ReplicaClient, RSEClient):
+class RucioStorage(
+    RuleClient, SubscriptionClient, DIDClient, ReplicaClient, RSEClient, AccountClient
+):
     """Steward's view of Rucio; see the package docstring for what it guarantees.
 
     One class over the verbs of each module, as Rucio's own ``Client`` is one class over its

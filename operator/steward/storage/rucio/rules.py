@@ -54,7 +54,7 @@ class _Adding:
     options: dict[str, Any]
     ids: dict[str, str] = field(default_factory=dict)
     created: set[str] = field(default_factory=set)
-    adopted: set[str] = field(default_factory=set)
+    existing: dict[str, Rule] = field(default_factory=dict)
 
 
 class RuleClient(RucioCallPath):
@@ -63,16 +63,17 @@ class RuleClient(RucioCallPath):
     def add_rules(
         self, dids: Sequence[str], spec: RuleSpec, *, batch_size: int = DEFAULT_BATCH
     ) -> AddedRules:
-        """Make sure each DID has a rule as ``spec`` says; create or adopt, never duplicate.
+        """Make sure each DID has a rule as ``spec`` says; create, or find the one that exists.
 
         Give the DIDs believed to have no rule yet: they go to Rucio in batched calls. A
         ``DuplicateRule`` fails a whole batch without saying which DID (rucio#3807). Then
-        one listing of our rules with this expression finds the existing ones, which are
-        adopted, and the rest is sent again as one batch; should that still hit a duplicate (a
-        rule created meanwhile), it falls back to one DID per call, adopting each duplicate's
-        rule found with ``list_did_rules``. A rule matches when account, canonical expression
-        and copies are equal. An adopted rule that is expiring (a deleted rule only expires
-        within the hour) gets its lifetime back when ``spec`` has none.
+        one listing of our rules with this expression finds the existing ones, and the rest is
+        sent again as one batch; should that still hit a duplicate (a rule created meanwhile),
+        it falls back to one DID per call, finding each duplicate's rule with
+        ``list_did_rules``. A rule matches when account, canonical expression and copies are
+        equal. Existing rules are returned as found, untouched (``existing``): whether one is
+        the caller's to take over (its comment says so) is the caller's decision, and nothing
+        here writes to a rule someone else made.
 
         Raises
         ------
@@ -85,7 +86,7 @@ class RuleClient(RucioCallPath):
         pending = list(dict.fromkeys(dids))
         for start in range(0, len(pending), batch_size):
             self._add_batch(pending[start : start + batch_size], adding)
-        return AddedRules(adding.ids, frozenset(adding.created), frozenset(adding.adopted))
+        return AddedRules(adding.ids, frozenset(adding.created), dict(adding.existing))
 
     def _add_batch(self, batch: list[str], adding: _Adding, *, listed: bool = False) -> None:
         """Add one batch; on a duplicate adopt what a listing finds, then go one by one."""
@@ -142,14 +143,15 @@ class RuleClient(RucioCallPath):
         raise RucioDuplicateRuleError(msg)
 
     def _adopt(self, did: str, rule: Rule, adding: _Adding) -> None:
-        """Take an existing rule as ours; give it back its lifetime if it was expiring."""
-        if adding.spec.lifetime is None and rule.expires_at is not None:
-            self.update_rule(rule.id, lifetime=None)
+        """Report the existing rule for ``did`` (the caller decides whether it is its own)."""
         adding.ids[did] = rule.id
-        adding.adopted.add(did)
+        adding.existing[did] = rule
 
     def add_rule(self, did: str, spec: RuleSpec) -> str:
-        """Make sure ``did`` has a rule as ``spec`` says; return its id (see `add_rules`)."""
+        """Make sure ``did`` has a rule as ``spec`` says; return its id (see `add_rules`).
+
+        The id may be of a rule that existed already, as it was (``add_rules`` says so).
+        """
         return self.add_rules([did], spec).rule_ids[did]
 
     def get_rule(self, rule_id: str) -> Rule:

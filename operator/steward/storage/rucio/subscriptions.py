@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from rucio.common import exception as rucio_errors
 
 from steward.exceptions import RucioNotFoundError, RucioPermanentError
 from steward.storage.rucio.callpath import RucioCallPath, caused_by
 from steward.storage.rucio.types import Subscription, SubscriptionSpec
 
-__all__ = ["SubscriptionClient"]
+__all__ = ["INACTIVE", "SubscriptionClient"]
+
+INACTIVE: Final = "INACTIVE"
+"""Rucio's state of a subscription that creates no rules (``SubscriptionState.INACTIVE``)."""
 
 
 class SubscriptionClient(RucioCallPath):
@@ -53,6 +58,21 @@ class SubscriptionClient(RucioCallPath):
             msg = f"subscription {spec.name!r} vanished while it was updated"
             raise RucioNotFoundError(msg)
         return current.id
+
+    def deactivate_subscription(self, name: str) -> bool:
+        """Stop the subscription creating rules; False if there is no such subscription.
+
+        Rucio keeps an inactive subscription (and its history); `add_subscription` with the
+        same name makes it active again.
+        """
+        try:
+            self._call(
+                "deactivate_subscription",
+                lambda c: c.deactivate_subscription(name, account=self.account),
+            )
+        except RucioNotFoundError:
+            return False
+        return True
 
     def get_subscription(self, name: str) -> Subscription | None:
         """Our account's subscription of that name, or None."""

@@ -187,8 +187,14 @@ class AddedRules:
     """Rule id per DID (``scope:name``)."""
     created: frozenset[str] = frozenset()
     """DIDs whose rule this call created."""
-    adopted: frozenset[str] = frozenset()
-    """DIDs whose existing, identical rule was adopted instead."""
+    existing: Mapping[str, Rule] = field(default_factory=dict)
+    """DIDs that already had a rule of this account, expression and copies, with that rule
+    as found (unchanged: who made it is in its comment)."""
+
+    @property
+    def adopted(self) -> frozenset[str]:
+        """DIDs whose rule existed already (see ``existing``)."""
+        return frozenset(self.existing)
 
 
 @dataclass(frozen=True, slots=True)

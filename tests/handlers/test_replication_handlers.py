@@ -1,0 +1,180 @@
+"""The ReplicationRule handlers with kopf's own Body, Patch and Memo, against the real Rucio.
+
+kopf hands a handler a *live* body: the watch stream replaces its content while the handler
+runs (``kopf._core.reactor.processing`` does ``live_fresh_body._replace_with(raw)``), and a
+handler's patch reaches the API server only after it returned. These tests make both happen
+at a chosen moment, in process, which a test of the whole operator can only hope to hit.
+"""
+
+import contextvars
+import copy
+import threading
+import uuid
+
+import kopf
+import kubernetes
+import pytest
+from kopf._core.engines import posting
+
+from steward.factory import ProcessContext
+from steward.handlers import common
+from steward.handlers.replication import rule_timer
+from steward.services.ownership import owner_tag
+from steward.storage.database import make_engine, upgrade
+from support.rucio import Faults
+from support.waiting import until
+
+pytestmark = pytest.mark.rucio
+
+CLUSTER = "handler-tests"
+
+
+@pytest.fixture(autouse=True)
+def _no_event_posting():
+    """kopf posts Events through a queue its reactor drains; there is no reactor here."""
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False
+    token = posting.settings_var.set(settings)
+    yield
+    posting.settings_var.reset(token)
+
+
+@pytest.fixture
+def memo(rucio_server, database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    engine.dispose()
+    settings = rucio_server.settings(
+        database_url=database_url, rucio_calls_per_second=10_000, refresh_interval=3600
+    )
+    # No cluster here: the Kubernetes client (for admission's lookups) is never used.
+    context = ProcessContext.from_settings(
+        settings, cluster_id=CLUSTER, kube_api=kubernetes.client.ApiClient()
+    )
+    state = kopf.Memo()
+    state.context = context
+    yield state
+    context.close()
+
+
+def _raw(name, namespace, dids, generation, status=None):
+    body = {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "ReplicationRule",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+            "generation": generation,
+        },
+        "spec": {"selector": {"dids": dids}, "destination": "NCSA_DISK"},
+    }
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def _applied(raw, patch):
+    """The object after the API server merged ``patch`` (JSON merge patch) into it."""
+    merged = copy.deepcopy(raw)
+
+    def merge(target, change):
+        for key, value in change.items():
+            if value is None:
+                target.pop(key, None)
+            elif isinstance(value, dict) and isinstance(target.get(key), dict):
+                merge(target[key], value)
+            else:
+                target[key] = copy.deepcopy(value)
+
+    merge(merged, dict(patch))
+    return merged
+
+
+def _condition(raw, type_):
+    return next(c for c in raw["status"]["conditions"] if c["type"] == type_)
+
+
+class SignallingLock:
+    """The per-object lock, telling the test when a handler starts waiting for it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.waiting = threading.Event()
+
+    def __enter__(self):
+        self.waiting.set()
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *_):
+        self._lock.release()
+
+
+def test_a_handler_reconciles_and_reports_the_spec_of_one_body_copy(
+    memo, rucio_storage, rucio_data
+):
+    # A timer parsed generation 1, then waited for the object's lock while the watch
+    # brought generation 2. It must act on one version and report that version.
+    first, second = rucio_data.dataset(), rucio_data.dataset()
+    name = f"copy-{rucio_data.scope}"
+    raw = _raw(name, "handlers", [first], 1)
+    body = kopf.Body(copy.deepcopy(raw))
+    lock = SignallingLock()
+    uid = raw["metadata"]["uid"]
+    common._locks[uid] = lock
+    lock._lock.acquire()
+    patch = kopf.Patch()
+    context = contextvars.copy_context()  # kopf's settings, as its worker threads have them
+    timer = threading.Thread(
+        target=lambda: context.run(rule_timer, body=body, patch=patch, memo=memo)
+    )
+    timer.start()
+    until("the timer to wait for the lock", lock.waiting.is_set, timeout=30)
+    body._replace_with(_raw(name, "handlers", [first, second], 2))
+    lock._lock.release()
+    timer.join(timeout=120)
+    common.forget(body)
+
+    status = dict(patch)["status"]
+    placed = {r.did for r in rucio_storage.list_rules(comment=owner_tag(CLUSTER, uid))}
+    reconciled = 2 if placed == {first, second} else 1
+    assert placed in ({first}, {first, second})
+    assert status["observedGeneration"] == reconciled
+    assert status["selected"] == reconciled
+
+
+def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storage, rucio_data):
+    dataset = rucio_data.dataset()
+    name = f"stale-{rucio_data.scope}"
+    server = _raw(name, "handlers", [dataset], 1)
+
+    ok = kopf.Patch()
+    rule_timer(body=kopf.Body(copy.deepcopy(server)), patch=ok, memo=memo)
+    server = _applied(server, ok)
+    assert _condition(server, "Degraded")["status"] == "False"
+
+    # A tick while Rucio answers 503: Degraded=True is patched after the handler returns.
+    before_failure = copy.deepcopy(server)
+    real = memo.context.rucio
+    faults = Faults(real)
+    faults.fail("list_rules")
+    memo.context.rucio = faults
+    memo.context.snapshot._rucio = faults
+    memo.context.snapshot._taken = None
+    failed = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError):
+        rule_timer(body=kopf.Body(copy.deepcopy(server)), patch=failed, memo=memo)
+    server = _applied(server, failed)
+    assert _condition(server, "Degraded")["status"] == "True"
+
+    # The next tick had taken its body before that patch landed; Rucio answers again.
+    memo.context.rucio = real
+    memo.context.snapshot._rucio = real
+    healed = kopf.Patch()
+    rule_timer(body=kopf.Body(before_failure), patch=healed, memo=memo)
+    server = _applied(server, healed)
+    degraded = _condition(server, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("False", "Healthy")
+    assert _condition(server, "Ready")["reason"] == "AllRulesOK"  # the replica was there
+    assert server["status"]["observedGeneration"] == 1
