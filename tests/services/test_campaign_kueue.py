@@ -180,3 +180,38 @@ def test_kueue_preemption_of_a_low_campaign_is_counted_as_evicted(
         "the ledger complete",
         lambda: sum(a.klass == "Succeeded" for a in _ledger(kueue_campaigns, low.uid)) == 2,
     )
+
+
+def test_without_kueue_a_campaign_runs_its_jobs_unqueued_and_says_so(
+    campaign_harness: CampaignHarness,
+    kube_api: kubernetes.client.ApiClient,
+    rucio_data: Any,
+) -> None:
+    site = batch_site(unique("nokueue", 20), {"prod": {"cpu": "4", "memory": "64Gi"}})
+    kubernetes.client.CustomObjectsApi(kube_api).create_cluster_custom_object(
+        "steward.lsst.io",
+        "v1alpha1",
+        "sites",
+        site.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+    campaign_harness.service.queueing = QueueingService(
+        KueueStorage(kube_api), KubeResources(kube_api)
+    )
+    steps = [{"name": "one", "parallelism": 2}]
+    driven = campaign_harness.start(
+        campaign_body(
+            "unqueued",
+            campaign_harness.namespace,
+            invocations=2,
+            steps=steps,
+            scope=rucio_data.scope,
+            site=site.metadata.name,
+        )
+    )
+
+    status = driven.until("the campaign done", lambda s: s["phase"] == "Succeeded")
+
+    assert "queueing" not in status
+    assert ("Warning", "KueueMissing") in {(t, r) for t, r, _ in driven.events}
+    (job,) = campaign_harness.jobs(driven.uid)
+    assert QUEUE_LABEL not in job.metadata.labels

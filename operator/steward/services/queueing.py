@@ -41,7 +41,7 @@ from steward.exceptions import NotFoundError, PermanentError, TransientError
 from steward.models.campaign import Priority
 from steward.models.site import BatchCapacity, QueueStatus, Site
 from steward.services.site import Outcome
-from steward.storage.kubernetes import KubeResources, ResourceKey
+from steward.storage.kubernetes import KubeResources
 from steward.storage.kueue import KUEUE_API_VERSION, KueueStorage
 
 __all__ = [
@@ -596,7 +596,8 @@ class QueueingService:
         PermanentError
             LOCAL_SITE is not a Site here, or declares no batch capacity.
         """
-        body = self.resources.get(ResourceKey("Site", None, local_site)) if self.resources else None
+        listed = self.resources.list("Site") if self.resources else []  # list: no get on Sites
+        body = next((item for item in listed if item["metadata"]["name"] == local_site), None)
         if body is None:
             msg = f"this operator's Site {local_site!r} does not exist in this cluster"
             raise PermanentError(msg)

@@ -18,11 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steward.exceptions import PermanentError
+from steward.exceptions import NotFoundError, PermanentError
 from steward.models.site import Site
 from steward.services.campaign.base import CampaignBase, CampaignPass
 from steward.services.queueing import QueueingService, WorkloadState, job_labels, resolve_queue
-from steward.storage.kubernetes import ResourceKey
 
 __all__ = ["QueueSide"]
 
@@ -37,27 +36,45 @@ class QueueSide(CampaignBase):
     def _queue(self, work: CampaignPass) -> str | None:
         """Ensure the campaign's LocalQueue and return its name; None when not on Kueue.
 
+        A cluster without Kueue runs a single-site campaign's Jobs without queueing, with a
+        Warning Event saying so (the local stack without ``--kueue``, a site not yet on Kueue).
+
         Raises
         ------
         PermanentError
             The campaign names a queue the Site does not have, or a site of ``sites`` lacks
-            batch capacity or a kubeconfig Secret; NotFoundError when Kueue is not installed.
+            batch capacity or a kubeconfig Secret; NotFoundError when a multi-site campaign
+            finds no Kueue.
         """
         if self.queueing is None:
             return None
-        if work.spec.sites:
-            sites = [self._named_site(work, name) for name in work.spec.sites]
-            return self.queueing.ensure_multisite(sites, work.namespace, work.spec.queue)
-        site = self._site(work)
-        if site.spec.batch is None:
+        try:
+            if work.spec.sites:
+                sites = [self._named_site(work, name) for name in work.spec.sites]
+                return self.queueing.ensure_multisite(sites, work.namespace, work.spec.queue)
+            site = self._site(work)
+            if site.spec.batch is None:
+                return None
+            queue = resolve_queue(site, work.spec.queue)
+            self.queueing.ensure_local_queues(site, work.namespace)
+        except NotFoundError as error:
+            if work.spec.sites:
+                raise  # dispatch across sites cannot work without Kueue
+            message = (
+                f"the Site declares batch capacity but Kueue is not installed here ({error}): "
+                "the Jobs run without queueing"
+            )
+            work.events.append(("Warning", "KueueMissing", message))
             return None
-        self.queueing.ensure_local_queues(site, work.namespace)
-        return resolve_queue(site, work.spec.queue)
+        return queue
 
     def _named_site(self, work: CampaignPass, name: str) -> Site:
         if name == work.spec.site:
             return self._site(work)
-        body = self.resources.get(ResourceKey("Site", None, name))
+        body = next(  # listed, as `_site` does: the operator's role may list Sites, not get them
+            (item for item in self.resources.list("Site") if item["metadata"]["name"] == name),
+            None,
+        )
         if body is None:
             msg = f"sites lists {name!r}, which is not a Site"
             raise PermanentError(msg)
