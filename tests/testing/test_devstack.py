@@ -354,8 +354,23 @@ def test_limitations_name_idle_kinds_refused_selections_and_windows() -> None:
     assert "closed until 2026-11-23 08:00 UTC" in lines[2]
 
 
+def test_limitations_name_the_campaigns_of_other_sites() -> None:
+    resources = [
+        {"kind": "Campaign", "metadata": {"name": "here"}, "spec": {"site": "base"}},
+        {"kind": "Campaign", "metadata": {"name": "dr1-drp"}, "spec": {"site": "ncsa"}},
+    ]
+    lines = devoperator.local_limitations(
+        resources, {"Campaign"}, {}, datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+    )
+    expected = (
+        "Campaigns of other sites are left alone (this operator runs site base's, "
+        "STEWARD_SITE): dr1-drp (ncsa); their status stays empty"
+    )
+    assert lines == [expected]
+
+
 def test_reconciled_kinds_come_from_the_handlers() -> None:
-    assert {"Site", "ReplicationRule"} <= devoperator.reconciled_kinds()
+    assert {"Site", "ReplicationRule", "Campaign"} <= devoperator.reconciled_kinds()
 
 
 def test_operator_env_drops_a_previous_stacks_settings() -> None:

@@ -543,9 +543,11 @@ def local_limitations(
             "their status stays empty"
         )
     elsewhere = sorted(
-        f"{body['metadata']['name']} ({body['spec'].get('site')})"
+        f"{body['metadata']['name']} ({(body.get('spec') or {}).get('site')})"
         for body in resources
-        if body["kind"] == "Campaign" and body["spec"].get("site") != DEMO_SITE
+        if body["kind"] == "Campaign"
+        and "Campaign" in handled
+        and (body.get("spec") or {}).get("site") != DEMO_SITE
     )
     if elsewhere:
         lines.append(
