@@ -47,6 +47,21 @@ class Settings(BaseSettings):
     UID of the ``kube-system`` namespace when absent. Two clusters sharing one Rucio account
     must differ here, or they would own each other's rules."""
 
+    audit_signing_key_file: Path | None = None
+    """PEM file of the Ed25519 key that signs audit checkpoints (e.g. a mounted Secret); made
+    with ``steward audit key --generate FILE``. Never kept in the audit database."""
+
+    audit_signing_key_secret: str | None = None
+    """Kubernetes Secret (``name`` in ``operator_namespace``, or ``namespace/name``) whose key
+    ``private-key.pem`` holds the signing key, when no file is given. Without either, no
+    checkpoints are signed, and a deleted tail or a rewritten trail cannot be detected."""
+
+    audit_checkpoint_entries: int = Field(default=1000, ge=1)
+    """Sign a checkpoint after this many new audit rows..."""
+
+    audit_checkpoint_interval: float = Field(default=300.0, gt=0)
+    """...and at least every this many seconds, and at clean shutdown."""
+
     site: str | None = None
     """The compute site this operator runs Campaigns for (``metadata.name`` of a Site)."""
 
@@ -84,7 +99,8 @@ class Settings(BaseSettings):
     """Address the metrics endpoint binds to (0.0.0.0 in a pod)."""
 
     operator_namespace: str = "steward"
-    """Namespace the operator runs in: its webhook certificate Secret lives there."""
+    """Namespace the operator runs in: its webhook certificate Secret lives there, and the audit
+    trail's witness ConfigMaps (the signed checkpoints and the public key)."""
 
     peering_name: str = "steward"
     """Name of the ClusterKopfPeering object the operator's processes elect a leader through

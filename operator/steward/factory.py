@@ -1,24 +1,42 @@
-"""Wiring: one ProcessContext per operator process, one Factory per unit of work.
+"""Wiring, the one composition root: the operator's ProcessContext and Factory, the CLI's context.
 
 As in gafaelfawr: the process context holds what is expensive and shared (the Rucio client
-with its rate cap, the database engine, the rule snapshot); a factory builds the services a
-handler needs from it, so handlers never construct clients and tests can build services
-around real servers directly.
+with its rate cap, the database engine, the rule snapshot, the checkpoint loop); a factory
+builds the services a handler needs from it, so handlers never construct clients and tests can
+build services around real servers directly. `CommandContext` does the same for one CLI
+command, building each client on first use, so a setting or a client is wired here only.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
 
 from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from steward.config import Settings
+from steward.exceptions import ConfigurationError, RucioError, StewardError
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
 from steward.services.campaign import CampaignService
+from steward.services.checkpoint import (
+    CheckpointLoop,
+    CheckpointService,
+    ConfigMapWitness,
+    SigningKey,
+    load_signing_key,
+)
+from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
+from steward.services.history import HistoryService
 from steward.services.ledger import LedgerService
+from steward.services.ownership import owner_tag
+from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
 from steward.services.queueing import QueueingService
 from steward.services.replication import (
     ExpressionCache,
@@ -30,16 +48,45 @@ from steward.services.replication import (
 from steward.services.site import SiteService
 from steward.storage.batch import BatchStorage
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
-from steward.storage.kubernetes import KubeResources, api_client
+from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cluster_identity
 from steward.storage.kueue import KueueStorage
+from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
-__all__ = ["Factory", "ProcessContext", "create_ledger_service"]
+__all__ = ["CommandContext", "Factory", "ProcessContext", "operator_namespace"]
 
 _POD_PATCH_WORKERS = 8
 """Threads patching ended pods after their attempts are recorded."""
 _KUBE_CONNECTIONS = _POD_PATCH_WORKERS + 4
 """Connections of the process's Kubernetes client: the pod patchers and a few handlers."""
+
+
+def operator_namespace(settings: Settings) -> str:
+    """Where the operator keeps its ConfigMaps (``STEWARD_OPERATOR_NAMESPACE``)."""
+    return settings.operator_namespace
+
+
+def _replication_tag(cluster_id: str, change: Change) -> str | None:
+    """The owner tag of the rules a planned ReplicationRule change's live resource owns.
+
+    Tags hash the cluster's identity and the resource's UID, so only a live object (one the
+    cluster gave a UID) can own rules.
+    """
+    uid = ((change.live or {}).get("metadata") or {}).get("uid")
+    return owner_tag(cluster_id, uid) if uid else None
+
+
+def _checkpoint_loop(
+    settings: Settings, audit: AuditService, key: SigningKey, witness: ConfigMapWitness | None
+) -> CheckpointLoop:
+    service = CheckpointService(audit, key, witness)
+    loop = CheckpointLoop(
+        service,
+        every_entries=settings.audit_checkpoint_entries,
+        every_seconds=settings.audit_checkpoint_interval,
+    )
+    audit.listeners.append(loop.notify)
+    return loop
 
 
 @dataclass
@@ -58,7 +105,10 @@ class ProcessContext:
     expressions: ExpressionCache
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
-    Jobs and pods)."""
+    Jobs and pods, Kueue's objects)."""
+    checkpoints: CheckpointLoop | None = None
+    """Signs audit checkpoints; None without a signing key (then nothing is signed)."""
+    witness: ConfigMapWitness | None = None
     batch: BatchStorage = field(init=False)
     """Jobs, pods, ConfigMaps and PriorityClasses of campaigns (over ``kube_api``)."""
 
@@ -72,38 +122,60 @@ class ProcessContext:
         """Connect to Rucio and the audit store; refuse an out-of-date audit schema.
 
         ``cluster_id`` is ``settings.cluster_id`` or, when that is unset, what
-        `steward.storage.kubernetes.cluster_identity` reads from the cluster.
+        `steward.storage.kubernetes.cluster_identity` reads from the cluster. Checkpoints are
+        witnessed in ConfigMaps of the operator's namespace, through ``kube_api`` (the
+        configured cluster when None), and the signing key may come from a Secret.
 
         Raises
         ------
         ConfigurationError
-            If the audit database is not at this Steward's schema revision.
+            If the audit database is not at this Steward's schema revision, or the signing
+            key cannot be read.
         """
         engine = make_engine(settings.database_url)
         ensure_current(engine)
+        namespace = operator_namespace(settings)
+        kube = kube_api if kube_api is not None else api_client(connections=_KUBE_CONNECTIONS)
+        witness = ConfigMapWitness(ConfigMaps(kube, namespace))
+        sessions = make_sessionmaker(engine)
+        audit = AuditService(sessions)
+        key = load_signing_key(settings, namespace, lambda space: ConfigMaps(kube, space))
         # Short in-call retries: an outage must surface quickly as Degraded and be retried by
         # kopf's backoff, not hold every worker thread in a minute-long retry loop.
         rucio = RucioStorage(
             settings,
             retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=5.0, retry_after=10.0),
         )
-        sessions = make_sessionmaker(engine)
-        kube = kube_api if kube_api is not None else api_client(connections=_KUBE_CONNECTIONS)
         return cls(
             settings=settings,
             cluster_id=cluster_id,
             rucio=rucio,
             engine=engine,
             sessions=sessions,
-            audit=AuditService(sessions),
+            audit=audit,
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
             ledger=PlacementLedger(),
             expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
+            checkpoints=(
+                _checkpoint_loop(settings, audit, key, witness) if key is not None else None
+            ),
+            witness=witness,
             kube_api=kube,
         )
 
+    def start_checkpoints(self) -> bool:
+        """Publish the public key, sign a first checkpoint, keep signing; False without a key."""
+        if self.checkpoints is None:
+            return False
+        if self.witness is not None:
+            self.witness.publish_key(self.checkpoints.public_key)
+        self.checkpoints.start()
+        return True
+
     def close(self) -> None:
-        """Release the clients (``@kopf.on.cleanup``)."""
+        """Sign the shutdown checkpoint, release the clients (``@kopf.on.cleanup``)."""
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         self.batch.close()
         self.rucio.close()
         self.engine.dispose()
@@ -163,14 +235,130 @@ class Factory:
         )
 
 
-def create_ledger_service(settings: Settings) -> LedgerService:
-    """The ledger's read side for ``steward report`` and ``steward provenance``.
+@dataclass
+class CommandContext:
+    """What one ``steward`` command needs, built on first use, closed at the end.
 
-    Raises
-    ------
-    ConfigurationError
-        If the database is not at this Steward's schema revision.
+    A command that only reads the audit trail never connects to Rucio or the cluster; one
+    that plans never opens the audit database.
     """
-    engine = make_engine(settings.database_url)
-    ensure_current(engine)
-    return LedgerService(make_sessionmaker(engine))
+
+    settings: Settings = field(default_factory=Settings)
+    database_url: str | None = None
+    """Overrides ``settings.database_url`` (``--database-url``)."""
+    kubeconfig: Path | None = None
+    """The cluster (``--kubeconfig``); $KUBECONFIG or in-cluster when None."""
+    _engine: Engine | None = None
+    _api: ApiClient | None = None
+    _rucio: RucioStorage | None = None
+
+    def engine(self, *, check: bool = True) -> Engine:
+        """The audit database; ``check`` refuses one at another schema revision."""
+        if self._engine is None:
+            self._engine = make_engine(self.database_url or self.settings.database_url)
+        if check:
+            ensure_current(self._engine)
+        return self._engine
+
+    def audit(self) -> AuditService:
+        """The audit trail (schema checked)."""
+        return AuditService(make_sessionmaker(self.engine()))
+
+    def ledger(self) -> LedgerService:
+        """The campaign ledger's read side (``steward report``, ``steward provenance``)."""
+        return LedgerService(make_sessionmaker(self.engine()))
+
+    def kube_api(self) -> ApiClient:
+        """The Kubernetes API client."""
+        if self._api is None:
+            self._api = api_client(self.kubeconfig)
+        return self._api
+
+    def kube(self) -> KubeResources:
+        """Steward's custom resources in the cluster."""
+        return KubeResources(self.kube_api())
+
+    def witness(self) -> ConfigMapWitness:
+        """The checkpoint and key ConfigMaps in the operator's namespace."""
+        namespace = operator_namespace(self.settings)
+        return ConfigMapWitness(ConfigMaps(self.kube_api(), namespace))
+
+    def signing_key(self) -> SigningKey | None:
+        """The configured signing key (file, or Secret through the cluster), if any."""
+        namespace = operator_namespace(self.settings)
+        return load_signing_key(
+            self.settings, namespace, lambda space: ConfigMaps(self.kube_api(), space)
+        )
+
+    def rucio_configured(self) -> bool:
+        """Whether Rucio is configured (settings, or a rucio.cfg named by $RUCIO_CONFIG)."""
+        return self.settings.rucio_host is not None or "RUCIO_CONFIG" in os.environ
+
+    def rucio(self) -> RucioStorage:
+        """The Rucio adapter, with short retries: a command should fail fast and say why."""
+        if self._rucio is None:
+            self._rucio = RucioStorage(
+                self.settings, retry=RetryPolicy(attempts=2, initial_delay=0.5, deadline=5.0)
+            )
+        return self._rucio
+
+    def gitops(
+        self,
+        start: Path,
+        *,
+        audit: bool,
+        consequences: ConsequenceEstimator | None = None,
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> GitOpsService:
+        """Plan and apply for the repository holding ``start``."""
+        repo = GitRepo.find(start.resolve())
+        return GitOpsService(
+            kube=self.kube(),
+            repo=repo,
+            audit=self.audit() if audit else None,
+            consequences=consequences,
+            progress=progress,
+            user=repo.user(),
+        )
+
+    def history(self, start: Path) -> HistoryService:
+        """Git history interleaved with the audit trail, for the repository holding ``start``."""
+        return HistoryService(GitRepo.find(start.resolve()), self.audit())
+
+    def rucio_planner(self) -> RucioPlanner:
+        """The Rucio side of a plan, or a planner that says why Rucio was not consulted."""
+        if not self.rucio_configured():
+            return RucioPlanner.unavailable(
+                "Rucio is not configured (set STEWARD_RUCIO_HOST, or RUCIO_CONFIG to a rucio.cfg)"
+            )
+        try:
+            storage = self.rucio()
+            account = storage.whoami()
+        except (RucioError, ConfigurationError) as error:
+            return RucioPlanner.unavailable(f"Rucio does not answer: {error}")
+        try:
+            cluster_id = self.settings.cluster_id or cluster_identity(self.kube_api())
+        except StewardError as error:
+            return RucioPlanner.unavailable(
+                f"the cluster's identity (owner tags) cannot be read: {error}"
+            )
+        return RucioPlanner(
+            RucioStatus(consulted=True, reason=f"{storage!r} as {account}"),
+            ReplicationPreview(storage, cluster_id=cluster_id),
+            tag_of=functools.partial(_replication_tag, cluster_id),
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release whatever was built."""
+        if self._rucio is not None:
+            self._rucio.close()
+        if self._api is not None:
+            self._api.close()  # type: ignore[no-untyped-call]
+        if self._engine is not None:
+            self._engine.dispose()

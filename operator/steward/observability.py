@@ -23,6 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "ADMISSION_REVIEWS",
+    "AUDIT_CHECKPOINTS",
     "AUDIT_CHECKPOINT_AGE",
     "CAMPAIGN_INVOCATIONS",
     "DELETION_PLANS",
@@ -65,6 +66,12 @@ RUCIO_CALL_SECONDS = Histogram(
 )
 EXTERNAL_ACTIONS = Counter(
     "steward_external_actions_total", "Actions taken on Rucio or Kubernetes", ["kind", "action"]
+)
+AUDIT_CHECKPOINTS = Counter(
+    "steward_audit_checkpoints_total",
+    "Audit checkpoints signed (success) or not (failure: the trail no longer matches the last "
+    "checkpoint, or the witness or database could not be written)",
+    ["result"],
 )
 RULES_BY_STATE = Gauge(
     "steward_rucio_rules",

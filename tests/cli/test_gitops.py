@@ -10,8 +10,16 @@ import yaml
 from click.testing import CliRunner
 
 from steward.cli.main import cli
-from steward.services.gitops import ANNOTATION_AUTHOR, ANNOTATION_COMMIT, ANNOTATION_PATH
-from steward.storage.database import make_engine, upgrade
+from steward.models.replication import ReplicationRule
+from steward.services.audit import AuditService, ResourceRef
+from steward.services.gitops import (
+    ANNOTATION_AUTHOR,
+    ANNOTATION_COMMIT,
+    ANNOTATION_DIRTY,
+    ANNOTATION_PATH,
+)
+from steward.services.replication import ReplicationService
+from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.kubernetes import KubeResources, ResourceKey, api_client
 
 pytestmark = pytest.mark.kube
@@ -76,12 +84,14 @@ def _rule(name: str, namespace: str, facility: str, copies: int = 1) -> dict:
 
 
 @pytest.fixture
-def repo(tmp_path, namespace, monkeypatch):
+def repo(tmp_path, namespace, monkeypatch, database_url):
     """A policy repository with one Site and three ReplicationRules, committed."""
     root = tmp_path / "policy-repo"
     (root / "sites").mkdir(parents=True)
     (root / "policies").mkdir()
     _git(root, "init", "-q")
+    _git(root, "config", "user.name", "Jane Ops")
+    _git(root, "config", "user.email", "jane@example.org")
     site = f"site-{uuid.uuid4().hex[:8]}"
     facility = site.upper().replace("-", "_")
     (root / "sites" / f"{site}.yaml").write_text(yaml.safe_dump(_site(site)))
@@ -91,9 +101,12 @@ def repo(tmp_path, namespace, monkeypatch):
         )
     _commit(root, "Add the policies")
     monkeypatch.chdir(root)
-    database = f"sqlite:///{tmp_path / 'audit.db'}"
-    upgrade(make_engine(database))
-    monkeypatch.setenv("STEWARD_DATABASE_URL", database)
+    engine = make_engine(database_url)
+    upgrade(engine)
+    engine.dispose()
+    monkeypatch.setenv("STEWARD_DATABASE_URL", database_url)
+    for variable in ("STEWARD_RUCIO_HOST", "RUCIO_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
     return {"root": root, "site": site, "facility": facility, "namespace": namespace}
 
 
@@ -182,14 +195,110 @@ def test_prune_is_guarded_and_never_touches_foreign_resources(repo, run, kube):
 
     refused = run("apply", "--prune")
     assert refused.exit_code == 1
-    assert "prune would delete 2 of" in refused.output
+    assert "2 destructive changes" in refused.output
+    assert f"ReplicationRule/{repo['namespace']}/beta (deletes" in refused.output
+    assert "nothing was applied" in refused.output
     assert kube.get(ResourceKey("ReplicationRule", repo["namespace"], "gamma")) is not None
 
-    done = run("apply", "--prune", "--allow-destructive")
+    too_many = run("apply", "--prune", "--allow-destructive")
+    assert too_many.exit_code == 1
+    assert "prune would delete 2 of 4 resources" in too_many.output
+    assert "--max-prune-fraction" in too_many.output
+    assert kube.get(ResourceKey("ReplicationRule", repo["namespace"], "gamma")) is not None
+
+    done = run("apply", "--prune", "--allow-destructive", "--max-prune-fraction", "0.5")
     assert done.exit_code == 0, done.output
     assert kube.get(ResourceKey("ReplicationRule", repo["namespace"], "gamma")) is None
     assert kube.get(ResourceKey("ReplicationRule", repo["namespace"], "foreign")) is not None
     assert kube.get(ResourceKey("ReplicationRule", repo["namespace"], "alpha")) is not None
+    log = CliRunner().invoke(cli, ["audit", "log", "--action", "k8s.prune", "--format", "json"])
+    rows = json.loads(log.stdout)
+    assert len(rows) == 2
+    assert all(r["message"].startswith(f"DESTRUCTIVE, allowed by {AUTHOR}") for r in rows), rows
+
+
+def test_destination_change_is_refused_without_the_flag(repo, run, kube):
+    assert run("apply").exit_code == 0
+    path = repo["root"] / "policies" / "alpha.yaml"
+    changed = _rule("alpha", repo["namespace"], repo["facility"])
+    changed["spec"]["destination"] = f"{repo['facility']}_TAPE1"
+    path.write_text("# Use case: 24\n" + yaml.safe_dump(changed))
+    _commit(repo["root"], "Move alpha to its first tape")
+    planned = run("plan")
+    assert planned.exit_code == 2, planned.output
+    assert "!! DESTRUCTIVE" in planned.output
+    assert "!! moves replicas to another destination" in planned.output
+
+    refused = run("apply")
+    assert refused.exit_code == 1
+    assert "moves replicas to another destination" in refused.output
+    key = ResourceKey("ReplicationRule", repo["namespace"], "alpha")
+    assert kube.get(key)["spec"]["destination"].endswith("type=TAPE")
+    assert run("apply", "--allow-destructive").exit_code == 0
+    assert kube.get(key)["spec"]["destination"].endswith("_TAPE1")
+
+
+def test_dirty_apply_is_marked_dirty_everywhere(repo, run, kube):
+    assert run("apply").exit_code == 0
+    head = _git(repo["root"], "rev-parse", "HEAD")
+    path = repo["root"] / "policies" / "beta.yaml"
+    path.write_text(
+        "# Use case: 24\n" + yaml.safe_dump(_rule("beta", repo["namespace"], repo["facility"], 2))
+    )
+    applied = run("apply", "--allow-dirty")
+    assert applied.exit_code == 0, applied.output
+    assert "applying uncommitted changes in policies/beta.yaml: marked dirty" in applied.output
+    key = ResourceKey("ReplicationRule", repo["namespace"], "beta")
+    annotations = kube.get(key)["metadata"]["annotations"]
+    assert annotations[ANNOTATION_DIRTY] == "true"
+    assert annotations[ANNOTATION_COMMIT] == head
+    assert (
+        ANNOTATION_DIRTY
+        not in kube.get(ResourceKey("ReplicationRule", repo["namespace"], "alpha"))["metadata"][
+            "annotations"
+        ]
+    )
+
+    log = CliRunner().invoke(cli, ["audit", "log", "--name", "beta", "--format", "json"])
+    last = json.loads(log.stdout)[-1]
+    assert last["git_commit"] == f"{head}-dirty"
+    assert "uncommitted changes (--allow-dirty): not the content of commit" in last["message"]
+    history = CliRunner().invoke(cli, ["history", "rr/beta", "-n", repo["namespace"]])
+    assert f"from {head[:12]} with uncommitted changes" in history.output
+
+    _commit(repo["root"], "Two copies of beta")
+    assert run("apply").exit_code == 0
+    assert ANNOTATION_DIRTY not in kube.get(key)["metadata"]["annotations"]
+
+
+def test_plan_says_when_rucio_is_not_consulted(repo, run, monkeypatch):
+    planned = run("plan")
+    assert planned.exit_code == 2
+    assert "Rucio: NOT consulted: Rucio is not configured" in planned.output
+    report = json.loads(run("plan", "--format", "json").stdout)
+    assert report["rucio"]["consulted"] is False
+    required = run("plan", "--require-rucio")
+    assert required.exit_code == 1
+    assert "--require-rucio" in required.output
+
+    monkeypatch.setenv("STEWARD_RUCIO_HOST", "http://127.0.0.1:1")
+    unreachable = run("plan", "--format", "json")
+    assert unreachable.exit_code == 2
+    status = json.loads(unreachable.stdout)["rucio"]
+    assert status["consulted"] is False
+    assert status["reason"].startswith("Rucio does not answer")
+
+
+def test_plan_fails_what_the_api_server_would_refuse(repo, run, kube):
+    lost = _rule("lost", f"no-such-namespace-{uuid.uuid4().hex[:6]}", repo["facility"])
+    (repo["root"] / "policies" / "lost.yaml").write_text("# Use case: 24\n" + yaml.safe_dump(lost))
+    _commit(repo["root"], "A rule in a namespace that does not exist")
+    planned = run("plan")
+    assert planned.exit_code == 1
+    assert "!! REFUSED" in planned.output
+    assert "the API server refuses it" in planned.output
+    assert run("apply").exit_code == 1
+    assert kube.get(ResourceKey("ReplicationRule", repo["namespace"], "alpha")) is None
 
 
 def test_invalid_files_change_nothing(repo, run, kube):
@@ -223,3 +332,77 @@ def test_history_interleaves_commits_and_actions(repo, run):
     assert "Keep two copies of alpha" in lines[2]
     assert f"from {second[:12]}" in lines[3]
     assert "+  copies: 2" in result.output
+
+
+@pytest.mark.rucio
+def test_plan_shows_rucio_bytes_and_apply_names_who_allowed_the_move(
+    repo, run, kube, rucio_server, rucio_data, rucio_storage, monkeypatch, database_url, cluster_id
+):
+    settings = rucio_server.settings()
+    for name, value in {
+        "STEWARD_RUCIO_HOST": settings.rucio_host,
+        "STEWARD_RUCIO_ACCOUNT": settings.rucio_account,
+        "STEWARD_RUCIO_USERNAME": settings.rucio_username,
+        "STEWARD_RUCIO_PASSWORD": settings.rucio_secret().get_secret_value(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    mirror = _site(f"mirror-{uuid.uuid4().hex[:8]}")
+    mirror["spec"]["rses"] = [
+        {**mirror["spec"]["rses"][0], "name": rse, "type": "DISK", "attributes": {}}
+        for rse in ("NCSA_DISK", "IN2P3_DISK")
+    ]
+    (repo["root"] / "sites" / "mirror.yaml").write_text(yaml.safe_dump(mirror))
+    placed = _rule("placed", repo["namespace"], repo["facility"])
+    placed["spec"].update(
+        {
+            "selector": {"dids": [rucio_data.dataset(), rucio_data.dataset()]},
+            "destination": "NCSA_DISK",
+        }
+    )
+    policy = repo["root"] / "policies" / "placed.yaml"
+    policy.write_text("# Use case: 24\n" + yaml.safe_dump(placed))
+    _commit(repo["root"], "Place two datasets at NCSA")
+
+    report = json.loads(run("plan", "--format", "json", "--require-rucio").stdout)
+    assert report["rucio"]["consulted"] is True, report["rucio"]
+    (change,) = [c for c in report["changes"] if c["name"] == "placed"]
+    assert change["rucio"][0]["action"] == "create"
+    assert change["rucio"][0]["place"] == {"NCSA_DISK": {"files": 4, "bytes": 4002}}
+    assert run("apply").exit_code == 0
+
+    # The operator's part, done here directly: place the data as the ReplicationRule says.
+    audit = AuditService(make_sessionmaker(make_engine(database_url)))
+    live = kube.get(ResourceKey("ReplicationRule", repo["namespace"], "placed"))
+    ReplicationService(rucio=rucio_storage, audit=audit, cluster_id=cluster_id).reconcile(
+        ReplicationRule.model_validate({k: v for k, v in live.items() if k != "status"}),
+        ResourceRef(
+            kind="ReplicationRule",
+            namespace=repo["namespace"],
+            name="placed",
+            uid=live["metadata"]["uid"],
+        ),
+    )
+
+    placed["spec"]["destination"] = "IN2P3_DISK"
+    policy.write_text("# Use case: 24\n" + yaml.safe_dump(placed))
+    _commit(repo["root"], "Move the two datasets to IN2P3")
+    planned = run("plan", "--require-rucio")
+    assert planned.exit_code == 2, planned.output
+    assert "!! moves replicas to another destination" in planned.output
+    assert (
+        "-> Rucio: move 2 rules to IN2P3_DISK x1: place IN2P3_DISK: 4 files, 4.0 kB. "
+        "release NCSA_DISK: 4 files, 4.0 kB. becomes deletable (no other rule locks it): "
+        "NCSA_DISK: 4 files, 4.0 kB"
+    ) in planned.output
+    assert "Rucio: consulted (RucioStorage(host=" in planned.output
+
+    refused = run("apply")
+    assert refused.exit_code == 1
+    assert f"ReplicationRule/{repo['namespace']}/placed (moves replicas" in refused.output
+    assert run("apply", "--allow-destructive").exit_code == 0
+    rows = json.loads(
+        CliRunner().invoke(cli, ["audit", "log", "--name", "placed", "--format", "json"]).stdout
+    )
+    assert rows[-1]["message"].startswith(
+        f"DESTRUCTIVE, allowed by {AUTHOR} with --allow-destructive: moves replicas"
+    )

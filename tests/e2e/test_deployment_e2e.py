@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import signal
+import socket
 
 import kubernetes
 import pytest
@@ -45,8 +46,21 @@ def leader(site_deployment):
     """The module's operator process (its webhook is the one the configuration calls)."""
     process = site_deployment.operator("steward-a")
     process.start(timeout=90)
+    # kopf serves the webhook from a task of its own, which may listen only after the
+    # liveness endpoint answers: until it does, the API server refuses every Site.
+    until(
+        "the webhook to listen",
+        lambda: _listening(int(process.env["STEWARD_WEBHOOK_PORT"])),
+        timeout=60,
+    )
     yield process
     process.stop()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +124,12 @@ def _ready(objects, name):
     return (condition_of(body, "Ready") or {}).get("status") == "True" and body
 
 
+_FORBIDDEN = re.compile(r"\b403\b|[Ff]orbidden")
+"""A refusal in a log line; ``\b`` keeps a timestamp's ``...914035Z`` from counting as one."""
+
+
 def _forbidden_lines(process):
-    # A status 403, not the digits 403 inside a timestamp's fraction of a second.
-    status = re.compile(r"(?<![\d.])403(?!\d)")
-    return [
-        line
-        for line in process.log.read_text().splitlines()
-        if status.search(line) or "Forbidden" in line or "forbidden" in line
-    ]
+    return [line for line in process.log.read_text().splitlines() if _FORBIDDEN.search(line)]
 
 
 def test_rendered_manifests_applied_cleanly(site_deployment):

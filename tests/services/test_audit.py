@@ -1,5 +1,5 @@
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from alembic import command
@@ -19,6 +19,8 @@ from steward.storage.database import (
     make_sessionmaker,
     upgrade,
 )
+from support.clock import StepClock
+from support.database import tamper
 
 RULE = ResourceRef(
     kind="ReplicationRule",
@@ -32,28 +34,14 @@ RULE = ResourceRef(
 )
 
 
-class Clock:
-    """An injected clock: every call advances one second."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
 @pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+def engine(audit_engine):
+    return audit_engine
 
 
 @pytest.fixture
 def service(engine):
-    return AuditService(make_sessionmaker(engine), clock=Clock())
+    return AuditService(make_sessionmaker(engine), clock=StepClock())
 
 
 def _fill(service, count=5):
@@ -72,16 +60,7 @@ def _fill(service, count=5):
 
 
 def _tamper(engine, *statements):
-    """Act as an administrator who can bypass the append-only triggers."""
-    dialect = engine.dialect.name
-    with engine.begin() as conn:
-        if dialect == "sqlite":
-            conn.execute(text("DROP TRIGGER audit_entries_no_update"))
-            conn.execute(text("DROP TRIGGER audit_entries_no_delete"))
-        else:
-            conn.execute(text("ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_no_change"))
-        for statement in statements:
-            conn.execute(text(statement))
+    tamper(engine, *statements)
 
 
 def test_rows_chain_and_verify(service):
@@ -172,7 +151,7 @@ def test_migrations_upgrade_an_old_database(database_url):
     assert current_revision(engine) == "0001"
     with pytest.raises(ConfigurationError, match="at schema revision 0001, but this Steward"):
         ensure_current(engine)
-    old = AuditService(make_sessionmaker(engine), clock=Clock())
+    old = AuditService(make_sessionmaker(engine), clock=StepClock())
     _fill(old, 3)
     upgrade(engine)
     assert current_revision(engine) == head_revision()
@@ -199,9 +178,10 @@ def test_the_ledger_migration_goes_up_and_down(database_url):
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0002")
+        command.downgrade(config, "0003")
+    assert current_revision(engine) == "0003"
     assert not {t for t in inspect(engine).get_table_names() if t.startswith("ledger_")}
-    assert "audit_entries" in inspect(engine).get_table_names()
+    assert {"audit_entries", "audit_checkpoints"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
 

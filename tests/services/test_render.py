@@ -30,10 +30,8 @@ from steward.services.render import (
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SITES = sorted(p.stem.removeprefix("values-") for p in DEPLOY.glob("values-*.yaml"))
-PENDING_SETTINGS = {
-    # Read by the audit checkpoints, being written on another branch (i11).
-    "STEWARD_AUDIT_SIGNING_KEY_FILE",
-}
+PENDING_SETTINGS: set[str] = set()
+"""Settings the manifests set for code still being written on other branches."""
 
 
 def _render(site="base", overrides=None):
@@ -84,24 +82,32 @@ def test_operator_role_grants_what_kopf_does_for_our_handlers(manifests):
     assert all(
         r["apiGroups"] == ["kueue.x-k8s.io"] for r in role["rules"] if "delete" in r["verbs"]
     )
-    # Secrets only in the namespace, only the webhook's, only get and patch.
+    # In the namespace only: the webhook's Secret and the audit checkpoints' ConfigMaps, by
+    # name, with get and patch; create ConfigMaps (RBAC cannot limit create to names).
     (namespaced,) = [r for r in _of_kind(manifests, "Role") if r["metadata"]["name"] == "steward"]
     assert namespaced["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resourceNames": ["steward-audit-checkpoints", "steward-audit-key"],
+            "resources": ["configmaps"],
+            "verbs": ["get", "patch"],
+        },
         {
             "apiGroups": [""],
             "resources": ["secrets"],
             "verbs": ["get", "patch"],
             "resourceNames": ["steward-webhook-tls"],
-        }
+        },
     ]
     assert not any("secrets" in r["resources"] for r in role["rules"])
 
 
-def test_pending_rules_live_in_roles_of_their_own(manifests):
+def test_campaign_rules_live_in_a_role_of_their_own(manifests):
     names = {r["metadata"]["name"] for r in _of_kind(manifests, "ClusterRole")}
     names |= {r["metadata"]["name"] for r in _of_kind(manifests, "Role")}
-    assert names == {"steward", "steward-campaigns", "steward-audit"}
-    assert {rule.role for rule in PENDING_RULES} == {"steward-audit"}
+    assert names == {"steward", "steward-campaigns"}
+    assert PENDING_RULES == ()
     assert {rule.role for rule in CAMPAIGN_RULES} == {"steward-campaigns"}
     bindings = [*_of_kind(manifests, "ClusterRoleBinding"), *_of_kind(manifests, "RoleBinding")]
     assert {b["roleRef"]["name"] for b in bindings} == names

@@ -1,7 +1,6 @@
 import math
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -52,15 +51,15 @@ def test_refusals_name_the_position(text, position, fragment):
     assert fragment in info.value.message
 
 
-def test_alias_bomb_is_refused_quickly():
+def test_alias_bomb_is_refused():
+    # 9**10 strings once expanded: refused while loading, without building them (the time it
+    # takes is measured by bench/timings.py, not asserted here).
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 10):
         prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
         lines.append(f"{cur}: &{cur} [{', '.join(['*' + prev] * 9)}]")
-    started = time.monotonic()
     with pytest.raises(YAMLLoadError, match="alias bomb"):
         list(load_text(P, "\n".join(lines)))
-    assert time.monotonic() - started < 5
 
 
 def test_modest_aliases_are_fine():

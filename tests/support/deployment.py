@@ -25,8 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from steward.cli._generated import dump_yaml
 from steward.cli.render import load_site
 from steward.handlers.rbac import kopf_rules
+from steward.services.checkpoint import SigningKey
 from steward.services.render import load_values, render
 from steward.storage.database import make_engine, upgrade
+from steward.storage.files import write_private
 from steward.testing.childprocess import free_port
 from steward.testing.controlplane import ControlPlane
 from steward.testing.operatorprocess import OperatorProcess
@@ -124,7 +126,10 @@ class SiteDeployment:
         (the test server's), the audit database, the ports, shorter intervals."""
         rucio = self.rucio_server.settings()
         password = self.tmp / "rucio-password"
-        password.write_text(rucio.rucio_secret().get_secret_value())
+        write_private(password, rucio.rucio_secret().get_secret_value())
+        signing_key = self.tmp / "audit-signing.key"
+        if not signing_key.exists():  # one key for every process: they sign one trail
+            write_private(signing_key, SigningKey.generate().pem())
         if database is None:
             database = f"sqlite:///{self.tmp / 'audit.db'}"
             engine = make_engine(database)
@@ -152,6 +157,8 @@ class SiteDeployment:
             "STEWARD_METRICS_ADDRESS": "127.0.0.1",
             "STEWARD_WEBHOOK_ADDRESS": "127.0.0.1",
             "STEWARD_WEBHOOK_PORT": str(self.webhook_port),
+            # Signing checkpoints writes ConfigMaps: a verb the rendered Role lacks shows as 403.
+            "STEWARD_AUDIT_SIGNING_KEY_FILE": str(signing_key),
         }
         return OperatorProcess(env, self.tmp / f"{name}.log", standalone=False)
 

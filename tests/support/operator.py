@@ -16,8 +16,10 @@ import kubernetes
 import pytest
 
 from steward.constants import GROUP, VERSION
+from steward.services.checkpoint import SigningKey
 from steward.services.ownership import owner_tag
 from steward.storage.database import make_engine, upgrade
+from steward.storage.files import write_private
 from steward.storage.kubernetes import cluster_identity
 from steward.testing.operatorprocess import OperatorProcess
 
@@ -27,15 +29,18 @@ OPERATOR_SITE = "ncsa"
 
 
 @pytest.fixture
-def operator_env(control_plane, rucio_server, tmp_path) -> dict[str, str]:
-    """Environment of an operator process: cluster, Rucio, a fresh audit database."""
-    database = f"sqlite:///{tmp_path / 'operator-audit.db'}"
-    engine = make_engine(database)
+def operator_env(control_plane, rucio_server, tmp_path, database_url, namespace) -> dict[str, str]:
+    """Environment of an operator process: cluster, Rucio, a fresh audit database (SQLite, or
+    PostgreSQL with STEWARD_TEST_DATABASE=postgresql), a signing key for its checkpoints, and
+    the test's namespace as its own (where it keeps its checkpoint ConfigMaps)."""
+    engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
     settings = rucio_server.settings()
     password_file = tmp_path / "rucio-password"
-    password_file.write_text(settings.rucio_secret().get_secret_value())
+    write_private(password_file, settings.rucio_secret().get_secret_value())
+    key_file = tmp_path / "audit-signing-key.pem"
+    write_private(key_file, SigningKey.generate().pem())
     return {
         **os.environ,
         "KUBECONFIG": str(control_plane.kubeconfig),
@@ -44,20 +49,31 @@ def operator_env(control_plane, rucio_server, tmp_path) -> dict[str, str]:
         "STEWARD_RUCIO_USERNAME": str(settings.rucio_username),
         "STEWARD_RUCIO_PASSWORD_FILE": str(password_file),
         "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
-        "STEWARD_DATABASE_URL": database,
+        "STEWARD_DATABASE_URL": database_url,
         "STEWARD_REFRESH_INTERVAL": "3",
         "STEWARD_SITE": OPERATOR_SITE,
         "STEWARD_CAMPAIGN_INTERVAL": "1",
+        "STEWARD_OPERATOR_NAMESPACE": namespace,
+        "STEWARD_AUDIT_SIGNING_KEY_FILE": str(key_file),
     }
 
 
 @pytest.fixture
-def steward_operator(operator_env, tmp_path) -> Iterator[OperatorProcess]:
-    """A running operator; stopped (and its log shown on failure) after the test."""
+def steward_operator(operator_env, tmp_path, janitor, rucio_server) -> Iterator[OperatorProcess]:
+    """A running operator; stopped after the test, once it released what the test left.
+
+    Before it stops, the test's resources and Sites are deleted and the operator's finalizers
+    carry out their deletion policies (judge-cleaner passes remove the Rucio rules they
+    delete), so nothing is left for the operator of a later test to find.
+    """
     process = OperatorProcess(operator_env, tmp_path / "operator.log")
     process.start(timeout=60)
     yield process
-    process.stop()
+    try:
+        if process.healthy():
+            janitor.release(between=lambda: rucio_server.daemons.run("judge-cleaner"))
+    finally:
+        process.stop()
 
 
 class CustomObjects:

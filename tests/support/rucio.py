@@ -1,9 +1,10 @@
 """Fixtures for the real Rucio server of `steward.testing.rucio_server`.
 
-Tests marked ``rucio`` use them. One server serves the whole session (SQLite, or PostgreSQL with
-``STEWARD_TEST_RUCIO_DB=postgresql``), with two mock sites registered once: NCSA and IN2P3, each
-with a DISK and a TAPE RSE, one apart. Each test gets its own scope from `rucio_data`, so tests
-never see each other's DIDs or rules; tests that register RSEs make their own unique names.
+Tests marked ``rucio`` use them. One server serves the whole session (on PostgreSQL when it is
+installed, else SQLite; ``STEWARD_TEST_RUCIO_DB`` forces one), with two mock sites registered
+once: NCSA and IN2P3, each with a DISK and a TAPE RSE, one apart. Each test gets its own scope
+from `rucio_data`, so tests never see each other's DIDs or rules; tests that register RSEs make
+their own unique names.
 
 The server's virtual environment is built (or found in the cache) once collection is done. The
 session gets its own TMPDIR: Rucio's client caches tokens under it (fixed when
@@ -119,6 +120,17 @@ class RucioSites:
 def rucio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RucioServer]:
     """The session's Rucio server; ``server.daemons`` runs daemon passes."""
     with run_rucio_server(tmp_path_factory.mktemp("rucio")) as server:
+        yield server
+
+
+@pytest.fixture
+def private_rucio_server(tmp_path: Path) -> Iterator[RucioServer]:
+    """A Rucio server of the test's own (SQLite, no sites), for tests that stop its API.
+
+    Stopping the shared server's API would fail whatever else talks to it, and a restart may
+    move it to another port; such tests take this one instead.
+    """
+    with run_rucio_server(tmp_path / "private-rucio", database="sqlite") as server:
         yield server
 
 

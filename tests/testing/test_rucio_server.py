@@ -85,11 +85,17 @@ def test_every_daemon_runs_one_pass(tmp_path: Path) -> None:
             assert run.daemon == daemon
 
 
-def test_converge_stops_when_quiet(rucio_server: RucioServer) -> None:
-    result = rucio_server.daemons.converge()
+def test_converge_stops_when_the_tests_scope_is_quiet(
+    rucio_server: RucioServer, rucio_storage: RucioStorage, rucio_data: RucioData
+) -> None:
+    rucio_storage.add_rule(rucio_data.dataset(files=2), RuleSpec("IN2P3_DISK"))
+    assert rucio_server.daemons.fingerprint(rucio_data.scope)["rules"] == {"REPLICATING": 1}
+    result = rucio_server.daemons.converge(scope=rucio_data.scope)
     assert result.quiet
-    assert "rules" in result.state
-    assert result.state == rucio_server.daemons.fingerprint()
+    assert result.state["rules"] == {"OK": 1}
+    assert result.state["locks"] == {"OK": 2}
+    assert result.state == rucio_server.daemons.fingerprint(rucio_data.scope)
+    assert rucio_server.daemons.fingerprint()["rules"]["OK"] >= 1  # the whole server
 
 
 def test_repairer_pass_reaches_every_stuck_rule(
@@ -123,13 +129,14 @@ def test_failing_pass_reports_rucio_traceback(rucio_server: RucioServer) -> None
         rucio_server.daemons.run("judge-evaluator", no_such_option=1)
 
 
-def test_api_restarts_on_the_same_port(rucio_server: RucioServer) -> None:
-    port = rucio_server.port
-    rucio_server.stop_api()
-    assert not rucio_server.ping()
-    rucio_server.start_api()
-    assert rucio_server.port == port
-    assert rucio_server.ping()
+def test_api_restarts_on_the_same_port(private_rucio_server: RucioServer) -> None:
+    server = private_rucio_server
+    port = server.port
+    server.stop_api()
+    assert not server.ping()
+    server.start_api()
+    assert server.port == port
+    assert server.ping()
 
 
 def test_stop_leaves_no_process(tmp_path: Path) -> None:
@@ -168,6 +175,15 @@ def test_killed_parent_takes_the_server_down(tmp_path: Path) -> None:
     until("server gone", lambda: not any(_alive(pid) for pid in pids), timeout=30)
 
 
+def _blocked_on(path: Path) -> bool:
+    """Whether someone waits for a lock on ``path`` (a ``->`` line of /proc/locks)."""
+    inode = path.stat().st_ino
+    return any(
+        "->" in line and line.split()[-3].endswith(f":{inode}")
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
 def test_second_builder_waits_for_the_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,8 +195,8 @@ def test_second_builder_waits_for_the_first(
         fcntl.flock(lock, fcntl.LOCK_EX)  # a first builder at work
         waiter = threading.Thread(target=lambda: result.append(harness.ensure_venv()))
         waiter.start()
-        waiter.join(0.5)
-        assert waiter.is_alive(), "the second builder did not wait for the lock"
+        until("the second builder to block on the lock", lambda: _blocked_on(root / ".lock"))
+        assert result == []
         venv = root / "venv"
         venv.mkdir()
         (venv / ".steward-ready").write_text(json.dumps(list(harness.SERVER_REQUIREMENTS)))
@@ -237,3 +253,19 @@ def test_steward_acts_as_a_dedicated_admin_account(
     assert rucio_storage.get_rule(rule_id).account == "steward"
     rucio_storage.update_rule(rule_id, locked=True)  # needs admin
     assert rucio_storage.delete_rule(rule_id, unlock=True)
+
+
+def test_the_server_database_is_chosen_as_dev_up_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(harness.DATABASE_ENV, raising=False)
+    monkeypatch.setattr(harness, "find_bindir", lambda: Path("/usr/lib/postgresql/15/bin"))
+    assert harness._database_kind(None) == "postgresql"
+
+    def missing() -> Path:
+        raise harness.PostgresError("not installed")
+
+    monkeypatch.setattr(harness, "find_bindir", missing)
+    assert harness._database_kind(None) == "sqlite"
+    monkeypatch.setenv(harness.DATABASE_ENV, "postgresql")
+    assert harness._database_kind(None) == "postgresql"
+    with pytest.raises(RucioHarnessError, match="must be 'auto', 'sqlite' or 'postgresql'"):
+        harness._database_kind("oracle")

@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 
-from steward.config import Settings
-from steward.factory import create_ledger_service
+from steward.factory import CommandContext
 from steward.models.campaign import format_memory
-from steward.services.ledger import InvocationRecord, LedgerService, Report
+from steward.services.ledger import InvocationRecord, Report
 
 __all__ = ["provenance", "report"]
 
@@ -25,13 +24,6 @@ _FORMAT = click.option(
     "--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 _NAMESPACE = click.option("-n", "--namespace", help="Namespace of the campaign.")
-
-
-def _ledger(database_url: str | None) -> LedgerService:
-    settings = Settings()
-    if database_url:
-        settings = settings.model_copy(update={"database_url": database_url})
-    return create_ledger_service(settings)
 
 
 def _dump(value: Any) -> str:  # noqa: ANN401 - any JSON value
@@ -96,8 +88,9 @@ def format_invocation(record: InvocationRecord) -> list[str]:
 @_DATABASE
 def report(campaign: str, namespace: str | None, output: str, database_url: str | None) -> None:
     """Counts, failures by class and by node, runtime and memory of CAMPAIGN's steps."""
-    ledger = _ledger(database_url)
-    result = ledger.report(ledger.find(campaign, namespace))
+    with CommandContext(database_url=database_url) as context:
+        ledger = context.ledger()
+        result = ledger.report(ledger.find(campaign, namespace))
     click.echo(_dump(result.to_dict()) if output == "json" else format_report(result))
 
 
@@ -120,8 +113,9 @@ def outputs_command(
     database_url: str | None,
 ) -> None:
     """Every output of CAMPAIGN (or of one step), by invocation, with its inputs."""
-    ledger = _ledger(database_url)
-    records = ledger.outputs(ledger.find(campaign, namespace), step)
+    with CommandContext(database_url=database_url) as context:
+        ledger = context.ledger()
+        records = ledger.outputs(ledger.find(campaign, namespace), step)
     if output == "json":
         click.echo(_dump([r.to_dict() for r in records]))
         return
@@ -135,7 +129,8 @@ def outputs_command(
 @_DATABASE
 def inputs_command(did: str, output: str, database_url: str | None) -> None:
     """Which invocation wrote DID and from which inputs; which invocations read it."""
-    result = _ledger(database_url).provenance(did)
+    with CommandContext(database_url=database_url) as context:
+        result = context.ledger().provenance(did)
     if output == "json":
         click.echo(_dump(result.to_dict()))
         return

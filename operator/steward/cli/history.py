@@ -7,12 +7,10 @@ from pathlib import Path
 import click
 
 from steward.cli.validate import DEFAULT_PATHS
-from steward.config import Settings
+from steward.factory import CommandContext
 from steward.models import KINDS
-from steward.services.audit import AuditService
-from steward.services.history import Event, HistoryService
-from steward.storage.database import ensure_current, make_engine, make_sessionmaker
-from steward.storage.repo import GitRepo
+from steward.services.gitops import DIRTY_SUFFIX
+from steward.services.history import Event
 
 __all__ = ["history"]
 
@@ -37,6 +35,9 @@ def format_event(event: Event, *, diffs: bool) -> list[str]:
     e = event.entry
     assert e is not None  # noqa: S101 - an event is a commit or an entry
     origin = f" from {e.git_commit[:12]}" if e.git_commit else ""
+    if e.git_commit and e.git_commit.endswith(DIRTY_SUFFIX):
+        base = e.git_commit.removesuffix(DIRTY_SUFFIX)
+        origin = f" from {base[:12]} with uncommitted changes (dirty)"
     gen = f" gen {e.generation}" if e.generation is not None else ""
     target = f" {e.target}" if e.target else ""
     message = f": {e.message}" if e.message else ""
@@ -63,13 +64,10 @@ def history(
         raise click.BadParameter("expected KIND/NAME, e.g. rr/raw-to-in2p3", param_hint="KIND/NAME")
     kind = _kind(kind_text)
     targets = list(paths) or [p for p in DEFAULT_PATHS if p.exists()]
-    engine = make_engine(database_url or Settings().database_url)
-    ensure_current(engine)
-    service = HistoryService(GitRepo.find(Path.cwd()), AuditService(make_sessionmaker(engine)))
-    events = service.events(kind, name, targets, namespace)
+    with CommandContext(database_url=database_url) as context:
+        events = context.history(Path.cwd()).events(kind, name, targets, namespace)
     if not events:
         raise click.ClickException(f"no history for {kind}/{name}")
     for event in events:
         for line in format_event(event, diffs=not no_diff):
             click.echo(line)
-    engine.dispose()

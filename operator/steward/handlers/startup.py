@@ -3,6 +3,9 @@
 Also the two things that make one Deployment safe to run: leader election through kopf's
 peering (every process but the oldest live one stands by) and the admission webhook's TLS
 server.
+
+Start-up also starts signing audit checkpoints (`steward.services.checkpoint`) and clean
+shutdown signs the last one, so an auditor can tell a trail cut short from one that ended.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from steward.config import Settings
 from steward.constants import FINALIZER, GROUP
 from steward.exceptions import PermanentError
 from steward.factory import ProcessContext
-from steward.observability import RUCIO_API_CALLS, configure_logging, get_logger
+from steward.observability import (
+    AUDIT_CHECKPOINT_AGE,
+    RUCIO_API_CALLS,
+    configure_logging,
+    get_logger,
+)
 from steward.services.certificates import ensure_certificate
 from steward.storage.kubernetes import api_client, cluster_identity
 from steward.storage.webhook import WebhookObjects
@@ -113,6 +121,15 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         cluster_id = config.cluster_id or cluster_identity(kube)
         memo.context = ProcessContext.from_settings(config, cluster_id=cluster_id, kube_api=kube)
         settings.admission.server = _webhook_server(config, memo.context)
+        if memo.context.start_checkpoints():
+            loop = memo.context.checkpoints
+            AUDIT_CHECKPOINT_AGE.set_function(lambda: loop.age() if loop else float("nan"))
+        else:
+            _LOG.warning(
+                "audit checkpoints off: no signing key (set STEWARD_AUDIT_SIGNING_KEY_FILE or "
+                "STEWARD_AUDIT_SIGNING_KEY_SECRET); a deleted tail or a rewritten audit trail "
+                "cannot be detected"
+            )
     except PermanentError as exc:
         # A permanent error makes kopf stop the operator instead of retrying start-up.
         raise kopf.PermanentError(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""Tables of the audit store: append-only rows chained by hashes, and the chain's head.
+"""Tables of the audit store: append-only rows chained by hashes, the chain's head, checkpoints.
 
 Modelled on Rucio's ``insert_rule_history``: history is rows that are never updated or
 deleted. Each row carries the hash of the previous row, so an edited, inserted or deleted row
@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["GENESIS_HASH", "AuditEntry", "AuditHead", "Base"]
+__all__ = ["GENESIS_HASH", "AuditCheckpoint", "AuditEntry", "AuditHead", "Base"]
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of the first row."""
@@ -63,3 +63,22 @@ class AuditEntry(Base):
         Index("ix_audit_entries_resource", "kind", "namespace", "name"),
         Index("ix_audit_entries_time", "time"),
     )
+
+
+class AuditCheckpoint(Base):
+    """A signed statement "the trail had ``seq`` rows ending in ``head`` at ``time``".
+
+    A copy for convenience only: whoever can write this table can delete rows from it, so the
+    checkpoints that count are the ones kept outside the database (a ConfigMap, an auditor's
+    export), and a row here is believed only when its signature verifies.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    head: Mapped[str] = mapped_column(String(64), nullable=False)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    prev: Mapped[str] = mapped_column(String(64), nullable=False)
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[str] = mapped_column(String(128), nullable=False)

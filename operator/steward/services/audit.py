@@ -3,13 +3,17 @@
 Every row's hash covers its content and the previous row's hash (a hash chain), and row ids
 are consecutive, so :meth:`AuditService.verify` can say which row was edited, which was
 inserted and where rows are missing (design.md guarantee 4: append-only and tamper-evident).
+
+The chain alone cannot catch someone who deletes the last rows and rewinds the head, or who
+rewrites every hash after an edit: that takes signed checkpoints kept outside the database
+(`steward.services.checkpoint`), which this service stores and walks the trail against.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from steward.observability import log_action
-from steward.schema.audit import GENESIS_HASH, AuditEntry
+from steward.schema.audit import GENESIS_HASH, AuditCheckpoint, AuditEntry
 from steward.storage.audit import AuditFilter, AuditStore
 
 __all__ = [
@@ -25,6 +29,7 @@ __all__ = [
     "AuditService",
     "ResourceRef",
     "TamperFinding",
+    "TrailWalk",
     "entry_hash",
     "utc",
 ]
@@ -71,10 +76,31 @@ class AuditRecord:
 
 @dataclass(frozen=True)
 class TamperFinding:
-    """Something in the trail that the chain says should not be there."""
+    """Something in the trail that the chain or a checkpoint says should not be there."""
 
-    entry_id: int
+    entry_id: int | None
+    """The row the problem shows at (None: a checkpoint's own problem)."""
     problem: str
+    checkpoint: int | None = None
+    """The checkpoint that shows it, if one does."""
+
+    def __str__(self) -> str:
+        where = f"checkpoint {self.checkpoint}" if self.checkpoint is not None else ""
+        if self.entry_id is not None:
+            where = f"row {self.entry_id}" + (f" ({where})" if where else "")
+        return f"{where}: {self.problem}"
+
+
+@dataclass
+class TrailWalk:
+    """What one walk along the chain found."""
+
+    findings: list[TamperFinding]
+    last_id: int
+    """Id of the last row (0 for an empty trail)."""
+    last_hash: str
+    captured: dict[int, str]
+    """Hashes of the rows asked for (checkpoints' sequence numbers), as stored."""
 
 
 def _json(value: Any) -> str | None:  # noqa: ANN401 - before/after are any JSON value
@@ -115,6 +141,8 @@ class AuditService:
 
     sessions: sessionmaker[Session]
     clock: Clock = field(default=_now)
+    listeners: list[Callable[[int], None]] = field(default_factory=list)
+    """Called with the new last row id after each append commits (the checkpoint loop)."""
 
     def record(self, record: AuditRecord) -> AuditEntry:
         """Append one row, chained to the previous one, in its own transaction."""
@@ -151,6 +179,8 @@ class AuditService:
                 generation=entry.generation,
                 git_commit=entry.git_commit,
             )
+        for listener in self.listeners:
+            listener(entries[-1].id)
         return entries
 
     def query(self, where: AuditFilter, limit: int | None = None) -> list[AuditEntry]:
@@ -172,12 +202,20 @@ class AuditService:
 
     def verify(self) -> list[TamperFinding]:
         """Walk the chain and report every row that breaks it; empty means intact."""
+        return self.walk().findings
+
+    def walk(self, capture: Collection[int] = ()) -> TrailWalk:
+        """Walk the chain, report every row that breaks it, keep the hashes of ``capture``."""
         findings: list[TamperFinding] = []
+        captured: dict[int, str] = {}
+        wanted = set(capture)
         with self.sessions() as session:
             store = AuditStore(session)
             expected_id, prev_hash = 1, GENESIS_HASH
             for entry in store.iter_all():
                 findings.extend(_check(entry, expected_id, prev_hash))
+                if entry.id in wanted:
+                    captured[entry.id] = entry.hash
                 expected_id, prev_hash = entry.id + 1, entry.hash
             head_seq, head_hash = store.head()
         if head_seq != expected_id - 1 or head_hash != prev_hash:
@@ -188,7 +226,38 @@ class AuditService:
                     f"row {expected_id - 1}: rows at the end were deleted or added without it",
                 )
             )
-        return findings
+        return TrailWalk(findings, expected_id - 1, prev_hash, captured)
+
+    def extend_from(self, seq: int, head: str) -> tuple[int, str, list[TamperFinding]]:
+        """Check the trail still passes through (``seq``, ``head``) and chains on from there.
+
+        Returns the last row's id and hash, and what is wrong. Only the rows after ``seq`` are
+        read, so a checkpoint costs the rows since the previous one, not the whole trail.
+        """
+        findings: list[TamperFinding] = []
+        with self.sessions() as session:
+            store = AuditStore(session)
+            if seq > 0:
+                anchor = store.entry(seq)
+                if anchor is None or anchor.hash != head:
+                    what = "is gone" if anchor is None else "no longer has the signed hash"
+                    findings.append(TamperFinding(seq, f"row {seq}, the last one signed, {what}"))
+                    return seq, head, findings
+            expected_id, prev_hash = seq + 1, head
+            for entry in store.iter_all(after=seq):
+                findings.extend(_check(entry, expected_id, prev_hash))
+                expected_id, prev_hash = entry.id + 1, entry.hash
+        return expected_id - 1, prev_hash, findings
+
+    def checkpoints(self) -> list[AuditCheckpoint]:
+        """The checkpoints stored in the database, oldest first (believe only signed ones)."""
+        with self.sessions() as session:
+            return AuditStore(session).checkpoints()
+
+    def add_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store one signed checkpoint."""
+        with self.sessions.begin() as session:
+            AuditStore(session).add_checkpoint(checkpoint)
 
 
 def _entry(record: AuditRecord, seq: int, now: datetime, prev_hash: str) -> AuditEntry:

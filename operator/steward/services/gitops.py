@@ -3,8 +3,14 @@
 Lessons from GitOps engines are built in: prune is opt-in and shows its list first (Argo CD's
 prune is off by default), it never touches resources Steward did not apply (Flux deleted
 namespaces it never owned, flux2#1366), and it refuses to delete more than a fraction of what
-it manages without an explicit ``--allow-destructive`` (Argo CD wiped applications when its
-repository server returned an empty set, argo-cd#2573).
+it manages (Argo CD wiped applications when its repository server returned an empty set,
+argo-cd#2573). Every change the plan marks destructive (a prune, a move to another
+destination, fewer copies, leaving dry run...) is refused unless the person applying says
+``--allow-destructive``, and the audit row of each names who allowed it (design.md guarantee
+2: destructive changes show in a plan before they happen). New resources go through the API
+server's dry run at plan time too, so what the server would refuse fails at plan, not apply.
+Files applied with uncommitted changes (``--allow-dirty``) are marked dirty in their
+annotations and audit rows: the commit they name is the last one, not what was applied.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from steward.constants import GROUP
+from steward.exceptions import PermanentError
 from steward.models import KINDS
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.validation import Loaded, ValidationResult
@@ -25,25 +32,34 @@ from steward.storage.repo import GitRepo, Provenance
 __all__ = [
     "ANNOTATION_AUTHOR",
     "ANNOTATION_COMMIT",
+    "ANNOTATION_DIRTY",
     "ANNOTATION_PATH",
+    "DIRTY_SUFFIX",
     "MANAGED_BY",
     "MANAGED_LABEL",
     "SOURCE_LABEL",
     "Action",
     "Change",
     "ConsequenceEstimator",
+    "Consequences",
+    "DestructiveRefused",
     "GitOpsService",
     "Plan",
+    "PlanRefused",
     "PruneRefused",
+    "commit_of",
 ]
 
 ANNOTATION_COMMIT = f"{GROUP}/git-commit"
 ANNOTATION_PATH = f"{GROUP}/git-path"
 ANNOTATION_AUTHOR = f"{GROUP}/git-author"
+ANNOTATION_DIRTY = f"{GROUP}/git-dirty"
+"""``"true"`` when the file was applied with uncommitted changes (``--allow-dirty``)."""
+DIRTY_SUFFIX = "-dirty"
+"""Appended to the commit in audit rows of dirty applies, as ``git describe --dirty`` does."""
 MANAGED_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "steward-apply"
 SOURCE_LABEL = f"{GROUP}/source"
-_PROVENANCE = {ANNOTATION_COMMIT, ANNOTATION_PATH, ANNOTATION_AUTHOR}
 _ORDER = {info.kind: index for index, info in enumerate(KINDS)}
 
 
@@ -57,6 +73,14 @@ class Action(StrEnum):
 
 
 @dataclass
+class Consequences:
+    """What a change means outside Kubernetes: lines for people, details for machines."""
+
+    lines: list[str] = field(default_factory=list)
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class Change:
     """One resource's planned change."""
 
@@ -65,6 +89,10 @@ class Change:
     diff: list[str] = field(default_factory=list)
     destructive: list[str] = field(default_factory=list)
     consequences: list[str] = field(default_factory=list)
+    rucio: list[dict[str, Any]] = field(default_factory=list)
+    """The Rucio side, exact numbers (`steward.services.plan.RucioImpact.to_json`)."""
+    refused: str | None = None
+    """Why the API server's dry run refused the change; apply would fail the same way."""
     desired: dict[str, Any] | None = None
     """What apply sends (the stamped document)."""
     preview: dict[str, Any] | None = None
@@ -82,6 +110,8 @@ class Change:
             "diff": self.diff,
             "destructive": self.destructive,
             "consequences": self.consequences,
+            "rucio": self.rucio,
+            "refused": self.refused,
         }
 
 
@@ -101,17 +131,43 @@ class Plan:
         """Resources that would be deleted."""
         return [c for c in self.changes if c.action is Action.PRUNE]
 
+    @property
+    def destructive(self) -> list[Change]:
+        """Changes that can lose data or stop work."""
+        return [c for c in self.changes if c.destructive]
+
+    @property
+    def refused(self) -> list[Change]:
+        """Changes the API server would refuse."""
+        return [c for c in self.changes if c.refused]
+
 
 class PruneRefused(Exception):  # noqa: N818 - it is a refusal, not an error of Steward
     """Prune would delete more than allowed; nothing was deleted."""
 
 
+class DestructiveRefused(Exception):  # noqa: N818 - a refusal, as PruneRefused
+    """The plan has destructive changes and nobody allowed them; nothing was applied."""
+
+
+class PlanRefused(Exception):  # noqa: N818 - a refusal, as PruneRefused
+    """The API server would refuse part of the plan; nothing was applied."""
+
+
 class ConsequenceEstimator(Protocol):
     """Says what a change means outside Kubernetes (Rucio rules, replicas, bytes)."""
 
-    def __call__(self, change: Change) -> list[str]:
-        """Return human-readable consequences of ``change``."""
+    def __call__(self, change: Change) -> Consequences:
+        """Return the consequences of ``change``."""
         ...
+
+
+def commit_of(annotations: dict[str, str]) -> str | None:
+    """The commit an applied resource came from, with `DIRTY_SUFFIX` when it was dirty."""
+    commit = annotations.get(ANNOTATION_COMMIT) or None
+    if annotations.get(ANNOTATION_DIRTY) == "true":
+        return f"{commit or 'uncommitted'}{DIRTY_SUFFIX}"
+    return commit
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:  # noqa: ANN401 - any JSON
@@ -204,6 +260,9 @@ def stamp(body: dict[str, Any], provenance: Provenance, source: str) -> dict[str
         ANNOTATION_PATH: provenance.path,
         ANNOTATION_AUTHOR: provenance.author,
     }
+    if provenance.dirty:
+        # Server-side apply drops the annotation again once a clean apply leaves it out.
+        meta["annotations"][ANNOTATION_DIRTY] = "true"
     return {**body, "metadata": meta}
 
 
@@ -222,6 +281,9 @@ class GitOpsService:
     consequences: ConsequenceEstimator | None = None
     actor: str = "steward-apply"
     progress: Callable[[str], None] = field(default=lambda _line: None)
+    user: str = ""
+    """Who runs the command (git's user.name <user.email>), named when they allow a
+    destructive change."""
 
     def desired(self, result: ValidationResult) -> list[tuple[dict[str, Any], Provenance]]:
         """Documents to apply, stamped, in dependency order (Sites first)."""
@@ -246,20 +308,26 @@ class GitOpsService:
             key = ResourceKey.of(body)
             wanted.add(key)
             live = self.kube.get(key)
+            try:
+                dry: dict[str, Any] | None = self.kube.apply(body, dry_run=True)
+                refused = None
+            except PermanentError as error:
+                dry, refused = None, str(error)
             if live is None:
                 change = Change(key, Action.CREATE, spec_diff(None, body), desired=body)
             else:
-                dry = self.kube.apply(body, dry_run=True)
-                diff = spec_diff(live, dry)
-                action = Action.UPDATE if diff else Action.UNCHANGED
+                diff = spec_diff(live, dry or body)
+                action = Action.UPDATE if diff or refused else Action.UNCHANGED
                 change = Change(key, action, diff, desired=body, preview=dry, live=live)
+            change.refused = refused
             changes.append(change)
         if prune:
             changes.extend(self._prune_candidates(wanted, scope))
         for change in changes:
             change.destructive = destructive_changes(change)
             if self.consequences is not None and change.action is not Action.UNCHANGED:
-                change.consequences = self.consequences(change)
+                found = self.consequences(change)
+                change.consequences, change.rucio = found.lines, found.details
         return Plan(changes)
 
     def _prune_candidates(self, wanted: set[ResourceKey], scope: Sequence[Path]) -> list[Change]:
@@ -288,17 +356,33 @@ class GitOpsService:
 
         Raises
         ------
+        PlanRefused
+            When the API server's dry run refused a change. Nothing is applied then.
+        DestructiveRefused
+            When a change is destructive and ``allow_destructive`` is not set, naming each.
+            Nothing is applied then.
         PruneRefused
             When prune would delete more than ``max_prune_fraction`` of the resources Steward
-            manages and ``allow_destructive`` is not set. Nothing is pruned then.
+            manages, even with ``allow_destructive``: raising the fraction is a decision of
+            its own. Nothing is applied then.
         """
+        if plan.refused:
+            listed = "; ".join(f"{c.key}: {c.refused}" for c in plan.refused)
+            raise PlanRefused(f"the API server refuses {listed}")
+        if plan.destructive and not allow_destructive:
+            listed = "; ".join(f"{c.key} ({', '.join(c.destructive)})" for c in plan.destructive)
+            msg = (
+                f"{len(plan.destructive)} destructive changes: {listed}; check the plan and "
+                "use --allow-destructive if they are right"
+            )
+            raise DestructiveRefused(msg)
         managed = len([c for c in plan.changes if c.action is not Action.CREATE])
         prunes = plan.prunes
-        if prunes and not allow_destructive and len(prunes) > max_prune_fraction * max(managed, 1):
+        if prunes and len(prunes) > max_prune_fraction * max(managed, 1):
             msg = (
                 f"prune would delete {len(prunes)} of {managed} resources Steward manages, "
-                f"more than {max_prune_fraction:.0%}; check the list and use "
-                "--allow-destructive if it is right"
+                f"more than {max_prune_fraction:.0%}; check the list and raise "
+                "--max-prune-fraction if it is right"
             )
             raise PruneRefused(msg)
         done = []
@@ -329,10 +413,22 @@ class GitOpsService:
             name=change.key.name,
             uid=meta.get("uid"),
             generation=meta.get("generation"),
-            git_commit=annotations.get(ANNOTATION_COMMIT),
+            git_commit=commit_of(annotations),
             git_author=annotations.get(ANNOTATION_AUTHOR),
             git_path=annotations.get(ANNOTATION_PATH),
         )
+        notes = []
+        if change.destructive:
+            who = self.user or "an unnamed user"
+            notes.append(
+                f"DESTRUCTIVE, allowed by {who} with --allow-destructive: "
+                + ", ".join(change.destructive)
+            )
+        if after is not None and annotations.get(ANNOTATION_DIRTY) == "true":
+            notes.append(
+                "applied with uncommitted changes (--allow-dirty): not the content of commit "
+                + (annotations.get(ANNOTATION_COMMIT) or "(none)")
+            )
         self.audit.record(
             AuditRecord(
                 resource=ref,
@@ -340,6 +436,6 @@ class GitOpsService:
                 actor=self.actor,
                 before=(change.live or {}).get("spec"),
                 after=(after or {}).get("spec"),
-                message="; ".join(change.diff[:20]),
+                message="; ".join([*notes, *change.diff[:20]]),
             )
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 from steward.exceptions import NotFoundError
 from steward.schema.audit import AuditEntry
 from steward.services.audit import AuditService, utc
+from steward.services.gitops import DIRTY_SUFFIX
 from steward.services.validation import validate_paths
 from steward.storage.audit import AuditFilter
 from steward.storage.repo import Commit, GitRepo
@@ -62,7 +63,8 @@ class HistoryService:
         An audit row that names the commit it acted on follows that commit; the others (the
         resource's file gone from the tree, or an action not tied to a commit) are placed by
         time. Git records seconds only, so grouping by commit, not by time, keeps an apply
-        after the commit it applied even within one second.
+        after the commit it applied even within one second. An apply of uncommitted changes
+        follows the commit it was made on top of.
         """
         try:
             path: Path | None = self.locate(kind, name, paths)
@@ -74,10 +76,16 @@ class HistoryService:
         blocks: list[list[Event]] = [
             [
                 Event(utc(c.time), commit=c),
-                *(Event(utc(e.time), entry=e) for e in entries if e.git_commit == c.sha),
+                *(Event(utc(e.time), entry=e) for e in entries if _base(e) == c.sha),
             ]
             for c in commits
         ]
-        blocks.extend([Event(utc(e.time), entry=e)] for e in entries if e.git_commit not in shas)
+        blocks.extend([Event(utc(e.time), entry=e)] for e in entries if _base(e) not in shas)
         blocks.sort(key=lambda block: (block[0].time, block[0].entry is not None))
         return [event for block in blocks for event in block]
+
+
+def _base(entry: AuditEntry) -> str | None:
+    """The commit an audit row acted on, without the dirty marker."""
+    commit = entry.git_commit
+    return commit.removesuffix(DIRTY_SUFFIX) if commit else None

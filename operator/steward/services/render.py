@@ -12,8 +12,8 @@ The operator's RBAC rules are data here, each with the code that needs it, so th
 roles grant exactly what the code calls: kopf's calls are derived from the registered handlers
 (`steward.handlers.rbac`), Steward's own are `OWN_RULES` and `CAMPAIGN_RULES` (the campaign
 operator's Jobs, pods, ConfigMaps, in a role of their own), and `PENDING_RULES` are those for
-code being written on other branches (audit checkpoints), in roles of their own so they are
-easy to check and to drop.
+code being written on other branches, in roles of their own so they are easy to check and to
+drop (none today).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from steward.models import KINDS
 from steward.models.campaign import Priority
 from steward.models.crd import build_crds
 from steward.models.site import Site
+from steward.services.checkpoint import CHECKPOINTS_CONFIGMAP, KEY_CONFIGMAP
 from steward.storage.yamlfile import Document, YAMLLoadError, load_documents
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "roles",
 ]
 
-RoleName = Literal["steward", "steward-campaigns", "steward-audit"]
+RoleName = Literal["steward", "steward-campaigns"]
 
 
 @dataclass(frozen=True)
@@ -363,22 +364,29 @@ CAMPAIGN_RULES: Final = (
 )
 """The campaign operator's own calls (kopf's for Campaign come from the handlers)."""
 
-PENDING_RULES: Final = (
-    PolicyRule(
-        ("",),
-        ("configmaps",),
-        ("create", "get", "list", "patch"),
-        "audit checkpoints (being written): signed checkpoints and the public key",
-        namespaced=True,
-        role="steward-audit",
-    ),
-)
-"""Rules for code landing on other branches; each in a role named for it."""
+PENDING_RULES: Final[tuple[PolicyRule, ...]] = ()
+"""Rules for code landing on other branches, each in a role named for it; none today."""
 
 
 def _value_rules(values: Values) -> list[PolicyRule]:
     """Rules whose names come from the values."""
     rules = [
+        PolicyRule(
+            ("",),
+            ("configmaps",),
+            ("get", "patch"),
+            "services/checkpoint.py: the signed audit checkpoints and the public key",
+            resource_names=(CHECKPOINTS_CONFIGMAP, KEY_CONFIGMAP),
+            namespaced=True,
+        ),
+        PolicyRule(
+            ("",),
+            ("configmaps",),
+            ("create",),
+            "storage/kubernetes.py ConfigMaps.merge: create the checkpoint ConfigMaps once "
+            "(create cannot be limited to names)",
+            namespaced=True,
+        ),
         PolicyRule(
             ("kopf.dev",),
             ("clusterkopfpeerings",),

@@ -81,7 +81,6 @@ __all__ = [
     "ExpressionCache",
     "PlacementLedger",
     "ReleaseLimit",
-    "ReplicationPreview",
     "ReplicationService",
     "RucioView",
     "subscribable",
@@ -530,65 +529,6 @@ class RucioView:
             )
             return DeletionPolicy.ORPHAN, why, expression
         return DeletionPolicy.DELETE, f"default: {expression} is not custodial", expression
-
-
-@dataclass
-class ReplicationPreview(RucioView):
-    """Rucio consequences of a planned change, for ``steward plan``; never writes."""
-
-    def consequences(
-        self, namespace: str, name: str, desired: dict[str, Any] | None, live: dict[str, Any] | None
-    ) -> list[str]:
-        """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
-
-        Used by ``steward plan`` so that a destructive change shows its Rucio side (rules
-        removed, bytes that would become deletable) before anyone applies it. A resource not
-        in the cluster yet (no ``live``, so no UID) owns no rules.
-        """
-        uid = ((live or {}).get("metadata") or {}).get("uid")
-        ref = ResourceRef(kind="ReplicationRule", name=name, namespace=namespace, uid=uid)
-        owned = self.rucio.list_rules(comment=self.tag(ref)) if uid else []
-        status = (live or {}).get("status")
-        owned_bytes = sum(r.bytes or 0 for r in owned)
-        if desired is None:
-            spec = ReplicationRule.model_validate(live).spec if live else None
-            if spec is None or spec.management_policy is ManagementPolicy.OBSERVE:
-                return []
-            if self.deletion_policy(spec, status)[0] is DeletionPolicy.DELETE:
-                deletable = _bytes(owned_bytes)
-                line = (
-                    f"Rucio: delete {len(owned)} rules; {deletable} become deletable where no "
-                    "other rule holds them"
-                )
-                return [line]
-            return [f"Rucio: orphan {len(owned)} rules (kept, no longer managed)"]
-        rule = ReplicationRule.model_validate(desired)
-        spec = rule.spec
-        selected = self.select(spec)
-        expression = canonical(spec.destination)
-        current = _Owned.of(owned)
-        missing = [d for d in selected if current.current(d, expression, spec.copies) is None]
-        changing = [
-            r
-            for d in selected
-            if (r := current.current(d, expression, spec.copies)) is not None
-            and (r.rse_expression, r.copies) != (expression, spec.copies)
-        ]
-        chosen = set(selected)
-        released = [r for r in owned if r.did not in chosen]
-        lines = []
-        if missing:
-            lines.append(f"Rucio: create {len(missing)} rules ({len(selected)} DIDs selected)")
-        if changing:
-            lines.append(
-                f"Rucio: move or re-copy {len(changing)} rules to {expression} x{spec.copies}"
-            )
-        if released:
-            policy = self.deletion_policy(spec, status)[0]
-            verb = "delete" if policy is DeletionPolicy.DELETE else "orphan"
-            size = _bytes(sum(r.bytes or 0 for r in released))
-            lines.append(f"Rucio: {verb} {len(released)} rules of deselected DIDs ({size})")
-        return lines
 
 
 @dataclass(kw_only=True)
@@ -1440,13 +1380,6 @@ def _retagged(rule: Rule, tag: str) -> Rule:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _bytes(count: int) -> str:
-    for unit, size in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} bytes"
 
 
 def _rule_fields(rule: Rule) -> dict[str, Any]:

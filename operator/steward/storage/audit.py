@@ -1,4 +1,4 @@
-"""Rows of the audit trail: lock the chain head, append, and read back. Never commits."""
+"""Rows of the audit trail and its checkpoints: lock the head, append, read back. Never commits."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from steward.schema.audit import AuditEntry, AuditHead
+from steward.exceptions import TransientError
+from steward.schema.audit import AuditCheckpoint, AuditEntry, AuditHead
 
 __all__ = ["AuditFilter", "AuditStore"]
 
@@ -62,10 +64,40 @@ class AuditStore:
         head = self._session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
         return head.seq, head.hash
 
-    def iter_all(self, batch: int = 1000) -> Iterator[AuditEntry]:
-        """Every row in chain order, read in batches so a long trail fits in memory."""
-        statement = select(AuditEntry).order_by(AuditEntry.id).execution_options(yield_per=batch)
+    def iter_all(self, batch: int = 1000, after: int = 0) -> Iterator[AuditEntry]:
+        """Rows after id ``after`` in chain order, in batches so a long trail fits in memory."""
+        statement = (
+            select(AuditEntry)
+            .where(AuditEntry.id > after)
+            .order_by(AuditEntry.id)
+            .execution_options(yield_per=batch)
+        )
         yield from self._session.execute(statement).scalars()
+
+    def entry(self, seq: int) -> AuditEntry | None:
+        """The row with id ``seq``, if there is one."""
+        return self._session.get(AuditEntry, seq)
+
+    def add_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a checkpoint (already signed).
+
+        Raises
+        ------
+        TransientError
+            Another process stored a checkpoint with this number first (a standby that also
+            signs): the caller tries again later, with the next number.
+        """
+        self._session.add(checkpoint)
+        try:
+            self._session.flush()
+        except IntegrityError:
+            msg = f"audit checkpoint {checkpoint.number} was stored by another process first"
+            raise TransientError(msg) from None
+
+    def checkpoints(self) -> list[AuditCheckpoint]:
+        """Every stored checkpoint, oldest first."""
+        statement = select(AuditCheckpoint).order_by(AuditCheckpoint.number)
+        return list(self._session.execute(statement).scalars())
 
     def query(self, where: AuditFilter, limit: int | None = None) -> list[AuditEntry]:
         """Rows matching ``where``, oldest first."""

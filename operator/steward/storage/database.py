@@ -6,6 +6,8 @@ production. The operator refuses to start on a schema older than this code expec
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from steward.exceptions import ConfigurationError
+from steward.exceptions import ConfigurationError, TransientError
 
 __all__ = [
     "MIGRATIONS",
@@ -60,10 +63,16 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def _config(engine: Engine) -> Config:
+def _config() -> Config:
+    """Alembic's configuration, without the database URL.
+
+    Migrations run on a connection Steward opened (``config.attributes["connection"]``), so
+    alembic never needs the URL. Handing it over would also break: alembic's configuration is
+    a ConfigParser, which reads a ``%`` (as in a percent-encoded password) as interpolation,
+    fails, and puts the whole URL, password included, in its error message.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     return config
 
 
@@ -76,16 +85,31 @@ def head_revision() -> str:
     return head
 
 
+@contextmanager
+def _reaching(engine: Engine) -> Iterator[None]:
+    """Turn "cannot connect" into an error that names the database, never its password."""
+    try:
+        yield
+    except OperationalError as error:
+        url = engine.url.render_as_string(hide_password=True)
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        secret = engine.url.password
+        if secret:
+            reason = reason.replace(str(secret), "***")
+        msg = f"cannot use the audit database {url}: {reason}"
+        raise TransientError(msg) from None
+
+
 def current_revision(engine: Engine) -> str | None:
     """Return the revision the database is at, or None for an empty database."""
-    with engine.connect() as connection:
+    with _reaching(engine), engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database to ``revision`` (the newest by default)."""
-    config = _config(engine)
-    with engine.begin() as connection:
+    config = _config()
+    with _reaching(engine), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -1,4 +1,7 @@
-"""Steward's custom resources in the Kubernetes API: get, list, server-side apply, delete.
+"""Steward's objects in the Kubernetes API: custom resources, and the audit witness ConfigMaps.
+
+Custom resources: get, list, server-side apply, delete. ConfigMaps and Secrets: what the audit
+trail keeps outside its database (checkpoints and the public key) and its signing key.
 
 The kubernetes client is synchronous; callers on an event loop run these methods in a thread.
 Its exceptions are converted here, once: 404 becomes ``None`` or :class:`NotFoundError`, 4xx
@@ -8,8 +11,9 @@ and 5xx, 429 and connection failures become :class:`TransientError`.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -19,11 +23,18 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from steward.constants import FIELD_MANAGER, GROUP, VERSION
-from steward.exceptions import AlreadyExistsError, NotFoundError, PermanentError, TransientError
+from steward.exceptions import (
+    AlreadyExistsError,
+    ConfigurationError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
 from steward.models import KindInfo, kind_info
 
 __all__ = [
     "ApiClient",
+    "ConfigMaps",
     "KubeResources",
     "ResourceKey",
     "api_client",
@@ -38,6 +49,7 @@ ApiClient = client.ApiClient
 T = TypeVar("T")
 
 _APPLY = "application/apply-patch+yaml"
+_MERGE = "application/merge-patch+json"
 
 
 @dataclass(frozen=True, order=True)
@@ -63,16 +75,25 @@ def api_client(kubeconfig: Path | None = None, *, connections: int = 4) -> clien
 
     ``connections`` sizes the client's connection pool: threads sharing the client beyond it
     wait for a connection (urllib3 warns and discards the surplus otherwise).
+
+    Raises
+    ------
+    ConfigurationError
+        There is no usable cluster configuration.
     """
     configuration = client.Configuration()
     # The config loaders are untyped in the kubernetes package.
-    if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    try:
+        if kubeconfig is not None:
+            config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as error:
+        msg = f"no cluster to talk to ({error}); set KUBECONFIG or pass --kubeconfig"
+        raise ConfigurationError(msg) from None
     configuration.connection_pool_maxsize = connections
     return client.ApiClient(configuration)
 
@@ -109,6 +130,77 @@ def cluster_identity(api: client.ApiClient) -> str:
     return str(uid)
 
 
+class ConfigMaps:
+    """ConfigMaps and Secrets of one namespace: small documents kept outside the database."""
+
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self.namespace = namespace
+
+    def read(self, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data, or None if it does not exist."""
+        try:
+            found = kube_call(
+                f"read ConfigMap {self.namespace}/{name}",
+                lambda: self._core.read_namespaced_config_map(name, self.namespace),
+            )
+        except NotFoundError:
+            return None
+        return dict(found.data or {})
+
+    def merge(self, name: str, data: Mapping[str, str | None], labels: Mapping[str, str]) -> None:
+        """Add or replace keys of the ConfigMap (None removes a key), creating it if missing.
+
+        A JSON merge patch touches only the keys given, so what others wrote stays as it is.
+        """
+        what = f"write ConfigMap {self.namespace}/{name}"
+        patch = {"metadata": {"labels": dict(labels)}, "data": dict(data)}
+        try:
+            kube_call(
+                what,
+                lambda: self._core.patch_namespaced_config_map(
+                    name, self.namespace, patch, _content_type=_MERGE
+                ),
+            )
+        except NotFoundError:
+            body = client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=name, labels=dict(labels)),
+                data={k: v for k, v in data.items() if v is not None},
+            )
+            try:
+                kube_call(
+                    what, lambda: self._core.create_namespaced_config_map(self.namespace, body)
+                )
+            except PermanentError as error:
+                if "already exists" not in str(error):
+                    raise
+                # Created by someone else in between: patch it after all.
+                kube_call(
+                    what,
+                    lambda: self._core.patch_namespaced_config_map(
+                        name, self.namespace, patch, _content_type=_MERGE
+                    ),
+                )
+
+    def read_secret(self, name: str, key: str) -> bytes:
+        """One value of a Secret, decoded.
+
+        Raises
+        ------
+        NotFoundError
+            The Secret or the key does not exist.
+        """
+        secret = kube_call(
+            f"read Secret {self.namespace}/{name}",
+            lambda: self._core.read_namespaced_secret(name, self.namespace),
+        )
+        value = (secret.data or {}).get(key)
+        if value is None:
+            msg = f"Secret {self.namespace}/{name} has no key {key!r}"
+            raise NotFoundError(msg)
+        return base64.b64decode(value)
+
+
 def _message(exc: ApiException) -> str:
     try:
         body = json.loads(exc.body or "{}")
@@ -126,7 +218,7 @@ def kube_call(what: str, call: Callable[[], T]) -> T:
         return call()
     except ApiException as exc:
         if exc.status == 404:  # noqa: PLR2004 - HTTP status
-            raise NotFoundError(f"{what}: not found") from None
+            raise NotFoundError(f"{what}: not found ({_message(exc)})") from None
         if exc.status == 409:  # noqa: PLR2004 - HTTP status
             raise AlreadyExistsError(f"{what}: {_message(exc)}") from None
         if "failed to create typed patch object" in _message(exc):

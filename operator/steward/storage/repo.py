@@ -7,6 +7,7 @@ through the ``git`` command, which every checkout has.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import subprocess
 from dataclasses import dataclass
@@ -79,6 +80,17 @@ class GitRepo:
             origin = ""
         source = origin or str(self.root.resolve())
         return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+    def user(self) -> str:
+        """Who is at the keyboard, as git knows them: ``name <email>``, else the login name."""
+        try:
+            name = self._run("config", "user.name").strip()
+            email = self._run("config", "user.email").strip()
+        except GitError:
+            name = email = ""
+        if name or email:
+            return f"{name} <{email}>".strip()
+        return getpass.getuser()
 
     def head(self) -> str:
         """Return the commit checked out."""

@@ -47,6 +47,7 @@ from typing import IO, Any, Final, Self
 
 import yaml
 
+from steward.storage.files import write_private
 from steward.testing.certs import SERVICE_CLUSTER_IP_RANGE, Pki, create_pki
 from steward.testing.k8sbuild import KWOK_STAGES, Binaries, ensure_binaries
 
@@ -590,8 +591,7 @@ class ControlPlane:
             "contexts": [{"name": "steward", "context": {"cluster": "steward", "user": "steward"}}],
             "current-context": "steward",
         }
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        path.chmod(0o600)
+        write_private(path, yaml.safe_dump(config, sort_keys=False))
 
     def wait_for_service_account(
         self, namespace: str, name: str = "default", timeout: float = 30.0

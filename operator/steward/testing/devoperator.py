@@ -11,6 +11,9 @@ control plane and Rucio run:
 4. the operator is started (`operator_command`, `operator_env`) and registers the Sites' RSEs;
 5. `seed_demo_data` then puts a few datasets into Rucio for the ReplicationRules to place.
 
+The operator signs audit checkpoints with a key made for the stack (`make_signing_key`) and
+keeps them in ConfigMaps of the ``steward`` namespace.
+
 Nothing here pretends: `local_limitations` says which applied resources cannot work on this
 stack, and why (kinds no operator reconciles yet, metadata keys the Rucio database refuses,
 transfer windows), and the stack prints it with ``up`` and ``status``.
@@ -32,15 +35,15 @@ from kubernetes.client.exceptions import ApiException
 
 from steward.config import Settings
 from steward.exceptions import RucioError
+from steward.factory import CommandContext
 from steward.models import KINDS
 from steward.models.replication import ReplicationRule
-from steward.services.audit import AuditService
-from steward.services.gitops import GitOpsService
+from steward.services.checkpoint import SigningKey
 from steward.services.replication import transfer_gate
 from steward.services.validation import validate_paths
-from steward.storage.database import make_engine, make_sessionmaker, upgrade
-from steward.storage.kubernetes import KubeResources, api_client
-from steward.storage.repo import GitRepo
+from steward.storage.database import make_engine, upgrade
+from steward.storage.files import write_private
+from steward.storage.kubernetes import api_client
 from steward.storage.rucio import File, RucioStorage
 from steward.testing.postgres import PostgresError, find_bindir
 
@@ -61,6 +64,7 @@ __all__ = [
     "declared_rses",
     "demo_rses",
     "local_limitations",
+    "make_signing_key",
     "migrate_audit",
     "operator_command",
     "operator_env",
@@ -214,26 +218,17 @@ def apply_repository(
     result = validate_paths(targets, repo_root / "sites")
     if not result.ok:
         raise InvalidRepositoryError([problem.format() for problem in result.problems])
-    engine = make_engine(database_url)
-    try:
-        with api_client(kubeconfig) as api:
-            service = GitOpsService(
-                kube=KubeResources(api),
-                repo=GitRepo.find(repo_root),
-                audit=AuditService(make_sessionmaker(engine)),
-                progress=progress,
-            )
-            dirty = service.repo.dirty_files(targets)
-            planned = service.plan(result, scope=targets)
-            service.apply(planned)
-            return Applied(
-                commit=service.repo.head(),
-                dirty=dirty,
-                changes=[f"{c.action.value} {c.key}" for c in planned.pending],
-                resources=[body for body, _provenance in service.desired(result)],
-            )
-    finally:
-        engine.dispose()
+    with CommandContext(database_url=database_url, kubeconfig=kubeconfig) as context:
+        service = context.gitops(repo_root, audit=True, progress=progress)
+        dirty = service.repo.dirty_files(targets)
+        planned = service.plan(result, scope=targets)
+        service.apply(planned)
+        return Applied(
+            commit=service.repo.head(),
+            dirty=dirty,
+            changes=[f"{c.action.value} {c.key}" for c in planned.pending],
+            resources=[body for body, _provenance in service.desired(result)],
+        )
 
 
 # --- the operator process -------------------------------------------------------------------------
@@ -260,6 +255,7 @@ def operator_env(
     stack_env: Mapping[str, str],
     database_url: str,
     metrics_port: int,
+    signing_key: Path | None = None,
 ) -> dict[str, str]:
     """The operator's environment: the stack's cluster, Rucio and audit store, nothing stale.
 
@@ -274,6 +270,8 @@ def operator_env(
         The audit store.
     metrics_port
         Port of the Prometheus endpoint.
+    signing_key
+        The key the operator signs audit checkpoints with (`make_signing_key`).
     """
     env = {
         key: value
@@ -289,9 +287,19 @@ def operator_env(
             "STEWARD_METRICS_PORT": str(metrics_port),
             "STEWARD_SITE": DEMO_SITE,
             "STEWARD_CAMPAIGN_INTERVAL": str(CAMPAIGN_INTERVAL),
+            "STEWARD_OPERATOR_NAMESPACE": NAMESPACE,
         }
     )
+    if signing_key is not None:
+        env["STEWARD_AUDIT_SIGNING_KEY_FILE"] = str(signing_key)
     return env
+
+
+def make_signing_key(directory: Path) -> Path:
+    """Write a fresh key for the operator's audit checkpoints (0600, never in the database)."""
+    path = directory / "audit-signing-key.pem"
+    write_private(path, SigningKey.generate().pem())
+    return path
 
 
 def rucio_settings(stack_env: Mapping[str, str]) -> Settings:

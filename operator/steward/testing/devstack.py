@@ -66,6 +66,7 @@ from steward.testing.devoperator import (
     declared_rses,
     demo_rses,
     local_limitations,
+    make_signing_key,
     migrate_audit,
     operator_env,
     reconciled_kinds,
@@ -338,9 +339,9 @@ def _postgres_processes(component: str) -> list[ProcessState]:
 class RucioStackComponent(RucioComponent):
     """The Rucio server with its daemon loop, on PostgreSQL when installed, else SQLite.
 
-    `RucioComponent` picks its database from ``$STEWARD_TEST_RUCIO_DB``; this sets it for the
-    start (the supervisor is a process of its own), lists PostgreSQL among the processes, and
-    says which database serves and what that means.
+    `RucioComponent` picks its database from ``$STEWARD_TEST_RUCIO_DB`` (auto by default); this
+    sets it from ``--rucio-database`` for the start (the supervisor is a process of its own),
+    lists PostgreSQL among the processes, and says which database serves and what that means.
     """
 
     def __init__(self) -> None:
@@ -436,7 +437,13 @@ class OperatorComponent:
     def _start_operator(self, context: StackContext) -> None:
         self._metrics_port = free_port()
         self._process = OperatorProcess(
-            operator_env(os.environ, context.env, self._database_url, self._metrics_port),
+            operator_env(
+                os.environ,
+                context.env,
+                self._database_url,
+                self._metrics_port,
+                make_signing_key(self._directory),
+            ),
             self._directory / "operator.log",
             cwd=context.repo_root or self._directory,
         )
@@ -487,8 +494,12 @@ class OperatorComponent:
         ]
 
     def env(self) -> dict[str, str]:
-        """``STEWARD_DATABASE_URL``: the audit store, for ``steward audit log`` and ``history``."""
-        return {"STEWARD_DATABASE_URL": self._database_url}
+        """The audit store and the operator's namespace; never the signing key.
+
+        ``steward audit log`` and ``history`` read the store, ``steward audit verify
+        --from-cluster`` the checkpoints in the namespace.
+        """
+        return {"STEWARD_DATABASE_URL": self._database_url, "STEWARD_OPERATOR_NAMESPACE": NAMESPACE}
 
     def summary(self) -> list[str]:
         """Where the operator runs, what was applied and loaded, and commands to try."""
@@ -511,7 +522,7 @@ class OperatorComponent:
                 )
         lines += self._seeded
         lines.append(
-            "try: kubectl get site,rr -A; steward audit log; "
+            "try: kubectl get site,rr -A; steward audit log; steward audit verify --from-cluster; "
             f"steward history rr/raw-to-in2p3 -n {NAMESPACE}"
         )
         return lines

@@ -64,7 +64,7 @@ def bootstrap() -> dict[str, Any]:
     if url.startswith("sqlite"):
         import sqlite3  # noqa: PLC0415
 
-        path = url.split(":///", 1)[1]
+        path = url.split(":///", 1)[1].split("?", 1)[0]
         with sqlite3.connect(path) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
     return {"seconds": time.monotonic() - start}
@@ -165,25 +165,36 @@ def _count_stuck_rules() -> int:
         return int(session.execute(query).scalar_one())
 
 
-def fingerprint() -> dict[str, Any]:
-    """Return counts that change whenever a daemon does work (rules, locks, requests...)."""
+def fingerprint(scope: str | None = None) -> dict[str, Any]:
+    """Return counts that change whenever a daemon does work (rules, locks, requests...).
+
+    With ``scope``, only that scope's rows count: a test that owns a scope asks whether its
+    own data is quiet, whatever other tests left on the shared server.
+    """
+    from rucio.common.types import InternalScope  # noqa: PLC0415
     from rucio.db.sqla import models  # noqa: PLC0415
     from sqlalchemy import func, select  # noqa: PLC0415
 
     grouped = {
-        "rules": models.ReplicationRule.state,
-        "locks": models.ReplicaLock.state,
-        "requests": models.Request.state,
-        "replicas": models.RSEFileAssociation.state,
+        "rules": (models.ReplicationRule, models.ReplicationRule.state),
+        "locks": (models.ReplicaLock, models.ReplicaLock.state),
+        "requests": (models.Request, models.Request.state),
+        "replicas": (models.RSEFileAssociation, models.RSEFileAssociation.state),
     }
+    owned = InternalScope(scope) if scope is not None else None
+
+    def narrowed(statement: Any, model: Any) -> Any:  # noqa: ANN401 - SQLAlchemy statements
+        return statement if owned is None else statement.where(model.scope == owned)
+
     with _session() as session:
         counts: dict[str, Any] = {
             "updated_dids": session.execute(
-                select(func.count()).select_from(models.UpdatedDID)
+                narrowed(select(func.count()).select_from(models.UpdatedDID), models.UpdatedDID)
             ).scalar_one(),
         }
-        for key, column in grouped.items():
-            rows = session.execute(select(column, func.count()).group_by(column)).all()
+        for key, (model, column) in grouped.items():
+            statement = narrowed(select(column, func.count()), model).group_by(column)
+            rows = session.execute(statement).all()
             counts[key] = {str(getattr(state, "name", state)): count for state, count in rows}
     return counts
 
@@ -235,14 +246,17 @@ def age_rule(rule_id: str, seconds: float) -> dict[str, Any]:
     return {"rules": len(rules)}
 
 
-def converge(max_rounds: int = 30) -> dict[str, Any]:
-    """Run judge and conveyor rounds until one changes nothing; return rounds and state."""
+def converge(max_rounds: int = 30, scope: str | None = None) -> dict[str, Any]:
+    """Run judge and conveyor rounds until one changes nothing; return rounds and state.
+
+    The passes work on the whole server; with ``scope`` only that scope must be quiet.
+    """
     daemons = _daemons()
-    before = fingerprint()
+    before = fingerprint(scope)
     for rounds in range(1, max_rounds + 1):
         for name in _CONVERGE_DAEMONS:
             daemons[name]()
-        after = fingerprint()
+        after = fingerprint(scope)
         if after == before:
             return {"rounds": rounds, "quiet": True, "state": after}
         before = after

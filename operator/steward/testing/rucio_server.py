@@ -43,6 +43,7 @@ from pydantic import SecretStr
 
 from steward.config import Settings
 from steward.constants import CACHE_DIR_ENV
+from steward.storage.files import write_private
 from steward.testing.childprocess import (
     ChildProcess,
     ChildProcessDiedError,
@@ -50,7 +51,7 @@ from steward.testing.childprocess import (
     log_tail,
     wait_until,
 )
-from steward.testing.postgres import postgres_server
+from steward.testing.postgres import PostgresError, find_bindir, postgres_server
 
 __all__ = [
     "ACCOUNT",
@@ -78,7 +79,14 @@ SERVER_REQUIREMENTS: Final = (
 """What the server venv holds; pinned so every machine serves the same thing."""
 
 DATABASE_ENV: Final = "STEWARD_TEST_RUCIO_DB"
-"""``sqlite`` (default) or ``postgresql``: the database behind the test server."""
+"""``auto`` (default), ``sqlite`` or ``postgresql``: the database behind the test server.
+``auto`` takes PostgreSQL when it is installed, as ``steward dev up`` does."""
+
+SQLITE_BUSY_SECONDS: Final = 60
+"""How long a Rucio process waits for SQLite's write lock before "database is locked".
+
+The API workers, the daemons and the tests contend for one write lock; SQLite's default of
+5 s was not always enough on a loaded two-core machine, and the loser's call failed."""
 
 DAEMONS: Final = (
     "judge-evaluator",
@@ -317,15 +325,24 @@ class RucioDaemons:
         reply = self._request({"daemon": daemon, "options": options}, timeout)
         return DaemonPass(daemon, reply["seconds"])
 
-    def converge(self, *, max_rounds: int = 30, timeout: float = _DAEMON_TIMEOUT) -> ConvergeResult:
+    def converge(
+        self,
+        *,
+        max_rounds: int = 30,
+        timeout: float = _DAEMON_TIMEOUT,
+        scope: str | None = None,
+    ) -> ConvergeResult:
         """Run judge-injector, judge-evaluator and the conveyor until a round changes nothing.
 
         With the mock transfertool every transfer succeeds, so afterwards rules that can be
-        satisfied are OK. Stops after ``max_rounds`` rounds (``quiet`` is then False).
+        satisfied are OK. Stops after ``max_rounds`` rounds (``quiet`` is then False). With
+        ``scope`` (a test's own), "nothing changes" is judged on that scope's rows only, so
+        work other tests left on a shared server neither delays nor fails the check.
         """
-        reply = self._request(
-            {"daemon": "converge", "options": {"max_rounds": max_rounds}}, timeout
-        )
+        options: dict[str, Any] = {"max_rounds": max_rounds}
+        if scope is not None:
+            options["scope"] = scope
+        reply = self._request({"daemon": "converge", "options": options}, timeout)
         result = reply["result"]
         return ConvergeResult(result["rounds"], result["quiet"], result["state"], reply["seconds"])
 
@@ -353,9 +370,11 @@ class RucioDaemons:
         )
         return int(reply["result"]["rules"])
 
-    def fingerprint(self) -> dict[str, Any]:
-        """Return counts of rules, locks, requests and replicas by state, from the database."""
-        result: dict[str, Any] = self._request({"daemon": "fingerprint"}, _DAEMON_TIMEOUT)["result"]
+    def fingerprint(self, scope: str | None = None) -> dict[str, Any]:
+        """Return counts of rules, locks, requests and replicas by state (of ``scope`` only)."""
+        options = {"scope": scope} if scope is not None else {}
+        request = {"daemon": "fingerprint", "options": options}
+        result: dict[str, Any] = self._request(request, _DAEMON_TIMEOUT)["result"]
         return result
 
     @property
@@ -549,12 +568,15 @@ class RucioServer:
         )
 
     def _write_config(self) -> None:
-        url = self.database_url or f"sqlite:///{self.directory / 'rucio.db'}"
+        url = self.database_url or (
+            f"sqlite:///{self.directory / 'rucio.db'}?timeout={SQLITE_BUSY_SECONDS}"
+        )
         (self.directory / "logs").mkdir(exist_ok=True)
         alembic = self.directory / "alembic.ini"
         scripts = _site_packages(self.venv) / "rucio" / "db" / "sqla" / "migrate_repo"
         alembic.write_text(_ALEMBIC_INI.format(scripts=scripts, url=url.replace("%", "%%")))
-        self.config_path.write_text(
+        write_private(
+            self.config_path,
             _RUCIO_CFG.format(
                 logdir=self.directory / "logs",
                 mailtemplates=self.venv / "rucio" / "etc" / "mail_templates",
@@ -564,9 +586,8 @@ class RucioServer:
                 root_account=ROOT_ACCOUNT,
                 url=url.replace("%", "%%"),
                 alembic=alembic,
-            )
+            ),
         )
-        self.config_path.chmod(0o600)
 
     def _bootstrap(self) -> None:
         """Create schema and root account with Rucio's functions, in the server venv."""
@@ -686,11 +707,21 @@ class RucioServer:
 
 
 def _database_kind(database: str | None) -> Literal["sqlite", "postgresql"]:
-    """Return the database to use: the argument, else ``$STEWARD_TEST_RUCIO_DB``, else SQLite."""
-    kind = (database or os.environ.get(DATABASE_ENV) or "sqlite").lower()
-    if kind not in {"sqlite", "postgresql"}:
-        msg = f"{DATABASE_ENV} must be 'sqlite' or 'postgresql', not {kind!r}"
+    """Return the database to use: the argument, else ``$STEWARD_TEST_RUCIO_DB``, else auto.
+
+    ``auto`` is PostgreSQL when its binaries are installed, SQLite otherwise: the choice
+    ``steward dev up`` makes, so tests meet the database developers and CI use.
+    """
+    kind = (database or os.environ.get(DATABASE_ENV) or "auto").lower()
+    if kind not in {"auto", "sqlite", "postgresql"}:
+        msg = f"{DATABASE_ENV} must be 'auto', 'sqlite' or 'postgresql', not {kind!r}"
         raise RucioHarnessError(msg)
+    if kind == "auto":
+        try:
+            find_bindir()
+        except PostgresError:
+            return "sqlite"
+        return "postgresql"
     return "postgresql" if kind == "postgresql" else "sqlite"
 
 
@@ -709,7 +740,8 @@ def run_rucio_server(
     directory
         Working directory (configuration, database, logs).
     database
-        ``sqlite`` or ``postgresql``; ``$STEWARD_TEST_RUCIO_DB`` or SQLite when None.
+        ``auto``, ``sqlite`` or ``postgresql``; ``$STEWARD_TEST_RUCIO_DB`` or ``auto`` when
+        None.
     death_signal
         See `RucioServer`.
     log
@@ -729,10 +761,10 @@ def run_rucio_server(
 class RucioComponent:
     """The Rucio server as a ``steward dev up`` stack component (see ``testing.devstack``).
 
-    Append ``RucioComponent`` to ``devstack.STACK_COMPONENTS``. The database is SQLite unless
-    ``STEWARD_TEST_RUCIO_DB=postgresql``. Without daemons rules would stay REPLICATING, so a
-    thread runs the daemons every `DAEMON_INTERVAL` seconds: judge and conveyor until quiet,
-    then judge-cleaner, transmogrifier, undertaker and reaper.
+    Append ``RucioComponent`` to ``devstack.STACK_COMPONENTS``. The database is PostgreSQL when
+    installed, else SQLite, unless ``STEWARD_TEST_RUCIO_DB`` says which. Without daemons rules
+    would stay REPLICATING, so a thread runs the daemons every `DAEMON_INTERVAL` seconds:
+    judge and conveyor until quiet, then judge-cleaner, transmogrifier, undertaker and reaper.
     """
 
     name = "rucio"
@@ -824,6 +856,5 @@ class RucioComponent:
     def _password_file(server: RucioServer) -> Path:
         """Write the password to a 0600 file, so env output never shows it."""
         path = server.directory / "password"
-        path.write_text(server.password.get_secret_value())
-        path.chmod(0o600)
+        write_private(path, server.password.get_secret_value())
         return path

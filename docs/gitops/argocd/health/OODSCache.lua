@@ -5,17 +5,23 @@
 -- differ. Written for Argo CD's default sandbox (gopher-lua, Lua 5.1 semantics, base and table
 -- libraries only: no string or math library), and tested that way.
 --
+-- No operator reconciles OODSCache yet, so nothing writes its status and Argo CD shows it
+-- Progressing, "waiting for the operator to observe generation N". The script reads only what
+-- every Steward operator writes (observedGeneration, the Ready and Degraded conditions): the
+-- kind's own fields (files, bytes, pinned) are read once an operator writes them, and
+-- tests/docs/test_gitops_health.py refuses a script that reads a status field no operator
+-- writes.
+--
 -- Rules, first match wins:
 --   Degraded=True for the current generation                       -> Degraded
 --   no status, or status.observedGeneration < metadata.generation  -> Progressing
---   Ready=True                                                      -> Healthy (with the content)
+--   Ready=True                                                      -> Healthy
 --   Ready=False, reason WaitingForTransferWindow                    -> Suspended
 --   Ready=False, reason Observing                                   -> Healthy
 --   otherwise                                                       -> Progressing
 
 -- BEGIN steward-common: identical in the five Steward health checks (a test compares them)
 local DIGITS = { [0] = "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" }
-local UNITS = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" }
 
 -- Decimal text of a whole number. Argo CD's sandbox has no string library, and tostring()
 -- writes 3.0 as "3.0" in Lua 5.3 and later, so digits are looked up one by one.
@@ -39,48 +45,6 @@ local function int(n)
     n = (n - digit) / 10
   end
   return sign .. text
-end
-
-local function plural(n, noun)
-  if n == 1 then
-    return "1 " .. noun
-  end
-  return int(n) .. " " .. noun .. "s"
-end
-
--- Bytes in binary units with one decimal: 1649267441664 -> "1.5 TiB".
-local function size(bytes)
-  if type(bytes) ~= "number" then
-    return "0 B"
-  end
-  local unit = 1
-  while bytes >= 1024 and unit < #UNITS do
-    bytes = bytes / 1024
-    unit = unit + 1
-  end
-  if unit == 1 then
-    return int(bytes) .. " B"
-  end
-  local tenths = bytes * 10 + 0.5
-  tenths = tenths - tenths % 1
-  return int((tenths - tenths % 10) / 10) .. "." .. int(tenths % 10) .. " " .. UNITS[unit]
-end
-
--- "key=value, ..." of a map of counts, keys sorted.
-local function listing(map)
-  if type(map) ~= "table" then
-    return ""
-  end
-  local keys = {}
-  for key in pairs(map) do
-    keys[#keys + 1] = tostring(key)
-  end
-  table.sort(keys)
-  local parts = {}
-  for _, key in ipairs(keys) do
-    parts[#parts + 1] = key .. "=" .. int(map[key])
-  end
-  return table.concat(parts, ", ")
 end
 
 local function find(status, kind)
@@ -193,10 +157,5 @@ elseif waiting ~= nil then
   hs.message = waiting
 else
   hs.status, hs.message = from_ready(obj)
-  if hs.status == "Healthy" then
-    local status = obj.status
-    hs.message = hs.message .. " (" .. plural(status.files or 0, "file") .. ", "
-      .. size(status.bytes) .. ", " .. int(status.pinned or 0) .. " pinned)"
-  end
 end
 return hs

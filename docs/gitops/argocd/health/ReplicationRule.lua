@@ -15,7 +15,6 @@
 
 -- BEGIN steward-common: identical in the five Steward health checks (a test compares them)
 local DIGITS = { [0] = "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" }
-local UNITS = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" }
 
 -- Decimal text of a whole number. Argo CD's sandbox has no string library, and tostring()
 -- writes 3.0 as "3.0" in Lua 5.3 and later, so digits are looked up one by one.
@@ -39,48 +38,6 @@ local function int(n)
     n = (n - digit) / 10
   end
   return sign .. text
-end
-
-local function plural(n, noun)
-  if n == 1 then
-    return "1 " .. noun
-  end
-  return int(n) .. " " .. noun .. "s"
-end
-
--- Bytes in binary units with one decimal: 1649267441664 -> "1.5 TiB".
-local function size(bytes)
-  if type(bytes) ~= "number" then
-    return "0 B"
-  end
-  local unit = 1
-  while bytes >= 1024 and unit < #UNITS do
-    bytes = bytes / 1024
-    unit = unit + 1
-  end
-  if unit == 1 then
-    return int(bytes) .. " B"
-  end
-  local tenths = bytes * 10 + 0.5
-  tenths = tenths - tenths % 1
-  return int((tenths - tenths % 10) / 10) .. "." .. int(tenths % 10) .. " " .. UNITS[unit]
-end
-
--- "key=value, ..." of a map of counts, keys sorted.
-local function listing(map)
-  if type(map) ~= "table" then
-    return ""
-  end
-  local keys = {}
-  for key in pairs(map) do
-    keys[#keys + 1] = tostring(key)
-  end
-  table.sort(keys)
-  local parts = {}
-  for _, key in ipairs(keys) do
-    parts[#parts + 1] = key .. "=" .. int(map[key])
-  end
-  return table.concat(parts, ", ")
 end
 
 local function find(status, kind)

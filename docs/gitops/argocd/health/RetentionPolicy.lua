@@ -1,25 +1,27 @@
 -- Argo CD health check for RetentionPolicy (steward.lsst.io/v1alpha1).
 --
--- Source of truth: docs/gitops/argocd/health/RetentionPolicy.lua in the Steward repository. The
--- same text is embedded in docs/gitops/argocd/resource-customizations.yaml; a test fails when
--- they differ. Written for Argo CD's default sandbox (gopher-lua, Lua 5.1 semantics, base and
--- table libraries only: no string or math library), and tested that way.
+-- Source of truth: docs/gitops/argocd/health/RetentionPolicy.lua in the Steward repository. The same
+-- text is embedded in docs/gitops/argocd/resource-customizations.yaml; a test fails when they
+-- differ. Written for Argo CD's default sandbox (gopher-lua, Lua 5.1 semantics, base and table
+-- libraries only: no string or math library), and tested that way.
+--
+-- No operator reconciles RetentionPolicy yet, so nothing writes its status and Argo CD shows it
+-- Progressing, "waiting for the operator to observe generation N". The script reads only what
+-- every Steward operator writes (observedGeneration, the Ready and Degraded conditions): the
+-- kind's own fields (the plan, the mode) are read once an operator writes them, and
+-- tests/docs/test_gitops_health.py refuses a script that reads a status field no operator
+-- writes.
 --
 -- Rules, first match wins:
 --   Degraded=True for the current generation                       -> Degraded
 --   no status, or status.observedGeneration < metadata.generation  -> Progressing
---   status.mode Blocked (a protection or maxDeleteBytes refused)    -> Degraded, with the plan
---   status.mode DryRun                                              -> Healthy, with the plan
 --   Ready=True                                                      -> Healthy
 --   Ready=False, reason WaitingForTransferWindow                    -> Suspended
 --   Ready=False, reason Observing                                   -> Healthy
 --   otherwise                                                       -> Progressing
--- The plan (what would expire, how many bytes, what is protected) is in the message of a dry
--- run and of a blocked run, so the Argo CD UI shows it before anything is deleted.
 
 -- BEGIN steward-common: identical in the five Steward health checks (a test compares them)
 local DIGITS = { [0] = "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" }
-local UNITS = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" }
 
 -- Decimal text of a whole number. Argo CD's sandbox has no string library, and tostring()
 -- writes 3.0 as "3.0" in Lua 5.3 and later, so digits are looked up one by one.
@@ -43,48 +45,6 @@ local function int(n)
     n = (n - digit) / 10
   end
   return sign .. text
-end
-
-local function plural(n, noun)
-  if n == 1 then
-    return "1 " .. noun
-  end
-  return int(n) .. " " .. noun .. "s"
-end
-
--- Bytes in binary units with one decimal: 1649267441664 -> "1.5 TiB".
-local function size(bytes)
-  if type(bytes) ~= "number" then
-    return "0 B"
-  end
-  local unit = 1
-  while bytes >= 1024 and unit < #UNITS do
-    bytes = bytes / 1024
-    unit = unit + 1
-  end
-  if unit == 1 then
-    return int(bytes) .. " B"
-  end
-  local tenths = bytes * 10 + 0.5
-  tenths = tenths - tenths % 1
-  return int((tenths - tenths % 10) / 10) .. "." .. int(tenths % 10) .. " " .. UNITS[unit]
-end
-
--- "key=value, ..." of a map of counts, keys sorted.
-local function listing(map)
-  if type(map) ~= "table" then
-    return ""
-  end
-  local keys = {}
-  for key in pairs(map) do
-    keys[#keys + 1] = tostring(key)
-  end
-  table.sort(keys)
-  local parts = {}
-  for _, key in ipairs(keys) do
-    parts[#parts + 1] = key .. "=" .. int(map[key])
-  end
-  return table.concat(parts, ", ")
 end
 
 local function find(status, kind)
@@ -186,20 +146,6 @@ local function from_ready(obj)
 end
 -- END steward-common
 
-local function plan_text(status)
-  local plan = status.plan
-  if type(plan) ~= "table" then
-    plan = {}
-  end
-  local text = "would expire " .. plural(plan.wouldExpire or 0, "DID")
-    .. " (" .. size(plan.bytes) .. ")"
-  local protected = listing(plan.protected)
-  if protected ~= "" then
-    text = text .. "; protected: " .. protected
-  end
-  return text
-end
-
 local hs = {}
 local problem = degraded(obj, nil)
 local waiting = unobserved(obj)
@@ -209,14 +155,6 @@ if problem ~= nil then
 elseif waiting ~= nil then
   hs.status = "Progressing"
   hs.message = waiting
-elseif obj.status.mode == "Blocked" then
-  local ready = find(obj.status, "Ready")
-  hs.status = "Degraded"
-  hs.message = "blocked, nothing expired or deleted: " .. describe(ready, "see status.conditions")
-    .. "; plan: " .. plan_text(obj.status)
-elseif obj.status.mode == "DryRun" then
-  hs.status = "Healthy"
-  hs.message = "dry run: " .. plan_text(obj.status)
 else
   hs.status, hs.message = from_ready(obj)
 end

@@ -49,6 +49,7 @@ __all__ = [
     "canonical_expression",
     "caused_by",
     "did_dict",
+    "is_database_locked",
     "is_server_error",
     "seconds",
     "split_did",
@@ -119,16 +120,28 @@ class RetryPolicy:
 
 
 class TokenBucket:
-    """Allow ``rate`` calls per second on average, bursts up to ``burst``; thread-safe."""
+    """Allow ``rate`` calls per second on average, bursts up to ``burst``; thread-safe.
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    ``clock`` and ``sleep`` are injectable, so the pacing is tested without waiting.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate <= 0:
             msg = f"rate must be positive, not {rate}"
             raise ValueError(msg)
         self._rate = rate
         self._burst = burst if burst is not None else max(1.0, rate)
         self._tokens = self._burst
-        self._last = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
@@ -136,14 +149,14 @@ class TokenBucket:
         waited = 0.0
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self._clock()
                 self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
                 self._last = now
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return waited
                 wait = (1 - self._tokens) / self._rate
-            time.sleep(wait)
+            self._sleep(wait)
             waited += wait
 
 
@@ -249,6 +262,13 @@ class RucioCallPath:
         host = self._settings.rucio_host or "rucio.cfg"
         return f"RucioStorage(host={host!r}, account={self.account!r})"
 
+    def whoami(self) -> str:
+        """The account the credentials log in as: one cheap call proving Rucio answers us."""
+        answer = self._call("whoami", lambda c: c.whoami())
+        return (
+            str(answer.get("account", self.account)) if isinstance(answer, dict) else self.account
+        )
+
     def close(self) -> None:
         """Forget the clients and remove the token cache."""
         self._local = threading.local()
@@ -328,7 +348,7 @@ class RucioCallPath:
         """Map a client exception to Steward's, and say whether to retry it right here."""
         detail = _redact(f"{type(raw).__name__}: {raw}".replace("\n", " "), self._password)
         message = f"Rucio {operation} failed: {detail}"
-        if isinstance(raw, _TRANSIENT) or is_server_error(raw):
+        if isinstance(raw, _TRANSIENT) or is_server_error(raw) or is_database_locked(raw):
             return RucioTransientError(message, retry_after=self._retry.retry_after), True
         if isinstance(raw, rucio_errors.RSEWriteBlocked):
             return RucioTransientError(message, retry_after=_WRITE_BLOCKED_RETRY_AFTER), False
@@ -344,6 +364,15 @@ class RucioCallPath:
 def caused_by(error: BaseException, cause: type[BaseException]) -> bool:
     """Whether the Rucio exception behind a mapped error is of class ``cause``."""
     return isinstance(error.__cause__, cause)
+
+
+def is_database_locked(raw: BaseException) -> bool:
+    """Tell SQLite's "database is locked" behind a Rucio error, whatever class carries it.
+
+    Rucio on SQLite reports a writer that lost the race for the lock as an error whose class
+    depends on where it happened; the transaction was rolled back, so trying again is safe.
+    """
+    return "database is locked" in str(raw)
 
 
 def is_server_error(raw: BaseException) -> bool:

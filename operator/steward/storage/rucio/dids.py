@@ -10,6 +10,7 @@ from rucio.common import exception as rucio_errors
 
 from steward.exceptions import RucioPermanentError
 from steward.storage.rucio.callpath import RucioCallPath, caused_by, did_dict, seconds, split_did
+from steward.storage.rucio.types import File, Rule
 
 __all__ = ["DIDClient"]
 
@@ -157,3 +158,18 @@ class DIDClient(RucioCallPath):
         known = set(self._call("list_values", lambda c: c.list_values(key)) or [])
         for value in sorted(set(values) - known):
             self._rpc("add_value", key, value)
+
+    def list_files(self, did: str) -> list[File]:
+        """The files of a DID (itself, for a file), with their sizes."""
+        scope, name = split_did(did)
+        rows = self._call("list_files", lambda c: list(c.list_files(scope, name)))
+        return [File(f"{row['scope']}:{row['name']}", int(row.get("bytes") or 0)) for row in rows]
+
+    def list_file_rules(self, did: str) -> list[Rule]:
+        """Every rule, of any account, holding a lock on one file (on any RSE)."""
+        scope, name = split_did(did)
+        rows = self._call(
+            "list_associated_rules_for_file",
+            lambda c: list(c.list_associated_rules_for_file(scope, name)),
+        )
+        return [Rule.from_rucio(row) for row in rows]

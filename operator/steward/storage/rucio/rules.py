@@ -26,6 +26,7 @@ from steward.storage.rucio.types import (
     DEFAULT_ACTIVITY,
     UNSET,
     AddedRules,
+    Lock,
     Rule,
     RuleSpec,
     RuleState,
@@ -393,6 +394,14 @@ class RuleClient(RucioCallPath):
         scope, name = split_did(did)
         rows = self._call("list_did_rules", lambda c: list(c.list_did_rules(scope, name)))
         return [Rule.from_rucio(row) for row in rows]
+
+    def list_rule_locks(self, rule_id: str) -> list[Lock]:
+        """The replica locks of one rule: which file's replica it holds on which RSE."""
+        rows = self._call("list_replica_locks", lambda c: list(c.list_replica_locks(rule_id) or []))
+        return [
+            Lock(f"{row['scope']}:{row['name']}", str(row["rse"]), rule_id, str(row["state"]))
+            for row in rows
+        ]
 
 
 def _reduce(client: Any, rule_id: str, copies: int) -> str | None:  # noqa: ANN401 - rucio client

@@ -24,6 +24,7 @@ __all__ = [
     "AddedRules",
     "Availability",
     "File",
+    "Lock",
     "Rule",
     "RuleSpec",
     "RuleState",
@@ -262,6 +263,22 @@ class File:
     bytes: int
     adler32: str = "00000001"
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A replica lock: one rule holds one file's replica on one RSE (Rucio's ``ReplicaLock``).
+
+    A replica with no lock left is what Rucio may delete: the judge-cleaner gives it a
+    tombstone and the reaper removes it.
+    """
+
+    did: str
+    """The file, ``scope:name``."""
+    rse: str
+    rule_id: str
+    state: str
+    """Rucio's lock state: OK, REPLICATING or STUCK."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,380 @@
+"""What a plan means in Rucio, or a plain statement that Rucio was not consulted.
+
+``steward plan`` diffs documents against the cluster; for the kinds that act on Rucio it also
+asks Rucio what applying would do: rules created, moved, reduced or released, with files and
+bytes per RSE, and the bytes that become deletable. Deletable counts only replicas that no
+other rule locks (DRP29: removing one reference never deletes what another still holds; in
+Rucio a replica with a lock left is never reaped). When Rucio is not configured or does not
+answer, the plan says so in one line (and in JSON) instead of passing a Kubernetes-only diff
+off as complete; ``--require-rucio`` turns that into an error for a policy repository's CI.
+
+Counting what becomes deletable is exact but costs Rucio calls: the locks of each released
+rule, the rules on each of their files, and the locks of those other rules. Beyond
+`MAX_EXACT_FILES` files a plan says it did not count rather than guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from steward.exceptions import RucioError, RucioNotFoundError
+from steward.models.replication import DeletionPolicy, ManagementPolicy, ReplicationRule
+from steward.models.rse_expression import canonical
+from steward.services.gitops import Action, Change, Consequences
+from steward.services.replication import RucioView, _Owned
+from steward.storage.rucio import Rule
+
+__all__ = [
+    "MAX_EXACT_FILES",
+    "ReplicationPreview",
+    "RucioImpact",
+    "RucioPlanner",
+    "RucioStatus",
+    "Volume",
+]
+
+MAX_EXACT_FILES: Final = 10_000
+"""Files beyond which deletable bytes are not counted (about three Rucio calls per file)."""
+
+ImpactAction = Literal["create", "add-copies", "move", "reduce", "delete", "orphan"]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Files and bytes."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Volume) -> Volume:
+        return Volume(self.files + other.files, self.bytes + other.bytes)
+
+    def __str__(self) -> str:
+        return f"{self.files} files, {human_bytes(self.bytes)}"
+
+
+def human_bytes(count: int) -> str:
+    """Bytes in decimal units, as Rucio and storage systems count them."""
+    for unit, size in (("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _per_rse(volumes: Mapping[str, Volume]) -> str:
+    return "; ".join(f"{rse}: {volumes[rse]}" for rse in sorted(volumes))
+
+
+@dataclass
+class RucioImpact:
+    """One thing applying would make Rucio do to a resource's rules."""
+
+    action: ImpactAction
+    rules: int
+    destination: str | None = None
+    """The RSE expression and copies data goes to (create, add-copies, move, reduce)."""
+    place: dict[str, Volume] = field(default_factory=dict)
+    """Data to be placed, per RSE (or per set of candidate RSEs when Rucio chooses)."""
+    release: dict[str, Volume] = field(default_factory=dict)
+    """Replicas these rules stop locking, per RSE."""
+    deletable: dict[str, Volume] | None = field(default_factory=dict)
+    """Of those, replicas no other rule locks: Rucio may delete them. None: not counted."""
+    note: str = ""
+
+    def line(self) -> str:
+        """One line for people."""
+        verbs = {
+            "create": "create",
+            "add-copies": "add copies with",
+            "move": "move",
+            "reduce": "reduce",
+            "delete": "delete",
+            "orphan": "orphan (keep, no longer managed)",
+        }
+        text = f"Rucio: {verbs[self.action]} {self.rules} rules"
+        if self.destination:
+            text += f" to {self.destination}"
+        parts = []
+        if self.place:
+            parts.append(f"place {_per_rse(self.place)}")
+        if self.release:
+            parts.append(f"release {_per_rse(self.release)}")
+        if self.deletable is None:
+            parts.append("deletable bytes not counted")
+        elif self.release:
+            deletable = _per_rse(self.deletable) if self.deletable else "nothing"
+            parts.append(f"becomes deletable (no other rule locks it): {deletable}")
+        if self.note:
+            parts.append(self.note)
+        return text + (": " + ". ".join(parts) if parts else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """For ``--format json``: exact numbers."""
+
+        def volumes(values: Mapping[str, Volume] | None) -> dict[str, Any] | None:
+            if values is None:
+                return None
+            return {rse: {"files": v.files, "bytes": v.bytes} for rse, v in values.items()}
+
+        return {
+            "action": self.action,
+            "rules": self.rules,
+            "destination": self.destination,
+            "place": volumes(self.place),
+            "release": volumes(self.release),
+            "deletable": volumes(self.deletable),
+            "note": self.note,
+        }
+
+
+class _Locks:
+    """Which replicas rules lock, read from Rucio as needed and remembered for one plan."""
+
+    def __init__(self, view: RucioView) -> None:
+        self._rucio = view.rucio
+        self._sizes: dict[str, dict[str, int]] = {}
+        self._rule_locks: dict[str, set[tuple[str, str]]] = {}
+        self._file_rules: dict[str, list[Rule]] = {}
+        self.files_seen = 0
+
+    def sizes(self, did: str) -> dict[str, int]:
+        """File DID -> bytes, for the files of ``did``."""
+        if did not in self._sizes:
+            self._sizes[did] = {f.did: f.bytes for f in self._rucio.list_files(did)}
+        return self._sizes[did]
+
+    def volume(self, did: str) -> Volume:
+        """Files and bytes of ``did``."""
+        sizes = self.sizes(did)
+        return Volume(len(sizes), sum(sizes.values()))
+
+    def held(self, rule_id: str) -> set[tuple[str, str]]:
+        """(file, RSE) pairs one rule locks."""
+        if rule_id not in self._rule_locks:
+            locks = self._rucio.list_rule_locks(rule_id)
+            self._rule_locks[rule_id] = {(lock.did, lock.rse) for lock in locks}
+        return self._rule_locks[rule_id]
+
+    def held_by_others(self, file: str, rse: str, leaving: set[str]) -> bool:
+        """Whether a rule not in ``leaving`` locks ``file`` on ``rse``."""
+        if file not in self._file_rules:
+            self._file_rules[file] = self._rucio.list_file_rules(file)
+        return any(
+            (file, rse) in self.held(rule.id)
+            for rule in self._file_rules[file]
+            if rule.id not in leaving
+        )
+
+    def release(
+        self, rules: Iterable[Rule], leaving: set[str], staying: set[str]
+    ) -> tuple[dict[str, Volume], dict[str, Volume] | None]:
+        """What releasing ``rules`` unlocks per RSE, and what of it becomes deletable.
+
+        ``staying`` RSEs keep their replicas anyway (the new destination of a move).
+        """
+        released: dict[str, Volume] = {}
+        deletable: dict[str, Volume] | None = {}
+        for rule in rules:
+            sizes = self.sizes(rule.did)
+            for file, rse in sorted(self.held(rule.id)):
+                one = Volume(1, sizes.get(file, 0))
+                released[rse] = released.get(rse, Volume()) + one
+                if deletable is None or rse in staying:
+                    continue
+                self.files_seen += 1
+                if self.files_seen > MAX_EXACT_FILES:
+                    deletable = None
+                    continue
+                if not self.held_by_others(file, rse, leaving):
+                    deletable[rse] = deletable.get(rse, Volume()) + one
+        return released, deletable
+
+
+@dataclass
+class ReplicationPreview(RucioView):
+    """Rucio consequences of a planned ReplicationRule change; never writes."""
+
+    def _destination(self, expression: str, copies: int, volume: Volume) -> dict[str, Volume]:
+        rses = sorted(self.rucio.list_rses(expression))
+        if len(rses) == copies:
+            return dict.fromkeys(rses, volume)
+        where = f"{copies} of {', '.join(rses)}" if rses else f"{expression} (no RSE matches)"
+        return {where: Volume(volume.files * copies, volume.bytes * copies)}
+
+    def consequences(
+        self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
+    ) -> list[RucioImpact]:
+        """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
+
+        ``tag`` is the owner tag of the live resource's rules (None for a new resource,
+        which owns none): the caller knows how tags are made from the live object.
+        """
+        # A released rule is re-tagged (``deleted-by-steward:``/``orphaned-by-steward:``) when it
+        # is released, so listing by the exact tag returns only what the resource still owns.
+        owned = self.rucio.list_rules(comment=tag) if tag else []
+        status = (live or {}).get("status")
+        locks = _Locks(self)
+        if desired is None:
+            return self._deletion(live, owned, locks)
+        spec = ReplicationRule.model_validate(desired).spec
+        if spec.management_policy is ManagementPolicy.OBSERVE:
+            return []
+        selected = self.select(spec)
+        expression = canonical(spec.destination)
+        current = _Owned.of(owned)
+        impacts: list[RucioImpact] = []
+        missing = [d for d in selected if current.current(d, expression, spec.copies) is None]
+        if missing:
+            volume, absent = Volume(), []
+            for did in missing:
+                try:
+                    volume += locks.volume(did)
+                except RucioNotFoundError:
+                    absent.append(did)
+            note = ""
+            if absent:
+                shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")  # noqa: PLR2004
+                note = f"{len(absent)} of them name DIDs Rucio does not know ({shown}): refused"
+            impacts.append(
+                RucioImpact(
+                    "create",
+                    len(missing),
+                    f"{expression} x{spec.copies}",
+                    place=self._destination(expression, spec.copies, volume),
+                    note=note,
+                )
+            )
+        changing = [
+            r
+            for d in selected
+            if (r := current.current(d, expression, spec.copies)) is not None
+            and (r.rse_expression, r.copies) != (expression, spec.copies)
+        ]
+        impacts.extend(self._changes(changing, expression, spec.copies, locks))
+        chosen = set(selected)
+        released = [r for r in owned if r.did not in chosen]
+        if released:
+            policy = self.deletion_policy(spec, status)[0]
+            impacts.append(self._release(released, policy, locks, "of deselected DIDs"))
+        return impacts
+
+    def _deletion(
+        self, live: dict[str, Any] | None, owned: list[Rule], locks: _Locks
+    ) -> list[RucioImpact]:
+        spec = ReplicationRule.model_validate(live).spec if live else None
+        if spec is None or spec.management_policy is ManagementPolicy.OBSERVE or not owned:
+            return []
+        policy = self.deletion_policy(spec, (live or {}).get("status"))[0]
+        return [self._release(owned, policy, locks, "")]
+
+    def _release(
+        self, rules: list[Rule], policy: DeletionPolicy, locks: _Locks, note: str
+    ) -> RucioImpact:
+        if policy is not DeletionPolicy.DELETE:
+            return RucioImpact("orphan", len(rules), note=note)
+        released, deletable = locks.release(rules, {r.id for r in rules}, set())
+        return RucioImpact("delete", len(rules), release=released, deletable=deletable, note=note)
+
+    def _changes(
+        self, rules: list[Rule], expression: str, copies: int, locks: _Locks
+    ) -> list[RucioImpact]:
+        """Rules whose expression or copies change: reduce, add copies, or move."""
+        reduce = [r for r in rules if r.rse_expression == expression and copies < r.copies]
+        grow = [r for r in rules if r.rse_expression == expression and copies > r.copies]
+        move = [r for r in rules if r.rse_expression != expression]
+        impacts = []
+        target = f"{expression} x{copies}"
+        if reduce:
+            released, deletable = locks.release(reduce, {r.id for r in reduce}, set())
+            impacts.append(
+                RucioImpact(
+                    "reduce",
+                    len(reduce),
+                    target,
+                    release=released,
+                    deletable=deletable,
+                    note=(
+                        "Rucio removes the surplus copies and chooses which: the numbers are "
+                        "every RSE that holds one, an upper bound"
+                    ),
+                )
+            )
+        if grow:
+            extra = sum((locks.volume(r.did) for r in grow), Volume())
+            impacts.append(
+                RucioImpact(
+                    "add-copies", len(grow), target, place={expression: extra}, note="no copy lost"
+                )
+            )
+        if move:
+            volume = sum((locks.volume(r.did) for r in move), Volume())
+            staying = set(self.rucio.list_rses(expression))
+            released, deletable = locks.release(move, {r.id for r in move}, staying)
+            impacts.append(
+                RucioImpact(
+                    "move",
+                    len(move),
+                    target,
+                    place=self._destination(expression, copies, volume),
+                    release=released,
+                    deletable=deletable,
+                    note="the old copies are released once the new ones are OK",
+                )
+            )
+        return impacts
+
+
+@dataclass
+class RucioStatus:
+    """Whether Rucio was consulted for this plan, and if not, why."""
+
+    consulted: bool
+    reason: str
+
+    def line(self) -> str:
+        """The plan's one line about Rucio."""
+        if self.consulted:
+            return f"Rucio: consulted ({self.reason})"
+        return f"Rucio: NOT consulted: {self.reason}; the plan shows the Kubernetes side only"
+
+    def to_json(self) -> dict[str, Any]:
+        """For ``--format json``."""
+        return {"consulted": self.consulted, "reason": self.reason}
+
+
+@dataclass
+class RucioPlanner:
+    """The Rucio side of a plan, for every kind that acts on Rucio.
+
+    ``tag_of`` gives the owner tag of a change's live resource (the rules it owns in Rucio);
+    the composition root decides how tags are made.
+    """
+
+    status: RucioStatus
+    preview: ReplicationPreview | None = None
+    tag_of: Callable[[Change], str | None] = field(default=lambda _change: None)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> RucioPlanner:
+        """A planner that says Rucio was not consulted, and why."""
+        return cls(RucioStatus(consulted=False, reason=reason))
+
+    def estimate(self, change: Change) -> Consequences:
+        """The Rucio consequences of one change (an estimator for `GitOpsService`)."""
+        if self.preview is None or change.key.kind != "ReplicationRule":
+            return Consequences()
+        desired = None if change.action is Action.PRUNE else change.desired
+        try:
+            impacts = self.preview.consequences(
+                self.tag_of(change) if change.live else None, desired, change.live
+            )
+        except RucioError as error:
+            self.status = RucioStatus(
+                consulted=False, reason=f"Rucio failed while planning {change.key}: {error}"
+            )
+            return Consequences([f"Rucio: not consulted for this change: {error}"])
+        return Consequences(
+            [impact.line() for impact in impacts], [impact.to_json() for impact in impacts]
+        )

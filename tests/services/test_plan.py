@@ -1,0 +1,170 @@
+"""The Rucio side of a plan, against the real Rucio server: rules, files and bytes per RSE.
+
+Each test's data lives in its own scope (`rucio_data`); the datasets' files are 1000 and 1001
+bytes, so every volume below is exact.
+"""
+
+import pytest
+
+from steward.models.replication import ReplicationRule
+from steward.services.audit import ResourceRef
+from steward.services.gitops import Action, Change
+from steward.services.ownership import owner_tag
+from steward.services.plan import (
+    ReplicationPreview,
+    RucioPlanner,
+    RucioStatus,
+    Volume,
+)
+from steward.services.replication import ReplicationService
+from steward.storage.kubernetes import ResourceKey
+from steward.storage.rucio import RetryPolicy, RucioStorage, RuleSpec
+
+pytestmark = pytest.mark.rucio
+
+NAMESPACE = "steward"
+CLUSTER = "plan-test-cluster"
+TWO_FILES = Volume(2, 2001)
+
+
+@pytest.fixture
+def service(rucio_storage, audit_service):
+    return ReplicationService(rucio=rucio_storage, audit=audit_service, cluster_id=CLUSTER)
+
+
+@pytest.fixture
+def preview(rucio_storage):
+    return ReplicationPreview(rucio_storage, cluster_id=CLUSTER)
+
+
+def _body(name, dids, destination="NCSA_DISK", copies=1, **spec):
+    return {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "ReplicationRule",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": _uid(name)},
+        "spec": {"selector": {"dids": dids}, "destination": destination, "copies": copies, **spec},
+    }
+
+
+def _placed(service, body):
+    rule = ReplicationRule.model_validate(body)
+    name = rule.metadata.name
+    ref = ResourceRef(kind="ReplicationRule", namespace=NAMESPACE, name=name, uid=_uid(name))
+    service.reconcile(rule, ref)
+
+
+def _uid(name):
+    """A stand-in for the UID the API server would give the resource."""
+    return f"uid-{name}"
+
+
+def _tag(name):
+    return owner_tag(CLUSTER, _uid(name))
+
+
+def test_new_resource_creates_rules_with_files_and_bytes_per_rse(preview, rucio_data):
+    datasets = [rucio_data.dataset() for _ in range(2)]
+    name = f"new-{rucio_data.scope}"
+    (impact,) = preview.consequences(None, _body(name, datasets), None)
+    assert (impact.action, impact.rules, impact.destination) == ("create", 2, "NCSA_DISK x1")
+    assert impact.place == {"NCSA_DISK": Volume(4, 4002)}
+    assert (
+        impact.line() == "Rucio: create 2 rules to NCSA_DISK x1: place NCSA_DISK: 4 files, 4.0 kB"
+    )
+
+
+def test_an_unchanged_resource_does_nothing(preview, service, rucio_data):
+    body = _body(f"same-{rucio_data.scope}", [rucio_data.dataset()])
+    _placed(service, body)
+    assert preview.consequences(_tag(body["metadata"]["name"]), body, body) == []
+
+
+def test_deletion_counts_as_deletable_only_what_no_other_rule_locks(
+    preview, service, rucio_storage, rucio_data
+):
+    shared, alone = rucio_data.dataset(), rucio_data.dataset()
+    name = f"gone-{rucio_data.scope}"
+    body = _body(name, [shared, alone], deletionPolicy="Delete")
+    _placed(service, body)
+    # Someone else's rule keeps the shared dataset's replicas on the same RSE.
+    rucio_storage.add_rule(shared, RuleSpec("NCSA_DISK&type=DISK", comment=rucio_data.comment))
+
+    (impact,) = preview.consequences(_tag(name), None, body)
+    assert (impact.action, impact.rules) == ("delete", 2)
+    assert impact.release == {"NCSA_DISK": Volume(4, 4002)}
+    assert impact.deletable == {"NCSA_DISK": TWO_FILES}
+    assert "becomes deletable (no other rule locks it): NCSA_DISK: 2 files" in impact.line()
+
+
+def test_orphan_and_observe_delete_nothing(preview, service, rucio_data):
+    name = f"orphan-{rucio_data.scope}"
+    body = _body(name, [rucio_data.dataset()], deletionPolicy="Orphan")
+    _placed(service, body)
+    (impact,) = preview.consequences(_tag(name), None, body)
+    assert (impact.action, impact.release, impact.deletable) == ("orphan", {}, {})
+    observed = _body(name, body["spec"]["selector"]["dids"], managementPolicy="Observe")
+    assert preview.consequences(_tag(name), None, observed) == []
+
+
+def test_a_move_places_at_the_new_rse_and_frees_the_old(preview, service, rucio_data):
+    name = f"move-{rucio_data.scope}"
+    body = _body(name, [rucio_data.dataset()])
+    _placed(service, body)
+    moved = _body(name, body["spec"]["selector"]["dids"], destination="IN2P3_DISK")
+    (impact,) = preview.consequences(_tag(name), moved, body)
+    assert (impact.action, impact.destination) == ("move", "IN2P3_DISK x1")
+    assert impact.place == {"IN2P3_DISK": TWO_FILES}
+    assert impact.release == {"NCSA_DISK": TWO_FILES}
+    assert impact.deletable == {"NCSA_DISK": TWO_FILES}
+
+
+def test_fewer_copies_release_and_more_copies_place(preview, service, rucio_data):
+    name = f"copies-{rucio_data.scope}"
+    expression = "IN2P3_DISK|NCSA_DISK"
+    body = _body(name, [rucio_data.dataset()], destination=expression, copies=2)
+    _placed(service, body)
+    fewer = _body(name, body["spec"]["selector"]["dids"], destination=expression, copies=1)
+    (impact,) = preview.consequences(_tag(name), fewer, body)
+    assert impact.action == "reduce"
+    assert impact.release == {"IN2P3_DISK": TWO_FILES, "NCSA_DISK": TWO_FILES}
+    assert "chooses which" in impact.note
+
+    single = _body(f"grow-{rucio_data.scope}", body["spec"]["selector"]["dids"], expression)
+    _placed(service, single)
+    (grown,) = preview.consequences(_tag(single["metadata"]["name"]), body, single)
+    assert (grown.action, grown.place, grown.release) == ("add-copies", {expression: TWO_FILES}, {})
+
+
+def test_deselected_dids_are_released(preview, service, rucio_data):
+    kept, dropped = rucio_data.dataset(), rucio_data.dataset()
+    name = f"desel-{rucio_data.scope}"
+    body = _body(name, [kept, dropped], deletionPolicy="Delete")
+    _placed(service, body)
+    (impact,) = preview.consequences(_tag(name), _body(name, [kept], deletionPolicy="Delete"), body)
+    assert (impact.action, impact.rules, impact.note) == ("delete", 1, "of deselected DIDs")
+    assert impact.deletable == {"NCSA_DISK": TWO_FILES}
+
+
+def test_planner_reports_a_failure_as_not_consulted(rucio_server, rucio_data):
+    storage = RucioStorage(
+        rucio_server.settings(rucio_host="http://127.0.0.1:1"), retry=RetryPolicy(attempts=1)
+    )
+    planner = RucioPlanner(
+        RucioStatus(consulted=True, reason="test"), ReplicationPreview(storage), lambda _c: "t"
+    )
+    body = _body(f"x-{rucio_data.scope}", [rucio_data.dataset()])
+    change = Change(ResourceKey("ReplicationRule", NAMESPACE, "x"), Action.UPDATE, desired=body)
+    change.live = body
+    found = planner.estimate(change)
+    assert found.lines[0].startswith("Rucio: not consulted for this change")
+    assert planner.status.consulted is False
+    assert "failed while planning ReplicationRule/steward/x" in planner.status.reason
+    storage.close()
+
+
+def test_dids_rucio_does_not_know_are_named(preview, rucio_data):
+    ghost = rucio_data.did("never-registered")
+    body = _body(f"ghost-{rucio_data.scope}", [rucio_data.dataset(), ghost])
+    (impact,) = preview.consequences(None, body, None)
+    assert impact.place == {"NCSA_DISK": TWO_FILES}
+    assert f"1 of them name DIDs Rucio does not know ({ghost}): refused" in impact.line()
