@@ -36,7 +36,13 @@ from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
 from steward.services.history import HistoryService
 from steward.services.ledger import LedgerService
 from steward.services.ownership import owner_tag
-from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
+from steward.services.plan import (
+    CampaignPreview,
+    ReplicationPreview,
+    RucioPlanner,
+    RucioStatus,
+    site_disk_rse,
+)
 from steward.services.queueing import QueueingService
 from steward.services.replication import (
     ExpressionCache,
@@ -66,8 +72,8 @@ def operator_namespace(settings: Settings) -> str:
     return settings.operator_namespace
 
 
-def _replication_tag(cluster_id: str, change: Change) -> str | None:
-    """The owner tag of the rules a planned ReplicationRule change's live resource owns.
+def _owner_tag_of(cluster_id: str, change: Change) -> str | None:
+    """The owner tag of the rules a planned change's live resource owns.
 
     Tags hash the cluster's identity and the resource's UID, so only a live object (one the
     cluster gave a UID) can own rules.
@@ -345,7 +351,8 @@ class CommandContext:
         return RucioPlanner(
             RucioStatus(consulted=True, reason=f"{storage!r} as {account}"),
             ReplicationPreview(storage, cluster_id=cluster_id),
-            tag_of=functools.partial(_replication_tag, cluster_id),
+            tag_of=functools.partial(_owner_tag_of, cluster_id),
+            campaigns=CampaignPreview(storage, functools.partial(site_disk_rse, self.kube())),
         )
 
     def __enter__(self) -> Self:

@@ -3,6 +3,8 @@ Rucio, one reconcile pass at a time. kwok Stages (steward/testing/campaign-stage
 each invocation succeed, exit with a code or be OOM-killed, as the step's pod annotations say.
 """
 
+import copy
+import functools
 import json
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -12,9 +14,12 @@ import pytest
 
 from steward.exceptions import TransientError
 from steward.models.campaign import Campaign, format_memory, parse_indexes
+from steward.services.plan import CampaignPreview, site_disk_rse
 from steward.storage.audit import AuditFilter
+from steward.storage.kubernetes import KubeResources
 from steward.storage.ledger import LedgerStore
 from support.campaigns import active_per_invocation, campaign_body
+from support.samples import SITE
 from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
@@ -234,6 +239,55 @@ def test_an_eviction_is_retried_without_counting(campaign_harness, rucio_data, n
     # With retries 0, a counted failure would have failed the invocation: it was not counted.
     assert status["steps"][0]["evicted"] == 1
     assert status["failures"] == {"Evicted": 1}
+
+
+def test_the_plan_shows_the_staging_a_campaign_then_does(
+    campaign_harness, rucio_data, rucio_storage, kube_api, namespace
+):
+    # A Site of the test's own, in the cluster, whose disk is where inputs are staged.
+    site = copy.deepcopy(SITE)
+    site["metadata"]["name"] = f"stage{secrets.token_hex(4)}"
+    site["spec"]["rses"][0].update(name="NCSA_DISK", type="DISK", attributes={"tier": 1})
+    kubernetes.client.CustomObjectsApi(kube_api).create_cluster_custom_object(
+        "steward.lsst.io", "v1alpha1", "sites", site
+    )
+    datasets = [rucio_data.dataset(rse="NCSA_TAPE") for _ in range(2)]
+    body = campaign_body(
+        "planned",
+        namespace,
+        invocations=0,
+        steps=[{"name": "one"}],
+        scope=rucio_data.scope,
+        site=site["metadata"]["name"],
+        coverage={"query": {"dids": datasets}},
+        inputs={"prestage": True},
+    )
+    preview = CampaignPreview(
+        rucio_storage, functools.partial(site_disk_rse, KubeResources(kube_api))
+    )
+    (planned,) = preview.consequences(None, body, None)
+    assert (planned.action, planned.rules, planned.destination) == ("create", 2, "NCSA_DISK x1")
+
+    driven = campaign_harness.start(body)
+    for _ in range(2):
+        driven.step()
+    tag = campaign_harness.service_tag(driven.uid)
+    rules = rucio_storage.list_rules(comment=tag)
+    assert len(rules) == planned.rules
+    assert {(r.rse_expression, r.activity) for r in rules} == {("NCSA_DISK", "Staging")}
+    locked = sum(len(rucio_storage.list_rule_locks(r.id)) for r in rules)
+    assert planned.place["NCSA_DISK"].files == locked
+
+    live = driven.body()
+    terminated = {**live, "spec": {**live["spec"], "desiredState": "Terminated"}}
+    (release,) = preview.consequences(tag, terminated, live)
+    assert (release.action, release.rules) == ("expire", 2)
+    assert release.release == {"NCSA_DISK": planned.place["NCSA_DISK"]}
+    driven.patch_spec({"desiredState": "Terminated"})
+    driven.until("the campaign to end", lambda s: s["phase"] == "Terminated")
+    assert all(r.expires_at is not None for r in rucio_storage.list_rules(comment=tag))
+    # What the plan said would expire has: nothing is left to release.
+    assert preview.consequences(tag, None, driven.body()) == []
 
 
 def test_inputs_only_on_tape_are_staged_before_the_step_starts(

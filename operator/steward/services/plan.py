@@ -2,11 +2,13 @@
 
 ``steward plan`` diffs documents against the cluster; for the kinds that act on Rucio it also
 asks Rucio what applying would do: rules created, moved, reduced or released, with files and
-bytes per RSE, and the bytes that become deletable. Deletable counts only replicas that no
-other rule locks (DRP29: removing one reference never deletes what another still holds; in
-Rucio a replica with a lock left is never reaped). When Rucio is not configured or does not
-answer, the plan says so in one line (and in JSON) instead of passing a Kubernetes-only diff
-off as complete; ``--require-rucio`` turns that into an error for a policy repository's CI.
+bytes per RSE, and the bytes that become deletable (ReplicationRules place and release data; a
+Campaign stages its inputs when it starts and lets those rules expire when it ends).
+Deletable counts only replicas that no other rule locks (DRP29: removing one reference never deletes
+what another still holds; in Rucio a replica with a lock left is never reaped). When Rucio is not
+configured or does not answer, the plan says so in one line (and in JSON) instead of passing a
+Kubernetes-only diff off as complete; ``--require-rucio`` turns that into an error for a policy
+repository's CI.
 
 Counting what becomes deletable is exact but costs Rucio calls: the locks of each released
 rule, the rules on each of their files, and the locks of those other rules. Beyond
@@ -17,28 +19,42 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol
 
 from steward.exceptions import RucioError, RucioNotFoundError
+from steward.models.campaign import Campaign, CampaignSpec, DesiredState
+from steward.models.common import format_duration
 from steward.models.replication import DeletionPolicy, ManagementPolicy, ReplicationRule
 from steward.models.rse_expression import canonical
+from steward.models.site import Site
+from steward.services.campaign.base import disk_rse
+from steward.services.campaign.data import (
+    RELEASE_LIFETIME,
+    STAGING_ACTIVITY,
+    coverage,
+    staging_dids,
+)
 from steward.services.gitops import Action, Change, Consequences
 from steward.services.replication import RucioView, _Owned
-from steward.storage.rucio import Rule
+from steward.storage.kubernetes import KubeResources
+from steward.storage.rucio import RucioStorage, Rule
 
 __all__ = [
     "MAX_EXACT_FILES",
+    "CampaignPreview",
     "ReplicationPreview",
     "RucioImpact",
     "RucioPlanner",
     "RucioStatus",
     "Volume",
+    "site_disk_rse",
 ]
 
 MAX_EXACT_FILES: Final = 10_000
 """Files beyond which deletable bytes are not counted (about three Rucio calls per file)."""
 
-ImpactAction = Literal["create", "add-copies", "move", "reduce", "delete", "orphan"]
+ImpactAction = Literal["create", "add-copies", "move", "reduce", "delete", "orphan", "expire"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,7 @@ class RucioImpact:
             "reduce": "reduce",
             "delete": "delete",
             "orphan": "orphan (keep, no longer managed)",
+            "expire": "expire",
         }
         text = f"Rucio: {verbs[self.action]} {self.rules} rules"
         if self.destination:
@@ -132,8 +149,8 @@ class RucioImpact:
 class _Locks:
     """Which replicas rules lock, read from Rucio as needed and remembered for one plan."""
 
-    def __init__(self, view: RucioView) -> None:
-        self._rucio = view.rucio
+    def __init__(self, rucio: RucioStorage) -> None:
+        self._rucio = rucio
         self._sizes: dict[str, dict[str, int]] = {}
         self._rule_locks: dict[str, set[tuple[str, str]]] = {}
         self._file_rules: dict[str, list[Rule]] = {}
@@ -192,16 +209,34 @@ class _Locks:
         return released, deletable
 
 
+def _destination(
+    rucio: RucioStorage, expression: str, copies: int, volume: Volume
+) -> dict[str, Volume]:
+    """Where ``copies`` of ``volume`` land: per RSE, or per candidate set when Rucio chooses."""
+    rses = sorted(rucio.list_rses(expression))
+    if len(rses) == copies:
+        return dict.fromkeys(rses, volume)
+    where = f"{copies} of {', '.join(rses)}" if rses else f"{expression} (no RSE matches)"
+    return {where: Volume(volume.files * copies, volume.bytes * copies)}
+
+
+def _volume_of(dids: Iterable[str], locks: _Locks) -> tuple[Volume, str]:
+    """Files and bytes of ``dids``, and a note naming those Rucio does not know."""
+    volume, absent = Volume(), []
+    for did in dids:
+        try:
+            volume += locks.volume(did)
+        except RucioNotFoundError:
+            absent.append(did)
+    if not absent:
+        return volume, ""
+    shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")  # noqa: PLR2004
+    return volume, f"{len(absent)} of them name DIDs Rucio does not know ({shown}): refused"
+
+
 @dataclass
 class ReplicationPreview(RucioView):
     """Rucio consequences of a planned ReplicationRule change; never writes."""
-
-    def _destination(self, expression: str, copies: int, volume: Volume) -> dict[str, Volume]:
-        rses = sorted(self.rucio.list_rses(expression))
-        if len(rses) == copies:
-            return dict.fromkeys(rses, volume)
-        where = f"{copies} of {', '.join(rses)}" if rses else f"{expression} (no RSE matches)"
-        return {where: Volume(volume.files * copies, volume.bytes * copies)}
 
     def consequences(
         self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
@@ -215,7 +250,7 @@ class ReplicationPreview(RucioView):
         # is released, so listing by the exact tag returns only what the resource still owns.
         owned = self.rucio.list_rules(comment=tag) if tag else []
         status = (live or {}).get("status")
-        locks = _Locks(self)
+        locks = _Locks(self.rucio)
         if desired is None:
             return self._deletion(live, owned, locks)
         spec = ReplicationRule.model_validate(desired).spec
@@ -227,22 +262,13 @@ class ReplicationPreview(RucioView):
         impacts: list[RucioImpact] = []
         missing = [d for d in selected if current.current(d, expression, spec.copies) is None]
         if missing:
-            volume, absent = Volume(), []
-            for did in missing:
-                try:
-                    volume += locks.volume(did)
-                except RucioNotFoundError:
-                    absent.append(did)
-            note = ""
-            if absent:
-                shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")  # noqa: PLR2004
-                note = f"{len(absent)} of them name DIDs Rucio does not know ({shown}): refused"
+            volume, note = _volume_of(missing, locks)
             impacts.append(
                 RucioImpact(
                     "create",
                     len(missing),
                     f"{expression} x{spec.copies}",
-                    place=self._destination(expression, spec.copies, volume),
+                    place=_destination(self.rucio, expression, spec.copies, volume),
                     note=note,
                 )
             )
@@ -317,13 +343,118 @@ class ReplicationPreview(RucioView):
                     "move",
                     len(move),
                     target,
-                    place=self._destination(expression, copies, volume),
+                    place=_destination(self.rucio, expression, copies, volume),
                     release=released,
                     deletable=deletable,
                     note="the old copies are released once the new ones are OK",
                 )
             )
         return impacts
+
+
+def site_disk_rse(resources: KubeResources, name: str) -> str | None:
+    """The first DISK RSE of the Site ``name`` in the cluster; None if absent or it has none."""
+    body = next((b for b in resources.list("Site") if b["metadata"]["name"] == name), None)
+    if body is None:
+        return None
+    return disk_rse(Site.model_validate({k: v for k, v in body.items() if k != "status"}))
+
+
+_ENDING: Final = frozenset({DesiredState.TERMINATED, DesiredState.CLOSED_OUT})
+"""Desired states in which a campaign releases its staging rules."""
+
+
+@dataclass
+class CampaignPreview:
+    """Rucio consequences of a planned Campaign change: its staging rules; never writes.
+
+    Mirrors `steward.services.campaign`: a new campaign enumerates its coverage and, with
+    ``inputs.prestage``, creates one rule per input DID to ``inputs.destination`` or its Site's
+    first DISK RSE (activity Staging, ``inputs.lifetime``) before its first step starts. A running
+    campaign's coverage was enumerated into the ledger when it started and is never enumerated
+    again, so changing it stages nothing new. Deleting, terminating or closing out a campaign
+    gives its staging rules `RELEASE_LIFETIME`: Rucio's judge then removes them and the
+    replicas no other rule locks may be deleted. Outputs are registered (and archived) as
+    invocations write them, so no plan can count them.
+    """
+
+    rucio: RucioStorage
+    site_disk: Callable[[str], str | None]
+    """A Site's first DISK RSE by name (`site_disk_rse`); None when the cluster has none."""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def consequences(
+        self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
+    ) -> list[RucioImpact]:
+        """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
+
+        ``tag`` is the owner tag of the live campaign's rules (None for a new campaign).
+        """
+        if desired is None:
+            return self._release(tag, "when the campaign's last pods are recorded")
+        spec = Campaign.model_validate(desired).spec
+        if live is None:
+            return self._stage(spec)
+        before = Campaign.model_validate(live).spec.desired_state
+        if spec.desired_state not in _ENDING or before in _ENDING:
+            return []
+        when = (
+            "at closeout, once every invocation finished"
+            if spec.desired_state is DesiredState.CLOSED_OUT
+            else "when its running work is deleted"
+        )
+        return self._release(tag, when)
+
+    def _stage(self, spec: CampaignSpec) -> list[RucioImpact]:
+        """The staging rules a new campaign creates."""
+        if not spec.inputs.prestage or spec.desired_state is DesiredState.TERMINATED:
+            return []
+        dids = sorted(staging_dids(coverage(self.rucio, spec)))
+        if not dids:
+            return []
+        lifetime = format_duration(spec.inputs.lifetime)
+        staging = f"Staging inputs (activity {STAGING_ACTIVITY}, lifetime {lifetime})"
+        destination = spec.inputs.destination or self.site_disk(spec.site)
+        if destination is None:
+            note = f"Site {spec.site} is not in the cluster or has no DISK RSE: destination unknown"
+            return [RucioImpact("create", len(dids), note=f"{staging}; {note}")]
+        expression = canonical(destination)
+        if len(dids) > MAX_EXACT_FILES:
+            note = f"{staging}; files and bytes not counted for more than {MAX_EXACT_FILES} DIDs"
+            return [RucioImpact("create", len(dids), f"{expression} x1", note=note)]
+        volume, absent = _volume_of(dids, _Locks(self.rucio))
+        return [
+            RucioImpact(
+                "create",
+                len(dids),
+                f"{expression} x1",
+                place=_destination(self.rucio, expression, 1, volume),
+                note="; ".join(n for n in (staging, absent) if n),
+            )
+        ]
+
+    def _release(self, tag: str | None, when: str) -> list[RucioImpact]:
+        soon = self.clock() + RELEASE_LIFETIME
+        rules = [
+            rule
+            for rule in (self.rucio.list_rules(comment=tag) if tag else [])
+            if rule.activity == STAGING_ACTIVITY
+            and (rule.expires_at is None or rule.expires_at > soon)
+        ]
+        if not rules:
+            return []
+        released, deletable = _Locks(self.rucio).release(rules, {r.id for r in rules}, set())
+        note = (
+            f"Staging rules; their lifetime becomes {format_duration(RELEASE_LIFETIME)} {when}, "
+            "then Rucio's judge removes them"
+        )
+        return [RucioImpact("expire", len(rules), release=released, deletable=deletable, note=note)]
+
+
+class _Preview(Protocol):
+    def consequences(
+        self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
+    ) -> list[RucioImpact]: ...
 
 
 @dataclass
@@ -355,6 +486,8 @@ class RucioPlanner:
     status: RucioStatus
     preview: ReplicationPreview | None = None
     tag_of: Callable[[Change], str | None] = field(default=lambda _change: None)
+    campaigns: CampaignPreview | None = None
+    """Campaign staging; without it a plan shows no Rucio side for Campaigns."""
 
     @classmethod
     def unavailable(cls, reason: str) -> RucioPlanner:
@@ -363,11 +496,16 @@ class RucioPlanner:
 
     def estimate(self, change: Change) -> Consequences:
         """The Rucio consequences of one change (an estimator for `GitOpsService`)."""
-        if self.preview is None or change.key.kind != "ReplicationRule":
+        previews: dict[str, _Preview | None] = {
+            "ReplicationRule": self.preview,
+            "Campaign": self.campaigns,
+        }
+        preview = previews.get(change.key.kind)
+        if preview is None:
             return Consequences()
         desired = None if change.action is Action.PRUNE else change.desired
         try:
-            impacts = self.preview.consequences(
+            impacts = preview.consequences(
                 self.tag_of(change) if change.live else None, desired, change.live
             )
         except RucioError as error:

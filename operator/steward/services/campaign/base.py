@@ -40,6 +40,7 @@ __all__ = [
     "MOUNT_PATH",
     "CampaignBase",
     "CampaignPass",
+    "disk_rse",
     "iso",
     "now_utc",
 ]
@@ -159,11 +160,12 @@ class CampaignBase:
     def _disk_rse(self, work: CampaignPass) -> str:
         """The site's first DISK RSE: where inputs are staged and outputs written by default."""
         site = self._site(work)
-        for rse in site.spec.rses:
-            if rse.type is RSEType.DISK:
-                return rse.name
-        msg = f"Site {site.metadata.name!r} has no DISK RSE to stage inputs and write outputs to"
-        raise PermanentError(msg)
+        rse = disk_rse(site)
+        if rse is None:
+            name = site.metadata.name
+            msg = f"Site {name!r} has no DISK RSE to stage inputs and write outputs to"
+            raise PermanentError(msg)
+        return rse
 
     def _owner(self, work: CampaignPass) -> Owner:
         return Owner(API_VERSION, "Campaign", work.ref.name, work.uid)
@@ -174,6 +176,11 @@ class CampaignBase:
         with self.sessions() as session:
             planned = [job.name for job in LedgerStore(session).jobs(work.uid)]
         return sorted(set(planned) | set(work.live))
+
+
+def disk_rse(site: Site) -> str | None:
+    """The site's first DISK RSE: where inputs are staged and outputs written by default."""
+    return next((rse.name for rse in site.spec.rses if rse.type is RSEType.DISK), None)
 
 
 def iso(value: datetime | None) -> str | None:

@@ -8,10 +8,12 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any, Final
 
+from steward.models.campaign import CampaignSpec
 from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.campaign.base import CampaignBase, CampaignPass
 from steward.services.campaign.plan import (
+    Invocation,
     coverage_inputs,
     dataset_name,
 )
@@ -19,9 +21,16 @@ from steward.storage.ledger import (
     LedgerStore,
     decode_steps,
 )
-from steward.storage.rucio import File, Rule, RuleSpec, RuleState
+from steward.storage.rucio import File, RucioStorage, Rule, RuleSpec, RuleState
 
-__all__ = ["OUTPUT_ACTIVITY", "RELEASE_LIFETIME", "STAGING_ACTIVITY", "RucioSide"]
+__all__ = [
+    "OUTPUT_ACTIVITY",
+    "RELEASE_LIFETIME",
+    "STAGING_ACTIVITY",
+    "RucioSide",
+    "coverage",
+    "staging_dids",
+]
 
 RELEASE_LIFETIME: Final = timedelta(days=1)
 """Lifetime given to the staging rules when the campaign closes: Rucio's judge then removes
@@ -30,6 +39,35 @@ them, and the staged replicas become eligible for cleanup unless another rule ho
 STAGING_ACTIVITY: Final = "Staging"
 OUTPUT_ACTIVITY: Final = "Production Output"
 _REGISTER_BATCH: Final = 5000
+
+
+def coverage(rucio: RucioStorage, spec: CampaignSpec) -> list[Invocation]:
+    """The campaign's invocations: its explicit data ids, or one per DID its query matches.
+
+    Read once, when the campaign is enumerated into the ledger, and by ``steward plan`` to say
+    what a new campaign would stage.
+    """
+    selected = spec.coverage
+    if selected.data_ids is not None:
+        return [Invocation(i, data_id) for i, data_id in enumerate(selected.data_ids)]
+    assert selected.query is not None  # noqa: S101 - the model requires one of them
+    selector = selected.query
+    if selector.dids is not None:
+        dids = sorted(dict.fromkeys(selector.dids))
+    else:
+        assert selector.scope is not None  # noqa: S101 - the model requires it
+        dids = rucio.list_dids(
+            selector.scope,
+            selector.match,
+            exclude=selector.exclude,
+            did_type=selector.did_type.value.lower(),  # type: ignore[arg-type]
+        )
+    return [Invocation(i, {"did": did}) for i, did in enumerate(dids)]
+
+
+def staging_dids(invocations: Iterable[Invocation]) -> set[str]:
+    """The Rucio DIDs pre-staging brings to the site: what the first steps read."""
+    return {did for invocation in invocations for did in coverage_inputs(invocation.data_id)}
 
 
 class RucioSide(CampaignBase):
@@ -92,7 +130,7 @@ class RucioSide(CampaignBase):
         first = decode_steps(work.record.steps)[0][0]
         with self.sessions() as session:
             texts = LedgerStore(session).step_data_ids(work.uid, first)
-        return {did for text in texts.values() for did in coverage_inputs(json.loads(text))}
+        return staging_dids(Invocation(index, json.loads(text)) for index, text in texts.items())
 
     def _staging_rules(self, work: CampaignPass, inputs: Iterable[str]) -> list[Rule]:
         wanted = set(inputs)

@@ -43,13 +43,13 @@ from typing import Any
 from steward.exceptions import PermanentError, TransientError
 from steward.models.campaign import (
     Campaign,
-    CampaignSpec,
     DesiredState,
     Step,
 )
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.audit import ResourceRef
 from steward.services.campaign.base import CampaignPass
+from steward.services.campaign.data import coverage
 from steward.services.campaign.jobs import JobRunner
 from steward.services.campaign.plan import (
     DONE,
@@ -149,31 +149,13 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
 
     # -- 1. enumerate -------------------------------------------------------------------------
 
-    def _coverage(self, spec: CampaignSpec) -> list[Invocation]:
-        coverage = spec.coverage
-        if coverage.data_ids is not None:
-            return [Invocation(i, data_id) for i, data_id in enumerate(coverage.data_ids)]
-        assert coverage.query is not None  # noqa: S101 - the model requires one of them
-        selector = coverage.query
-        if selector.dids is not None:
-            dids = sorted(dict.fromkeys(selector.dids))
-        else:
-            assert selector.scope is not None  # noqa: S101 - the model requires it
-            dids = self.rucio.list_dids(
-                selector.scope,
-                selector.match,
-                exclude=selector.exclude,
-                did_type=selector.did_type.value.lower(),  # type: ignore[arg-type]
-            )
-        return [Invocation(i, {"did": did}) for i, did in enumerate(dids)]
-
     def _enumerate(self, work: CampaignPass) -> LedgerCampaign:
         with self.sessions() as session:
             record = LedgerStore(session).campaign(work.uid)
         if record is not None:
             self._add_steps(work, record)
             return record
-        invocations = self._coverage(work.spec)
+        invocations = coverage(self.rucio, work.spec)
         if not invocations:
             msg = "the coverage set is empty (the query matched nothing); nothing to run yet"
             raise PermanentError(msg)
