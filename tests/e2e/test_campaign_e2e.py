@@ -19,7 +19,7 @@ from steward.models.campaign import format_memory
 from steward.storage.database import make_engine, make_sessionmaker
 from steward.storage.ledger import LedgerStore
 from support.campaigns import campaign_body, invocation_of
-from support.operator import STEWARD
+from support.operator import OPERATOR_SITE, STEWARD
 from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
@@ -56,6 +56,19 @@ class Ledger:
     def attempts(self, uid):
         with self.sessions() as session:
             return LedgerStore(session).attempts(uid)
+
+
+@pytest.fixture(autouse=True)
+def operator_site(custom_objects, rucio_sites):
+    """The operator's own Site in the cluster, as registered in Rucio for the session.
+
+    A campaign's Site must exist: admission checks it, and the operator reads it to know
+    whether the campaign's Jobs go through Kueue. Its RSEs are the session's, so the operator's
+    reconcile of it changes nothing in Rucio; the janitor removes it after the test.
+    """
+    if custom_objects.get("sites", OPERATOR_SITE) is None:
+        site = rucio_sites.ncsa.model_dump(mode="json", by_alias=True, exclude_none=True)
+        custom_objects.create("sites", site)
 
 
 @pytest.fixture
