@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     site: str | None = None
     """The compute site this operator runs Campaigns for (``metadata.name`` of a Site)."""
 
+    campaign_interval: float = Field(default=5.0, gt=0)
+    """Seconds between passes over each running Campaign: record ended pods, start steps,
+    rerun what failed. Kubernetes has the Jobs; this is how soon Steward notices."""
+
     namespaces: list[str] = Field(default_factory=list)
     """Namespaces to watch; all when empty."""
 

@@ -8,6 +8,7 @@ backoff) or permanent (the spec or the credentials must change)?
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExistsError",
     "ConfigurationError",
     "NotFoundError",
     "PermanentError",
@@ -45,6 +46,10 @@ class PermanentError(StewardError):
 
 class NotFoundError(PermanentError):
     """The thing looked up does not exist."""
+
+
+class AlreadyExistsError(PermanentError):
+    """The object to create exists already (a crash after creating it, or a name clash)."""
 
 
 class ConfigurationError(PermanentError):

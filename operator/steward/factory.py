@@ -18,11 +18,13 @@ from typing import Any, Self
 
 from kubernetes.client import ApiClient
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from steward.config import Settings
 from steward.exceptions import ConfigurationError, NotFoundError, RucioError, StewardError
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
+from steward.services.campaign import CampaignService
 from steward.services.checkpoint import (
     CheckpointLoop,
     CheckpointService,
@@ -36,16 +38,20 @@ from steward.services.find import DEFAULT_PAGE_SIZE, FindService, cluster_owners
 from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
 from steward.services.history import HistoryService
 from steward.services.ingest import DEFAULT_BATCH_SIZE, IngestService
+from steward.services.ledger import LedgerService
 from steward.services.oods import OODSService
 from steward.services.ownership import owner_tag
 from steward.services.plan import (
+    CampaignPreview,
     OODSPreview,
     ReplicationPreview,
     RetentionPreview,
     RucioPlanner,
     RucioStatus,
+    site_disk_rse,
 )
 from steward.services.protections import ClusterFacts, facts_from_bodies
+from steward.services.queueing import QueueingService
 from steward.services.replication import (
     ExpressionCache,
     PlacementLedger,
@@ -55,12 +61,19 @@ from steward.services.replication import (
 )
 from steward.services.retention import RetentionService
 from steward.services.site import SiteService
+from steward.storage.batch import BatchStorage
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cluster_identity
+from steward.storage.kueue import KueueStorage
 from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioStorage
 
 __all__ = ["CommandContext", "Factory", "ProcessContext", "operator_namespace"]
+
+_POD_PATCH_WORKERS = 8
+"""Threads patching ended pods after their attempts are recorded."""
+_KUBE_CONNECTIONS = _POD_PATCH_WORKERS + 4
+"""Connections of the process's Kubernetes client: the pod patchers and a few handlers."""
 
 
 def operator_namespace(settings: Settings) -> str:
@@ -68,8 +81,8 @@ def operator_namespace(settings: Settings) -> str:
     return settings.operator_namespace
 
 
-def _replication_tag(cluster_id: str, change: Change) -> str | None:
-    """The owner tag of the rules a planned ReplicationRule change's live resource owns.
+def _owner_tag_of(cluster_id: str, change: Change) -> str | None:
+    """The owner tag of the rules a planned change's live resource owns.
 
     Tags hash the cluster's identity and the resource's UID, so only a live object (one the
     cluster gave a UID) can own rules.
@@ -100,15 +113,22 @@ class ProcessContext:
     """This cluster's identity in owner tags (`steward.services.ownership`)."""
     rucio: RucioStorage
     engine: Engine
+    sessions: sessionmaker[Session]
     audit: AuditService
     snapshot: RuleSnapshot
     ledger: PlacementLedger
     expressions: ExpressionCache
     kube_api: ApiClient = field(default_factory=api_client)
-    """The Kubernetes client for what kopf does not do (admission's Site lookups)."""
+    """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
+    Jobs and pods, Kueue's objects)."""
     checkpoints: CheckpointLoop | None = None
     """Signs audit checkpoints; None without a signing key (then nothing is signed)."""
     witness: ConfigMapWitness | None = None
+    batch: BatchStorage = field(init=False)
+    """Jobs, pods, ConfigMaps and PriorityClasses of campaigns (over ``kube_api``)."""
+
+    def __post_init__(self) -> None:
+        self.batch = BatchStorage(self.kube_api, workers=_POD_PATCH_WORKERS)
 
     @classmethod
     def from_settings(
@@ -130,9 +150,10 @@ class ProcessContext:
         engine = make_engine(settings.database_url)
         ensure_current(engine)
         namespace = operator_namespace(settings)
-        kube = kube_api if kube_api is not None else api_client()
+        kube = kube_api if kube_api is not None else api_client(connections=_KUBE_CONNECTIONS)
         witness = ConfigMapWitness(ConfigMaps(kube, namespace))
-        audit = AuditService(make_sessionmaker(engine))
+        sessions = make_sessionmaker(engine)
+        audit = AuditService(sessions)
         key = load_signing_key(settings, namespace, lambda space: ConfigMaps(kube, space))
         # Short in-call retries: an outage must surface quickly as Degraded and be retried by
         # kopf's backoff, not hold every worker thread in a minute-long retry loop.
@@ -145,6 +166,7 @@ class ProcessContext:
             cluster_id=cluster_id,
             rucio=rucio,
             engine=engine,
+            sessions=sessions,
             audit=audit,
             snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
             ledger=PlacementLedger(),
@@ -169,6 +191,7 @@ class ProcessContext:
         """Sign the shutdown checkpoint, release the clients (``@kopf.on.cleanup``)."""
         if self.checkpoints is not None:
             self.checkpoints.stop()
+        self.batch.close()
         self.rucio.close()
         self.engine.dispose()
         self.kube_api.close()  # type: ignore[no-untyped-call]
@@ -185,9 +208,29 @@ class Factory:
         """The Site reconciler."""
         return SiteService(self.context.rucio, self.context.audit, actor=self.actor)
 
+    def create_queueing_service(self) -> QueueingService:
+        """Kueue's objects for this cluster's Site and campaigns."""
+        return QueueingService(
+            KueueStorage(self.context.kube_api), KubeResources(self.context.kube_api)
+        )
+
     def create_admission_service(self) -> AdmissionService:
         """The admission reviewer (the validating webhook's checks)."""
         return AdmissionService(KubeResources(self.context.kube_api))
+
+    def create_campaign_service(self) -> CampaignService:
+        """The Campaign reconciler."""
+        context = self.context
+        return CampaignService(
+            batch=context.batch,
+            resources=KubeResources(context.kube_api),
+            rucio=context.rucio,
+            sessions=context.sessions,
+            audit=context.audit,
+            cluster_id=context.cluster_id,
+            actor=self.actor,
+            queueing=self.create_queueing_service(),
+        )
 
     def create_replication_service(self, facts: ClusterFacts) -> ReplicationService:
         """The ReplicationRule reconciler; its releases are judged against ``facts``."""
@@ -263,6 +306,10 @@ class CommandContext:
     def audit(self) -> AuditService:
         """The audit trail (schema checked)."""
         return AuditService(make_sessionmaker(self.engine()))
+
+    def ledger(self) -> LedgerService:
+        """The campaign ledger's read side (``steward report``, ``steward provenance``)."""
+        return LedgerService(make_sessionmaker(self.engine()))
 
     def kube_api(self) -> ApiClient:
         """The Kubernetes API client."""
@@ -374,8 +421,9 @@ class CommandContext:
                 "ReplicationRule": ReplicationPreview(storage, cluster_id=cluster_id, facts=facts),
                 "RetentionPolicy": RetentionPreview(storage, facts),
                 "OODSCache": OODSPreview(storage, cluster_id, facts),
+                "Campaign": CampaignPreview(storage, functools.partial(site_disk_rse, self.kube())),
             },
-            tag_of=functools.partial(_replication_tag, cluster_id),
+            tag_of=functools.partial(_owner_tag_of, cluster_id),
         )
 
     def cluster_facts(self) -> ClusterFacts:

@@ -339,9 +339,8 @@ def test_history_interleaves_commits_and_actions(repo, run):
 
 
 @pytest.mark.rucio
-def test_plan_shows_rucio_bytes_and_apply_names_who_allowed_the_move(
-    repo, run, kube, rucio_server, rucio_data, rucio_storage, monkeypatch, database_url, cluster_id
-):
+def _use_rucio(monkeypatch, rucio_server):
+    """Point the CLI at the test's Rucio server, as Steward's account."""
     settings = rucio_server.settings()
     for name, value in {
         "STEWARD_RUCIO_HOST": settings.rucio_host,
@@ -350,6 +349,12 @@ def test_plan_shows_rucio_bytes_and_apply_names_who_allowed_the_move(
         "STEWARD_RUCIO_PASSWORD": settings.rucio_secret().get_secret_value(),
     }.items():
         monkeypatch.setenv(name, value)
+
+
+def test_plan_shows_rucio_bytes_and_apply_names_who_allowed_the_move(
+    repo, run, kube, rucio_server, rucio_data, rucio_storage, monkeypatch, database_url, cluster_id
+):
+    _use_rucio(monkeypatch, rucio_server)
     mirror = _site(f"mirror-{uuid.uuid4().hex[:8]}")
     mirror["spec"]["rses"] = [
         {**mirror["spec"]["rses"][0], "name": rse, "type": "DISK", "attributes": {}}
@@ -459,3 +464,38 @@ def test_plan_shows_a_retention_plan_judged_by_the_holds_in_the_cluster(
     assert impact["gate"]["protected"] == {"LegalHold": 1}
     assert "kept by the deletion gate: LegalHold=1" in run("plan").output
     assert all(rucio_storage.get_rule(rule).expires_at is None for rule in rules.values())
+
+
+def test_plan_shows_the_staging_a_new_campaign_creates(
+    repo, run, rucio_server, rucio_data, monkeypatch
+):
+    _use_rucio(monkeypatch, rucio_server)
+    site = _site(f"batch-{uuid.uuid4().hex[:8]}")
+    site["spec"]["roles"] = ["batch"]
+    site["spec"]["rses"] = [
+        {**site["spec"]["rses"][0], "name": "NCSA_DISK", "type": "DISK", "attributes": {}}
+    ]
+    (repo["root"] / "sites" / "batch.yaml").write_text(yaml.safe_dump(site))
+    _commit(repo["root"], "Add a batch site")
+    assert run("apply").exit_code == 0
+    campaign = {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "Campaign",
+        "metadata": {"name": "drp", "namespace": repo["namespace"]},
+        "spec": {
+            "site": site["metadata"]["name"],
+            "image": "example.org/pipelines:test",
+            "steps": [{"name": "isr", "pipeline": "pipelines/drp.yaml#isr"}],
+            "coverage": {"query": {"dids": [rucio_data.dataset(rse="NCSA_TAPE")]}},
+            "outputs": {"scope": rucio_data.scope},
+        },
+    }
+    (repo["root"] / "policies" / "drp.yaml").write_text(yaml.safe_dump(campaign))
+    _commit(repo["root"], "Run DRP at the batch site")
+
+    planned = run("plan", "--require-rucio")
+    assert planned.exit_code == 2, planned.output
+    assert (
+        "-> Rucio: create 1 rules to NCSA_DISK x1: place NCSA_DISK: 2 files, 2.0 kB. "
+        "Staging inputs (activity Staging, lifetime 30d)"
+    ) in planned.output

@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from steward.cli.main import cli
 from steward.storage.kubernetes import cluster_identity
+from support.campaigns import campaign_body
 from support.deployment import (
     MANIFESTS,
     NAMESPACE,
@@ -394,3 +395,39 @@ def test_one_leader_acts_and_a_standby_takes_over_after_a_kill(
     finally:
         standby.stop()
         leader.start(timeout=90)
+
+
+def test_a_campaign_runs_under_the_rendered_identity_alone(
+    site_deployment, leader, objects, rucio_data
+):
+    # The rendered ConfigMap says which site's campaigns this operator runs (base); the
+    # campaign's Site must exist (admission checks it) and its Jobs need a node to run on.
+    assert site_deployment.settings()["STEWARD_SITE"] == "base"
+    facility = f"B{secrets.token_hex(3)}".upper()
+    objects.create("sites", {**_site_body("base", facility), "metadata": {"name": "base"}})
+    site_deployment.plane.create_nodes(1)
+    steps = [{"name": "one"}, {"name": "two", "dependsOn": ["one"]}]
+    body = campaign_body(
+        "deployed",
+        NAMESPACE,
+        invocations=3,
+        steps=steps,
+        scope=rucio_data.scope,
+        site="base",
+        outputs={"scope": rucio_data.scope, "rse": f"{facility}_DISK"},
+    )
+    objects.create("campaigns", body)
+
+    def succeeded():
+        campaign = objects.get("campaigns", "deployed", NAMESPACE) or {}
+        return (campaign.get("status") or {}).get("phase") == "Succeeded" and campaign
+
+    campaign = until("the campaign to succeed", succeeded, timeout=240)
+    assert campaign["status"]["progress"] == "6/6"
+    pods = kubernetes.client.CoreV1Api(site_deployment.api).list_namespaced_pod(
+        NAMESPACE, label_selector="steward.lsst.io/campaign=deployed"
+    )
+    assert {p.spec.priority_class_name for p in pods.items} == {"steward-campaign-normal"}
+    # Jobs, pods (the ledger finalizer), ConfigMaps, the rendered PriorityClasses and the
+    # Site were all reached through the rendered roles: no call was refused.
+    assert _forbidden_lines(leader) == []

@@ -2,13 +2,16 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from steward.exceptions import ConfigurationError
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.storage.audit import AuditFilter
 from steward.storage.database import (
+    MIGRATIONS,
     current_revision,
     ensure_current,
     head_revision,
@@ -156,6 +159,29 @@ def test_migrations_upgrade_an_old_database(database_url):
     assert old.verify() == []
     with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_entries"))
+    engine.dispose()
+
+
+def test_the_ledger_migration_goes_up_and_down(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert {
+        "ledger_campaigns",
+        "ledger_invocations",
+        "ledger_attempts",
+        "ledger_jobs",
+        "ledger_files",
+        "ledger_controls",
+    } <= tables
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    assert current_revision(engine) == "0003"
+    assert not {t for t in inspect(engine).get_table_names() if t.startswith("ledger_")}
+    assert {"audit_entries", "audit_checkpoints"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 
 

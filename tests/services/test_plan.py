@@ -1,8 +1,13 @@
 """The Rucio side of a plan, against the real Rucio server: rules, files and bytes per RSE.
 
+ReplicationRules place and release data; Campaigns stage their inputs and let those staging
+rules expire when they end.
+
 Each test's data lives in its own scope (`rucio_data`); the datasets' files are 1000 and 1001
 bytes, so every volume below is exact.
 """
+
+from datetime import timedelta
 
 import pytest
 
@@ -11,6 +16,7 @@ from steward.services.audit import ResourceRef
 from steward.services.gitops import Action, Change
 from steward.services.ownership import owner_tag
 from steward.services.plan import (
+    CampaignPreview,
     ReplicationPreview,
     RucioPlanner,
     RucioStatus,
@@ -170,3 +176,121 @@ def test_dids_rucio_does_not_know_are_named(preview, rucio_data):
     (impact,) = preview.consequences(None, body, None)
     assert impact.place == {"NCSA_DISK": TWO_FILES}
     assert f"1 of them name DIDs Rucio does not know ({ghost}): refused" in impact.line()
+
+
+# -- Campaign staging ---------------------------------------------------------------------------
+
+
+def _campaign(name, coverage, **spec):
+    return {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "Campaign",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": _uid(name)},
+        "spec": {
+            "site": "ncsa",
+            "image": "example.org/pipelines:test",
+            "steps": [{"name": "one", "pipeline": "pipelines/test.yaml#one"}],
+            "coverage": coverage,
+            "outputs": {"scope": "user.test"},
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def campaigns(rucio_storage):
+    return CampaignPreview(rucio_storage, {"ncsa": "NCSA_DISK"}.get)
+
+
+def test_a_new_campaign_stages_its_inputs_at_its_sites_disk(campaigns, rucio_data):
+    on_tape = [rucio_data.dataset(rse="NCSA_TAPE") for _ in range(2)]
+    body = _campaign(f"stage-{rucio_data.scope}", {"query": {"dids": on_tape}})
+    (impact,) = campaigns.consequences(None, body, None)
+    assert (impact.action, impact.rules, impact.destination) == ("create", 2, "NCSA_DISK x1")
+    assert impact.place == {"NCSA_DISK": Volume(4, 4002)}
+    assert impact.line() == (
+        "Rucio: create 2 rules to NCSA_DISK x1: place NCSA_DISK: 4 files, 4.0 kB. "
+        "Staging inputs (activity Staging, lifetime 30d)"
+    )
+    # An explicit destination wins over the Site's disk; unknown DIDs are named.
+    ghost = rucio_data.did("never-registered")
+    body = _campaign(
+        f"dest-{rucio_data.scope}",
+        {"query": {"dids": [on_tape[0], ghost]}},
+        inputs={"destination": "IN2P3_DISK", "lifetime": "10d"},
+    )
+    (impact,) = campaigns.consequences(None, body, None)
+    assert (impact.destination, impact.place) == ("IN2P3_DISK x1", {"IN2P3_DISK": TWO_FILES})
+    assert "lifetime 10d" in impact.note
+    assert f"1 of them name DIDs Rucio does not know ({ghost}): refused" in impact.note
+
+
+def test_a_campaign_of_a_metadata_query_stages_what_the_query_matches(campaigns, rucio_data):
+    rucio_data.dataset(meta={"datatype": "raw"})
+    rucio_data.dataset(meta={"datatype": "calexp"}, files=3)
+    coverage = {"query": {"scope": rucio_data.scope, "match": {"datatype": "raw"}}}
+    (impact,) = campaigns.consequences(None, _campaign(f"q-{rucio_data.scope}", coverage), None)
+    assert (impact.rules, impact.place) == (1, {"NCSA_DISK": TWO_FILES})
+
+
+def test_campaigns_that_stage_nothing_say_nothing(campaigns, rucio_data):
+    dataset = rucio_data.dataset()
+    name = f"none-{rucio_data.scope}"
+    data_ids = {"dataIds": [{"visit": 1, "detector": 2}]}
+    assert campaigns.consequences(None, _campaign(name, data_ids), None) == []
+    unstaged = _campaign(name, {"query": {"dids": [dataset]}}, inputs={"prestage": False})
+    assert campaigns.consequences(None, unstaged, None) == []
+
+
+def test_a_campaign_at_an_unknown_site_names_it(rucio_storage, rucio_data):
+    preview = CampaignPreview(rucio_storage, lambda _name: None)
+    body = _campaign(f"nosite-{rucio_data.scope}", {"query": {"dids": [rucio_data.dataset()]}})
+    (impact,) = preview.consequences(None, body, None)
+    assert (impact.rules, impact.destination, impact.place) == (1, None, {})
+    assert "Site ncsa is not in the cluster or has no DISK RSE: destination unknown" in impact.note
+
+
+def test_ending_a_campaign_lets_its_staging_rules_expire(campaigns, rucio_storage, rucio_data):
+    shared, alone = rucio_data.dataset(), rucio_data.dataset()
+    name = f"end-{rucio_data.scope}"
+    tag = _tag(name)
+    live = _campaign(name, {"query": {"dids": [shared, alone]}})
+    staging = RuleSpec("NCSA_DISK", activity="Staging", comment=tag)
+    rucio_storage.add_rules([shared, alone], staging)
+    # The campaign's archive rule carries its tag too, but is not a staging rule.
+    archive = RuleSpec("NCSA_TAPE", activity="Production Output", comment=tag)
+    rucio_storage.add_rules([rucio_data.dataset()], archive)
+    # Someone else's rule keeps the shared dataset's replicas.
+    rucio_storage.add_rule(shared, RuleSpec("NCSA_DISK&type=DISK", comment=rucio_data.comment))
+
+    (impact,) = campaigns.consequences(tag, None, live)
+    assert (impact.action, impact.rules) == ("expire", 2)
+    assert impact.release == {"NCSA_DISK": Volume(4, 4002)}
+    assert impact.deletable == {"NCSA_DISK": TWO_FILES}
+    assert "their lifetime becomes 1d when the campaign's last pods are recorded" in impact.line()
+
+    closed = _campaign(name, live["spec"]["coverage"], desiredState="ClosedOut")
+    (impact,) = campaigns.consequences(tag, closed, live)
+    assert (impact.action, impact.rules) == ("expire", 2)
+    assert "at closeout, once every invocation finished" in impact.note
+    # A change that does not end it stages nothing new (its coverage was enumerated once).
+    paused = _campaign(name, {"query": {"dids": [rucio_data.dataset()]}}, desiredState="Paused")
+    assert campaigns.consequences(tag, paused, live) == []
+    # Once released (a day to live at most), there is nothing left to release.
+    for rule in rucio_storage.list_rules(comment=tag):
+        rucio_storage.update_rule(rule.id, lifetime=timedelta(hours=23))
+    assert campaigns.consequences(tag, None, live) == []
+
+
+def test_the_planner_previews_campaigns(campaigns, rucio_data):
+    planner = RucioPlanner(RucioStatus(consulted=True, reason="test"), {"Campaign": campaigns})
+    body = _campaign(f"plan-{rucio_data.scope}", {"query": {"dids": [rucio_data.dataset()]}})
+    change = Change(ResourceKey("Campaign", NAMESPACE, "plan"), Action.CREATE, desired=body)
+    found = planner.estimate(change)
+    assert found.lines == [
+        (
+            "Rucio: create 1 rules to NCSA_DISK x1: place NCSA_DISK: 2 files, 2.0 kB. "
+            "Staging inputs (activity Staging, lifetime 30d)"
+        )
+    ]
+    assert found.details[0]["place"] == {"NCSA_DISK": {"files": 2, "bytes": 2001}}

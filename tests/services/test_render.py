@@ -19,6 +19,7 @@ from steward.handlers.rbac import kopf_rules
 from steward.models import KINDS
 from steward.models.campaign import Priority
 from steward.services.render import (
+    CAMPAIGN_RULES,
     PENDING_RULES,
     RenderError,
     _environment,
@@ -73,8 +74,14 @@ def test_operator_role_grants_what_kopf_does_for_our_handlers(manifests):
         assert rules[("steward.lsst.io",), plural, ()]["verbs"] == ["list", "patch", "watch"]
         assert rules[("steward.lsst.io",), f"{plural}/status", ()]["verbs"] == ["patch"]
     assert rules[("",), "events", ()]["verbs"] == ["create"]
-    # Nothing the code does not call: no get on Steward resources, no delete, no update.
-    assert all("delete" not in r["verbs"] and "update" not in r["verbs"] for r in role["rules"])
+    # Nothing the code does not call: no get on Steward resources, no delete, no update; the
+    # one delete is of the Kueue flavors and queues a Site no longer declares.
+    assert all("update" not in r["verbs"] for r in role["rules"])
+    deletes = {r["resources"][0] for r in role["rules"] if "delete" in r["verbs"]}
+    assert deletes == {"resourceflavors", "clusterqueues"}
+    assert all(
+        r["apiGroups"] == ["kueue.x-k8s.io"] for r in role["rules"] if "delete" in r["verbs"]
+    )
     # In the namespace only: the webhook's Secret and the audit checkpoints' ConfigMaps, by
     # name, with get and patch; create ConfigMaps (RBAC cannot limit create to names).
     (namespaced,) = [r for r in _of_kind(manifests, "Role") if r["metadata"]["name"] == "steward"]
@@ -96,11 +103,12 @@ def test_operator_role_grants_what_kopf_does_for_our_handlers(manifests):
     assert not any("secrets" in r["resources"] for r in role["rules"])
 
 
-def test_pending_rules_live_in_roles_of_their_own(manifests):
+def test_campaign_rules_live_in_a_role_of_their_own(manifests):
     names = {r["metadata"]["name"] for r in _of_kind(manifests, "ClusterRole")}
     names |= {r["metadata"]["name"] for r in _of_kind(manifests, "Role")}
     assert names == {"steward", "steward-campaigns"}
-    assert {rule.role for rule in PENDING_RULES} == {"steward-campaigns"}
+    assert PENDING_RULES == ()
+    assert {rule.role for rule in CAMPAIGN_RULES} == {"steward-campaigns"}
     bindings = [*_of_kind(manifests, "ClusterRoleBinding"), *_of_kind(manifests, "RoleBinding")]
     assert {b["roleRef"]["name"] for b in bindings} == names
     for binding in bindings:

@@ -24,6 +24,8 @@ from steward.storage.kubernetes import cluster_identity
 from steward.testing.operatorprocess import OperatorProcess
 
 STEWARD = Path(sys.executable).with_name("steward")
+OPERATOR_SITE = "ncsa"
+"""The site the test operator runs Campaigns for (``STEWARD_SITE``)."""
 
 
 @pytest.fixture
@@ -49,6 +51,8 @@ def operator_env(control_plane, rucio_server, tmp_path, database_url, namespace)
         "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
         "STEWARD_DATABASE_URL": database_url,
         "STEWARD_REFRESH_INTERVAL": "3",
+        "STEWARD_SITE": OPERATOR_SITE,
+        "STEWARD_CAMPAIGN_INTERVAL": "1",
         "STEWARD_OPERATOR_NAMESPACE": namespace,
         "STEWARD_AUDIT_SIGNING_KEY_FILE": str(key_file),
     }

@@ -31,6 +31,7 @@ from support.waiting import until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STEWARD = Path(sys.executable).with_name("steward")
+DEMO_CAMPAIGN = "ocs-calibs-20261122"
 CONTROL_PLANE = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
 RUCIO = {"postgresql", "rucio-server", "rucio-daemons"}
 OPERATOR = {"steward-operator"}
@@ -185,6 +186,14 @@ class _Cluster:
                 return cache
         return None
 
+    def demo_campaign(self) -> dict[str, Any] | None:
+        """The demo campaign, once Succeeded."""
+        for campaign in self.get("campaigns.steward.lsst.io"):
+            if campaign["metadata"]["name"] == DEMO_CAMPAIGN:
+                phase = (campaign.get("status") or {}).get("phase")
+                return campaign if phase == "Succeeded" else None
+        return None
+
     def placed(self) -> list[str]:
         """ReplicationRules Ready with Rucio rules OK."""
         return [
@@ -221,6 +230,27 @@ def _check_retention_and_cache(state_dir: Path, cluster: _Cluster) -> None:
     cache_row = r"/base-oods\s+BASE_OODS\s+7d\s+[1-9]\d*\s+[1-9]\d*\s"
     assert any(re.search(scratch_row, line) for line in lines), shell.stdout
     assert any(re.search(cache_row, line) for line in lines), shell.stdout
+
+
+def _check_the_demo_campaign(state_dir: Path, cluster: _Cluster) -> None:
+    """The Base's daily calibrations run on the kwok nodes; kubectl and the ledger show it."""
+    campaign = until("the demo campaign to succeed", cluster.demo_campaign, timeout=180)
+    assert campaign["status"]["progress"] == "36/36"
+    shell = _in_shell(state_dir, "kubectl get camp -A")
+    assert shell.returncode == 0, shell.stderr
+    row = next(line for line in shell.stdout.splitlines() if DEMO_CAMPAIGN in line).split()
+    assert row[2:6] == ["Succeeded", "high", "36/36", "base"]
+    # Campaigns of other sites are not this operator's: no status.
+    others = [c for c in cluster.get("campaigns.steward.lsst.io") if c["spec"]["site"] != "base"]
+    assert others
+    assert all(not c.get("status") for c in others)
+    report = _in_shell(state_dir, f"steward report {DEMO_CAMPAIGN} -n steward --format json")
+    assert report.returncode == 0, report.stderr
+    steps = json.loads(report.stdout)["steps"]
+    assert [s["states"] for s in steps] == [{"succeeded": 9}] * 4
+    outputs = _in_shell(state_dir, f"steward provenance outputs {DEMO_CAMPAIGN} -n steward")
+    assert outputs.returncode == 0, outputs.stderr
+    assert outputs.stdout.count("output calib:") == 36
 
 
 def _check_a_developers_shell(state_dir: Path, placed: list[str]) -> None:
@@ -308,6 +338,7 @@ def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
         until("the OODS cache to hold the demo data", cluster.cached, timeout=120)
         _check_retention_and_cache(state_dir, cluster)
         _check_ingest_and_find(state_dir, tmp_path)
+        _check_the_demo_campaign(state_dir, cluster)
     finally:
         stopped = runner.invoke(cli, ["dev", "down", *option])
 
@@ -387,8 +418,23 @@ def test_limitations_name_idle_kinds_refused_selections_and_windows() -> None:
     assert "closed until 2026-11-23 08:00 UTC" in lines[2]
 
 
+def test_limitations_name_the_campaigns_of_other_sites() -> None:
+    resources = [
+        {"kind": "Campaign", "metadata": {"name": "here"}, "spec": {"site": "base"}},
+        {"kind": "Campaign", "metadata": {"name": "dr1-drp"}, "spec": {"site": "ncsa"}},
+    ]
+    lines = devoperator.local_limitations(
+        resources, {"Campaign"}, {}, datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+    )
+    expected = (
+        "Campaigns of other sites are left alone (this operator runs site base's, "
+        "STEWARD_SITE): dr1-drp (ncsa); their status stays empty"
+    )
+    assert lines == [expected]
+
+
 def test_reconciled_kinds_come_from_the_handlers() -> None:
-    assert {"Site", "ReplicationRule"} <= devoperator.reconciled_kinds()
+    assert {"Site", "ReplicationRule", "Campaign"} <= devoperator.reconciled_kinds()
 
 
 def test_operator_env_drops_a_previous_stacks_settings() -> None:

@@ -43,8 +43,16 @@ def dev() -> None:
     show_default=True,
     help="Rucio's database; auto: PostgreSQL when installed (custom metadata keys), else SQLite.",
 )
+@click.option(
+    "--kueue",
+    is_flag=True,
+    help="Also run Kueue as a MultiKueue manager, and a control plane with Kueue for each "
+    "worker site of sites/ (NCSA, IN2P3).",
+)
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for the stack.")
-def up(state_dir: Path | None, nodes: int, rucio_database: str, timeout: float) -> None:
+def up(
+    *, state_dir: Path | None, nodes: int, rucio_database: str, kueue: bool, timeout: float
+) -> None:
     """Start the stack in the background (or report the one already running).
 
     In order: the control plane with kwok nodes and crds/, Rucio with its daemons, then the
@@ -60,6 +68,7 @@ def up(state_dir: Path | None, nodes: int, rucio_database: str, timeout: float) 
             directory,
             repo_root,
             nodes=nodes,
+            kueue=kueue,
             rucio_database=rucio_database,
             timeout=timeout,
             log=lambda message: click.echo(message, err=True),

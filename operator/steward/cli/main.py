@@ -25,7 +25,9 @@ COMMANDS = {
     "ingest": "steward.cli.ingest:ingest",
     "operator": "steward.cli.operator:operator",
     "plan": "steward.cli.gitops:plan",
+    "provenance": "steward.cli.campaigns:provenance",
     "render": "steward.cli.render:render_site",
+    "report": "steward.cli.campaigns:report",
     "validate": "steward.cli.validate:validate",
 }
 """Sub-command name -> ``module:attribute`` of its click command."""

@@ -6,6 +6,7 @@ it, write status and post Events. Decisions live in steward.services.
 
 from steward.handlers import (
     admission,
+    campaign,
     oods,
     protections,
     replication,
@@ -14,4 +15,13 @@ from steward.handlers import (
     startup,
 )
 
-__all__ = ["admission", "oods", "protections", "replication", "retention", "site", "startup"]
+__all__ = [
+    "admission",
+    "campaign",
+    "oods",
+    "protections",
+    "replication",
+    "retention",
+    "site",
+    "startup",
+]

@@ -48,13 +48,15 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, sites_by_name: Any
         site = parse(Site, copy, patch, memo)
         if site is None:
             return
-        service = factory(memo).create_site_service()
-        outcome = service.reconcile(
+        made = factory(memo)
+        outcome = made.create_site_service().reconcile(
             site,
             resource_ref(copy),
             _peers(sites_by_name, site.metadata.name),
             (copy.get("status") or {}).get("conditions"),
         )
+        local = made.context.settings.site
+        made.create_queueing_service().reconcile_local_site(site, local, outcome)
         post(copy, outcome, patch, memo)
 
 
@@ -88,11 +90,14 @@ def site_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) 
     with reconciling("Site", body, patch, memo, deleting=True) as copy:
         site = parse(Site, copy, patch, memo)
         if site is not None:
-            busy = factory(memo).create_site_service().holding_data(site, resource_ref(copy))
+            made = factory(memo)
+            busy = made.create_site_service().holding_data(site, resource_ref(copy))
             if busy:
                 message = "deletion waits: " + "; ".join(busy)
                 patch.status["deletion"] = message
                 raise kopf.TemporaryError(message, delay=INTERVAL)
+            if made.context.settings.site == site.metadata.name and site.spec.batch is not None:
+                made.create_queueing_service().remove_site(site.metadata.name)
     forget(body)
 
 

@@ -142,6 +142,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         peering=None if settings.peering.standalone else config.peering_name,
         priority=settings.peering.priority,
         webhook_port=config.webhook_port or None,
+        campaigns_of_site=config.site or "none (STEWARD_SITE unset: no Campaign is run)",
     )
 
 

@@ -22,6 +22,7 @@ from .common import (
     Int,
     LocatedValueError,
     Name,
+    Number,
     Resource,
     SpecModel,
     Timestamp,
@@ -33,9 +34,14 @@ from .rse_expression import AttributeValue
 
 __all__ = [
     "RSE",
+    "BatchCapacity",
+    "BatchQueue",
     "DeletionFreeze",
     "Downtime",
+    "NodePool",
+    "PoolQuota",
     "Protocol",
+    "QueueStatus",
     "RSEStatus",
     "RSEType",
     "Site",
@@ -236,6 +242,132 @@ class DeletionFreeze(SpecModel):
     """Who asked for it."""
 
 
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+"""A Kubernetes resource quantity without exponent: ``500``, ``1.5``, ``250m``, ``2Ti``."""
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=32)]
+"""A Kubernetes resource quantity (CPU cores, bytes of memory)."""
+
+
+class NodePool(SpecModel):
+    """A pool of alike nodes at the site: one Kueue ResourceFlavor.
+
+    Kueue adds the pool's node labels to the nodeSelector of every pod it admits against the
+    pool's quota, so a workload runs on the nodes whose capacity it was counted against.
+    """
+
+    name: Name
+    """Pool name; the ResourceFlavor is ``<site>-<pool>``."""
+
+    node_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels the pool's nodes carry (e.g. ``node.kubernetes.io/pool: batch``); empty matches
+    every node."""
+
+
+class PoolQuota(SpecModel):
+    """A queue's share of one node pool (Kueue ``resourceGroups[].flavors[]``)."""
+
+    pool: Name
+    """The node pool (``nodePools[].name``)."""
+
+    cpu: Quantity
+    """Nominal CPU quota: cores the queue may use without borrowing."""
+
+    memory: Quantity
+    """Nominal memory quota (bytes, e.g. ``2Ti``)."""
+
+    borrowing_limit: dict[Literal["cpu", "memory"], Quantity] | None = None
+    """How much more the queue may borrow from idle queues of its cohort, per resource;
+    unlimited when absent."""
+
+    lending_limit: dict[Literal["cpu", "memory"], Quantity] | None = None
+    """How much of its nominal quota the queue lends to its cohort when idle, per resource;
+    all of it when absent."""
+
+
+class BatchQueue(SpecModel):
+    """A share of the site's batch capacity: one Kueue ClusterQueue in the site's cohort.
+
+    Campaigns on one queue are ordered by priority (urgent first) and the queue's quota bounds
+    what they take together; queues of one cohort lend idle quota to each other and share
+    what is borrowed fairly by weight.
+    """
+
+    name: Name
+    """Queue name; the ClusterQueue and the campaigns' LocalQueues are ``<site>-<queue>``."""
+
+    quotas: list[PoolQuota] = Field(
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["pool"]},
+    )
+    """Nominal quota per node pool, in the order Kueue tries the pools."""
+
+    weight: Number = Field(default=1.0, gt=0, le=1000)
+    """Fair-sharing weight: a queue of weight 2 gets twice the borrowed share of weight 1."""
+
+
+class BatchCapacity(SpecModel):
+    """What the site's cluster gives to campaigns, as Kueue quotas (LDM-230 3.1.3)."""
+
+    cohort: Name | None = None
+    """Kueue cohort of the site's queues (shared with other tenants' ClusterQueues of the
+    cluster); the site's name when absent."""
+
+    node_pools: list[NodePool] = Field(
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Node pools, one ResourceFlavor each."""
+
+    queues: list[BatchQueue] = Field(
+        min_length=1,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Queues campaigns are admitted through."""
+
+    default_queue: Name | None = None
+    """Queue of campaigns that name none; the first queue when absent."""
+
+    kubeconfig_secret: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    """Secret, in Kueue's namespace of a cluster that dispatches multi-site campaigns, whose
+    ``kubeconfig`` key reaches this site's cluster (MultiKueue's worker credentials). Needed
+    only for a site that runs work sent from another site."""
+
+    @model_validator(mode="after")
+    def _pools_and_queues(self) -> BatchCapacity:
+        pools = [p.name for p in self.node_pools]
+        for index, name in enumerate(pools):
+            if name in pools[:index]:
+                msg = f"node pool {name!r} is declared twice"
+                raise LocatedValueError(msg, "nodePools", index, "name")
+        queues = [q.name for q in self.queues]
+        for index, queue in enumerate(self.queues):
+            if queue.name in queues[:index]:
+                msg = f"queue {queue.name!r} is declared twice"
+                raise LocatedValueError(msg, "queues", index, "name")
+            seen: list[str] = []
+            for quota_index, quota in enumerate(queue.quotas):
+                if quota.pool not in pools:
+                    msg = f"quota names node pool {quota.pool!r}, which this site does not declare"
+                    raise LocatedValueError(msg, "queues", index, "quotas", quota_index, "pool")
+                if quota.pool in seen:
+                    msg = f"queue {queue.name!r} has two quotas for node pool {quota.pool!r}"
+                    raise LocatedValueError(msg, "queues", index, "quotas", quota_index, "pool")
+                seen.append(quota.pool)
+        if self.default_queue is not None and self.default_queue not in queues:
+            msg = f"default queue {self.default_queue!r} is not one of the site's queues"
+            raise LocatedValueError(msg, "defaultQueue")
+        return self
+
+    @property
+    def default(self) -> str:
+        """Name of the queue of campaigns that name none."""
+        return self.default_queue or self.queues[0].name
+
+
 class SiteSpec(SpecModel):
     """Desired state of a Site."""
 
@@ -268,6 +400,8 @@ class SiteSpec(SpecModel):
     """While set, no path of Steward removes data from this site's RSEs: retention, OODS
     eviction, a ReplicationRule's Delete policy and campaign termination all stop (their
     plans are still computed and shown)."""
+    batch: BatchCapacity | None = None
+    """Batch capacity for campaigns, rendered as Kueue objects; none when absent."""
 
     @model_validator(mode="after")
     def _unique_and_known(self) -> SiteSpec:
@@ -306,6 +440,25 @@ class RSEStatus(CamelModel):
     """Whether a scheduled downtime is in force."""
 
 
+class QueueStatus(CamelModel):
+    """Observed state of one of the site's queues (its Kueue ClusterQueue)."""
+
+    name: str
+    """Queue name."""
+
+    cluster_queue: str
+    """The ClusterQueue."""
+
+    active: Bool = False
+    """Whether Kueue reports the ClusterQueue Active (its flavors exist, nothing stops it)."""
+
+    pending: Int = 0
+    """Workloads waiting for quota."""
+
+    admitted: Int = 0
+    """Workloads admitted and running."""
+
+
 class SiteStatus(CamelModel):
     """Observed state of a Site."""
 
@@ -320,6 +473,9 @@ class SiteStatus(CamelModel):
 
     available: Int = 0
     """How many RSEs are fully available (read, write, delete)."""
+
+    queues: list[QueueStatus] = Field(default_factory=list)
+    """The site's batch queues in Kueue, when it declares batch capacity."""
 
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing, Degraded."""

@@ -2,11 +2,13 @@
 
 ``steward plan`` diffs documents against the cluster; for the kinds that act on Rucio it also
 asks Rucio what applying would do: rules created, moved, reduced or released, with files and
-bytes per RSE, and the bytes that become deletable. Deletable counts only replicas that no
-other rule locks (DRP29: removing one reference never deletes what another still holds; in
-Rucio a replica with a lock left is never reaped). When Rucio is not configured or does not
-answer, the plan says so in one line (and in JSON) instead of passing a Kubernetes-only diff
-off as complete; ``--require-rucio`` turns that into an error for a policy repository's CI.
+bytes per RSE, and the bytes that become deletable (ReplicationRules place and release data; a
+Campaign stages its inputs when it starts and lets those rules expire when it ends).
+Deletable counts only replicas that no other rule locks (DRP29: removing one reference never deletes
+what another still holds; in Rucio a replica with a lock left is never reaped). When Rucio is not
+configured or does not answer, the plan says so in one line (and in JSON) instead of passing a
+Kubernetes-only diff off as complete; ``--require-rucio`` turns that into an error for a policy
+repository's CI.
 
 Counting what becomes deletable is exact but costs Rucio calls: the locks of each released
 rule, the rules on each of their files, and the locks of those other rules. Beyond
@@ -27,19 +29,31 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
 
 from steward.exceptions import RucioError, RucioNotFoundError
+from steward.models.campaign import Campaign, CampaignSpec, DesiredState
+from steward.models.common import format_duration
 from steward.models.oods import OODSCache
 from steward.models.replication import DeletionPolicy, ManagementPolicy, ReplicationRule
 from steward.models.retention import RetentionPolicy
 from steward.models.rse_expression import canonical
+from steward.models.site import Site
 from steward.services import oods, retention
+from steward.services.campaign.base import disk_rse
+from steward.services.campaign.data import (
+    RELEASE_LIFETIME,
+    STAGING_ACTIVITY,
+    coverage,
+    staging_dids,
+)
 from steward.services.deletion import DeletionPlan, Mode, Operation
 from steward.services.gitops import Action, Change, Consequences
 from steward.services.protections import ClusterFacts, protections_of
 from steward.services.replication import RucioView, _Owned
+from steward.storage.kubernetes import KubeResources
 from steward.storage.rucio import RucioStorage, Rule
 
 __all__ = [
     "MAX_EXACT_FILES",
+    "CampaignPreview",
     "OODSPreview",
     "Preview",
     "ReplicationPreview",
@@ -49,6 +63,7 @@ __all__ = [
     "RucioStatus",
     "Volume",
     "deletion_impact",
+    "site_disk_rse",
 ]
 
 MAX_EXACT_FILES: Final = 10_000
@@ -338,16 +353,34 @@ class OODSPreview:
         return [deletion_impact(plan, _Locks(self.rucio))]
 
 
+def _destination(
+    rucio: RucioStorage, expression: str, copies: int, volume: Volume
+) -> dict[str, Volume]:
+    """Where ``copies`` of ``volume`` land: per RSE, or per candidate set when Rucio chooses."""
+    rses = sorted(rucio.list_rses(expression))
+    if len(rses) == copies:
+        return dict.fromkeys(rses, volume)
+    where = f"{copies} of {', '.join(rses)}" if rses else f"{expression} (no RSE matches)"
+    return {where: Volume(volume.files * copies, volume.bytes * copies)}
+
+
+def _volume_of(dids: Iterable[str], locks: _Locks) -> tuple[Volume, str]:
+    """Files and bytes of ``dids``, and a note naming those Rucio does not know."""
+    volume, absent = Volume(), []
+    for did in dids:
+        try:
+            volume += locks.volume(did)
+        except RucioNotFoundError:
+            absent.append(did)
+    if not absent:
+        return volume, ""
+    shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")  # noqa: PLR2004
+    return volume, f"{len(absent)} of them name DIDs Rucio does not know ({shown}): refused"
+
+
 @dataclass
 class ReplicationPreview(RucioView):
     """Rucio consequences of a planned ReplicationRule change; never writes."""
-
-    def _destination(self, expression: str, copies: int, volume: Volume) -> dict[str, Volume]:
-        rses = sorted(self.rucio.list_rses(expression))
-        if len(rses) == copies:
-            return dict.fromkeys(rses, volume)
-        where = f"{copies} of {', '.join(rses)}" if rses else f"{expression} (no RSE matches)"
-        return {where: Volume(volume.files * copies, volume.bytes * copies)}
 
     def consequences(
         self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
@@ -375,22 +408,13 @@ class ReplicationPreview(RucioView):
         impacts: list[RucioImpact] = []
         missing = [d for d in selected if current.current(d, expression, spec.copies) is None]
         if missing:
-            volume, absent = Volume(), []
-            for did in missing:
-                try:
-                    volume += locks.volume(did)
-                except RucioNotFoundError:
-                    absent.append(did)
-            note = ""
-            if absent:
-                shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")  # noqa: PLR2004
-                note = f"{len(absent)} of them name DIDs Rucio does not know ({shown}): refused"
+            volume, note = _volume_of(missing, locks)
             impacts.append(
                 RucioImpact(
                     "create",
                     len(missing),
                     f"{expression} x{spec.copies}",
-                    place=self._destination(expression, spec.copies, volume),
+                    place=_destination(self.rucio, expression, spec.copies, volume),
                     note=note,
                 )
             )
@@ -479,13 +503,114 @@ class ReplicationPreview(RucioView):
                     "move",
                     len(move),
                     target,
-                    place=self._destination(expression, copies, volume),
+                    place=_destination(self.rucio, expression, copies, volume),
                     release=released,
                     deletable=deletable,
                     note="the old copies are released once the new ones are OK",
                 )
             )
         return impacts
+
+
+def site_disk_rse(resources: KubeResources, name: str) -> str | None:
+    """The first DISK RSE of the Site ``name`` in the cluster; None if absent or it has none."""
+    body = next((b for b in resources.list("Site") if b["metadata"]["name"] == name), None)
+    if body is None:
+        return None
+    return disk_rse(Site.model_validate({k: v for k, v in body.items() if k != "status"}))
+
+
+_ENDING: Final = frozenset({DesiredState.TERMINATED, DesiredState.CLOSED_OUT})
+"""Desired states in which a campaign releases its staging rules."""
+
+
+@dataclass
+class CampaignPreview:
+    """Rucio consequences of a planned Campaign change: its staging rules; never writes.
+
+    Mirrors `steward.services.campaign`: a new campaign enumerates its coverage and, with
+    ``inputs.prestage``, creates one rule per input DID to ``inputs.destination`` or its Site's
+    first DISK RSE (activity Staging, ``inputs.lifetime``) before its first step starts. A running
+    campaign's coverage was enumerated into the ledger when it started and is never enumerated
+    again, so changing it stages nothing new. Deleting, terminating or closing out a campaign
+    gives its staging rules `RELEASE_LIFETIME`: Rucio's judge then removes them and the
+    replicas no other rule locks may be deleted. Outputs are registered (and archived) as
+    invocations write them, so no plan can count them.
+    """
+
+    rucio: RucioStorage
+    site_disk: Callable[[str], str | None]
+    """A Site's first DISK RSE by name (`site_disk_rse`); None when the cluster has none."""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def consequences(
+        self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
+    ) -> list[RucioImpact]:
+        """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
+
+        ``tag`` is the owner tag of the live campaign's rules (None for a new campaign).
+        """
+        if desired is None:
+            return self._release(tag, "when the campaign's last pods are recorded")
+        spec = Campaign.model_validate(desired).spec
+        if live is None:
+            return self._stage(spec)
+        before = Campaign.model_validate(live).spec.desired_state
+        if spec.desired_state not in _ENDING or before in _ENDING:
+            return []
+        when = (
+            "at closeout, once every invocation finished"
+            if spec.desired_state is DesiredState.CLOSED_OUT
+            else "when its running work is deleted"
+        )
+        return self._release(tag, when)
+
+    def _stage(self, spec: CampaignSpec) -> list[RucioImpact]:
+        """The staging rules a new campaign creates."""
+        if not spec.inputs.prestage or spec.desired_state is DesiredState.TERMINATED:
+            return []
+        dids = sorted(staging_dids(coverage(self.rucio, spec)))
+        if not dids:
+            return []
+        lifetime = format_duration(spec.inputs.lifetime)
+        staging = f"Staging inputs (activity {STAGING_ACTIVITY}, lifetime {lifetime})"
+        destination = spec.inputs.destination or self.site_disk(spec.site)
+        if destination is None:
+            note = f"Site {spec.site} is not in the cluster or has no DISK RSE: destination unknown"
+            return [RucioImpact("create", len(dids), note=f"{staging}; {note}")]
+        expression = canonical(destination)
+        if len(dids) > MAX_EXACT_FILES:
+            note = f"{staging}; files and bytes not counted for more than {MAX_EXACT_FILES} DIDs"
+            return [RucioImpact("create", len(dids), f"{expression} x1", note=note)]
+        volume, absent = _volume_of(dids, _Locks(self.rucio))
+        return [
+            RucioImpact(
+                "create",
+                len(dids),
+                f"{expression} x1",
+                place=_destination(self.rucio, expression, 1, volume),
+                note="; ".join(n for n in (staging, absent) if n),
+            )
+        ]
+
+    def _release(self, tag: str | None, when: str) -> list[RucioImpact]:
+        soon = self.clock() + RELEASE_LIFETIME
+        rules = [
+            rule
+            for rule in (self.rucio.list_rules(comment=tag) if tag else [])
+            if rule.activity == STAGING_ACTIVITY
+            and (rule.expires_at is None or rule.expires_at > soon)
+        ]
+        if not rules:
+            return []
+        released, deletable = _Locks(self.rucio).release(
+            _pairs(rules), {r.id for r in rules}, set()
+        )
+        note = (
+            f"Staging rules; their lifetime becomes {format_duration(RELEASE_LIFETIME)} {when}, "
+            "then Rucio's judge removes them"
+        )
+        return [RucioImpact("expire", len(rules), release=released, deletable=deletable, note=note)]
 
 
 @dataclass
@@ -517,7 +642,7 @@ class RucioPlanner:
     status: RucioStatus
     previews: Mapping[str, Preview] = field(default_factory=dict)
     """The preview of each kind that acts on Rucio (ReplicationRule, RetentionPolicy,
-    OODSCache)."""
+    OODSCache, Campaign staging); a kind without one shows no Rucio side."""
     tag_of: Callable[[Change], str | None] = field(default=lambda _change: None)
 
     @classmethod

@@ -10,9 +10,10 @@ or ``kubectl apply`` deploys as it is, one object per file under ``manifests/<si
 
 The operator's RBAC rules are data here, each with the code that needs it, so the rendered
 roles grant exactly what the code calls: kopf's calls are derived from the registered handlers
-(`steward.handlers.rbac`), Steward's own are `OWN_RULES`, and `PENDING_RULES` are those for code
-being written on other branches (campaigns), in roles of their own so they are easy to check
-and to drop.
+(`steward.handlers.rbac`), Steward's own are `OWN_RULES` and `CAMPAIGN_RULES` (the campaign
+operator's Jobs, pods, ConfigMaps, in a role of their own), and `PENDING_RULES` are those for
+code being written on other branches, in roles of their own so they are easy to check and to
+drop (none today).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from steward.services.checkpoint import CHECKPOINTS_CONFIGMAP, KEY_CONFIGMAP
 from steward.storage.yamlfile import Document, YAMLLoadError, load_documents
 
 __all__ = [
+    "CAMPAIGN_RULES",
     "OWN_RULES",
     "PEERING_CRD",
     "PENDING_RULES",
@@ -301,54 +303,69 @@ OWN_RULES: Final = (
         ("list",),
         "services/admission.py: the webhook reads the live Sites",
     ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("resourceflavors", "clusterqueues"),
+        ("delete", "get", "list", "patch"),
+        "services/queueing.py: a Site's flavors and queues; pruning those it no longer has",
+    ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        (
+            "workloadpriorityclasses",
+            "localqueues",
+            "admissionchecks",
+            "multikueueconfigs",
+            "multikueueclusters",
+        ),
+        ("get", "list", "patch"),
+        "services/queueing.py: priority classes, campaign namespaces' queues, multi-site dispatch",
+    ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("workloads",),
+        ("get", "list", "patch", "watch"),
+        "services/queueing.py: admission state of campaign Jobs; pause and resume",
+    ),
 )
 """What Steward's code calls itself, whatever the values."""
 
-PENDING_RULES: Final = (
-    PolicyRule(
-        (GROUP,),
-        ("campaigns",),
-        ("list", "patch", "watch"),
-        "campaign operator (being written): kopf handlers for Campaign",
-        role="steward-campaigns",
-    ),
-    PolicyRule(
-        (GROUP,),
-        ("campaigns/status",),
-        ("patch",),
-        "campaign operator (being written): Campaign status",
-        role="steward-campaigns",
-    ),
+CAMPAIGN_RULES: Final = (
     PolicyRule(
         ("batch",),
         ("jobs",),
-        ("create", "delete", "get", "list", "patch", "watch"),
-        "campaign operator (being written): one Indexed Job per step and shard",
+        ("create", "delete", "get", "list", "patch"),
+        "storage/batch.py: one Indexed Job per step and shard and rescues; suspend to pause; "
+        "delete on termination and closeout",
         role="steward-campaigns",
     ),
     PolicyRule(
         ("",),
         ("pods",),
-        ("get", "list", "watch"),
-        "campaign operator (being written): classify how each invocation's pod ended",
+        ("list", "patch"),
+        "storage/batch.py: classify and record each ended pod, then label it recorded and drop "
+        "Steward's ledger finalizer",
         role="steward-campaigns",
     ),
     PolicyRule(
         ("",),
         ("configmaps",),
-        ("create", "get", "list", "patch", "watch"),
-        "campaign operator (being written): step configuration for the Jobs",
+        ("create", "get"),
+        "storage/batch.py: each shard's data ids by completion index",
         role="steward-campaigns",
     ),
     PolicyRule(
         ("scheduling.k8s.io",),
         ("priorityclasses",),
-        ("get", "list", "watch"),
-        "campaign operator (being written): check the campaign PriorityClasses exist",
+        ("get",),
+        "storage/batch.py: check the campaign PriorityClasses this deployment ships",
         role="steward-campaigns",
     ),
 )
-"""Rules for code landing on other branches; each in a role named for it."""
+"""The campaign operator's own calls (kopf's for Campaign come from the handlers)."""
+
+PENDING_RULES: Final[tuple[PolicyRule, ...]] = ()
+"""Rules for code landing on other branches, each in a role named for it; none today."""
 
 
 def _value_rules(values: Values) -> list[PolicyRule]:
@@ -411,7 +428,7 @@ def roles(
 ) -> dict[tuple[RoleName, bool], list[dict[str, Any]]]:
     """Rules by (role, namespaced), merged per resource and sorted, as Kubernetes writes them."""
     merged: dict[tuple[RoleName, bool, tuple[str, ...], str, tuple[str, ...]], set[str]] = {}
-    for rule in [*kopf, *OWN_RULES, *_value_rules(values), *PENDING_RULES]:
+    for rule in [*kopf, *OWN_RULES, *CAMPAIGN_RULES, *_value_rules(values), *PENDING_RULES]:
         for resource in rule.resources:
             key = (rule.role, rule.namespaced, rule.api_groups, resource, rule.resource_names)
             merged.setdefault(key, set()).update(rule.verbs)

@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -62,6 +62,10 @@ __all__ = [
 
 KWOK_NODE_ANNOTATION: Final = ("kwok.x-k8s.io/node", "fake")
 """Annotation that hands a Node to kwok (``--manage-nodes-with-annotation-selector``)."""
+
+CAMPAIGN_STAGES: Final = Path(__file__).with_name("campaign-stages.yaml")
+"""Steward's own kwok Stages: campaign pods succeed (reporting outputs), fail with an exit
+code, are OOM-killed, or end on SIGTERM when deleted, as their annotations say."""
 
 POD_CIDR: Final = "10.244.0.1/16"
 """Pod IPs kwok hands out; apart from `SERVICE_CLUSTER_IP_RANGE` so the two never collide."""
@@ -262,6 +266,9 @@ class ControlPlane:
         logs are what one reads after a failure).
     start_timeout
         Seconds each component may take to become healthy.
+    stages
+        kwok Stage files to run beside kwok's own fast stages (e.g. pods that run for a
+        while before they succeed).
     """
 
     def __init__(
@@ -270,7 +277,9 @@ class ControlPlane:
         binaries: Binaries | None = None,
         run_dir: Path | None = None,
         start_timeout: float = 60.0,
+        stages: Sequence[Path] = (),
     ) -> None:
+        self._stages = tuple(stages)
         self._binaries = binaries
         self._given_run_dir = run_dir
         self._start_timeout = start_timeout
@@ -438,6 +447,8 @@ class ControlPlane:
                         str(binaries.kwok),
                         f"--kubeconfig={self.kubeconfig}",
                         f"--config={KWOK_STAGES}",
+                        f"--config={CAMPAIGN_STAGES}",
+                        *(f"--config={path}" for path in self._stages),
                         "--manage-all-nodes=false",
                         "--manage-nodes-with-annotation-selector={}={}".format(
                             *KWOK_NODE_ANNOTATION
@@ -599,15 +610,53 @@ class ControlPlane:
             blame=self._find("kube-controller-manager"),
         )
 
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:  # noqa: ANN401 - decoded JSON
+        """Send one REST request to the API server as the admin.
+
+        Returns
+        -------
+        Any
+            The decoded JSON answer, or None for 404.
+
+        Raises
+        ------
+        ControlPlaneError
+            Any other HTTP error; the message carries the API server's own.
+        """
+        return self._started()[2].request(method, path, body)
+
+    def request_text(self, path: str) -> str:
+        """GET PATH as the admin and return the body as text (``/metrics``)."""
+        self._started()
+        request = urllib.request.Request(self._server + path)  # noqa: S310 - our API server
+        with urllib.request.urlopen(request, timeout=30, context=_ssl_context(self.pki)) as answer:  # noqa: S310
+            return str(answer.read().decode())
+
+    def apply(self, collection: str, manifest: Mapping[str, Any]) -> Any:  # noqa: ANN401
+        """Server-side apply MANIFEST (named by its ``metadata.name``) into COLLECTION.
+
+        COLLECTION is the REST path of the kind's collection, e.g. ``/api/v1/namespaces`` or
+        ``/api/v1/namespaces/NS/secrets``; applying twice changes nothing.
+        """
+        api = self._started()[2]
+        return api.apply(collection, manifest["metadata"]["name"], manifest)
+
     def _find(self, name: str) -> _Process | None:
         return next((p for p in self._processes if p.name == name), None)
 
     def create_nodes(
-        self, count: int, *, prefix: str = "kwok-node-", timeout: float = 60.0
+        self,
+        count: int,
+        *,
+        prefix: str = "kwok-node-",
+        timeout: float = 60.0,
+        labels: Mapping[str, str] | None = None,
+        cpu: str = "32",
     ) -> list[str]:
         """Create COUNT kwok nodes (or keep existing ones) and wait until they are Ready.
 
-        Each node has room for 110 pods, 32 CPUs and 256 GiB, like a typical worker; kwok
+        Each node has room for 110 pods, CPU cores (32 by default) and 256 GiB, like a
+        typical worker, and carries LABELS besides the usual ones (a node pool's); kwok
         marks it Ready and renews its lease, and the controller manager lifts the not-ready
         taint, after which the scheduler places pods on it.
 
@@ -617,7 +666,7 @@ class ControlPlane:
             The node names, ``<prefix>0`` to ``<prefix><count-1>``.
         """
         api = self._started()[2]
-        resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+        resources = {"cpu": cpu, "memory": "256Gi", "pods": "110"}
         names = [f"{prefix}{index}" for index in range(count)]
         for name in names:
             api.apply(
@@ -634,6 +683,7 @@ class ControlPlane:
                             "kubernetes.io/os": "linux",
                             "kubernetes.io/arch": "amd64",
                             "type": "kwok",
+                            **(labels or {}),
                         },
                     },
                     "status": {"capacity": resources, "allocatable": resources},

@@ -48,7 +48,9 @@ from steward.storage.rucio import File, RucioStorage, RuleSpec
 from steward.testing.postgres import PostgresError, find_bindir
 
 __all__ = [
+    "CAMPAIGN_INTERVAL",
     "DEMO_DATA",
+    "DEMO_SITE",
     "NAMESPACE",
     "REFRESH_INTERVAL",
     "Applied",
@@ -88,6 +90,14 @@ Ready in about 15 s here.
 
 CALLS_PER_SECOND: Final = 50.0
 """The operator's Rucio rate cap in the dev stack (production default: 20)."""
+
+DEMO_SITE: Final = "base"
+"""The site whose Campaigns the dev stack's operator runs (``STEWARD_SITE``): the Base's daily
+calibrations (policies/campaigns/ocs-calibs-20261122.yaml, 4 steps over 9 detectors) run on
+the kwok nodes; campaigns of other sites are left to those sites' operators."""
+
+CAMPAIGN_INTERVAL: Final = 2.0
+"""The operator's ``STEWARD_CAMPAIGN_INTERVAL`` in the dev stack (production default: 5 s)."""
 
 RucioDatabase = Literal["postgresql", "sqlite"]
 
@@ -275,6 +285,8 @@ def operator_env(
             "STEWARD_REFRESH_INTERVAL": str(REFRESH_INTERVAL),
             "STEWARD_RUCIO_CALLS_PER_SECOND": str(CALLS_PER_SECOND),
             "STEWARD_METRICS_PORT": str(metrics_port),
+            "STEWARD_SITE": DEMO_SITE,
+            "STEWARD_CAMPAIGN_INTERVAL": str(CAMPAIGN_INTERVAL),
             "STEWARD_OPERATOR_NAMESPACE": NAMESPACE,
         }
     )
@@ -594,6 +606,18 @@ def local_limitations(
         lines.append(
             f"applied but not reconciled (no operator for these kinds yet): {listed}; "
             "their status stays empty"
+        )
+    elsewhere = sorted(
+        f"{body['metadata']['name']} ({(body.get('spec') or {}).get('site')})"
+        for body in resources
+        if body["kind"] == "Campaign"
+        and "Campaign" in handled
+        and (body.get("spec") or {}).get("site") != DEMO_SITE
+    )
+    if elsewhere:
+        lines.append(
+            f"Campaigns of other sites are left alone (this operator runs site {DEMO_SITE}'s, "
+            f"STEWARD_SITE): {', '.join(elsewhere)}; their status stays empty"
         )
     rules = replication_rules(resources)
     by_reason: dict[str, list[str]] = {}

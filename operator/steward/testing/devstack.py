@@ -52,6 +52,7 @@ from steward.testing.childprocess import (
     wait_until,
 )
 from steward.testing.controlplane import ControlPlane, is_healthy, process_alive
+from steward.testing.devkueue import KueueSites
 from steward.testing.devoperator import (
     NAMESPACE,
     REFRESH_INTERVAL,
@@ -76,6 +77,7 @@ from steward.testing.devoperator import (
     seed_demo_data,
 )
 from steward.testing.k8sbuild import KUBERNETES_VERSION, Binaries, cache_root, ensure_binaries
+from steward.testing.kueue import POOL_LABELS, QUEUEING_STAGES
 from steward.testing.operatorprocess import OperatorProcess
 from steward.testing.rucio_server import DATABASE_ENV, RucioComponent, RucioHarnessError
 
@@ -128,6 +130,9 @@ class StackContext:
 
     nodes: int
     """How many kwok nodes to create."""
+
+    kueue: bool = False
+    """Run Kueue as a MultiKueue manager, and the worker sites of ``sites/`` (`devkueue`)."""
 
     rucio_database: str = "auto"
     """One of `RUCIO_DATABASES`."""
@@ -213,18 +218,31 @@ class ControlPlaneComponent:
         self._crds: list[str] = []
         self._nodes: list[str] = []
         self._kubectl = "kubectl"
+        self._kueue: KueueSites | None = None
 
     def start(self, context: StackContext) -> None:
-        """Start the control plane, create the nodes, install crds/."""
-        self._plane = ControlPlane(binaries=context.binaries, run_dir=context.run_dir / self.name)
+        """Start the control plane, create the nodes, install crds/ (and Kueue, if asked)."""
+        self._plane = ControlPlane(
+            binaries=context.binaries,
+            run_dir=context.run_dir / self.name,
+            stages=[QUEUEING_STAGES] if context.kueue else (),
+        )
         self._plane.start()
-        self._nodes = self._plane.create_nodes(context.nodes)
+        self._nodes = self._plane.create_nodes(
+            context.nodes, labels=POOL_LABELS if context.kueue else None
+        )
         if context.repo_root is not None:
             self._crds = self._plane.install_crds(context.repo_root / "crds")
         self._kubectl = str(context.binaries.kubectl)
+        if context.kueue:
+            self._kueue = KueueSites.start(
+                self._plane, context.binaries, context.repo_root, context.run_dir, NAMESPACE
+            )
 
     def stop(self) -> None:
-        """Stop every process of the control plane."""
+        """Stop every process of the control plane (and Kueue's, workers first)."""
+        if self._kueue is not None:
+            self._kueue.stop()
         if self._plane is not None:
             self._plane.stop()
 
@@ -247,6 +265,17 @@ class ControlPlaneComponent:
                 str(plane.pki.directory),
             )
             for info in plane.components()
+        ] + [
+            ProcessState(
+                self.name,
+                info.name,
+                info.pid,
+                _start_time(info.pid) or "",
+                info.health_url,
+                str(info.log),
+                str(pki) if pki else None,
+            )
+            for info, pki in (self._kueue.components() if self._kueue else [])
         ]
 
     def env(self) -> dict[str, str]:
@@ -262,6 +291,7 @@ class ControlPlaneComponent:
             f"{len(self._crds)} CRDs installed: {', '.join(self._crds) or '(no crds/ found)'}",
             f"kubeconfig: {plane.kubeconfig}",
             f"try: {self._kubectl} --kubeconfig {plane.kubeconfig} get nodes,crds",
+            *(self._kueue.summary() if self._kueue else []),
         ]
 
     def notes(self) -> list[str]:
@@ -609,6 +639,7 @@ def up(
     repo_root: Path | None,
     *,
     nodes: int = 3,
+    kueue: bool = False,
     rucio_database: str = "auto",
     timeout: float = 300.0,
     log: Callable[[str], None] | None = None,
@@ -625,6 +656,8 @@ def up(
         Checkout whose crds/ are installed; None installs none.
     nodes
         kwok nodes to create.
+    kueue
+        Also run Kueue, and the worker sites' control planes (`devkueue`).
     rucio_database
         One of `RUCIO_DATABASES` (ignored when the stack already runs).
     timeout
@@ -668,6 +701,7 @@ def up(
                     str(state_dir),
                     f"--bin-dir={binaries.bin_dir}",
                     f"--nodes={nodes}",
+                    *(["--kueue"] if kueue else []),
                     f"--rucio-database={rucio_database}",
                     *([f"--repo-root={repo_root}"] if repo_root else []),
                 ],
@@ -810,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bin-dir", type=Path, required=True)
     parser.add_argument("--repo-root", type=Path)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--kueue", action="store_true")
     parser.add_argument("--rucio-database", choices=RUCIO_DATABASES, default="auto")
     args = parser.parse_args(argv)
     context = StackContext(
@@ -817,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         binaries=Binaries(args.bin_dir),
         repo_root=args.repo_root,
         nodes=args.nodes,
+        kueue=args.kueue,
         rucio_database=args.rucio_database,
     )
     return _serve(args.state_dir, context)

@@ -3,15 +3,19 @@
 No release download is reachable from the project's machines, only the Go module proxy, so the
 control plane used by the tests and by ``steward dev`` is compiled from source: kube-apiserver,
 kube-controller-manager, kube-scheduler and kubectl from ``k8s.io/kubernetes``, etcd from
-``go.etcd.io/etcd/server/v3`` at the version that Kubernetes release pins, and kwok from
-``sigs.k8s.io/kwok``. Each lives in its own Go module under ``gobuild/`` so that Go's version
+``go.etcd.io/etcd/server/v3`` at the version that Kubernetes release pins, kwok from
+``sigs.k8s.io/kwok``, and Kueue (the batch queueing controller campaigns are admitted by) from
+``sigs.k8s.io/kueue``. Each lives in its own Go module under ``gobuild/`` so that Go's version
 selection for one can never raise a dependency of another (kubernetes#129869).
 
 The pins below are the one place where versions are chosen. The ``go.mod``/``go.sum`` files and
 the kwok stages under ``gobuild/`` are generated from them by ``generate`` and committed, so
 every build resolves exactly the same modules. ``build`` (the default command) compiles into
-``${STEWARD_CACHE_DIR:-~/.cache/steward}/k8s/<version>/bin`` and reuses that directory while the
-inputs are unchanged; a file lock makes concurrent callers wait for one build.
+``${STEWARD_CACHE_DIR:-~/.cache/steward}/k8s/<version>/bin`` and Kueue into
+``.../kueue/<version>/bin`` (beside it its CRDs and webhook manifests, copied from the module, so
+they stay out of git), and reuses each directory while its inputs are unchanged; a file lock
+makes concurrent callers wait for one build. Kueue has its own stamp, so changing its pin never
+rebuilds the control plane.
 
 Usage::
 
@@ -43,13 +47,16 @@ from steward.constants import CACHE_DIR_ENV
 __all__ = [
     "GOBUILD_DIR",
     "KUBERNETES_VERSION",
+    "KUEUE_VERSION",
     "KWOK_STAGES",
     "KWOK_VERSION",
     "Binaries",
     "BuildError",
+    "KueueBuild",
     "cache_root",
     "check_generated",
     "ensure_binaries",
+    "ensure_kueue",
     "generate",
 ]
 
@@ -62,6 +69,16 @@ from it (``go.etcd.io/etcd/server/v3`` as pinned in that release's go.mod).
 
 KWOK_VERSION: Final = "v0.8.0"
 """Release of ``sigs.k8s.io/kwok``: the newest that builds with Go 1.26 (its main needs 1.27)."""
+
+KUEUE_VERSION: Final = "v0.19.2"
+"""Release of ``sigs.k8s.io/kueue``.
+
+The first releases whose Indexed Jobs stop holding quota for indexes that failed for good
+(``status.failedIndexes`` under ``backoffLimitPerIndex``; kueue#13482, fixed on main by PR
+#13486) are v0.19.1 (cherry-pick #13717) and v0.18.5 (#13718), per the release's
+CHANGELOG/CHANGELOG-0.19.md. v0.19.2 is the newest the module proxy serves (v0.18.6 is refused);
+it builds with Go 1.26 against k8s.io/api v0.36.
+"""
 
 GOBUILD_DIR: Final = Path(__file__).with_name("gobuild")
 """The committed Go modules, one directory per upstream project."""
@@ -121,6 +138,14 @@ _KUBERNETES = _GoModule(
 _ETCD = _GoModule("etcd", "go.etcd.io/etcd/server/v3", {"etcd": "go.etcd.io/etcd/server/v3"})
 _KWOK = _GoModule("kwok", "sigs.k8s.io/kwok", {"kwok": "sigs.k8s.io/kwok/cmd/kwok"})
 _MODULES: Final = (_KUBERNETES, _ETCD, _KWOK)
+_KUEUE = _GoModule("kueue", "sigs.k8s.io/kueue", {"kueue": "sigs.k8s.io/kueue/cmd/kueue"})
+
+_KUEUE_MANIFESTS: Final = {
+    "crd": "config/components/crd",
+    "webhook": "config/components/webhook",
+}
+"""Directories of the Kueue module copied beside its binary: the CRDs with the kustomization
+naming which of them convert through the webhook, and the webhook configurations."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +186,39 @@ class Binaries:
         return self.bin_dir / "kwok"
 
 
+@dataclass(frozen=True)
+class KueueBuild:
+    """Paths of the built Kueue manager and the manifests copied from its module."""
+
+    root: Path
+    """``<cache>/kueue/<KUEUE_VERSION>``."""
+
+    @property
+    def kueue(self) -> Path:
+        """The Kueue manager (``cmd/kueue``): controllers, scheduler and webhooks in one."""
+        return self.root / "bin" / "kueue"
+
+    @property
+    def crds(self) -> Path:
+        """Kueue's CustomResourceDefinitions (``config/components/crd/bases``)."""
+        return self.root / "crd" / "bases"
+
+    @property
+    def crd_kustomization(self) -> Path:
+        """``config/components/crd/kustomization.yaml``: its patches turn on conversion."""
+        return self.root / "crd" / "kustomization.yaml"
+
+    @property
+    def crd_patches(self) -> Path:
+        """The kustomize patches the kustomization lists."""
+        return self.root / "crd"
+
+    @property
+    def webhook_manifests(self) -> Path:
+        """Kueue's webhook configurations (``config/components/webhook/manifests.yaml``)."""
+        return self.root / "webhook" / "manifests.yaml"
+
+
 def cache_root() -> Path:
     """Steward's cache directory: ``$STEWARD_CACHE_DIR`` or ``~/.cache/steward``."""
     configured = os.environ.get(CACHE_DIR_ENV)
@@ -178,13 +236,15 @@ def _ldflags(module: _GoModule) -> list[str]:
             f"-X {_VERSION_PKG}.gitMinor={minor}",
             f"-X {_VERSION_PKG}.gitTreeState=clean",
         ]
+    if module is _KUEUE:
+        flags.append(f"-X sigs.k8s.io/kueue/pkg/version.GitVersion={KUEUE_VERSION}")
     return flags
 
 
-def _inputs_digest() -> str:
+def _inputs_digest(modules: tuple[_GoModule, ...] = _MODULES) -> str:
     """Hash of everything that determines the binaries: go.mod, go.sum, flags, build format."""
     digest = hashlib.sha256(f"format={BUILD_FORMAT}\n".encode())
-    for module in _MODULES:
+    for module in modules:
         digest.update(f"{module.directory} {' '.join(_ldflags(module))}\n".encode())
         for name in ("go.mod", "go.sum"):
             digest.update((module.path() / name).read_bytes())
@@ -264,13 +324,61 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _stamp_matches(stamp: Path, digest: str, binaries: Binaries) -> bool:
+def _stamp_matches(stamp: Path, digest: str, outputs: list[Path]) -> bool:
     if not stamp.is_file():
         return False
     recorded = json.loads(stamp.read_text())
-    return recorded.get("inputs") == digest and all(
-        (binaries.bin_dir / name).is_file() for module in _MODULES for name in module.binaries
-    )
+    return recorded.get("inputs") == digest and all(path.exists() for path in outputs)
+
+
+def _build_into(
+    root: Path,
+    modules: tuple[_GoModule, ...],
+    *,
+    jobs: int,
+    log: Callable[[str], None] | None,
+    announce: str,
+) -> None:
+    """Build MODULES into ``ROOT/bin`` unless the stamp is current.
+
+    The binaries are compiled into a staging directory and renamed into place, so a reader
+    never sees a half-built ``bin``; the stamp is written last.
+    """
+    bin_dir = root / "bin"
+    stamp = root / "build.json"
+    digest = _inputs_digest(modules)
+    outputs = [bin_dir / name for module in modules for name in module.binaries]
+    if _stamp_matches(stamp, digest, outputs):
+        return
+    with _locked(root / ".lock"):
+        if _stamp_matches(stamp, digest, outputs):  # another process built it meanwhile
+            return
+        staging = root / f"bin.new-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        started = time.monotonic()
+        if log:
+            log(announce.format(bin_dir=bin_dir))
+        try:
+            for module in modules:
+                if log:
+                    log(f"  go build {', '.join(module.binaries)} ({module.path()})")
+                _build_module(module, staging, jobs)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        retired = root / f"bin.old-{os.getpid()}"
+        if bin_dir.exists():
+            bin_dir.rename(retired)
+        staging.rename(bin_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+        seconds = round(time.monotonic() - started)
+        go_version = _go(["env", "GOVERSION"], cwd=GOBUILD_DIR).strip()
+        stamp.write_text(
+            json.dumps({"inputs": digest, "go": go_version, "seconds": seconds}, indent=2) + "\n"
+        )
+        if log:
+            log(f"built in {seconds} s into {bin_dir}")
 
 
 def ensure_binaries(
@@ -299,44 +407,60 @@ def ensure_binaries(
         Go is missing, a module does not resolve, or the compiler failed.
     """
     root = (cache_dir or cache_root()) / "k8s" / KUBERNETES_VERSION
-    binaries = Binaries(root / "bin")
-    stamp = root / "build.json"
-    digest = _inputs_digest()
-    if _stamp_matches(stamp, digest, binaries):
-        return binaries
-    with _locked(root / ".lock"):
-        if _stamp_matches(stamp, digest, binaries):  # another process built it meanwhile
-            return binaries
-        staging = root / f"bin.new-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        started = time.monotonic()
-        if log:
-            log(
-                f"building the control plane into {binaries.bin_dir}: about 15 minutes on two "
-                "cores the first time, seconds once Go's build cache is warm"
-            )
-        try:
-            for module in _MODULES:
-                if log:
-                    log(f"  go build {', '.join(module.binaries)} ({module.path()})")
-                _build_module(module, staging, jobs)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        retired = root / f"bin.old-{os.getpid()}"
-        if binaries.bin_dir.exists():
-            binaries.bin_dir.rename(retired)
-        staging.rename(binaries.bin_dir)
-        shutil.rmtree(retired, ignore_errors=True)
-        seconds = round(time.monotonic() - started)
-        go_version = _go(["env", "GOVERSION"], cwd=GOBUILD_DIR).strip()
-        stamp.write_text(
-            json.dumps({"inputs": digest, "go": go_version, "seconds": seconds}, indent=2) + "\n"
-        )
-        if log:
-            log(f"built in {seconds} s into {binaries.bin_dir}")
-    return binaries
+    _build_into(
+        root,
+        _MODULES,
+        jobs=jobs,
+        log=log,
+        announce=(
+            "building the control plane into {bin_dir}: about 15 minutes on two "
+            "cores the first time, seconds once Go's build cache is warm"
+        ),
+    )
+    return Binaries(root / "bin")
+
+
+def _copy_kueue_manifests(root: Path) -> None:
+    """Copy Kueue's CRDs, CRD patches and webhook manifests from the module cache into ROOT."""
+    listed = json.loads(_go(["list", "-m", "-json", _KUEUE.requirement], cwd=_KUEUE.path()))
+    directory = Path(listed["Dir"])
+    for name, relative in _KUEUE_MANIFESTS.items():
+        target = root / name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(directory / relative, target)
+        for path in target.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
+
+
+def ensure_kueue(
+    *, cache_dir: Path | None = None, jobs: int = 2, log: Callable[[str], None] | None = None
+) -> KueueBuild:
+    """Return the Kueue manager and its manifests, building them first unless cached.
+
+    Kueue is built like the control plane, into the same cache under its own stamp and lock:
+    ``<cache_dir>/kueue/<KUEUE_VERSION>``. Its CRDs and webhook manifests are copied from the
+    pinned module, so the version of the objects always matches the binary.
+
+    Raises
+    ------
+    BuildError
+        Go is missing, the module does not resolve, or the compiler failed.
+    """
+    root = (cache_dir or cache_root()) / "kueue" / KUEUE_VERSION
+    build = KueueBuild(root)
+    _build_into(
+        root,
+        (_KUEUE,),
+        jobs=jobs,
+        log=log,
+        announce="building Kueue into {bin_dir}: several minutes on two cores the first time",
+    )
+    manifests = (build.crd_kustomization, build.webhook_manifests)
+    if not all(path.is_file() for path in manifests):
+        with _locked(root / ".lock"):
+            if not all(path.is_file() for path in manifests):
+                _copy_kueue_manifests(root)
+    return build
 
 
 # --- generating gobuild/ from the pins ----------------------------------------------------------
@@ -448,6 +572,10 @@ def generate() -> None:
         raise BuildError(f"kwok {KWOK_VERSION} replaces modules; carry them over by hand")
     _write_go_mod(_KWOK, KWOK_VERSION, kwok, {})
     _write_stages(kwok)
+    kueue = _download(_KUEUE.requirement, KUEUE_VERSION)
+    if any(not target.startswith((".", "/")) for target in kueue.replaces.values()):
+        raise BuildError(f"kueue {KUEUE_VERSION} replaces modules; carry them over by hand")
+    _write_go_mod(_KUEUE, KUEUE_VERSION, kueue, {})
 
 
 def _required_version(module: _GoModule) -> str | None:
@@ -463,7 +591,8 @@ def check_generated() -> list[str]:
     Only reads files, so it needs no Go and runs in the fast test suite.
     """
     problems = []
-    for module, pin in ((_KUBERNETES, KUBERNETES_VERSION), (_KWOK, KWOK_VERSION)):
+    pins = ((_KUBERNETES, KUBERNETES_VERSION), (_KWOK, KWOK_VERSION), (_KUEUE, KUEUE_VERSION))
+    for module, pin in pins:
         found = _required_version(module)
         if found != pin:
             problems.append(
@@ -497,6 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         if problems or args.command == "check":
             return 1 if problems else 0
         binaries = ensure_binaries(jobs=args.jobs, log=log)
+        ensure_kueue(jobs=args.jobs, log=log)
     except BuildError as error:
         log(str(error))
         return 1

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from steward.config import Settings
+from steward.schema import ledger as _ledger  # noqa: F401 - registers the ledger tables
 from steward.schema.audit import Base
 
 config = context.config

@@ -178,10 +178,23 @@ class DIDClient(RucioCallPath):
             return False
         return True
 
-    def attach(self, parent: str, children: Sequence[str]) -> None:
-        """Attach DIDs (files to a dataset, datasets to a container)."""
+    def attach(
+        self, parent: str, children: Sequence[str], *, ignore_duplicate: bool = False
+    ) -> None:
+        """Attach DIDs (files to a dataset, datasets to a container).
+
+        With ``ignore_duplicate``, children attached already are skipped instead of failing
+        the call, so a repeated attach (after a crash) is harmless.
+        """
         scope, name = split_did(parent)
         dids = [did_dict(child) for child in children]
+        if ignore_duplicate:
+            attachment = {"scope": scope, "name": name, "dids": dids}
+            self._call(
+                "attach_dids_to_dids",
+                lambda c: c.attach_dids_to_dids([attachment], ignore_duplicate=True),
+            )
+            return
         self._call("attach_dids", lambda c: c.attach_dids(scope, name, dids))
 
     def list_content(self, did: str) -> list[str]:

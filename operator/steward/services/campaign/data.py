@@ -1,0 +1,221 @@
+"""The campaign's data in Rucio: inputs staged at the site, outputs registered and archived."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any, Final
+
+from steward.models.campaign import CampaignSpec
+from steward.models.rse_expression import canonical
+from steward.observability import EXTERNAL_ACTIONS
+from steward.services.campaign.base import CampaignBase, CampaignPass
+from steward.services.campaign.plan import (
+    Invocation,
+    coverage_inputs,
+    dataset_name,
+)
+from steward.storage.ledger import (
+    LedgerStore,
+    decode_steps,
+)
+from steward.storage.rucio import File, RucioStorage, Rule, RuleSpec, RuleState
+
+__all__ = [
+    "OUTPUT_ACTIVITY",
+    "RELEASE_LIFETIME",
+    "STAGING_ACTIVITY",
+    "RucioSide",
+    "coverage",
+    "staging_dids",
+]
+
+RELEASE_LIFETIME: Final = timedelta(days=1)
+"""Lifetime given to the staging rules when the campaign closes: Rucio's judge then removes
+them, and the staged replicas become eligible for cleanup unless another rule holds them."""
+
+STAGING_ACTIVITY: Final = "Staging"
+OUTPUT_ACTIVITY: Final = "Production Output"
+_REGISTER_BATCH: Final = 5000
+
+
+def coverage(rucio: RucioStorage, spec: CampaignSpec) -> list[Invocation]:
+    """The campaign's invocations: its explicit data ids, or one per DID its query matches.
+
+    Read once, when the campaign is enumerated into the ledger, and by ``steward plan`` to say
+    what a new campaign would stage.
+    """
+    selected = spec.coverage
+    if selected.data_ids is not None:
+        return [Invocation(i, data_id) for i, data_id in enumerate(selected.data_ids)]
+    assert selected.query is not None  # noqa: S101 - the model requires one of them
+    selector = selected.query
+    if selector.dids is not None:
+        dids = sorted(dict.fromkeys(selector.dids))
+    else:
+        assert selector.scope is not None  # noqa: S101 - the model requires it
+        dids = rucio.list_dids(
+            selector.scope,
+            selector.match,
+            exclude=selector.exclude,
+            did_type=selector.did_type.value.lower(),  # type: ignore[arg-type]
+        )
+    return [Invocation(i, {"did": did}) for i, did in enumerate(dids)]
+
+
+def staging_dids(invocations: Iterable[Invocation]) -> set[str]:
+    """The Rucio DIDs pre-staging brings to the site: what the first steps read."""
+    return {did for invocation in invocations for did in coverage_inputs(invocation.data_id)}
+
+
+class RucioSide(CampaignBase):
+    """Stages inputs, registers outputs, verifies them at closeout."""
+
+    # -- 3c. staging --------------------------------------------------------------------------
+
+    def _staged(self, work: CampaignPass) -> bool:
+        """Whether the inputs are on the site's disk (rules created here if missing)."""
+        if work.staged is not None:
+            return work.staged
+        inputs_spec = work.spec.inputs
+        dids = sorted(self._coverage_dids(work)) if inputs_spec.prestage else []
+        if not dids:
+            work.staged = True
+            return True
+        destination = canonical(inputs_spec.destination or self._disk_rse(work))
+        rules = self._staging_rules(work, dids)
+        covered = {r.did for r in rules}
+        missing = [did for did in dids if did not in covered]
+        if missing:
+            self._audit(
+                work,
+                "stage-inputs",
+                target=destination,
+                after={"dids": len(missing)},
+                message=f"rules to {destination} for {len(missing)} inputs",
+            )
+            spec = RuleSpec(
+                rse_expression=destination,
+                lifetime=inputs_spec.lifetime,
+                activity=STAGING_ACTIVITY,
+                comment=work.tag,
+            )
+            added = self.rucio.add_rules(missing, spec)
+            EXTERNAL_ACTIONS.labels("Campaign", "stage-inputs").inc(len(added.created))
+            rules = self._staging_rules(work, dids)
+        states = Counter(rule.state for rule in rules)
+        work.staging = {
+            "rules": len(rules),
+            "ok": states[RuleState.OK],
+            "replicating": states[RuleState.REPLICATING] + states[RuleState.INJECT],
+            "stuck": states[RuleState.STUCK],
+            "released": False,
+        }
+        work.staged = len(rules) >= len(dids) and states[RuleState.OK] == len(rules)
+        if not work.staged:
+            work.waiting.append(
+                f"staging inputs: {states[RuleState.OK]}/{len(dids)} rules OK at {destination}"
+            )
+        if states[RuleState.STUCK]:
+            work.problems.append(
+                ("StagingStuck", f"{states[RuleState.STUCK]} staging rules are STUCK in Rucio")
+            )
+        return work.staged
+
+    def _coverage_dids(self, work: CampaignPass) -> set[str]:
+        """The Rucio DIDs of the coverage set (what the first steps read)."""
+        assert work.record is not None  # noqa: S101 - enumerated first
+        first = decode_steps(work.record.steps)[0][0]
+        with self.sessions() as session:
+            texts = LedgerStore(session).step_data_ids(work.uid, first)
+        return staging_dids(Invocation(index, json.loads(text)) for index, text in texts.items())
+
+    def _staging_rules(self, work: CampaignPass, inputs: Iterable[str]) -> list[Rule]:
+        wanted = set(inputs)
+        return [r for r in self.rucio.list_rules(comment=work.tag) if r.did in wanted]
+
+    def _release_staging(self, work: CampaignPass) -> None:
+        """Give the staging rules `RELEASE_LIFETIME` (or keep a sooner expiry), once."""
+        with self.sessions() as session:
+            store = LedgerStore(session)
+            record = store.campaign(work.uid)
+            if record is None or record.staging_released:
+                return
+        dids = self._coverage_dids(work) if work.spec.inputs.prestage else set()
+        rules = self._staging_rules(work, dids) if dids else []
+        released = []
+        for rule in rules:
+            lifetime = RELEASE_LIFETIME
+            if rule.expires_at is not None:
+                lifetime = min(lifetime, max(rule.expires_at - work.now, timedelta(0)))
+            self.rucio.update_rule(rule.id, lifetime=lifetime)
+            released.append(rule.id)
+        if released:
+            EXTERNAL_ACTIONS.labels("Campaign", "release-staging").inc(len(released))
+            self._audit(
+                work,
+                "release-staging",
+                after={"rules": released},
+                message=f"{len(released)} staging rules expire within {RELEASE_LIFETIME}",
+            )
+        with self.sessions.begin() as session:
+            row = LedgerStore(session).campaign(work.uid)
+            if row is not None:
+                row.staging_released = True
+
+    # -- 3d. outputs --------------------------------------------------------------------------
+
+    def _register_outputs(self, work: CampaignPass) -> None:
+        """Register recorded outputs in Rucio: files, replicas, step datasets, archive rules."""
+        with self.sessions() as session:
+            pending = LedgerStore(session).files(
+                work.uid, role="output", registered=False, limit=_REGISTER_BATCH
+            )
+        if not pending:
+            return
+        rse = work.spec.outputs.rse or self._disk_rse(work)
+        scope = work.spec.outputs.scope
+        by_step: dict[str, list[Any]] = {}
+        for row in pending:
+            by_step.setdefault(row.step, []).append(row)
+        owned = self.rucio.list_rules(comment=work.tag) if work.spec.outputs.archive else []
+        for step, rows in by_step.items():
+            dataset = f"{scope}:{dataset_name(work.ref.name, step, work.uid)}"
+            self.rucio.add_dataset(dataset)
+            archive = work.spec.outputs.archive
+            if archive is not None and not any(r.did == dataset for r in owned):
+                self._audit(work, "archive-outputs", target=dataset, after={"to": archive})
+                self.rucio.add_rules(
+                    [dataset],
+                    RuleSpec(rse_expression=archive, activity=OUTPUT_ACTIVITY, comment=work.tag),
+                )
+            files = [
+                File(row.did, bytes=row.bytes or 0, adler32=row.adler32 or "00000001")
+                for row in rows
+            ]
+            self.rucio.add_replicas(rse, files)
+            self.rucio.attach(dataset, [f.did for f in files], ignore_duplicate=True)
+            EXTERNAL_ACTIONS.labels("Campaign", "register-outputs").inc(len(files))
+        with self.sessions.begin() as session:
+            LedgerStore(session).mark_registered([row.id for row in pending])
+        self._audit(
+            work,
+            "register-outputs",
+            target=rse,
+            after={"files": len(pending), "steps": sorted(by_step)},
+        )
+
+    def _missing_outputs(self, work: CampaignPass, outputs: Sequence[Any]) -> set[str]:
+        scope = work.spec.outputs.scope
+        expected: dict[str, set[str]] = {}
+        for row in outputs:
+            expected.setdefault(row.step, set()).add(row.did)
+        missing: set[str] = set()
+        for step, dids in expected.items():
+            dataset = f"{scope}:{dataset_name(work.ref.name, step, work.uid)}"
+            replicas = self.rucio.list_replicas([dataset])
+            available = {did for did, states in replicas.items() if "AVAILABLE" in states.values()}
+            missing |= dids - available
+        return missing

@@ -1,0 +1,197 @@
+"""Recording attempts: ended pods into the ledger, classified, with their files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from steward.models.campaign import (
+    index_at,
+    parse_memory,
+)
+from steward.services.attempts import (
+    AttemptClass,
+    Verdict,
+    classify,
+    reported_outputs,
+)
+from steward.services.campaign.base import COMPLETION_INDEX, LOG, CampaignBase, CampaignPass
+from steward.services.campaign.plan import (
+    SUCCEEDED,
+)
+from steward.storage.batch import (
+    LABEL_CAMPAIGN_UID,
+    LABEL_JOB,
+    LABEL_STEP,
+)
+from steward.storage.ledger import (
+    LedgerStore,
+)
+
+__all__ = ["Recorder"]
+
+
+@dataclass
+class _Attempt:
+    """One ended pod, parsed."""
+
+    pod_uid: str
+    pod: str
+    step: str
+    job: str
+    index: int
+    verdict: Verdict
+    outputs: list[tuple[str, int, str]]
+
+
+class Recorder(CampaignBase):
+    """Observes ended pods and records them."""
+
+    # -- 2. observe ---------------------------------------------------------------------------
+
+    def _observe(self, work: CampaignPass) -> None:
+        """Record every ended pod not recorded yet; then let the pods go."""
+        work.live = {
+            job["metadata"]["name"]: job
+            for job in self.batch.list_jobs(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
+        }
+        pods = self.batch.ended_pods(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
+        if not pods:
+            return
+        parsed = [a for pod in pods if (a := self._parse(pod)) is not None]
+        with self.sessions.begin() as session:
+            store = LedgerStore(session)
+            known = store.known_pods([a.pod_uid for a in parsed])
+            new = [a for a in parsed if a.pod_uid not in known]
+            if new:
+                self._record_attempts(store, work, new)
+        self.batch.mark_recorded(pods)
+
+    def _parse(self, pod: Mapping[str, Any]) -> _Attempt | None:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        try:
+            completion = int(annotations[COMPLETION_INDEX])
+            index = index_at(annotations["steward.lsst.io/invocations"], completion)
+            step, job = labels[LABEL_STEP], labels[LABEL_JOB]
+        except (KeyError, ValueError, IndexError):
+            LOG.warning("pod without a Steward invocation; not recorded", pod=meta.get("name"))
+            return None
+        verdict = classify(pod)
+        outputs = []
+        if verdict.klass is AttemptClass.SUCCEEDED:
+            outputs = [(f.name, f.bytes, f.adler32) for f in reported_outputs(pod)]
+        return _Attempt(str(meta["uid"]), str(meta["name"]), step, job, index, verdict, outputs)
+
+    def _record_attempts(
+        self, store: LedgerStore, work: CampaignPass, attempts: list[_Attempt]
+    ) -> None:
+        scope = work.spec.outputs.scope
+        rows: list[dict[str, Any]] = []
+        files: list[dict[str, Any]] = []
+        succeeded: dict[str, list[int]] = {}
+        changed: dict[int, dict[str, Any]] = {}
+        by_step: dict[str, list[_Attempt]] = {}
+        for attempt in attempts:
+            by_step.setdefault(attempt.step, []).append(attempt)
+        for step, items in by_step.items():
+            rows_by_index = store.invocation_states(work.uid, step, [a.index for a in items])
+            never = work.now - timedelta(days=36500)
+            for attempt in sorted(items, key=lambda a: a.verdict.ended_at or never):
+                verdict = attempt.verdict
+                memory = parse_memory(verdict.memory) if verdict.memory else None
+                rows.append(
+                    {
+                        "pod_uid": attempt.pod_uid,
+                        "campaign_uid": work.uid,
+                        "step": step,
+                        "index": attempt.index,
+                        "job": attempt.job,
+                        "pod": attempt.pod,
+                        "node": verdict.node,
+                        "klass": verdict.klass.value,
+                        "reason": verdict.reason[:128],
+                        "exit_code": verdict.exit_code,
+                        "counted": verdict.counted,
+                        "memory": memory,
+                        "started_at": verdict.started_at,
+                        "ended_at": verdict.ended_at,
+                    }
+                )
+                row = rows_by_index.get(attempt.index)
+                if row is None:
+                    continue
+                _apply(row, attempt)
+                changed[row["id"]] = row
+                if verdict.klass is AttemptClass.SUCCEEDED:
+                    succeeded.setdefault(step, []).append(attempt.index)
+                    files.extend(
+                        {
+                            "did": f"{scope}:{name}",
+                            "campaign_uid": work.uid,
+                            "step": step,
+                            "index": attempt.index,
+                            "role": "output",
+                            "bytes": size,
+                            "adler32": adler32,
+                            "registered": False,
+                        }
+                        for name, size, adler32 in attempt.outputs
+                    )
+        store.add_attempts(rows)
+        store.update_invocations(list(changed.values()))
+        store.add_files(files)
+        self._record_inputs(store, work, succeeded, files)
+
+    def _record_inputs(
+        self,
+        store: LedgerStore,
+        work: CampaignPass,
+        succeeded: Mapping[str, list[int]],
+        new_outputs: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Inputs of a dependent step's invocation: what its dependencies wrote for it."""
+        rows: list[dict[str, Any]] = []
+        for step_name, indexes in succeeded.items():
+            step = work.step(step_name)
+            if step is None or not step.depends_on:
+                continue
+            wanted = set(indexes)
+            for dep in step.depends_on:
+                written = [
+                    (f.index, f.did)
+                    for f in store.files(work.uid, role="output", step=dep, indexes=indexes)
+                ]
+                written += [(f["index"], f["did"]) for f in new_outputs if f["step"] == dep]
+                rows.extend(
+                    {
+                        "did": did,
+                        "campaign_uid": work.uid,
+                        "step": step_name,
+                        "index": index,
+                        "role": "input",
+                        "registered": True,
+                    }
+                    for index, did in written
+                    if index in wanted
+                )
+        store.add_files(rows)
+
+
+def _apply(row: dict[str, Any], attempt: _Attempt) -> None:
+    """Fold one recorded attempt into its invocation's row (`LedgerStore.invocation_states`)."""
+    verdict = attempt.verdict
+    row["attempts"] += 1
+    row["failures"] += int(verdict.counted)
+    row["last_job"] = attempt.job
+    row["last_class"] = verdict.klass.value
+    row["exit_code"] = verdict.exit_code
+    row["node"] = verdict.node
+    if row["started_at"] is None:
+        row["started_at"] = verdict.started_at
+    row["ended_at"] = verdict.ended_at
+    if verdict.klass is AttemptClass.SUCCEEDED:
+        row["state"] = SUCCEEDED
