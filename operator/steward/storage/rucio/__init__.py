@@ -15,6 +15,9 @@ keeps four promises the rest of Steward relies on:
   (Rucio's client logs request headers at DEBUG, including ``X-Rucio-Password``: its logger is
   given a redacting adapter). Tokens are cached in a private directory per instance, so
   another process' cached token for the same account is never used in place of checking ours.
+- **A server that does not answer is noticed.** Calls wait seconds sized to what they do, at
+  most ``Settings.rucio_max_calls`` are in flight, and one availability state per process
+  refuses calls at once while Rucio does not answer (`availability`).
 - **Calls are rate-capped.** A token bucket (``Settings.rucio_calls_per_second``) bounds the
   request rate, so a thousand resources reconciled at start-up cannot flood Rucio.
 
@@ -29,6 +32,12 @@ lifetimes are days, sizes are bytes.
 from __future__ import annotations
 
 from steward.storage.rucio.accounts import ADMIN_ATTRIBUTE, AccountClient
+from steward.storage.rucio.availability import (
+    CallSlots,
+    CallTimeouts,
+    RucioAvailability,
+    RucioDownError,
+)
 from steward.storage.rucio.callpath import RetryPolicy, TokenBucket
 from steward.storage.rucio.dids import DIDClient
 from steward.storage.rucio.replicas import ReplicaClient
@@ -60,9 +69,13 @@ __all__ = [
     "UNSET",
     "AddedRules",
     "Availability",
+    "CallSlots",
+    "CallTimeouts",
     "File",
     "Lock",
     "RetryPolicy",
+    "RucioAvailability",
+    "RucioDownError",
     "RucioStorage",
     "Rule",
     "RuleSpec",
