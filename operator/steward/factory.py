@@ -81,7 +81,7 @@ def rucio_availability() -> RucioAvailability:
     that Rucio answers again; refused resources retry after 10 s (kopf's delay), so they
     converge well within 30 s of that.
     """
-    availability = RucioAvailability(initial_probe=1.0, max_probe=8.0, retry_after=10.0)
+    availability = RucioAvailability(initial_probe=1.0, max_probe=8.0)
     RUCIO_UP.set(1)
 
     def report(up: bool, reason: str) -> None:  # noqa: FBT001 - the listener's signature

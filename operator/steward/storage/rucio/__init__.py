@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from steward.storage.rucio.accounts import ADMIN_ATTRIBUTE, AccountClient
 from steward.storage.rucio.availability import (
+    Admission,
     CallSlots,
     CallTimeouts,
     RucioAvailability,
@@ -68,6 +69,7 @@ __all__ = [
     "SUBSCRIPTION_INACTIVE",
     "UNSET",
     "AddedRules",
+    "Admission",
     "Availability",
     "CallSlots",
     "CallTimeouts",

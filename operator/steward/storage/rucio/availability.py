@@ -109,9 +109,6 @@ class RucioAvailability:
     max_probe
         Longest wait between probes; with the jitter it bounds how long after Rucio answers
         again the process notices (and so convergence after an outage).
-    retry_after
-        ``retry_after`` of the errors raised while down: when a refused resource is tried
-        again.
     clock, wall, jitter
         Monotonic clock, wall clock (the ``since`` of messages) and a source of uniform
         random numbers in [0, 1), injectable for tests.
@@ -122,14 +119,12 @@ class RucioAvailability:
         *,
         initial_probe: float = 1.0,
         max_probe: float = 8.0,
-        retry_after: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._initial = initial_probe
         self._max = max_probe
-        self.retry_after = retry_after
         self._clock = clock
         self._wall = wall
         self._jitter = jitter
@@ -164,12 +159,12 @@ class RucioAvailability:
         down = self._down
         return 0.0 if down is None else max(0.0, down.next_probe - self._clock())
 
-    def refused(self, operation: str) -> RucioDownError:
+    def refused(self, operation: str, *, retry_after: float) -> RucioDownError:
         """The error of a call refused while Rucio is down (stable for the whole outage)."""
         down = self._down
         reason = _down_message(down) if down is not None else "Rucio is down"
         message = f"Rucio {operation} not attempted: {reason}"
-        return RucioDownError(message, retry_after=self.retry_after)
+        return RucioDownError(message, retry_after=retry_after)
 
     def answered(self) -> None:
         """Rucio answered (even with an error): it is up; tell the listeners if it was down."""
@@ -259,6 +254,10 @@ class CallSlots:
             if abandon() or self._clock() >= deadline:
                 msg = f"all {self.limit} Rucio call slots stayed busy"
                 raise TimeoutError(msg)
+        if abandon():  # the slot came free because its call failed: Rucio is down
+            self._free.release()
+            msg = "Rucio was marked down while this call waited for a slot"
+            raise TimeoutError(msg)
         try:
             yield
         finally:

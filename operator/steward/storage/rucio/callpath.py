@@ -393,7 +393,10 @@ class RucioCallPath:
         """One try: admission, rate cap, a slot, the call with its timeouts, the verdict."""
         admission = self.availability.admit()
         if admission is Admission.REFUSE:
-            raise _Failed(self.availability.refused(operation), retry=True)
+            raise _Failed(
+                self.availability.refused(operation, retry_after=self._retry.retry_after),
+                retry=True,
+            )
         probing = admission is Admission.PROBE and not self._probe()
         try:
             result = self._request(operation, function, probing=probing)
@@ -425,7 +428,10 @@ class RucioCallPath:
                     raise self._failure(operation, raw, probe=probing) from None
         except TimeoutError as busy:
             if not self.availability.up:
-                raise _Failed(self.availability.refused(operation), retry=True) from None
+                raise _Failed(
+                    self.availability.refused(operation, retry_after=self._retry.retry_after),
+                    retry=True,
+                ) from None
             message = f"Rucio {operation} not attempted: {busy} for {timeouts[1]:.0f} s"
             error = RucioTransientError(message, retry_after=self._retry.retry_after)
             raise _Failed(error, retry=False) from None
