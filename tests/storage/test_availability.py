@@ -122,9 +122,9 @@ def test_slots_bound_calls_in_flight():
     for thread in holders:
         thread.start()
     inside.wait()  # both slots taken
-    with pytest.raises(TimeoutError, match="all 2 Rucio call slots stayed busy"):
-        with slots.hold(30, abandon=lambda: True):
-            pass
+    busy = pytest.raises(TimeoutError, match="all 2 Rucio call slots stayed busy")
+    with busy, slots.hold(30, abandon=lambda: True):
+        pass
     with pytest.raises(TimeoutError), slots.hold(0, abandon=lambda: False):
         pass
     release.set()
