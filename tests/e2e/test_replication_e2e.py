@@ -17,8 +17,12 @@ from datetime import UTC, datetime, timedelta
 import kubernetes
 import pytest
 
+from steward.services.audit import AuditService
+from steward.storage.audit import AuditFilter
+from steward.storage.database import make_engine, make_sessionmaker
 from steward.storage.files import write_private
 from steward.storage.rucio import RucioStorage
+from steward.testing.crashes import Moment, crash_repeatedly, kill_plan
 from steward.testing.operatorprocess import OperatorProcess
 from support.operator import STEWARD, condition_of, owner_tag_of
 from support.rucio import RucioData
@@ -191,28 +195,59 @@ def test_deletion_with_delete_policy_removes_rules(
     assert rucio_storage.get_rule(rule.id).expires_at is not None
 
 
+CRASH_RESOURCES = 60
+"""Resources of the crash test: a size that runs in CI on two cores (bench/crashes.py runs
+the same with 1,000)."""
+CRASH_KILLS = 20
+
+
 def test_crash_safety_under_sigkill(
-    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, steward_operator, cluster_id
+    e2e_site,
+    custom_objects,
+    rucio_storage,
+    rucio_data,
+    namespace,
+    steward_operator,
+    cluster_id,
+    operator_env,
 ):
-    """SIGKILL the operator at random points while it reconciles 200 resources, 10 times."""
+    """SIGKILL the operator 20 times at random points while resources arrive in waves.
+
+    Kills come after a random delay, in a burst of Rucio calls, or in a burst of status
+    writes (`steward.testing.crashes`). Afterwards: exactly one rule per (DID, resource),
+    no rule without its owner, an audit row of success for every rule, an intact chain.
+    """
     facility = e2e_site["spec"]["facility"]
-    names = [f"crash-{i:03d}" for i in range(200)]
+    names = [f"crash-{i:03d}" for i in range(CRASH_RESOURCES)]
     datasets = {name: rucio_data.dataset(files=1) for name in names}
-    tags = {}
-    for name in names:
-        created = custom_objects.create(
-            "replicationrules", _rule_body(name, namespace, [datasets[name]], f"{facility}_DISK")
+    waves = [names[i::CRASH_KILLS] for i in range(CRASH_KILLS)]
+    created = {}
+
+    def wave(index):
+        for name in waves[index]:
+            created[name] = custom_objects.create(
+                "replicationrules",
+                _rule_body(name, namespace, [datasets[name]], f"{facility}_DISK"),
+            )
+
+    def statuses():
+        listed = custom_objects.api.list_namespaced_custom_object(
+            "steward.lsst.io", "v1alpha1", namespace, "replicationrules"
         )
-        tags[name] = owner_tag_of(created, cluster_id)
-    chance = random.Random(20261123)
-    for _ in range(10):
-        until(
-            "some reconciling",
-            lambda: rucio_storage.list_rules(comment=tags[chance.choice(names)]) or True,
-            timeout=5,
+        return sum(1 for item in listed["items"] if (item.get("status") or {}).get("ruleIds"))
+
+    plan = kill_plan(CRASH_KILLS, random.Random(20261201))
+    steward_operator.kill(signal.SIGKILL)
+    crashes = crash_repeatedly(
+        steward_operator, plan, statuses=statuses, before_each=wave, deadline=10
+    )
+    assert len(crashes) == CRASH_KILLS
+    for crash in crashes:  # shown with -s or on failure
+        print(  # noqa: T201
+            f"{crash.kill.moment.value} {crash.kill.amount:.1f} reached={crash.reached} "
+            f"start={crash.start_seconds:.1f}s waited={crash.waited_seconds:.1f}s"
         )
-        steward_operator.kill(signal.SIGKILL)
-        steward_operator.start()
+    assert {crash.kill.moment for crash in crashes if crash.reached} == set(Moment)
 
     def owns_its_rules(name):
         status = (custom_objects.get("replicationrules", name, namespace) or {}).get("status") or {}
@@ -225,19 +260,37 @@ def test_crash_safety_under_sigkill(
         return not pending
 
     try:
-        until("all 200 resources to own their rules", converged, timeout=240)
+        until(f"all {len(names)} resources to own their rules", converged, timeout=240)
     except pytest.fail.Exception:
         sample = custom_objects.get("replicationrules", pending[0], namespace)
         pytest.fail(f"{len(pending)} resources not converged, e.g. {sample}")
+    tags = {name: owner_tag_of(created[name], cluster_id) for name in names}
+    owner_of = {tag: name for name, tag in tags.items()}
     per_owner = Counter()
-    for rule in rucio_storage.list_rules(scope=rucio_data.scope):
-        assert rule.comment, rule
-        assert rule.comment in set(tags.values()), rule
+    rules = rucio_storage.list_rules(scope=rucio_data.scope)
+    for rule in rules:
+        assert rule.comment in owner_of, f"a rule without its owner: {rule}"
         per_owner[(rule.comment, rule.did)] += 1
-    assert per_owner, "no rules were created"
     assert max(per_owner.values()) == 1
-    assert sum(per_owner.values()) == len(names)
     assert set(per_owner) == {(tags[n], datasets[n]) for n in names}
+
+    engine = make_engine(operator_env["STEWARD_DATABASE_URL"])
+    try:
+        audit = AuditService(make_sessionmaker(engine))
+        rows = audit.query(
+            AuditFilter(kind="ReplicationRule", namespace=namespace, result="success")
+        )
+        recorded = {
+            (row.uid, row.target)
+            for row in rows
+            if row.action in {"rucio.rule.add", "rucio.rule.adopt"}
+        }
+        for rule in rules:
+            uid = created[owner_of[rule.comment]]["metadata"]["uid"]
+            assert (uid, rule.id) in recorded, f"no audit row for {rule}"
+        assert audit.verify() == []
+    finally:
+        engine.dispose()
 
 
 def test_site_deletion_waits_while_rules_place_data_there(
