@@ -11,18 +11,16 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import kubernetes
 import pytest
 
 from steward.services.audit import AuditService
-from steward.storage.audit import AuditFilter
 from steward.storage.database import make_engine, make_sessionmaker
 from steward.storage.files import write_private
 from steward.storage.rucio import RucioStorage
-from steward.testing.crashes import Moment, crash_repeatedly, kill_plan
+from steward.testing.crashes import crash_outcome, crash_repeatedly, kill_plan
 from steward.testing.operatorprocess import OperatorProcess
 from support.operator import STEWARD, condition_of, owner_tag_of
 from support.rucio import RucioData
@@ -195,7 +193,7 @@ def test_deletion_with_delete_policy_removes_rules(
     assert rucio_storage.get_rule(rule.id).expires_at is not None
 
 
-CRASH_RESOURCES = 60
+CRASH_RESOURCES = 40
 """Resources of the crash test: a size that runs in CI on two cores (bench/crashes.py runs
 the same with 1,000)."""
 CRASH_KILLS = 20
@@ -236,7 +234,9 @@ def test_crash_safety_under_sigkill(
         )
         return sum(1 for item in listed["items"] if (item.get("status") or {}).get("ruleIds"))
 
-    plan = kill_plan(CRASH_KILLS, random.Random(20261201))
+    plan = kill_plan(
+        CRASH_KILLS, random.Random(20261201), max_statuses=CRASH_RESOURCES // CRASH_KILLS
+    )
     steward_operator.kill(signal.SIGKILL)
     crashes = crash_repeatedly(
         steward_operator, plan, statuses=statuses, before_each=wave, deadline=10
@@ -247,7 +247,7 @@ def test_crash_safety_under_sigkill(
             f"{crash.kill.moment.value} {crash.kill.amount:.1f} reached={crash.reached} "
             f"start={crash.start_seconds:.1f}s waited={crash.waited_seconds:.1f}s"
         )
-    assert {crash.kill.moment for crash in crashes if crash.reached} == set(Moment)
+    assert all(crash.reached for crash in crashes)  # no kill waited for its deadline
 
     def owns_its_rules(name):
         status = (custom_objects.get("replicationrules", name, namespace) or {}).get("status") or {}
@@ -264,33 +264,26 @@ def test_crash_safety_under_sigkill(
     except pytest.fail.Exception:
         sample = custom_objects.get("replicationrules", pending[0], namespace)
         pytest.fail(f"{len(pending)} resources not converged, e.g. {sample}")
-    tags = {name: owner_tag_of(created[name], cluster_id) for name in names}
-    owner_of = {tag: name for name, tag in tags.items()}
-    per_owner = Counter()
-    rules = rucio_storage.list_rules(scope=rucio_data.scope)
-    for rule in rules:
-        assert rule.comment in owner_of, f"a rule without its owner: {rule}"
-        per_owner[(rule.comment, rule.did)] += 1
-    assert max(per_owner.values()) == 1
-    assert set(per_owner) == {(tags[n], datasets[n]) for n in names}
-
+    expected = {
+        owner_tag_of(created[name], cluster_id): (created[name]["metadata"]["uid"], datasets[name])
+        for name in names
+    }
     engine = make_engine(operator_env["STEWARD_DATABASE_URL"])
     try:
-        audit = AuditService(make_sessionmaker(engine))
-        rows = audit.query(
-            AuditFilter(kind="ReplicationRule", namespace=namespace, result="success")
+        outcome = crash_outcome(
+            rucio_storage.list_rules(scope=rucio_data.scope),
+            expected,
+            AuditService(make_sessionmaker(engine)),
+            namespace,
         )
-        recorded = {
-            (row.uid, row.target)
-            for row in rows
-            if row.action in {"rucio.rule.add", "rucio.rule.adopt"}
-        }
-        for rule in rules:
-            uid = created[owner_of[rule.comment]]["metadata"]["uid"]
-            assert (uid, rule.id) in recorded, f"no audit row for {rule}"
-        assert audit.verify() == []
     finally:
         engine.dispose()
+    assert outcome.duplicates == []
+    assert outcome.unowned == []
+    assert outcome.missing == []
+    assert outcome.unaudited == []
+    assert outcome.findings == 0
+    assert outcome.rules == len(names)
 
 
 def test_site_deletion_waits_while_rules_place_data_there(

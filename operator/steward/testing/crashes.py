@@ -22,14 +22,27 @@ import random
 import signal
 import time
 import urllib.request
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from steward.services.audit import AuditService
+from steward.storage.audit import AuditFilter
+from steward.storage.rucio import Rule
 from steward.testing.childprocess import free_port, poll
 from steward.testing.operatorprocess import OperatorProcess
 
-__all__ = ["Kill", "Moment", "crash_repeatedly", "kill_plan", "rucio_calls"]
+__all__ = [
+    "Crash",
+    "CrashOutcome",
+    "Kill",
+    "Moment",
+    "crash_outcome",
+    "crash_repeatedly",
+    "kill_plan",
+    "rucio_calls",
+]
 
 _METRIC: Final = "steward_rucio_api_calls"
 
@@ -62,18 +75,29 @@ class Crash:
     """How long after the start the kill came."""
 
 
-def kill_plan(kills: int, rng: random.Random) -> list[Kill]:
-    """``kills`` kills, the three moments in turn (shuffled), each at a random depth."""
+def kill_plan(
+    kills: int,
+    rng: random.Random,
+    *,
+    max_delay: float = 2.0,
+    max_calls: int = 40,
+    max_statuses: int = 10,
+) -> list[Kill]:
+    """``kills`` kills, the three moments in turn (shuffled), each at a random depth.
+
+    ``max_statuses`` should not exceed the new statuses one round brings (its wave of
+    resources), or those kills come at the deadline instead.
+    """
     moments = [list(Moment)[index % len(Moment)] for index in range(kills)]
     rng.shuffle(moments)
     plan = []
     for moment in moments:
         if moment is Moment.DELAY:
-            amount = rng.uniform(0.0, 3.0)
+            amount = rng.uniform(0.0, max_delay)
         elif moment is Moment.RUCIO_CALLS:
-            amount = float(rng.randint(1, 40))
+            amount = float(rng.randint(1, max_calls))
         else:
-            amount = float(rng.randint(1, 10))
+            amount = float(rng.randint(1, max_statuses))
         plan.append(Kill(moment, amount))
     return plan
 
@@ -168,3 +192,69 @@ def _await(
 def _start(process: OperatorProcess) -> None:
     process.env["STEWARD_METRICS_PORT"] = str(free_port())
     process.start(timeout=90)
+
+
+@dataclass(frozen=True, slots=True)
+class CrashOutcome:
+    """What the kills left in Rucio and the audit trail; every list is empty when all is well."""
+
+    rules: int
+    """Rules found."""
+    duplicates: list[tuple[str, str]]
+    """(owner tag, DID) pairs with more than one rule."""
+    unowned: list[str]
+    """Rules whose comment is no resource's owner tag."""
+    missing: list[tuple[str, str]]
+    """(owner tag, DID) pairs expected but without a rule."""
+    unaudited: list[str]
+    """Rules without a successful ``rucio.rule.add`` or ``rucio.rule.adopt`` row naming them
+    and their resource."""
+    adopted: int
+    """``rucio.rule.adopt`` rows: rules a crash left unrecorded, taken back on a later pass."""
+    findings: int
+    """What the audit chain's verification found (tampering, gaps)."""
+
+
+def crash_outcome(
+    rules: Iterable[Rule],
+    expected: Mapping[str, tuple[str, str]],
+    audit: AuditService,
+    namespace: str,
+) -> CrashOutcome:
+    """Check the rules of a crash run against what the resources declared.
+
+    Parameters
+    ----------
+    rules
+        Every rule in the run's scope.
+    expected
+        Owner tag -> (resource UID, the DID it selects).
+    audit
+        The operator's audit trail.
+    namespace
+        The resources' namespace.
+    """
+    found = list(rules)
+    per_owner = Counter((rule.comment or "", rule.did) for rule in found)
+    rows = audit.query(AuditFilter(kind="ReplicationRule", namespace=namespace, result="success"))
+    recorded = {
+        (row.uid, row.target)
+        for row in rows
+        if row.action in {"rucio.rule.add", "rucio.rule.adopt"}
+    }
+    return CrashOutcome(
+        rules=len(found),
+        duplicates=sorted(key for key, count in per_owner.items() if count > 1),
+        unowned=sorted(rule.id for rule in found if rule.comment not in expected),
+        missing=sorted(
+            (tag, did) for tag, (_uid, did) in expected.items() if (tag, did) not in per_owner
+        ),
+        unaudited=sorted(
+            rule.id
+            for rule in found
+            if (expected.get(rule.comment or "", ("", ""))[0], rule.id) not in recorded
+            and rule.comment in expected
+        ),
+        adopted=sum(1 for row in rows if row.action == "rucio.rule.adopt"),
+        findings=len(audit.verify()),
+    )
