@@ -11,6 +11,13 @@ Rucio calls or in a burst of status writes (`steward.testing.crashes`); after th
 the script waits until every resource owns its rule, then checks Rucio and the audit trail:
 exactly one rule per (DID, resource), no rule without its owner, a success row for every rule,
 an intact chain.
+
+Measured 2026-12-01 on the shared 2-core machine (load average 9-11 throughout), defaults
+(``--resources 1000 --kills 20 --seed 20261201``): 7 kills after a delay, 7 in a burst of Rucio
+calls, 6 in a burst of status writes, all at their moment; operator start to liveness p50
+7.9 s, max 12.7 s; kill loop 281 s; last start to convergence 139 s; 1,000 rules, 0
+duplicates, 0 unowned, 0 missing, 0 unaudited, 0 audit chain findings; 76 rules taken back
+(``rucio.rule.adopt``) after a crash had cut their pass short. Verdict PASS.
 """
 
 from __future__ import annotations
