@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     UID of the ``kube-system`` namespace when absent. Two clusters sharing one Rucio account
     must differ here, or they would own each other's rules."""
 
+    deletion_freeze: str | None = None
+    """While set (to the reason), no path of Steward removes data anywhere: plans are still
+    computed and shown, in mode Frozen (during a restore or an incident)."""
+
     audit_signing_key_file: Path | None = None
     """PEM file of the Ed25519 key that signs audit checkpoints (e.g. a mounted Secret); made
     with ``steward audit key --generate FILE``. Never kept in the audit database."""

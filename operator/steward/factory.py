@@ -14,13 +14,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from kubernetes.client import ApiClient
 from sqlalchemy import Engine
 
 from steward.config import Settings
-from steward.exceptions import ConfigurationError, RucioError, StewardError
+from steward.exceptions import ConfigurationError, NotFoundError, RucioError, StewardError
 from steward.observability import RUCIO_OUTAGES, RUCIO_UP, get_logger
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
@@ -31,10 +31,19 @@ from steward.services.checkpoint import (
     SigningKey,
     load_signing_key,
 )
+from steward.services.deletion import DeletionGate
 from steward.services.gitops import Change, ConsequenceEstimator, GitOpsService
 from steward.services.history import HistoryService
+from steward.services.oods import OODSService
 from steward.services.ownership import owner_tag
-from steward.services.plan import ReplicationPreview, RucioPlanner, RucioStatus
+from steward.services.plan import (
+    OODSPreview,
+    ReplicationPreview,
+    RetentionPreview,
+    RucioPlanner,
+    RucioStatus,
+)
+from steward.services.protections import ClusterFacts, facts_from_bodies
 from steward.services.replication import (
     ExpressionCache,
     PlacementLedger,
@@ -42,6 +51,7 @@ from steward.services.replication import (
     ReplicationService,
     RuleSnapshot,
 )
+from steward.services.retention import RetentionService
 from steward.services.site import SiteService
 from steward.storage.database import ensure_current, make_engine, make_sessionmaker
 from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cluster_identity
@@ -210,8 +220,8 @@ class Factory:
         """The admission reviewer (the validating webhook's checks)."""
         return AdmissionService(KubeResources(self.context.kube_api))
 
-    def create_replication_service(self) -> ReplicationService:
-        """The ReplicationRule reconciler."""
+    def create_replication_service(self, facts: ClusterFacts) -> ReplicationService:
+        """The ReplicationRule reconciler; its releases are judged against ``facts``."""
         settings = self.context.settings
         return ReplicationService(
             rucio=self.context.rucio,
@@ -225,6 +235,31 @@ class Factory:
                 max_rules=settings.release_max_rules,
                 max_fraction=settings.release_max_fraction,
             ),
+            gate=self.create_deletion_gate(),
+            facts=facts,
+        )
+
+    def create_deletion_gate(self) -> DeletionGate:
+        """The deletion gate every path that removes data carries its plans out through."""
+        return DeletionGate(self.context.rucio, self.context.audit, actor=self.actor)
+
+    def create_retention_service(self) -> RetentionService:
+        """The RetentionPolicy reconciler."""
+        return RetentionService(
+            rucio=self.context.rucio,
+            audit=self.context.audit,
+            gate=self.create_deletion_gate(),
+            actor=self.actor,
+        )
+
+    def create_oods_service(self) -> OODSService:
+        """The OODSCache reconciler."""
+        return OODSService(
+            rucio=self.context.rucio,
+            audit=self.context.audit,
+            gate=self.create_deletion_gate(),
+            cluster_id=self.context.cluster_id,
+            actor=self.actor,
         )
 
 
@@ -331,11 +366,35 @@ class CommandContext:
             return RucioPlanner.unavailable(
                 f"the cluster's identity (owner tags) cannot be read: {error}"
             )
+        try:
+            facts = self.cluster_facts()
+        except StewardError as error:
+            return RucioPlanner.unavailable(
+                f"the protections in the cluster (holds, locks, pins) cannot be read: {error}"
+            )
         return RucioPlanner(
             RucioStatus(consulted=True, reason=f"{storage!r} as {account}"),
-            ReplicationPreview(storage, cluster_id=cluster_id),
+            {
+                "ReplicationRule": ReplicationPreview(storage, cluster_id=cluster_id, facts=facts),
+                "RetentionPolicy": RetentionPreview(storage, facts),
+                "OODSCache": OODSPreview(storage, cluster_id, facts),
+            },
             tag_of=functools.partial(_replication_tag, cluster_id),
         )
+
+    def cluster_facts(self) -> ClusterFacts:
+        """What the operator judges deletions against, read from the cluster now.
+
+        A kind whose CRD is not installed yet has no objects.
+        """
+        kube = self.kube()
+        bodies: dict[str, list[dict[str, Any]]] = {}
+        for kind in ("RetentionPolicy", "OODSCache", "Site", "Campaign"):
+            try:
+                bodies[kind] = kube.list(kind)
+            except NotFoundError:
+                bodies[kind] = []
+        return facts_from_bodies(bodies, self.settings.deletion_freeze)
 
     def __enter__(self) -> Self:
         return self

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,13 @@ from steward.services.gitops import (
 from steward.services.replication import ReplicationService
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.kubernetes import KubeResources, ResourceKey, api_client
+from steward.storage.rucio import RuleSpec
+from support.waiting import until
 
 pytestmark = pytest.mark.kube
 
 AUTHOR = "Jane Ops <jane@example.org>"
+SECOND = timedelta(seconds=1)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -406,3 +410,52 @@ def test_plan_shows_rucio_bytes_and_apply_names_who_allowed_the_move(
     assert rows[-1]["message"].startswith(
         f"DESTRUCTIVE, allowed by {AUTHOR} with --allow-destructive: moves replicas"
     )
+
+
+def _retention(name: str, namespace: str, dids: list[str], **spec) -> dict:
+    return {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "RetentionPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"dids": dids}, "lifetime": "1s", **spec},
+    }
+
+
+@pytest.mark.rucio
+def test_plan_shows_a_retention_plan_judged_by_the_holds_in_the_cluster(
+    repo, run, kube, rucio_server, rucio_storage, rucio_data, monkeypatch
+):
+    settings = rucio_server.settings()
+    for name, value in {
+        "STEWARD_RUCIO_HOST": settings.rucio_host,
+        "STEWARD_RUCIO_ACCOUNT": settings.rucio_account,
+        "STEWARD_RUCIO_USERNAME": settings.rucio_username,
+        "STEWARD_RUCIO_PASSWORD": settings.rucio_secret().get_secret_value(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    free, held = rucio_data.dataset(), rucio_data.dataset()
+    rules = {did: rucio_storage.add_rule(did, RuleSpec("NCSA_DISK")) for did in (free, held)}
+    policies = repo["root"] / "policies"
+    holder = _retention("legal", repo["namespace"], [rucio_data.did("nothing")], holds=[held])
+    (policies / "legal.yaml").write_text(yaml.safe_dump(holder))
+    _commit(repo["root"], "Hold one dataset")
+    assert run("apply").exit_code == 0
+
+    expire = _retention("scratch", repo["namespace"], [free, held], action="Delete")
+    (policies / "scratch.yaml").write_text(yaml.safe_dump(expire))
+    _commit(repo["root"], "Delete the scratch datasets after a second")
+    born = max(rucio_storage.get_rule(rule).created_at for rule in rules.values())
+    until("the rules to be older than the lifetime", lambda: datetime.now(UTC) > born + 2 * SECOND)
+
+    report = json.loads(run("plan", "--format", "json", "--require-rucio").stdout)
+    (change,) = [c for c in report["changes"] if c["name"] == "scratch"]
+    (impact,) = change["rucio"]
+    files = rucio_storage.list_files(free)
+    assert (impact["action"], impact["rules"]) == ("delete", 1)
+    assert impact["release"] == {
+        "NCSA_DISK": {"files": len(files), "bytes": sum(f.bytes for f in files)}
+    }
+    assert impact["deletable"] == impact["release"]  # no other rule locks them
+    assert impact["gate"]["protected"] == {"LegalHold": 1}
+    assert "kept by the deletion gate: LegalHold=1" in run("plan").output
+    assert all(rucio_storage.get_rule(rule).expires_at is None for rule in rules.values())

@@ -309,12 +309,27 @@ def test_site_deletion_waits_while_rules_place_data_there(
     body = until("the Site's deletion to wait", waiting)
     assert f"{facility}_TAPE may hold data of 1 Rucio rules" in body["status"]["deletion"]
 
+    # Delete goes through the deletion gate: the tape rule is the DID's last custodial copy,
+    # so the resource keeps its finalizer (and the rule) until its policy says Orphan.
     custom_objects.delete("replicationrules", "pin", namespace)
+
+    def refused():
+        degraded = condition_of(
+            custom_objects.get("replicationrules", "pin", namespace), "Degraded"
+        )
+        return degraded if "LastCustodialReplica" in (degraded or {}).get("message", "") else None
+
+    until("the deletion gate to keep the custodial rule", refused)
+    assert rucio_storage.get_rule(pinned.id).comment == owner_tag_of(created, cluster_id)
+    custom_objects.patch(
+        "replicationrules", "pin", namespace, {"spec": {"deletionPolicy": "Orphan"}}
+    )
     until(
         "the rule's release",
         lambda: custom_objects.get("replicationrules", "pin", namespace) is None,
     )
-    rucio_storage.update_rule(pinned.id, lifetime=timedelta(0))
+    # Whoever takes the orphan over retires it (Rucio locks rules on tape: unlock it too).
+    rucio_storage.update_rule(pinned.id, lifetime=timedelta(0), locked=False)
     until(
         "the Site to go",
         lambda: custom_objects.get("sites", site_name) is None,

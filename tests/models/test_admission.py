@@ -1,6 +1,7 @@
 """The generated CRDs, installed in the real API server, admit the repository's files and
 refuse broken documents with the field named (schema and CEL rules)."""
 
+import uuid
 from pathlib import Path
 
 import kubernetes
@@ -71,3 +72,36 @@ def test_broken_documents_are_refused_at_admission(kube, document, path, value, 
     broken = patched(_namespaced(document, "steward"), path, value)
     with pytest.raises(PermanentError, match=message.replace("(", r"\(").replace(")", r"\)")):
         kube.apply(broken, dry_run=True)
+
+
+def test_a_floor_at_or_below_the_high_watermark_is_refused(kube):
+    broken = patched(_namespaced(OODS, "steward"), ("spec", "floorWatermark"), 0.85)
+    with pytest.raises(PermanentError, match="floorWatermark must be above highWatermark"):
+        kube.apply(broken, dry_run=True)
+
+
+def _locked(name, until, mode="Compliance", dids=("raw:a",)):
+    lock = {"name": "survey", "mode": mode, "until": until, "dids": list(dids)}
+    document = patched(_namespaced(RETENTION, "steward"), ("metadata", "name"), name)
+    return patched(document, ("spec", "locks"), [lock])
+
+
+def test_a_compliance_lock_can_only_grow(kube):
+    name = f"locked-{uuid.uuid4().hex[:8]}"
+    kube.apply(_locked(name, "2030-01-01T00:00:00Z"))
+    message = "a Compliance lock cannot be removed, shortened or weakened"
+    for change in (
+        _locked(name, "2029-01-01T00:00:00Z"),
+        _locked(name, "2030-01-01T00:00:00Z", mode="Governance"),
+        patched(_locked(name, "2030-01-01T00:00:00Z"), ("spec", "locks"), []),
+    ):
+        with pytest.raises(PermanentError, match=message):
+            kube.apply(change, dry_run=True)
+    assert kube.apply(_locked(name, "2031-01-01T00:00:00Z"), dry_run=True)["spec"]["locks"]
+
+
+def test_a_governance_lock_may_be_removed(kube):
+    name = f"governed-{uuid.uuid4().hex[:8]}"
+    kube.apply(_locked(name, "2030-01-01T00:00:00Z", mode="Governance"))
+    removed = patched(_locked(name, "2030-01-01T00:00:00Z"), ("spec", "locks"), [])
+    assert "locks" not in kube.apply(removed, dry_run=True)["spec"]

@@ -78,7 +78,8 @@ CORPUS = [
     ("OODSCache", None, None, True),
     ("OODSCache", ("spec", "highWatermark"), "'0.9'", False),
     ("OODSCache", ("spec", "highWatermark"), ".nan", False),
-    ("OODSCache", ("spec", "highWatermark"), "1", True),
+    ("OODSCache", ("spec", "highWatermark"), "1", False),  # the floor (0.97) must be above
+    ("OODSCache", ("spec", "highWatermark"), "0.95", True),
     ("OODSCache", ("spec", "lowWatermark"), "0.95", False),
     ("OODSCache", ("spec", "export"), "{root: /data, readOnly: 1}", False),
     ("OODSCache", ("spec", "export"), "{root: /data, readOnly: true}", True),

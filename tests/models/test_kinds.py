@@ -13,6 +13,8 @@ from steward.models.site import Site
 from support.samples import CAMPAIGN, DELETE, OODS, RETENTION, RULE, SITE, patched
 
 VALID = [SITE, RULE, RETENTION, OODS, CAMPAIGN]
+LOCK = {"name": "survey", "mode": "Compliance", "until": "2030-01-01T00:00:00Z", "dids": ["a:b"]}
+APPROVAL = {"approvedBy": "ops", "reason": "checked", "approvedAt": "2026-11-22T00:00:00Z"}
 
 
 @pytest.mark.parametrize("document", VALID, ids=lambda d: d["kind"])
@@ -63,7 +65,14 @@ REJECTIONS = [
     (RETENTION, ("spec", "owner"), DELETE, "needs 'owner'"),
     (RETENTION, ("spec", "campaign"), "drp", "applies to 'dataClass: FailedCampaignOutputs'"),
     (OODS, ("spec", "lowWatermark"), 0.95, "must be below highWatermark"),
+    (OODS, ("spec", "floorWatermark"), 0.85, "must be above highWatermark"),
     (OODS, ("spec", "capacity"), "lots", "invalid size"),
+    (RETENTION, ("spec", "locks"), [LOCK, LOCK], "used twice"),
+    (RETENTION, ("spec", "locks"), [LOCK | {"until": "2030-01-01T00:00:00"}], "time zone"),
+    (RETENTION, ("spec", "locks"), [LOCK | {"mode": "Forever"}], "Input should be"),
+    (RETENTION, ("spec", "approval"), APPROVAL | {"planHash": "xyz"}, "should match pattern"),
+    (RETENTION, ("spec", "approval"), APPROVAL | {"bypass": ["LegalHold"]}, "Input should be"),
+    (RETENTION, ("spec", "maxDeleteFraction"), 1.5, "less than or equal to 1"),
     (OODS, ("spec", "export"), {"root": "/data", "readOnly": False}, "Input should be True"),
     (CAMPAIGN, ("spec", "steps", 0, "dependsOn"), ["coadd"], "cycle"),
     (CAMPAIGN, ("spec", "steps", 1, "dependsOn"), ["isr2"], "which does not exist"),

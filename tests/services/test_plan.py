@@ -150,7 +150,9 @@ def test_planner_reports_a_failure_as_not_consulted(rucio_server, rucio_data):
         rucio_server.settings(rucio_host="http://127.0.0.1:1"), retry=RetryPolicy(attempts=1)
     )
     planner = RucioPlanner(
-        RucioStatus(consulted=True, reason="test"), ReplicationPreview(storage), lambda _c: "t"
+        RucioStatus(consulted=True, reason="test"),
+        {"ReplicationRule": ReplicationPreview(storage)},
+        lambda _c: "t",
     )
     body = _body(f"x-{rucio_data.scope}", [rucio_data.dataset()])
     change = Change(ResourceKey("ReplicationRule", NAMESPACE, "x"), Action.UPDATE, desired=body)

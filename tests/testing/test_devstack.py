@@ -169,6 +169,22 @@ class _Cluster:
     def rules(self) -> dict[str, dict[str, Any]]:
         return {r["metadata"]["name"]: r for r in self.get("replicationrules.steward.lsst.io")}
 
+    def plans(self) -> dict[str, dict[str, Any]]:
+        """RetentionPolicies with a computed plan, by name."""
+        return {
+            p["metadata"]["name"]: p
+            for p in self.get("retentionpolicies.steward.lsst.io")
+            if ((p.get("status") or {}).get("plan") or {}).get("hash")
+        }
+
+    def cached(self) -> dict[str, Any] | None:
+        """The OODSCache once it holds the demo data's pinned calibrations and raw data."""
+        for cache in self.get("oodscaches.steward.lsst.io"):
+            status = cache.get("status") or {}
+            if status.get("pinned", 0) >= 3 and status.get("files", 0) > 6:
+                return cache
+        return None
+
     def placed(self) -> list[str]:
         """ReplicationRules Ready with Rucio rules OK."""
         return [
@@ -189,6 +205,22 @@ def _check_notes_match_the_cluster(state: devstack.StackState, cluster: _Cluster
         for name in names:
             degraded = _condition(live[name], "Degraded")
             assert (degraded.get("status"), degraded.get("reason")) == ("True", "Refused")
+
+
+def _check_retention_and_cache(state_dir: Path, cluster: _Cluster) -> None:
+    """``kubectl get retentionpolicy,oodscache -A``: live plans over the demo data, the fill."""
+    plans = cluster.plans()
+    scratch = plans["scratch-kcarter"]["status"]
+    assert scratch["mode"] == "Acting"
+    assert scratch["plan"]["scopeBytes"] == 3 * 2 * 18_000_000
+    assert plans["shakedown-cleanup"]["status"]["mode"] == "DryRun"
+    shell = _in_shell(state_dir, "kubectl get retentionpolicy,oodscache -A")
+    assert shell.returncode == 0, shell.stderr
+    lines = shell.stdout.splitlines()
+    scratch_row = r"/scratch-kcarter\s+Expire\s+Acting\s+0\s+0\s+[0-9a-f]{16}\s"
+    cache_row = r"/base-oods\s+BASE_OODS\s+7d\s+[1-9]\d*\s+[1-9]\d*\s"
+    assert any(re.search(scratch_row, line) for line in lines), shell.stdout
+    assert any(re.search(cache_row, line) for line in lines), shell.stdout
 
 
 def _check_a_developers_shell(state_dir: Path, placed: list[str]) -> None:
@@ -247,6 +279,9 @@ def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
         until("a ReplicationRule Ready with Rucio rules OK", cluster.placed, timeout=300)
         _check_notes_match_the_cluster(state, cluster)
         _check_a_developers_shell(state_dir, cluster.placed())
+        until("every RetentionPolicy with a plan", lambda: len(cluster.plans()) == 4, timeout=60)
+        until("the OODS cache to hold the demo data", cluster.cached, timeout=120)
+        _check_retention_and_cache(state_dir, cluster)
     finally:
         stopped = runner.invoke(cli, ["dev", "down", *option])
 

@@ -4,6 +4,14 @@ Handlers are thin: validate the body into the model, build a service with the Fa
 it, write status and post Events. Decisions live in steward.services.
 """
 
-from steward.handlers import admission, replication, site, startup
+from steward.handlers import (
+    admission,
+    oods,
+    protections,
+    replication,
+    retention,
+    site,
+    startup,
+)
 
-__all__ = ["admission", "replication", "site", "startup"]
+__all__ = ["admission", "oods", "protections", "replication", "retention", "site", "startup"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -19,13 +20,21 @@ from steward.handlers.common import (
     reconciling,
     resource_ref,
 )
+from steward.handlers.protections import cluster_facts
 from steward.models.replication import ReplicationRule
 from steward.observability import forget_rule_states, observe_rule_states
 
 PLURAL = "replicationrules"
 
 
-def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) -> None:  # noqa: ANN401
+def _reconcile(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: Any,  # noqa: ANN401 - kopf's memo
+    kwargs: Mapping[str, Any],
+    *,
+    fresh: bool,
+) -> None:
     with reconciling("ReplicationRule", body, patch, memo) as copy:
         rule = parse(ReplicationRule, copy, patch, memo)
         if rule is None:
@@ -33,7 +42,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) ->
         status = copy.get("status") or {}
         outcome = (
             factory(memo)
-            .create_replication_service()
+            .create_replication_service(cluster_facts(kwargs))
             .reconcile(
                 rule,
                 resource_ref(copy),
@@ -50,15 +59,15 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, *, fresh: bool) ->
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def rule_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
+def rule_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Converge Rucio on a new or changed ReplicationRule, reading its rules fresh."""
-    _reconcile(body, patch, memo, fresh=True)
+    _reconcile(body, patch, memo, kwargs, fresh=True)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
-def rule_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
+def rule_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Level-based: refresh states from the shared snapshot, restore drift, place new data."""
-    _reconcile(body, patch, memo, fresh=False)
+    _reconcile(body, patch, memo, kwargs, fresh=False)
 
 
 def _gated(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
@@ -66,24 +75,25 @@ def _gated(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=EDGE_INTERVAL, when=_gated)
-def rule_edge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
+def rule_edge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Open or close transfers within seconds of a window or embargo edge."""
     if edge_due(memo):
-        _reconcile(body, patch, memo, fresh=False)
+        _reconcile(body, patch, memo, kwargs, fresh=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
+def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kwargs: Any) -> None:  # noqa: ANN401
     """Carry out deletionPolicy (Orphan keeps the Rucio rules, Delete removes them).
 
     A spec that no longer validates does not stop it: the deletion policy last acted on,
-    kept in status, applies (the service's ``finalize`` says how).
+    kept in status, applies (the service's ``finalize`` says how). Rules the deletion gate
+    keeps (a protection, a freeze) keep the finalizer, and the release is tried again.
     """
     with reconciling("ReplicationRule", body, patch, memo, deleting=True) as copy:
         rule = parse(ReplicationRule, copy, patch, memo)
         events = (
             factory(memo)
-            .create_replication_service()
+            .create_replication_service(cluster_facts(kwargs))
             .finalize(
                 resource_ref(copy),
                 rule.spec if rule is not None else None,

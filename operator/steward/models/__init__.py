@@ -98,9 +98,14 @@ KINDS: tuple[KindInfo, ...] = (
         "Namespaced",
         (
             PrinterColumn("Action", ".spec.action"),
-            PrinterColumn("DryRun", ".spec.dryRun", "boolean"),
+            PrinterColumn("Mode", ".status.mode", description="DryRun, Acting, Blocked, Frozen"),
             PrinterColumn("Expiring", ".status.plan.wouldExpire", "integer"),
             PrinterColumn("Bytes", ".status.plan.bytes", "integer"),
+            PrinterColumn("Protected", ".status.plan.protectedTotal", "integer", priority=1),
+            PrinterColumn(
+                "Selected", ".status.plan.scopeBytes", "integer", "Bytes the policy selects", 1
+            ),
+            PrinterColumn("Plan", ".status.plan.hash", description="Hash an approval names"),
             _ready(),
             _AGE,
         ),
@@ -114,7 +119,11 @@ KINDS: tuple[KindInfo, ...] = (
             PrinterColumn("RSE", ".spec.rse"),
             PrinterColumn("Window", ".spec.window"),
             PrinterColumn("Files", ".status.files", "integer"),
+            PrinterColumn("Bytes", ".status.bytes", "integer"),
+            PrinterColumn("Fill", ".status.fill", "number", "Bytes over capacity"),
             PrinterColumn("Pinned", ".status.pinned", "integer"),
+            PrinterColumn("Evicted", ".status.evictedLastCycle", "integer", priority=1),
+            PrinterColumn("Oldest", ".status.oldestItem", "date", priority=1),
             _ready(),
             _AGE,
         ),

@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from .common import (
     DID,
+    Bool,
     ByteSize,
     CamelModel,
     Condition,
@@ -28,7 +29,7 @@ from .common import (
     strict_boolean,
 )
 
-__all__ = ["Export", "OODSCache", "OODSCacheSpec", "OODSCacheStatus", "Pin"]
+__all__ = ["Export", "ExportPath", "OODSCache", "OODSCacheSpec", "OODSCacheStatus", "Pin"]
 
 
 class Pin(SpecModel):
@@ -51,7 +52,9 @@ class Export(SpecModel):
     """Directory under which files appear."""
 
     layout: str = "{instrument}/{datatype}/{day_obs}/{name}"
-    """Path template below ``root``, from DID metadata keys and ``name``."""
+    """Path template below ``root``: DID metadata keys of the file's dataset in braces, and
+    ``name`` (the file's name). ``day_obs`` comes from the metadata when the dataset has it,
+    else from its creation time (the observing day rolls over at 12:00 UTC)."""
 
     read_only: Annotated[Literal[True], BeforeValidator(strict_boolean)] = True
     """The export is always read-only; the cache is written by Steward only."""
@@ -70,7 +73,8 @@ class OODSCacheSpec(SpecModel):
     """Rucio scope of the incoming data."""
 
     instruments: list[str] = Field(min_length=1)
-    """Instruments whose data flows in, e.g. LSSTCam, LATISS."""
+    """Instruments whose data flows in, e.g. LSSTCam, LATISS (the ``instrument`` metadata
+    key); ``"*"`` takes every instrument."""
 
     data_types: list[str] = Field(default_factory=lambda: ["raw"], min_length=1)
     """Data types that flow in."""
@@ -90,6 +94,10 @@ class OODSCacheSpec(SpecModel):
     low_watermark: Number = Field(default=0.8, gt=0, lt=1)
     """Fraction of ``capacity`` eviction brings usage down to (oldest unpinned first)."""
 
+    floor_watermark: Number = Field(default=0.97, gt=0, le=1)
+    """Fraction of ``capacity`` at which the cache refuses new placements (the free-space
+    floor, cachefilesd's ``bstop``) until eviction or the window brings it back below."""
+
     export: Export | None = None
     """Read-only export layout."""
 
@@ -104,6 +112,12 @@ class OODSCacheSpec(SpecModel):
                 f"({self.high_watermark})"
             )
             raise LocatedValueError(msg, "lowWatermark")
+        if self.floor_watermark <= self.high_watermark:
+            msg = (
+                f"floorWatermark ({self.floor_watermark}) must be above highWatermark "
+                f"({self.high_watermark})"
+            )
+            raise LocatedValueError(msg, "floorWatermark")
         return self
 
     CEL: ClassVar[list[dict[str, str]]] = [
@@ -112,7 +126,25 @@ class OODSCacheSpec(SpecModel):
             " || self.lowWatermark < self.highWatermark",
             "message": "lowWatermark must be below highWatermark",
         },
+        {
+            "rule": "!has(self.floorWatermark) || (has(self.highWatermark)"
+            " ? self.highWatermark < self.floorWatermark : 0.9 < self.floorWatermark)",
+            "message": "floorWatermark must be above highWatermark",
+        },
     ]
+
+
+class ExportPath(CamelModel):
+    """Where one file of the cache appears in the read-only export."""
+
+    did: str
+    """The file (``scope:name``)."""
+
+    path: str
+    """Its path in the export, or empty when its dataset lacks a key the layout needs."""
+
+    missing: list[str] = Field(default_factory=list)
+    """Metadata keys of the layout the file's dataset does not have."""
 
 
 class OODSCacheStatus(CamelModel):
@@ -122,22 +154,51 @@ class OODSCacheStatus(CamelModel):
     """Generation last reconciled."""
 
     files: Int = 0
-    """Files in the cache."""
+    """Files in the cache (held by this cache's rules, not expiring)."""
 
     bytes: Int = 0
-    """Bytes in the cache."""
+    """Bytes in the cache (held by this cache's rules, not expiring)."""
+
+    capacity: Int = 0
+    """``spec.capacity`` in bytes."""
+
+    fill: Number = 0.0
+    """``bytes`` over ``capacity``."""
 
     oldest_item: Timestamp | None = None
     """Creation time of the oldest unpinned item."""
 
     pinned: Int = 0
-    """Pinned DIDs."""
+    """Pinned DIDs in the cache."""
+
+    evicting: Bool = False
+    """Whether eviction is under way: it starts above ``highWatermark`` and goes on until
+    ``lowWatermark`` (hysteresis)."""
+
+    placements: Literal["Open", "Refused"] = "Open"
+    """Refused while the fill is at or above ``floorWatermark``."""
 
     evicted_last_cycle: Int = 0
-    """DIDs evicted by the last cycle."""
+    """DIDs evicted (or expired out of the window) by the last cycle."""
+
+    reclaimed_bytes: Int = 0
+    """Bytes the last cycle made deletable."""
+
+    protected: dict[str, Int] = Field(default_factory=dict)
+    """Unpinned rules the deletion gate would not let go, by protection (LegalHold,
+    CampaignInput, ...): eviction passes over them."""
+
+    last_eviction_time: Timestamp | None = None
+    """When the cache last evicted or expired data."""
+
+    export_sample: list[ExportPath] = Field(default_factory=list)
+    """Where some of the cached files appear in the export (``spec.export``)."""
+
+    last_sync_time: Timestamp | None = None
+    """When the operator last read Rucio for this cache."""
 
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready, Progressing, Degraded."""
+    """Ready, Progressing, Degraded, PlacementsRefused, UsageSourceMissing."""
 
 
 class OODSCache(Resource):

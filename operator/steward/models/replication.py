@@ -325,6 +325,10 @@ class ReplicationRuleStatus(CamelModel):
     """Rules of deselected DIDs held back until ``steward.lsst.io/approve-release`` names
     this number."""
 
+    release_protected: Int = 0
+    """Rules of deselected DIDs the deletion gate kept this pass (a legal hold, a lock, a pin,
+    a campaign input, the last custodial copy, or a freeze); the Degraded condition says why."""
+
     deselection: Deselection | None = None
     """DIDs missing from one metadata listing, released if still missing at the next."""
 

@@ -9,9 +9,9 @@ still references) and LDM-230 3.1.3.4.2 (failed-campaign outputs are kept until 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .common import (
     DID,
@@ -28,17 +28,25 @@ from .common import (
     RSEExpression,
     SpecModel,
     Timestamp,
+    strict_number,
 )
 
 __all__ = [
+    "PLAN_HASH_PATTERN",
     "Approval",
+    "Bypass",
     "DataClass",
+    "LockMode",
     "RetentionAction",
+    "RetentionLock",
     "RetentionPlan",
     "RetentionPolicy",
     "RetentionPolicySpec",
     "RetentionPolicyStatus",
 ]
+
+PLAN_HASH_PATTERN = r"^[0-9a-f]{16}$"
+"""A deletion plan's hash as status shows it and an approval names it."""
 
 
 class RetentionAction(StrEnum):
@@ -68,8 +76,25 @@ class DataClass(StrEnum):
     3.1.3.4.2)."""
 
 
+class Bypass(StrEnum):
+    """A protection an approval lets one policy's plans pass (S3's governance bypass)."""
+
+    GOVERNANCE_LOCK = "GovernanceLock"
+    """Remove data under a governance lock before the lock ends."""
+
+    OWNER = "Owner"
+    """Remove another developer's scratch data (SCIVAL1: "with the developer's
+    permission")."""
+
+
 class Approval(SpecModel):
-    """A recorded approval for deleting data the policy could not delete on its own."""
+    """A recorded approval for deleting data the policy could not delete on its own.
+
+    Who approved and why are required, so every bypass and every unblocked plan names a
+    person in the audit trail (DRP30: forced deletion by an authorised actor). An approval
+    that names a plan hash unblocks that plan only: a plan that grew since has another hash
+    and stays Blocked (the empty-application lesson of Argo CD and Flux).
+    """
 
     approved_by: str = Field(min_length=1)
     """Who approved (a person, not a robot account)."""
@@ -79,6 +104,46 @@ class Approval(SpecModel):
 
     approved_at: Timestamp
     """When."""
+
+    plan_hash: str | None = Field(default=None, pattern=PLAN_HASH_PATTERN)
+    """The hash of the Blocked plan this approves (``status.plan.hash``); it unblocks that
+    plan and no other."""
+
+    bypass: list[Bypass] = Field(default_factory=list, max_length=2)
+    """Protections this policy's plans may pass on this approval: ``GovernanceLock``,
+    ``Owner``. Legal holds, compliance locks, the last custodial replica, campaign inputs and
+    unreviewed failed-campaign outputs are never bypassed."""
+
+
+class LockMode(StrEnum):
+    """How strong a retention lock is (S3 Object Lock's two modes)."""
+
+    COMPLIANCE = "Compliance"
+    """Nobody can shorten or remove it before ``until``: not an approval, not an edit (the API
+    server refuses the edit, and the operator keeps the longest ``until`` it has seen)."""
+
+    GOVERNANCE = "Governance"
+    """Protects until ``until``; a policy with an approval bypassing ``GovernanceLock`` may
+    remove the data earlier."""
+
+
+class RetentionLock(SpecModel):
+    """Data that must be kept until a date, facility-wide, whatever any policy says."""
+
+    name: Name
+    """Name of the lock, unique within the policy."""
+
+    mode: LockMode
+    """Compliance or Governance."""
+
+    until: Timestamp
+    """When the lock ends (RFC 3339, with a time zone)."""
+
+    dids: list[DID] = Field(min_length=1, max_length=1000)
+    """The locked DIDs (the DIDs rules are on, typically datasets)."""
+
+    reason: str = ""
+    """Why (shown in status and in the audit trail)."""
 
 
 class RetentionPolicySpec(SpecModel):
@@ -107,7 +172,8 @@ class RetentionPolicySpec(SpecModel):
     """Owner of scratch data (``Scratch``): the only one who may delete without approval."""
 
     approval: Approval | None = None
-    """Approval to delete protected data (scratch not owned by the requester)."""
+    """Approval naming who and why: unblocks the plan whose hash it names, and lets this
+    policy's plans pass the protections it lists in ``bypass``."""
 
     campaign: Name | None = None
     """The failed Campaign whose outputs these are (``FailedCampaignOutputs``)."""
@@ -117,13 +183,30 @@ class RetentionPolicySpec(SpecModel):
     before."""
 
     holds: list[DID] = Field(default_factory=list)
-    """DIDs under a hold: never expired nor deleted while listed here."""
+    """DIDs under a legal hold: never expired nor deleted, by any path of Steward (retention,
+    OODS eviction, a ReplicationRule's Delete policy, campaign termination), while listed
+    here. A hold has no period: only removing it releases the data."""
+
+    locks: list[RetentionLock] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Compliance and governance locks: data kept until a date by every path of Steward."""
 
     dry_run: Bool = False
     """Only compute and show the plan; never act."""
 
     max_delete_bytes: ByteSize | None = None
-    """Refuse to act when one run would make more than this deletable (a safety brake)."""
+    """Block (mode Blocked) a run that would make more than this deletable, until an approval
+    names the plan's hash (a safety brake)."""
+
+    max_delete_fraction: (
+        Annotated[float, Field(gt=0, le=1), BeforeValidator(strict_number)] | None
+    ) = None
+    """Block a run that would make more than this fraction of the bytes the policy selects
+    deletable, until an approval names the plan's hash: a selector that suddenly matches
+    everything, or a metadata outage, must not empty the archive."""
 
     @model_validator(mode="after")
     def _consistent(self) -> RetentionPolicySpec:
@@ -139,6 +222,11 @@ class RetentionPolicySpec(SpecModel):
         if self.campaign is not None and self.data_class is not DataClass.FAILED_CAMPAIGN_OUTPUTS:
             msg = "'campaign' applies to 'dataClass: FailedCampaignOutputs' only"
             raise LocatedValueError(msg, "campaign")
+        names = [lock.name for lock in self.locks]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                msg = f"lock name {name!r} is used twice; lock names must be unique"
+                raise LocatedValueError(msg, "locks", index, "name")
         return self
 
     CEL: ClassVar[list[dict[str, str]]] = [
@@ -155,6 +243,12 @@ class RetentionPolicySpec(SpecModel):
             " || has(self.campaign)",
             "message": "'dataClass: FailedCampaignOutputs' needs 'campaign'",
         },
+        {
+            "rule": "!has(oldSelf.locks) || oldSelf.locks.all(o, o.mode != 'Compliance'"
+            " || (has(self.locks) && self.locks.exists(n, n.name == o.name"
+            " && n.mode == 'Compliance' && n.until >= o.until)))",
+            "message": "a Compliance lock cannot be removed, shortened or weakened",
+        },
     ]
 
 
@@ -164,17 +258,42 @@ class RetentionPlan(CamelModel):
     computed_at: Timestamp | None = None
     """When the plan was computed."""
 
+    hash: str = ""
+    """Stable hash of the plan's content (which rules go, how, and their bytes): an approval
+    names it to unblock exactly this plan."""
+
     candidates: Int = 0
-    """DIDs past retention."""
+    """Rules past retention, before the protections."""
 
     would_expire: Int = 0
     """DIDs whose rules would expire or be deleted."""
 
+    rules: Int = 0
+    """Rules that would expire or be deleted."""
+
     bytes: Int = 0
     """Bytes that would become deletable."""
 
+    scope_bytes: Int = 0
+    """Bytes of every rule the policy selects (what ``maxDeleteFraction`` compares with)."""
+
+    bytes_by_rse: dict[str, Int] = Field(default_factory=dict)
+    """Bytes that would become deletable, per RSE."""
+
+    bytes_by_site: dict[str, Int] = Field(default_factory=dict)
+    """Bytes that would become deletable, per site (the RSE's ``site`` attribute)."""
+
+    sample: list[str] = Field(default_factory=list)
+    """Some of the DIDs that would go (the first in sorted order)."""
+
     protected: dict[str, Int] = Field(default_factory=dict)
-    """DIDs spared, by protection (LastCustodialReplica, CampaignInput, Hold, ...)."""
+    """Rules spared, by protection (LegalHold, ComplianceLock, LastCustodialReplica, ...)."""
+
+    protected_bytes: dict[str, Int] = Field(default_factory=dict)
+    """Bytes spared, by protection."""
+
+    protected_total: Int = 0
+    """Rules spared by any protection."""
 
 
 class RetentionPolicyStatus(CamelModel):
@@ -189,8 +308,20 @@ class RetentionPolicyStatus(CamelModel):
     last_run_time: Timestamp | None = None
     """When the policy last acted (never in ``dryRun``)."""
 
-    mode: Literal["DryRun", "Acting", "Blocked"] | None = None
-    """Whether the last run acted."""
+    removed: Int = 0
+    """Rules the last acting run expired or deleted."""
+
+    mode: Literal["DryRun", "Acting", "Blocked", "Frozen"] | None = None
+    """Whether the last run acted: DryRun (never acts), Acting, Blocked (a limit refused the
+    plan until an approval names its hash) or Frozen (a deletion freeze is in force)."""
+
+    compliance_locks: list[RetentionLock] = Field(default_factory=list)
+    """Every Compliance lock the operator has seen on this policy, at the longest ``until``
+    and with every DID it ever named: a lock someone shortened or removed behind the API
+    server's back stays in force as it was."""
+
+    last_sync_time: Timestamp | None = None
+    """When the operator last read Rucio for this policy."""
 
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing, Degraded."""

@@ -33,6 +33,7 @@ from .rse_expression import AttributeValue
 
 __all__ = [
     "RSE",
+    "DeletionFreeze",
     "Downtime",
     "Protocol",
     "RSEStatus",
@@ -222,6 +223,19 @@ class Downtime(SpecModel):
         return self.start <= now < self.end
 
 
+class DeletionFreeze(SpecModel):
+    """A stop to all deletion at the site, during a restore or an incident.
+
+    Velero's read-only backup location is the model: nothing is removed while it is set.
+    """
+
+    reason: str = Field(min_length=1)
+    """Why (shown in the status of every plan the freeze stops)."""
+
+    requested_by: str = ""
+    """Who asked for it."""
+
+
 class SiteSpec(SpecModel):
     """Desired state of a Site."""
 
@@ -249,6 +263,11 @@ class SiteSpec(SpecModel):
 
     downtimes: list[Downtime] = Field(default_factory=list)
     """Scheduled downtimes."""
+
+    deletion_freeze: DeletionFreeze | None = None
+    """While set, no path of Steward removes data from this site's RSEs: retention, OODS
+    eviction, a ReplicationRule's Delete policy and campaign termination all stop (their
+    plans are still computed and shown)."""
 
     @model_validator(mode="after")
     def _unique_and_known(self) -> SiteSpec:

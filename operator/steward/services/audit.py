@@ -188,6 +188,14 @@ class AuditService:
         with self.sessions() as session:
             return AuditStore(session).query(where, limit)
 
+    def latest(self, where: AuditFilter, actions: Collection[str]) -> AuditEntry | None:
+        """The newest row matching ``where`` whose action is one of ``actions``.
+
+        The deletion gate asks this to find an intent a stopped operator left open.
+        """
+        with self.sessions() as session:
+            return AuditStore(session).latest(where, actions)
+
     def query_after(
         self, where: AuditFilter, after_id: int, actions: Sequence[str]
     ) -> list[AuditEntry]:

@@ -11,34 +11,50 @@ off as complete; ``--require-rucio`` turns that into an error for a policy repos
 Counting what becomes deletable is exact but costs Rucio calls: the locks of each released
 rule, the rules on each of their files, and the locks of those other rules. Beyond
 `MAX_EXACT_FILES` files a plan says it did not count rather than guess.
+
+Every kind that removes data shows the deletion gate's plan (`steward.services.deletion`):
+what a ReplicationRule's Delete policy, a RetentionPolicy's next cycle or an OODSCache's
+eviction would remove, after the protections the operator applies (holds, locks, pins,
+campaigns, the last custodial copy, freezes, read from the cluster), with the plan's hash
+when it would stop (Blocked: an approval must name that hash).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol
 
 from steward.exceptions import RucioError, RucioNotFoundError
+from steward.models.oods import OODSCache
 from steward.models.replication import DeletionPolicy, ManagementPolicy, ReplicationRule
+from steward.models.retention import RetentionPolicy
 from steward.models.rse_expression import canonical
+from steward.services import oods, retention
+from steward.services.deletion import DeletionPlan, Mode, Operation
 from steward.services.gitops import Action, Change, Consequences
+from steward.services.protections import ClusterFacts, protections_of
 from steward.services.replication import RucioView, _Owned
-from steward.storage.rucio import Rule
+from steward.storage.rucio import RucioStorage, Rule
 
 __all__ = [
     "MAX_EXACT_FILES",
+    "OODSPreview",
+    "Preview",
     "ReplicationPreview",
+    "RetentionPreview",
     "RucioImpact",
     "RucioPlanner",
     "RucioStatus",
     "Volume",
+    "deletion_impact",
 ]
 
 MAX_EXACT_FILES: Final = 10_000
 """Files beyond which deletable bytes are not counted (about three Rucio calls per file)."""
 
-ImpactAction = Literal["create", "add-copies", "move", "reduce", "delete", "orphan"]
+ImpactAction = Literal["create", "add-copies", "move", "reduce", "delete", "expire", "orphan"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,8 @@ class RucioImpact:
     deletable: dict[str, Volume] | None = field(default_factory=dict)
     """Of those, replicas no other rule locks: Rucio may delete them. None: not counted."""
     note: str = ""
+    gate: dict[str, Any] | None = None
+    """The deletion gate's plan (hash, mode, why it stops, what each protection kept)."""
 
     def line(self) -> str:
         """One line for people."""
@@ -91,6 +109,7 @@ class RucioImpact:
             "move": "move",
             "reduce": "reduce",
             "delete": "delete",
+            "expire": "expire (lifetime ends now)",
             "orphan": "orphan (keep, no longer managed)",
         }
         text = f"Rucio: {verbs[self.action]} {self.rules} rules"
@@ -126,14 +145,15 @@ class RucioImpact:
             "release": volumes(self.release),
             "deletable": volumes(self.deletable),
             "note": self.note,
+            "gate": self.gate,
         }
 
 
 class _Locks:
     """Which replicas rules lock, read from Rucio as needed and remembered for one plan."""
 
-    def __init__(self, view: RucioView) -> None:
-        self._rucio = view.rucio
+    def __init__(self, rucio: RucioStorage) -> None:
+        self._rucio = rucio
         self._sizes: dict[str, dict[str, int]] = {}
         self._rule_locks: dict[str, set[tuple[str, str]]] = {}
         self._file_rules: dict[str, list[Rule]] = {}
@@ -168,17 +188,17 @@ class _Locks:
         )
 
     def release(
-        self, rules: Iterable[Rule], leaving: set[str], staying: set[str]
+        self, rules: Iterable[tuple[str, str]], leaving: set[str], staying: set[str]
     ) -> tuple[dict[str, Volume], dict[str, Volume] | None]:
-        """What releasing ``rules`` unlocks per RSE, and what of it becomes deletable.
+        """What releasing ``rules`` (rule id, DID) unlocks per RSE, and what becomes deletable.
 
         ``staying`` RSEs keep their replicas anyway (the new destination of a move).
         """
         released: dict[str, Volume] = {}
         deletable: dict[str, Volume] | None = {}
-        for rule in rules:
-            sizes = self.sizes(rule.did)
-            for file, rse in sorted(self.held(rule.id)):
+        for rule_id, did in rules:
+            sizes = self.sizes(did)
+            for file, rse in sorted(self.held(rule_id)):
                 one = Volume(1, sizes.get(file, 0))
                 released[rse] = released.get(rse, Volume()) + one
                 if deletable is None or rse in staying:
@@ -190,6 +210,132 @@ class _Locks:
                 if not self.held_by_others(file, rse, leaving):
                     deletable[rse] = deletable.get(rse, Volume()) + one
         return released, deletable
+
+
+def _pairs(rules: Iterable[Rule]) -> list[tuple[str, str]]:
+    return [(rule.id, rule.did) for rule in rules]
+
+
+def deletion_impact(plan: DeletionPlan, locks: _Locks, note: str = "") -> RucioImpact:
+    """What the deletion gate's ``plan`` removes: rules, files and bytes per RSE, deletable.
+
+    Only the plan's removals count (what the protections kept stays), and of their replicas
+    only those no other rule locks become deletable. The note says what the gate kept and,
+    when the plan would not act (Blocked, Frozen, DryRun), why and under which hash.
+    """
+    removals = plan.removals
+    released, deletable = locks.release(
+        [(c.key, c.did) for c in removals], {c.key for c in removals}, set()
+    )
+    parts = [note] if note else []
+    protected = plan.protected()
+    if protected:
+        kept = ", ".join(f"{name}={count}" for name, count in protected.items())
+        parts.append(f"kept by the deletion gate: {kept}")
+    if plan.mode is not Mode.ACT and (removals or plan.reason):
+        parts.append(
+            f"plan {plan.hash} is {plan.mode.value}" + (f": {plan.reason}" if plan.reason else "")
+        )
+    return RucioImpact(
+        "expire" if plan.operation is Operation.EXPIRE else "delete",
+        plan.count,
+        release=released,
+        deletable=deletable,
+        note="; ".join(parts),
+        gate={
+            "requester": plan.requester,
+            "hash": plan.hash,
+            "mode": plan.mode.value,
+            "reason": plan.reason,
+            "bytes": plan.bytes,
+            "protected": protected,
+        },
+    )
+
+
+class Preview(Protocol):
+    """The Rucio consequences of one kind's changes; never writes."""
+
+    def consequences(
+        self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
+    ) -> list[RucioImpact]:
+        """What applying ``desired`` over ``live`` (None: deletion) would do in Rucio.
+
+        ``tag`` is the owner tag of the live resource's rules (None for a new resource).
+        """
+        ...
+
+
+def _model_body(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The desired document with the live object's metadata (its UID) and without status."""
+    metadata = {**(desired.get("metadata") or {}), **((live or {}).get("metadata") or {})}
+    return {**{k: v for k, v in desired.items() if k != "status"}, "metadata": metadata}
+
+
+@dataclass
+class RetentionPreview:
+    """A RetentionPolicy's next cycle, as the operator would plan it; never writes."""
+
+    rucio: RucioStorage
+    facts: ClusterFacts = field(default_factory=ClusterFacts)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def consequences(
+        self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
+    ) -> list[RucioImpact]:
+        """The rules the policy ``desired`` would expire or delete, after the protections.
+
+        The policy's own holds and locks count as the operator counts them (its remembered
+        Compliance locks from the live status included). A deleted policy removes nothing.
+        """
+        del tag
+        if desired is None:
+            return []
+        policy = RetentionPolicy.model_validate(_model_body(desired, live))
+        now = self.clock()
+        locks = ((live or {}).get("status") or {}).get("complianceLocks") or []
+        facts = retention.with_own(self.facts, policy, list(locks))
+        plan = retention.preview_plan(
+            self.rucio, policy, protections_of(facts, self.rucio, now=now), now=now
+        )
+        if not plan.removals and not plan.saved:
+            return []
+        return [deletion_impact(plan, _Locks(self.rucio))]
+
+
+@dataclass
+class OODSPreview:
+    """An OODSCache's next eviction and window expiry; never writes."""
+
+    rucio: RucioStorage
+    cluster_id: str
+    facts: ClusterFacts = field(default_factory=ClusterFacts)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def consequences(
+        self, tag: str | None, desired: dict[str, Any] | None, live: dict[str, Any] | None
+    ) -> list[RucioImpact]:
+        """The rules the cache ``desired`` would expire (window, watermarks), after the gate.
+
+        A new cache (no UID) owns no rules; a deleted one keeps its rules until their window
+        ends (its pins get the window's lifetime).
+        """
+        del tag
+        if desired is None:
+            return []
+        cache = OODSCache.model_validate(_model_body(desired, live))
+        now = self.clock()
+        plan = oods.preview_plan(
+            self.rucio,
+            cache,
+            protections_of(self.facts, self.rucio, now=now),
+            cluster_id=self.cluster_id,
+            now=now,
+            was_evicting=bool(((live or {}).get("status") or {}).get("evicting")),
+        )
+        if not plan.removals and not plan.saved:
+            return []
+        return [deletion_impact(plan, _Locks(self.rucio))]
 
 
 @dataclass
@@ -215,9 +361,11 @@ class ReplicationPreview(RucioView):
         # is released, so listing by the exact tag returns only what the resource still owns.
         owned = self.rucio.list_rules(comment=tag) if tag else []
         status = (live or {}).get("status")
-        locks = _Locks(self)
+        locks = _Locks(self.rucio)
+        metadata = (desired or live or {}).get("metadata") or {}
+        requester = f"ReplicationRule/{metadata.get('namespace')}/{metadata.get('name')}"
         if desired is None:
-            return self._deletion(live, owned, locks)
+            return self._deletion(live, owned, locks, requester, tag or "")
         spec = ReplicationRule.model_validate(desired).spec
         if spec.management_policy is ManagementPolicy.OBSERVE:
             return []
@@ -257,25 +405,39 @@ class ReplicationPreview(RucioView):
         released = [r for r in owned if r.did not in chosen]
         if released:
             policy = self.deletion_policy(spec, status)[0]
-            impacts.append(self._release(released, policy, locks, "of deselected DIDs"))
+            impacts.append(
+                self._release(released, policy, locks, "of deselected DIDs", requester, tag or "")
+            )
         return impacts
 
     def _deletion(
-        self, live: dict[str, Any] | None, owned: list[Rule], locks: _Locks
+        self,
+        live: dict[str, Any] | None,
+        owned: list[Rule],
+        locks: _Locks,
+        requester: str,
+        tag: str,
     ) -> list[RucioImpact]:
         spec = ReplicationRule.model_validate(live).spec if live else None
         if spec is None or spec.management_policy is ManagementPolicy.OBSERVE or not owned:
             return []
         policy = self.deletion_policy(spec, (live or {}).get("status"))[0]
-        return [self._release(owned, policy, locks, "")]
+        return [self._release(owned, policy, locks, "", requester, tag)]
 
-    def _release(
-        self, rules: list[Rule], policy: DeletionPolicy, locks: _Locks, note: str
+    def _release(  # noqa: PLR0917 - one release, as the operator would make it
+        self,
+        rules: list[Rule],
+        policy: DeletionPolicy,
+        locks: _Locks,
+        note: str,
+        requester: str,
+        tag: str,
     ) -> RucioImpact:
+        """A release as `ReplicationService.release` makes it: Delete through the gate."""
         if policy is not DeletionPolicy.DELETE:
             return RucioImpact("orphan", len(rules), note=note)
-        released, deletable = locks.release(rules, {r.id for r in rules}, set())
-        return RucioImpact("delete", len(rules), release=released, deletable=deletable, note=note)
+        plan = self.plan_release(rules, requester, tag, reason=note or "resource deleted")
+        return deletion_impact(plan, locks, note)
 
     def _changes(
         self, rules: list[Rule], expression: str, copies: int, locks: _Locks
@@ -287,7 +449,7 @@ class ReplicationPreview(RucioView):
         impacts = []
         target = f"{expression} x{copies}"
         if reduce:
-            released, deletable = locks.release(reduce, {r.id for r in reduce}, set())
+            released, deletable = locks.release(_pairs(reduce), {r.id for r in reduce}, set())
             impacts.append(
                 RucioImpact(
                     "reduce",
@@ -311,7 +473,7 @@ class ReplicationPreview(RucioView):
         if move:
             volume = sum((locks.volume(r.did) for r in move), Volume())
             staying = set(self.rucio.list_rses(expression))
-            released, deletable = locks.release(move, {r.id for r in move}, staying)
+            released, deletable = locks.release(_pairs(move), {r.id for r in move}, staying)
             impacts.append(
                 RucioImpact(
                     "move",
@@ -353,7 +515,9 @@ class RucioPlanner:
     """
 
     status: RucioStatus
-    preview: ReplicationPreview | None = None
+    previews: Mapping[str, Preview] = field(default_factory=dict)
+    """The preview of each kind that acts on Rucio (ReplicationRule, RetentionPolicy,
+    OODSCache)."""
     tag_of: Callable[[Change], str | None] = field(default=lambda _change: None)
 
     @classmethod
@@ -363,11 +527,12 @@ class RucioPlanner:
 
     def estimate(self, change: Change) -> Consequences:
         """The Rucio consequences of one change (an estimator for `GitOpsService`)."""
-        if self.preview is None or change.key.kind != "ReplicationRule":
+        preview = self.previews.get(change.key.kind)
+        if preview is None:
             return Consequences()
         desired = None if change.action is Action.PRUNE else change.desired
         try:
-            impacts = self.preview.consequences(
+            impacts = preview.consequences(
                 self.tag_of(change) if change.live else None, desired, change.live
             )
         except RucioError as error:

@@ -42,12 +42,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from steward.constants import ANNOTATION_APPROVE_RELEASE
-from steward.exceptions import RucioError, RucioNotFoundError
+from steward.exceptions import PermanentError, RucioError, RucioNotFoundError
 from steward.models.common import DIDType
 from steward.models.replication import (
     WEEKDAYS,
@@ -61,7 +61,22 @@ from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
+from steward.services.deletion import (
+    DeletionGate,
+    DeletionPlan,
+    DeletionRequest,
+    Mode,
+    Operation,
+    plan_deletion,
+)
 from steward.services.ownership import TAG_LENGTH, TAG_PREFIX, owner_tag, subscription_name
+from steward.services.protections import (
+    ClusterFacts,
+    candidate_of,
+    gather_placement,
+    protections_of,
+    with_sizes,
+)
 from steward.services.site import Outcome
 from steward.storage.audit import AuditFilter
 from steward.storage.rucio import (
@@ -79,8 +94,10 @@ __all__ = [
     "RELEASED_PREFIX",
     "SUBSCRIPTION_KEYS",
     "ExpressionCache",
+    "Kept",
     "PlacementLedger",
     "ReleaseLimit",
+    "ReleaseRefusedError",
     "ReplicationService",
     "RucioView",
     "subscribable",
@@ -144,6 +161,24 @@ a selection is placed by the operator's own periodic selection alone.
 _FOREIGN_REASON: Final = "ForeignRule"
 _SHARED_REASON: Final = "SharedRule"
 _HELD_REASON: Final = "ReleaseHeld"
+_PROTECTED_REASON: Final = "ReleaseProtected"
+_FROZEN_REASON: Final = "DeletionFrozen"
+
+
+class ReleaseRefusedError(PermanentError):
+    """The deletion gate kept rules a deleted resource would release (a protection, a freeze).
+
+    The finalizer stays and the release is tried again later: the resource goes once the
+    protection ends, or once its ``deletionPolicy`` says Orphan (which keeps the data).
+    """
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Rules a release did not remove because the deletion gate kept them, and why."""
+
+    rules: tuple[str, ...] = ()
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -317,6 +352,8 @@ class _Pass:
     """Selected DIDs whose copy lived its ``lifetime`` and is not placed again."""
     published: int | None = None
     """Datasets in the published container (``publish: true`` only)."""
+    protected: str = ""
+    """Why the deletion gate kept rules of deselected DIDs this pass, or empty."""
 
     @property
     def spec(self) -> ReplicationRuleSpec:
@@ -474,6 +511,10 @@ class RucioView:
     """This cluster's identity, half of every owner tag (`steward.services.ownership`)."""
     expressions: ExpressionCache | None = field(default=None, kw_only=True)
     """Shared answers to RSE expressions; without it each question goes to Rucio."""
+    facts: ClusterFacts = field(default_factory=ClusterFacts, kw_only=True)
+    """What every release is judged against: holds and locks (RetentionPolicies), pins
+    (OODSCaches), freezes (Sites, ``STEWARD_DELETION_FREEZE``), campaigns. The operator passes
+    its indexes; ``steward plan`` reads them from the cluster."""
 
     def tag(self, ref: ResourceRef) -> str:
         """The owner tag of the resource's Rucio rules (see `steward.services.ownership`)."""
@@ -516,6 +557,40 @@ class RucioView:
         if self.expressions is None:
             return frozenset(self.rucio.list_rses(expression))
         return self.expressions.rses(self.rucio, expression)
+
+    def plan_release(
+        self, rules: Sequence[Rule], requester: str, owner: str, *, reason: str
+    ) -> DeletionPlan:
+        """The deletion gate's plan for deleting ``rules``, which the tag ``owner`` owns.
+
+        The same gate, protections and precedence as retention and OODS eviction (legal hold
+        > compliance lock > governance lock > pins > campaign inputs, failed-campaign reviews,
+        the last custodial replica; the freeze): a ReplicationRule's Delete policy removes no
+        rule the gate keeps. The rules are the resource's own, so neither the scratch-owner
+        nor the other-resource protection applies: releasing them removes only this
+        resource's reference, and Rucio keeps every file another rule still locks (DRP29).
+        Open datasets are sized first, so the plan and the audit trail never count them as
+        empty.
+        """
+        now = self.clock()
+        candidates = [
+            replace(candidate_of(rule, self._rses(rule.rse_expression), reason), owner=None)
+            for rule in with_sizes(self.rucio, rules)
+        ]
+        placement = gather_placement(
+            self.rucio,
+            candidates,
+            lambda dids: [rule for did in sorted(dids) for rule in self.rucio.list_did_rules(did)],
+            self._rses,
+        )
+        request = DeletionRequest(
+            requester=requester,
+            operation=Operation.DELETE,
+            candidates=candidates,
+            placement=placement,
+            own_tags=frozenset({owner}),
+        )
+        return plan_deletion(request, protections_of(self.facts, self.rucio, now=now), now=now)
 
     def deletion_policy(
         self, spec: ReplicationRuleSpec, status: Mapping[str, Any] | None = None
@@ -566,6 +641,9 @@ class ReplicationService(RucioView):
     ledger: PlacementLedger = field(default_factory=PlacementLedger)
     actor: str = "steward-operator"
     release_limit: ReleaseLimit = field(default_factory=ReleaseLimit)
+    gate: DeletionGate | None = None
+    """Carries deletions out (intent, Rucio, outcome); one on this service's Rucio and audit
+    trail when None."""
     batch_size: int = 500
     """DIDs per rule-creation call, each batch audited as it completes."""
 
@@ -1038,6 +1116,7 @@ class ReplicationService(RucioView):
         gone = [r for r in owned if r.did not in chosen]
         work.status["deselection"] = None
         work.status["pendingRelease"] = 0
+        work.status["releaseProtected"] = 0
         if not gone:
             return
         if work.spec.selector.match is not None:
@@ -1056,7 +1135,14 @@ class ReplicationService(RucioView):
                 return
             work.annotations[ANNOTATION_APPROVE_RELEASE] = None  # used once
         work.status["deselection"] = None
-        self.release(gone, policy, work.ref, work.events, reason="deselected", tag=work.tag)
+        events: list[tuple[str, str, str]] = []
+        kept = self.release(gone, policy, work.ref, events, reason="deselected", tag=work.tag)
+        work.status["releaseProtected"] = len(kept.rules)
+        work.protected = kept.why
+        if int(work.old.get("releaseProtected") or 0) == len(kept.rules):
+            # Kept as before: announced already (the condition still says why).
+            events = [e for e in events if e[1] not in {_PROTECTED_REASON, _FROZEN_REASON}]
+        work.events.extend(events)
 
     def _hold(self, work: _Pass, count: int, owned: int, approval: str | None) -> None:
         work.status["pendingRelease"] = count
@@ -1080,22 +1166,26 @@ class ReplicationService(RucioView):
         *,
         reason: str,
         tag: str | None = None,
-    ) -> None:
+    ) -> Kept:
         """Give up ``rules``: delete them (Delete) or hand them over (Orphan). THE way out.
 
         Every rule Steward stops owning leaves through here: rules of deselected DIDs, a
-        deleted resource's rules under either deletion policy. That makes this the one point
-        where the facility's deletion gate (legal hold > compliance lock > governance lock >
-        pins > age, the freeze, the last custodial replica: design.md, ``RetentionPolicy``)
-        is to be applied before any Rucio call, and where anything else that must see every
-        release belongs. Do not delete or orphan a rule anywhere else.
+        deleted resource's rules under either deletion policy. Delete goes through the
+        facility's deletion gate (`steward.services.deletion`), like retention and OODS
+        eviction: an intent a stopped operator left open is closed first, the gate's plan
+        (`plan_release`) keeps every rule a protection covers and everything while a freeze
+        covers it, and `DeletionGate.carry_out` records its intent, unlocks and deletes the
+        rest (Rucio keeps a deleted rule up to an hour) and records the outcome. Each deleted
+        rule is then marked `RELEASED_PREFIX`. Orphan removes nothing: it marks each rule
+        `ORPHANED_PREFIX` and leaves it as it is. Do not delete or orphan a rule anywhere else.
 
-        The intent (rules, policy, reason) is audited before Rucio is asked, then each rule as
-        it is done. Delete unlocks, deletes (Rucio keeps the rule up to an hour) and marks the
-        rule `RELEASED_PREFIX`; Orphan marks it `ORPHANED_PREFIX` and leaves it as it is. A
-        rule gone meanwhile is skipped.
+        The release itself (rules, policy, reason) is audited as an intent before Rucio is
+        asked, then each rule as it is done. A rule gone meanwhile is skipped. Returns the
+        rules the gate kept (they stay owned) and why.
         """
         owner = tag or self.tag(ref)
+        if policy is DeletionPolicy.DELETE:
+            return self._delete(rules, ref, events, reason=reason, owner=owner)
         self._intent(
             ref,
             "rucio.rule.release",
@@ -1104,23 +1194,89 @@ class ReplicationService(RucioView):
         )
         done = 0
         for rule in rules:
-            action = "rucio.rule.delete" if policy is DeletionPolicy.DELETE else "rucio.rule.orphan"
             try:
-                if policy is DeletionPolicy.DELETE:
-                    self.rucio.delete_rule(rule.id, unlock=True)
-                    self.rucio.update_rule(rule.id, comment=RELEASED_PREFIX + owner)
-                else:
-                    self.rucio.update_rule(rule.id, comment=ORPHANED_PREFIX + owner)
+                self.rucio.update_rule(rule.id, comment=ORPHANED_PREFIX + owner)
             except RucioNotFoundError:
                 continue
             except RucioError as error:
-                self._failed(ref, action, rule.id, error)
+                self._failed(ref, "rucio.rule.orphan", rule.id, error)
                 raise
-            self._record(ref, action, rule.id, before=_rule_fields(rule), message=reason)
+            self._record(
+                ref, "rucio.rule.orphan", rule.id, before=_rule_fields(rule), message=reason
+            )
             done += 1
-        verb = "deleted" if policy is DeletionPolicy.DELETE else "orphaned"
         if done:
-            events.append(("Normal", f"Rules{verb.capitalize()}", f"{verb} {done} Rucio rules"))
+            events.append(("Normal", "RulesOrphaned", f"orphaned {done} Rucio rules"))
+        return Kept()
+
+    def _delete(
+        self,
+        rules: Sequence[Rule],
+        ref: ResourceRef,
+        events: list[tuple[str, str, str]],
+        *,
+        reason: str,
+        owner: str,
+    ) -> Kept:
+        """Delete ``rules`` through the deletion gate; return what it kept."""
+        gate = self.gate or DeletionGate(self.rucio, self.audit, actor=self.actor, clock=self.clock)
+        recovered = gate.recover(ref)
+        if recovered is not None:
+            message = (
+                f"release {recovered.plan} was interrupted: {len(recovered.carried_out)} rules "
+                f"had gone, {len(recovered.abandoned)} are judged again"
+            )
+            events.append(("Warning", "IntentRecovered", message))
+        requester = f"{ref.kind}/{ref.namespace}/{ref.name}"
+        plan = self.plan_release(rules, requester, owner, reason=reason)
+        if plan.mode is not Mode.ACT:
+            message = f"{len(rules)} Rucio rules kept: {plan.reason}"
+            events.append(("Warning", _FROZEN_REASON, message))
+            return Kept(tuple(r.id for r in rules), message)
+        kept = Kept()
+        if plan.saved:
+            counts = ", ".join(f"{name}={count}" for name, count in plan.protected().items())
+            first = plan.saved[0]
+            message = (
+                f"{len(plan.saved)} of {len(rules)} Rucio rules kept by the deletion gate "
+                f"({counts}); e.g. {first.candidate.did}: {first.detail}"
+            )
+            events.append(("Warning", _PROTECTED_REASON, message))
+            kept = Kept(tuple(saved.candidate.key for saved in plan.saved), message)
+        if not plan.removals:
+            return kept
+        self._intent(
+            ref,
+            "rucio.rule.release",
+            None,
+            {
+                "policy": DeletionPolicy.DELETE.value,
+                "reason": reason,
+                "rules": [c.key for c in plan.removals],
+                "plan": plan.hash,
+            },
+        )
+        carried = gate.carry_out(plan, ref)
+        by_id = {rule.id: rule for rule in rules}
+        for rule_id in (*carried.removed, *carried.gone):
+            try:
+                self.rucio.update_rule(rule_id, comment=RELEASED_PREFIX + owner)
+            except RucioNotFoundError:
+                continue
+            except RucioError as error:
+                self._failed(ref, "rucio.rule.delete", rule_id, error)
+                raise
+        for rule_id in carried.removed:
+            self._record(
+                ref,
+                "rucio.rule.delete",
+                rule_id,
+                before=_rule_fields(by_id[rule_id]),
+                message=reason,
+            )
+        if carried.removed:
+            events.append(("Normal", "RulesDeleted", f"deleted {len(carried.removed)} Rucio rules"))
+        return kept
 
     def finalize(
         self,
@@ -1156,7 +1312,13 @@ class ReplicationService(RucioView):
         owned = self.rucio.list_rules(comment=self.tag(ref))
         if owned:
             reason = "resource deleted" + ("" if spec is not None else " (spec invalid)")
-            self.release(owned, policy, ref, events, reason=reason)
+            kept = self.release(owned, policy, ref, events, reason=reason)
+            if kept.rules:
+                msg = (
+                    f"{kept.why}; the resource stays until they may go (or until its "
+                    "deletionPolicy is Orphan, which keeps the data)"
+                )
+                raise ReleaseRefusedError(msg)
         return events
 
     # -- publishing ---------------------------------------------------------------------------
@@ -1289,6 +1451,7 @@ class ReplicationService(RucioView):
             "shared": kinds.get("shared", 0),
             "unownedRules": {did: dict(seen) for did, seen in sorted(work.unowned.items())},
             "pendingRelease": 0,
+            "releaseProtected": 0,
             "deselection": None,
             "subscription": None,
             **work.status,
@@ -1305,6 +1468,8 @@ class ReplicationService(RucioView):
                 f"{ANNOTATION_APPROVE_RELEASE}={held}"
             )
             return _HELD_REASON, message
+        if work.protected:
+            return _PROTECTED_REASON, work.protected
         foreign = [seen for seen in work.unowned.values() if seen["kind"] == "foreign"]
         shared = [seen for seen in work.unowned.values() if seen["kind"] == "shared"]
         if shared:
@@ -1399,8 +1564,6 @@ def _unowned_message(kind: str, found: Sequence[Mapping[str, str]]) -> str:
 
 
 def _retagged(rule: Rule, tag: str) -> Rule:
-    from dataclasses import replace  # noqa: PLC0415
-
     return replace(rule, comment=tag)
 
 

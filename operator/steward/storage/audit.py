@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -118,6 +118,20 @@ class AuditStore:
 
     def _select(self, where: AuditFilter, limit: int | None) -> Select[AuditEntry]:
         statement: Select[AuditEntry] = select(AuditEntry).order_by(AuditEntry.id)
+        statement = self._filtered(statement, where)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return statement
+
+    def latest(self, where: AuditFilter, actions: Collection[str]) -> AuditEntry | None:
+        """The newest row matching ``where`` whose action is one of ``actions``."""
+        statement: Select[AuditEntry] = select(AuditEntry)
+        statement = self._filtered(statement, where).where(AuditEntry.action.in_(list(actions)))
+        statement = statement.order_by(AuditEntry.id.desc()).limit(1)
+        return self._session.execute(statement).scalars().first()
+
+    @staticmethod
+    def _filtered(statement: Select[AuditEntry], where: AuditFilter) -> Select[AuditEntry]:
         for column, value in (
             (AuditEntry.kind, where.kind),
             (AuditEntry.namespace, where.namespace),
@@ -133,6 +147,4 @@ class AuditStore:
             statement = statement.where(AuditEntry.time >= where.since)
         if where.until is not None:
             statement = statement.where(AuditEntry.time < where.until)
-        if limit is not None:
-            statement = statement.limit(limit)
         return statement

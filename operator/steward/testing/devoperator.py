@@ -44,7 +44,7 @@ from steward.services.validation import validate_paths
 from steward.storage.database import make_engine, upgrade
 from steward.storage.files import write_private
 from steward.storage.kubernetes import api_client
-from steward.storage.rucio import File, RucioStorage
+from steward.storage.rucio import File, RucioStorage, RuleSpec
 from steward.testing.postgres import PostgresError, find_bindir
 
 __all__ = [
@@ -326,6 +326,9 @@ class DemoDataset:
     """Keys of Rucio's JSON metadata plugin (PostgreSQL only)."""
     files: int = 2
     file_bytes: int = 18_000_000
+    rules: tuple[str, ...] = ()
+    """RSE expressions of rules made for it as its owner would (retention then plans over
+    them); ReplicationRules and the OODS cache make their own."""
 
 
 DEMO_DATA: Final[tuple[DemoDataset, ...]] = (
@@ -364,8 +367,60 @@ DEMO_DATA: Final[tuple[DemoDataset, ...]] = (
         "release:DR1-coadd-tract-9813", "NCSA_DISK", {}, {"release": "DR1", "export_in2p3": "true"}
     ),
     DemoDataset("release:DR1-coadd-tract-9814", "NCSA_DISK", {}, {"release": "DR1"}),
+    # What base-oods pins: the current master calibrations and a standard-star sequence.
+    *(
+        DemoDataset(
+            f"calib:{instrument}-calib-current",
+            "BASE_DISK",
+            {"datatype": "calib"},
+            {"instrument": instrument},
+        )
+        for instrument in ("LSSTCam", "LATISS")
+    ),
+    DemoDataset(
+        "raw:LATISS-20261103-standard-star-sequence",
+        "BASE_DISK",
+        {"datatype": "raw"},
+        {"instrument": "LATISS", "archive": "true"},
+    ),
+    # A developer's scratch outputs on NCSA scratch (scratch-kcarter), the baseline held.
+    *(
+        DemoDataset(
+            f"user.kcarter:{name}",
+            "NCSA_SCRATCH",
+            {},
+            {"lifecycle": "scratch"},
+            rules=("NCSA_SCRATCH",),
+        )
+        for name in ("w46-jointcal-config-a", "w46-jointcal-config-b", "w45-jointcal-baseline")
+    ),
+    # Outputs of the failed DRP pilot, awaiting review (failed-drp-pilot-w10).
+    DemoDataset(
+        "drp.pilot-w10:calexp-tract-9813",
+        "NCSA_DISK",
+        {},
+        {"campaign": "drp-pilot-w10"},
+        rules=("NCSA_DISK",),
+    ),
+    # A value-added commissioning repository (comm-value-added) and shakedown outputs
+    # (shakedown-cleanup).
+    DemoDataset(
+        "comm:auxtel-photometry-matched",
+        "NCSA_DISK",
+        {},
+        {"repo_type": "value-added"},
+        rules=("NCSA_DISK",),
+    ),
+    DemoDataset(
+        "test:bps-upgrade-shakedown-1",
+        "NCSA_DISK",
+        {},
+        {"processing": "shakedown"},
+        rules=("NCSA_DISK",),
+    ),
 )
-"""A little data for policies/replication to place (a few files each; the mock RSEs store none)."""
+"""A little data for policies/ to place, cache and plan over (a few files each; the mock RSEs
+store none)."""
 
 
 def declared_rses(resources: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -440,6 +495,8 @@ def seed_demo_data(storage: RucioStorage, rses: set[str]) -> list[str]:
         meta = {**dataset.meta, **(dataset.custom if custom else {})}
         if _patiently(partial(storage.add_dataset, dataset.did, meta=meta)):
             _patiently(partial(storage.attach, dataset.did, [f.did for f in files]))
+        for expression in dataset.rules:
+            _patiently(partial(storage.add_rule, dataset.did, RuleSpec(rse_expression=expression)))
         scope = dataset.did.split(":", 1)[0]
         placed[scope, dataset.rse] = placed.get((scope, dataset.rse), 0) + 1
     loaded = ", ".join(f"{n} {scope} datasets on {rse}" for (scope, rse), n in placed.items())

@@ -5,10 +5,10 @@
 -- differ. Written for Argo CD's default sandbox (gopher-lua, Lua 5.1 semantics, base and table
 -- libraries only: no string or math library), and tested that way.
 --
--- No operator reconciles RetentionPolicy yet, so nothing writes its status and Argo CD shows it
+-- The operator reconciles RetentionPolicy; until it first reports, Argo CD shows it
 -- Progressing, "waiting for the operator to observe generation N". The script reads only what
 -- every Steward operator writes (observedGeneration, the Ready and Degraded conditions): the
--- kind's own fields (the plan, the mode) are read once an operator writes them, and
+-- kind's own fields (the plan, the mode) are not read yet, and
 -- tests/docs/test_gitops_health.py refuses a script that reads a status field no operator
 -- writes.
 --

@@ -263,6 +263,31 @@ class RSEClient(RucioCallPath):
             )
         return result
 
+    def rse_usage(self, rse: str) -> dict[str, dict[str, int | None]]:
+        """Usage of an RSE by source (``storage``, ``rucio``...): ``used``, ``free``, ``files``.
+
+        The reaper reads the sources the RSE attributes ``source_for_used_space`` and
+        ``source_for_total_space`` name (``storage`` by default).
+        """
+        rows = self._call("get_rse_usage", lambda c: list(c.get_rse_usage(rse)))
+        return {
+            str(row["source"]): {
+                "used": row.get("used"),
+                "free": row.get("free"),
+                "files": row.get("files"),
+            }
+            for row in rows
+        }
+
+    def set_rse_usage(self, rse: str, source: str, *, used: int, free: int) -> None:
+        """Record an RSE's usage from a source (a storage dump, a monitoring probe)."""
+        self._rpc("set_rse_usage", rse, source, used, free)
+
+    def rse_attributes(self, rse: str) -> dict[str, Any]:
+        """An RSE's attributes as Rucio has them."""
+        attributes: dict[str, Any] = self._rpc("list_rse_attributes", rse)
+        return attributes
+
     def list_rses(self, rse_expression: str = "*") -> list[str]:
         """Names of the RSEs an expression selects (Rucio's own evaluation); maybe none."""
         expression = canonical_expression(rse_expression)

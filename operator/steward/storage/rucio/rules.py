@@ -6,14 +6,20 @@ string), and a ``DuplicateRule`` means "adopt the existing rule", never "create 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+import requests
 from rucio.common import exception as rucio_errors
 
-from steward.exceptions import RucioDuplicateRuleError, RucioNotFoundError, RucioPermanentError
+from steward.exceptions import (
+    RucioDuplicateRuleError,
+    RucioNotFoundError,
+    RucioPermanentError,
+    RucioTransientError,
+)
 from steward.storage.rucio.callpath import (
     DEFAULT_BATCH,
     RucioCallPath,
@@ -363,9 +369,46 @@ class RuleClient(RucioCallPath):
         """Rules matching all the given filters, in one call (``account`` defaults to ours).
 
         Steward puts an owner tag in each rule's comment, so ``comment=`` returns every rule of
-        one Steward resource at once.
+        one Steward resource at once. ``account="*"`` lists every account's rules (no filter).
         """
-        filters: dict[str, str] = {"account": account or self.account}
+        filters = self._rule_filters(account, comment, scope, state, rse_expression)
+        rows = self._call(
+            "list_replication_rules", lambda c: list(c.list_replication_rules(filters))
+        )
+        return [Rule.from_rucio(row) for row in rows]
+
+    def iter_rules(
+        self,
+        *,
+        account: str | None = None,
+        comment: str | None = None,
+        scope: str | None = None,
+    ) -> Iterator[Rule]:
+        """Like `list_rules`, but one rule at a time as Rucio streams them.
+
+        A million rules as Rucio's client returns them (a dictionary of thirty keys each) take
+        gigabytes; streamed, only what the caller keeps stays in memory. The request is
+        retried like any call; a failure mid-stream raises `RucioTransientError` (the caller
+        starts over: nothing was decided on a partial listing).
+        """
+        filters = self._rule_filters(account, comment, scope, None, None)
+        rows = self._call("list_replication_rules", lambda c: c.list_replication_rules(filters))
+        try:
+            for row in rows:
+                yield Rule.from_rucio(row)
+        except (requests.RequestException, rucio_errors.RucioException) as error:
+            msg = f"Rucio list_replication_rules failed while streaming: {error}"
+            raise RucioTransientError(msg) from error
+
+    def _rule_filters(
+        self,
+        account: str | None,
+        comment: str | None,
+        scope: str | None,
+        state: RuleState | None,
+        rse_expression: str | None,
+    ) -> dict[str, str]:
+        filters: dict[str, str] = {} if account == "*" else {"account": account or self.account}
         optional = {
             "comments": comment,
             "scope": scope,
@@ -373,10 +416,7 @@ class RuleClient(RucioCallPath):
             "rse_expression": canonical_expression(rse_expression) if rse_expression else None,
         }
         filters.update({key: value for key, value in optional.items() if value is not None})
-        rows = self._call(
-            "list_replication_rules", lambda c: list(c.list_replication_rules(filters))
-        )
-        return [Rule.from_rucio(row) for row in rows]
+        return filters
 
     def refresh_rules(
         self, rule_ids: Iterable[str], *, comment: str | None = None

@@ -1,0 +1,61 @@
+"""OODSCache handlers: converge the cache's rules and evict, on change and on a timer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from steward.constants import GROUP, VERSION
+from steward.handlers.common import (
+    INTERVAL,
+    factory,
+    forget,
+    jitter,
+    parse,
+    post,
+    reconciling,
+    resource_ref,
+)
+from steward.handlers.protections import cluster_facts
+from steward.models.oods import OODSCache
+
+PLURAL = "oodscaches"
+
+
+def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> None:  # noqa: ANN401
+    with reconciling("OODSCache", body, patch, memo) as copy:
+        cache = parse(OODSCache, copy, patch, memo)
+        if cache is None:
+            return
+        service = factory(memo).create_oods_service()
+        outcome = service.reconcile(
+            cache, resource_ref(copy), cluster_facts(kwargs), copy.get("status")
+        )
+        post(copy, outcome, patch, memo)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def cache_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
+    """Converge a new or changed cache at once."""
+    _reconcile(body, patch, memo, kwargs)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
+def cache_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
+    """Every cycle: the window moves, data arrives, the fill crosses watermarks."""
+    _reconcile(body, patch, memo, kwargs)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def cache_deleted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
+    """Stop placing new data; pinned data gets a window's lifetime instead of none."""
+    with reconciling("OODSCache", body, patch, memo, deleting=True) as copy:
+        cache = parse(OODSCache, copy, patch, memo)
+        if cache is not None:
+            events = factory(memo).create_oods_service().finalize(cache, resource_ref(copy))
+            for type_, reason, message in events:
+                kopf.event(body, type=type_, reason=reason, message=message)
+    forget(body)
