@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -38,6 +38,25 @@ class Settings(BaseSettings):
 
     rucio_calls_per_second: float = Field(default=20.0, gt=0)
     """Cap on Rucio API calls per second, so a thousand resources at start-up do not flood it."""
+
+    rucio_connect_timeout: float = Field(default=5.0, gt=0)
+    """Seconds to establish a connection to Rucio (a refused one fails at once)."""
+
+    rucio_read_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a single read (``get_*``, ``whoami``, the ``ping`` probe) waits for Rucio's
+    answer. Rucio's client waits 600 s by default, so a server that accepts connections and
+    answers nothing went unnoticed for ten minutes per call."""
+
+    rucio_write_timeout: float = Field(default=30.0, gt=0)
+    """Seconds a write (adding rules for a batch of DIDs, attaching files) waits for Rucio."""
+
+    rucio_listing_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a bulk listing (``list_*``: every rule of the account, a metadata query) waits
+    for each part of Rucio's answer."""
+
+    rucio_max_calls: int = Field(default=4, ge=1, le=63)
+    """Rucio calls in flight at once, at most; below ``workers``, so calls that hang never
+    hold all of kopf's handler threads."""
 
     database_url: str = "sqlite:///steward-audit.db"
     """SQLAlchemy URL of the audit store."""
@@ -130,6 +149,16 @@ class Settings(BaseSettings):
 
     webhook_configuration: str = "steward"
     """ValidatingWebhookConfiguration whose ``caBundle`` the operator keeps current."""
+
+    @model_validator(mode="after")
+    def _slots_below_workers(self) -> Settings:
+        if self.rucio_max_calls >= self.workers:
+            msg = (
+                f"rucio_max_calls ({self.rucio_max_calls}) must be below workers "
+                f"({self.workers}): hung Rucio calls would hold every handler thread"
+            )
+            raise ValueError(msg)
+        return self
 
     def rucio_secret(self) -> SecretStr | None:
         """Return the Rucio password from the setting or the mounted file."""

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from steward.config import Settings
 from steward.exceptions import ConfigurationError, NotFoundError, RucioError, StewardError
+from steward.observability import RUCIO_OUTAGES, RUCIO_UP, get_logger
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
 from steward.services.campaign import CampaignService
@@ -66,9 +67,17 @@ from steward.storage.database import ensure_current, make_engine, make_sessionma
 from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cluster_identity
 from steward.storage.kueue import KueueStorage
 from steward.storage.repo import GitRepo
-from steward.storage.rucio import RetryPolicy, RucioStorage
+from steward.storage.rucio import RetryPolicy, RucioAvailability, RucioStorage
 
-__all__ = ["CommandContext", "Factory", "ProcessContext", "operator_namespace"]
+__all__ = [
+    "CommandContext",
+    "Factory",
+    "ProcessContext",
+    "operator_namespace",
+    "rucio_availability",
+]
+
+_LOG = get_logger(__name__)
 
 _POD_PATCH_WORKERS = 8
 """Threads patching ended pods after their attempts are recorded."""
@@ -89,6 +98,28 @@ def _owner_tag_of(cluster_id: str, change: Change) -> str | None:
     """
     uid = ((change.live or {}).get("metadata") or {}).get("uid")
     return owner_tag(cluster_id, uid) if uid else None
+
+
+def rucio_availability() -> RucioAvailability:
+    """The operator's "does Rucio answer" state, logged and exported on each transition.
+
+    Probes back off from 1 s to 8 s (+-20%), so the process notices within about ten seconds
+    that Rucio answers again; refused resources retry after 10 s (kopf's delay), so they
+    converge well within 30 s of that.
+    """
+    availability = RucioAvailability(initial_probe=1.0, max_probe=8.0)
+    RUCIO_UP.set(1)
+
+    def report(up: bool, reason: str) -> None:  # noqa: FBT001 - the listener's signature
+        RUCIO_UP.set(1 if up else 0)
+        if up:
+            _LOG.info("Rucio answers again", reason=reason)
+        else:
+            RUCIO_OUTAGES.inc()
+            _LOG.warning("Rucio does not answer; calls are refused until it does", reason=reason)
+
+    availability.listeners.append(report)
+    return availability
 
 
 def _checkpoint_loop(
@@ -156,10 +187,13 @@ class ProcessContext:
         audit = AuditService(sessions)
         key = load_signing_key(settings, namespace, lambda space: ConfigMaps(kube, space))
         # Short in-call retries: an outage must surface quickly as Degraded and be retried by
-        # kopf's backoff, not hold every worker thread in a minute-long retry loop.
+        # kopf's backoff, not hold every worker thread in a minute-long retry loop. One
+        # availability state for every resource: the first unanswered call marks Rucio down,
+        # later calls are refused at once until a probe finds it answering.
         rucio = RucioStorage(
             settings,
-            retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=5.0, retry_after=10.0),
+            retry=RetryPolicy(attempts=3, initial_delay=0.5, deadline=2.0, retry_after=10.0),
+            availability=rucio_availability(),
         )
         return cls(
             settings=settings,

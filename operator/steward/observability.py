@@ -34,6 +34,8 @@ __all__ = [
     "RUCIO_CALLS",
     "RUCIO_CALL_SECONDS",
     "RUCIO_ERRORS",
+    "RUCIO_OUTAGES",
+    "RUCIO_UP",
     "RULES_BY_STATE",
     "RULE_BACKLOG",
     "configure_cli_logging",
@@ -63,6 +65,12 @@ RUCIO_ERRORS = Counter(
     "steward_rucio_errors_total",
     "Failed Rucio API calls by client operation and Steward's error class",
     ["operation", "error"],
+)
+RUCIO_UP = Gauge(
+    "steward_rucio_up", "1 while Rucio answers this process, 0 while it is marked down"
+)
+RUCIO_OUTAGES = Counter(
+    "steward_rucio_outages_total", "Times this process found Rucio not answering"
 )
 RUCIO_CALL_SECONDS = Histogram(
     "steward_rucio_call_seconds", "Latency of one Rucio API call", ["operation"]

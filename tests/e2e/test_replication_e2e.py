@@ -4,17 +4,23 @@ Sites and ReplicationRules are created in the cluster; the operator registers RS
 rules in Rucio; the tests check Rucio directly and wait (with deadlines) for status.
 """
 
+import json
 import random
 import secrets
 import signal
 import subprocess
-from collections import Counter
+import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
+import kubernetes
 import pytest
 
+from steward.services.audit import AuditService
+from steward.storage.database import make_engine, make_sessionmaker
 from steward.storage.files import write_private
 from steward.storage.rucio import RucioStorage
+from steward.testing.crashes import crash_outcome, crash_repeatedly, kill_plan
 from steward.testing.operatorprocess import OperatorProcess
 from support.operator import STEWARD, condition_of, owner_tag_of
 from support.rucio import RucioData
@@ -187,28 +193,61 @@ def test_deletion_with_delete_policy_removes_rules(
     assert rucio_storage.get_rule(rule.id).expires_at is not None
 
 
+CRASH_RESOURCES = 40
+"""Resources of the crash test: a size that runs in CI on two cores (bench/crashes.py runs
+the same with 1,000)."""
+CRASH_KILLS = 20
+
+
 def test_crash_safety_under_sigkill(
-    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, steward_operator, cluster_id
+    e2e_site,
+    custom_objects,
+    rucio_storage,
+    rucio_data,
+    namespace,
+    steward_operator,
+    cluster_id,
+    operator_env,
 ):
-    """SIGKILL the operator at random points while it reconciles 200 resources, 10 times."""
+    """SIGKILL the operator 20 times at random points while resources arrive in waves.
+
+    Kills come after a random delay, in a burst of Rucio calls, or in a burst of status
+    writes (`steward.testing.crashes`). Afterwards: exactly one rule per (DID, resource),
+    no rule without its owner, an audit row of success for every rule, an intact chain.
+    """
     facility = e2e_site["spec"]["facility"]
-    names = [f"crash-{i:03d}" for i in range(200)]
+    names = [f"crash-{i:03d}" for i in range(CRASH_RESOURCES)]
     datasets = {name: rucio_data.dataset(files=1) for name in names}
-    tags = {}
-    for name in names:
-        created = custom_objects.create(
-            "replicationrules", _rule_body(name, namespace, [datasets[name]], f"{facility}_DISK")
+    waves = [names[i::CRASH_KILLS] for i in range(CRASH_KILLS)]
+    created = {}
+
+    def wave(index):
+        for name in waves[index]:
+            created[name] = custom_objects.create(
+                "replicationrules",
+                _rule_body(name, namespace, [datasets[name]], f"{facility}_DISK"),
+            )
+
+    def statuses():
+        listed = custom_objects.api.list_namespaced_custom_object(
+            "steward.lsst.io", "v1alpha1", namespace, "replicationrules"
         )
-        tags[name] = owner_tag_of(created, cluster_id)
-    chance = random.Random(20261123)
-    for _ in range(10):
-        until(
-            "some reconciling",
-            lambda: rucio_storage.list_rules(comment=tags[chance.choice(names)]) or True,
-            timeout=5,
+        return sum(1 for item in listed["items"] if (item.get("status") or {}).get("ruleIds"))
+
+    plan = kill_plan(
+        CRASH_KILLS, random.Random(20261201), max_statuses=CRASH_RESOURCES // CRASH_KILLS
+    )
+    steward_operator.kill(signal.SIGKILL)
+    crashes = crash_repeatedly(
+        steward_operator, plan, statuses=statuses, before_each=wave, deadline=10
+    )
+    assert len(crashes) == CRASH_KILLS
+    for crash in crashes:  # shown with -s or on failure
+        print(  # noqa: T201
+            f"{crash.kill.moment.value} {crash.kill.amount:.1f} reached={crash.reached} "
+            f"start={crash.start_seconds:.1f}s waited={crash.waited_seconds:.1f}s"
         )
-        steward_operator.kill(signal.SIGKILL)
-        steward_operator.start()
+    assert all(crash.reached for crash in crashes)  # no kill waited for its deadline
 
     def owns_its_rules(name):
         status = (custom_objects.get("replicationrules", name, namespace) or {}).get("status") or {}
@@ -221,19 +260,30 @@ def test_crash_safety_under_sigkill(
         return not pending
 
     try:
-        until("all 200 resources to own their rules", converged, timeout=240)
+        until(f"all {len(names)} resources to own their rules", converged, timeout=240)
     except pytest.fail.Exception:
         sample = custom_objects.get("replicationrules", pending[0], namespace)
         pytest.fail(f"{len(pending)} resources not converged, e.g. {sample}")
-    per_owner = Counter()
-    for rule in rucio_storage.list_rules(scope=rucio_data.scope):
-        assert rule.comment, rule
-        assert rule.comment in set(tags.values()), rule
-        per_owner[(rule.comment, rule.did)] += 1
-    assert per_owner, "no rules were created"
-    assert max(per_owner.values()) == 1
-    assert sum(per_owner.values()) == len(names)
-    assert set(per_owner) == {(tags[n], datasets[n]) for n in names}
+    expected = {
+        owner_tag_of(created[name], cluster_id): (created[name]["metadata"]["uid"], datasets[name])
+        for name in names
+    }
+    engine = make_engine(operator_env["STEWARD_DATABASE_URL"])
+    try:
+        outcome = crash_outcome(
+            rucio_storage.list_rules(scope=rucio_data.scope),
+            expected,
+            AuditService(make_sessionmaker(engine)),
+            namespace,
+        )
+    finally:
+        engine.dispose()
+    assert outcome.duplicates == []
+    assert outcome.unowned == []
+    assert outcome.missing == []
+    assert outcome.unaudited == []
+    assert outcome.findings == 0
+    assert outcome.rules == len(names)
 
 
 def test_site_deletion_waits_while_rules_place_data_there(
@@ -288,12 +338,30 @@ def test_site_deletion_waits_while_rules_place_data_there(
     )
 
 
-def test_rucio_outage_degrades_then_converges(
-    private_rucio_server, operator_env, tmp_path, custom_objects, namespace, janitor, cluster_id
-):
-    # The outage is of a Rucio server of the test's own: stopping the shared one would fail
-    # whatever else talks to it. So is the operator, which talks to that server.
-    server = private_rucio_server
+def _health(process):
+    """The operator's liveness answer (probe id -> result), or None if it did not answer."""
+    try:
+        with urllib.request.urlopen(process.liveness, timeout=5) as response:  # noqa: S310
+            return json.loads(response.read()) if response.status == 200 else None
+    except (OSError, ValueError):
+        return None
+
+
+def _events(core, namespace, name, reason):
+    """How many Events of ``reason`` the API server holds for the resource ``name``."""
+    found = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return sum(1 for event in found.items if event.reason == reason)
+
+
+def _retries(body, handler):
+    """kopf's retry count of ``handler`` on the resource (its progress annotation)."""
+    annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
+    progress = annotations.get(f"steward.lsst.io/{handler}")
+    return json.loads(progress).get("retries", 0) if progress else 0
+
+
+def _private_operator(server, operator_env, tmp_path):
+    """An operator of the test's own, talking to ``server``, with short Rucio timeouts."""
     settings = server.settings()
     password = tmp_path / "private-rucio-password"
     write_private(password, settings.rucio_secret().get_secret_value())
@@ -302,46 +370,135 @@ def test_rucio_outage_degrades_then_converges(
         "STEWARD_RUCIO_HOST": str(settings.rucio_host),
         "STEWARD_RUCIO_USERNAME": str(settings.rucio_username),
         "STEWARD_RUCIO_PASSWORD_FILE": str(password),
+        # Seconds, as in production, only fewer: the test waits for the hang to be noticed.
+        "STEWARD_RUCIO_CONNECT_TIMEOUT": "2",
+        "STEWARD_RUCIO_READ_TIMEOUT": "2",
+        "STEWARD_RUCIO_WRITE_TIMEOUT": "3",
+        "STEWARD_RUCIO_LISTING_TIMEOUT": "3",
     }
     process = OperatorProcess(env, tmp_path / "private-operator.log")
     process.start(timeout=60)
+    return process
+
+
+@pytest.mark.parametrize("outage", ["hang", "refuse"])
+def test_rucio_outage_degrades_then_converges(
+    outage,
+    private_rucio_server,
+    operator_env,
+    tmp_path,
+    custom_objects,
+    namespace,
+    janitor,
+    cluster_id,
+    kube_api,
+):
+    """Rucio hangs (SIGSTOP: connections accepted, nothing answered) or refuses connections.
+
+    Every resource turns Degraded with the reason, each announces it with one Warning Event
+    however often it is retried, the liveness probe keeps answering (and says Rucio is down),
+    and once Rucio answers again every resource converges with exactly one rule and one
+    Recovered Event.
+    """
+    # The outage is of a Rucio server of the test's own: stopping the shared one would fail
+    # whatever else talks to it. So is the operator, which talks to that server.
+    server = private_rucio_server
+    process = _private_operator(server, operator_env, tmp_path)
     storage = RucioStorage(server.settings(rucio_calls_per_second=10_000))
+    core = kubernetes.client.CoreV1Api(kube_api)
+    begin, end = {
+        "hang": (server.freeze_api, server.thaw_api),
+        "refuse": (server.stop_api, server.start_api),
+    }[outage]
     try:
         site = _site_body(secrets.token_hex(3))
         custom_objects.create("sites", site)
-        name = site["metadata"]["name"]
         until(
             "the Site to be Ready on the private Rucio",
             lambda: (
-                (condition_of(custom_objects.get("sites", name), "Ready") or {}).get("status")
+                (
+                    condition_of(custom_objects.get("sites", site["metadata"]["name"]), "Ready")
+                    or {}
+                ).get("status")
                 == "True"
             ),
             timeout=60,
         )
         facility = site["spec"]["facility"]
-        dataset = RucioData(storage, None).dataset(rse=f"{facility}_DISK")
-        server.stop_api()
-        try:
-            created = custom_objects.create(
-                "replicationrules", _rule_body("outage", namespace, [dataset], f"{facility}_DISK")
+        data = RucioData(storage, None)
+        first, second = data.dataset(rse=f"{facility}_DISK"), data.dataset(rse=f"{facility}_DISK")
+
+        def condition(name, type_):
+            body = custom_objects.get("replicationrules", name, namespace)
+            return condition_of(body, type_) or {}
+
+        created = {
+            "steady": custom_objects.create(
+                "replicationrules", _rule_body("steady", namespace, [first], f"{facility}_DISK")
             )
+        }
+        until("steady Ready", lambda: condition("steady", "Ready").get("status") == "True")
+        unanswered = []
 
-            def degraded():
-                body = custom_objects.get("replicationrules", "outage", namespace)
-                found = condition_of(body, "Degraded") or {}
-                return found if found.get("reason") == "RucioUnavailable" else None
+        def probe_answers():
+            if _health(process) is None:
+                unanswered.append(time.monotonic())
 
-            found = until("Degraded: RucioUnavailable", degraded, timeout=60)
-            assert found["status"] == "True"
+        begin()
+        try:
+            created["during"] = custom_objects.create(
+                "replicationrules", _rule_body("during", namespace, [second], f"{facility}_DISK")
+            )
+            for name in created:
+                until(
+                    f"{name} Degraded: RucioUnavailable",
+                    lambda name=name: (
+                        condition(name, "Degraded").get("reason") == "RucioUnavailable"
+                        and condition(name, "Degraded").get("status") == "True"
+                    ),
+                    timeout=90,
+                    between=probe_answers,
+                )
+
+            def down_in_probe():
+                health = _health(process) or {}
+                return health if health.get("rucio", "").startswith("Rucio does not") else None
+
+            health = until("the liveness probe to say Rucio does not answer", down_in_probe)
+            assert "auditSchema" in health
+            until(
+                "three retries of the resource created during the outage",
+                lambda: (
+                    _retries(
+                        custom_objects.get("replicationrules", "during", namespace), "rule_changed"
+                    )
+                    >= 3
+                ),
+                timeout=120,
+                between=probe_answers,
+            )
+            assert unanswered == [], "the liveness probe stopped answering while Rucio was out"
+            for name in created:
+                assert _events(core, namespace, name, "RucioUnavailable") == 1, name
         finally:
-            server.start_api()
+            end()
 
-        def ready():
-            body = custom_objects.get("replicationrules", "outage", namespace)
-            return (condition_of(body, "Ready") or {}).get("status") == "True"
-
-        until("convergence after Rucio returns", ready, timeout=120)
-        assert len(storage.list_rules(comment=owner_tag_of(created, cluster_id))) == 1
+        for name in created:
+            until(
+                f"{name} to converge after Rucio returns",
+                lambda name=name: condition(name, "Ready").get("status") == "True",
+                timeout=120,
+            )
+            until(
+                f"{name}'s Recovered Event",
+                lambda name=name: _events(core, namespace, name, "Recovered"),
+                timeout=30,
+            )
+        assert (_health(process) or {}).get("rucio") == "up"
+        for name, body in created.items():
+            assert len(storage.list_rules(comment=owner_tag_of(body, cluster_id))) == 1, name
+            assert _events(core, namespace, name, "RucioUnavailable") == 1, name
+            assert _events(core, namespace, name, "Recovered") == 1, name
         janitor.release(between=lambda: server.daemons.run("judge-cleaner"))
     finally:
         process.stop()

@@ -1,5 +1,6 @@
 """ReplicationService against the real Rucio server: create, adopt, change, drift, delete."""
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -440,3 +441,51 @@ def test_window_closing_suspends_and_reopening_resumes(
     assert rucio_storage.get_rule(rule.id).state is RuleState.OK
     replicas = rucio_storage.list_replicas([*rucio_data.files_of(dataset), late.did])
     assert all(states.get("IN2P3_DISK") == "AVAILABLE" for states in replicas.values())
+
+
+class HeldListings:
+    """The real adapter, whose bulk listing (no filter) waits until the test lets it go."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.started = threading.Event()
+        self.go = threading.Event()
+        self.calls = []
+
+    def list_rules(self, **filters):
+        self.calls.append(filters)
+        if not filters:
+            self.started.set()
+            self.go.wait(60)
+        return self.storage.list_rules(**filters)
+
+
+def test_a_slow_listing_makes_no_timer_queue_behind_it(rucio_storage, rucio_data, audit):
+    """One thread lists every rule; the others use the snapshot while it is young enough,
+    then list their own rules: none waits for the bulk listing (it may hang)."""
+    name = _name(rucio_data, "slow")
+    dataset = rucio_data.dataset()
+    clock = {"now": 0.0}
+    held = HeldListings(rucio_storage)
+    snapshot = RuleSnapshot(held, max_age=60, clock=lambda: clock["now"])
+    service = ReplicationService(
+        rucio=rucio_storage, audit=audit, snapshot=snapshot, cluster_id=CLUSTER
+    )
+    outcome = service.reconcile(_resource(name, [dataset], "NCSA_DISK"), _ref(name))
+    tag = outcome.status["ownerTag"]
+    held.go.set()
+    assert len(snapshot.rules(tag)) == 1  # the first listing
+    held.go.clear()
+    held.started.clear()
+    clock["now"] = 61.0
+    lister = threading.Thread(target=snapshot.rules, args=(tag,))
+    lister.start()
+    assert held.started.wait(30)
+    assert len(snapshot.rules(tag)) == 1  # the previous snapshot, 61 s old
+    clock["now"] = 121.0
+    assert len(snapshot.rules(tag)) == 1  # too old: its own listing
+    assert held.calls[-1] == {"comment": tag}
+    assert lister.is_alive()  # all the while, the bulk listing was held
+    held.go.set()
+    lister.join(30)
+    assert not lister.is_alive()

@@ -559,7 +559,7 @@ def test_outage_beyond_the_retries_is_a_transient_error(
     storage.whoami()
     server.stop_api()
     try:
-        with pytest.raises(RucioTransientError, match="ServerConnectionException") as info:
+        with pytest.raises(RucioTransientError, match="Connection refused") as info:
             storage.whoami()
     finally:
         server.start_api()

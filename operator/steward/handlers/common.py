@@ -23,6 +23,7 @@ from steward.services.conditions import (
     DEGRADED,
     READY,
     condition,
+    find,
     set_condition,
     status_changes,
 )
@@ -133,8 +134,19 @@ def _degrade(
                 READY, status=False, reason=reason, message=message, generation=generation, now=now
             ),
         )
-    patch.status["conditions"] = conditions
+    if conditions != status.get("conditions"):
+        patch.status["conditions"] = conditions
     memo["status"] = {**status, "conditions": conditions}
+
+
+_OUTAGES = frozenset({"RucioUnavailable", "Unavailable"})
+"""Degraded reasons of an outage: retried with backoff, announced once, and their end too."""
+
+
+def _degraded_by(status: Mapping[str, Any] | None) -> str | None:
+    """The reason the status is Degraded for, or None when it is not Degraded."""
+    found = find((status or {}).get("conditions"), DEGRADED)
+    return str(found.get("reason")) if found and found.get("status") == "True" else None
 
 
 def edge_due(memo: Any) -> bool:  # noqa: ANN401 - kopf's per-object memo
@@ -165,6 +177,14 @@ def post(
     after = outcome.requeue_after
     memo["edge_at"] = time.monotonic() + after if after is not None else None
     old = body.get("status") or {}
+    was = _degraded_by(old)
+    if was in _OUTAGES and _degraded_by(outcome.status) != was:
+        kopf.event(
+            kopf.Body(cast("kopf.RawBody", body)),
+            type="Normal",
+            reason="Recovered",
+            message=f"{was} ended: the reconcile reached every service it needs again",
+        )
     if status_changes(old, outcome.status, heartbeat=HEARTBEAT):
         for key, value in outcome.status.items():
             patch.status[key] = value
@@ -198,7 +218,10 @@ def reconciling(
     and comparing against that would let a Degraded=True outlive a later success.
 
     A transient error writes Degraded and asks kopf to retry later (kopf backs off, never a
-    hot loop); a permanent one writes Degraded and waits for the next change or timer tick,
+    hot loop); its Warning Event is posted when the resource turns Degraded for that reason,
+    not at every retry (a thousand resources retrying through an outage would post a hundred
+    Events a second), and `post` announces the end. A permanent one writes Degraded and waits
+    for the next change or timer tick,
     except while ``deleting``: then the finalizer stays and kopf retries, so a refused
     release never loses track of rules.
     """
@@ -214,8 +237,10 @@ def reconciling(
         except TransientError as exc:
             outcome = "transient-error"
             reason = "RucioUnavailable" if "Rucio" in type(exc).__name__ else "Unavailable"
+            was = _degraded_by(copy.get("status"))
             _degrade(copy, patch, memo, reason, str(exc))
-            kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1024])
+            if was != reason:
+                kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1024])
             raise kopf.TemporaryError(str(exc), delay=exc.retry_after) from exc
         except PermanentError as exc:
             outcome = "permanent-error"

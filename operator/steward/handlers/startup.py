@@ -185,8 +185,23 @@ def cleanup(memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
 
 
 @kopf.on.probe(id="auditSchema")
-def audit_schema(memo: kopf.Memo, **_: Any) -> str:  # noqa: ANN401
-    """Liveness detail: the audit trail's head (proves the database answers)."""
+async def audit_schema(memo: kopf.Memo, **_: Any) -> str:  # noqa: ANN401
+    """Liveness detail: the audit trail's head (proves the database answers).
+
+    Async, and read in a thread of asyncio's own pool rather than kopf's handler pool: the
+    probe must answer even when every handler thread is busy.
+    """
     context: ProcessContext = memo.context
-    seq, head = context.audit.head()
+    seq, head = await asyncio.to_thread(context.audit.head)
     return f"{seq}:{head[:12]}"
+
+
+@kopf.on.probe(id="rucio")
+async def rucio_state(memo: kopf.Memo, **_: Any) -> str:  # noqa: ANN401
+    """Liveness detail: whether Rucio answers (``up``, or since when and why not).
+
+    Information only, never a failure: restarting the operator does not bring Rucio back,
+    and a liveness probe that failed during a Rucio outage would only add restarts to it.
+    """
+    context: ProcessContext = memo.context
+    return context.rucio.availability.describe()

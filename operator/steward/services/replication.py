@@ -380,6 +380,11 @@ class RuleSnapshot:
     Timers of a thousand resources would otherwise list Rucio a thousand times per interval;
     with the snapshot, a steady state costs one bulk listing per interval for all of them
     (Rucio has no watch, so someone must poll; one bulk call is the cheapest poll).
+
+    One thread lists; the others never queue behind it, for a listing that hangs would then
+    hold every handler thread until its timeout. While it lists they use the previous
+    snapshot if it is at most twice ``max_age`` old, else list their own rules (one small
+    call, through the call path's slots and availability state like any other).
     """
 
     def __init__(
@@ -393,23 +398,44 @@ class RuleSnapshot:
         self._clock = clock
         self._lock = threading.Lock()
         self._taken: float | None = None
+        self._listing = False
+        self._recent: dict[str, list[Rule]] = {}
         self._by_tag: dict[str, list[Rule]] = {}
 
     def rules(self, tag: str) -> list[Rule]:
-        """Rules carrying ``tag``, from a listing at most ``max_age`` seconds old."""
+        """Rules carrying ``tag``, from a listing at most ``max_age`` seconds old (see above)."""
         with self._lock:
-            now = self._clock()
-            if self._taken is None or now - self._taken > self._max_age:
-                grouped: dict[str, list[Rule]] = {}
-                for rule in self._rucio.list_rules():
-                    grouped.setdefault(rule.comment or "", []).append(rule)
-                self._by_tag, self._taken = grouped, now
+            age = None if self._taken is None else self._clock() - self._taken
+            if age is not None and age <= self._max_age:
+                return list(self._by_tag.get(tag, []))
+            if self._listing:
+                if age is not None and age <= 2 * self._max_age:
+                    return list(self._by_tag.get(tag, []))
+                own = True
+            else:
+                own, self._listing, self._recent = False, True, {}
+        if own:
+            return self._rucio.list_rules(comment=tag)
+        try:
+            taken = self._clock()
+            grouped: dict[str, list[Rule]] = {}
+            for rule in self._rucio.list_rules():
+                grouped.setdefault(rule.comment or "", []).append(rule)
+        finally:
+            with self._lock:
+                self._listing = False
+        with self._lock:
+            # What reconciles recorded while the listing ran is fresher than the listing.
+            self._by_tag, self._taken = {**grouped, **self._recent}, taken
+            self._recent = {}
             return list(self._by_tag.get(tag, []))
 
     def put(self, tag: str, rules: Sequence[Rule]) -> None:
         """Record what a reconcile just listed for ``tag`` (fresher than the snapshot)."""
         with self._lock:
             self._by_tag[tag] = list(rules)
+            if self._listing:
+                self._recent[tag] = list(rules)
 
 
 class ExpressionCache:

@@ -231,6 +231,7 @@ class ChildProcess:
         if not self._release():
             return
         self._signal_group(self.stop_signal)
+        self._signal_group(signal.SIGCONT)  # a paused group acts on the signal only once resumed
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -239,6 +240,14 @@ class ChildProcess:
         # Workers that ignored the signal to their leader (or re-parented) go too.
         self._signal_group(signal.SIGKILL)
         self._close_streams()
+
+    def pause(self) -> None:
+        """SIGSTOP the whole group: it keeps its sockets open and answers nothing (a hang)."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the whole group after `pause`."""
+        self._signal_group(signal.SIGCONT)
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send ``sig`` to the whole process group at once and wait for the leader to exit.

@@ -677,6 +677,23 @@ class RucioServer:
             self._api.stop()
             self._api = None
 
+    def freeze_api(self) -> None:
+        """SIGSTOP gunicorn and its workers: connections are accepted, nothing is answered.
+
+        The hang of issue 11 (a stopped, not killed, server); `thaw_api` ends it. The kernel
+        still completes TCP handshakes into the listen backlog, so clients see a timeout,
+        not a refusal.
+        """
+        if self._api is None:
+            msg = "the Rucio API is not running"
+            raise RucioHarnessError(msg)
+        self._api.pause()
+
+    def thaw_api(self) -> None:
+        """SIGCONT the API after `freeze_api`: it answers again (queued requests first)."""
+        if self._api is not None:
+            self._api.resume()
+
     def stop(self) -> None:
         """Stop the daemon runner and the API; leave no process behind."""
         if self._daemons is not None:

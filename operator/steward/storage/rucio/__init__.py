@@ -16,6 +16,9 @@ keeps four promises the rest of Steward relies on:
   (Rucio's client logs request headers at DEBUG, including ``X-Rucio-Password``: its logger is
   given a redacting adapter). Tokens are cached in a private directory per instance, so
   another process' cached token for the same account is never used in place of checking ours.
+- **A server that does not answer is noticed.** Calls wait seconds sized to what they do, at
+  most ``Settings.rucio_max_calls`` are in flight, and one availability state per process
+  refuses calls at once while Rucio does not answer (`availability`).
 - **Calls are rate-capped.** A token bucket (``Settings.rucio_calls_per_second``) bounds the
   request rate, so a thousand resources reconciled at start-up cannot flood Rucio.
 
@@ -30,6 +33,13 @@ lifetimes are days, sizes are bytes.
 from __future__ import annotations
 
 from steward.storage.rucio.accounts import ADMIN_ATTRIBUTE, AccountClient
+from steward.storage.rucio.availability import (
+    Admission,
+    CallSlots,
+    CallTimeouts,
+    RucioAvailability,
+    RucioDownError,
+)
 from steward.storage.rucio.callpath import RetryPolicy, TokenBucket
 from steward.storage.rucio.dids import (
     DID_COLUMN_KEYS,
@@ -72,7 +82,10 @@ __all__ = [
     "SUBSCRIPTION_INACTIVE",
     "UNSET",
     "AddedRules",
+    "Admission",
     "Availability",
+    "CallSlots",
+    "CallTimeouts",
     "Collection",
     "DIDEntry",
     "DatasetReplica",
@@ -81,6 +94,8 @@ __all__ = [
     "Lock",
     "RSEInfo",
     "RetryPolicy",
+    "RucioAvailability",
+    "RucioDownError",
     "RucioStorage",
     "Rule",
     "RuleSpec",

@@ -2,7 +2,12 @@
 
 Rucio's exceptions become `RucioTransientError` (retry later), `RucioPermanentError` (the input
 or configuration must change), `RucioNotFoundError` or `RucioAuthenticationError`, here and
-nowhere else. Transient failures are retried with bounded, jittered exponential backoff. The
+nowhere else. Transient failures are retried with bounded, jittered exponential backoff, by
+Steward only: Rucio's client's own retries (of 502/503/504 and refused connections) are turned
+off, so every try passes the rate cap and counts against the retry deadline. Each call waits
+seconds sized to what it does, holds one of a bounded number of call slots, and reports to the
+process-wide availability state, which refuses calls at once while Rucio does not answer
+(`steward.storage.rucio.availability`). The
 password never reaches a repr, an error message or a log record (Rucio's client logs request
 headers at DEBUG, including ``X-Rucio-Password``: its logger gets a redacting adapter), and
 tokens are cached in a private directory per instance. The verbs (rules, DIDs, replicas, RSEs,
@@ -41,9 +46,19 @@ from steward.exceptions import (
 )
 from steward.models.rse_expression import RSEExpressionError, canonical
 from steward.observability import RUCIO_CALL_SECONDS, RUCIO_CALLS, RUCIO_ERRORS
+from steward.storage.rucio.availability import (
+    Admission,
+    CallSlots,
+    CallTimeouts,
+    RucioAvailability,
+    RucioDownError,
+)
 
 __all__ = [
+    "CallSlots",
+    "CallTimeouts",
     "RetryPolicy",
+    "RucioAvailability",
     "RucioCallPath",
     "TokenBucket",
     "canonical_expression",
@@ -179,8 +194,26 @@ def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
+class _ServerBusyError(Exception):
+    """Rucio, or a proxy before it, answered 502, 503 or 504.
+
+    Raised instead of the client's own back-off, so that Steward's retry loop, deadline and
+    rate cap decide what happens next.
+    """
+
+
+_UNANSWERED: Final[tuple[type[BaseException], ...]] = (
+    _ServerBusyError,
+    rucio_errors.ServerConnectionException,
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+"""Failures that mean Rucio did not answer (rather than answered with an error)."""
+
 # Rucio exception classes -> (Steward error, retry in place?)
 _TRANSIENT: Final[tuple[type[BaseException], ...]] = (
+    _ServerBusyError,
     rucio_errors.ServerConnectionException,
     rucio_errors.DatabaseException,
     rucio_errors.ServiceUnavailable,
@@ -214,7 +247,7 @@ _WRITE_BLOCKED_RETRY_AFTER: Final = 300.0
 
 
 class RucioCallPath:
-    """Client per thread, rate cap, retries and error mapping; the verbs build on it.
+    """Client per thread, rate cap, retries, timeouts, call slots and error mapping.
 
     Parameters
     ----------
@@ -222,12 +255,14 @@ class RucioCallPath:
         ``rucio_host``, ``rucio_auth_host``, ``rucio_account``, ``rucio_username`` and the
         password (``rucio_secret()``); without ``rucio_host`` the rucio.cfg named by
         ``RUCIO_CONFIG`` supplies host and credentials, and ``rucio_account`` the account.
+        The timeouts (``rucio_*_timeout``) and call slots (``rucio_max_calls``) come from it.
     retry
         Backoff for transient failures.
     calls_per_second
         Rate cap; ``settings.rucio_calls_per_second`` when None.
-    timeout
-        Seconds Rucio's client waits for one HTTP response.
+    availability
+        The process-wide "does Rucio answer" state; a new one when None (the operator shares
+        one across every resource through its one instance of this class).
     """
 
     def __init__(
@@ -236,7 +271,7 @@ class RucioCallPath:
         *,
         retry: RetryPolicy | None = None,
         calls_per_second: float | None = None,
-        timeout: float = 600.0,
+        availability: RucioAvailability | None = None,
     ) -> None:
         self._settings = settings if settings is not None else Settings()
         secret = self._settings.rucio_secret()
@@ -250,11 +285,18 @@ class RucioCallPath:
         self.account = self._settings.rucio_account
         self._retry = retry or RetryPolicy()
         self._bucket = TokenBucket(calls_per_second or self._settings.rucio_calls_per_second)
-        self._timeout = timeout
+        self.timeouts = CallTimeouts(
+            connect=self._settings.rucio_connect_timeout,
+            read=self._settings.rucio_read_timeout,
+            write=self._settings.rucio_write_timeout,
+            listing=self._settings.rucio_listing_timeout,
+        )
+        self.slots = CallSlots(self._settings.rucio_max_calls)
+        self.availability = availability or RucioAvailability()
         self._local = threading.local()
         self._count_lock = threading.Lock()
         self.api_calls = 0
-        """Rucio API calls made so far (each retry counts)."""
+        """Rucio API calls made so far (each retry counts; calls refused while down do not)."""
         self._token_dir = Path(tempfile.mkdtemp(prefix="steward-rucio-tokens-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._token_dir, ignore_errors=True)
 
@@ -281,11 +323,16 @@ class RucioCallPath:
         self.close()
 
     def _new_client(self) -> Any:  # noqa: ANN401 - rucio has no type information
-        """Build a client whose tokens live in this instance's private directory."""
+        """Build a client whose tokens live in this instance's private directory.
+
+        The client logs in when built, so this runs inside a call's slot and timeouts. Its
+        own retries are off: its back-off for 502/503/504 raises instead of sleeping, and
+        ``request_retries = -1`` re-raises a refused connection at the first try.
+        """
         settings = self._settings
         options: dict[str, Any] = {
             "account": self.account,
-            "timeout": self._timeout,
+            "timeout": self.timeouts.of("get_auth_token"),
             "logger": _RedactingLogger(logging.getLogger(f"{__name__}.client"), self._password),
         }
         if settings.rucio_host:
@@ -295,9 +342,17 @@ class RucioCallPath:
             options["auth_type"] = "userpass"
             options["creds"] = {"username": settings.rucio_username, "password": self._password}
         client_class = type(
-            "StewardRucioClient", (Client,), {"TOKEN_PATH_PREFIX": f"{self._token_dir}/"}
+            "StewardRucioClient",
+            (Client,),
+            {
+                "TOKEN_PATH_PREFIX": f"{self._token_dir}/",
+                "REQUEST_RETRIES": -1,
+                "_back_off": _raise_busy,
+            },
         )
-        return client_class(**options)
+        client = client_class(**options)
+        client.request_retries = -1  # rucio.cfg's [client] request_retries would re-enable them
+        return client
 
     def _client(self) -> Any:  # noqa: ANN401
         client = getattr(self._local, "client", None)
@@ -307,33 +362,122 @@ class RucioCallPath:
         return client
 
     def _call(self, operation: str, function: Callable[[Any], _T]) -> _T:
-        """Call Rucio through the rate cap, retrying transient failures with backoff.
+        """Call Rucio through the rate cap and a call slot, retrying transient failures.
+
+        While Rucio is marked down a try is refused without a request; the loop then waits
+        for the next probe only if that comes before the retry deadline, so a short deadline
+        (the operator's) fails at once and frees the handler thread.
 
         Raises
         ------
         RucioError
-            The mapped error (`RucioTransientError` once the retries are used up).
+            The mapped error (`RucioTransientError` once the retries are used up;
+            `RucioDownError` for a call refused while Rucio does not answer).
         """
         start = time.monotonic()
         delays = self._retry.delays()
         while True:
-            self._bucket.acquire()
+            try:
+                return self._attempt(operation, function)
+            except _Failed as failed:
+                delay = next(delays, None) if failed.retry else None
+                if delay is not None and isinstance(failed.error, RucioDownError):
+                    delay = max(delay, self.availability.wait())
+                if delay is None or time.monotonic() - start + delay > self._retry.deadline:
+                    raise failed.error from failed.cause
+                if not isinstance(failed.error, RucioDownError):
+                    _LOG.warning("%s; retrying in %.1f s", failed.error, delay)
+                time.sleep(delay)
+
+    def _attempt(self, operation: str, function: Callable[[Any], _T]) -> _T:
+        """One try: admission, rate cap, a slot, the call with its timeouts, the verdict."""
+        admission = self.availability.admit()
+        if admission is Admission.REFUSE:
+            raise _Failed(
+                self.availability.refused(operation, retry_after=self._retry.retry_after),
+                retry=True,
+            )
+        probing = admission is Admission.PROBE and not self._probe()
+        try:
+            result = self._request(operation, function, probing=probing)
+        except BaseException:
+            if probing and not self.availability.up and self.availability.probing:
+                self.availability.failed("the probe call ended without an answer", probe=True)
+            raise
+        self.availability.answered()
+        return result
+
+    def _request(self, operation: str, function: Callable[[Any], _T], *, probing: bool) -> _T:
+        """Rate cap, a call slot, the call with its timeouts; failures mapped for the loop."""
+        self._bucket.acquire()
+        timeouts = self.timeouts.of(operation)
+        try:
+            with self.slots.hold(timeouts[1], lambda: not probing and not self.availability.up):
+                with self._count_lock:
+                    self.api_calls += 1
+                RUCIO_CALLS.labels(operation).inc()
+                try:
+                    with RUCIO_CALL_SECONDS.labels(operation).time():
+                        client = self._client()
+                        client.timeout = timeouts
+                        return function(client)
+                except RucioError:
+                    self.availability.answered()  # Steward's own verdict on an answer
+                    raise
+                except Exception as raw:  # noqa: BLE001 - every failure is mapped, none escapes raw
+                    raise self._failure(operation, raw, probe=probing) from None
+        except TimeoutError as busy:
+            if not self.availability.up:
+                raise _Failed(
+                    self.availability.refused(operation, retry_after=self._retry.retry_after),
+                    retry=True,
+                ) from None
+            message = f"Rucio {operation} not attempted: {busy} for {timeouts[1]:.0f} s"
+            error = RucioTransientError(message, retry_after=self._retry.retry_after)
+            raise _Failed(error, retry=False) from None
+
+    def _probe(self) -> bool:
+        """Ask Rucio whether it answers, for everyone: ``ping``, with the read timeout.
+
+        Returns False, without a request, in a thread that has no client yet (it would log
+        in first): its own call is then the probe. Whatever happens, a probe ends with a
+        verdict, or no caller would ever probe again.
+
+        Raises
+        ------
+        _Failed
+            Rucio did not answer the ping (it stays down, the next probe backs off).
+        """
+        client = getattr(self._local, "client", None)
+        if client is None:
+            return False
+        verdict = False
+        try:
             with self._count_lock:
                 self.api_calls += 1
-            RUCIO_CALLS.labels(operation).inc()
+            RUCIO_CALLS.labels("ping").inc()
+            client.timeout = self.timeouts.of("ping")
             try:
-                with RUCIO_CALL_SECONDS.labels(operation).time():
-                    return function(self._client())
-            except RucioError:
-                raise  # ours already (raised by Steward code inside ``function``)
-            except Exception as raw:  # noqa: BLE001 - every failure is mapped, none escapes raw
-                error, retry_here = self._translate(operation, raw)
-                RUCIO_ERRORS.labels(operation, type(error).__name__).inc()
-                delay = next(delays, None) if retry_here else None
-                if delay is None or time.monotonic() - start + delay > self._retry.deadline:
-                    raise error from (None if self._leaks(raw) else raw)
-                _LOG.warning("%s; retrying in %.1f s", error, delay)
-                time.sleep(delay)
+                client.ping()
+            except Exception as raw:  # noqa: BLE001 - mapped like any call
+                verdict = True
+                raise self._failure("ping", raw, probe=True) from None
+            verdict = True
+            self.availability.answered()
+        finally:
+            if not verdict:
+                self.availability.failed("the probe was interrupted", probe=True)
+        return True
+
+    def _failure(self, operation: str, raw: Exception, *, probe: bool = False) -> _Failed:
+        """Map a client exception, tell the availability state, and wrap it for the loop."""
+        error, retry_here = self._translate(operation, raw)
+        RUCIO_ERRORS.labels(operation, type(error).__name__).inc()
+        if isinstance(raw, _UNANSWERED):
+            self.availability.failed(str(error), probe=probe)
+        else:
+            self.availability.answered()  # an error is an answer
+        return _Failed(error, retry=retry_here, cause=None if self._leaks(raw) else raw)
 
     def _stream(self, operation: str, function: Callable[[Any], Iterable[_T]]) -> Iterator[_T]:
         """Call a listing verb through `_call` and yield its rows as the server sends them.
@@ -403,3 +547,20 @@ def is_database_locked(raw: BaseException) -> bool:
 def is_server_error(raw: BaseException) -> bool:
     """Tell a bare RucioException for a 5xx answer without details (a server bug or crash)."""
     return type(raw) is rucio_errors.RucioException and "http status code: 5" in str(raw)
+
+
+class _Failed(Exception):  # noqa: N818 - internal signal of the retry loop, never escapes
+    """One try failed with ``error``; ``retry`` says whether the loop may try again."""
+
+    def __init__(
+        self, error: RucioError, *, retry: bool, cause: BaseException | None = None
+    ) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry = retry
+        self.cause = cause
+
+
+def _raise_busy(_client: object, _retry_number: int, reason: str) -> None:
+    """Stand-in for the client's ``_back_off``: no sleeping and retrying inside the client."""
+    raise _ServerBusyError(reason)
