@@ -493,3 +493,42 @@ def test_a_held_release_goes_ahead_once_annotated_with_its_count(
         until("the approval used up and Degraded cleared", approval_used)
     finally:
         operator.stop()
+
+
+def test_status_of_more_rules_than_the_sample_counts_them_and_lists_a_sample(
+    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace, cluster_id
+):
+    """More rules than status lists: counts say all, the sample 100; drift beyond it repaired.
+
+    Nothing reads the rule list from status: a rule deleted behind Steward's back whose id is
+    not in the sample is restored all the same, from Rucio's own listing by owner tag.
+    """
+    from steward.services.replication import STATUS_SAMPLE  # noqa: PLC0415
+
+    facility = e2e_site["spec"]["facility"]
+    datasets = [rucio_data.dataset(rse=f"{facility}_DISK", files=1) for _ in range(130)]
+    created = custom_objects.create(
+        "replicationrules", _rule_body("many", namespace, datasets, f"{facility}_DISK")
+    )
+    tag = owner_tag_of(created, cluster_id)
+
+    def ready():
+        body = custom_objects.get("replicationrules", "many", namespace)
+        return (condition_of(body, "Ready") or {}).get("status") == "True" and body
+
+    body = until("Ready", ready, timeout=120, between=rucio_server.daemons.converge)
+    rules = rucio_storage.list_rules(comment=tag)
+    assert len(rules) == 130
+    status = body["status"]
+    assert status["ruleCount"] == 130
+    assert status["counts"]["OK"] == 130
+    assert status["ruleIds"] == sorted(r.id for r in rules)[:STATUS_SAMPLE]
+    beyond = max(rules, key=lambda r: r.id)
+    assert beyond.id not in status["ruleIds"]
+
+    rucio_storage.delete_rule(beyond.id)
+    until(
+        "the rule beyond the sample to be restored",
+        lambda: rucio_storage.get_rule(beyond.id).expires_at is None,
+        timeout=60,
+    )

@@ -285,7 +285,13 @@ class ReplicationRuleStatus(CamelModel):
     this resource's UID (``rucio rule list --account steward`` shows it as the comment)."""
 
     rule_ids: list[str] = Field(default_factory=list)
-    """Rucio rule ids this resource owns."""
+    """A sample of the Rucio rule ids this resource owns: the first ``STATUS_SAMPLE`` (100) in
+    sorted order, not all of them (a resource may own tens of thousands of rules, more than
+    one status write may carry). ``ruleCount`` is how many there are; ``rucio rule list
+    --account steward`` filtered by ``ownerTag`` lists them all."""
+
+    rule_count: Int = 0
+    """How many Rucio rules this resource owns and has in charge of its selected DIDs."""
 
     subscription: SubscriptionStatus | None = None
     """Rucio subscription placing new matching data (DID-column metadata selections only);
@@ -305,7 +311,8 @@ class ReplicationRuleStatus(CamelModel):
     """Selected DIDs whose rule belongs to another Steward resource."""
 
     unowned_rules: dict[str, UnownedRule] = Field(default_factory=dict)
-    """The rules counted in ``foreign`` and ``shared``, by DID."""
+    """The rules counted in ``foreign`` and ``shared``, by DID: the first ``STATUS_SAMPLE``
+    (100) DIDs in sorted order when there are more."""
 
     deletion_policy: DeletionPolicy | None = None
     """The deletion policy in force: declared, or the default decided once (Orphan while

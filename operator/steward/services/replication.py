@@ -77,6 +77,7 @@ __all__ = [
     "LEGACY_TAG_PREFIX",
     "ORPHANED_PREFIX",
     "RELEASED_PREFIX",
+    "STATUS_SAMPLE",
     "SUBSCRIPTION_KEYS",
     "ExpressionCache",
     "PlacementLedger",
@@ -87,6 +88,15 @@ __all__ = [
     "subscription_filter",
     "transfer_gate",
 ]
+
+STATUS_SAMPLE: Final = 100
+"""Most rule ids (and unowned rules) one status lists; counts say how many there are.
+
+A resource selecting a night of raw data owns tens of thousands of rules: every id in status
+would outgrow what one API write may carry (about 40,000 ids), and nothing needs them there.
+Ownership lives in Rucio (the owner tag), placement history in the audit trail
+(`PlacementLedger`); status keeps counts and this sorted, hence stable, sample.
+"""
 
 _LIFETIME_TOLERANCE = timedelta(minutes=5)
 """Expiry differences smaller than this are not drift (clock skew, time to apply)."""
@@ -1253,7 +1263,8 @@ class ReplicationService(RucioView):
         return {
             "observedGeneration": generation,
             "ownerTag": work.tag,
-            "ruleIds": sorted(rule.id for rule in in_charge),
+            "ruleIds": sorted(rule.id for rule in in_charge)[:STATUS_SAMPLE],
+            "ruleCount": len(in_charge),
             "selected": len(selected),
             "expired": len(work.expired),
             "counts": {state.value: counts.get(state.value, 0) for state in RuleState},
@@ -1261,7 +1272,9 @@ class ReplicationService(RucioView):
             "published": work.published or 0,
             "foreign": kinds.get("foreign", 0),
             "shared": kinds.get("shared", 0),
-            "unownedRules": {did: dict(seen) for did, seen in sorted(work.unowned.items())},
+            "unownedRules": {
+                did: dict(seen) for did, seen in sorted(work.unowned.items())[:STATUS_SAMPLE]
+            },
             "pendingRelease": 0,
             "deselection": None,
             "subscription": None,
