@@ -274,6 +274,29 @@ class Deselection(CamelModel):
     """Hash of their names: the same set missing on the next pass is released."""
 
 
+class SelectionStatus(CamelModel):
+    """How a metadata selection is kept up to date: incrementally, with full resyncs."""
+
+    mode: Literal["Full", "Incremental"]
+    """How the last pass selected: the whole scope listed, or only DIDs new since the mark."""
+
+    high_water_mark: Timestamp | None = None
+    """Every matching DID created (or whose custom metadata changed) before this time, less
+    an overlap, has been seen and placed; the next pass lists only what came after. Kept
+    back while any selected DID waits (transfer window closed, Observe)."""
+
+    full_sync_time: Timestamp | None = None
+    """When the whole scope was last listed: deselections and changes of DID-column
+    metadata are found then (``STEWARD_FULL_RESYNC_INTERVAL``)."""
+
+    generation: Int | None = None
+    """The spec generation the mark belongs to; a changed spec lists everything again."""
+
+    new_data: Literal["Subscription", "Steward"] = "Steward"
+    """What places new matching data: a Rucio subscription (DID-column selections without
+    window, embargo or exclusion), or Steward's own incremental selection."""
+
+
 class ReplicationRuleStatus(CamelModel):
     """Observed state of a ReplicationRule."""
 
@@ -334,6 +357,9 @@ class ReplicationRuleStatus(CamelModel):
 
     deselection: Deselection | None = None
     """DIDs missing from one metadata listing, released if still missing at the next."""
+
+    selection: SelectionStatus | None = None
+    """The incremental selection of a metadata filter (absent for explicit DIDs)."""
 
     counts: RuleCounts = Field(default_factory=RuleCounts)
     """Owned rules by Rucio state."""
