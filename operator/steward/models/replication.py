@@ -321,7 +321,8 @@ class ReplicationRuleStatus(CamelModel):
     deactivated whenever the spec stops allowing one, and on deletion."""
 
     selected: Int = 0
-    """DIDs currently selected."""
+    """DIDs currently selected. Between full listings of a metadata selection: the DIDs it
+    has rules for (or remembers unowned or expired) plus those new since the mark."""
 
     expired: Int = 0
     """Selected DIDs whose copy lived its ``lifetime`` (counted from its first placement)
