@@ -24,6 +24,20 @@ steady state
     over ``--steady-intervals`` refresh intervals, per resource and interval (goal: < 0.01),
     with the timer reconciles counted to show the timers did run.
 
+metadata selection at scale (``--scale 1000,10000``, instead of the measures above)
+    a scope of N existing datasets (10% ``datatype=raw``, spread over ten instruments, 0.1%
+    excluded by ``archive=false``), ten ReplicationRules each selecting
+    ``datatype=raw, instrument=camK`` minus the excluded (the shape of raw policies: an
+    exclusion, so no Rucio subscription), then 100 new datasets (ten per policy). Rucio calls
+    and seconds of one timer tick of all ten policies (backfill, quiet, after the arrival,
+    quiet again), whether the arrival was placed by that tick, and peak RSS, for the code of
+    ``--before-ref`` (main by default, exported with ``git archive``) and this checkout, each
+    in its own process against the same Rucio server (PostgreSQL: the instrument key is a JSON
+    key) and data, through `ReplicationService` as the operator's timer calls it, with one
+    shared rule snapshot per tick. Kubernetes is not involved: the tick is the service's work.
+    The incremental code runs without its overlap (the scope was registered a minute before,
+    well within the default 300 s); everything else is as the operator configures it.
+
 The operator runs with ``STEWARD_RUCIO_CALLS_PER_SECOND=--calls-per-second`` (1000 by
 default: the benchmark measures the operator, not the cap; at Steward's default of 20 a second
 the burst alone is bounded below by its Rucio calls / 20 seconds) and
@@ -808,6 +822,246 @@ class Bench:
         )
 
 
+# -- metadata selection at scale --------------------------------------------------------------
+
+INSTRUMENTS = 10
+NEW_DATASETS = 100
+
+
+def scale_meta(index: int) -> dict[str, str]:
+    """Metadata of the ``index``-th dataset of a scale scope (see the module docstring)."""
+    raw = index % 10 == 0
+    meta = {
+        "datatype": "raw" if raw else "calexp",
+        "instrument": f"cam{(index // 10) % INSTRUMENTS}",
+    }
+    if index % 1000 == 0:
+        meta["archive"] = "false"
+    return meta
+
+
+def populate(client: Any, scope: str, names: list[str], meta: Any) -> None:  # noqa: ANN401 - rucio's Client, a function
+    """Register empty datasets, the ``i``-th with ``meta(i)`` (a rule on one is OK at once)."""
+    for offset in range(0, len(names), CHUNK):
+        chunk = names[offset : offset + CHUNK]
+        client.add_dids(
+            [
+                {"scope": scope, "name": name, "type": "DATASET", "meta": meta(offset + i)}
+                for i, name in enumerate(chunk)
+            ]
+        )
+
+
+def scale_policies(scope: str, destination: str) -> list[Any]:
+    """The ten metadata-selected ReplicationRules of a scale run."""
+    from steward.models.replication import ReplicationRule  # noqa: PLC0415 - the code measured
+
+    return [
+        ReplicationRule.model_validate(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "ReplicationRule",
+                "metadata": {"name": f"raw-cam{k}", "namespace": NAMESPACE, "uid": f"uid-{k}"},
+                "spec": {
+                    "selector": {
+                        "scope": scope,
+                        "match": {"datatype": "raw", "instrument": f"cam{k}"},
+                        "exclude": [{"archive": "false"}],
+                    },
+                    "destination": destination,
+                    "deletionPolicy": "Orphan",
+                },
+            }
+        )
+        for k in range(INSTRUMENTS)
+    ]
+
+
+def tick_child(config: dict[str, Any]) -> None:
+    """One code version's ticks (``--tick-child``); prints one JSON line of measurements."""
+    import json  # noqa: PLC0415
+    import resource  # noqa: PLC0415
+    from datetime import timedelta  # noqa: PLC0415
+
+    from rucio.client import Client  # noqa: PLC0415
+
+    import steward  # noqa: PLC0415
+    from steward.config import Settings  # noqa: PLC0415
+    from steward.observability import RUCIO_CALLS  # noqa: PLC0415
+    from steward.services.audit import AuditService, ResourceRef  # noqa: PLC0415
+    from steward.services.ownership import owner_tag  # noqa: PLC0415
+    from steward.services.replication import ReplicationService, RuleSnapshot  # noqa: PLC0415
+    from steward.storage.database import make_engine, make_sessionmaker, upgrade  # noqa: PLC0415
+    from steward.storage.rucio import RucioStorage  # noqa: PLC0415
+
+    engine = make_engine(config["database"])
+    upgrade(engine)
+    storage = RucioStorage(Settings())
+    audit = AuditService(make_sessionmaker(engine))
+    scope, label = config["scope"], config["label"]
+    policies = scale_policies(scope, config["rse"])
+    statuses: dict[str, dict[str, Any]] = {}
+    # The whole scope was registered a minute ago: within the default overlap (300 s) an
+    # incremental listing would take it all again. A facility's archive is older than that.
+    fields = getattr(ReplicationService, "__dataclass_fields__", {})
+    options = {"overlap": timedelta(0)} if "overlap" in fields else {}
+
+    def calls() -> float:
+        return sum(
+            sample.value
+            for metric in RUCIO_CALLS.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+
+    def tick(*, first: bool) -> dict[str, float]:
+        snapshot = RuleSnapshot(storage, max_age=1e9)  # one account listing per tick
+        service = ReplicationService(
+            rucio=storage, audit=audit, snapshot=snapshot, cluster_id=f"bench-{label}", **options
+        )
+        before, started = calls(), time.perf_counter()
+        if not first:
+            snapshot.rules("")  # the shared listing of every rule of the account, timed apart
+        listed = time.perf_counter() - started
+        for policy in policies:
+            ref = ResourceRef(
+                kind="ReplicationRule",
+                namespace=NAMESPACE,
+                name=policy.metadata.name,
+                uid=policy.metadata.uid,
+                generation=1,
+            )
+            outcome = service.reconcile(
+                policy, ref, statuses.get(ref.name), fresh=first, first_pass=first
+            )
+            statuses[ref.name] = dict(outcome.status)
+        return {
+            "calls": calls() - before,
+            "seconds": time.perf_counter() - started,
+            "snapshot": listed,
+        }
+
+    result: dict[str, Any] = {"code": str(Path(steward.__file__).parent)}
+    result["backfill"] = tick(first=True)
+    result["quiet"] = tick(first=False)
+    arrivals = [f"new-{label}-{i:03d}" for i in range(NEW_DATASETS)]
+    populate(
+        Client(),
+        scope,
+        arrivals,
+        lambda i: {"datatype": "raw", "instrument": f"cam{i % INSTRUMENTS}"},
+    )
+    registered = time.perf_counter()
+    result["arrival"] = tick(first=False)
+    result["placed_after"] = time.perf_counter() - registered
+    tags = {owner_tag(f"bench-{label}", policy.metadata.uid) for policy in policies}
+    placed = {r.did for r in storage.list_rules(scope=scope) if r.comment in tags}
+    result["arrivals_placed"] = sum(f"{scope}:{name}" in placed for name in arrivals)
+    result["selected"] = sum(int(s.get("selected", 0)) for s in statuses.values())
+    result["quiet_after"] = tick(first=False)
+    result["modes"] = sorted(
+        {str((s.get("selection") or {}).get("mode", "Full")) for s in statuses.values()}
+    )
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Out of the next code version's selection, so both back-fill the same datasets.
+    Client().set_dids_metadata_bulk(
+        [{"scope": scope, "name": name, "meta": {"datatype": "calexp"}} for name in arrivals]
+    )
+    print(json.dumps(result), flush=True)
+
+
+def export_code(ref: str, base: Path) -> Path:
+    """The ``operator/`` tree of git ``ref``, exported into ``base`` (its import root)."""
+    target = base / f"code-{re.sub(r'[^A-Za-z0-9]+', '-', ref)}"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref, "operator"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "operator"
+
+
+def scale(args: argparse.Namespace, base: Path, results: Results) -> None:
+    """Metadata selection at scale, for the code before and after (see the module docstring)."""
+    import json  # noqa: PLC0415
+
+    from steward.storage.rucio import RucioStorage  # noqa: PLC0415 - after TMPDIR
+    from steward.testing.rucio_server import run_rucio_server  # noqa: PLC0415
+
+    codes = {"before": export_code(args.before_ref, base), "after": REPO / "operator"}
+    with ExitStack() as stack:
+        stamp("starting the Rucio server (PostgreSQL)")
+        server = stack.enter_context(run_rucio_server(base / "rucio", database="postgresql"))
+        os.environ["RUCIO_CONFIG"] = str(server.config_path)
+        from rucio.client import Client  # noqa: PLC0415 - the raw client, for bulk setup
+
+        storage = stack.enter_context(RucioStorage(server.settings(rucio_calls_per_second=1e9)))
+        storage.register_site(site())
+        storage.allow_metadata_values("datatype", ["raw", "calexp"])
+        password = base / "rucio-password"
+        password.write_text(server.password.get_secret_value())
+        env = {
+            **os.environ,
+            "STEWARD_RUCIO_HOST": server.host,
+            "STEWARD_RUCIO_ACCOUNT": server.account,
+            "STEWARD_RUCIO_USERNAME": server.username,
+            "STEWARD_RUCIO_PASSWORD_FILE": str(password),
+            "STEWARD_RUCIO_CALLS_PER_SECOND": "1e9",
+        }
+        for size in args.scale:
+            scope = f"scale{size}"
+            storage.add_scope(scope)
+            stamp(f"registering {size} datasets in {scope}")
+            started = time.perf_counter()
+            populate(Client(), scope, [f"d{i:07d}" for i in range(size)], scale_meta)
+            stamp(f"registered in {time.perf_counter() - started:.0f} s")
+            for label, rse in (("before", BEFORE), ("after", AFTER)):
+                config = {
+                    "scope": scope,
+                    "rse": rse,
+                    "label": f"{label}-{size}",
+                    "database": f"sqlite:///{base / f'audit-{label}-{size}.db'}",
+                }
+                stamp(f"{label}: ten policies over {size} datasets")
+                child = subprocess.run(
+                    [sys.executable, __file__, "--tick-child", json.dumps(config)],
+                    env={**env, "PYTHONPATH": str(codes[label])},
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if child.returncode != 0:
+                    results.notes.append(f"{label} at {size} failed: {child.stderr[-2000:]}")
+                    continue
+                measured = json.loads(child.stdout.strip().splitlines()[-1])
+                report_scale(results, label, size, measured)
+
+
+def report_scale(results: Results, label: str, size: int, measured: dict[str, Any]) -> None:
+    """The rows of one code version at one scope size."""
+
+    def tick(key: str) -> str:
+        value = measured[key]
+        text = f"{value['calls']:.0f} calls, {value['seconds']:.2f} s"
+        return text + (f" ({value['snapshot']:.2f} s rule snapshot)" if value["snapshot"] else "")
+
+    where = f"{label} @ {size:,}"
+    results.add(f"{where}: backfill tick", tick("backfill"))
+    results.add(f"{where}: quiet tick", tick("quiet"))
+    results.add(
+        f"{where}: tick after 100 new datasets",
+        f"{tick('arrival')}; {measured['arrivals_placed']}/100 placed by it",
+    )
+    results.add(f"{where}: quiet tick after", tick("quiet_after"))
+    results.add(
+        f"{where}: peak RSS",
+        f"{measured['peak_rss_mib']:.0f} MiB (selected {measured['selected']}, modes "
+        f"{'/'.join(measured['modes'])})",
+    )
+
+
 def main() -> None:
     """Parse arguments; run in a fresh temporary directory (TMPDIR too); check for leftovers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -825,12 +1079,26 @@ def main() -> None:
     )
     parser.add_argument("--py-spy", type=Path, help="profile the operator in the burst with it")
     parser.add_argument("--keep", action="store_true", help="keep the directory (logs)")
+    parser.add_argument(
+        "--scale",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="measure metadata selection over scopes of these sizes instead (e.g. 1000,10000)",
+    )
+    parser.add_argument("--before-ref", default="main", help="git ref of the code before")
+    parser.add_argument("--tick-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tick_child:
+        import json  # noqa: PLC0415
+
+        tick_child(json.loads(args.tick_child))
+        return
     base = Path(tempfile.mkdtemp(prefix="bench-reconcile-"))
     (base / "tmp").mkdir()
     os.environ["TMPDIR"] = str(base / "tmp")  # Rucio's client caches tokens there
     tempfile.tempdir = None
     bench = Bench(args, base)
+    if args.scale:
+        print(f"Scale of metadata selection: before = {args.before_ref}, after = this checkout")
     print(
         f"Settings: STEWARD_RUCIO_CALLS_PER_SECOND={args.calls_per_second:g}, "
         f"STEWARD_REFRESH_INTERVAL={args.refresh_interval:g}, STEWARD_WORKERS={args.workers}, "
@@ -840,7 +1108,10 @@ def main() -> None:
     print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     failed = True
     try:
-        bench.run()
+        if args.scale:
+            scale(args, base, bench.results)
+        else:
+            bench.run()
         failed = False
     finally:
         bench.results.notes.append(

@@ -13,6 +13,7 @@ import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -281,6 +282,9 @@ class Factory:
                 max_rules=settings.release_max_rules,
                 max_fraction=settings.release_max_fraction,
             ),
+            full_resync=timedelta(seconds=settings.full_resync_interval),
+            overlap=timedelta(seconds=settings.selection_overlap),
+            mark_refresh=timedelta(seconds=10 * settings.refresh_interval),
             gate=self.create_deletion_gate(),
             facts=facts,
         )

@@ -665,3 +665,95 @@ def test_a_held_release_goes_ahead_once_annotated_with_its_count(
         until("the approval used up and Degraded cleared", approval_used)
     finally:
         operator.stop()
+
+
+def test_status_of_more_rules_than_the_sample_counts_them_and_lists_a_sample(
+    e2e_site, custom_objects, rucio_storage, rucio_data, rucio_server, namespace, cluster_id
+):
+    """More rules than status lists: counts say all, the sample 100; drift beyond it repaired.
+
+    Nothing reads the rule list from status: a rule deleted behind Steward's back whose id is
+    not in the sample is restored all the same, from Rucio's own listing by owner tag.
+    """
+    from steward.services.replication import STATUS_SAMPLE  # noqa: PLC0415
+
+    facility = e2e_site["spec"]["facility"]
+    datasets = [rucio_data.dataset(rse=f"{facility}_DISK", files=1) for _ in range(130)]
+    created = custom_objects.create(
+        "replicationrules", _rule_body("many", namespace, datasets, f"{facility}_DISK")
+    )
+    tag = owner_tag_of(created, cluster_id)
+
+    def ready():
+        body = custom_objects.get("replicationrules", "many", namespace)
+        return (condition_of(body, "Ready") or {}).get("status") == "True" and body
+
+    body = until("Ready", ready, timeout=120, between=rucio_server.daemons.converge)
+    rules = rucio_storage.list_rules(comment=tag)
+    assert len(rules) == 130
+    status = body["status"]
+    assert status["ruleCount"] == 130
+    assert status["counts"]["OK"] == 130
+    assert status["ruleIds"] == sorted(r.id for r in rules)[:STATUS_SAMPLE]
+    beyond = max(rules, key=lambda r: r.id)
+    assert beyond.id not in status["ruleIds"]
+
+    rucio_storage.delete_rule(beyond.id)
+    until(
+        "the rule beyond the sample to be restored",
+        lambda: rucio_storage.get_rule(beyond.id).expires_at is None,
+        timeout=60,
+    )
+
+
+def test_new_data_is_placed_incrementally_across_an_operator_restart(
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, steward_operator, cluster_id
+):
+    """The high-water mark lives in status: a restarted operator goes on listing only new DIDs."""
+    facility = e2e_site["spec"]["facility"]
+    raw = {"datatype": "raw"}
+    existing = rucio_data.dataset(rse=f"{facility}_DISK", files=1, meta=raw)
+    body = {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "ReplicationRule",
+        "metadata": {"name": "raw-incremental", "namespace": namespace},
+        "spec": {
+            # An exclusion: no Rucio subscription, Steward's own selection places new data.
+            "selector": {"scope": rucio_data.scope, "match": raw, "exclude": [{"project": "x"}]},
+            "destination": f"{facility}_DISK",
+        },
+    }
+    tag = owner_tag_of(custom_objects.create("replicationrules", body), cluster_id)
+
+    def placed(*dids):
+        return {r.did for r in rucio_storage.list_rules(comment=tag)} >= set(dids)
+
+    def selection():
+        found = custom_objects.get("replicationrules", "raw-incremental", namespace)
+        return ((found or {}).get("status") or {}).get("selection") or {}
+
+    until("the existing dataset to be placed", lambda: placed(existing), timeout=60)
+    first = until(
+        "a full listing recorded", lambda: selection().get("highWaterMark") and selection()
+    )
+    assert first["newData"] == "Steward"
+
+    arrived = rucio_data.dataset(rse=f"{facility}_DISK", files=1, meta=raw)
+    until("the new dataset to be placed by a timer pass", lambda: placed(arrived), timeout=60)
+    until("an incremental pass", lambda: selection().get("mode") == "Incremental", timeout=60)
+
+    steward_operator.stop()
+    after_restart = rucio_data.dataset(rse=f"{facility}_DISK", files=1, meta=raw)
+    steward_operator.start()
+    until("placed after the restart", lambda: placed(after_restart), timeout=60)
+
+    def recorded():
+        found = custom_objects.get("replicationrules", "raw-incremental", namespace)
+        status = (found or {}).get("status") or {}
+        return status.get("ruleCount") == 3 and status  # written with the pass that placed it
+
+    status = until("the restart's pass recorded", recorded, timeout=60)
+    assert status["selection"]["mode"] == "Incremental"
+    # Nothing was listed in full again: the restarted operator started from the stored mark.
+    assert status["selection"]["fullSyncTime"] == first["fullSyncTime"]
+    assert len(rucio_storage.list_rules(comment=tag)) == 3

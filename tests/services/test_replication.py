@@ -11,6 +11,7 @@ from steward.services.audit import ResourceRef
 from steward.services.ownership import owner_tag
 from steward.services.replication import (
     ORPHANED_PREFIX,
+    STATUS_SAMPLE,
     ExpressionCache,
     ReplicationService,
     RuleSnapshot,
@@ -489,3 +490,25 @@ def test_a_slow_listing_makes_no_timer_queue_behind_it(rucio_storage, rucio_data
     held.go.set()
     lister.join(30)
     assert not lister.is_alive()
+
+
+def test_status_samples_rule_ids_and_release_reads_rucio_not_status(
+    service, rucio_storage, rucio_data
+):
+    # More rules than the status sample: counts say how many, the sample is the first ids in
+    # order (stable between passes), and deleting the resource releases every rule, those
+    # beyond the sample too, since the release lists them from Rucio by owner tag.
+    datasets = [rucio_data.dataset(files=1) for _ in range(STATUS_SAMPLE + 5)]
+    name = _name(rucio_data, "sample")
+    resource = _resource(name, datasets, "NCSA_DISK", deletionPolicy="Delete")
+    first = service.reconcile(resource, _ref(name))
+    again = service.reconcile(resource, _ref(name), first.status)
+    rules = _owned(rucio_storage, name)
+    assert len(rules) == STATUS_SAMPLE + 5
+    assert first.status["ruleCount"] == again.status["ruleCount"] == STATUS_SAMPLE + 5
+    assert again.status["ruleIds"] == sorted(r.id for r in rules)[:STATUS_SAMPLE]
+    assert first.status["ruleIds"] == again.status["ruleIds"]
+
+    service.finalize(_ref(name), resource.spec, again.status)
+    assert all(rucio_storage.get_rule(r.id).expires_at is not None for r in rules)
+    assert _owned(rucio_storage, name) == []

@@ -376,6 +376,29 @@ class CatchUpStatus(CamelModel):
     """Rules whose priority was raised (the rest could not be, or are OK)."""
 
 
+class SelectionStatus(CamelModel):
+    """How a metadata selection is kept up to date: incrementally, with full resyncs."""
+
+    mode: Literal["Full", "Incremental"]
+    """How the last pass selected: the whole scope listed, or only DIDs new since the mark."""
+
+    high_water_mark: Timestamp | None = None
+    """Every matching DID created (or whose custom metadata changed) before this time, less
+    an overlap, has been seen and placed; the next pass lists only what came after. Kept
+    back while any selected DID waits (transfer window closed, Observe)."""
+
+    full_sync_time: Timestamp | None = None
+    """When the whole scope was last listed: deselections and changes of DID-column
+    metadata are found then (``STEWARD_FULL_RESYNC_INTERVAL``)."""
+
+    generation: Int | None = None
+    """The spec generation the mark belongs to; a changed spec lists everything again."""
+
+    new_data: Literal["Subscription", "Steward"] = "Steward"
+    """What places new matching data: a Rucio subscription (DID-column selections without
+    window, embargo or exclusion), or Steward's own incremental selection."""
+
+
 class ReplicationRuleStatus(CamelModel):
     """Observed state of a ReplicationRule."""
 
@@ -387,14 +410,21 @@ class ReplicationRuleStatus(CamelModel):
     this resource's UID (``rucio rule list --account steward`` shows it as the comment)."""
 
     rule_ids: list[str] = Field(default_factory=list)
-    """Rucio rule ids this resource owns."""
+    """A sample of the Rucio rule ids this resource owns: the first ``STATUS_SAMPLE`` (100) in
+    sorted order, not all of them (a resource may own tens of thousands of rules, more than
+    one status write may carry). ``ruleCount`` is how many there are; ``rucio rule list
+    --account steward`` filtered by ``ownerTag`` lists them all."""
+
+    rule_count: Int = 0
+    """How many Rucio rules this resource owns and has in charge of its selected DIDs."""
 
     subscription: SubscriptionStatus | None = None
     """Rucio subscription placing new matching data (DID-column metadata selections only);
     deactivated whenever the spec stops allowing one, and on deletion."""
 
     selected: Int = 0
-    """DIDs currently selected."""
+    """DIDs currently selected. Between full listings of a metadata selection: the DIDs it
+    has rules for (or remembers unowned or expired) plus those new since the mark."""
 
     expired: Int = 0
     """Selected DIDs whose copy lived its ``lifetime`` (counted from its first placement)
@@ -407,7 +437,8 @@ class ReplicationRuleStatus(CamelModel):
     """Selected DIDs whose rule belongs to another Steward resource."""
 
     unowned_rules: dict[str, UnownedRule] = Field(default_factory=dict)
-    """The rules counted in ``foreign`` and ``shared``, by DID."""
+    """The rules counted in ``foreign`` and ``shared``, by DID: the first ``STATUS_SAMPLE``
+    (100) DIDs in sorted order when there are more."""
 
     deletion_policy: DeletionPolicy | None = None
     """The deletion policy in force: declared, or the default decided once (Orphan while
@@ -433,6 +464,9 @@ class ReplicationRuleStatus(CamelModel):
 
     deselection: Deselection | None = None
     """DIDs missing from one metadata listing, released if still missing at the next."""
+
+    selection: SelectionStatus | None = None
+    """The incremental selection of a metadata filter (absent for explicit DIDs)."""
 
     counts: RuleCounts = Field(default_factory=RuleCounts)
     """Owned rules by Rucio state."""

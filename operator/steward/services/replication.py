@@ -100,6 +100,7 @@ __all__ = [
     "LEGACY_TAG_PREFIX",
     "ORPHANED_PREFIX",
     "RELEASED_PREFIX",
+    "STATUS_SAMPLE",
     "SUBSCRIPTION_KEYS",
     "ExpressionCache",
     "Kept",
@@ -112,6 +113,15 @@ __all__ = [
     "subscription_filter",
     "transfer_gate",
 ]
+
+STATUS_SAMPLE: Final = 100
+"""Most rule ids (and unowned rules) one status lists; counts say how many there are.
+
+A resource selecting a night of raw data owns tens of thousands of rules: every id in status
+would outgrow what one API write may carry (about 40,000 ids), and nothing needs them there.
+Ownership lives in Rucio (the owner tag), placement history in the audit trail
+(`PlacementLedger`); status keeps counts and this sorted, hence stable, sample.
+"""
 
 _LIFETIME_TOLERANCE = timedelta(minutes=5)
 """Expiry differences smaller than this are not drift (clock skew, time to apply)."""
@@ -660,6 +670,14 @@ class ReplicationService(RucioView):
     trail when None."""
     batch_size: int = 500
     """DIDs per rule-creation call, each batch audited as it completes."""
+    full_resync: timedelta = timedelta(hours=6)
+    """``Settings.full_resync_interval``: how often a metadata selection lists its whole scope."""
+    overlap: timedelta = timedelta(minutes=5)
+    """``Settings.selection_overlap``: how far an incremental listing reaches behind the mark."""
+    mark_refresh: timedelta = timedelta(minutes=10)
+    """How old the high-water mark may get before a quiet pass moves it: moving it on every
+    pass would write every resource's status every interval; a staler mark only makes the
+    incremental listing reach further back (ten intervals of arrivals)."""
 
     # -- reconcile ----------------------------------------------------------------------------
 
@@ -692,18 +710,22 @@ class ReplicationService(RucioView):
         spec = rule.spec
         old = dict(old_status or {})
         tag = self.tag(ref)
+        taken = self.clock()
         if first_pass and spec.management_policy is ManagementPolicy.MANAGE:
             listed: list[Rule] = []
         elif fresh or self.snapshot is None:
             listed = self.rucio.list_rules(comment=tag)
         else:
             listed = self.snapshot.rules(tag)
+        since = self._incremental_since(spec, ref, old, taken, listed)
         work = _Pass(
             rule=rule,
             ref=ref,
             tag=tag,
             expression=canonical(spec.destination),
-            selected=self.select(spec),
+            selected=self.select(spec)
+            if since is None
+            else self._select_new(spec, since, listed, old=old, ref=ref, now=taken),
             owned=_Owned.of(listed),
             now=self.clock(),
             old=old,
@@ -733,6 +755,7 @@ class ReplicationService(RucioView):
                 work.owned = _Owned.of(self.rucio.list_rules(comment=tag))
             if spec.publish:
                 self._publish(work, int(old.get("published", 0) or 0))
+        work.status["selection"] = self._selection(work, since, taken)
         if self.snapshot is not None and (work.events or work.touched or fresh):
             self.snapshot.put(tag, work.owned.all())
         return Outcome(
@@ -741,6 +764,117 @@ class ReplicationService(RucioView):
             (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None,
             work.annotations,
         )
+
+    # -- incremental selection ----------------------------------------------------------------
+
+    def _incremental_since(
+        self,
+        spec: ReplicationRuleSpec,
+        ref: ResourceRef,
+        old: Mapping[str, Any],
+        now: datetime,
+        listed: Sequence[Rule],
+    ) -> datetime | None:
+        """Where an incremental listing starts, or None when this pass lists everything.
+
+        Everything is listed for explicit DIDs (no listing at all), before the first mark,
+        after a spec change, once every ``full_resync`` (only while transfers may start, so
+        a resync finding new DIDs can place them), while a deselection waits for its
+        second look or an acknowledgement (both need the whole selection), and when the
+        resource owns rules for fewer DIDs than its last status counted.
+        """
+        if spec.selector.match is None:
+            return None
+        state: Mapping[str, Any] = old.get("selection") or {}
+        mark, synced = _time(state.get("highWaterMark")), _time(state.get("fullSyncTime"))
+        if mark is None or synced is None or state.get("generation") != ref.generation:
+            return None
+        if old.get("deselection") or old.get("pendingRelease"):
+            return None
+        if len({rule.did for rule in listed}) < int(old.get("ruleCount") or 0):
+            # A rule went away (deleted behind Steward's back, or expired): only a full
+            # listing says whether its DID is still selected, so drift is restored now,
+            # not at the next resync.
+            return None
+        if now - synced >= self.full_resync and transfer_gate(spec, now)[0]:
+            return None
+        return mark - self.overlap
+
+    def _select_new(
+        self,
+        spec: ReplicationRuleSpec,
+        since: datetime,
+        listed: Sequence[Rule],
+        *,
+        old: Mapping[str, Any],
+        ref: ResourceRef,
+        now: datetime,
+    ) -> list[str]:
+        """The selection as the last full listing left it, plus the DIDs new since ``since``.
+
+        What the resource already has in hand (its rules, the unowned rules it remembers,
+        the DIDs whose lifetime ended) stands for the rest of the selection until the next
+        full listing; the new DIDs, with exclusions applied to them only, come from one
+        bounded listing per metadata plugin. Duplicates of the overlap are merged here.
+        """
+        selector = spec.selector
+        assert selector.scope is not None  # noqa: S101 - the model requires it with match
+        new = self.rucio.list_new_dids(
+            selector.scope,
+            selector.match,
+            since=since,
+            exclude=selector.exclude,
+            did_type=_DID_TYPES[selector.did_type],
+        )
+        known = {rule.did for rule in listed} | set(old.get("unownedRules") or {})
+        if spec.lifetime is not None:
+            placed = self.ledger.first_placed(self.audit, ref)
+            known |= {
+                did
+                for did, first in placed.items()
+                if first + spec.lifetime - now <= _LIFETIME_TOLERANCE
+            }
+        return sorted(known.union(new))
+
+    def _selection(
+        self, work: _Pass, since: datetime | None, taken: datetime
+    ) -> dict[str, Any] | None:
+        """The selection state status keeps: mode, high-water mark, last full listing.
+
+        The mark is the time taken before this pass listed anything, so a DID created while
+        it listed is after the mark and listed next time (the overlap covers clocks and late
+        commits). It moves only when every selected DID has a rule (or a reason not to):
+        a DID waiting for a transfer window must be listed again. After a full pass that
+        leaves DIDs waiting there is no mark, and passes stay full until they are placed.
+        """
+        spec = work.spec
+        if spec.selector.match is None:
+            return None
+        state: Mapping[str, Any] = work.old.get("selection") or {}
+        waiting = any(
+            work.owned.current(did, work.expression, spec.copies) is None
+            and did not in work.unowned
+            and did not in work.expired
+            for did in work.selected
+        )
+        old_mark = _time(state.get("highWaterMark"))
+        mark: datetime | None
+        if since is None:
+            synced: datetime | None = taken
+            mark = None if waiting else taken
+        else:
+            synced = _time(state.get("fullSyncTime"))
+            stale = old_mark is None or taken - old_mark >= self.mark_refresh
+            mark = old_mark if waiting or not (work.events or stale) else taken
+        subscription: Mapping[str, Any] = work.status.get("subscription") or {}
+        active = bool(subscription) and subscription.get("state") != SUBSCRIPTION_INACTIVE
+        return {
+            "mode": "Full" if since is None else "Incremental",
+            "highWaterMark": _stamp(mark),
+            "fullSyncTime": _stamp(synced),
+            "generation": work.ref.generation,
+            "newData": "Subscription" if active else "Steward",
+        }
 
     # -- ownership ----------------------------------------------------------------------------
 
@@ -1580,7 +1714,8 @@ class ReplicationService(RucioView):
         return {
             "observedGeneration": generation,
             "ownerTag": work.tag,
-            "ruleIds": sorted(rule.id for rule in in_charge),
+            "ruleIds": sorted(rule.id for rule in in_charge)[:STATUS_SAMPLE],
+            "ruleCount": len(in_charge),
             "selected": len(selected),
             "expired": len(work.expired),
             "counts": {state.value: counts.get(state.value, 0) for state in RuleState},
@@ -1588,12 +1723,15 @@ class ReplicationService(RucioView):
             "published": work.published or 0,
             "foreign": kinds.get("foreign", 0),
             "shared": kinds.get("shared", 0),
-            "unownedRules": {did: dict(seen) for did, seen in sorted(work.unowned.items())},
+            "unownedRules": {
+                did: dict(seen) for did, seen in sorted(work.unowned.items())[:STATUS_SAMPLE]
+            },
             "pendingRelease": 0,
             "releaseProtected": 0,
             "deselection": None,
             "subscription": None,
             "catchUp": catch_up,
+            "selection": None,
             **work.status,
             "lastSyncTime": now.isoformat().replace("+00:00", "Z"),
             "conditions": conditions,
@@ -1752,6 +1890,24 @@ def _unowned_message(kind: str, found: Sequence[Mapping[str, str]]) -> str:
 
 def _retagged(rule: Rule, tag: str) -> Rule:
     return replace(rule, comment=tag)
+
+
+def _time(value: object) -> datetime | None:
+    """A time status keeps (RFC 3339), or None when absent or unreadable (then: list all)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return _aware(parsed)
+
+
+def _stamp(value: datetime | None) -> str | None:
+    """A time as status writes it (RFC 3339, UTC, ``Z``)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _iso(value: datetime | None) -> str | None:

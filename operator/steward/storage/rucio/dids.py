@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from rucio.common import exception as rucio_errors
@@ -21,16 +21,25 @@ from steward.storage.rucio.callpath import (
 )
 from steward.storage.rucio.types import DIDEntry, File, Rule
 
-__all__ = ["DID_COLUMN_KEYS", "Collection", "DIDClient", "batched", "metadata_text"]
+__all__ = [
+    "DID_COLUMN_KEYS",
+    "NAMES_PER_CALL",
+    "Collection",
+    "DIDClient",
+    "DIDKind",
+    "batched",
+    "metadata_text",
+]
+
+DIDKind = Literal["dataset", "container", "collection", "file", "all"]
+"""What a DID listing returns, as Rucio's ``did_type`` names it."""
 
 DID_COLUMN_KEYS: Final = frozenset(
     {
         "campaign",
-        "constituent",
         "datatype",
         "events",
         "guid",
-        "is_archive",
         "lumiblocknr",
         "panda_id",
         "phys_group",
@@ -40,18 +49,57 @@ DID_COLUMN_KEYS: Final = frozenset(
         "run_number",
         "stream_name",
         "task_id",
-        "transient",
         "version",
+        "transient",
+        "length",
+        "bytes",
+        "md5",
+        "adler32",
+        "hidden",
+        "eol_at",
+        "is_archive",
+        "constituent",
+        "access_cnt",
+        "accessed_at",
+        "closed_at",
+        "expired_at",
+        "purge_replicas",
     }
 )
-"""Metadata keys that are columns of Rucio's DID table (its ``DID_COLUMN`` plugin, on every
-database); any other key belongs to the JSON plugin (PostgreSQL, Oracle, MySQL only). Rucio
-refuses one filter naming keys of both (``rucio/core/did_meta_plugins/__init__.py``)."""
+"""Metadata keys Rucio's ``DID_COLUMN`` plugin manages: columns of its DID table.
+
+Rucio asks that plugin first (``rucio.core.did_meta_plugins.list_dids``), so these keys are
+always its own; every other key belongs to the custom (JSON) plugin.
+"""
+
+NAMES_PER_CALL: Final = 20
+"""DIDs checked by name in one listing (OR groups in the request line, which gunicorn caps at
+4 KiB)."""
+
+_COLUMNS: Final = "did_column"
+_CUSTOM: Final = "custom"
+_BOUND: Final = {_COLUMNS: "created_at.gte", _CUSTOM: "updated_at.gte"}
+"""The time bound each plugin's table offers: the DID's creation; its JSON row's update."""
+
+
+def _by_plugin(filters: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Filter keys split by the metadata plugin managing them (DID columns first)."""
+    groups: dict[str, dict[str, str]] = {}
+    for key, value in sorted(filters.items()):
+        plugin = _COLUMNS if key.split(".")[0] in DID_COLUMN_KEYS else _CUSTOM
+        groups.setdefault(plugin, {})[key] = value
+    return groups or {_COLUMNS: {}}
+
+
+def _as_rucio_time(moment: datetime) -> str:
+    """A time as Rucio's filter engine parses it: UTC, naive, with microseconds."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 _MANAGED: Final = "no metadata plugin that manages"
 """Rucio's words for a filter key no metadata plugin manages (``InvalidMetadata``)."""
 
-ListedType = Literal["dataset", "container", "collection", "file", "all"]
+ListedType = DIDKind
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -82,6 +130,11 @@ class Collection:
     """Whether files may still be attached."""
 
 
+def _unmanaged(error: RucioPermanentError) -> bool:
+    """Whether Rucio refused a filter because no metadata plugin manages one of its keys."""
+    return caused_by(error, rucio_errors.InvalidMetadata) and _MANAGED in str(error)
+
+
 class DIDClient(RucioCallPath):
     """Scopes, datasets, containers, their content and metadata."""
 
@@ -91,45 +144,109 @@ class DIDClient(RucioCallPath):
         match: Mapping[str, str] | None = None,
         *,
         exclude: Sequence[Mapping[str, str]] = (),
-        did_type: Literal["dataset", "container", "collection", "file", "all"] = "dataset",
+        did_type: DIDKind = "dataset",
     ) -> list[str]:
         """DIDs (``scope:name``) of a scope whose metadata matches, minus the excluded.
 
         ``match`` keys must be managed by a Rucio metadata plugin: the DID columns
-        (``datatype``, ``project``, ``run_number``, ``stream_name``, ``version``...) always;
-        any key with the JSON plugin, which needs PostgreSQL, Oracle or MySQL (not SQLite).
-        Each exclusion costs one more listing, subtracted here, so a DID lacking an excluded
-        key is kept (a ``key.ne`` filter would drop it); an exclusion naming a key no plugin
-        manages (a custom key on SQLite) excludes nothing, as no DID can carry that key.
-
-        Rucio refuses one filter whose keys belong to different metadata plugins (a DID
-        column such as ``datatype`` with a JSON key such as ``instrument``), so each key is
-        listed on its own and the results intersected: one listing per key.
+        (`DID_COLUMN_KEYS`) always; any other key with the JSON plugin, which needs
+        PostgreSQL, Oracle or MySQL (not SQLite). Rucio refuses one filter whose keys belong to
+        different plugins, so the keys of each plugin go in one filter and the (at most two)
+        listings are intersected. Each exclusion costs one listing per plugin of its keys,
+        subtracted here, so a DID lacking an excluded key is kept (a ``key.ne`` filter would
+        drop it).
         """
         selected = self._dids(scope, dict(match or {}), did_type)
         for excluded in exclude:
+            if not selected:
+                break
             try:
                 selected -= self._dids(scope, {**(match or {}), **excluded}, did_type)
             except RucioPermanentError as error:
-                if not caused_by(error, rucio_errors.InvalidMetadata) or _MANAGED not in str(error):
+                if not _unmanaged(error):
                     raise
                 # No plugin manages the key (a custom key on SQLite), so no DID carries it
                 # and the exclusion removes nothing (e.g. ``private`` on every DAC export).
         return sorted(f"{scope}:{name}" for name in selected)
 
+    def list_new_dids(
+        self,
+        scope: str,
+        match: Mapping[str, str] | None,
+        *,
+        since: datetime,
+        exclude: Sequence[Mapping[str, str]] = (),
+        did_type: DIDKind = "dataset",
+    ) -> list[str]:
+        """Matching DIDs created, or whose JSON metadata changed, at or after ``since``.
+
+        The incremental form of `list_dids`: one bounded listing per metadata plugin, so
+        its cost follows the data that arrived, not the size of the scope. Rucio bounds a
+        DID-column filter by the DID's ``created_at``; the JSON plugin's own table (one row
+        per DID, written when its JSON metadata is set, with the DID or later) by its
+        ``updated_at``, which also moves when that metadata changes. A DID whose DID-column
+        metadata changes later is not seen here: Rucio offers no bound on that (the DID
+        column ``updated_at`` is not filterable), so only a full listing finds it.
+
+        With keys of both plugins, a DID in both bounded listings matches; one in the JSON
+        listing only (an older DID whose JSON metadata changed) is checked against the
+        DID-column keys by name. Exclusions are checked for the DIDs found only, by name,
+        never by listing the scope.
+        """
+        bound = _as_rucio_time(since)
+        groups = _by_plugin(dict(match or {}))
+        found: dict[str, set[str]] = {
+            plugin: self._list_names(scope, {**keys, _BOUND[plugin]: bound}, did_type)
+            for plugin, keys in groups.items()
+        }
+        if len(found) == 1:
+            (selected,) = found.values()
+        else:
+            columns, custom = found[_COLUMNS], found[_CUSTOM]
+            changed = custom - columns
+            selected = (columns & custom) | self._named(scope, groups[_COLUMNS], changed, did_type)
+        for excluded in exclude:
+            if not selected:
+                break
+            hit: set[str] | None = None
+            try:
+                for keys in _by_plugin(dict(excluded)).values():
+                    names = self._named(scope, keys, selected if hit is None else hit, did_type)
+                    hit = names if hit is None else hit & names
+            except RucioPermanentError as error:
+                if not _unmanaged(error):
+                    raise
+                hit = None  # a key no plugin manages: no DID carries it, nothing is excluded
+            selected -= hit or set()
+        return sorted(f"{scope}:{name}" for name in selected)
+
     def _dids(self, scope: str, filters: dict[str, str], did_type: str) -> set[str]:
-        singles: list[dict[str, str]] = [{k: v} for k, v in sorted(filters.items())] or [{}]
         result: set[str] | None = None
-        for single in singles:
-            names = self._list_names(scope, single, did_type)
+        for keys in _by_plugin(filters).values():
+            names = self._list_names(scope, keys, did_type)
             result = names if result is None else result & names
             if not result:
                 break
         return result or set()
 
+    def _named(
+        self, scope: str, keys: Mapping[str, str], names: set[str], did_type: str
+    ) -> set[str]:
+        """Which of ``names`` match ``keys``: one listing per `NAMES_PER_CALL` names."""
+        ordered = sorted(names)
+        result: set[str] = set()
+        for start in range(0, len(ordered), NAMES_PER_CALL):
+            batch = ordered[start : start + NAMES_PER_CALL]
+            result |= self._list_groups(scope, [{**keys, "name": name} for name in batch], did_type)
+        return result & names
+
     def _list_names(self, scope: str, single: dict[str, str], did_type: str) -> set[str]:
+        return self._list_groups(scope, [single], did_type)
+
+    def _list_groups(self, scope: str, groups: list[dict[str, str]], did_type: str) -> set[str]:
+        """Names of DIDs matching any of ``groups`` (Rucio ORs the filters of one listing)."""
         names: list[str] = self._call(
-            "list_dids", lambda c: list(c.list_dids(scope, [single], did_type=did_type))
+            "list_dids", lambda c: list(c.list_dids(scope, groups, did_type=did_type))
         )
         return set(names)
 

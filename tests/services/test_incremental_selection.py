@@ -1,0 +1,273 @@
+"""Incremental selection against the real Rucio server: the high-water mark and the resync.
+
+After one full listing, a metadata-selected ReplicationRule lists only DIDs created (or whose
+custom metadata changed) since the mark its status keeps. These tests cover what the mark
+must survive: a restart, DIDs created while a pass lists, metadata changes, and the periodic
+full resync that finds what no time bound shows.
+"""
+
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from steward.exceptions import RucioPermanentError
+from steward.models.replication import ReplicationRule
+from steward.services.audit import ResourceRef
+from steward.services.ownership import owner_tag
+from steward.services.replication import RELEASED_PREFIX, ReplicationService
+
+pytestmark = pytest.mark.rucio
+
+NAMESPACE = "incremental"
+CLUSTER = "test-cluster"
+RAW = {"datatype": "raw"}
+
+
+class Recording:
+    """The real adapter, recording which verbs were called; ``after`` runs a hook on return."""
+
+    def __init__(self, storage, after=None):
+        self._storage = storage
+        self._after = after or {}
+        self.calls = []
+
+    def __getattr__(self, name):
+        attribute = getattr(self._storage, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            result = attribute(*args, **kwargs)
+            if name in self._after:
+                self._after[name]()
+            return result
+
+        return call
+
+
+def _service(rucio, audit, **options):
+    return ReplicationService(rucio=rucio, audit=audit, cluster_id=CLUSTER, **options)
+
+
+def _resource(name, match, **spec):
+    selector = {"scope": spec.pop("scope"), "match": match}
+    if "exclude" in spec:
+        selector["exclude"] = spec.pop("exclude")
+    return ReplicationRule.model_validate(
+        {
+            "apiVersion": "steward.lsst.io/v1alpha1",
+            "kind": "ReplicationRule",
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+            },
+            "spec": {"selector": selector, "destination": "NCSA_DISK", **spec},
+        }
+    )
+
+
+def _ref(resource, generation=1):
+    return ResourceRef(
+        kind="ReplicationRule",
+        namespace=NAMESPACE,
+        name=resource.metadata.name,
+        uid=resource.metadata.uid,
+        generation=generation,
+    )
+
+
+def _placed(rucio, resource):
+    """DIDs with a rule of the resource, each counted (a duplicate would count twice)."""
+    return Counter(
+        r.did for r in rucio.list_rules(comment=owner_tag(CLUSTER, resource.metadata.uid))
+    )
+
+
+def _name(rucio_data, label):
+    return f"{label}-{rucio_data.scope}"
+
+
+def test_after_a_restart_a_tick_lists_only_new_dids(rucio_storage, rucio_data, audit):
+    existing = [rucio_data.dataset(meta=RAW, files=1) for _ in range(3)]
+    resource = _resource(_name(rucio_data, "restart"), RAW, scope=rucio_data.scope)
+    first = _service(rucio_storage, audit).reconcile(resource, _ref(resource))
+    selection = first.status["selection"]
+    assert selection["mode"] == "Full"
+    assert selection["highWaterMark"] is not None
+    assert selection["generation"] == 1
+
+    new = rucio_data.dataset(meta=RAW, files=1)
+    recording = Recording(rucio_storage)
+    # A new process: nothing in memory, only the status the API server kept.
+    restarted = _service(recording, audit)
+    second = restarted.reconcile(resource, _ref(resource), first.status, fresh=True)
+    assert second.status["selection"]["mode"] == "Incremental"
+    assert "list_new_dids" in recording.calls
+    assert "list_dids" not in recording.calls  # the scope was not listed again
+    # The overlap lists the first pass's DIDs again; they are not placed twice.
+    assert _placed(rucio_storage, resource) == Counter([*existing, new])
+    assert ("Normal", "RulesCreated", "created 1 Rucio rules") in second.events
+    assert second.status["selected"] == second.status["ruleCount"] == 4
+    assert second.status["selection"]["fullSyncTime"] == selection["fullSyncTime"]
+    assert second.status["selection"]["highWaterMark"] > selection["highWaterMark"]
+
+    quiet = restarted.reconcile(resource, _ref(resource), second.status)
+    assert quiet.events == []
+    # Nothing new: the mark stays, so a quiet pass does not rewrite the status.
+    assert quiet.status["selection"] == second.status["selection"]
+
+
+def test_a_did_created_while_a_pass_lists_is_placed_by_the_next(rucio_storage, rucio_data, audit):
+    """The mark is taken before the listing: what Rucio stamps after it is listed next time.
+
+    No overlap here, so nothing but the mark's place can make this pass.
+    """
+    during = []
+
+    def create():
+        during.append(rucio_data.dataset(meta=RAW, files=1))
+
+    resource = _resource(
+        _name(rucio_data, "during"), RAW, scope=rucio_data.scope, exclude=[{"project": "junk"}]
+    )
+    before = rucio_data.dataset(meta=RAW, files=1)
+    full = Recording(rucio_storage, after={"list_dids": create})
+    first = _service(full, audit, overlap=timedelta(0)).reconcile(resource, _ref(resource))
+    assert first.status["selection"]["newData"] == "Steward"  # an exclusion: no subscription
+    assert _placed(rucio_storage, resource) == Counter([before])  # during[0] came after
+
+    arrived = rucio_data.dataset(meta=RAW, files=1)
+    incremental = Recording(rucio_storage, after={"list_new_dids": create})
+    service = _service(incremental, audit, overlap=timedelta(0))
+    second = service.reconcile(resource, _ref(resource), first.status)
+    assert second.status["selection"]["mode"] == "Incremental"
+    assert _placed(rucio_storage, resource) == Counter([before, during[0], arrived])
+
+    third = service.reconcile(resource, _ref(resource), second.status)
+    assert third.status["selection"]["mode"] == "Incremental"
+    assert _placed(rucio_storage, resource) == Counter([before, *during[:2], arrived])
+    assert "list_dids" not in incremental.calls
+
+
+def test_exclusions_apply_to_new_dids(rucio_storage, rucio_data, audit):
+    resource = _resource(
+        _name(rucio_data, "exclude"), RAW, scope=rucio_data.scope, exclude=[{"project": "junk"}]
+    )
+    service = _service(rucio_storage, audit)
+    first = service.reconcile(resource, _ref(resource))
+    kept = rucio_data.dataset(meta=RAW, files=1)
+    rucio_data.dataset(meta={**RAW, "project": "junk"}, files=1)
+    second = service.reconcile(resource, _ref(resource), first.status)
+    assert second.status["selection"]["mode"] == "Incremental"
+    assert _placed(rucio_storage, resource) == Counter([kept])
+
+
+def test_a_custom_metadata_change_is_placed_by_the_next_pass(
+    rucio_server, rucio_storage, rucio_data, audit
+):
+    match = {**RAW, "instrument": "LSSTCam"}
+    resource = _resource(_name(rucio_data, "retag"), match, scope=rucio_data.scope)
+    service = _service(rucio_storage, audit)
+    if rucio_server.database_url is None:  # SQLite: Rucio's JSON metadata plugin is off
+        with pytest.raises(RucioPermanentError, match="instrument"):
+            service.reconcile(resource, _ref(resource))
+        return
+    tagged = rucio_data.dataset(meta=match, files=1)
+    later = rucio_data.dataset(meta={**RAW, "instrument": "LATISS"}, files=1)
+    first = service.reconcile(resource, _ref(resource))
+    assert _placed(rucio_storage, resource) == Counter([tagged])
+
+    rucio_storage.set_metadata(later, {"instrument": "LSSTCam"})
+    second = service.reconcile(resource, _ref(resource), first.status)
+    assert second.status["selection"]["mode"] == "Incremental"
+    assert _placed(rucio_storage, resource) == Counter([tagged, later])
+
+
+def test_a_full_resync_finds_what_no_time_bound_shows(rucio_storage, rucio_data, audit):
+    """DID-column metadata changed on older DIDs: seen at the resync, released after two looks."""
+    kept, leaving = (rucio_data.dataset(meta=RAW, files=1) for _ in range(2))
+    joining = rucio_data.dataset(meta={"datatype": "calexp"}, files=1)
+    resource = _resource(
+        _name(rucio_data, "resync"), RAW, scope=rucio_data.scope, deletionPolicy="Delete"
+    )
+    # No overlap: otherwise DIDs created just before the first pass are listed again.
+    service = _service(rucio_storage, audit, overlap=timedelta(0))
+    first = service.reconcile(resource, _ref(resource))
+    rucio_storage.set_metadata(joining, RAW)
+    rucio_storage.set_metadata(leaving, {"datatype": "calexp"})
+
+    second = service.reconcile(resource, _ref(resource), first.status)
+    assert second.status["selection"]["mode"] == "Incremental"
+    assert _placed(rucio_storage, resource) == Counter([kept, leaving])
+
+    due = datetime.now(UTC) - timedelta(hours=7)
+    stored = second.status | {
+        "selection": second.status["selection"]
+        | {"fullSyncTime": due.isoformat().replace("+00:00", "Z")}
+    }
+    third = service.reconcile(resource, _ref(resource), stored)
+    assert third.status["selection"]["mode"] == "Full"
+    assert third.status["deselection"]["dids"] == 1  # first look: kept
+    assert _placed(rucio_storage, resource) == Counter([kept, leaving, joining])
+
+    fourth = service.reconcile(resource, _ref(resource), third.status)
+    assert fourth.status["selection"]["mode"] == "Full"  # a deselection waits for a second look
+    assert _placed(rucio_storage, resource) == Counter([kept, joining])
+    released = rucio_storage.list_rules(
+        comment=RELEASED_PREFIX + owner_tag(CLUSTER, resource.metadata.uid)
+    )
+    assert [r.did for r in released] == [leaving]
+
+    fifth = service.reconcile(resource, _ref(resource), fourth.status)
+    assert fifth.status["selection"]["mode"] == "Incremental"
+
+
+def test_a_spec_change_or_waiting_dids_keep_passes_full(rucio_storage, rucio_data, audit):
+    """No mark while selected DIDs wait (an embargo): an incremental pass would forget them."""
+    dataset = rucio_data.dataset(meta=RAW, files=1)
+    name = _name(rucio_data, "waiting")
+    embargo = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    resource = _resource(name, RAW, scope=rucio_data.scope, notBefore=embargo)
+    service = _service(rucio_storage, audit)
+    first = service.reconcile(resource, _ref(resource))
+    assert first.status["selection"]["highWaterMark"] is None
+    second = service.reconcile(resource, _ref(resource), first.status)
+    assert second.status["selection"]["mode"] == "Full"
+    assert _placed(rucio_storage, resource) == Counter()
+
+    released = _resource(name, RAW, scope=rucio_data.scope)
+    third = service.reconcile(released, _ref(released, 2), second.status)
+    assert third.status["selection"]["mode"] == "Full"
+    assert third.status["selection"]["generation"] == 2
+    assert third.status["selection"]["highWaterMark"] is not None
+    assert _placed(rucio_storage, resource) == Counter([dataset])
+
+
+def test_a_rule_deleted_behind_stewards_back_is_restored_on_the_next_tick(
+    rucio_server, rucio_storage, rucio_data, audit
+):
+    # An incremental tick sees only new DIDs, so a rule of an old DID that vanished from
+    # Rucio would wait for the resync; fewer owned DIDs than status counted lists in full.
+    datasets = [rucio_data.dataset(meta=RAW, files=1) for _ in range(3)]
+    resource = _resource(_name(rucio_data, "vanished"), RAW, scope=rucio_data.scope)
+    service = _service(rucio_storage, audit)
+    first = service.reconcile(resource, _ref(resource))
+    assert first.status["ruleCount"] == 3
+    tag = owner_tag(CLUSTER, resource.metadata.uid)
+    (gone,) = [r for r in rucio_storage.list_rules(comment=tag) if r.did == datasets[0]]
+    rucio_storage.delete_rule(gone.id)  # soft: it expires within the hour
+    assert rucio_server.daemons.age_rule(gone.id, timedelta(hours=2).total_seconds()) == 1
+    rucio_server.daemons.run("judge-cleaner")
+    assert datasets[0] not in _placed(rucio_storage, resource)
+
+    recording = Recording(rucio_storage)
+    second = _service(recording, audit).reconcile(resource, _ref(resource), first.status)
+    assert second.status["selection"]["mode"] == "Full"
+    assert "list_dids" in recording.calls
+    assert _placed(rucio_storage, resource) == Counter(datasets)
+    third = _service(recording, audit).reconcile(resource, _ref(resource), second.status)
+    assert third.status["selection"]["mode"] == "Incremental"
