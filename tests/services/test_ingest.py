@@ -119,6 +119,8 @@ def test_an_rse_refusing_midway_then_a_rerun_completes(
 
     with pytest.raises(RucioTransientError, match="unavailable for writing"):
         service.apply(service.plan(request), progress=downtime_begins)
+    # Rucio answered (503 with its RSEWriteBlocked): an RSE's downtime is not Rucio down.
+    assert impatient.availability.up
 
     registered = impatient.list_file_replicas([rucio_data.did(p.name) for p in paths])
     assert len(registered) == 2

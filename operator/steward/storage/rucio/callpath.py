@@ -348,6 +348,7 @@ class RucioCallPath:
                 "TOKEN_PATH_PREFIX": f"{self._token_dir}/",
                 "REQUEST_RETRIES": -1,
                 "_back_off": _raise_busy,
+                "session": property(_get_session, _set_session),
             },
         )
         client = client_class(**options)
@@ -561,6 +562,39 @@ class _Failed(Exception):  # noqa: N818 - internal signal of the retry loop, nev
         self.cause = cause
 
 
-def _raise_busy(_client: object, _retry_number: int, reason: str) -> None:
-    """Stand-in for the client's ``_back_off``: no sleeping and retrying inside the client."""
+def _raise_busy(client: Any, _retry_number: int, reason: str) -> None:  # noqa: ANN401
+    """Stand-in for the client's ``_back_off``: no sleeping and retrying inside the client.
+
+    Rucio itself answers 503 for some refusals (an RSE blocked for writing: RSEWriteBlocked),
+    with its exception in the answer: that one is raised as Rucio's exception, since Rucio did
+    answer; only a 502/503/504 without one (a proxy, a worker gone) means Rucio is not there.
+    """
+    response = getattr(client, "_steward_response", None)
+    if response is not None and (
+        "ExceptionClass" in response.headers or b"ExceptionClass" in (response.content or b"")
+    ):
+        exc_cls, exc_msg = client._get_exception(  # noqa: SLF001 - the client's own parser
+            headers=response.headers, status_code=response.status_code, data=response.content
+        )
+        raise exc_cls(exc_msg)
     raise _ServerBusyError(reason)
+
+
+def _remember_response(client: Any) -> Callable[..., None]:  # noqa: ANN401
+    """A requests response hook keeping the client's last answer for `_raise_busy`."""
+
+    def hook(response: requests.Response, *_args: object, **_kwargs: object) -> None:
+        client._steward_response = response  # noqa: SLF001 - our own attribute
+
+    return hook
+
+
+def _get_session(client: Any) -> requests.Session:  # noqa: ANN401
+    session: requests.Session = client.__dict__["_steward_session"]
+    return session
+
+
+def _set_session(client: Any, session: requests.Session) -> None:  # noqa: ANN401
+    """The client replaces its session after a 401: every session gets the response hook."""
+    session.hooks["response"].append(_remember_response(client))
+    client.__dict__["_steward_session"] = session
