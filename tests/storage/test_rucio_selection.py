@@ -88,3 +88,20 @@ def test_new_dids_mixing_plugins_see_custom_metadata_changes(
     full = rucio_storage.list_dids(rucio_data.scope, match, exclude=[{"archive": "false"}])
     assert full == sorted([before, new, retagged])
     assert excluded not in full
+
+
+def test_custom_keys_with_a_creation_bound(rucio_server, rucio_storage, rucio_data):
+    """The OODS window lists ``instrument`` (custom) with ``created_after``: the bound is a
+    DID column (``created_at``), so it goes with the column keys, never in the custom filter
+    (Rucio refuses a filter mixing plugins)."""
+    raw = rucio_data.dataset(meta={"datatype": "raw"})
+    if rucio_server.database_url is None:
+        bound = {"datatype": "raw", "created_after": "2000-01-01T00:00:00"}
+        assert rucio_storage.list_dids(rucio_data.scope, bound) == [raw]
+        return
+    rucio_storage.set_metadata(raw, {"instrument": "LATISS"})
+    match = {"datatype": "raw", "instrument": "LATISS"}
+    past = {**match, "created_after": "2000-01-01T00:00:00"}
+    future = {**match, "created_after": "2999-01-01T00:00:00"}
+    assert rucio_storage.list_dids(rucio_data.scope, past) == [raw]
+    assert rucio_storage.list_dids(rucio_data.scope, future) == []

@@ -82,11 +82,17 @@ _BOUND: Final = {_COLUMNS: "created_at.gte", _CUSTOM: "updated_at.gte"}
 """The time bound each plugin's table offers: the DID's creation; its JSON row's update."""
 
 
+_CREATION_KEYS: Final = frozenset({"created_at", "created_after", "created_before"})
+"""Time bounds on the DID's creation: Rucio's filter engine turns ``created_after`` and
+``created_before`` into ``created_at`` bounds, a DID column (the OODS window lists by them)."""
+
+
 def _by_plugin(filters: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Filter keys split by the metadata plugin managing them (DID columns first)."""
     groups: dict[str, dict[str, str]] = {}
     for key, value in sorted(filters.items()):
-        plugin = _COLUMNS if key.split(".")[0] in DID_COLUMN_KEYS else _CUSTOM
+        column = key.split(".")[0] in DID_COLUMN_KEYS | _CREATION_KEYS
+        plugin = _COLUMNS if column else _CUSTOM
         groups.setdefault(plugin, {})[key] = value
     return groups or {_COLUMNS: {}}
 
