@@ -253,8 +253,8 @@ class Factory:
         """The admission reviewer (the validating webhook's checks)."""
         return AdmissionService(KubeResources(self.context.kube_api))
 
-    def create_campaign_service(self) -> CampaignService:
-        """The Campaign reconciler."""
+    def create_campaign_service(self, facts: ClusterFacts) -> CampaignService:
+        """The Campaign reconciler; the release of its staging rules is judged against ``facts``."""
         context = self.context
         return CampaignService(
             batch=context.batch,
@@ -265,6 +265,8 @@ class Factory:
             cluster_id=context.cluster_id,
             actor=self.actor,
             queueing=self.create_queueing_service(),
+            facts=facts,
+            gate=self.create_deletion_gate(),
         )
 
     def create_replication_service(self, facts: ClusterFacts) -> ReplicationService:
@@ -459,7 +461,9 @@ class CommandContext:
                 "ReplicationRule": ReplicationPreview(storage, cluster_id=cluster_id, facts=facts),
                 "RetentionPolicy": RetentionPreview(storage, facts),
                 "OODSCache": OODSPreview(storage, cluster_id, facts),
-                "Campaign": CampaignPreview(storage, functools.partial(site_disk_rse, self.kube())),
+                "Campaign": CampaignPreview(
+                    storage, functools.partial(site_disk_rse, self.kube()), facts
+                ),
             },
             tag_of=functools.partial(_owner_tag_of, cluster_id),
         )

@@ -11,7 +11,10 @@ from datetime import timedelta
 
 import pytest
 
+from steward.models.campaign import Campaign
 from steward.models.replication import ReplicationRule
+from steward.models.retention import RetentionPolicy
+from steward.models.site import Site
 from steward.services.audit import ResourceRef
 from steward.services.gitops import Action, Change
 from steward.services.ownership import owner_tag
@@ -22,6 +25,7 @@ from steward.services.plan import (
     RucioStatus,
     Volume,
 )
+from steward.services.protections import ClusterFacts
 from steward.services.replication import ReplicationService
 from steward.storage.kubernetes import ResourceKey
 from steward.storage.rucio import RetryPolicy, RucioStorage, RuleSpec
@@ -280,6 +284,60 @@ def test_ending_a_campaign_lets_its_staging_rules_expire(campaigns, rucio_storag
     for rule in rucio_storage.list_rules(comment=tag):
         rucio_storage.update_rule(rule.id, lifetime=timedelta(hours=23))
     assert campaigns.consequences(tag, None, live) == []
+
+
+def test_ending_a_campaign_shows_what_the_deletion_gate_keeps(rucio_storage, rucio_data):
+    held, free = rucio_data.dataset(), rucio_data.dataset()
+    name = f"gate-{rucio_data.scope}"
+    tag = _tag(name)
+    live = _campaign(name, {"query": {"dids": [held, free]}})
+    rucio_storage.add_rules([held, free], RuleSpec("NCSA_DISK", activity="Staging", comment=tag))
+    hold = RetentionPolicy.model_validate(
+        {
+            "apiVersion": "steward.lsst.io/v1alpha1",
+            "kind": "RetentionPolicy",
+            "metadata": {"name": "hold", "namespace": NAMESPACE},
+            "spec": {"selector": {"dids": [held]}, "lifetime": "3650d", "holds": [held]},
+        }
+    )
+    # The campaign's own (unfinished) entry in the facts does not keep its own inputs.
+    own = Campaign.model_validate(live)
+    preview = CampaignPreview(
+        rucio_storage, {"ncsa": "NCSA_DISK"}.get, ClusterFacts(policies=[hold], campaigns=[own])
+    )
+    (impact,) = preview.consequences(tag, None, live)
+    assert (impact.action, impact.rules) == ("expire", 1)
+    assert impact.release == {"NCSA_DISK": TWO_FILES}
+    assert "kept by the deletion gate: LegalHold=1" in impact.note
+    assert impact.gate is not None
+    assert impact.gate["requester"] == f"Campaign/{NAMESPACE}/{name}"
+    assert (impact.gate["mode"], impact.gate["protected"]) == ("Acting", {"LegalHold": 1})
+    # A freeze on the staging RSE: the plan would not act, and says why.
+    site = Site.model_validate(
+        {
+            "apiVersion": "steward.lsst.io/v1alpha1",
+            "kind": "Site",
+            "metadata": {"name": "frozen"},
+            "spec": {
+                "facility": "NCSA",
+                "rses": [
+                    {
+                        "name": "NCSA_DISK",
+                        "type": "DISK",
+                        "protocols": [
+                            {"scheme": "mock", "hostname": "localhost", "port": 0, "prefix": "/d"}
+                        ],
+                    }
+                ],
+                "deletionFreeze": {"reason": "restore in progress"},
+            },
+        }
+    )
+    frozen = CampaignPreview(rucio_storage, {"ncsa": "NCSA_DISK"}.get, ClusterFacts(sites=[site]))
+    (impact,) = frozen.consequences(tag, None, live)
+    assert impact.gate is not None
+    assert impact.gate["mode"] == "Frozen"
+    assert "deletion is frozen at NCSA_DISK: Site/frozen: restore in progress" in impact.note
 
 
 def test_the_planner_previews_campaigns(campaigns, rucio_data):

@@ -308,10 +308,10 @@ def test_an_intent_left_open_by_a_kill_is_closed_on_restart(
         """The operator process dies (SIGKILL) in the middle of a batch."""
 
     class DyingGate(DeletionGate):
-        def _remove(self, candidate, operation):
+        def _remove(self, candidate, operation, grace):
             if candidate.key == sorted(rules.values())[1]:
                 raise Killed
-            return super()._remove(candidate, operation)
+            return super()._remove(candidate, operation, grace)
 
     clock.advance(timedelta(days=22))
     protections = protections_of(ClusterFacts(), rucio_storage, now=clock())

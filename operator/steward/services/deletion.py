@@ -110,7 +110,8 @@ class Operation(StrEnum):
     """How a plan removes its rules: the two verbs Steward uses on Rucio for this."""
 
     EXPIRE = "Expire"
-    """Set the rule's lifetime to end now; judge-cleaner removes it, the reaper the files."""
+    """Set the rule's lifetime to end now (or after the request's ``grace``); judge-cleaner
+    removes it then, the reaper the files."""
 
     DELETE = "Delete"
     """Delete the rule (Rucio expires it within the hour, then the same)."""
@@ -270,6 +271,10 @@ class DeletionRequest:
     """A failed campaign whose outputs these all are and whose review is not done."""
     limits: Limits = field(default_factory=Limits)
     dry_run: bool = False
+    grace: timedelta = timedelta(0)
+    """With `Operation.EXPIRE`: the lifetime the rules get instead of ending now. A
+    campaign's staging rules keep the staged inputs a day after it closes (a rerun or an
+    after-burner finds them); the protections are judged now, when the lifetime is set."""
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -304,6 +309,8 @@ class DeletionPlan:
     """(rule id, bypass) for every removal an approval let through."""
     scope_bytes: int = 0
     site_of: Mapping[str, str] = field(default_factory=dict)
+    grace: timedelta = timedelta(0)
+    """The request's ``grace``: the lifetime `Operation.EXPIRE` gives the rules."""
 
     @property
     def count(self) -> int:
@@ -356,6 +363,8 @@ class DeletionPlan:
         """One line for people: what goes, how much, what was saved."""
         verb = "expire" if self.operation is Operation.EXPIRE else "delete"
         text = f"would {verb} {self.count} rules of {self.dids} DIDs ({human_bytes(self.bytes)})"
+        if self.grace:
+            text += f" after {self.grace}"
         protected = self.protected()
         if protected:
             text += "; protected: " + ", ".join(f"{k}={v}" for k, v in protected.items())
@@ -602,6 +611,7 @@ def plan_deletion(
         bypassed=tuple((key, b) for key, b in bypassed if key in gone),
         scope_bytes=request.limits.scope_bytes,
         site_of=protections.site_of,
+        grace=request.grace if request.operation is Operation.EXPIRE else timedelta(0),
     )
 
 
@@ -758,6 +768,7 @@ class DeletionGate:
                         "rules": [_rule_record(c) for c in batch],
                         "bytes": sum(c.bytes for c in batch),
                         "bypassed": {c.key: bypass[c.key].value for c in batch if c.key in bypass},
+                        "graceSeconds": int(plan.grace.total_seconds()),
                     },
                     message=plan.summary() if index == 0 else "",
                 )
@@ -766,7 +777,7 @@ class DeletionGate:
             batch_gone: list[str] = []
             try:
                 for candidate in batch:
-                    if self._remove(candidate, plan.operation):
+                    if self._remove(candidate, plan.operation, plan.grace):
                         batch_removed.append(candidate.key)
                     else:
                         batch_gone.append(candidate.key)
@@ -781,15 +792,15 @@ class DeletionGate:
         )
         return Carried(tuple(removed), tuple(gone))
 
-    def _remove(self, candidate: Candidate, operation: Operation) -> bool:
-        """Ask Rucio to remove one rule; False if it was gone already."""
+    def _remove(self, candidate: Candidate, operation: Operation, grace: timedelta) -> bool:
+        """Ask Rucio to remove one rule (expire it after ``grace``); False if it was gone."""
         try:
             if operation is Operation.DELETE:
                 return self.rucio.delete_rule(candidate.key, unlock=candidate.locked)
             # judge-cleaner never removes a locked rule, expired or not: unlock it too.
             self.rucio.update_rule(
                 candidate.key,
-                lifetime=timedelta(0),
+                lifetime=grace,
                 locked=False if candidate.locked else UNSET,
             )
         except RucioNotFoundError:
@@ -823,8 +834,9 @@ class DeletionGate:
 
         Call before planning: the next intent is only written once this returned, so at most
         one batch (the newest deletion row) can be open. Each of its rules is looked up in
-        Rucio: one that is gone or expiring was removed before the stop; the others are
-        abandoned (the next plan proposes them again, judged by today's protections).
+        Rucio: one that is gone or expiring (within the intent's grace) was removed before the
+        stop; the others are abandoned (the next plan proposes them again, judged by today's
+        protections).
         """
         where = AuditFilter(kind=ref.kind, namespace=ref.namespace, name=ref.name)
         latest = self.audit.latest(where, actions=(INTENT, DONE, ABANDONED))
@@ -832,6 +844,7 @@ class DeletionGate:
             return None
         intent = json.loads(latest.after or "{}")
         now = self.clock()
+        horizon = now + _SOFT_DELETE + timedelta(seconds=int(intent.get("graceSeconds", 0)))
         carried: list[str] = []
         abandoned: list[str] = []
         for rule in intent.get("rules", []):
@@ -840,7 +853,7 @@ class DeletionGate:
             except RucioNotFoundError:
                 carried.append(rule["id"])
                 continue
-            expiring = current.expires_at is not None and current.expires_at <= now + _SOFT_DELETE
+            expiring = current.expires_at is not None and current.expires_at <= horizon
             (carried if expiring else abandoned).append(rule["id"])
         action = ABANDONED if abandoned else DONE
         self.audit.record(

@@ -42,6 +42,7 @@ from steward.services.campaign.data import (
     RELEASE_LIFETIME,
     STAGING_ACTIVITY,
     coverage,
+    plan_staging_release,
     staging_dids,
 )
 from steward.services.deletion import DeletionPlan, Mode, Operation
@@ -533,14 +534,18 @@ class CampaignPreview:
     first DISK RSE (activity Staging, ``inputs.lifetime``) before its first step starts. A running
     campaign's coverage was enumerated into the ledger when it started and is never enumerated
     again, so changing it stages nothing new. Deleting, terminating or closing out a campaign
-    gives its staging rules `RELEASE_LIFETIME`: Rucio's judge then removes them and the
-    replicas no other rule locks may be deleted. Outputs are registered (and archived) as
+    gives its staging rules `RELEASE_LIFETIME` through the deletion gate
+    (`plan_staging_release`, as the operator plans it): what a protection or a freeze keeps is
+    shown as kept, Rucio's judge removes the rest and the replicas no other rule locks may be
+    deleted. Outputs are registered (and archived) as
     invocations write them, so no plan can count them.
     """
 
     rucio: RucioStorage
     site_disk: Callable[[str], str | None]
     """A Site's first DISK RSE by name (`site_disk_rse`); None when the cluster has none."""
+    facts: ClusterFacts = field(default_factory=ClusterFacts)
+    """What the deletion gate judges the release of the staging rules against."""
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def consequences(
@@ -551,7 +556,7 @@ class CampaignPreview:
         ``tag`` is the owner tag of the live campaign's rules (None for a new campaign).
         """
         if desired is None:
-            return self._release(tag, "when the campaign's last pods are recorded")
+            return self._release(tag, live, "when the campaign's last pods are recorded")
         spec = Campaign.model_validate(desired).spec
         if live is None:
             return self._stage(spec)
@@ -563,7 +568,7 @@ class CampaignPreview:
             if spec.desired_state is DesiredState.CLOSED_OUT
             else "when its running work is deleted"
         )
-        return self._release(tag, when)
+        return self._release(tag, live, when)
 
     def _stage(self, spec: CampaignSpec) -> list[RucioImpact]:
         """The staging rules a new campaign creates."""
@@ -593,24 +598,35 @@ class CampaignPreview:
             )
         ]
 
-    def _release(self, tag: str | None, when: str) -> list[RucioImpact]:
-        soon = self.clock() + RELEASE_LIFETIME
+    def _release(
+        self, tag: str | None, live: dict[str, Any] | None, when: str
+    ) -> list[RucioImpact]:
+        """The deletion gate's verdict on expiring the live campaign's staging rules."""
+        now = self.clock()
+        soon = now + RELEASE_LIFETIME
         rules = [
             rule
             for rule in (self.rucio.list_rules(comment=tag) if tag else [])
             if rule.activity == STAGING_ACTIVITY
             and (rule.expires_at is None or rule.expires_at > soon)
         ]
-        if not rules:
+        if not rules or tag is None:
             return []
-        released, deletable = _Locks(self.rucio).release(
-            _pairs(rules), {r.id for r in rules}, set()
+        metadata = (live or {}).get("metadata") or {}
+        plan = plan_staging_release(
+            self.rucio,
+            rules,
+            requester=f"Campaign/{metadata.get('namespace')}/{metadata.get('name')}",
+            uid=str(metadata.get("uid") or ""),
+            tag=tag,
+            facts=self.facts,
+            now=now,
         )
         note = (
             f"Staging rules; their lifetime becomes {format_duration(RELEASE_LIFETIME)} {when}, "
             "then Rucio's judge removes them"
         )
-        return [RucioImpact("expire", len(rules), release=released, deletable=deletable, note=note)]
+        return [deletion_impact(plan, _Locks(self.rucio), note)]
 
 
 @dataclass

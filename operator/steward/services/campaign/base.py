@@ -21,7 +21,9 @@ from steward.models.campaign import (
 from steward.models.site import RSEType, Site
 from steward.observability import get_logger
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
+from steward.services.deletion import DeletionGate
 from steward.services.ownership import owner_tag
+from steward.services.protections import ClusterFacts
 from steward.services.queueing import WorkloadState
 from steward.storage.batch import (
     BatchStorage,
@@ -113,6 +115,11 @@ class CampaignBase:
     cluster_id: str
     actor: str = "steward-operator"
     clock: Callable[[], datetime] = field(default=now_utc)
+    facts: ClusterFacts = field(default_factory=ClusterFacts)
+    """What the deletion gate judges the release of staging rules against (holds, locks,
+    pins, freezes, other campaigns): the operator's indexes, read when the pass began."""
+    gate: DeletionGate | None = None
+    """The deletion gate (one over ``rucio`` and ``audit`` when None)."""
 
     # -- pass set-up --------------------------------------------------------------------------
 

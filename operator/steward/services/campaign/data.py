@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from steward.models.campaign import CampaignSpec
@@ -17,6 +18,22 @@ from steward.services.campaign.plan import (
     coverage_inputs,
     dataset_name,
 )
+from steward.services.deletion import (
+    DeletionGate,
+    DeletionPlan,
+    DeletionRequest,
+    Mode,
+    Operation,
+    plan_deletion,
+)
+from steward.services.protections import (
+    ClusterFacts,
+    ExpressionCache,
+    candidate_of,
+    gather_placement,
+    protections_of,
+    with_sizes,
+)
 from steward.storage.ledger import (
     LedgerStore,
     decode_steps,
@@ -27,8 +44,10 @@ __all__ = [
     "OUTPUT_ACTIVITY",
     "RELEASE_LIFETIME",
     "STAGING_ACTIVITY",
+    "STAGING_KEPT",
     "RucioSide",
     "coverage",
+    "plan_staging_release",
     "staging_dids",
 ]
 
@@ -37,6 +56,8 @@ RELEASE_LIFETIME: Final = timedelta(days=1)
 them, and the staged replicas become eligible for cleanup unless another rule holds them."""
 
 STAGING_ACTIVITY: Final = "Staging"
+STAGING_KEPT: Final = "StagingReleaseKept"
+"""Degraded reason while the deletion gate keeps staging rules of a closed campaign."""
 OUTPUT_ACTIVITY: Final = "Production Output"
 _REGISTER_BATCH: Final = 5000
 
@@ -63,6 +84,62 @@ def coverage(rucio: RucioStorage, spec: CampaignSpec) -> list[Invocation]:
             did_type=selector.did_type.value.lower(),  # type: ignore[arg-type]
         )
     return [Invocation(i, {"did": did}) for i, did in enumerate(dids)]
+
+
+def plan_staging_release(
+    rucio: RucioStorage,
+    rules: Sequence[Rule],
+    *,
+    requester: str,
+    uid: str,
+    tag: str,
+    facts: ClusterFacts,
+    now: datetime,
+) -> DeletionPlan:
+    """The deletion gate's plan for giving a campaign's staging ``rules`` `RELEASE_LIFETIME`.
+
+    ``requester`` is ``Campaign/namespace/name`` and the rules carry its owner ``tag``, so
+    neither the other-resource nor the scratch-owner protection applies (they are the
+    campaign's own); every other protection does, from the cluster ``facts``. The campaign
+    itself (``uid``) is left out of the campaign facts: it has ended (the ledger says so),
+    though the status the operator's index holds may still say Running. The operator and
+    ``steward plan`` both plan through here.
+    """
+    facts = replace(facts, campaigns=[c for c in facts.campaigns if c.metadata.uid != uid])
+    expressions = ExpressionCache(rucio)
+    candidates = [
+        replace(candidate_of(rule, expressions(rule.rse_expression), "Released"), owner=None)
+        for rule in with_sizes(rucio, rules)
+    ]
+    placement = gather_placement(
+        rucio,
+        candidates,
+        lambda found: [r for did in sorted(found) for r in rucio.list_did_rules(did)],
+        expressions,
+    )
+    request = DeletionRequest(
+        requester=requester,
+        operation=Operation.EXPIRE,
+        candidates=candidates,
+        placement=placement,
+        own_tags=frozenset({tag}),
+        grace=RELEASE_LIFETIME,
+    )
+    return plan_deletion(request, protections_of(facts, rucio, now=now), now=now)
+
+
+def _kept(plan: DeletionPlan, total: int) -> str:
+    """Why the gate kept some of ``total`` staging rules, or empty when it keeps none."""
+    if plan.mode is not Mode.ACT:
+        return f"{total} staging rules kept: {plan.reason}"
+    if not plan.saved:
+        return ""
+    counts = ", ".join(f"{name}={count}" for name, count in plan.protected().items())
+    first = plan.saved[0]
+    return (
+        f"{len(plan.saved)} of {total} staging rules kept by the deletion gate ({counts}); "
+        f"e.g. {first.candidate.did}: {first.detail}; the release is tried again each pass"
+    )
 
 
 def staging_dids(invocations: Iterable[Invocation]) -> set[str]:
@@ -137,7 +214,18 @@ class RucioSide(CampaignBase):
         return [r for r in self.rucio.list_rules(comment=work.tag) if r.did in wanted]
 
     def _release_staging(self, work: CampaignPass) -> None:
-        """Give the staging rules `RELEASE_LIFETIME` (or keep a sooner expiry), once."""
+        """Give the staging rules `RELEASE_LIFETIME` through the deletion gate, until all went.
+
+        The rules' expiry is what removes the staged replicas, so it is a deletion like any
+        other: an intent a stopped operator left open is closed first (`DeletionGate.recover`),
+        then the gate judges the rules (`plan_staging_release`) and `DeletionGate.carry_out`
+        writes its intent, sets the lifetime and writes the outcome. A rule already expiring
+        sooner is left as it is. A rule the gate keeps (a legal hold, a lock, a pin, another
+        campaign reading the same inputs, a freeze) keeps its lifetime; the Degraded
+        condition says why and the next pass asks again, so the release happens once the
+        protection is lifted. The campaign's phase does not wait for it. The ledger marks the
+        release done only when no rule was kept.
+        """
         with self.sessions() as session:
             store = LedgerStore(session)
             record = store.campaign(work.uid)
@@ -145,25 +233,42 @@ class RucioSide(CampaignBase):
                 return
         dids = self._coverage_dids(work) if work.spec.inputs.prestage else set()
         rules = self._staging_rules(work, dids) if dids else []
-        released = []
-        for rule in rules:
-            lifetime = RELEASE_LIFETIME
-            if rule.expires_at is not None:
-                lifetime = min(lifetime, max(rule.expires_at - work.now, timedelta(0)))
-            self.rucio.update_rule(rule.id, lifetime=lifetime)
-            released.append(rule.id)
-        if released:
-            EXTERNAL_ACTIONS.labels("Campaign", "release-staging").inc(len(released))
-            self._audit(
-                work,
-                "release-staging",
-                after={"rules": released},
-                message=f"{len(released)} staging rules expire within {RELEASE_LIFETIME}",
+        horizon = work.now + RELEASE_LIFETIME
+        pending = [r for r in rules if r.expires_at is None or r.expires_at > horizon]
+        gate = self.gate or DeletionGate(self.rucio, self.audit, actor=self.actor, clock=self.clock)
+        kept = ""
+        if pending:
+            gate.recover(work.ref)
+            plan = plan_staging_release(
+                self.rucio,
+                pending,
+                requester=f"Campaign/{work.namespace}/{work.ref.name}",
+                uid=work.uid,
+                tag=work.tag,
+                facts=self.facts,
+                now=work.now,
             )
+            kept = _kept(plan, len(pending))
+            if plan.mode is Mode.ACT and plan.removals:
+                carried = gate.carry_out(plan, work.ref)
+                EXTERNAL_ACTIONS.labels("Campaign", "release-staging").inc(len(carried.removed))
+                self._audit(
+                    work,
+                    "release-staging",
+                    after={"rules": list(carried.removed), "plan": plan.hash},
+                    message=(
+                        f"{len(carried.removed)} staging rules expire within {RELEASE_LIFETIME}"
+                    ),
+                )
+        if kept:
+            work.problems.append((STAGING_KEPT, kept))
+            return
         with self.sessions.begin() as session:
             row = LedgerStore(session).campaign(work.uid)
             if row is not None:
                 row.staging_released = True
+        if work.record is not None:
+            work.record.staging_released = True
 
     # -- 3d. outputs --------------------------------------------------------------------------
 

@@ -123,7 +123,9 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
         """The Campaign is being deleted: stop its Jobs, record every attempt, keep the ledger.
 
         Its outputs, if it had not finished, go to the failure review like a terminated
-        campaign's. Nothing is deleted from Rucio.
+        campaign's. Its staging rules are released through the deletion gate as at any end;
+        rules the gate keeps stay in Rucio (with the lifetime they had) and a Warning says
+        why: the Campaign still goes, since keeping data never waits on anything.
 
         Raises
         ------
@@ -145,6 +147,7 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
             raise TransientError(msg, retry_after=5)
         self._end(work, "Deleted")
         self._release_staging(work)
+        work.events.extend(("Warning", reason, message) for reason, message in work.problems)
         return work.events
 
     # -- 1. enumerate -------------------------------------------------------------------------
