@@ -5,6 +5,7 @@ these pin down the choices around it, which a clock and a status decide.
 """
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,7 +50,7 @@ def service():
 
 
 def test_an_incremental_pass_starts_an_overlap_before_the_mark(service):
-    since = service._incremental_since(_spec(), REF, _status(), NOW)
+    since = service._incremental_since(_spec(), REF, _status(), NOW, ())
     assert since == NOW - timedelta(minutes=1, seconds=30)
 
 
@@ -67,19 +68,27 @@ def test_an_incremental_pass_starts_an_overlap_before_the_mark(service):
     ],
 )
 def test_a_full_listing_when(service, status, why):
-    assert service._incremental_since(_spec(), REF, status, NOW) is None, why
+    assert service._incremental_since(_spec(), REF, status, NOW, ()) is None, why
+
+
+def test_a_full_listing_when_a_rule_went_missing(service):
+    # Status counted rules for two DIDs; Rucio now lists one: the other may need restoring.
+    listed = [SimpleNamespace(did="raw:a")]
+    counted = _status(ruleCount=2)
+    assert service._incremental_since(_spec(), REF, counted, NOW, listed) is None
+    assert service._incremental_since(_spec(), REF, _status(ruleCount=1), NOW, listed)
 
 
 def test_explicit_dids_are_never_listed(service):
     spec = ReplicationRuleSpec.model_validate(
         {"selector": {"dids": ["raw:a"]}, "destination": "NCSA_TAPE"}
     )
-    assert service._incremental_since(spec, REF, _status(), NOW) is None
+    assert service._incremental_since(spec, REF, _status(), NOW, ()) is None
 
 
 def test_a_due_resync_waits_while_transfers_may_not_start(service):
     # A resync finding new DIDs could not place them; it would leave no mark behind.
     embargoed = _spec(notBefore=_stamp(NOW + timedelta(days=1)))
     due = _status(synced=NOW - timedelta(hours=7))
-    assert service._incremental_since(embargoed, REF, due, NOW) is not None
-    assert service._incremental_since(_spec(), REF, due, NOW) is None
+    assert service._incremental_since(embargoed, REF, due, NOW, ()) is not None
+    assert service._incremental_since(_spec(), REF, due, NOW, ()) is None
