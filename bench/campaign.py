@@ -47,6 +47,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from steward.testing.childprocess import poll
 from steward.testing.operatorprocess import OperatorProcess
 
@@ -170,6 +172,13 @@ class Bench:
                 kubernetes.config.new_client_from_config(config_file=str(plane.kubeconfig))
             )
             kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
+            # A campaign's Site must exist (admission, and the operator reads its batch
+            # capacity): the NCSA site of sites/, renamed to the bench's site.
+            site = yaml.safe_load((REPO / "sites" / "ncsa.yaml").read_text())
+            site["metadata"]["name"] = SITE
+            kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
+                GROUP, VERSION, "sites", site
+            )
             plane.wait_for_service_account(NAMESPACE)
             stamp("starting the Rucio server")
             server = stack.enter_context(run_rucio_server(self.base / "rucio"))
