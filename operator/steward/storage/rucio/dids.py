@@ -86,13 +86,15 @@ _CREATION_KEYS: Final = frozenset({"created_at", "created_after", "created_befor
 """Time bounds on the DID's creation: Rucio's filter engine turns ``created_after`` and
 ``created_before`` into ``created_at`` bounds, a DID column (the OODS window lists by them)."""
 
+_COLUMN_FILTERS: Final = DID_COLUMN_KEYS | _CREATION_KEYS
+"""Filter keys the DID-column plugin answers (built once, not per key of every listing)."""
+
 
 def _by_plugin(filters: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Filter keys split by the metadata plugin managing them (DID columns first)."""
     groups: dict[str, dict[str, str]] = {}
     for key, value in sorted(filters.items()):
-        column = key.split(".")[0] in DID_COLUMN_KEYS | _CREATION_KEYS
-        plugin = _COLUMNS if column else _CUSTOM
+        plugin = _COLUMNS if key.split(".")[0] in _COLUMN_FILTERS else _CUSTOM
         groups.setdefault(plugin, {})[key] = value
     return groups or {_COLUMNS: {}}
 
