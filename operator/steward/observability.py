@@ -154,8 +154,14 @@ def _kopf_object(
     return event_dict
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Send every record, Steward's and kopf's, to stderr as one JSON object per line."""
+def configure_logging(level: int = logging.INFO, *, others: int | None = None) -> None:
+    """Send every record, Steward's and kopf's, to stderr as one JSON object per line.
+
+    Safe to call again (the operator's start-up after the CLI's): the handler writes to
+    whatever ``sys.stderr`` is when a record is emitted, so loggers cached on first use keep
+    following it (a test runner swaps it per command). ``others`` sets a separate level for
+    every logger outside ``steward`` (a command wants their warnings, not their chatter).
+    """
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -176,40 +182,37 @@ def configure_logging(level: int = logging.INFO) -> None:
             structlog.processors.JSONRenderer(default=str),
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(level if others is None else others)
+    logging.getLogger("steward").setLevel(level)
 
 
-class _StderrLogger:
-    """Writes each line to whatever ``sys.stderr`` is at the time (a test runner swaps it)."""
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler bound to ``sys.stderr`` as it is at each record, not at set-up."""
 
-    def msg(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)  # noqa: T201 - the logger's output
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
 
-    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+    @property
+    def stream(self) -> Any:  # noqa: ANN401 - whatever sys.stderr is
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        """Ignore the stream StreamHandler stores: the current ``sys.stderr`` is used."""
 
 
 def configure_cli_logging() -> None:
     """Keep a command's stdout for its results: Steward's log lines go to stderr, as JSON.
 
     Unconfigured, structlog prints to stdout, where a command's JSON output goes (``steward
-    drill --format json``). Does nothing once logging is configured (the operator's own
-    `configure_logging` then takes over at start-up).
+    drill --format json``). Other libraries log their warnings only; ``steward operator``
+    configures the operator's logging again at start-up.
     """
-    if structlog.is_configured():
-        return
-    structlog.configure(
-        processors=[
-            structlog.stdlib.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.JSONRenderer(default=str),
-        ],
-        logger_factory=lambda *_: _StderrLogger(),
-        cache_logger_on_first_use=False,
-    )
+    configure_logging(logging.INFO, others=logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -63,16 +63,21 @@ def _connect(sites: Sites, declared: dict[str, Site]) -> str:
 
 def _where(sites: Sites) -> dict[str, WorkloadState]:
     """The manager's Workloads by the name of their Job."""
-    states = {}
-    for item in sites.manager.queueing.kueue.list("Workload", namespace=NAMESPACE):
-        job = item["metadata"]["ownerReferences"][0]["name"]
-        (state,) = [
-            s
-            for s in sites.manager.queueing.workloads(NAMESPACE)
-            if s.name == item["metadata"]["name"]
-        ]
-        states[job] = state
-    return states
+    states = {state.name: state for state in sites.manager.queueing.workloads(NAMESPACE)}
+    return {
+        item["metadata"]["ownerReferences"][0]["name"]: states[item["metadata"]["name"]]
+        for item in sites.manager.queueing.kueue.list("Workload", namespace=NAMESPACE)
+        if item["metadata"].get("ownerReferences") and item["metadata"]["name"] in states
+    }
+
+
+def _on(sites: Sites, job: str, cluster: str, phase: str | None = None) -> bool:
+    """Whether ``job``'s Workload exists and runs on ``cluster`` (in ``phase``, if given).
+
+    Kueue creates the Workload a moment after the Job: until then the answer is no.
+    """
+    state = _where(sites).get(job)
+    return state is not None and state.cluster == cluster and phase in (None, state.phase)
 
 
 def _succeeded(sites: Sites, job: str) -> bool:
@@ -118,7 +123,10 @@ def test_a_two_site_campaign_fills_the_preferred_site_then_spills_to_the_next(
         batch.create_namespaced_job(NAMESPACE, indexed_job(name, queue=queue, runtime="3s"))
     until(
         "the next shards offered to NCSA only, which has no room",
-        lambda: all(_where(sites)[job].nominated == ("ncsa",) for job in ("shard-2", "shard-3")),
+        lambda: all(
+            (state := _where(sites).get(job)) is not None and state.nominated == ("ncsa",)
+            for job in ("shard-2", "shard-3")
+        ),
     )
 
     until(
@@ -153,7 +161,7 @@ def test_a_lost_worker_is_reported_and_its_work_dispatched_again(
         sites.manager.batch.create_namespaced_job(
             NAMESPACE, indexed_job("shard-0", queue=queue, runtime="1h")
         )
-        until("the shard running at NCSA", lambda: _where(sites)["shard-0"].cluster == "ncsa")
+        until("the shard running at NCSA", lambda: _on(sites, "shard-0", "ncsa"))
 
         sites.workers["ncsa"].kueue.stop()
         sites.workers["ncsa"].plane.stop()
@@ -164,10 +172,7 @@ def test_a_lost_worker_is_reported_and_its_work_dispatched_again(
         )
         until(
             "the shard dispatched again, to IN2P3",
-            lambda: (
-                _where(sites)["shard-0"].cluster == "in2p3"
-                and _where(sites)["shard-0"].phase == "Admitted"
-            ),
+            lambda: _on(sites, "shard-0", "in2p3", "Admitted"),
             timeout=3 * ROUND,
         )
         assert _where(sites)["shard-0"].evictions >= 1

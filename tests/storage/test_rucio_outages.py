@@ -168,7 +168,8 @@ def test_rucio_client_does_not_retry_503_on_its_own() -> None:
             rucio_username="steward",
             rucio_password=SecretStr("unused"),
         )
-        availability = RucioAvailability(initial_probe=0.01, max_probe=0.01)
+        # Probes due at once: each retry is a probe, never refused for a probe not yet due.
+        availability = RucioAvailability(initial_probe=0.0, max_probe=0.0)
         storage = RucioStorage(
             settings,
             retry=RetryPolicy(attempts=3, initial_delay=0.01, deadline=30),
