@@ -9,7 +9,7 @@ once the protection ends. Against the real Rucio server.
 
 import json
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -23,6 +23,7 @@ from steward.services.plan import ReplicationPreview, Volume
 from steward.services.protections import ClusterFacts
 from steward.services.replication import ReplicationService
 from steward.storage.audit import AuditFilter
+from steward.storage.rucio import Rule
 
 pytestmark = pytest.mark.rucio
 
@@ -86,6 +87,44 @@ def _rules(rucio_storage, resource):
 
 def _condition(outcome, type_):
     return next(c for c in outcome.status["conditions"] if c["type"] == type_)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One dataset placed at NCSA_DISK by a resource of its own, about to move to IN2P3."""
+
+    name: str
+    dataset: str
+    at_ncsa: ReplicationRule
+    to_in2p3: ReplicationRule
+    status: dict
+    rule: Rule
+
+
+def _placed_at_ncsa(rucio_storage, audit, rucio_data, label):
+    dataset = rucio_data.dataset()
+    name = f"{label}-{rucio_data.scope}"
+    at_ncsa = _resource(name, [dataset], "NCSA_DISK")
+    placed = _service(rucio_storage, audit).reconcile(at_ncsa, _ref(at_ncsa))
+    (rule,) = _rules(rucio_storage, at_ncsa)
+    to_in2p3 = _resource(name, [dataset], "IN2P3_DISK")
+    return Placed(name, dataset, at_ncsa, to_in2p3, placed.status, rule)
+
+
+def _move(rucio_storage, audit, placed, status, facts=None):
+    """A pass over the resource moved to IN2P3_DISK, from ``status``."""
+    to_in2p3 = placed.to_in2p3
+    return _service(rucio_storage, audit, facts).reconcile(to_in2p3, _ref(to_in2p3, 2), status)
+
+
+def _unmoved(rucio_storage, placed):
+    """Whether the resource's only rule is still the one at NCSA_DISK, with no child."""
+    (still,) = _rules(rucio_storage, placed.at_ncsa)
+    return (still.id, still.rse_expression, still.child_rule_id) == (
+        placed.rule.id,
+        "NCSA_DISK",
+        None,
+    )
 
 
 def _refusals(audit, name):
@@ -153,42 +192,34 @@ def test_a_legal_hold_keeps_a_reduce_of_copies_until_it_is_lifted(rucio_storage,
 def test_a_freeze_at_the_rse_a_move_leaves_keeps_the_rule(
     rucio_storage, rucio_data, audit, rucio_sites
 ):
-    dataset = rucio_data.dataset()
-    name = f"freeze-{rucio_data.scope}"
-    at_ncsa = _resource(name, [dataset], "NCSA_DISK")
-    placed = _service(rucio_storage, audit).reconcile(at_ncsa, _ref(at_ncsa))
-    (rule,) = _rules(rucio_storage, at_ncsa)
+    placed = _placed_at_ncsa(rucio_storage, audit, rucio_data, "freeze")
 
     # A freeze at the RSE the rule moves to does not stop the move; one at the RSE it
     # leaves does.
-    to_in2p3 = _resource(name, [dataset], "IN2P3_DISK")
     elsewhere = ClusterFacts(sites=[_frozen(rucio_sites.in2p3, "restore at IN2P3")])
     preview = ReplicationPreview(rucio_storage, cluster_id=CLUSTER, facts=elsewhere)
-    body = to_in2p3.model_dump(mode="json", by_alias=True, exclude_none=True)
-    live = at_ncsa.model_dump(mode="json", by_alias=True, exclude_none=True)
-    (impact,) = preview.consequences(owner_tag(CLUSTER, _uid(name)), body, live)
+    body = placed.to_in2p3.model_dump(mode="json", by_alias=True, exclude_none=True)
+    live = placed.at_ncsa.model_dump(mode="json", by_alias=True, exclude_none=True)
+    (impact,) = preview.consequences(owner_tag(CLUSTER, _uid(placed.name)), body, live)
     assert (impact.action, impact.rules, impact.gate["mode"]) == ("move", 1, "Acting")
 
     frozen = ClusterFacts(sites=[_frozen(rucio_sites.ncsa, "restore of NCSA_DISK")])
-    kept = _service(rucio_storage, audit, frozen).reconcile(
-        to_in2p3, _ref(to_in2p3, 2), placed.status
-    )
-    (still,) = _rules(rucio_storage, at_ncsa)
-    assert (still.id, still.rse_expression, still.child_rule_id) == (rule.id, "NCSA_DISK", None)
+    kept = _move(rucio_storage, audit, placed, placed.status, frozen)
+    assert _unmoved(rucio_storage, placed)
     assert kept.status["changeKept"]["rules"] == 1
     ((kind, reason, message),) = kept.events
     assert (kind, reason) == ("Warning", "DeletionFrozen")
     assert "restore of NCSA_DISK" in message
-    assert dataset in message
+    assert placed.dataset in message
     degraded = _condition(kept, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "ChangeProtected")
     assert "kept by Frozen" in degraded["message"]
-    (refusal,) = _refusals(audit, name)
+    (refusal,) = _refusals(audit, placed.name)
     assert json.loads(refusal.after)["mode"] == "Frozen"
 
     # steward plan shows the same verdict.
     preview = ReplicationPreview(rucio_storage, cluster_id=CLUSTER, facts=frozen)
-    (impact,) = preview.consequences(owner_tag(CLUSTER, _uid(name)), body, live)
+    (impact,) = preview.consequences(owner_tag(CLUSTER, _uid(placed.name)), body, live)
     assert (impact.action, impact.rules, impact.release) == ("move", 0, {})
     assert impact.gate["mode"] == "Frozen"
     assert impact.gate["protected"] == {"Frozen": 1}
@@ -196,7 +227,7 @@ def test_a_freeze_at_the_rse_a_move_leaves_keeps_the_rule(
     assert "deletion is frozen at NCSA_DISK" in impact.note
 
     # The freeze ends: the move happens.
-    moved = _service(rucio_storage, audit).reconcile(to_in2p3, _ref(to_in2p3, 2), kept.status)
+    moved = _move(rucio_storage, audit, placed, kept.status)
     assert any(reason == "RuleChanged" for _, reason, _ in moved.events)
     assert moved.status["changeKept"] is None
 
@@ -250,11 +281,7 @@ class Killed(BaseException):
 def test_a_pass_killed_after_rucio_changed_the_rule_changes_it_once(
     rucio_storage, rucio_data, audit, monkeypatch
 ):
-    dataset = rucio_data.dataset()
-    name = f"killed-{rucio_data.scope}"
-    at_ncsa = _resource(name, [dataset], "NCSA_DISK")
-    placed = _service(rucio_storage, audit).reconcile(at_ncsa, _ref(at_ncsa))
-    to_in2p3 = _resource(name, [dataset], "IN2P3_DISK")
+    placed = _placed_at_ncsa(rucio_storage, audit, rucio_data, "killed")
     real = rucio_storage.change_rule
 
     def change_then_die(*args, **kwargs):
@@ -263,26 +290,22 @@ def test_a_pass_killed_after_rucio_changed_the_rule_changes_it_once(
 
     monkeypatch.setattr(rucio_storage, "change_rule", change_then_die)
     with pytest.raises(Killed):
-        _service(rucio_storage, audit).reconcile(to_in2p3, _ref(to_in2p3, 2), placed.status)
+        _move(rucio_storage, audit, placed, placed.status)
     monkeypatch.undo()
 
     # Restarted from the status before the kill: the rule already heads to the target.
-    again = _service(rucio_storage, audit).reconcile(to_in2p3, _ref(to_in2p3, 2), placed.status)
+    again = _move(rucio_storage, audit, placed, placed.status)
     assert again.status["changeKept"] is None
-    rules = _rules(rucio_storage, at_ncsa)
+    rules = _rules(rucio_storage, placed.at_ncsa)
     assert sorted(r.rse_expression for r in rules) == ["IN2P3_DISK", "NCSA_DISK"]
-    rows = audit.query(AuditFilter(name=name, action="rucio.rule.change"))
+    rows = audit.query(AuditFilter(name=placed.name, action="rucio.rule.change"))
     assert [row.result for row in rows] == ["intent"]
 
 
 def test_rucio_failing_while_the_gate_judges_postpones_the_change(
     rucio_storage, rucio_data, audit, monkeypatch
 ):
-    dataset = rucio_data.dataset()
-    name = f"failing-{rucio_data.scope}"
-    at_ncsa = _resource(name, [dataset], "NCSA_DISK")
-    placed = _service(rucio_storage, audit).reconcile(at_ncsa, _ref(at_ncsa))
-    (rule,) = _rules(rucio_storage, at_ncsa)
+    placed = _placed_at_ncsa(rucio_storage, audit, rucio_data, "failing")
     real = rucio_storage.list_rses
 
     def no_answer_about_tape(expression="*"):
@@ -293,15 +316,13 @@ def test_rucio_failing_while_the_gate_judges_postpones_the_change(
         return real(expression)
 
     monkeypatch.setattr(rucio_storage, "list_rses", no_answer_about_tape)
-    to_in2p3 = _resource(name, [dataset], "IN2P3_DISK")
     with pytest.raises(RucioTransientError):
-        _service(rucio_storage, audit).reconcile(to_in2p3, _ref(to_in2p3, 2), placed.status)
-    (still,) = _rules(rucio_storage, at_ncsa)
-    assert (still.id, still.rse_expression, still.child_rule_id) == (rule.id, "NCSA_DISK", None)
-    assert audit.query(AuditFilter(name=name, action="rucio.rule.change")) == []
+        _move(rucio_storage, audit, placed, placed.status)
+    assert _unmoved(rucio_storage, placed)
+    assert audit.query(AuditFilter(name=placed.name, action="rucio.rule.change")) == []
 
     monkeypatch.undo()
-    moved = _service(rucio_storage, audit).reconcile(to_in2p3, _ref(to_in2p3, 2), placed.status)
+    moved = _move(rucio_storage, audit, placed, placed.status)
     assert any(reason == "RuleChanged" for _, reason, _ in moved.events)
 
 
@@ -341,11 +362,7 @@ def test_the_plan_shows_the_gates_verdict_on_a_reduce(rucio_storage, rucio_data,
 def test_an_old_expression_that_selects_nothing_counts_the_rses_of_the_rules_locks(
     rucio_storage, rucio_data, audit
 ):
-    dataset = rucio_data.dataset()
-    name = f"stale-{rucio_data.scope}"
-    at_ncsa = _resource(name, [dataset], "NCSA_DISK")
-    _service(rucio_storage, audit).reconcile(at_ncsa, _ref(at_ncsa))
-    (rule,) = _rules(rucio_storage, at_ncsa)
+    rule = _placed_at_ncsa(rucio_storage, audit, rucio_data, "stale").rule
     # As if the RSE attribute the rule was placed by had since been removed.
     stale = replace(rule, rse_expression=f"gone{rucio_data.scope}=true")
     assert rucio_storage.list_rses(stale.rse_expression) == []
