@@ -15,10 +15,11 @@ rule, the rules on each of their files, and the locks of those other rules. Beyo
 `MAX_EXACT_FILES` files a plan says it did not count rather than guess.
 
 Every kind that removes data shows the deletion gate's plan (`steward.services.deletion`):
-what a ReplicationRule's Delete policy, a RetentionPolicy's next cycle or an OODSCache's
-eviction would remove, after the protections the operator applies (holds, locks, pins,
-campaigns, the last custodial copy, freezes, read from the cluster), with the plan's hash
-when it would stop (Blocked: an approval must name that hash).
+what a ReplicationRule's Delete policy, a ReplicationRule's reduce or move (which rules the
+gate lets change), a RetentionPolicy's next cycle or an OODSCache's eviction would remove,
+after the protections the operator applies (holds, locks, pins, campaigns, the last custodial
+copy, freezes, read from the cluster), with the plan's hash when it would stop (Blocked: an
+approval must name that hash).
 """
 
 from __future__ import annotations
