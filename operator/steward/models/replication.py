@@ -37,6 +37,7 @@ __all__ = [
     "MAX_CATCH_UP_FACTOR",
     "CatchUp",
     "CatchUpStatus",
+    "ChangeKept",
     "DeletionPolicy",
     "ManagementPolicy",
     "ReplicationRule",
@@ -354,6 +355,17 @@ class Deselection(CamelModel):
     """Hash of their names: the same set missing on the next pass is released."""
 
 
+class ChangeKept(CamelModel):
+    """Changes of copies or destination the deletion gate keeps back (the rules stay unchanged)."""
+
+    rules: Int
+    """How many rules keep their old copies or destination."""
+
+    digest: str
+    """Hash of the kept changes (rule, target, what keeps it): an Event and an audit record
+    are written when it changes, not every pass."""
+
+
 class CatchUpStatus(CamelModel):
     """Catch-up archiving as it stands (``spec.catchUp``)."""
 
@@ -461,6 +473,12 @@ class ReplicationRuleStatus(CamelModel):
     release_protected: Int = 0
     """Rules of deselected DIDs the deletion gate kept this pass (a legal hold, a lock, a pin,
     a campaign input, the last custodial copy, or a freeze); the Degraded condition says why."""
+
+    change_kept: ChangeKept | None = None
+    """Rules whose change of copies or destination would remove replicas from an RSE and that
+    the deletion gate keeps as they are (a legal hold, a lock, a pin, a campaign input, the
+    last custodial copy, or a freeze at an RSE the change leaves); the Degraded condition says
+    why. The change is made once the protection ends."""
 
     deselection: Deselection | None = None
     """DIDs missing from one metadata listing, released if still missing at the next."""

@@ -15,10 +15,11 @@ rule, the rules on each of their files, and the locks of those other rules. Beyo
 `MAX_EXACT_FILES` files a plan says it did not count rather than guess.
 
 Every kind that removes data shows the deletion gate's plan (`steward.services.deletion`):
-what a ReplicationRule's Delete policy, a RetentionPolicy's next cycle or an OODSCache's
-eviction would remove, after the protections the operator applies (holds, locks, pins,
-campaigns, the last custodial copy, freezes, read from the cluster), with the plan's hash
-when it would stop (Blocked: an approval must name that hash).
+what a ReplicationRule's Delete policy, a ReplicationRule's reduce or move (which rules the
+gate lets change), a RetentionPolicy's next cycle or an OODSCache's eviction would remove,
+after the protections the operator applies (holds, locks, pins, campaigns, the last custodial
+copy, freezes, read from the cluster), with the plan's hash when it would stop (Blocked: an
+approval must name that hash).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from steward.services.campaign.data import (
 from steward.services.deletion import DeletionPlan, Mode, Operation
 from steward.services.gitops import Action, Change, Consequences
 from steward.services.protections import ClusterFacts, protections_of
-from steward.services.replication import RucioView, _Owned
+from steward.services.replication import ChangeVerdict, RucioView, _Owned
 from steward.storage.kubernetes import KubeResources
 from steward.storage.rucio import RucioStorage, Rule
 
@@ -425,7 +426,9 @@ class ReplicationPreview(RucioView):
             if (r := current.current(d, expression, spec.copies)) is not None
             and (r.rse_expression, r.copies) != (expression, spec.copies)
         ]
-        impacts.extend(self._changes(changing, expression, spec.copies, locks))
+        impacts.extend(
+            self._changes(changing, expression, spec.copies, locks, requester, tag or "")
+        )
         chosen = set(selected)
         released = [r for r in owned if r.did not in chosen]
         if released:
@@ -464,28 +467,47 @@ class ReplicationPreview(RucioView):
         plan = self.plan_release(rules, requester, tag, reason=note or "resource deleted")
         return deletion_impact(plan, locks, note)
 
-    def _changes(
-        self, rules: list[Rule], expression: str, copies: int, locks: _Locks
+    def _changes(  # noqa: PLR0917 - one change, as the operator would judge it
+        self,
+        rules: list[Rule],
+        expression: str,
+        copies: int,
+        locks: _Locks,
+        requester: str,
+        tag: str,
     ) -> list[RucioImpact]:
-        """Rules whose expression or copies change: reduce, add copies, or move."""
+        """Rules whose expression or copies change: reduce, add copies, or move.
+
+        A reduce or a move that may remove replicas from an RSE is judged by the deletion
+        gate as the operator judges it (`RucioView.judge_change`): the rules it keeps stay as
+        they are and are left out of the numbers, and the note says what keeps them.
+        """
+        verdict = self.judge_change(rules, expression, copies, requester, tag) if rules else None
+        kept = {rule.id: (by, why) for rule, by, why in verdict.kept()} if verdict else {}
         reduce = [r for r in rules if r.rse_expression == expression and copies < r.copies]
         grow = [r for r in rules if r.rse_expression == expression and copies > r.copies]
         move = [r for r in rules if r.rse_expression != expression]
         impacts = []
         target = f"{expression} x{copies}"
         if reduce:
-            released, deletable = locks.release(_pairs(reduce), {r.id for r in reduce}, set())
+            changed = [r for r in reduce if r.id not in kept]
+            released, deletable = locks.release(_pairs(changed), {r.id for r in changed}, set())
             impacts.append(
-                RucioImpact(
-                    "reduce",
-                    len(reduce),
-                    target,
-                    release=released,
-                    deletable=deletable,
-                    note=(
-                        "Rucio removes the surplus copies and chooses which: the numbers are "
-                        "every RSE that holds one, an upper bound"
+                _gated(
+                    RucioImpact(
+                        "reduce",
+                        len(changed),
+                        target,
+                        release=released,
+                        deletable=deletable,
+                        note=(
+                            "Rucio removes the surplus copies and chooses which: the numbers "
+                            "are every RSE that holds one, an upper bound"
+                        ),
                     ),
+                    verdict,
+                    reduce,
+                    kept,
                 )
             )
         if grow:
@@ -496,21 +518,72 @@ class ReplicationPreview(RucioView):
                 )
             )
         if move:
-            volume = sum((locks.volume(r.did) for r in move), Volume())
+            changed = [r for r in move if r.id not in kept]
+            volume = sum((locks.volume(r.did) for r in changed), Volume())
             staying = set(self.rucio.list_rses(expression))
-            released, deletable = locks.release(_pairs(move), {r.id for r in move}, staying)
+            released, deletable = locks.release(_pairs(changed), {r.id for r in changed}, staying)
             impacts.append(
-                RucioImpact(
-                    "move",
-                    len(move),
-                    target,
-                    place=_destination(self.rucio, expression, copies, volume),
-                    release=released,
-                    deletable=deletable,
-                    note="the old copies are released once the new ones are OK",
+                _gated(
+                    RucioImpact(
+                        "move",
+                        len(changed),
+                        target,
+                        place=_destination(self.rucio, expression, copies, volume)
+                        if changed
+                        else {},
+                        release=released,
+                        deletable=deletable,
+                        note="the old copies are released once the new ones are OK",
+                    ),
+                    verdict,
+                    move,
+                    kept,
                 )
             )
         return impacts
+
+
+def _gated(
+    impact: RucioImpact,
+    verdict: ChangeVerdict | None,
+    group: list[Rule],
+    kept: Mapping[str, tuple[str, str]],
+) -> RucioImpact:
+    """``impact`` with the deletion gate's verdict on its ``group`` of changed rules.
+
+    Changes that only add are not judged (no ``gate``). Otherwise the note says what the
+    gate keeps (per protection, or the plan's mode for a freeze) with one example, and
+    ``gate`` carries the plan's hash, mode and reason and the kept counts, as for a release.
+    """
+    plan = verdict.plan if verdict is not None else None
+    judged = [r for r in group if verdict is not None and verdict.leaving[r.id]]
+    if plan is None or not judged:
+        return impact
+    mine = [(r, *kept[r.id]) for r in group if r.id in kept]
+    counts: dict[str, int] = {}
+    for _, by, _ in mine:
+        counts[by] = counts.get(by, 0) + 1
+    parts = [impact.note] if impact.note else []
+    if mine:
+        first, by, why = mine[0]
+        listed = ", ".join(f"{name}={count}" for name, count in sorted(counts.items()))
+        parts.append(
+            f"kept by the deletion gate: {listed} ({len(mine)} rules stay as they are; e.g. "
+            f"{first.did}: {by}: {why})"
+        )
+    else:
+        parts.append(f"allowed by the deletion gate (plan {plan.hash})")
+    impact.note = "; ".join(parts)
+    impact.gate = {
+        "requester": plan.requester,
+        "hash": plan.hash,
+        "mode": plan.mode.value,
+        "reason": plan.reason,
+        "bytes": sum(c.bytes for c in plan.removals if c.key in {r.id for r in judged}),
+        "protected": counts,
+        "allowed": len(judged) - len(mine),
+    }
+    return impact
 
 
 def site_disk_rse(resources: KubeResources, name: str) -> str | None:

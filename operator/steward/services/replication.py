@@ -8,13 +8,19 @@ safely: a rule created just before the kill is listed (or, through ``DuplicateRu
 recognised by its exact tag) on the next run, never created twice.
 
 Changes of copies or destination go through Rucio's move/reduce or a child rule
-(`RucioStorage.change_rule`), so there is never a moment with fewer copies than declared.
+(`RucioStorage.change_rule`), so there is never a moment with fewer copies than declared. Once
+the new placement is OK, Rucio removes the replicas at RSEs that leave the rule: a change that
+can do so (fewer copies, or a destination whose RSEs lose some of the old one's,
+`leaving_rses`) is judged by the deletion gate first, like a release (`ReplicationService.
+_change`), and a change the gate keeps leaves the rule as it is.
 
 No silent data loss (design.md guarantee 2) rests on these rules, each kept in one place:
 
 - **One way out.** Every rule Steward gives up, by deselection, by ``finalize`` or under either
-  deletion policy, goes through `ReplicationService.release`. The facility's deletion gate
-  (legal holds, locks, pins, freeze, the last custodial replica) belongs there and nowhere else.
+  deletion policy, goes through `ReplicationService.release`; every change of copies or
+  destination that can remove replicas is judged first (`RucioView.judge_change`). Both build
+  their candidates and ask the facility's deletion gate (legal holds, locks, pins, freeze, the
+  last custodial replica) through `RucioView._judge`, and nowhere else.
 - **An error postpones, never decides.** The default deletion policy is worked out when the
   resource is first reconciled and kept in its status; while Rucio cannot say whether the
   destination is custodial the policy is Orphan, and once decided no later Rucio error changes
@@ -102,6 +108,7 @@ __all__ = [
     "RELEASED_PREFIX",
     "STATUS_SAMPLE",
     "SUBSCRIPTION_KEYS",
+    "ChangeVerdict",
     "ExpressionCache",
     "Kept",
     "PlacementLedger",
@@ -109,6 +116,7 @@ __all__ = [
     "ReleaseRefusedError",
     "ReplicationService",
     "RucioView",
+    "leaving_rses",
     "subscribable",
     "subscription_filter",
     "transfer_gate",
@@ -181,6 +189,7 @@ _SHARED_REASON: Final = "SharedRule"
 _HELD_REASON: Final = "ReleaseHeld"
 _PROTECTED_REASON: Final = "ReleaseProtected"
 _FROZEN_REASON: Final = "DeletionFrozen"
+_CHANGE_KEPT_REASON: Final = "ChangeProtected"
 
 
 class ReleaseRefusedError(PermanentError):
@@ -197,6 +206,67 @@ class Kept:
 
     rules: tuple[str, ...] = ()
     why: str = ""
+
+
+def leaving_rses(
+    before: frozenset[str], copies_before: int, after: frozenset[str], copies_after: int
+) -> frozenset[str]:
+    """RSEs a change of a rule may remove replicas from; empty when it only adds.
+
+    ``before`` and ``after`` are the RSEs of the old and the new expression. Fewer copies let
+    Rucio drop a copy at any RSE of the old expression (it chooses which); otherwise a copy
+    can go only from an RSE the new expression leaves out. More copies, or a new expression
+    covering every RSE of the old one, only add: Rucio keeps the copies it has (it prefers
+    RSEs already holding the data) and places the rest.
+    """
+    if copies_after < copies_before:
+        return before
+    return before - after
+
+
+@dataclass(frozen=True)
+class ChangeVerdict:
+    """The deletion gate's verdict on changing some rules to one expression and copies."""
+
+    rules: tuple[Rule, ...]
+    """The rules to change (each DID's rule in charge)."""
+    leaving: Mapping[str, frozenset[str]]
+    """Rule id -> RSEs the change may remove replicas from (`leaving_rses`); empty: adds only."""
+    plan: DeletionPlan | None
+    """The gate's plan over the changes that may remove replicas; None when none may."""
+
+    def _going(self) -> set[str]:
+        plan = self.plan
+        if plan is None or plan.mode is not Mode.ACT:
+            return set()
+        return {candidate.key for candidate in plan.removals}
+
+    def allowed(self) -> list[Rule]:
+        """Rules to change now: those that only add, and those the gate lets through."""
+        going = self._going()
+        return [r for r in self.rules if not self.leaving[r.id] or r.id in going]
+
+    def kept(self) -> list[tuple[Rule, str, str]]:
+        """(rule, what keeps it, why) for each change the gate keeps, by rule id.
+
+        What keeps it is a `Protection` name, or the plan's mode (``Frozen``) when the plan as
+        a whole may not act.
+        """
+        plan = self.plan
+        if plan is None:
+            return []
+        going = self._going()
+        saved = {s.candidate.key: s for s in plan.saved}
+        kept = []
+        for rule in sorted(self.rules, key=lambda r: r.id):
+            if not self.leaving[rule.id] or rule.id in going:
+                continue
+            found = saved.get(rule.id)
+            if found is not None:
+                kept.append((rule, found.protection.value, found.detail))
+            else:
+                kept.append((rule, plan.mode.value, plan.reason))
+        return kept
 
 
 @dataclass(frozen=True)
@@ -372,6 +442,8 @@ class _Pass:
     """Datasets in the published container (``publish: true`` only)."""
     protected: str = ""
     """Why the deletion gate kept rules of deselected DIDs this pass, or empty."""
+    change_kept: str = ""
+    """Why the deletion gate kept changes of copies or destination this pass, or empty."""
     catch_up: CatchUpPlan | None = None
     """Catch-up archiving this pass (``spec.catchUp`` on a managed resource only)."""
     unboosted: set[str] = field(default_factory=set)
@@ -596,10 +668,69 @@ class RucioView:
         Open datasets are sized first, so the plan and the audit trail never count them as
         empty.
         """
+        sized = with_sizes(self.rucio, rules)
+        rses = {rule.id: self._rses(rule.rse_expression) for rule in sized}
+        return self._judge(sized, rses, requester, owner, reason=reason)
+
+    def leaving(self, rule: Rule, expression: str, copies: int) -> frozenset[str]:
+        """RSEs changing ``rule`` to ``copies`` at ``expression`` may remove replicas from.
+
+        The RSEs of both expressions as Rucio evaluates them now (`leaving_rses`). When the
+        old expression selects nothing any more (an RSE renamed or an attribute removed), the
+        RSEs of the rule's own locks stand for it: where its replicas are is then the only
+        thing known, and an unknown answer must never read as "nothing leaves".
+        """
+        before = self._rses(rule.rse_expression)
+        if not before:
+            before = frozenset(lock.rse for lock in self.rucio.list_rule_locks(rule.id))
+        return leaving_rses(before, rule.copies, self._rses(expression), copies)
+
+    def judge_change(
+        self, rules: Sequence[Rule], expression: str, copies: int, requester: str, owner: str
+    ) -> ChangeVerdict:
+        """The deletion gate's verdict on changing ``rules`` (owned by ``owner``) to the target.
+
+        A change that may remove replicas from some RSE is a candidate for the gate like a
+        released rule (`plan_release`), but its RSEs are only those it leaves: a freeze, or a
+        pin, at an RSE the rule keeps does not stop it. The last custodial copy is judged with
+        the new placement counted: when every RSE of ``expression`` is custodial, the rule
+        after the change keeps a custodial copy (Rucio removes the old replicas only once the
+        new placement is OK), so a move from tape to tape passes and a move from tape to disk
+        is kept unless another rule keeps a custodial copy. A Rucio error raises: it postpones
+        the change, it never decides it.
+        """
+        leaving = {rule.id: self.leaving(rule, expression, copies) for rule in rules}
+        removing = [rule for rule in rules if leaving[rule.id]]
+        if not removing:
+            return ChangeVerdict(tuple(rules), leaving, None)
+        plan = self._judge(
+            with_sizes(self.rucio, removing),
+            leaving,
+            requester,
+            owner,
+            reason=f"Changed to {expression} x{copies}",
+            after=self._rses(expression),
+        )
+        return ChangeVerdict(tuple(rules), leaving, plan)
+
+    def _judge(
+        self,
+        rules: Sequence[Rule],
+        rses: Mapping[str, frozenset[str]],
+        requester: str,
+        owner: str,
+        *,
+        reason: str,
+        after: frozenset[str] | None = None,
+    ) -> DeletionPlan:
+        """The gate's plan for ``rules``, each at ``rses[rule.id]``: THE way both ask it.
+
+        ``after`` is the RSEs of the placement that replaces the rules (a change); when all
+        of them are custodial, it counts as keeping a custodial copy of each DID.
+        """
         now = self.clock()
         candidates = [
-            replace(candidate_of(rule, self._rses(rule.rse_expression), reason), owner=None)
-            for rule in with_sizes(self.rucio, rules)
+            replace(candidate_of(rule, rses[rule.id], reason), owner=None) for rule in rules
         ]
         placement = gather_placement(
             self.rucio,
@@ -607,6 +738,12 @@ class RucioView:
             lambda dids: [rule for did in sorted(dids) for rule in self.rucio.list_did_rules(did)],
             self._rses,
         )
+        if after and after <= placement.custodial_rses:
+            keepers = dict(placement.keepers)
+            for rule in rules:
+                # The rule as it will be: never a removal, so it keeps the custodial copy.
+                keepers[rule.did] = keepers.get(rule.did, frozenset()) | {f"{rule.id}:after"}
+            placement = replace(placement, keepers=keepers)
         request = DeletionRequest(
             requester=requester,
             operation=Operation.DELETE,
@@ -1133,30 +1270,13 @@ class ReplicationService(RucioView):
         spec, expression, ref, events = work.spec, work.expression, work.ref, work.events
         owned = work.owned
         placed = self.ledger.first_placed(self.audit, ref) if spec.lifetime is not None else {}
+        changing: list[Rule] = []
         for did in work.selected:
             rule = owned.current(did, expression, spec.copies)
             if rule is None:
                 continue
             if (rule.rse_expression, rule.copies) != (expression, spec.copies):
-                new_id = self.rucio.change_rule(
-                    rule.id, rse_expression=expression, copies=spec.copies
-                )
-                self._record(
-                    ref,
-                    "rucio.rule.change",
-                    new_id,
-                    before={
-                        "rule": rule.id,
-                        "rse_expression": rule.rse_expression,
-                        "copies": rule.copies,
-                    },
-                    after={"rse_expression": expression, "copies": spec.copies, "did": did},
-                )
-                change = (
-                    f"{did}: {rule.rse_expression} x{rule.copies} -> "
-                    f"{expression} x{spec.copies} (rule {new_id})"
-                )
-                events.append(("Normal", "RuleChanged", change))
+                changing.append(rule)
                 continue
             priority = wanted_priority(work.catch_up, rule, spec.priority)
             changes = self._in_place_changes(rule, spec, work.now, placed.get(did), priority)
@@ -1184,6 +1304,121 @@ class ReplicationService(RucioView):
                     events.append(
                         ("Normal", reason, f"{did}: updated {', '.join(sorted(changes))}")
                     )
+        self._change(work, changing)
+
+    def _change(self, work: _Pass, rules: Sequence[Rule]) -> None:
+        """Change ``rules`` to the spec's copies and destination, behind the deletion gate.
+
+        A change that only adds is made at once. One that may remove replicas from an RSE
+        (`leaving_rses`) is judged by the gate first (`judge_change`), and only what it lets
+        through is changed, after an intent naming the plan; the rest stays as it is
+        (`_report_kept`) and is judged again next pass, so it is made once the protection
+        ends. A crash anywhere repeats safely: a change already made has its rule at the
+        target (nothing to change), one not yet made is judged again, and `change_rule`
+        returns a replacement already heading to the target instead of making another.
+        """
+        spec, expression, ref = work.spec, work.expression, work.ref
+        work.status["changeKept"] = None
+        if not rules:
+            return
+        requester = f"{ref.kind}/{ref.namespace}/{ref.name}"
+        verdict = self.judge_change(rules, expression, spec.copies, requester, work.tag)
+        allowed = verdict.allowed()
+        gated = [rule for rule in allowed if verdict.leaving[rule.id]]
+        if gated and verdict.plan is not None:
+            self._intent(
+                ref,
+                "rucio.rule.change",
+                None,
+                {
+                    "plan": verdict.plan.hash,
+                    "rse_expression": expression,
+                    "copies": spec.copies,
+                    "rules": [
+                        {"id": r.id, "did": r.did, "leaving": sorted(verdict.leaving[r.id])}
+                        for r in gated
+                    ],
+                },
+            )
+        for rule in allowed:
+            try:
+                new_id = self.rucio.change_rule(
+                    rule.id, rse_expression=expression, copies=spec.copies
+                )
+            except RucioError as error:
+                self._failed(ref, "rucio.rule.change", rule.id, error)
+                raise
+            self._record(
+                ref,
+                "rucio.rule.change",
+                new_id,
+                before={
+                    "rule": rule.id,
+                    "rse_expression": rule.rse_expression,
+                    "copies": rule.copies,
+                },
+                after={"rse_expression": expression, "copies": spec.copies, "did": rule.did},
+            )
+            change = (
+                f"{rule.did}: {rule.rse_expression} x{rule.copies} -> "
+                f"{expression} x{spec.copies} (rule {new_id})"
+            )
+            work.events.append(("Normal", "RuleChanged", change))
+        self._report_kept(work, verdict)
+
+    def _report_kept(self, work: _Pass, verdict: ChangeVerdict) -> None:
+        """Say which changes the gate keeps: status, Degraded, and once an Event and audit row.
+
+        ``status.changeKept`` counts them and keeps a digest of what is kept and by what; the
+        Event (reason ``ChangeProtected``, or ``DeletionFrozen`` for a freeze) and the audit
+        record of the refusal (action ``rucio.rule.change``, result ``refused``) are written
+        when the digest changes, not every pass; the Degraded condition says why every pass.
+        """
+        kept = verdict.kept()
+        if not kept or verdict.plan is None:
+            return
+        spec, expression, ref = work.spec, work.expression, work.ref
+        target = f"{expression} x{spec.copies}"
+        digest = _digest(f"{rule.id} {target} {by} {why}" for rule, by, why in kept)
+        work.status["changeKept"] = {"rules": len(kept), "digest": digest}
+        counts = Counter(by for _, by, _ in kept)
+        first, by, why = kept[0]
+        message = (
+            f"the deletion gate keeps {len(kept)} Rucio rules from changing to {target} "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(counts.items()))}); e.g. {first.did}: "
+            f"{first.rse_expression} x{first.copies} -> {target} kept by {by}: {why}; "
+            "they stay as they are until it lets them"
+        )
+        work.change_kept = message
+        if (work.old.get("changeKept") or {}).get("digest") == digest:
+            return  # kept as before: announced already (the condition still says why)
+        frozen = verdict.plan.mode is not Mode.ACT
+        work.events.append(("Warning", _FROZEN_REASON if frozen else _CHANGE_KEPT_REASON, message))
+        self._note(
+            ref,
+            "rucio.rule.change",
+            None,
+            "refused",
+            after={
+                "plan": verdict.plan.hash,
+                "mode": verdict.plan.mode.value,
+                "rse_expression": expression,
+                "copies": spec.copies,
+                "rules": [
+                    {
+                        "id": rule.id,
+                        "did": rule.did,
+                        "rse_expression": rule.rse_expression,
+                        "copies": rule.copies,
+                        "leaving": sorted(verdict.leaving[rule.id]),
+                        "keptBy": by,
+                        "detail": why,
+                    }
+                    for rule, by, why in kept
+                ],
+            },
+            message=message[:1000],
+        )
 
     def _update_rule(self, work: _Pass, rule: Rule, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply in-place changes; return those made.
@@ -1663,6 +1898,7 @@ class ReplicationService(RucioView):
         wanted = len(selected) - len(work.expired - {r.did for r in in_charge})
         missing = wanted - len(in_charge)
         stuck = counts.get(RuleState.STUCK.value, 0)
+        kept = int((work.status.get("changeKept") or {}).get("rules") or 0)
         ready = done >= wanted
         observe = spec.management_policy is ManagementPolicy.OBSERVE
         if ready:
@@ -1671,6 +1907,8 @@ class ReplicationService(RucioView):
             reason, message = "WaitingForTransferWindow", gate_reason
         elif missing and observe:
             reason, message = "Observing", f"{missing} selected DIDs have no rule (Observe)"
+        elif work.change_kept and done + kept >= wanted:
+            reason, message = _CHANGE_KEPT_REASON, work.change_kept
         elif stuck:
             reason, message = "RulesStuck", f"{stuck} rules STUCK"
         else:
@@ -1685,7 +1923,8 @@ class ReplicationService(RucioView):
                 READY, status=ready, reason=reason, message=message, generation=generation, now=now
             ),
         )
-        progressing = not ready and not observe
+        # A change the gate keeps waits for a protection to end: nothing is under way.
+        progressing = not ready and not observe and reason != _CHANGE_KEPT_REASON
         conditions = set_condition(
             conditions,
             condition(
@@ -1728,6 +1967,7 @@ class ReplicationService(RucioView):
             },
             "pendingRelease": 0,
             "releaseProtected": 0,
+            "changeKept": None,
             "deselection": None,
             "subscription": None,
             "catchUp": catch_up,
@@ -1793,8 +2033,9 @@ class ReplicationService(RucioView):
                 f"{ANNOTATION_APPROVE_RELEASE}={held}"
             )
             return _HELD_REASON, message
-        if work.protected:
-            return _PROTECTED_REASON, work.protected
+        if work.protected or work.change_kept:
+            reason = _PROTECTED_REASON if work.protected else _CHANGE_KEPT_REASON
+            return reason, "; ".join(m for m in (work.protected, work.change_kept) if m)
         foreign = [seen for seen in work.unowned.values() if seen["kind"] == "foreign"]
         shared = [seen for seen in work.unowned.values() if seen["kind"] == "shared"]
         if shared:
