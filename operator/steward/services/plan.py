@@ -17,13 +17,16 @@ rule, the rules on each of their files, and the locks of those other rules. Beyo
 Every kind that removes data shows the deletion gate's plan (`steward.services.deletion`):
 what a ReplicationRule's Delete policy, a RetentionPolicy's next cycle or an OODSCache's
 eviction would remove, after the protections the operator applies (holds, locks, pins,
-campaigns, the last custodial copy, freezes, read from the cluster), with the plan's hash
-when it would stop (Blocked: an approval must name that hash).
+campaigns, the last custodial copy, freezes), with the plan's hash when it would stop
+(Blocked: an approval must name that hash). The protections are those the whole plan leaves
+(`steward.services.protection_changes.planned_facts`): the desired documents of the policies,
+caches, Sites and Campaigns the plan changes, without those it deletes, and the cluster's for
+the rest; so a hold released by one change no longer keeps what another change removes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
@@ -47,6 +50,7 @@ from steward.services.campaign.data import (
 )
 from steward.services.deletion import DeletionPlan, Mode, Operation
 from steward.services.gitops import Action, Change, Consequences
+from steward.services.protection_changes import PlannedChange, planned_facts
 from steward.services.protections import ClusterFacts, protections_of
 from steward.services.replication import RucioView, _Owned
 from steward.storage.kubernetes import KubeResources
@@ -656,19 +660,44 @@ class RucioPlanner:
     """
 
     status: RucioStatus
-    previews: Mapping[str, Preview] = field(default_factory=dict)
+    previews: Callable[[ClusterFacts], Mapping[str, Preview]] = field(default=lambda _facts: {})
     """The preview of each kind that acts on Rucio (ReplicationRule, RetentionPolicy,
-    OODSCache, Campaign staging); a kind without one shows no Rucio side."""
+    OODSCache, Campaign staging), judging deletions against the facts given; a kind without
+    one shows no Rucio side."""
     tag_of: Callable[[Change], str | None] = field(default=lambda _change: None)
+    facts: ClusterFacts = field(default_factory=ClusterFacts)
+    """The protections in the cluster now; each plan's previews get them as the plan leaves
+    them (`planned_facts`)."""
+    _judged: Sequence[Change] | None = field(default=None, init=False, repr=False)
+    _previews: Mapping[str, Preview] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def unavailable(cls, reason: str) -> RucioPlanner:
         """A planner that says Rucio was not consulted, and why."""
         return cls(RucioStatus(consulted=False, reason=reason))
 
-    def estimate(self, change: Change) -> Consequences:
-        """The Rucio consequences of one change (an estimator for `GitOpsService`)."""
-        preview = self.previews.get(change.key.kind)
+    def previews_for(self, plan: Sequence[Change]) -> Mapping[str, Preview]:
+        """The previews, judging against the facts ``plan`` leaves (built once per plan).
+
+        Changes the API server refuses are left out: apply makes none of them.
+        """
+        if plan is not self._judged:
+            changes = [
+                PlannedChange(c.key.kind, None if c.action is Action.PRUNE else c.desired, c.live)
+                for c in plan
+                if c.action is not Action.UNCHANGED and not c.refused
+            ]
+            self._previews = self.previews(planned_facts(self.facts, changes))
+            self._judged = plan
+        return self._previews
+
+    def estimate(self, change: Change, plan: Sequence[Change] = ()) -> Consequences:
+        """The Rucio consequences of one change of ``plan`` (an estimator for `GitOpsService`).
+
+        ``plan`` is every change apply would make with it; its protections count as the
+        whole plan leaves them.
+        """
+        preview = self.previews_for(plan or (change,)).get(change.key.kind)
         if preview is None:
             return Consequences()
         desired = None if change.action is Action.PRUNE else change.desired
