@@ -449,8 +449,7 @@ def test_plan_shows_a_retention_plan_judged_by_the_holds_in_the_cluster(
     expire = _retention("scratch", repo["namespace"], [free, held], action="Delete")
     (policies / "scratch.yaml").write_text(yaml.safe_dump(expire))
     _commit(repo["root"], "Delete the scratch datasets after a second")
-    born = max(rucio_storage.get_rule(rule).created_at for rule in rules.values())
-    until("the rules to be older than the lifetime", lambda: datetime.now(UTC) > born + 2 * SECOND)
+    _outlive(rucio_storage, rules)
 
     report = json.loads(run("plan", "--format", "json", "--require-rucio").stdout)
     (change,) = [c for c in report["changes"] if c["name"] == "scratch"]
@@ -466,13 +465,28 @@ def test_plan_shows_a_retention_plan_judged_by_the_holds_in_the_cluster(
     assert all(rucio_storage.get_rule(rule).expires_at is None for rule in rules.values())
 
 
+def _free_and_held(rucio_storage, rucio_data):
+    """Two datasets, each with a rule at NCSA_DISK (rule ids by DID)."""
+    free, held = rucio_data.dataset(), rucio_data.dataset()
+    return (
+        free,
+        held,
+        {did: rucio_storage.add_rule(did, RuleSpec("NCSA_DISK")) for did in (free, held)},
+    )
+
+
+def _outlive(rucio_storage, rules):
+    """Wait until the rules are older than the policies' lifetime (one second)."""
+    born = max(rucio_storage.get_rule(rule).created_at for rule in rules.values())
+    until("the rules to be older than the lifetime", lambda: datetime.now(UTC) > born + 2 * SECOND)
+
+
 @pytest.mark.rucio
 def test_plan_shows_a_released_hold_and_what_another_policy_then_removes(
     repo, run, kube, rucio_server, rucio_storage, rucio_data, monkeypatch
 ):
     _use_rucio(monkeypatch, rucio_server)
-    free, held = rucio_data.dataset(), rucio_data.dataset()
-    rules = {did: rucio_storage.add_rule(did, RuleSpec("NCSA_DISK")) for did in (free, held)}
+    free, held, rules = _free_and_held(rucio_storage, rucio_data)
     policies = repo["root"] / "policies"
     holder = _retention("legal", repo["namespace"], [rucio_data.did("nothing")], holds=[held])
     (policies / "legal.yaml").write_text(yaml.safe_dump(holder))
@@ -484,8 +498,7 @@ def test_plan_shows_a_released_hold_and_what_another_policy_then_removes(
     expire = _retention("scratch", repo["namespace"], [free, held], action="Delete")
     (policies / "scratch.yaml").write_text(yaml.safe_dump(expire))
     _commit(repo["root"], "Release the hold and delete the scratch datasets")
-    born = max(rucio_storage.get_rule(rule).created_at for rule in rules.values())
-    until("the rules to be older than the lifetime", lambda: datetime.now(UTC) > born + 2 * SECOND)
+    _outlive(rucio_storage, rules)
 
     report = json.loads(run("plan", "--format", "json", "--require-rucio").stdout)
     changes = {c["name"]: c for c in report["changes"]}
@@ -509,6 +522,45 @@ def test_plan_shows_a_released_hold_and_what_another_policy_then_removes(
     assert kube.get(ResourceKey("RetentionPolicy", repo["namespace"], "scratch")) is None
     assert run("apply", "--allow-destructive").exit_code == 0
     assert kube.get(key)["spec"].get("holds", []) == []
+
+
+@pytest.mark.rucio
+def test_pruning_a_hold_shows_what_a_policy_the_plan_leaves_alone_then_removes(
+    repo, run, kube, rucio_server, rucio_storage, rucio_data, monkeypatch
+):
+    _use_rucio(monkeypatch, rucio_server)
+    free, held, rules = _free_and_held(rucio_storage, rucio_data)
+    policies = repo["root"] / "policies"
+    holder = _retention("legal", repo["namespace"], [rucio_data.did("nothing")], holds=[held])
+    (policies / "legal.yaml").write_text(yaml.safe_dump(holder))
+    expire = _retention("scratch", repo["namespace"], [free, held], action="Delete")
+    (policies / "scratch.yaml").write_text(yaml.safe_dump(expire))
+    _commit(repo["root"], "Hold one dataset, delete the scratch datasets after a second")
+    assert run("apply").exit_code == 0
+
+    (policies / "legal.yaml").unlink()
+    _commit(repo["root"], "Retire the legal policy")
+    _outlive(rucio_storage, rules)
+    report = json.loads(run("plan", "--prune", "--format", "json", "--require-rucio").stdout)
+    (change,) = report["changes"]  # the scratch policy is unchanged
+    assert change["action"] == "prune"
+    assert change["destructive"] == [
+        f"deletes RetentionPolicy/{repo['namespace']}/legal",
+        f"legal hold released on 1 DIDs: {held}",
+    ]
+    (impact,) = change["rucio"]
+    assert (impact["action"], impact["rules"], impact["gate"]["dids"]) == ("delete", 1, [held])
+    assert impact["gate"]["requester"] == f"RetentionPolicy/{repo['namespace']}/scratch"
+    text = run("plan", "--prune").output
+    assert (
+        f"then RetentionPolicy/{repo['namespace']}/scratch, which this plan does not change, "
+        f"would delete them at its next cycle: RetentionPolicy/{repo['namespace']}/legal no "
+        f"longer protects {held}"
+    ) in text
+    refused = run("apply", "--prune")
+    assert refused.exit_code == 1
+    assert f"RetentionPolicy/{repo['namespace']}/legal (deletes" in refused.output
+    assert kube.get(ResourceKey("RetentionPolicy", repo["namespace"], "legal")) is not None
 
 
 def test_pruning_a_policy_or_unpinning_shows_the_protection_it_takes_away(repo, run, kube):

@@ -369,24 +369,35 @@ def _retention(name, dids, **spec):
     }
 
 
-def test_a_hold_released_in_the_same_plan_no_longer_keeps_another_policys_removal(
-    rucio_storage, rucio_data
-):
+def _held_and_free(rucio_storage, rucio_data):
+    """Two datasets with a rule each at NCSA_DISK, and a policy holding the first."""
     held, free = rucio_data.dataset(), rucio_data.dataset()
     for did in (held, free):
         rucio_storage.add_rule(did, RuleSpec("NCSA_DISK", comment=rucio_data.comment))
     legal = _retention(f"legal-{rucio_data.scope}", [rucio_data.did("nothing")], holds=[held])
-    scratch = _retention(f"scratch-{rucio_data.scope}", [held, free], action="Delete")
+    return held, free, legal
+
+
+def _retention_planner(rucio_storage, rucio_data, policies):
+    """A planner previewing RetentionPolicies an hour after the test's rules were made."""
     later = max(r.created_at for r in rucio_storage.list_rules(comment=rucio_data.comment))
-    planner = RucioPlanner(
+    return RucioPlanner(
         RucioStatus(consulted=True, reason="test"),
         lambda facts: {
             "RetentionPolicy": RetentionPreview(
                 rucio_storage, facts, clock=lambda: later + timedelta(hours=1)
             )
         },
-        facts=ClusterFacts(policies=[RetentionPolicy.model_validate(legal)]),
+        facts=ClusterFacts(policies=[RetentionPolicy.model_validate(b) for b in policies]),
     )
+
+
+def test_a_hold_released_in_the_same_plan_no_longer_keeps_another_policys_removal(
+    rucio_storage, rucio_data
+):
+    held, free, legal = _held_and_free(rucio_storage, rucio_data)
+    scratch = _retention(f"scratch-{rucio_data.scope}", [held, free], action="Delete")
+    planner = _retention_planner(rucio_storage, rucio_data, [legal])
 
     def key(body):
         return ResourceKey("RetentionPolicy", NAMESPACE, body["metadata"]["name"])
@@ -410,3 +421,36 @@ def test_a_hold_released_in_the_same_plan_no_longer_keeps_another_policys_remova
     edited.refused = "the API server refuses it"
     (judged,) = planner.estimate(created, [edited, created]).details
     assert judged["rules"] == 1
+
+
+def test_a_released_hold_shows_what_a_policy_outside_the_plan_then_removes(
+    rucio_storage, rucio_data
+):
+    held, free, legal = _held_and_free(rucio_storage, rucio_data)
+    scratch = _retention(f"scratch-{rucio_data.scope}", [held, free])
+    elsewhere = _retention(f"other-{rucio_data.scope}", [rucio_data.did("unrelated")])
+    planner = _retention_planner(rucio_storage, rucio_data, [legal, scratch, elsewhere])
+    pruned = Change(
+        ResourceKey("RetentionPolicy", NAMESPACE, legal["metadata"]["name"]),
+        Action.PRUNE,
+        live=legal,
+    )
+    pruned.lost_protections = [{"protection": "LegalHold", "dids": [held]}]
+    (impact,) = planner.estimate(pruned, [pruned]).details
+    # Only the held dataset's rule: the free one goes whatever this plan does.
+    assert (impact["action"], impact["rules"]) == ("expire", 1)
+    assert impact["release"] == {"NCSA_DISK": {"files": 2, "bytes": 2001}}
+    assert impact["gate"]["dids"] == [held]
+    assert impact["gate"]["exposed_by"] == str(pruned.key)
+    assert (
+        f"then RetentionPolicy/{NAMESPACE}/{scratch['metadata']['name']}, which this plan does "
+        f"not change, would expire them at its next cycle: {pruned.key} no longer protects {held}"
+    ) in impact["note"]
+    # A policy the plan changes shows its own preview instead.
+    changed = Change(
+        ResourceKey("RetentionPolicy", NAMESPACE, scratch["metadata"]["name"]),
+        Action.UPDATE,
+        desired=scratch,
+        live=scratch,
+    )
+    assert planner.estimate(pruned, [pruned, changed]).details == []

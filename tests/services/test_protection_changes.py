@@ -15,6 +15,7 @@ from steward.services.protection_changes import (
     protection_losses,
 )
 from steward.services.protections import ClusterFacts, protections_from
+from support.samples import SITE
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 LATER = NOW + timedelta(days=30)
@@ -217,24 +218,7 @@ def test_remembered_compliance_locks_outlive_an_edit_and_a_deletion():
 
 
 def test_sites_and_campaigns_are_planned_too_and_the_freeze_stays():
-    site = {
-        "apiVersion": "steward.lsst.io/v1alpha1",
-        "kind": "Site",
-        "metadata": {"name": "ncsa"},
-        "spec": {
-            "facility": "NCSA",
-            "rses": [
-                {
-                    "name": "NCSA_DISK",
-                    "type": "DISK",
-                    "protocols": [
-                        {"scheme": "mock", "hostname": "localhost", "port": 0, "prefix": "/d"}
-                    ],
-                }
-            ],
-            "deletionFreeze": {"reason": "migration", "requestedBy": "ops"},
-        },
-    }
+    site = {**SITE, "spec": {**SITE["spec"], "deletionFreeze": {"reason": "migration"}}}
     campaign = {
         "apiVersion": "steward.lsst.io/v1alpha1",
         "kind": "Campaign",
@@ -259,5 +243,13 @@ def test_sites_and_campaigns_are_planned_too_and_the_freeze_stays():
     )
     assert planned.campaigns == ()
     assert _protections(planned).frozen_rses == {}
-    assert _protections(live).frozen_rses == {"NCSA_DISK": "Site/ncsa: migration"}
+    assert _protections(live).frozen_rses == {"NCSA_TAPE": "Site/ncsa: migration"}
     assert planned.freeze == "operator freeze"
+
+
+def test_a_status_the_models_refuse_does_not_hide_the_spec():
+    broken = _policy("legal", holds=["raw:a"], status={"complianceLocks": "not a list"})
+    (loss,) = protection_losses("RetentionPolicy", broken, None, now=NOW)
+    assert loss.dids == ("raw:a",)
+    kept = planned_facts(ClusterFacts(), [PlannedChange("RetentionPolicy", broken, broken)])
+    assert _protections(kept).legal_holds == {"raw:a": f"RetentionPolicy/{NS}/legal"}

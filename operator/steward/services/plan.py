@@ -21,12 +21,14 @@ campaigns, the last custodial copy, freezes), with the plan's hash when it would
 (Blocked: an approval must name that hash). The protections are those the whole plan leaves
 (`steward.services.protection_changes.planned_facts`): the desired documents of the policies,
 caches, Sites and Campaigns the plan changes, without those it deletes, and the cluster's for
-the rest; so a hold released by one change no longer keeps what another change removes.
+the rest; so a hold released by one change no longer keeps what another change removes. A
+change that takes a protection away also shows what the RetentionPolicies the plan leaves
+alone would then remove of the DIDs it stops protecting (`RetentionPreview.exposed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
@@ -48,9 +50,9 @@ from steward.services.campaign.data import (
     plan_staging_release,
     staging_dids,
 )
-from steward.services.deletion import DeletionPlan, Mode, Operation
+from steward.services.deletion import Candidate, DeletionPlan, Mode, Operation, plan_deletion
 from steward.services.gitops import Action, Change, Consequences
-from steward.services.protection_changes import PlannedChange, planned_facts
+from steward.services.protection_changes import SAMPLE, PlannedChange, planned_facts
 from steward.services.protections import ClusterFacts, protections_of
 from steward.services.replication import RucioView, _Owned
 from steward.storage.kubernetes import KubeResources
@@ -321,6 +323,75 @@ class RetentionPreview:
         if not plan.removals and not plan.saved:
             return []
         return [deletion_impact(plan, _Locks(self.rucio))]
+
+    def exposed(
+        self,
+        live: ClusterFacts,
+        dids: Collection[str],
+        changed: Collection[tuple[str | None, str]],
+        by: str,
+    ) -> list[RucioImpact]:
+        """What policies the plan does not change would remove of ``dids`` because of it.
+
+        ``dids`` lose a protection in this plan (``by`` names the change taking it away).
+        Every other policy in the facts the plan leaves is surveyed once and judged twice:
+        by the cluster's protections (``live``) and by the plan's (this preview's facts); the
+        rules on ``dids`` only the second removes are what the plan exposes. ``changed``
+        holds the (namespace, name) of the policies the plan creates, changes or deletes:
+        their own previews show them. A policy selecting DIDs by name is surveyed only if it
+        names one of ``dids``.
+        """
+        now = self.clock()
+        wanted = frozenset(dids)
+        before = protections_of(live, self.rucio, now=now)
+        after = protections_of(self.facts, self.rucio, now=now)
+        impacts = []
+        for policy in self.facts.policies:
+            named = policy.spec.selector.dids
+            if (policy.metadata.namespace, policy.metadata.name) in changed or (
+                named is not None and wanted.isdisjoint(named)
+            ):
+                continue
+            request = retention.preview_request(self.rucio, policy, now=now)
+            kept = {c.key for c in plan_deletion(request, before, now=now).removals}
+            plan = plan_deletion(request, after, now=now)
+            exposed = [c for c in plan.removals if c.key not in kept and c.did in wanted]
+            if exposed:
+                impacts.append(self._exposure(plan, exposed, by))
+        return impacts
+
+    def _exposure(self, plan: DeletionPlan, exposed: list[Candidate], by: str) -> RucioImpact:
+        """The removals of another policy's next cycle that ``by`` no longer prevents."""
+        released, deletable = _Locks(self.rucio).release(
+            [(c.key, c.did) for c in exposed], {c.key for c in exposed}, set()
+        )
+        names = sorted({c.did for c in exposed})
+        verb = "expire" if plan.operation is Operation.EXPIRE else "delete"
+        shown = ", ".join(names[:SAMPLE]) + (" ..." if len(names) > SAMPLE else "")
+        note = (
+            f"then {plan.requester}, which this plan does not change, would {verb} them at "
+            f"its next cycle: {by} no longer protects {shown}"
+        )
+        if plan.mode is not Mode.ACT:
+            note += f"; its plan {plan.hash} is {plan.mode.value}" + (
+                f": {plan.reason}" if plan.reason else ""
+            )
+        return RucioImpact(
+            "expire" if plan.operation is Operation.EXPIRE else "delete",
+            len(exposed),
+            release=released,
+            deletable=deletable,
+            note=note,
+            gate={
+                "requester": plan.requester,
+                "hash": plan.hash,
+                "mode": plan.mode.value,
+                "reason": plan.reason,
+                "bytes": sum(c.bytes for c in exposed),
+                "exposed_by": by,
+                "dids": names,
+            },
+        )
 
 
 @dataclass
@@ -697,14 +768,26 @@ class RucioPlanner:
         ``plan`` is every change apply would make with it; its protections count as the
         whole plan leaves them.
         """
-        preview = self.previews_for(plan or (change,)).get(change.key.kind)
-        if preview is None:
-            return Consequences()
+        previews = self.previews_for(plan or (change,))
+        preview = previews.get(change.key.kind)
         desired = None if change.action is Action.PRUNE else change.desired
         try:
-            impacts = preview.consequences(
-                self.tag_of(change) if change.live else None, desired, change.live
+            impacts = (
+                preview.consequences(
+                    self.tag_of(change) if change.live else None, desired, change.live
+                )
+                if preview is not None
+                else []
             )
+            retention_preview = previews.get("RetentionPolicy")
+            if change.lost_protections and isinstance(retention_preview, RetentionPreview):
+                dids = {did for lost in change.lost_protections for did in lost["dids"]}
+                changed = {
+                    (c.key.namespace, c.key.name)
+                    for c in plan
+                    if c.key.kind == "RetentionPolicy" and c.action is not Action.UNCHANGED
+                }
+                impacts += retention_preview.exposed(self.facts, dids, changed, str(change.key))
         except RucioError as error:
             self.status = RucioStatus(
                 consulted=False, reason=f"Rucio failed while planning {change.key}: {error}"

@@ -102,6 +102,10 @@ class ProtectionLoss:
         }
 
 
+def _spec_only(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "status"}
+
+
 def _name(metadata: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return metadata.get("name"), metadata.get("namespace")
 
@@ -119,11 +123,17 @@ def _planned_body(
 
 
 def _model(model: type[M], body: Mapping[str, Any]) -> M | None:
-    """The model of a document; None when the models refuse it (it protects nothing)."""
-    try:
-        return model.model_validate(dict(body))
-    except ValidationError:
-        return None
+    """The model of a document; None when the models refuse it (it protects nothing).
+
+    A status the models refuse (written by another version of the operator) is dropped
+    rather than the whole object: its spec still holds and locks.
+    """
+    for attempt in (body, _spec_only(body)):
+        try:
+            return model.model_validate(dict(attempt))
+        except ValidationError:
+            continue
+    return None
 
 
 def _lingering(policy: RetentionPolicy) -> RetentionPolicy | None:
@@ -286,10 +296,6 @@ def _cache_losses(
             what = f"{at}: the pin of scope {pin.selector.scope} matching {pin.selector.match}"
             losses.append(ProtectionLoss("Pin", "removed", who, (), what))
     return losses
-
-
-def _spec_only(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k != "status"}
 
 
 def protection_losses(
