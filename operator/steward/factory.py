@@ -46,6 +46,7 @@ from steward.services.ownership import owner_tag
 from steward.services.plan import (
     CampaignPreview,
     OODSPreview,
+    Preview,
     ReplicationPreview,
     RetentionPreview,
     RucioPlanner,
@@ -455,17 +456,25 @@ class CommandContext:
             return RucioPlanner.unavailable(
                 f"the protections in the cluster (holds, locks, pins) cannot be read: {error}"
             )
+        kube = self.kube()
+
+        def previews(planned: ClusterFacts) -> dict[str, Preview]:
+            return {
+                "ReplicationRule": ReplicationPreview(
+                    storage, cluster_id=cluster_id, facts=planned
+                ),
+                "RetentionPolicy": RetentionPreview(storage, planned),
+                "OODSCache": OODSPreview(storage, cluster_id, planned),
+                "Campaign": CampaignPreview(
+                    storage, functools.partial(site_disk_rse, kube), planned
+                ),
+            }
+
         return RucioPlanner(
             RucioStatus(consulted=True, reason=f"{storage!r} as {account}"),
-            {
-                "ReplicationRule": ReplicationPreview(storage, cluster_id=cluster_id, facts=facts),
-                "RetentionPolicy": RetentionPreview(storage, facts),
-                "OODSCache": OODSPreview(storage, cluster_id, facts),
-                "Campaign": CampaignPreview(
-                    storage, functools.partial(site_disk_rse, self.kube()), facts
-                ),
-            },
+            previews,
             tag_of=functools.partial(_owner_tag_of, cluster_id),
+            facts=facts,
         )
 
     def cluster_facts(self) -> ClusterFacts:

@@ -449,8 +449,7 @@ def test_plan_shows_a_retention_plan_judged_by_the_holds_in_the_cluster(
     expire = _retention("scratch", repo["namespace"], [free, held], action="Delete")
     (policies / "scratch.yaml").write_text(yaml.safe_dump(expire))
     _commit(repo["root"], "Delete the scratch datasets after a second")
-    born = max(rucio_storage.get_rule(rule).created_at for rule in rules.values())
-    until("the rules to be older than the lifetime", lambda: datetime.now(UTC) > born + 2 * SECOND)
+    _outlive(rucio_storage, rules)
 
     report = json.loads(run("plan", "--format", "json", "--require-rucio").stdout)
     (change,) = [c for c in report["changes"] if c["name"] == "scratch"]
@@ -464,6 +463,170 @@ def test_plan_shows_a_retention_plan_judged_by_the_holds_in_the_cluster(
     assert impact["gate"]["protected"] == {"LegalHold": 1}
     assert "kept by the deletion gate: LegalHold=1" in run("plan").output
     assert all(rucio_storage.get_rule(rule).expires_at is None for rule in rules.values())
+
+
+def _free_and_held(rucio_storage, rucio_data):
+    """Two datasets, each with a rule at NCSA_DISK (rule ids by DID)."""
+    free, held = rucio_data.dataset(), rucio_data.dataset()
+    return (
+        free,
+        held,
+        {did: rucio_storage.add_rule(did, RuleSpec("NCSA_DISK")) for did in (free, held)},
+    )
+
+
+def _outlive(rucio_storage, rules):
+    """Wait until the rules are older than the policies' lifetime (one second)."""
+    born = max(rucio_storage.get_rule(rule).created_at for rule in rules.values())
+    until("the rules to be older than the lifetime", lambda: datetime.now(UTC) > born + 2 * SECOND)
+
+
+@pytest.mark.rucio
+def test_plan_shows_a_released_hold_and_what_another_policy_then_removes(
+    repo, run, kube, rucio_server, rucio_storage, rucio_data, monkeypatch
+):
+    _use_rucio(monkeypatch, rucio_server)
+    free, held, rules = _free_and_held(rucio_storage, rucio_data)
+    policies = repo["root"] / "policies"
+    holder = _retention("legal", repo["namespace"], [rucio_data.did("nothing")], holds=[held])
+    (policies / "legal.yaml").write_text(yaml.safe_dump(holder))
+    _commit(repo["root"], "Hold one dataset")
+    assert run("apply").exit_code == 0
+
+    holder["spec"]["holds"] = []
+    (policies / "legal.yaml").write_text(yaml.safe_dump(holder))
+    expire = _retention("scratch", repo["namespace"], [free, held], action="Delete")
+    (policies / "scratch.yaml").write_text(yaml.safe_dump(expire))
+    _commit(repo["root"], "Release the hold and delete the scratch datasets")
+    _outlive(rucio_storage, rules)
+
+    report = json.loads(run("plan", "--format", "json", "--require-rucio").stdout)
+    changes = {c["name"]: c for c in report["changes"]}
+    assert changes["legal"]["destructive"] == [f"legal hold released on 1 DIDs: {held}"]
+    (lost,) = changes["legal"]["lost_protections"]
+    assert (lost["protection"], lost["dids"]) == ("LegalHold", [held])
+    assert lost["by"] == f"RetentionPolicy/{repo['namespace']}/legal"
+    # The scratch policy is judged without the hold the same plan releases.
+    (impact,) = changes["scratch"]["rucio"]
+    assert (impact["action"], impact["rules"], impact["gate"]["protected"]) == ("delete", 2, {})
+    assert report["destructive"] == 1
+
+    text = run("plan").output
+    assert f"~ update RetentionPolicy/{repo['namespace']}/legal  !! DESTRUCTIVE" in text
+    assert f"!! legal hold released on 1 DIDs: {held}" in text
+    refused = run("apply")
+    assert refused.exit_code == 1
+    assert f"RetentionPolicy/{repo['namespace']}/legal (legal hold released" in refused.output
+    key = ResourceKey("RetentionPolicy", repo["namespace"], "legal")
+    assert kube.get(key)["spec"]["holds"] == [held]
+    assert kube.get(ResourceKey("RetentionPolicy", repo["namespace"], "scratch")) is None
+    assert run("apply", "--allow-destructive").exit_code == 0
+    assert kube.get(key)["spec"].get("holds", []) == []
+
+
+@pytest.mark.rucio
+def test_pruning_a_hold_shows_what_a_policy_the_plan_leaves_alone_then_removes(
+    repo, run, kube, rucio_server, rucio_storage, rucio_data, monkeypatch
+):
+    _use_rucio(monkeypatch, rucio_server)
+    free, held, rules = _free_and_held(rucio_storage, rucio_data)
+    policies = repo["root"] / "policies"
+    holder = _retention("legal", repo["namespace"], [rucio_data.did("nothing")], holds=[held])
+    (policies / "legal.yaml").write_text(yaml.safe_dump(holder))
+    expire = _retention("scratch", repo["namespace"], [free, held], action="Delete")
+    (policies / "scratch.yaml").write_text(yaml.safe_dump(expire))
+    _commit(repo["root"], "Hold one dataset, delete the scratch datasets after a second")
+    assert run("apply").exit_code == 0
+
+    (policies / "legal.yaml").unlink()
+    _commit(repo["root"], "Retire the legal policy")
+    _outlive(rucio_storage, rules)
+    report = json.loads(run("plan", "--prune", "--format", "json", "--require-rucio").stdout)
+    (change,) = report["changes"]  # the scratch policy is unchanged
+    assert change["action"] == "prune"
+    assert change["destructive"] == [
+        f"deletes RetentionPolicy/{repo['namespace']}/legal",
+        f"legal hold released on 1 DIDs: {held}",
+    ]
+    (impact,) = change["rucio"]
+    assert (impact["action"], impact["rules"], impact["gate"]["dids"]) == ("delete", 1, [held])
+    assert impact["gate"]["requester"] == f"RetentionPolicy/{repo['namespace']}/scratch"
+    text = run("plan", "--prune").output
+    assert (
+        f"then RetentionPolicy/{repo['namespace']}/scratch, which this plan does not change, "
+        f"would delete them at its next cycle: RetentionPolicy/{repo['namespace']}/legal no "
+        f"longer protects {held}"
+    ) in text
+    refused = run("apply", "--prune")
+    assert refused.exit_code == 1
+    assert f"RetentionPolicy/{repo['namespace']}/legal (deletes" in refused.output
+    assert kube.get(ResourceKey("RetentionPolicy", repo["namespace"], "legal")) is not None
+
+
+def test_pruning_a_policy_or_unpinning_shows_the_protection_it_takes_away(repo, run, kube):
+    namespace = repo["namespace"]
+    until_date = (datetime.now(UTC) + timedelta(days=30)).isoformat().replace("+00:00", "Z")
+    holder = _retention(
+        "legal",
+        namespace,
+        ["raw:nothing"],
+        holds=["raw:held-a", "raw:held-b"],
+        locks=[{"name": "audit", "mode": "Governance", "until": until_date, "dids": ["raw:gov"]}],
+    )
+    base = _site(f"base-{uuid.uuid4().hex[:8]}")
+    cache_rse = f"{base['spec']['facility']}_OODS"
+    base["spec"]["rses"] = [
+        {**base["spec"]["rses"][0], "name": cache_rse, "type": "CACHE", "attributes": {}}
+    ]
+    (repo["root"] / "sites" / "base.yaml").write_text(yaml.safe_dump(base))
+    cache = {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "OODSCache",
+        "metadata": {"name": "oods", "namespace": namespace},
+        "spec": {
+            "site": base["metadata"]["name"],
+            "rse": cache_rse,
+            "instruments": ["LSSTCam"],
+            "window": "30d",
+            "capacity": "1TB",
+            "pins": [{"selector": {"dids": ["raw:flat"]}, "reason": "calibrations"}],
+        },
+    }
+    policies = repo["root"] / "policies"
+    (policies / "legal.yaml").write_text("# Use case: 24\n" + yaml.safe_dump(holder))
+    (policies / "oods.yaml").write_text("# Use case: 24\n" + yaml.safe_dump(cache))
+    _commit(repo["root"], "Hold, lock and pin")
+    applied = run("apply")
+    assert applied.exit_code == 0, applied.output
+
+    (policies / "legal.yaml").unlink()
+    cache["spec"]["pins"] = []
+    (policies / "oods.yaml").write_text("# Use case: 24\n" + yaml.safe_dump(cache))
+    _commit(repo["root"], "Drop the legal policy and the pin")
+    planned = run("plan", "--prune", "--format", "json")
+    assert planned.exit_code == 2, planned.output
+    changes = {c["name"]: c for c in json.loads(planned.stdout)["changes"]}
+    assert changes["legal"]["action"] == "prune"
+    assert changes["legal"]["destructive"] == [
+        f"deletes RetentionPolicy/{namespace}/legal",
+        "legal hold released on 2 DIDs: raw:held-a, raw:held-b",
+        "governance lock removed from 1 DIDs: raw:gov",
+    ]
+    assert [lost["protection"] for lost in changes["legal"]["lost_protections"]] == [
+        "LegalHold",
+        "GovernanceLock",
+    ]
+    assert changes["oods"]["destructive"] == [f"pin removed from 1 DIDs: raw:flat (at {cache_rse})"]
+    # Without Rucio the Kubernetes side still says what stops protecting.
+    text = run("plan", "--prune").output
+    assert "Rucio: NOT consulted" in text
+    assert "!! legal hold released on 2 DIDs: raw:held-a, raw:held-b" in text
+
+    refused = run("apply", "--prune")
+    assert refused.exit_code == 1
+    assert "2 destructive changes" in refused.output
+    assert f"OODSCache/{namespace}/oods (pin removed from 1 DIDs" in refused.output
+    assert kube.get(ResourceKey("RetentionPolicy", namespace, "legal")) is not None
 
 
 def test_plan_shows_the_staging_a_new_campaign_creates(

@@ -21,6 +21,7 @@ from steward.services.ownership import owner_tag
 from steward.services.plan import (
     CampaignPreview,
     ReplicationPreview,
+    RetentionPreview,
     RucioPlanner,
     RucioStatus,
     Volume,
@@ -161,7 +162,7 @@ def test_planner_reports_a_failure_as_not_consulted(rucio_server, rucio_data):
     )
     planner = RucioPlanner(
         RucioStatus(consulted=True, reason="test"),
-        {"ReplicationRule": ReplicationPreview(storage)},
+        lambda _facts: {"ReplicationRule": ReplicationPreview(storage)},
         lambda _c: "t",
     )
     body = _body(f"x-{rucio_data.scope}", [rucio_data.dataset()])
@@ -341,7 +342,9 @@ def test_ending_a_campaign_shows_what_the_deletion_gate_keeps(rucio_storage, ruc
 
 
 def test_the_planner_previews_campaigns(campaigns, rucio_data):
-    planner = RucioPlanner(RucioStatus(consulted=True, reason="test"), {"Campaign": campaigns})
+    planner = RucioPlanner(
+        RucioStatus(consulted=True, reason="test"), lambda _facts: {"Campaign": campaigns}
+    )
     body = _campaign(f"plan-{rucio_data.scope}", {"query": {"dids": [rucio_data.dataset()]}})
     change = Change(ResourceKey("Campaign", NAMESPACE, "plan"), Action.CREATE, desired=body)
     found = planner.estimate(change)
@@ -352,3 +355,102 @@ def test_the_planner_previews_campaigns(campaigns, rucio_data):
         )
     ]
     assert found.details[0]["place"] == {"NCSA_DISK": {"files": 2, "bytes": 2001}}
+
+
+# -- Protections as the whole plan leaves them --------------------------------------------------
+
+
+def _retention(name, dids, **spec):
+    return {
+        "apiVersion": "steward.lsst.io/v1alpha1",
+        "kind": "RetentionPolicy",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": _uid(name)},
+        "spec": {"selector": {"dids": dids}, "lifetime": "1s", **spec},
+    }
+
+
+def _held_and_free(rucio_storage, rucio_data):
+    """Two datasets with a rule each at NCSA_DISK, and a policy holding the first."""
+    held, free = rucio_data.dataset(), rucio_data.dataset()
+    for did in (held, free):
+        rucio_storage.add_rule(did, RuleSpec("NCSA_DISK", comment=rucio_data.comment))
+    legal = _retention(f"legal-{rucio_data.scope}", [rucio_data.did("nothing")], holds=[held])
+    return held, free, legal
+
+
+def _retention_planner(rucio_storage, rucio_data, policies):
+    """A planner previewing RetentionPolicies an hour after the test's rules were made."""
+    later = max(r.created_at for r in rucio_storage.list_rules(comment=rucio_data.comment))
+    return RucioPlanner(
+        RucioStatus(consulted=True, reason="test"),
+        lambda facts: {
+            "RetentionPolicy": RetentionPreview(
+                rucio_storage, facts, clock=lambda: later + timedelta(hours=1)
+            )
+        },
+        facts=ClusterFacts(policies=[RetentionPolicy.model_validate(b) for b in policies]),
+    )
+
+
+def test_a_hold_released_in_the_same_plan_no_longer_keeps_another_policys_removal(
+    rucio_storage, rucio_data
+):
+    held, free, legal = _held_and_free(rucio_storage, rucio_data)
+    scratch = _retention(f"scratch-{rucio_data.scope}", [held, free], action="Delete")
+    planner = _retention_planner(rucio_storage, rucio_data, [legal])
+
+    def key(body):
+        return ResourceKey("RetentionPolicy", NAMESPACE, body["metadata"]["name"])
+
+    created = Change(key(scratch), Action.CREATE, desired=scratch)
+    # Alone, the scratch policy is judged by the hold in the cluster.
+    (alone,) = planner.estimate(created, [created]).details
+    assert (alone["rules"], alone["gate"]["protected"]) == (1, {"LegalHold": 1})
+    # With the hold's policy pruned in the same plan, the held dataset is removed too.
+    pruned = Change(key(legal), Action.PRUNE, live=legal)
+    plan = [pruned, created]
+    (judged,) = planner.estimate(created, plan).details
+    assert (judged["rules"], judged["gate"]["protected"]) == (2, {})
+    assert planner.estimate(pruned, plan).details == []  # a deleted policy removes nothing
+    # The same when the plan only edits the hold away; a refused edit changes nothing.
+    edited = Change(key(legal), Action.UPDATE, desired={**legal, "spec": {**legal["spec"]}})
+    edited.desired["spec"]["holds"] = []
+    edited.live = legal
+    (judged,) = planner.estimate(created, [edited, created]).details
+    assert judged["rules"] == 2
+    edited.refused = "the API server refuses it"
+    (judged,) = planner.estimate(created, [edited, created]).details
+    assert judged["rules"] == 1
+
+
+def test_a_released_hold_shows_what_a_policy_outside_the_plan_then_removes(
+    rucio_storage, rucio_data
+):
+    held, free, legal = _held_and_free(rucio_storage, rucio_data)
+    scratch = _retention(f"scratch-{rucio_data.scope}", [held, free])
+    elsewhere = _retention(f"other-{rucio_data.scope}", [rucio_data.did("unrelated")])
+    planner = _retention_planner(rucio_storage, rucio_data, [legal, scratch, elsewhere])
+    pruned = Change(
+        ResourceKey("RetentionPolicy", NAMESPACE, legal["metadata"]["name"]),
+        Action.PRUNE,
+        live=legal,
+    )
+    pruned.lost_protections = [{"protection": "LegalHold", "dids": [held]}]
+    (impact,) = planner.estimate(pruned, [pruned]).details
+    # Only the held dataset's rule: the free one goes whatever this plan does.
+    assert (impact["action"], impact["rules"]) == ("expire", 1)
+    assert impact["release"] == {"NCSA_DISK": {"files": 2, "bytes": 2001}}
+    assert impact["gate"]["dids"] == [held]
+    assert impact["gate"]["exposed_by"] == str(pruned.key)
+    assert (
+        f"then RetentionPolicy/{NAMESPACE}/{scratch['metadata']['name']}, which this plan does "
+        f"not change, would expire them at its next cycle: {pruned.key} no longer protects {held}"
+    ) in impact["note"]
+    # A policy the plan changes shows its own preview instead.
+    changed = Change(
+        ResourceKey("RetentionPolicy", NAMESPACE, scratch["metadata"]["name"]),
+        Action.UPDATE,
+        desired=scratch,
+        live=scratch,
+    )
+    assert planner.estimate(pruned, [pruned, changed]).details == []

@@ -7,7 +7,10 @@ it manages (Argo CD wiped applications when its repository server returned an em
 argo-cd#2573). Every change the plan marks destructive (a prune, a move to another
 destination, fewer copies, leaving dry run...) is refused unless the person applying says
 ``--allow-destructive``, and the audit row of each names who allowed it (design.md guarantee
-2: destructive changes show in a plan before they happen). New resources go through the API
+2: destructive changes show in a plan before they happen). Taking a protection away (a legal
+hold released, a governance lock or a pin removed or shortened, by an edit or a prune) is
+destructive too, and names the DIDs it stops protecting
+(`steward.services.protection_changes`). New resources go through the API
 server's dry run at plan time too, so what the server would refuse fails at plan, not apply.
 Files applied with uncommitted changes (``--allow-dirty``) are marked dirty in their
 annotations and audit rows: the commit they name is the last one, not what was applied.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +29,7 @@ from steward.constants import GROUP
 from steward.exceptions import PermanentError
 from steward.models import KINDS
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
+from steward.services.protection_changes import protection_losses
 from steward.services.validation import Loaded, ValidationResult
 from steward.storage.kubernetes import KubeResources, ResourceKey
 from steward.storage.repo import GitRepo, Provenance
@@ -91,6 +96,9 @@ class Change:
     consequences: list[str] = field(default_factory=list)
     rucio: list[dict[str, Any]] = field(default_factory=list)
     """The Rucio side, exact numbers (`steward.services.plan.RucioImpact.to_json`)."""
+    lost_protections: list[dict[str, Any]] = field(default_factory=list)
+    """What the change stops protecting, every DID
+    (`steward.services.protection_changes.ProtectionLoss.to_json`)."""
     refused: str | None = None
     """Why the API server's dry run refused the change; apply would fail the same way."""
     desired: dict[str, Any] | None = None
@@ -111,6 +119,7 @@ class Change:
             "destructive": self.destructive,
             "consequences": self.consequences,
             "rucio": self.rucio,
+            "lost_protections": self.lost_protections,
             "refused": self.refused,
         }
 
@@ -157,8 +166,12 @@ class PlanRefused(Exception):  # noqa: N818 - a refusal, as PruneRefused
 class ConsequenceEstimator(Protocol):
     """Says what a change means outside Kubernetes (Rucio rules, replicas, bytes)."""
 
-    def __call__(self, change: Change) -> Consequences:
-        """Return the consequences of ``change``."""
+    def __call__(self, change: Change, plan: Sequence[Change]) -> Consequences:
+        """Return the consequences of ``change``, one of every change of ``plan``.
+
+        The whole plan is passed so a consequence is judged as the plan leaves the cluster
+        (a hold another change of the same plan releases no longer protects).
+        """
         ...
 
 
@@ -284,6 +297,8 @@ class GitOpsService:
     user: str = ""
     """Who runs the command (git's user.name <user.email>), named when they allow a
     destructive change."""
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    """Whether a lock or a pin is still in force (an ended one protects nothing to lose)."""
 
     def desired(self, result: ValidationResult) -> list[tuple[dict[str, Any], Provenance]]:
         """Documents to apply, stamped, in dependency order (Sites first)."""
@@ -323,10 +338,17 @@ class GitOpsService:
             changes.append(change)
         if prune:
             changes.extend(self._prune_candidates(wanted, scope))
+        now = self.clock()
         for change in changes:
             change.destructive = destructive_changes(change)
+            if change.action in {Action.UPDATE, Action.PRUNE}:
+                desired = None if change.action is Action.PRUNE else change.desired
+                losses = protection_losses(change.key.kind, change.live, desired, now=now)
+                change.destructive.extend(loss.line() for loss in losses)
+                change.lost_protections = [loss.to_json() for loss in losses]
+        for change in changes:
             if self.consequences is not None and change.action is not Action.UNCHANGED:
-                found = self.consequences(change)
+                found = self.consequences(change, changes)
                 change.consequences, change.rucio = found.lines, found.details
         return Plan(changes)
 

@@ -18,13 +18,18 @@ Every kind that removes data shows the deletion gate's plan (`steward.services.d
 what a ReplicationRule's Delete policy, a ReplicationRule's reduce or move (which rules the
 gate lets change), a RetentionPolicy's next cycle or an OODSCache's eviction would remove,
 after the protections the operator applies (holds, locks, pins, campaigns, the last custodial
-copy, freezes, read from the cluster), with the plan's hash when it would stop (Blocked: an
-approval must name that hash).
+copy, freezes), with the plan's hash when it would stop (Blocked: an approval must name that
+hash). The protections are those the whole plan leaves
+(`steward.services.protection_changes.planned_facts`): the desired documents of the policies,
+caches, Sites and Campaigns the plan changes, without those it deletes, and the cluster's for
+the rest; so a hold released by one change no longer keeps what another change removes. A
+change that takes a protection away also shows what the RetentionPolicies the plan leaves
+alone would then remove of the DIDs it stops protecting (`RetentionPreview.exposed`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol
@@ -46,8 +51,9 @@ from steward.services.campaign.data import (
     plan_staging_release,
     staging_dids,
 )
-from steward.services.deletion import DeletionPlan, Mode, Operation
+from steward.services.deletion import Candidate, DeletionPlan, Mode, Operation, plan_deletion
 from steward.services.gitops import Action, Change, Consequences
+from steward.services.protection_changes import SAMPLE, PlannedChange, planned_facts
 from steward.services.protections import ClusterFacts, protections_of
 from steward.services.replication import ChangeVerdict, RucioView, _Owned
 from steward.storage.kubernetes import KubeResources
@@ -318,6 +324,75 @@ class RetentionPreview:
         if not plan.removals and not plan.saved:
             return []
         return [deletion_impact(plan, _Locks(self.rucio))]
+
+    def exposed(
+        self,
+        live: ClusterFacts,
+        dids: Collection[str],
+        changed: Collection[tuple[str | None, str]],
+        by: str,
+    ) -> list[RucioImpact]:
+        """What policies the plan does not change would remove of ``dids`` because of it.
+
+        ``dids`` lose a protection in this plan (``by`` names the change taking it away).
+        Every other policy in the facts the plan leaves is surveyed once and judged twice:
+        by the cluster's protections (``live``) and by the plan's (this preview's facts); the
+        rules on ``dids`` only the second removes are what the plan exposes. ``changed``
+        holds the (namespace, name) of the policies the plan creates, changes or deletes:
+        their own previews show them. A policy selecting DIDs by name is surveyed only if it
+        names one of ``dids``.
+        """
+        now = self.clock()
+        wanted = frozenset(dids)
+        before = protections_of(live, self.rucio, now=now)
+        after = protections_of(self.facts, self.rucio, now=now)
+        impacts = []
+        for policy in self.facts.policies:
+            named = policy.spec.selector.dids
+            if (policy.metadata.namespace, policy.metadata.name) in changed or (
+                named is not None and wanted.isdisjoint(named)
+            ):
+                continue
+            request = retention.preview_request(self.rucio, policy, now=now)
+            kept = {c.key for c in plan_deletion(request, before, now=now).removals}
+            plan = plan_deletion(request, after, now=now)
+            exposed = [c for c in plan.removals if c.key not in kept and c.did in wanted]
+            if exposed:
+                impacts.append(self._exposure(plan, exposed, by))
+        return impacts
+
+    def _exposure(self, plan: DeletionPlan, exposed: list[Candidate], by: str) -> RucioImpact:
+        """The removals of another policy's next cycle that ``by`` no longer prevents."""
+        released, deletable = _Locks(self.rucio).release(
+            [(c.key, c.did) for c in exposed], {c.key for c in exposed}, set()
+        )
+        names = sorted({c.did for c in exposed})
+        verb = "expire" if plan.operation is Operation.EXPIRE else "delete"
+        shown = ", ".join(names[:SAMPLE]) + (" ..." if len(names) > SAMPLE else "")
+        note = (
+            f"then {plan.requester}, which this plan does not change, would {verb} them at "
+            f"its next cycle: {by} no longer protects {shown}"
+        )
+        if plan.mode is not Mode.ACT:
+            note += f"; its plan {plan.hash} is {plan.mode.value}" + (
+                f": {plan.reason}" if plan.reason else ""
+            )
+        return RucioImpact(
+            "expire" if plan.operation is Operation.EXPIRE else "delete",
+            len(exposed),
+            release=released,
+            deletable=deletable,
+            note=note,
+            gate={
+                "requester": plan.requester,
+                "hash": plan.hash,
+                "mode": plan.mode.value,
+                "reason": plan.reason,
+                "bytes": sum(c.bytes for c in exposed),
+                "exposed_by": by,
+                "dids": names,
+            },
+        )
 
 
 @dataclass
@@ -729,26 +804,63 @@ class RucioPlanner:
     """
 
     status: RucioStatus
-    previews: Mapping[str, Preview] = field(default_factory=dict)
+    previews: Callable[[ClusterFacts], Mapping[str, Preview]] = field(default=lambda _facts: {})
     """The preview of each kind that acts on Rucio (ReplicationRule, RetentionPolicy,
-    OODSCache, Campaign staging); a kind without one shows no Rucio side."""
+    OODSCache, Campaign staging), judging deletions against the facts given; a kind without
+    one shows no Rucio side."""
     tag_of: Callable[[Change], str | None] = field(default=lambda _change: None)
+    facts: ClusterFacts = field(default_factory=ClusterFacts)
+    """The protections in the cluster now; each plan's previews get them as the plan leaves
+    them (`planned_facts`)."""
+    _judged: Sequence[Change] | None = field(default=None, init=False, repr=False)
+    _previews: Mapping[str, Preview] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def unavailable(cls, reason: str) -> RucioPlanner:
         """A planner that says Rucio was not consulted, and why."""
         return cls(RucioStatus(consulted=False, reason=reason))
 
-    def estimate(self, change: Change) -> Consequences:
-        """The Rucio consequences of one change (an estimator for `GitOpsService`)."""
-        preview = self.previews.get(change.key.kind)
-        if preview is None:
-            return Consequences()
+    def previews_for(self, plan: Sequence[Change]) -> Mapping[str, Preview]:
+        """The previews, judging against the facts ``plan`` leaves (built once per plan).
+
+        Changes the API server refuses are left out: apply makes none of them.
+        """
+        if plan is not self._judged:
+            changes = [
+                PlannedChange(c.key.kind, None if c.action is Action.PRUNE else c.desired, c.live)
+                for c in plan
+                if c.action is not Action.UNCHANGED and not c.refused
+            ]
+            self._previews = self.previews(planned_facts(self.facts, changes))
+            self._judged = plan
+        return self._previews
+
+    def estimate(self, change: Change, plan: Sequence[Change] = ()) -> Consequences:
+        """The Rucio consequences of one change of ``plan`` (an estimator for `GitOpsService`).
+
+        ``plan`` is every change apply would make with it; its protections count as the
+        whole plan leaves them.
+        """
+        previews = self.previews_for(plan or (change,))
+        preview = previews.get(change.key.kind)
         desired = None if change.action is Action.PRUNE else change.desired
         try:
-            impacts = preview.consequences(
-                self.tag_of(change) if change.live else None, desired, change.live
+            impacts = (
+                preview.consequences(
+                    self.tag_of(change) if change.live else None, desired, change.live
+                )
+                if preview is not None
+                else []
             )
+            retention_preview = previews.get("RetentionPolicy")
+            if change.lost_protections and isinstance(retention_preview, RetentionPreview):
+                dids = {did for lost in change.lost_protections for did in lost["dids"]}
+                changed = {
+                    (c.key.namespace, c.key.name)
+                    for c in plan
+                    if c.key.kind == "RetentionPolicy" and c.action is not Action.UNCHANGED
+                }
+                impacts += retention_preview.exposed(self.facts, dids, changed, str(change.key))
         except RucioError as error:
             self.status = RucioStatus(
                 consulted=False, reason=f"Rucio failed while planning {change.key}: {error}"

@@ -69,6 +69,7 @@ __all__ = [
     "locks_in_force",
     "plan_status",
     "preview_plan",
+    "preview_request",
     "remembered_locks",
     "with_own",
 ]
@@ -190,9 +191,22 @@ def preview_plan(
     """Compute a policy's deletion plan from its spec and Rucio's state; writes nothing.
 
     This is what each cycle of the operator acts on, and what ``steward plan`` shows for a
-    changed policy. Rules already expiring within Rucio's soft-deletion hour are neither
-    candidates nor part of the scope (they are going already). Rules are streamed and only
-    the due ones kept, so a plan over a million rules fits in a few hundred megabytes.
+    changed policy: `preview_request` judged by the gate under ``protections``.
+    """
+    request = preview_request(rucio, policy, now=now, requester=requester)
+    return plan_deletion(request, protections, now=now)
+
+
+def preview_request(
+    rucio: RucioStorage, policy: RetentionPolicy, *, now: datetime, requester: str | None = None
+) -> DeletionRequest:
+    """What a policy's cycle asks the gate: its due rules, their placement and its limits.
+
+    Built once, the request can be judged under two sets of protections (``steward plan``
+    compares the cluster's with those the plan leaves). Rules already expiring within
+    Rucio's soft-deletion hour are neither candidates nor part of the scope (they are going
+    already). Rules are streamed and only the due ones kept, so a plan over a million rules
+    fits in a few hundred megabytes.
     """
     spec = policy.spec
     rses_of = ExpressionCache(rucio)
@@ -214,7 +228,7 @@ def preview_plan(
         if spec.data_class is DataClass.FAILED_CAMPAIGN_OUTPUTS and not spec.review_done
         else None
     )
-    request = DeletionRequest(
+    return DeletionRequest(
         requester=name,
         operation=_OPERATIONS[spec.action],
         candidates=candidates,
@@ -229,7 +243,6 @@ def preview_plan(
         ),
         dry_run=spec.dry_run,
     )
-    return plan_deletion(request, protections, now=now)
 
 
 def plan_status(plan: DeletionPlan, candidates: int, now: datetime) -> dict[str, Any]:
