@@ -184,10 +184,28 @@ def configure_logging(level: int = logging.INFO, *, others: int | None = None) -
     )
     handler = _CurrentStderrHandler()
     handler.setFormatter(formatter)
+    if others is not None:
+        handler.addFilter(_OthersAtLeast(others))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level if others is None else others)
-    logging.getLogger("steward").setLevel(level)
+    root.setLevel(level)
+
+
+class _OthersAtLeast(logging.Filter):
+    """Pass Steward's records, and other libraries' from ``level`` up.
+
+    A filter on the handler, not levels on loggers: a logger's level would outlive the
+    command in a process that goes on (a test session), and hide Steward's debug records from
+    whoever lowers the root level later.
+    """
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self._level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        return name == "steward" or name.startswith("steward.") or record.levelno >= self._level
 
 
 class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -24,7 +24,7 @@ import pytest
 from steward.models.site import Site
 from steward.services.queueing import WorkloadState, multisite_name
 from steward.testing.k8sbuild import Binaries, KueueBuild
-from steward.testing.kueue import KueueSettings, batch_site
+from steward.testing.kueue import ALL_AT_ONCE_DISPATCHER, KueueSettings, batch_site
 from support.kueue import Sites, indexed_job, start_sites
 from support.waiting import until
 
@@ -144,10 +144,16 @@ def test_a_two_site_campaign_fills_the_preferred_site_then_spills_to_the_next(
     assert all(state.phase == "Finished" for state in _where(sites).values())
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(900)
 def test_a_lost_worker_is_reported_and_its_work_dispatched_again(
     kube_binaries: Binaries, kueue_build: KueueBuild, tmp_path: Path
 ) -> None:
+    """Kueue evicts the work of a worker it lost and dispatches it to another.
+
+    With the All-at-once dispatcher: the Incremental one would first offer the work again to
+    the lost worker, first in order, and move on only after its five-minute round (hard-coded
+    in Kueue), which says nothing more about Steward. The spill test covers Incremental.
+    """
     with ExitStack() as stack:
         sites = start_sites(
             stack,
@@ -155,25 +161,29 @@ def test_a_lost_worker_is_reported_and_its_work_dispatched_again(
             kueue_build,
             tmp_path,
             ORDER,
-            KueueSettings(worker_lost_timeout_seconds=20),
+            KueueSettings(worker_lost_timeout_seconds=20, dispatcher=ALL_AT_ONCE_DISPATCHER),
         )
         queue = _connect(sites, _sites({"ncsa": "4", "in2p3": "4"}))
         sites.manager.batch.create_namespaced_job(
             NAMESPACE, indexed_job("shard-0", queue=queue, runtime="1h")
         )
-        until("the shard running at NCSA", lambda: _on(sites, "shard-0", "ncsa"))
+        lost = until(
+            "the shard running at a site",
+            lambda: next((site for site in ORDER if _on(sites, "shard-0", site, "Admitted")), None),
+        )
+        (other,) = set(ORDER) - {lost}
 
-        sites.workers["ncsa"].kueue.stop()
-        sites.workers["ncsa"].plane.stop()
+        sites.workers[lost].kueue.stop()
+        sites.workers[lost].plane.stop()
 
         until(
-            "NCSA reported unreachable",
-            lambda: not sites.manager.queueing.worker_clusters(ORDER)["ncsa"][0],
+            f"{lost} reported unreachable",
+            lambda: not sites.manager.queueing.worker_clusters(ORDER)[lost][0],
         )
         until(
-            "the shard dispatched again, to IN2P3",
-            lambda: _on(sites, "shard-0", "in2p3", "Admitted"),
-            timeout=3 * ROUND,
+            f"the shard dispatched again, to {other}",
+            lambda: _on(sites, "shard-0", other, "Admitted"),
+            timeout=ROUND,
         )
         assert _where(sites)["shard-0"].evictions >= 1
-        assert sites.workers["in2p3"].batch.read_namespaced_job("shard-0", NAMESPACE)
+        assert sites.workers[other].batch.read_namespaced_job("shard-0", NAMESPACE)

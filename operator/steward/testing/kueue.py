@@ -66,6 +66,9 @@ pass it to `ControlPlane` (``stages=``) so pods hold quota as real ones would.""
 
 INCREMENTAL_DISPATCHER: Final = "kueue.x-k8s.io/multikueue-dispatcher-incremental"
 """MultiKueue dispatcher that nominates worker clusters in the MultiKueueConfig's order."""
+ALL_AT_ONCE_DISPATCHER: Final = "kueue.x-k8s.io/multikueue-dispatcher-all-at-once"
+"""MultiKueue dispatcher that offers a workload to every worker cluster at once (Kueue's
+default); the first worker to admit it runs it."""
 
 POOL_LABELS: Final = {"pool": "batch"}
 """Node labels of the one node pool of `batch_site`."""
