@@ -375,13 +375,23 @@ class RuleClient(RucioCallPath):
         scope: str | None = None,
         state: RuleState | None = None,
         rse_expression: str | None = None,
+        updated_after: datetime | None = None,
     ) -> list[Rule]:
         """Rules matching all the given filters, in one call (``account`` defaults to ours).
 
         Steward puts an owner tag in each rule's comment, so ``comment=`` returns every rule of
         one Steward resource at once. ``account="*"`` lists every account's rules (no filter).
+        ``updated_after`` keeps the rules whose ``updated_at`` is at or after it: Rucio's
+        ``list_rules`` (rucio/core/rule.py) filters ``ReplicationRule.updated_at >=`` the
+        value, which it parses as RFC 1123 to the second (``str_to_date``); the server sets
+        ``updated_at`` on every change of the rule's row (its state, lock counts, comment,
+        expiry), so the answer is what changed since then. Rucio has no index on it (the
+        rules table's indexes are the DID, its expiry, state and child rule), so its
+        database still reads the account's rules, but only the changed ones are sent.
         """
         filters = self._rule_filters(account, comment, scope, state, rse_expression)
+        if updated_after is not None:
+            filters["updated_after"] = _rfc1123(updated_after)
         rows = self._call(
             "list_replication_rules", lambda c: list(c.list_replication_rules(filters))
         )
@@ -466,3 +476,14 @@ def _reduce(client: Any, rule_id: str, copies: int) -> str | None:  # noqa: ANN4
         if type(error) is rucio_errors.RucioException and "http status code: 201" in str(error):
             return None
         raise
+
+
+def _rfc1123(moment: datetime) -> str:
+    """A time as Rucio's ``str_to_date`` parses it (``%a, %d %b %Y %H:%M:%S UTC``).
+
+    Built by `email.utils.format_datetime`, whose day and month names do not depend on the
+    locale, as strftime's do.
+    """
+    from email.utils import format_datetime  # noqa: PLC0415 - only this filter needs it
+
+    return format_datetime(moment.astimezone(UTC), usegmt=True).replace(" GMT", " UTC")
