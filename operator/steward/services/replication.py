@@ -536,7 +536,9 @@ class RuleSnapshot:
     mark is Rucio's own time, the latest ``updated_at`` listed, so Steward's clock does not
     enter it; the overlap covers rows Rucio committed after the time it stamped on them
     (``updated_at`` is set when the row is written, the commit comes later) and daemons on
-    other hosts. A rule listed twice is merged once.
+    other hosts. A rule listed twice is merged once. (Rucio's rule listing has these time
+    bounds, `RucioStorage.list_rules` says which and what indexes it has; listing by the
+    scopes the resources select instead would still grow with the archive.)
 
     **What it does not see.** Rucio reports no removal in a listing of changed rules. A
     rule deleted through Rucio's API is not removed at once: ``delete_replication_rule`` is

@@ -381,13 +381,20 @@ class RuleClient(RucioCallPath):
 
         Steward puts an owner tag in each rule's comment, so ``comment=`` returns every rule of
         one Steward resource at once. ``account="*"`` lists every account's rules (no filter).
-        ``updated_after`` keeps the rules whose ``updated_at`` is at or after it: Rucio's
-        ``list_rules`` (rucio/core/rule.py) filters ``ReplicationRule.updated_at >=`` the
-        value, which it parses as RFC 1123 to the second (``str_to_date``); the server sets
-        ``updated_at`` on every change of the rule's row (its state, lock counts, comment,
-        expiry), so the answer is what changed since then. Rucio has no index on it (the
-        rules table's indexes are the DID, its expiry, state and child rule), so its
-        database still reads the account's rules, but only the changed ones are sent.
+        ``updated_after`` keeps the rules whose ``updated_at`` is at or after it.
+
+        What Rucio (41.5.1) accepts: the REST call passes its query arguments as the filters
+        of ``rucio/core/rule.py`` ``list_rules``, which compares any rule column by equality
+        (``account`` and ``scope`` also with ``*`` wildcards; the gateway puts ``*`` for
+        either when absent) and knows four time bounds: ``created_before``,
+        ``created_after``, ``updated_before`` and ``updated_after`` (``updated_at >=`` the
+        value, parsed by ``str_to_date`` as RFC 1123, to the second). ``updated_at`` is set
+        by the ORM on every write of the rule's row (state, lock counts, comment, expiry,
+        soft deletion), so the answer is what changed since then. The rules table's
+        indexes (rucio/db/sqla/models.py ``ReplicationRule``) are its id, (scope, name,
+        account, rse_expression, copies), (scope, name), ``expires_at``, ``state`` and
+        ``child_rule_id``: none on ``updated_at``, ``account`` or ``comments``, so Rucio's
+        database still reads the rules table, but only the changed rows are sent.
         """
         filters = self._rule_filters(account, comment, scope, state, rse_expression)
         if updated_after is not None:
