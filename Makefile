@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test worker processes (pytest-xdist), each with its own servers: the suite mostly waits on
+# servers, so three overlap those waits on two cores without starving each other.
+TEST_WORKERS ?= 3
 
 .PHONY: dev down test lint check-generated manifests unit setup
 
@@ -44,4 +47,4 @@ unit: $(STAMP)
 
 test: lint check-generated
 	$(BIN)/python -m steward.testing.k8sbuild
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup

@@ -28,7 +28,7 @@ from steward.testing.kueue import KueueSettings, batch_site
 from support.kueue import Sites, indexed_job, start_sites
 from support.waiting import until
 
-pytestmark = pytest.mark.kube
+pytestmark = [pytest.mark.kube, pytest.mark.long]
 
 NAMESPACE = "drp"
 ORDER = ["ncsa", "in2p3"]

@@ -199,6 +199,7 @@ the same with 1,000)."""
 CRASH_KILLS = 20
 
 
+@pytest.mark.long
 def test_crash_safety_under_sigkill(
     e2e_site,
     custom_objects,

@@ -306,6 +306,7 @@ def _check_ingest_and_find(state_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.kube
 @pytest.mark.rucio
+@pytest.mark.long
 def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
     runner = CliRunner()
     state_dir = tmp_path / "dev"
@@ -355,6 +356,7 @@ def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
 
 @pytest.mark.kube
 @pytest.mark.rucio
+@pytest.mark.long
 def test_dev_down_cleans_up_after_a_killed_supervisor(tmp_path: Path) -> None:
     runner = CliRunner()
     option = ["--state-dir", str(tmp_path / "dev")]
