@@ -99,14 +99,16 @@ class Settings(BaseSettings):
     """Seconds between timer refreshes of external state (Rucio has no watch)."""
 
     full_resync_interval: float = Field(default=21600.0, gt=0)
-    """Seconds between full listings of a metadata-selected ReplicationRule's scope; between
-    them a refresh lists only DIDs new since its high-water mark. The safety net for what
-    no time bound finds: deselections, DID-column metadata changed on old DIDs, rules
-    deleted behind Steward's back for DIDs it had placed."""
+    """Seconds between full listings of a metadata-selected ReplicationRule's scope, and of
+    every rule of Steward's account (the shared rule snapshot); between them a refresh lists
+    only DIDs new since its high-water mark, and only rules Rucio changed since the
+    snapshot's. The safety net for what no time bound finds: deselections, DID-column
+    metadata changed on old DIDs, rules removed behind Steward's back without a change."""
 
     selection_overlap: float = Field(default=300.0, ge=0)
-    """Seconds an incremental listing reaches back before the high-water mark: covers clock
-    skew with Rucio and DIDs committed after the time Rucio stamped on them."""
+    """Seconds an incremental listing (of DIDs, or of changed rules) reaches back before its
+    high-water mark: covers clock skew with Rucio and rows committed after the time Rucio
+    stamped on them."""
 
     release_max_rules: int = Field(default=100, ge=0)
     """Most Rucio rules one reconcile of one ReplicationRule may release (delete or orphan)

@@ -204,7 +204,12 @@ class ProcessContext:
             engine=engine,
             sessions=sessions,
             audit=audit,
-            snapshot=RuleSnapshot(rucio, max_age=settings.refresh_interval * 0.9),
+            snapshot=RuleSnapshot(
+                rucio,
+                max_age=settings.refresh_interval * 0.9,
+                full_resync=settings.full_resync_interval,
+                overlap=timedelta(seconds=settings.selection_overlap),
+            ),
             ledger=PlacementLedger(),
             expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
             checkpoints=(

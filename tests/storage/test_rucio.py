@@ -437,6 +437,27 @@ def test_list_and_refresh_rules_in_one_call(
     assert all(rule.state is RuleState.OK for rule in refreshed.values())
 
 
+def test_list_rules_updated_after_returns_what_changed_since(
+    rucio_storage: RucioStorage, rucio_data: RucioData, rucio_server: RucioServer
+) -> None:
+    datasets = [rucio_data.dataset(files=1) for _ in range(2)]
+    ids = rucio_storage.add_rules(datasets, RuleSpec("NCSA_DISK", comment=rucio_data.comment))
+    old, recent = (ids.rule_ids[did] for did in datasets)
+    assert rucio_server.daemons.age_rule(old, 86400) == 1  # unchanged for a day
+    since = rucio_storage.get_rule(recent).updated_at
+    assert since is not None
+
+    def changed(after: datetime) -> set[str]:
+        rules = rucio_storage.list_rules(comment=rucio_data.comment, updated_after=after)
+        return {rule.id for rule in rules}
+
+    assert changed(since) == {recent}  # at or after: the bound is inclusive
+    assert changed(since - timedelta(days=2)) == {old, recent}
+    assert changed(since + timedelta(hours=1)) == set()
+    rucio_storage.update_rule(old, priority=4)  # any change of the rule moves updated_at
+    assert changed(since) == {old, recent}
+
+
 def test_list_dids_by_metadata_with_exclusions(
     rucio_storage: RucioStorage, rucio_data: RucioData
 ) -> None:

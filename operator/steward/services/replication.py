@@ -116,6 +116,8 @@ __all__ = [
     "ReleaseRefusedError",
     "ReplicationService",
     "RucioView",
+    "RuleIndex",
+    "RuleSnapshot",
     "leaving_rses",
     "subscribable",
     "subscription_filter",
@@ -450,23 +452,113 @@ class _Pass:
     """Rules whose priority Rucio would not change (their transfers already went out)."""
     touched: bool = False
     """Whether a rule was changed in place without an Event (a catch-up priority)."""
+    from_snapshot: bool = False
+    """Whether ``owned`` came from the shared `RuleSnapshot` (a timer tick), not Rucio now."""
 
     @property
     def spec(self) -> ReplicationRuleSpec:
         return self.rule.spec
 
 
+class RuleIndex:
+    """The rules of Steward's account by owner tag, merged by rule id (no I/O; not locked).
+
+    `RuleSnapshot` keeps one and merges Rucio's answers into it: a full listing replaces it,
+    a listing of changed rules moves each rule to the tag its comment now carries, and what a
+    reconcile listed for one tag replaces that tag's rules.
+    """
+
+    def __init__(self) -> None:
+        self._by_tag: dict[str, dict[str, Rule]] = {}
+        self._tag_of: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._tag_of)
+
+    def replace(self, rules: Iterable[Rule]) -> None:
+        """Start over from a full listing: a rule it does not return is gone."""
+        self._by_tag, self._tag_of = {}, {}
+        self.merge(rules)
+
+    def merge(self, rules: Iterable[Rule]) -> None:
+        """Take each rule as it is now, under the tag its comment carries."""
+        for rule in rules:
+            self._place(rule, rule.comment or "")
+
+    def put(self, tag: str, rules: Iterable[Rule]) -> None:
+        """Make ``rules`` the whole of ``tag``: what a listing by that comment just returned.
+
+        A rule the tag had and ``rules`` lacks left it (released, re-tagged, deleted); where
+        it went, if anywhere, the next listing of changed rules says.
+        """
+        for rule_id in self._by_tag.pop(tag, {}):
+            if self._tag_of.get(rule_id) == tag:
+                del self._tag_of[rule_id]
+        for rule in rules:
+            self._place(rule, tag)
+
+    def rules(self, tag: str, now: datetime, tolerance: timedelta) -> list[Rule]:
+        """The rules of ``tag``, less those whose expiry passed ``tolerance`` before ``now``.
+
+        Rucio's judge-cleaner removes a rule once it expires, and a listing of changed rules
+        does not report that removal; an expired rule is gone or about to go, either way
+        no longer a copy to count on. The tolerance covers clock skew with Rucio.
+        """
+        return [
+            rule
+            for rule in self._by_tag.get(tag, {}).values()
+            if rule.expires_at is None or rule.expires_at + tolerance > now
+        ]
+
+    def _place(self, rule: Rule, tag: str) -> None:
+        previous = self._tag_of.get(rule.id)
+        if previous is not None and previous != tag:
+            bucket = self._by_tag[previous]
+            del bucket[rule.id]
+            if not bucket:
+                del self._by_tag[previous]
+        self._by_tag.setdefault(tag, {})[rule.id] = rule
+        self._tag_of[rule.id] = tag
+
+
 class RuleSnapshot:
-    """Every rule of Steward's account, listed once per interval and shared by all resources.
+    """Every rule of Steward's account, kept current by listing what changed; shared by all.
 
     Timers of a thousand resources would otherwise list Rucio a thousand times per interval;
-    with the snapshot, a steady state costs one bulk listing per interval for all of them
-    (Rucio has no watch, so someone must poll; one bulk call is the cheapest poll).
+    with the snapshot, a steady state costs one listing per interval for all of them (Rucio
+    has no watch, so someone must poll; one bulk call is the cheapest poll).
 
-    One thread lists; the others never queue behind it, for a listing that hangs would then
-    hold every handler thread until its timeout. While it lists they use the previous
-    snapshot if it is at most twice ``max_age`` old, else list their own rules (one small
-    call, through the call path's slots and availability state like any other).
+    **Incremental.** The first listing, and one every ``full_resync`` seconds, lists every
+    rule of the account; the others list only the rules Rucio changed since the high-water
+    mark less ``overlap`` (``updated_after``, `RucioStorage.list_rules`), and merge them by
+    rule id (`RuleIndex`): a new rule joins its tag, a rule whose comment changed moves to
+    its new tag. So a quiet interval costs what changed, not the size of the archive. The
+    mark is Rucio's own time, the latest ``updated_at`` listed, so Steward's clock does not
+    enter it; the overlap covers rows Rucio committed after the time it stamped on them
+    (``updated_at`` is set when the row is written, the commit comes later) and daemons on
+    other hosts. A rule listed twice is merged once. (Rucio's rule listing has these time
+    bounds, `RucioStorage.list_rules` says which and what indexes it has; listing by the
+    scopes the resources select instead would still grow with the archive.)
+
+    **What it does not see.** Rucio reports no removal in a listing of changed rules. A
+    rule deleted through Rucio's API is not removed at once: ``delete_replication_rule`` is
+    soft (it sets ``expires_at`` at most an hour ahead, rucio/core/rule.py ``delete_rule``),
+    which changes the rule, so the next listing shows it expiring and the owner restores it
+    within an interval, as before. An expired rule is left out of every answer (judge-cleaner
+    removes it). A rule removed without changing first (by hand in Rucio's database, or
+    while expired) stays in the snapshot until a reconcile of its resource lists its own
+    rules (a change of the resource, or a pass that changed something, `put`) or the next
+    full listing: restoring such drift waits for one of them (at most ``full_resync``, the
+    operator's ``STEWARD_FULL_RESYNC_INTERVAL``). Nothing unsafe follows from a rule that
+    is gone: it makes its DID look placed, so it delays a creation, never causes a removal;
+    a release is decided on a listing of the resource's own rules
+    (`ReplicationService._release_deselected`), and removing a rule that is gone is a no-op
+    (a rule id is never reused).
+
+    **Never queued.** One thread lists; the others never queue behind it, for a listing that
+    hangs would then hold every handler thread until its timeout. While it lists they use the
+    previous snapshot if it is at most twice ``max_age`` old, else list their own rules (one
+    small call, through the call path's slots and availability state like any other).
     """
 
     def __init__(
@@ -474,50 +566,90 @@ class RuleSnapshot:
         rucio: RucioStorage,
         max_age: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        full_resync: float = 21600.0,
+        overlap: timedelta = timedelta(minutes=5),
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._rucio = rucio
         self._max_age = max_age
         self._clock = clock
+        self._full_resync = full_resync
+        self._overlap = overlap
+        self._wall = wall
         self._lock = threading.Lock()
         self._taken: float | None = None
+        """When the last listing started (``clock``)."""
+        self._synced: float | None = None
+        """When the last full listing started (``clock``)."""
+        self._mark: datetime | None = None
+        """Rucio's latest ``updated_at`` among the rules listed since the last full listing."""
         self._listing = False
         self._recent: dict[str, list[Rule]] = {}
-        self._by_tag: dict[str, list[Rule]] = {}
+        self._index = RuleIndex()
 
     def rules(self, tag: str) -> list[Rule]:
         """Rules carrying ``tag``, from a listing at most ``max_age`` seconds old (see above)."""
         with self._lock:
             age = None if self._taken is None else self._clock() - self._taken
             if age is not None and age <= self._max_age:
-                return list(self._by_tag.get(tag, []))
+                return self._answer(tag)
             if self._listing:
                 if age is not None and age <= 2 * self._max_age:
-                    return list(self._by_tag.get(tag, []))
+                    return self._answer(tag)
                 own = True
             else:
                 own, self._listing, self._recent = False, True, {}
+                since = self._since()
         if own:
             return self._rucio.list_rules(comment=tag)
         try:
             taken = self._clock()
-            grouped: dict[str, list[Rule]] = {}
-            for rule in self._rucio.list_rules():
-                grouped.setdefault(rule.comment or "", []).append(rule)
+            if since is None:
+                listed = self._rucio.list_rules()
+            else:
+                listed = self._rucio.list_rules(updated_after=since)
         finally:
             with self._lock:
                 self._listing = False
         with self._lock:
+            if since is None:
+                self._index.replace(listed)
+                self._synced, self._mark = taken, None
+            else:
+                self._index.merge(listed)
+            self._mark = _latest(self._mark, listed)
             # What reconciles recorded while the listing ran is fresher than the listing.
-            self._by_tag, self._taken = {**grouped, **self._recent}, taken
-            self._recent = {}
-            return list(self._by_tag.get(tag, []))
+            for recorded, rules in self._recent.items():
+                self._index.put(recorded, rules)
+            self._taken, self._recent = taken, {}
+            return self._answer(tag)
 
     def put(self, tag: str, rules: Sequence[Rule]) -> None:
         """Record what a reconcile just listed for ``tag`` (fresher than the snapshot)."""
         with self._lock:
-            self._by_tag[tag] = list(rules)
+            self._index.put(tag, rules)
             if self._listing:
                 self._recent[tag] = list(rules)
+
+    def _since(self) -> datetime | None:
+        """Where the next listing starts; None for a full one (first, due, or no mark)."""
+        if self._synced is None or self._mark is None:
+            return None
+        if self._clock() - self._synced >= self._full_resync:
+            return None
+        return self._mark - self._overlap
+
+    def _answer(self, tag: str) -> list[Rule]:
+        return self._index.rules(tag, self._wall(), self._overlap)
+
+
+def _latest(mark: datetime | None, rules: Iterable[Rule]) -> datetime | None:
+    """The latest of ``mark`` and the rules' ``updated_at``: the snapshot's high-water mark."""
+    times = [rule.updated_at for rule in rules if rule.updated_at is not None]
+    if mark is not None:
+        times.append(mark)
+    return max(times, default=None)
 
 
 class ExpressionCache:
@@ -848,12 +980,13 @@ class ReplicationService(RucioView):
         old = dict(old_status or {})
         tag = self.tag(ref)
         taken = self.clock()
+        from_snapshot = False
         if first_pass and spec.management_policy is ManagementPolicy.MANAGE:
             listed: list[Rule] = []
         elif fresh or self.snapshot is None:
             listed = self.rucio.list_rules(comment=tag)
         else:
-            listed = self.snapshot.rules(tag)
+            listed, from_snapshot = self.snapshot.rules(tag), True
         since = self._incremental_since(spec, ref, old, taken, listed)
         work = _Pass(
             rule=rule,
@@ -866,6 +999,7 @@ class ReplicationService(RucioView):
             owned=_Owned.of(listed),
             now=self.clock(),
             old=old,
+            from_snapshot=from_snapshot,
         )
         if "observedGeneration" in old and "ownerTag" not in old:
             self._take_over_legacy_rules(work)
@@ -893,7 +1027,7 @@ class ReplicationService(RucioView):
             if spec.publish:
                 self._publish(work, int(old.get("published", 0) or 0))
         work.status["selection"] = self._selection(work, since, taken)
-        if self.snapshot is not None and (work.events or work.touched or fresh):
+        if self.snapshot is not None and (work.events or work.touched or not work.from_snapshot):
             self.snapshot.put(tag, work.owned.all())
         return Outcome(
             self._status(work, gate_reason),
@@ -1594,13 +1728,22 @@ class ReplicationService(RucioView):
         An explicit list is the spec itself and needs no second look. Then, if the release
         is larger than `ReleaseLimit` allows, it is held until `ANNOTATION_APPROVE_RELEASE`
         names its size.
+
+        The rules are Rucio's answer now, never the shared snapshot's: the snapshot may still
+        hold a rule removed behind Steward's back (`RuleSnapshot`), and counting it would
+        make the release a smaller part of what the resource owns than it is. So a pass from
+        the snapshot that finds rules to release lists the resource's own rules first (one
+        call, on passes that release or wait to, only).
         """
         chosen = set(work.selected)
-        owned = work.owned.all()
-        gone = [r for r in owned if r.did not in chosen]
         work.status["deselection"] = None
         work.status["pendingRelease"] = 0
         work.status["releaseProtected"] = 0
+        if work.from_snapshot and any(r.did not in chosen for r in work.owned.all()):
+            work.owned = _Owned.of(self.rucio.list_rules(comment=work.tag))
+            work.from_snapshot = False
+        owned = work.owned.all()
+        gone = [r for r in owned if r.did not in chosen]
         if not gone:
             return
         if work.spec.selector.match is not None:
