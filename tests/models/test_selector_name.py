@@ -12,13 +12,12 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from steward.cli.main import cli
 from steward.models.common import DataSelector, name_wildcard_regex, names_may_overlap
+from steward.services.validation import validate_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,8 +102,7 @@ def test_the_sources_of_a_selection_combine_as_documented(selector, message):
     assert message in error["msg"], error["msg"]
 
 
-def test_steward_validate_names_the_field_and_its_line(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
+def test_steward_validate_names_the_field_and_its_line(tmp_path):
     policy = tmp_path / "scratch.yaml"
     policy.write_text(
         "apiVersion: steward.lsst.io/v1alpha1\n"
@@ -118,11 +116,12 @@ def test_steward_validate_names_the_field_and_its_line(tmp_path, monkeypatch):
         "    name: 'w46 *'\n"
         "  lifetime: 21d\n"
     )
-    result = CliRunner().invoke(cli, ["validate", "sites", str(policy)], catch_exceptions=False)
-    assert result.exit_code == 1
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith(str(policy))]
-    assert f"{policy}:9:" in line
-    assert "spec.selector.name: 'w46 *' is not a Rucio name pattern: ' ' at position 4" in line
+    result = validate_paths([policy], ROOT / "sites")
+    (problem,) = result.problems
+    assert problem.format().startswith(
+        f"{policy}:9:11: RetentionPolicy/scratch: spec.selector.name: 'w46 *' is not a Rucio "
+        "name pattern: ' ' at position 4 is not allowed there"
+    ), problem.format()
 
 
 @pytest.mark.parametrize(
