@@ -10,7 +10,7 @@ import yaml
 
 from steward.exceptions import PermanentError
 from steward.storage.kubernetes import KubeResources, api_client
-from support.samples import CAMPAIGN, OODS, RETENTION, RULE, patched
+from support.samples import CAMPAIGN, DELETE, OODS, RETENTION, RULE, patched
 
 pytestmark = pytest.mark.kube
 
@@ -45,7 +45,9 @@ def _namespaced(document, namespace):
 @pytest.mark.parametrize(
     ("document", "path", "value", "message"),
     [
-        (RULE, ("spec", "selector", "dids"), ["raw:a"], "give exactly one of 'dids' or 'match'"),
+        (RULE, ("spec", "selector", "dids"), ["raw:a"], "give 'dids', or 'scope' with 'match'"),
+        (RULE, ("spec", "selector", "scope"), DELETE, "a filter ('match' or 'name') needs 'scope'"),
+        (RULE, ("spec", "selector", "name"), "raw *", "spec.selector.name"),
         (RULE, ("spec", "copies"), 0, "spec.copies"),
         (RULE, ("spec", "destinaton"), "x", ".spec.destinaton: field not declared in schema"),
         (RULE, ("spec", "lifetime"), "7 days", "spec.lifetime"),

@@ -51,6 +51,22 @@ def test_filter_values_are_lists_of_anchored_escaped_expressions():
     assert not re.match(pattern, "DR10")
 
 
+def test_a_name_pattern_becomes_an_anchored_escaped_pattern():
+    spec = _spec(selector={"scope": "raw", "name": "LSSTCam-2026.11_*", "match": {"version": "v"}})
+    wanted = subscription_filter(spec)
+    assert wanted == {
+        "scope": ["^raw$"],
+        "did_type": ["DATASET"],
+        "pattern": r"^LSSTCam\-2026\.11_.*$",
+        "version": ["^v$"],
+    }
+    # One expression (Rucio's schema has pattern as a string), applied with re.match.
+    assert re.match(wanted["pattern"], "LSSTCam-2026.11_000123")
+    assert not re.match(wanted["pattern"], "LSSTCam-2026x11_000123")
+    assert not re.match(wanted["pattern"], "xLSSTCam-2026.11_000123")
+    assert "pattern" not in subscription_filter(_spec())
+
+
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [
@@ -63,6 +79,11 @@ def test_filter_values_are_lists_of_anchored_escaped_expressions():
             False,
         ),
         ({"selector": {"dids": ["r:a"]}}, False),
+        # A name pattern becomes the filter's pattern, alone or beside DID-column metadata.
+        ({"selector": {"scope": "r", "name": "w46-*"}}, True),
+        ({"selector": {"scope": "r", "name": "w46-*", "match": {"version": "x"}}}, True),
+        ({"selector": {"scope": "r", "name": "w46-*", "match": {"release": "DR1"}}}, False),
+        ({"selector": {"scope": "r", "name": "w46-*", "exclude": [{"version": "y"}]}}, False),
         # The transmogrifier reads DID columns only: a JSON-plugin key never matches there.
         ({"selector": {"scope": "r", "match": {"release": "DR1"}}}, False),
         (

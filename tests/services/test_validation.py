@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from steward.models.common import DataSelector
+from steward.models.common import DataSelector, names_may_overlap
 from steward.services.validation import (
     Problem,
     Severity,
@@ -123,15 +123,30 @@ _selectors = st.one_of(
         st.sampled_from(["raw", "drp"]),
         st.dictionaries(st.sampled_from(["datatype", "instrument", "run"]), _values, max_size=3),
     ),
+    st.builds(
+        lambda scope, match, name: DataSelector(scope=scope, match=match, name=name),
+        st.sampled_from(["raw", "drp"]),
+        st.one_of(
+            st.none(),
+            st.dictionaries(st.sampled_from(["datatype", "instrument"]), _values, max_size=2),
+        ),
+        st.sampled_from(["w46-*", "w47-*", "w46-a", "*-a", "w4*", "*"]),
+    ),
 )
 
 
 def _may_overlap(a: DataSelector, b: DataSelector) -> bool:
-    """The pairwise rule the index must agree with."""
+    """The pairwise rule the index must agree with (tests/models/test_selector_name.py proves
+    `names_may_overlap` against every name a pair of patterns could share)."""
     if a.dids is not None and b.dids is not None:
         return bool(set(a.dids) & set(b.dids))
-    if a.match is not None and b.match is not None:
-        return a.scope == b.scope and all(b.match.get(k, v) == v for k, v in a.match.items())
+    if a.dids is None and b.dids is None:
+        a_match, b_match = a.match or {}, b.match or {}
+        return (
+            a.scope == b.scope
+            and all(b_match.get(k, v) == v for k, v in a_match.items())
+            and names_may_overlap(a.name, b.name)
+        )
     return False
 
 

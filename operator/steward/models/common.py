@@ -79,6 +79,7 @@ __all__ = [
     "LocatedValueError",
     "Metadata",
     "Name",
+    "NameWildcard",
     "Number",
     "RSEExpression",
     "Resource",
@@ -87,6 +88,8 @@ __all__ = [
     "describe_value",
     "format_duration",
     "format_size",
+    "name_wildcard_regex",
+    "names_may_overlap",
     "parse_duration",
     "parse_size",
     "parse_timestamp",
@@ -409,6 +412,94 @@ RSEExpression = Annotated[
 ]
 """A Rucio RSE expression such as ``site=IN2P3&type=TAPE`` (validated by Steward's parser)."""
 
+NAME_WILDCARD_PATTERN = r"^[/A-Za-z0-9*][/A-Za-z0-9._\-*]*$"
+"""A Rucio DID name with ``*`` wildcards: the characters of Rucio's name schema
+(``rucio.common.schema.generic.NAME``: a letter, digit or ``/`` first, then letters, digits,
+``/``, ``.``, ``-``, ``_``), and ``*`` anywhere."""
+
+NAME_WILDCARD_MAX_LENGTH = 250
+"""Longest name pattern: Rucio's ``NAME_LENGTH``."""
+
+_NAME_WILDCARD = re.compile(NAME_WILDCARD_PATTERN)
+_NAME_CHARACTER = re.compile(r"[/A-Za-z0-9._\-*]")
+
+
+def _validate_name_wildcard(value: object) -> object:
+    if not isinstance(value, str):
+        msg = f"expected a DID name pattern (a string), got {describe_value(value)}"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports ValueError, not TypeError
+    if not value:
+        msg = "the name pattern is empty; give a name such as 'w46-*' or leave 'name' out"
+        raise ValueError(msg)
+    if len(value) > NAME_WILDCARD_MAX_LENGTH:
+        msg = (
+            f"the name pattern is {len(value)} characters long; Rucio names have at most "
+            f"{NAME_WILDCARD_MAX_LENGTH}"
+        )
+        raise ValueError(msg)
+    if not _NAME_WILDCARD.fullmatch(value):
+        position, character = next(
+            (i, c)
+            for i, c in enumerate(value)
+            if not _NAME_CHARACTER.match(c) or (i == 0 and c in "._-")
+        )
+        msg = (
+            f"{shorten(value)} is not a Rucio name pattern: {character!r} at position "
+            f"{position + 1} is not allowed there (Rucio names are letters, digits, '/', '.', "
+            "'-' and '_', starting with a letter, digit or '/'; '*' matches any characters)"
+        )
+        raise ValueError(msg)
+    return value
+
+
+NameWildcard = Annotated[
+    str,
+    BeforeValidator(_validate_name_wildcard),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": NAME_WILDCARD_MAX_LENGTH,
+            "pattern": NAME_WILDCARD_PATTERN,
+        }
+    ),
+]
+"""A Rucio DID name pattern such as ``LSSTCam-20261122-*``, as ``rucio list-dids`` takes it."""
+
+
+def name_wildcard_regex(pattern: str) -> str:
+    """An anchored regular expression matching exactly the names ``pattern`` matches.
+
+    ``*`` matches any run of characters (none included) and every other character only
+    itself, case-sensitively: what Rucio's ``LIKE`` makes of the pattern on PostgreSQL (it
+    turns ``*`` into ``%`` and escapes ``_``), and what its transmogrifier needs in a
+    subscription's ``pattern`` (a regular expression applied with ``re.match``, which only
+    anchors the start). A valid Rucio name has no line break, so ``$`` ends it.
+    """
+    return "^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$"
+
+
+def names_may_overlap(first: str | None, second: str | None) -> bool:
+    """Whether some DID name matches both name patterns (None: no pattern, every name).
+
+    Decided from the patterns alone, so ``steward validate`` can tell ``w46-*`` from
+    ``w47-*`` without Rucio. A pattern without ``*`` is one name: the other pattern matches
+    it or not. Two patterns with ``*`` share a name exactly when their heads (before the
+    first ``*``) are prefixes of one another and their tails (after the last ``*``) suffixes
+    of one another: the longer head, then every middle part of both, then the longer tail
+    is such a name.
+    """
+    if first is None or second is None:
+        return True
+    if "*" not in first:
+        return re.match(name_wildcard_regex(second), first) is not None
+    if "*" not in second:
+        return re.match(name_wildcard_regex(first), second) is not None
+    heads = sorted((first.split("*")[0], second.split("*")[0]), key=len)
+    tails = sorted((first.split("*")[-1], second.split("*")[-1]), key=len)
+    return heads[1].startswith(heads[0]) and tails[1].endswith(tails[0])
+
+
 DID_PATTERN = r"^[A-Za-z0-9_.\-]+:[A-Za-z0-9_.\-/]+$"
 
 
@@ -425,48 +516,72 @@ class DIDType(StrEnum):
 
 
 class DataSelector(SpecModel):
-    """Which data a policy applies to: explicit DIDs, or a metadata filter.
+    """Which data a policy applies to: explicit DIDs, or a filter on one scope.
 
-    A metadata filter is continuous: data that matches later is selected too.
+    A filter is a metadata ``match``, a ``name`` pattern, or both (data must then satisfy
+    both). It is continuous: data that matches later is selected too.
     """
 
     dids: list[DID] | None = None
-    """Explicit data identifiers (``scope:name``). Exclusive with ``match``."""
+    """Explicit data identifiers (``scope:name``). Exclusive with ``match`` and ``name``."""
 
     scope: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
-    """Rucio scope to search when selecting by metadata (for example ``raw``)."""
+    """Rucio scope to search when selecting by metadata or name (for example ``raw``)."""
 
     match: dict[str, str] | None = None
     """Metadata that selected data must have, e.g. ``{datatype: raw, instrument: LSSTCam}``."""
+
+    name: NameWildcard | None = None
+    """DID name pattern that selected data must match, e.g. ``LSSTCam-20261122-*``: ``*``
+    matches any characters, everything else only itself (case-sensitively), as in
+    ``rucio list-dids raw:LSSTCam-20261122-*``. Rucio applies it in the listing."""
 
     exclude: list[dict[str, str]] = Field(default_factory=list)
     """Metadata filters of data to leave out even if it matches (e.g. ``{archive: "false"}``)."""
 
     did_type: DIDType = DIDType.DATASET
-    """DID type selected by a metadata filter; Rucio subscriptions only see datasets and
-    containers."""
+    """DID type selected by a filter; Rucio subscriptions only see datasets and containers."""
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DataSelector:
-        if (self.dids is None) == (self.match is None):
-            msg = "give exactly one of 'dids' (explicit list) or 'match' (metadata filter)"
+        filtered = self.match is not None or self.name is not None
+        if self.dids is None and not filtered:
+            msg = (
+                "give 'dids' (explicit list), or 'scope' with 'match' (metadata filter) "
+                "and/or 'name' (name pattern)"
+            )
             raise ValueError(msg)
-        if self.match is not None and self.scope is None:
-            msg = "a metadata filter ('match') needs the 'scope' to search"
-            raise LocatedValueError(msg, "match")
+        if self.dids is not None and filtered:
+            field = "match" if self.match is not None else "name"
+            msg = (
+                f"'dids' (explicit list) cannot be combined with '{field}'; give either the "
+                "list or a filter ('match' and/or 'name')"
+            )
+            raise LocatedValueError(msg, field)
+        if filtered and self.scope is None:
+            field = "match" if self.match is not None else "name"
+            msg = f"a filter ('{field}') needs the 'scope' to search"
+            raise LocatedValueError(msg, field)
+        if self.match is not None and "name" in self.match:
+            msg = "select names with the 'name' field (a pattern), not a 'name' metadata key"
+            raise LocatedValueError(msg, "match", "name")
         if self.dids is not None and self.exclude:
-            msg = "'exclude' applies to metadata filters only; remove it or use 'match'"
+            msg = "'exclude' applies to filters only; remove it or use 'match' or 'name'"
             raise LocatedValueError(msg, "exclude")
         return self
 
     CEL: ClassVar[list[dict[str, str]]] = [
         {
-            "rule": "has(self.dids) != has(self.match)",
-            "message": "give exactly one of 'dids' or 'match'",
+            "rule": "has(self.dids) != (has(self.match) || has(self.name))",
+            "message": "give 'dids', or 'scope' with 'match' and/or 'name'",
         },
         {
-            "rule": "!has(self.match) || has(self.scope)",
-            "message": "a metadata filter ('match') needs 'scope'",
+            "rule": "!(has(self.match) || has(self.name)) || has(self.scope)",
+            "message": "a filter ('match' or 'name') needs 'scope'",
+        },
+        {
+            "rule": "!has(self.match) || !('name' in self.match)",
+            "message": "select names with the 'name' field, not a 'name' metadata key",
         },
     ]
 

@@ -39,6 +39,7 @@ from typing import Any, Final
 from steward.exceptions import RucioPermanentError
 from steward.models.oods import OODSCache, OODSCacheSpec
 from steward.observability import EXTERNAL_ACTIONS
+from steward.services import selection
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
 from steward.services.deletion import (
@@ -187,14 +188,7 @@ def read_cache(rucio: RucioStorage, spec: OODSCacheSpec, tag: str, now: datetime
     for pin in spec.pins:
         if pin.until is not None and pin.until <= now:
             continue
-        selector = pin.selector
-        if selector.dids is not None:
-            pinned_wanted.update(selector.dids)
-        else:
-            assert selector.scope is not None  # noqa: S101 - the model requires it with match
-            pinned_wanted.update(
-                rucio.list_dids(selector.scope, selector.match, exclude=selector.exclude)
-            )
+        pinned_wanted.update(selection.select(rucio, pin.selector))
     refused = ""
     try:
         selected = _select(rucio, spec, now - spec.window)

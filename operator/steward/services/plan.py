@@ -339,8 +339,8 @@ class RetentionPreview:
         by the cluster's protections (``live``) and by the plan's (this preview's facts); the
         rules on ``dids`` only the second removes are what the plan exposes. ``changed``
         holds the (namespace, name) of the policies the plan creates, changes or deletes:
-        their own previews show them. A policy selecting DIDs by name is surveyed only if it
-        names one of ``dids``.
+        their own previews show them. A policy with an explicit DID list is surveyed only if
+        it lists one of ``dids`` (one with a filter, by metadata or name pattern, always).
         """
         now = self.clock()
         wanted = frozenset(dids)

@@ -292,8 +292,11 @@ def _cache_losses(
         if _in_force(pin, now)
     ]
     for pin in live.spec.pins:
-        if pin.selector.match is not None and _in_force(pin, now) and pin.selector not in kept:
-            what = f"{at}: the pin of scope {pin.selector.scope} matching {pin.selector.match}"
+        selector = pin.selector
+        if selector.dids is None and _in_force(pin, now) and selector not in kept:
+            named = f" named {selector.name}" if selector.name is not None else ""
+            matching = f" matching {selector.match}" if selector.match is not None else ""
+            what = f"{at}: the pin of scope {selector.scope}{named}{matching}"
             losses.append(ProtectionLoss("Pin", "removed", who, (), what))
     return losses
 

@@ -23,6 +23,7 @@ from steward.models.common import DataSelector
 from steward.models.oods import OODSCache
 from steward.models.retention import LockMode, RetentionLock, RetentionPolicy
 from steward.models.site import Site
+from steward.services import selection
 from steward.services.deletion import (
     CampaignFacts,
     Candidate,
@@ -307,13 +308,7 @@ def protections_of(facts: ClusterFacts, rucio: RucioStorage, *, now: datetime) -
     )
 
     def resolve(selector: DataSelector) -> list[str]:
-        assert selector.scope is not None  # noqa: S101 - the model requires it with match
-        return rucio.list_dids(
-            selector.scope,
-            selector.match,
-            exclude=selector.exclude,
-            did_type="all",
-        )
+        return selection.select(rucio, selector, did_type="all")
 
     return protections_from(
         policies=facts.policies,

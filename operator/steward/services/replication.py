@@ -54,7 +54,7 @@ from typing import Any, Final, Literal
 
 from steward.constants import ANNOTATION_APPROVE_RELEASE
 from steward.exceptions import PermanentError, RucioError, RucioNotFoundError, RucioPermanentError
-from steward.models.common import DIDType, format_duration
+from steward.models.common import format_duration, name_wildcard_regex
 from steward.models.replication import (
     WEEKDAYS,
     DeletionPolicy,
@@ -65,6 +65,7 @@ from steward.models.replication import (
 )
 from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
+from steward.services import selection
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.catchup import (
     CATCHING_UP,
@@ -155,11 +156,6 @@ which the next pass deletes again (a no-op) and re-tags.
 LEGACY_TAG_PREFIX: Final = "steward:"
 """Owner tags before `steward.services.ownership` were ``steward:<namespace>/<name>``."""
 
-_DID_TYPES: dict[DIDType, Literal["dataset", "container", "file"]] = {
-    DIDType.DATASET: "dataset",
-    DIDType.CONTAINER: "container",
-    DIDType.FILE: "file",
-}
 
 SUBSCRIPTION_KEYS: Final = frozenset(
     {
@@ -330,16 +326,17 @@ def subscribable(spec: ReplicationRuleSpec) -> bool:
     A subscription creates rules whenever data arrives: it cannot honour a transfer window,
     an embargo or metadata exclusions, it must not act for an Observe resource, and it only
     sees DID-column metadata (`SUBSCRIPTION_KEYS`); other specs rely on the operator's own
-    periodic selection.
+    periodic selection. A name pattern alone, or with such metadata, is subscribable: the
+    filter's ``pattern`` selects the same names (see `subscription_filter`).
     """
-    match = spec.selector.match
+    selector = spec.selector
     return (
-        match is not None
+        selector.dids is None
         and spec.management_policy is ManagementPolicy.MANAGE
         and spec.transfer_window is None
         and spec.not_before is None
-        and not spec.selector.exclude
-        and set(match) <= SUBSCRIPTION_KEYS
+        and not selector.exclude
+        and set(selector.match or {}) <= SUBSCRIPTION_KEYS
     )
 
 
@@ -356,15 +353,21 @@ def _exactly(value: str) -> str:
 def subscription_filter(spec: ReplicationRuleSpec) -> dict[str, Any]:
     """The subscription filter selecting exactly what ``spec.selector`` selects.
 
-    Every value is a list (Rucio's schema requires lists for ``datatype``, ``project``,
-    ``stream_name`` and ``prod_step``, and the transmogrifier accepts lists everywhere) of
-    anchored, escaped regular expressions.
+    Every metadata value is a list (Rucio's schema requires lists for ``datatype``,
+    ``project``, ``stream_name`` and ``prod_step``, and the transmogrifier accepts lists
+    everywhere) of anchored, escaped regular expressions. A name pattern becomes the filter's
+    ``pattern`` (a single regular expression in Rucio's schema, applied to the DID name with
+    ``re.match``): `name_wildcard_regex` anchors both ends and escapes everything but ``*``,
+    so the transmogrifier places exactly the names the operator's listing selects (the
+    listing checks case the same way on every database).
     """
     selector = spec.selector
-    assert selector.scope is not None  # noqa: S101 - the model requires it with match
+    assert selector.scope is not None  # noqa: S101 - the model requires it with a filter
+    name = {"pattern": name_wildcard_regex(selector.name)} if selector.name is not None else {}
     return {
         "scope": [_exactly(selector.scope)],
         "did_type": [selector.did_type.value],
+        **name,
         **{key: [_exactly(value)] for key, value in sorted((selector.match or {}).items())},
     }
 
@@ -751,17 +754,8 @@ class RucioView:
     # -- selection ----------------------------------------------------------------------------
 
     def select(self, spec: ReplicationRuleSpec) -> list[str]:
-        """DIDs the resource selects now (explicit list, or the metadata filter's matches)."""
-        selector = spec.selector
-        if selector.dids is not None:
-            return sorted(dict.fromkeys(selector.dids))
-        assert selector.scope is not None  # noqa: S101 - the model requires it with match
-        return self.rucio.list_dids(
-            selector.scope,
-            selector.match,
-            exclude=selector.exclude,
-            did_type=_DID_TYPES[selector.did_type],
-        )
+        """DIDs the resource selects now (explicit list, or the filter's matches)."""
+        return selection.select(self.rucio, spec.selector)
 
     # -- deletion policy ----------------------------------------------------------------------
 
@@ -1054,7 +1048,7 @@ class ReplicationService(RucioView):
         second look or an acknowledgement (both need the whole selection), and when the
         resource owns rules for fewer DIDs than its last status counted.
         """
-        if spec.selector.match is None:
+        if spec.selector.dids is not None:
             return None
         state: Mapping[str, Any] = old.get("selection") or {}
         mark, synced = _time(state.get("highWaterMark")), _time(state.get("fullSyncTime"))
@@ -1088,15 +1082,7 @@ class ReplicationService(RucioView):
         full listing; the new DIDs, with exclusions applied to them only, come from one
         bounded listing per metadata plugin. Duplicates of the overlap are merged here.
         """
-        selector = spec.selector
-        assert selector.scope is not None  # noqa: S101 - the model requires it with match
-        new = self.rucio.list_new_dids(
-            selector.scope,
-            selector.match,
-            since=since,
-            exclude=selector.exclude,
-            did_type=_DID_TYPES[selector.did_type],
-        )
+        new = selection.select_new(self.rucio, spec.selector, since=since)
         known = {rule.did for rule in listed} | set(old.get("unownedRules") or {})
         if spec.lifetime is not None:
             placed = self.ledger.first_placed(self.audit, ref)
@@ -1119,7 +1105,7 @@ class ReplicationService(RucioView):
         leaves DIDs waiting there is no mark, and passes stay full until they are placed.
         """
         spec = work.spec
-        if spec.selector.match is None:
+        if spec.selector.dids is not None:
             return None
         state: Mapping[str, Any] = work.old.get("selection") or {}
         waiting = any(
@@ -1350,7 +1336,7 @@ class ReplicationService(RucioView):
             return
         known: Mapping[str, str] | None = work.old.get("subscription") or None
         quiet = known is None or known.get("state") == SUBSCRIPTION_INACTIVE
-        if quiet and not (fresh and (known is not None or spec.selector.match is not None)):
+        if quiet and not (fresh and (known is not None or spec.selector.dids is None)):
             work.status["subscription"] = dict(known) if known else None
             return
         current = self.rucio.get_subscription(name)
@@ -1746,7 +1732,7 @@ class ReplicationService(RucioView):
         gone = [r for r in owned if r.did not in chosen]
         if not gone:
             return
-        if work.spec.selector.match is not None:
+        if work.spec.selector.dids is None:
             missing = {r.did for r in gone}
             seen = (work.old.get("deselection") or {}).get("digest")
             digest = _digest(missing)

@@ -25,9 +25,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from steward.models.common import DIDType
 from steward.models.retention import (
     DataClass,
     LockMode,
@@ -38,6 +37,7 @@ from steward.models.retention import (
     RetentionPolicySpec,
     RetentionPolicyStatus,
 )
+from steward.services import selection
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
 from steward.services.deletion import (
@@ -77,12 +77,6 @@ __all__ = [
 _SOFT_DELETE = timedelta(hours=1, minutes=5)
 """A rule expiring this soon is already going (Rucio's deletion only expires it)."""
 
-_DID_TYPES: dict[DIDType, Literal["dataset", "container", "file"]] = {
-    DIDType.DATASET: "dataset",
-    DIDType.CONTAINER: "container",
-    DIDType.FILE: "file",
-}
-
 _OPERATIONS = {RetentionAction.EXPIRE: Operation.EXPIRE, RetentionAction.DELETE: Operation.DELETE}
 
 
@@ -91,16 +85,7 @@ def _requester(ref: ResourceRef) -> str:
 
 
 def _selected(rucio: RucioStorage, spec: RetentionPolicySpec) -> list[str]:
-    selector = spec.selector
-    if selector.dids is not None:
-        return sorted(dict.fromkeys(selector.dids))
-    assert selector.scope is not None  # noqa: S101 - the model requires it with match
-    return rucio.list_dids(
-        selector.scope,
-        selector.match,
-        exclude=selector.exclude,
-        did_type=_DID_TYPES[selector.did_type],
-    )
+    return selection.select(rucio, spec.selector)
 
 
 def _rules_on(rucio: RucioStorage, dids: Collection[str]) -> Iterator[Rule]:

@@ -40,6 +40,7 @@ from steward.models.common import (
     Resource,
     describe_value,
     format_duration,
+    names_may_overlap,
 )
 from steward.models.oods import OODSCache
 from steward.models.replication import WEEKDAYS, ReplicationRule, TransferWindow
@@ -457,12 +458,17 @@ def longest_window_wait(window: TransferWindow) -> timedelta:
     return max(gaps) - length
 
 
+_Filter = tuple[int, dict[str, str], str | None, T]
+"""An indexed filter: its order, metadata match, name pattern and item."""
+
+
 class _SelectorIndex(Generic[T]):
     """Items by selector, to find those whose selectors may select the same DID.
 
     Two selectors may overlap, judged from the files alone, when explicit lists share a DID, or
-    metadata filters search the same scope and agree on every key they both name (a list
-    against a filter cannot be judged without Rucio, so it is left to ``steward plan``).
+    filters search the same scope, agree on every metadata key they both name and have name
+    patterns some name matches both of (a list against a filter cannot be judged without
+    Rucio, so it is left to ``steward plan``).
     Filters are grouped by scope and by the set of keys they name; a query projects itself on
     the keys it shares with each group and looks the projection up, so a query costs the
     number of groups, not the number of items.
@@ -471,7 +477,7 @@ class _SelectorIndex(Generic[T]):
     def __init__(self) -> None:
         self.count = 0
         self.by_did: dict[str, list[tuple[int, T]]] = {}
-        self.filters: dict[str | None, dict[frozenset[str], list[tuple[int, dict[str, str], T]]]]
+        self.filters: dict[str | None, dict[frozenset[str], list[_Filter[T]]]]
         self.filters = {}
         self.projections: dict[
             tuple[str | None, frozenset[str], frozenset[str]], dict[tuple[str, ...], list[int]]
@@ -488,7 +494,7 @@ class _SelectorIndex(Generic[T]):
         match = selector.match or {}
         keys = frozenset(match)
         group = self.filters.setdefault(selector.scope, {}).setdefault(keys, [])
-        group.append((order, match, item))
+        group.append((order, match, selector.name, item))
         for (scope, group_keys, shared), index in self.projections.items():
             if scope == selector.scope and group_keys == keys:
                 index.setdefault(_project(match, shared), []).append(len(group) - 1)
@@ -509,8 +515,9 @@ class _SelectorIndex(Generic[T]):
                 shared = keys & frozenset(match)
                 index = self.projection(selector.scope, keys, shared, group)
                 for position in index.get(_project(match, shared), []):
-                    order, _, item = group[position]
-                    found.append((order, item))
+                    order, _, name, item = group[position]
+                    if names_may_overlap(selector.name, name):
+                        found.append((order, item))
         return [item for _, item in sorted(found, key=lambda pair: pair[0])]
 
     def projection(
@@ -518,13 +525,13 @@ class _SelectorIndex(Generic[T]):
         scope: str | None,
         keys: frozenset[str],
         shared: frozenset[str],
-        group: list[tuple[int, dict[str, str], T]],
+        group: list[_Filter[T]],
     ) -> dict[tuple[str, ...], list[int]]:
         """The group's filters by their values on the ``shared`` keys, built once."""
         cache_key = (scope, keys, shared)
         if cache_key not in self.projections:
             index: dict[tuple[str, ...], list[int]] = {}
-            for position, (_, match, _) in enumerate(group):
+            for position, (_, match, _, _) in enumerate(group):
                 index.setdefault(_project(match, shared), []).append(position)
             self.projections[cache_key] = index
         return self.projections[cache_key]
@@ -755,7 +762,7 @@ class _CrossChecks:
                 continue
             how = (
                 'add `exclude: [{private: "true"}]` to the selector'
-                if rule.spec.selector.match is not None
+                if rule.spec.selector.dids is None
                 else 'select by metadata (match) and exclude private: "true"'
             )
             self.problems.append(

@@ -12,6 +12,7 @@ from typing import Any, Final
 from steward.models.campaign import CampaignSpec
 from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
+from steward.services import selection
 from steward.services.campaign.base import CampaignBase, CampaignPass
 from steward.services.campaign.plan import (
     Invocation,
@@ -72,17 +73,7 @@ def coverage(rucio: RucioStorage, spec: CampaignSpec) -> list[Invocation]:
     if selected.data_ids is not None:
         return [Invocation(i, data_id) for i, data_id in enumerate(selected.data_ids)]
     assert selected.query is not None  # noqa: S101 - the model requires one of them
-    selector = selected.query
-    if selector.dids is not None:
-        dids = sorted(dict.fromkeys(selector.dids))
-    else:
-        assert selector.scope is not None  # noqa: S101 - the model requires it
-        dids = rucio.list_dids(
-            selector.scope,
-            selector.match,
-            exclude=selector.exclude,
-            did_type=selector.did_type.value.lower(),  # type: ignore[arg-type]
-        )
+    dids = selection.select(rucio, selected.query)
     return [Invocation(i, {"did": did}) for i, did in enumerate(dids)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any, Final, Literal
 from rucio.common import exception as rucio_errors
 
 from steward.exceptions import RucioNotFoundError, RucioPermanentError
+from steward.models.common import name_wildcard_regex
 from steward.storage.rucio.callpath import (
     DEFAULT_BATCH,
     RucioCallPath,
@@ -90,13 +92,36 @@ _COLUMN_FILTERS: Final = DID_COLUMN_KEYS | _CREATION_KEYS
 """Filter keys the DID-column plugin answers (built once, not per key of every listing)."""
 
 
-def _by_plugin(filters: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """Filter keys split by the metadata plugin managing them (DID columns first)."""
+def _by_plugin(filters: Mapping[str, str], name: str | None = None) -> dict[str, dict[str, str]]:
+    """Filter keys split by the metadata plugin managing them (DID columns first).
+
+    A ``name`` pattern goes into every group: Rucio passes ``name`` through to whichever
+    plugin answers (``rucio.core.did_meta_plugins.list_dids``), and each applies it to its
+    own table's name column.
+    """
     groups: dict[str, dict[str, str]] = {}
     for key, value in sorted(filters.items()):
         plugin = _COLUMNS if key.split(".")[0] in _COLUMN_FILTERS else _CUSTOM
         groups.setdefault(plugin, {})[key] = value
-    return groups or {_COLUMNS: {}}
+    groups = groups or {_COLUMNS: {}}
+    if name is not None:
+        for keys in groups.values():
+            keys["name"] = name
+    return groups
+
+
+def _like(names: set[str], name: str | None) -> set[str]:
+    """Those of ``names`` a ``name`` pattern matches, case-sensitively.
+
+    Rucio turns ``*`` into SQL ``LIKE``, which PostgreSQL applies case-sensitively but SQLite
+    does not (for ASCII): checking Rucio's answer here gives one selection on every database,
+    the one a subscription's ``pattern`` makes. A pattern without ``*`` is an equality Rucio
+    applied exactly.
+    """
+    if name is None or "*" not in name:
+        return names
+    pattern = re.compile(name_wildcard_regex(name))
+    return {found for found in names if pattern.match(found)}
 
 
 def _as_rucio_time(moment: datetime) -> str:
@@ -151,10 +176,15 @@ class DIDClient(RucioCallPath):
         scope: str,
         match: Mapping[str, str] | None = None,
         *,
+        name: str | None = None,
         exclude: Sequence[Mapping[str, str]] = (),
         did_type: DIDKind = "dataset",
     ) -> list[str]:
         """DIDs (``scope:name``) of a scope whose metadata matches, minus the excluded.
+
+        ``name`` is a DID name pattern (``*`` for any characters, as ``rucio list-dids
+        scope:name*``): Rucio filters by it in each listing (``LIKE`` on the name column),
+        so only matching DIDs come back.
 
         ``match`` keys must be managed by a Rucio metadata plugin: the DID columns
         (`DID_COLUMN_KEYS`) always; any other key with the JSON plugin, which needs
@@ -164,18 +194,18 @@ class DIDClient(RucioCallPath):
         subtracted here, so a DID lacking an excluded key is kept (a ``key.ne`` filter would
         drop it).
         """
-        selected = self._dids(scope, dict(match or {}), did_type)
+        selected = self._dids(scope, dict(match or {}), did_type, name)
         for excluded in exclude:
             if not selected:
                 break
             try:
-                selected -= self._dids(scope, {**(match or {}), **excluded}, did_type)
+                selected -= self._dids(scope, {**(match or {}), **excluded}, did_type, name)
             except RucioPermanentError as error:
                 if not _unmanaged(error):
                     raise
                 # No plugin manages the key (a custom key on SQLite), so no DID carries it
                 # and the exclusion removes nothing (e.g. ``private`` on every DAC export).
-        return sorted(f"{scope}:{name}" for name in selected)
+        return sorted(f"{scope}:{found}" for found in selected)
 
     def list_new_dids(
         self,
@@ -183,6 +213,7 @@ class DIDClient(RucioCallPath):
         match: Mapping[str, str] | None,
         *,
         since: datetime,
+        name: str | None = None,
         exclude: Sequence[Mapping[str, str]] = (),
         did_type: DIDKind = "dataset",
     ) -> list[str]:
@@ -199,10 +230,11 @@ class DIDClient(RucioCallPath):
         With keys of both plugins, a DID in both bounded listings matches; one in the JSON
         listing only (an older DID whose JSON metadata changed) is checked against the
         DID-column keys by name. Exclusions are checked for the DIDs found only, by name,
-        never by listing the scope.
+        never by listing the scope. A ``name`` pattern (as in `list_dids`) narrows every
+        bounded listing.
         """
         bound = _as_rucio_time(since)
-        groups = _by_plugin(dict(match or {}))
+        groups = _by_plugin(dict(match or {}), name)
         found: dict[str, set[str]] = {
             plugin: self._list_names(scope, {**keys, _BOUND[plugin]: bound}, did_type)
             for plugin, keys in groups.items()
@@ -213,6 +245,7 @@ class DIDClient(RucioCallPath):
             columns, custom = found[_COLUMNS], found[_CUSTOM]
             changed = custom - columns
             selected = (columns & custom) | self._named(scope, groups[_COLUMNS], changed, did_type)
+        selected = _like(selected, name)
         for excluded in exclude:
             if not selected:
                 break
@@ -226,16 +259,18 @@ class DIDClient(RucioCallPath):
                     raise
                 hit = None  # a key no plugin manages: no DID carries it, nothing is excluded
             selected -= hit or set()
-        return sorted(f"{scope}:{name}" for name in selected)
+        return sorted(f"{scope}:{found}" for found in selected)
 
-    def _dids(self, scope: str, filters: dict[str, str], did_type: str) -> set[str]:
+    def _dids(
+        self, scope: str, filters: dict[str, str], did_type: str, name: str | None
+    ) -> set[str]:
         result: set[str] | None = None
-        for keys in _by_plugin(filters).values():
+        for keys in _by_plugin(filters, name).values():
             names = self._list_names(scope, keys, did_type)
             result = names if result is None else result & names
             if not result:
                 break
-        return result or set()
+        return _like(result or set(), name)
 
     def _named(
         self, scope: str, keys: Mapping[str, str], names: set[str], did_type: str
