@@ -334,7 +334,12 @@ class Kueue:
                 "gcInterval": f"{settings.gc_interval_seconds}s",
                 "workerLostTimeout": f"{settings.worker_lost_timeout_seconds}s",
                 "dispatcherName": settings.dispatcher,
-                "incrementalDispatcherConfig": {"stepSize": settings.step_size},
+                # Kueue refuses a step size for any other dispatcher.
+                **(
+                    {"incrementalDispatcherConfig": {"stepSize": settings.step_size}}
+                    if settings.dispatcher == INCREMENTAL_DISPATCHER
+                    else {}
+                ),
             },
             "featureGates": dict(settings.feature_gates),
         }
