@@ -5,6 +5,7 @@ the same manifests in tests/deploy.
 """
 
 import json
+import os
 from pathlib import Path
 
 import jinja2
@@ -284,3 +285,66 @@ def test_templates_refuse_undefined_values():
 def test_rendered_yaml_round_trips(manifests):
     for document in manifests.values():
         assert yaml.safe_load(yaml.safe_dump(document)) == document
+
+
+def _site_values(tmp_path, text):
+    """deploy/values.yaml with ``text`` as a site's values file over it."""
+    (tmp_path / "values.yaml").write_text((DEPLOY / "values.yaml").read_text())
+    (tmp_path / "values-base.yaml").write_text(text)
+    return tmp_path / "values.yaml", tmp_path / "values-base.yaml"
+
+
+def test_rucio_call_path_defaults_are_the_operators():
+    values = load_values(DEPLOY / "values.yaml", DEPLOY / "values-base.yaml")
+    timeouts = values.rucio.timeouts
+    fields = Settings.model_fields
+    assert timeouts.connect == fields["rucio_connect_timeout"].default
+    assert timeouts.read == fields["rucio_read_timeout"].default
+    assert timeouts.write == fields["rucio_write_timeout"].default
+    assert timeouts.listing == fields["rucio_listing_timeout"].default
+    assert values.rucio.max_calls == fields["rucio_max_calls"].default
+
+
+def test_rucio_call_path_set_by_a_site_reaches_the_operators_settings(tmp_path, monkeypatch):
+    defaults, site = _site_values(
+        tmp_path,
+        "rucio:\n  timeouts:\n    read: 45\n    listing: 300\n  maxCalls: 6\n"
+        "operator:\n  workers: 12\n",
+    )
+    values = load_values(defaults, site)
+    documents = render(load_site(ROOT / "sites", "base"), values, kopf_rules())
+    (config,) = _of_kind(documents, "ConfigMap")
+    for key in list(os.environ):
+        if key.startswith("STEWARD_"):
+            monkeypatch.delenv(key)
+    for key, value in config["data"].items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.rucio_read_timeout == 45
+    assert settings.rucio_listing_timeout == 300
+    assert settings.rucio_connect_timeout == 5  # merged from deploy/values.yaml
+    assert settings.rucio_write_timeout == 30
+    assert settings.rucio_max_calls == 6
+    assert settings.workers == 12
+
+
+def test_max_calls_not_below_workers_is_refused_naming_the_key(tmp_path):
+    defaults, site = _site_values(tmp_path, "rucio:\n  maxCalls: 8\n")
+    with pytest.raises(RenderError) as raised:
+        load_values(defaults, site)
+    assert str(raised.value) == (
+        f"{site}:2:13: rucio.maxCalls: 8 must be below operator.workers (8): hung Rucio calls "
+        "would hold every handler thread, and the operator refuses to start"
+    )
+    # The operator agrees: these settings would not start it.
+    with pytest.raises(ValueError, match="rucio_max_calls"):
+        Settings(rucio_max_calls=8, workers=8)
+
+
+def test_a_timeout_that_is_not_positive_is_refused_naming_the_key(tmp_path):
+    defaults, site = _site_values(tmp_path, "rucio:\n  timeouts:\n    write: 0\n")
+    with pytest.raises(RenderError) as raised:
+        load_values(defaults, site)
+    assert str(raised.value) == (
+        f"{site}:3:12: rucio.timeouts.write: Input should be greater than 0"
+    )

@@ -27,8 +27,9 @@ from typing import Any, Final, Literal
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from steward.constants import CAMPAIGN_PRIORITY_CLASS_PREFIX, GROUP, VERSION
 from steward.exceptions import ConfigurationError
@@ -123,6 +124,23 @@ class Resources(_Values):
     """Never exceeded (memory: OOM-killed beyond it)."""
 
 
+class RucioTimeouts(_Values):
+    """Seconds each kind of Rucio call waits (``STEWARD_RUCIO_*_TIMEOUT``).
+
+    Defaults as steward.config.Settings; a site far from Rucio (IN2P3 over the WAN) raises
+    them in its own values file.
+    """
+
+    connect: float = Field(default=5.0, gt=0)
+    """To establish a connection."""
+    read: float = Field(default=10.0, gt=0)
+    """For the answer to a single read."""
+    write: float = Field(default=30.0, gt=0)
+    """For the answer to a write."""
+    listing: float = Field(default=60.0, gt=0)
+    """For each part of a bulk listing's answer."""
+
+
 class Rucio(_Values):
     """The facility's Rucio (global: the same for every site)."""
 
@@ -138,6 +156,10 @@ class Rucio(_Values):
     """Where the password is (mounted as a file, never an environment variable)."""
     calls_per_second: float = Field(default=20.0, gt=0)
     """Rate cap on Rucio calls."""
+    timeouts: RucioTimeouts = Field(default_factory=RucioTimeouts)
+    """How long calls wait for Rucio."""
+    max_calls: int = Field(default=4, ge=1, le=63)
+    """Rucio calls in flight at once; below ``operator.workers`` (checked with it)."""
 
 
 class Audit(_Values):
@@ -229,6 +251,24 @@ class Values(_Values):
     network_policy: NetworkPolicyValues = Field(default_factory=NetworkPolicyValues)
     """NetworkPolicy."""
 
+    @model_validator(mode="after")
+    def _max_calls_below_workers(self) -> Values:
+        # The operator refuses to start otherwise (steward.config.Settings): refuse to render.
+        if self.rucio.max_calls >= self.operator.workers:
+            raise PydanticCustomError(
+                _MAX_CALLS_ERROR,
+                "{max_calls} must be below operator.workers ({workers}): "
+                "hung Rucio calls would hold every handler thread, and the operator refuses "
+                "to start",
+                {"max_calls": self.rucio.max_calls, "workers": self.operator.workers},
+            )
+        return self
+
+
+_MAX_CALLS_ERROR: Final = "max_calls_not_below_workers"
+_CROSS_FIELD: Final[Mapping[str, tuple[str, ...]]] = {_MAX_CALLS_ERROR: ("rucio", "maxCalls")}
+"""Where each check across fields is reported (pydantic gives them no location)."""
+
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge ``override`` into ``base`` (mappings merge, everything else replaces)."""
@@ -272,7 +312,7 @@ def load_values(defaults: Path, site: Path, overrides: Mapping[str, Any] | None 
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            loc = tuple(error["loc"])
+            loc = tuple(error["loc"]) or _CROSS_FIELD.get(error["type"], ())
             known = ".".join(str(p) for p in loc)
             where = specific if _has(specific.data, loc[:-1] or loc) else base
             pos = where.position(loc, value=error["type"] != "extra_forbidden")
@@ -537,6 +577,11 @@ def _context(site: Site, values: Values, kopf: Sequence[PolicyRule]) -> dict[str
         "STEWARD_RUCIO_ACCOUNT": values.rucio.account,
         "STEWARD_RUCIO_USERNAME": values.rucio.username,
         "STEWARD_RUCIO_CALLS_PER_SECOND": str(values.rucio.calls_per_second),
+        "STEWARD_RUCIO_CONNECT_TIMEOUT": str(values.rucio.timeouts.connect),
+        "STEWARD_RUCIO_READ_TIMEOUT": str(values.rucio.timeouts.read),
+        "STEWARD_RUCIO_WRITE_TIMEOUT": str(values.rucio.timeouts.write),
+        "STEWARD_RUCIO_LISTING_TIMEOUT": str(values.rucio.timeouts.listing),
+        "STEWARD_RUCIO_MAX_CALLS": str(values.rucio.max_calls),
         "STEWARD_REFRESH_INTERVAL": str(values.operator.refresh_interval),
         "STEWARD_WORKERS": str(values.operator.workers),
         "STEWARD_KUBE_CONNECTIONS": str(values.operator.kube_connections),
