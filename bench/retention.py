@@ -229,10 +229,12 @@ def run(replicas: int, database: str, *, gate_only: bool = False) -> None:
         return
     directory = Path(tempfile.mkdtemp(prefix="bench-retention-"))
     with run_rucio_server(directory, database=database) as server:
+        # The loaded rules are root's (LOADER): list and plan them as root, whose credentials
+        # differ from Steward's own account's.
         settings = {
             "host": server.host,
-            "username": server.username,
-            "password": server.password.get_secret_value(),
+            "username": server.root_username,
+            "password": server.root_password.get_secret_value(),
         }
         scope = f"b{secrets.token_hex(4)}"
         with RucioStorage(server.settings(rucio_calls_per_second=1000)) as storage:
