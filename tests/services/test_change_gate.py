@@ -17,13 +17,14 @@ from steward.exceptions import RucioTransientError
 from steward.models.replication import ReplicationRule, ReplicationRuleStatus
 from steward.models.retention import RetentionPolicy
 from steward.models.site import Site
-from steward.services.audit import ResourceRef
 from steward.services.ownership import owner_tag
 from steward.services.plan import ReplicationPreview, Volume
 from steward.services.protections import ClusterFacts
 from steward.services.replication import ReplicationService
 from steward.storage.audit import AuditFilter
 from steward.storage.rucio import Rule
+from support.rucio import Faults
+from support.samples import replication_ref
 
 pytestmark = pytest.mark.rucio
 
@@ -44,16 +45,6 @@ def _resource(name, dids, destination, copies=1):
             "metadata": {"name": name, "namespace": NAMESPACE, "uid": _uid(name)},
             "spec": {"selector": {"dids": dids}, "destination": destination, "copies": copies},
         }
-    )
-
-
-def _ref(resource, generation=1):
-    return ResourceRef(
-        kind="ReplicationRule",
-        namespace=NAMESPACE,
-        name=resource.metadata.name,
-        uid=resource.metadata.uid,
-        generation=generation,
     )
 
 
@@ -105,7 +96,7 @@ def _placed_at_ncsa(rucio_storage, audit, rucio_data, label):
     dataset = rucio_data.dataset()
     name = f"{label}-{rucio_data.scope}"
     at_ncsa = _resource(name, [dataset], "NCSA_DISK")
-    placed = _service(rucio_storage, audit).reconcile(at_ncsa, _ref(at_ncsa))
+    placed = _service(rucio_storage, audit).reconcile(at_ncsa, replication_ref(at_ncsa))
     (rule,) = _rules(rucio_storage, at_ncsa)
     to_in2p3 = _resource(name, [dataset], "IN2P3_DISK")
     return Placed(name, dataset, at_ncsa, to_in2p3, placed.status, rule)
@@ -114,7 +105,9 @@ def _placed_at_ncsa(rucio_storage, audit, rucio_data, label):
 def _move(rucio_storage, audit, placed, status, facts=None):
     """A pass over the resource moved to IN2P3_DISK, from ``status``."""
     to_in2p3 = placed.to_in2p3
-    return _service(rucio_storage, audit, facts).reconcile(to_in2p3, _ref(to_in2p3, 2), status)
+    return _service(rucio_storage, audit, facts).reconcile(
+        to_in2p3, replication_ref(to_in2p3, 2), status
+    )
 
 
 def _unmoved(rucio_storage, placed):
@@ -139,12 +132,14 @@ def test_a_legal_hold_keeps_a_reduce_of_copies_until_it_is_lifted(rucio_storage,
     held = rucio_data.dataset()
     name = f"reduce-{rucio_data.scope}"
     two = _resource(name, [held], BOTH_DISKS, copies=2)
-    placed = _service(rucio_storage, audit).reconcile(two, _ref(two))
+    placed = _service(rucio_storage, audit).reconcile(two, replication_ref(two))
     (rule,) = _rules(rucio_storage, two)
 
     facts = ClusterFacts(policies=[_hold(f"legal-{rucio_data.scope}", held)])
     one = _resource(name, [held], BOTH_DISKS, copies=1)
-    kept = _service(rucio_storage, audit, facts).reconcile(one, _ref(one, 2), placed.status)
+    kept = _service(rucio_storage, audit, facts).reconcile(
+        one, replication_ref(one, 2), placed.status
+    )
 
     (still,) = _rules(rucio_storage, two)
     assert (still.id, still.copies, still.rse_expression, still.child_rule_id) == (
@@ -171,7 +166,9 @@ def test_a_legal_hold_keeps_a_reduce_of_copies_until_it_is_lifted(rucio_storage,
     assert [(r["id"], r["keptBy"]) for r in record["rules"]] == [(rule.id, "LegalHold")]
 
     # Again (a timer pass, or a pass repeated after a crash): the same outcome, announced once.
-    again = _service(rucio_storage, audit, facts).reconcile(one, _ref(one, 2), kept.status)
+    again = _service(rucio_storage, audit, facts).reconcile(
+        one, replication_ref(one, 2), kept.status
+    )
     assert again.events == []
     assert again.status["changeKept"] == kept.status["changeKept"]
     assert _condition(again, "Degraded")["reason"] == "ChangeProtected"
@@ -179,7 +176,7 @@ def test_a_legal_hold_keeps_a_reduce_of_copies_until_it_is_lifted(rucio_storage,
     assert [r.id for r in _rules(rucio_storage, two)] == [rule.id]
 
     # The hold is lifted: the next pass makes the change, intent first.
-    freed = _service(rucio_storage, audit).reconcile(one, _ref(one, 2), again.status)
+    freed = _service(rucio_storage, audit).reconcile(one, replication_ref(one, 2), again.status)
     assert freed.status["changeKept"] is None
     assert _condition(freed, "Degraded")["status"] == "False"
     assert any(reason == "RuleChanged" for _, reason, _ in freed.events)
@@ -239,18 +236,18 @@ def test_the_last_custodial_copy_keeps_a_move_to_disk_not_one_to_tape(
     disk_name, tape_name = f"todisk-{rucio_data.scope}", f"totape-{rucio_data.scope}"
     service = _service(rucio_storage, audit)
     on_tape = _resource(disk_name, [to_disk], "NCSA_TAPE")
-    first = service.reconcile(on_tape, _ref(on_tape))
+    first = service.reconcile(on_tape, replication_ref(on_tape))
     other = _resource(tape_name, [to_tape], "NCSA_TAPE")
-    other_first = service.reconcile(other, _ref(other))
+    other_first = service.reconcile(other, replication_ref(other))
 
     disk = _resource(disk_name, [to_disk], "NCSA_DISK")
-    kept = service.reconcile(disk, _ref(disk, 2), first.status)
+    kept = service.reconcile(disk, replication_ref(disk, 2), first.status)
     (rule,) = _rules(rucio_storage, on_tape)
     assert (rule.rse_expression, rule.child_rule_id) == ("NCSA_TAPE", None)
     assert "kept by LastCustodialReplica" in _condition(kept, "Degraded")["message"]
 
     tape = _resource(tape_name, [to_tape], "IN2P3_TAPE")
-    moved = service.reconcile(tape, _ref(tape, 2), other_first.status)
+    moved = service.reconcile(tape, replication_ref(tape, 2), other_first.status)
     assert moved.status["changeKept"] is None
     assert any(reason == "RuleChanged" for _, reason, _ in moved.events)
     assert "IN2P3_TAPE" in {r.rse_expression for r in _rules(rucio_storage, other)}
@@ -262,13 +259,13 @@ def test_adding_copies_or_rses_needs_no_gate(rucio_storage, rucio_data, audit):
     facts = ClusterFacts(policies=[_hold(f"legal-{rucio_data.scope}", dataset)])
     service = _service(rucio_storage, audit, facts)
     one = _resource(name, [dataset], "NCSA_DISK")
-    placed = service.reconcile(one, _ref(one))
+    placed = service.reconcile(one, replication_ref(one))
     wider = _resource(name, [dataset], BOTH_DISKS)
-    moved = service.reconcile(wider, _ref(wider, 2), placed.status)
+    moved = service.reconcile(wider, replication_ref(wider, 2), placed.status)
     assert moved.status["changeKept"] is None
     assert any(reason == "RuleChanged" for _, reason, _ in moved.events)
     two = _resource(name, [dataset], BOTH_DISKS, copies=2)
-    grown = service.reconcile(two, _ref(two, 3), moved.status)
+    grown = service.reconcile(two, replication_ref(two, 3), moved.status)
     assert grown.status["changeKept"] is None
     assert any(reason == "RuleChanged" for _, reason, _ in grown.events)
     assert _refusals(audit, name) == []
@@ -302,27 +299,18 @@ def test_a_pass_killed_after_rucio_changed_the_rule_changes_it_once(
     assert [row.result for row in rows] == ["intent"]
 
 
-def test_rucio_failing_while_the_gate_judges_postpones_the_change(
-    rucio_storage, rucio_data, audit, monkeypatch
-):
+def test_rucio_failing_while_the_gate_judges_postpones_the_change(rucio_storage, rucio_data, audit):
     placed = _placed_at_ncsa(rucio_storage, audit, rucio_data, "failing")
-    real = rucio_storage.list_rses
-
-    def no_answer_about_tape(expression="*"):
-        # Where the custodial copies are is the gate's question, asked only while judging.
-        if "TAPE" in expression:
-            msg = "Rucio did not answer"
-            raise RucioTransientError(msg)
-        return real(expression)
-
-    monkeypatch.setattr(rucio_storage, "list_rses", no_answer_about_tape)
+    faults = Faults(rucio_storage)
+    # Where the custodial copies are is the gate's question, asked only while judging.
+    faults.fail("list_rses", when=lambda expression="*": "TAPE" in expression)
     with pytest.raises(RucioTransientError):
-        _move(rucio_storage, audit, placed, placed.status)
+        _move(faults, audit, placed, placed.status)
     assert _unmoved(rucio_storage, placed)
     assert audit.query(AuditFilter(name=placed.name, action="rucio.rule.change")) == []
 
-    monkeypatch.undo()
-    moved = _move(rucio_storage, audit, placed, placed.status)
+    faults.heal()
+    moved = _move(faults, audit, placed, placed.status)
     assert any(reason == "RuleChanged" for _, reason, _ in moved.events)
 
 
@@ -330,7 +318,7 @@ def test_the_plan_shows_the_gates_verdict_on_a_reduce(rucio_storage, rucio_data,
     held, free = rucio_data.dataset(), rucio_data.dataset()
     name = f"plan-{rucio_data.scope}"
     two = _resource(name, [held, free], BOTH_DISKS, copies=2)
-    _service(rucio_storage, audit).reconcile(two, _ref(two))
+    _service(rucio_storage, audit).reconcile(two, replication_ref(two))
     live = two.model_dump(mode="json", by_alias=True, exclude_none=True)
     one = _resource(name, [held, free], BOTH_DISKS, copies=1)
     body = one.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -14,9 +14,9 @@ import pytest
 
 from steward.exceptions import RucioPermanentError
 from steward.models.replication import ReplicationRule
-from steward.services.audit import ResourceRef
 from steward.services.ownership import owner_tag
 from steward.services.replication import RELEASED_PREFIX, ReplicationService
+from support.samples import replication_ref
 
 pytestmark = pytest.mark.rucio
 
@@ -70,16 +70,6 @@ def _resource(name, match, **spec):
     )
 
 
-def _ref(resource, generation=1):
-    return ResourceRef(
-        kind="ReplicationRule",
-        namespace=NAMESPACE,
-        name=resource.metadata.name,
-        uid=resource.metadata.uid,
-        generation=generation,
-    )
-
-
 def _placed(rucio, resource):
     """DIDs with a rule of the resource, each counted (a duplicate would count twice)."""
     return Counter(
@@ -94,7 +84,7 @@ def _name(rucio_data, label):
 def test_after_a_restart_a_tick_lists_only_new_dids(rucio_storage, rucio_data, audit):
     existing = [rucio_data.dataset(meta=RAW, files=1) for _ in range(3)]
     resource = _resource(_name(rucio_data, "restart"), RAW, scope=rucio_data.scope)
-    first = _service(rucio_storage, audit).reconcile(resource, _ref(resource))
+    first = _service(rucio_storage, audit).reconcile(resource, replication_ref(resource))
     selection = first.status["selection"]
     assert selection["mode"] == "Full"
     assert selection["highWaterMark"] is not None
@@ -104,7 +94,7 @@ def test_after_a_restart_a_tick_lists_only_new_dids(rucio_storage, rucio_data, a
     recording = Recording(rucio_storage)
     # A new process: nothing in memory, only the status the API server kept.
     restarted = _service(recording, audit)
-    second = restarted.reconcile(resource, _ref(resource), first.status, fresh=True)
+    second = restarted.reconcile(resource, replication_ref(resource), first.status, fresh=True)
     assert second.status["selection"]["mode"] == "Incremental"
     assert "list_new_dids" in recording.calls
     assert "list_dids" not in recording.calls  # the scope was not listed again
@@ -115,7 +105,7 @@ def test_after_a_restart_a_tick_lists_only_new_dids(rucio_storage, rucio_data, a
     assert second.status["selection"]["fullSyncTime"] == selection["fullSyncTime"]
     assert second.status["selection"]["highWaterMark"] > selection["highWaterMark"]
 
-    quiet = restarted.reconcile(resource, _ref(resource), second.status)
+    quiet = restarted.reconcile(resource, replication_ref(resource), second.status)
     assert quiet.events == []
     # Nothing new: the mark stays, so a quiet pass does not rewrite the status.
     assert quiet.status["selection"] == second.status["selection"]
@@ -136,18 +126,20 @@ def test_a_did_created_while_a_pass_lists_is_placed_by_the_next(rucio_storage, r
     )
     before = rucio_data.dataset(meta=RAW, files=1)
     full = Recording(rucio_storage, after={"list_dids": create})
-    first = _service(full, audit, overlap=timedelta(0)).reconcile(resource, _ref(resource))
+    first = _service(full, audit, overlap=timedelta(0)).reconcile(
+        resource, replication_ref(resource)
+    )
     assert first.status["selection"]["newData"] == "Steward"  # an exclusion: no subscription
     assert _placed(rucio_storage, resource) == Counter([before])  # during[0] came after
 
     arrived = rucio_data.dataset(meta=RAW, files=1)
     incremental = Recording(rucio_storage, after={"list_new_dids": create})
     service = _service(incremental, audit, overlap=timedelta(0))
-    second = service.reconcile(resource, _ref(resource), first.status)
+    second = service.reconcile(resource, replication_ref(resource), first.status)
     assert second.status["selection"]["mode"] == "Incremental"
     assert _placed(rucio_storage, resource) == Counter([before, during[0], arrived])
 
-    third = service.reconcile(resource, _ref(resource), second.status)
+    third = service.reconcile(resource, replication_ref(resource), second.status)
     assert third.status["selection"]["mode"] == "Incremental"
     assert _placed(rucio_storage, resource) == Counter([before, *during[:2], arrived])
     assert "list_dids" not in incremental.calls
@@ -158,10 +150,10 @@ def test_exclusions_apply_to_new_dids(rucio_storage, rucio_data, audit):
         _name(rucio_data, "exclude"), RAW, scope=rucio_data.scope, exclude=[{"project": "junk"}]
     )
     service = _service(rucio_storage, audit)
-    first = service.reconcile(resource, _ref(resource))
+    first = service.reconcile(resource, replication_ref(resource))
     kept = rucio_data.dataset(meta=RAW, files=1)
     rucio_data.dataset(meta={**RAW, "project": "junk"}, files=1)
-    second = service.reconcile(resource, _ref(resource), first.status)
+    second = service.reconcile(resource, replication_ref(resource), first.status)
     assert second.status["selection"]["mode"] == "Incremental"
     assert _placed(rucio_storage, resource) == Counter([kept])
 
@@ -174,15 +166,15 @@ def test_a_custom_metadata_change_is_placed_by_the_next_pass(
     service = _service(rucio_storage, audit)
     if rucio_server.database_url is None:  # SQLite: Rucio's JSON metadata plugin is off
         with pytest.raises(RucioPermanentError, match="instrument"):
-            service.reconcile(resource, _ref(resource))
+            service.reconcile(resource, replication_ref(resource))
         return
     tagged = rucio_data.dataset(meta=match, files=1)
     later = rucio_data.dataset(meta={**RAW, "instrument": "LATISS"}, files=1)
-    first = service.reconcile(resource, _ref(resource))
+    first = service.reconcile(resource, replication_ref(resource))
     assert _placed(rucio_storage, resource) == Counter([tagged])
 
     rucio_storage.set_metadata(later, {"instrument": "LSSTCam"})
-    second = service.reconcile(resource, _ref(resource), first.status)
+    second = service.reconcile(resource, replication_ref(resource), first.status)
     assert second.status["selection"]["mode"] == "Incremental"
     assert _placed(rucio_storage, resource) == Counter([tagged, later])
 
@@ -196,11 +188,11 @@ def test_a_full_resync_finds_what_no_time_bound_shows(rucio_storage, rucio_data,
     )
     # No overlap: otherwise DIDs created just before the first pass are listed again.
     service = _service(rucio_storage, audit, overlap=timedelta(0))
-    first = service.reconcile(resource, _ref(resource))
+    first = service.reconcile(resource, replication_ref(resource))
     rucio_storage.set_metadata(joining, RAW)
     rucio_storage.set_metadata(leaving, {"datatype": "calexp"})
 
-    second = service.reconcile(resource, _ref(resource), first.status)
+    second = service.reconcile(resource, replication_ref(resource), first.status)
     assert second.status["selection"]["mode"] == "Incremental"
     assert _placed(rucio_storage, resource) == Counter([kept, leaving])
 
@@ -209,12 +201,12 @@ def test_a_full_resync_finds_what_no_time_bound_shows(rucio_storage, rucio_data,
         "selection": second.status["selection"]
         | {"fullSyncTime": due.isoformat().replace("+00:00", "Z")}
     }
-    third = service.reconcile(resource, _ref(resource), stored)
+    third = service.reconcile(resource, replication_ref(resource), stored)
     assert third.status["selection"]["mode"] == "Full"
     assert third.status["deselection"]["dids"] == 1  # first look: kept
     assert _placed(rucio_storage, resource) == Counter([kept, leaving, joining])
 
-    fourth = service.reconcile(resource, _ref(resource), third.status)
+    fourth = service.reconcile(resource, replication_ref(resource), third.status)
     assert fourth.status["selection"]["mode"] == "Full"  # a deselection waits for a second look
     assert _placed(rucio_storage, resource) == Counter([kept, joining])
     released = rucio_storage.list_rules(
@@ -222,7 +214,7 @@ def test_a_full_resync_finds_what_no_time_bound_shows(rucio_storage, rucio_data,
     )
     assert [r.did for r in released] == [leaving]
 
-    fifth = service.reconcile(resource, _ref(resource), fourth.status)
+    fifth = service.reconcile(resource, replication_ref(resource), fourth.status)
     assert fifth.status["selection"]["mode"] == "Incremental"
 
 
@@ -233,14 +225,14 @@ def test_a_spec_change_or_waiting_dids_keep_passes_full(rucio_storage, rucio_dat
     embargo = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     resource = _resource(name, RAW, scope=rucio_data.scope, notBefore=embargo)
     service = _service(rucio_storage, audit)
-    first = service.reconcile(resource, _ref(resource))
+    first = service.reconcile(resource, replication_ref(resource))
     assert first.status["selection"]["highWaterMark"] is None
-    second = service.reconcile(resource, _ref(resource), first.status)
+    second = service.reconcile(resource, replication_ref(resource), first.status)
     assert second.status["selection"]["mode"] == "Full"
     assert _placed(rucio_storage, resource) == Counter()
 
     released = _resource(name, RAW, scope=rucio_data.scope)
-    third = service.reconcile(released, _ref(released, 2), second.status)
+    third = service.reconcile(released, replication_ref(released, 2), second.status)
     assert third.status["selection"]["mode"] == "Full"
     assert third.status["selection"]["generation"] == 2
     assert third.status["selection"]["highWaterMark"] is not None
@@ -255,7 +247,7 @@ def test_a_rule_deleted_behind_stewards_back_is_restored_on_the_next_tick(
     datasets = [rucio_data.dataset(meta=RAW, files=1) for _ in range(3)]
     resource = _resource(_name(rucio_data, "vanished"), RAW, scope=rucio_data.scope)
     service = _service(rucio_storage, audit)
-    first = service.reconcile(resource, _ref(resource))
+    first = service.reconcile(resource, replication_ref(resource))
     assert first.status["ruleCount"] == 3
     tag = owner_tag(CLUSTER, resource.metadata.uid)
     (gone,) = [r for r in rucio_storage.list_rules(comment=tag) if r.did == datasets[0]]
@@ -265,9 +257,9 @@ def test_a_rule_deleted_behind_stewards_back_is_restored_on_the_next_tick(
     assert datasets[0] not in _placed(rucio_storage, resource)
 
     recording = Recording(rucio_storage)
-    second = _service(recording, audit).reconcile(resource, _ref(resource), first.status)
+    second = _service(recording, audit).reconcile(resource, replication_ref(resource), first.status)
     assert second.status["selection"]["mode"] == "Full"
     assert "list_dids" in recording.calls
     assert _placed(rucio_storage, resource) == Counter(datasets)
-    third = _service(recording, audit).reconcile(resource, _ref(resource), second.status)
+    third = _service(recording, audit).reconcile(resource, replication_ref(resource), second.status)
     assert third.status["selection"]["mode"] == "Incremental"

@@ -13,7 +13,6 @@ import pytest
 
 from steward.models.replication import ReplicationRule
 from steward.models.retention import RetentionPolicy
-from steward.services.audit import ResourceRef
 from steward.services.deletion import DONE, INTENT
 from steward.services.ownership import owner_tag
 from steward.services.plan import ReplicationPreview, Volume
@@ -24,6 +23,7 @@ from steward.services.replication import (
     ReplicationService,
 )
 from steward.storage.audit import AuditFilter
+from support.samples import replication_ref
 
 pytestmark = pytest.mark.rucio
 
@@ -48,16 +48,6 @@ def _resource(name, dids, **spec):
                 **spec,
             },
         }
-    )
-
-
-def _ref(resource, generation=1):
-    return ResourceRef(
-        kind="ReplicationRule",
-        namespace=NAMESPACE,
-        name=resource.metadata.name,
-        uid=resource.metadata.uid,
-        generation=generation,
     )
 
 
@@ -97,13 +87,13 @@ def test_a_legal_hold_keeps_the_rule_of_a_deselected_did(rucio_storage, rucio_da
     kept, held = rucio_data.dataset(), rucio_data.dataset()
     name = f"hold-{rucio_data.scope}"
     resource = _resource(name, [kept, held])
-    outcome = _service(rucio_storage, audit).reconcile(resource, _ref(resource))
+    outcome = _service(rucio_storage, audit).reconcile(resource, replication_ref(resource))
     held_rule = _owned(rucio_storage, resource)[held]
 
     facts = ClusterFacts(policies=[_policy(f"legal-{rucio_data.scope}", holds=[held])])
     smaller = _resource(name, [kept])
     after = _service(rucio_storage, audit, facts).reconcile(
-        smaller, _ref(smaller, 2), outcome.status
+        smaller, replication_ref(smaller, 2), outcome.status
     )
 
     assert after.status["releaseProtected"] == 1
@@ -116,12 +106,16 @@ def test_a_legal_hold_keeps_the_rule_of_a_deselected_did(rucio_storage, rucio_da
     assert still.comment == owner_tag(CLUSTER, resource.metadata.uid)
     assert not _going(still)
     assert audit.query(AuditFilter(name=name, action=INTENT)) == []
-    again = _service(rucio_storage, audit, facts).reconcile(smaller, _ref(smaller, 2), after.status)
+    again = _service(rucio_storage, audit, facts).reconcile(
+        smaller, replication_ref(smaller, 2), after.status
+    )
     assert again.events == []  # announced once; the condition keeps saying why
     assert _condition(again, "Degraded")["reason"] == "ReleaseProtected"
 
     # The hold is lifted: the next pass releases the rule, through the gate.
-    freed = _service(rucio_storage, audit).reconcile(smaller, _ref(smaller, 2), again.status)
+    freed = _service(rucio_storage, audit).reconcile(
+        smaller, replication_ref(smaller, 2), again.status
+    )
     assert freed.status["releaseProtected"] == 0
     assert _condition(freed, "Degraded")["status"] == "False"
     gone = rucio_storage.get_rule(held_rule.id)
@@ -142,7 +136,7 @@ def test_a_deleted_resource_keeps_its_finalizer_while_a_lock_keeps_its_rules(
     locked, free = rucio_data.dataset(), rucio_data.dataset()
     name = f"lock-{rucio_data.scope}"
     resource = _resource(name, [locked, free])
-    outcome = _service(rucio_storage, audit).reconcile(resource, _ref(resource))
+    outcome = _service(rucio_storage, audit).reconcile(resource, replication_ref(resource))
     rules = _owned(rucio_storage, resource)
     until = (datetime.now(UTC) + timedelta(days=365)).isoformat()
     lock = {"name": "survey", "mode": "Compliance", "until": until, "dids": [locked]}
@@ -150,14 +144,14 @@ def test_a_deleted_resource_keeps_its_finalizer_while_a_lock_keeps_its_rules(
 
     service = _service(rucio_storage, audit, facts)
     with pytest.raises(ReleaseRefusedError, match="ComplianceLock=1"):
-        service.finalize(_ref(resource), resource.spec, outcome.status)
+        service.finalize(replication_ref(resource), resource.spec, outcome.status)
     assert not _going(rucio_storage.get_rule(rules[locked].id))
     assert _going(rucio_storage.get_rule(rules[free].id))  # what no protection covers goes
     assert set(_owned(rucio_storage, resource)) == {locked}
 
     # Orphan keeps the data and lets the resource go.
     orphan = _resource(name, [locked, free], deletionPolicy="Orphan")
-    assert service.finalize(_ref(orphan, 2), orphan.spec, outcome.status)
+    assert service.finalize(replication_ref(orphan, 2), orphan.spec, outcome.status)
     assert _owned(rucio_storage, resource) == {}
     assert not _going(rucio_storage.get_rule(rules[locked].id))
 
@@ -166,10 +160,10 @@ def test_the_freeze_stops_every_release(rucio_storage, rucio_data, audit):
     datasets = [rucio_data.dataset() for _ in range(2)]
     name = f"freeze-{rucio_data.scope}"
     resource = _resource(name, datasets)
-    outcome = _service(rucio_storage, audit).reconcile(resource, _ref(resource))
+    outcome = _service(rucio_storage, audit).reconcile(resource, replication_ref(resource))
     frozen = _service(rucio_storage, audit, ClusterFacts(freeze="restore of NCSA_DISK"))
     with pytest.raises(ReleaseRefusedError, match="restore of NCSA_DISK"):
-        frozen.finalize(_ref(resource), resource.spec, outcome.status)
+        frozen.finalize(replication_ref(resource), resource.spec, outcome.status)
     assert set(_owned(rucio_storage, resource)) == set(datasets)
     assert not any(_going(rule) for rule in _owned(rucio_storage, resource).values())
     assert audit.query(AuditFilter(name=name, action="rucio.rule.delete")) == []
@@ -179,7 +173,7 @@ def test_the_plan_shows_what_the_gate_keeps(rucio_storage, rucio_data, audit):
     kept, held = rucio_data.dataset(), rucio_data.dataset()
     name = f"preview-{rucio_data.scope}"
     resource = _resource(name, [kept, held])
-    _service(rucio_storage, audit).reconcile(resource, _ref(resource))
+    _service(rucio_storage, audit).reconcile(resource, replication_ref(resource))
     facts = ClusterFacts(policies=[_policy(f"legal-{rucio_data.scope}", holds=[held])])
     preview = ReplicationPreview(rucio_storage, cluster_id=CLUSTER, facts=facts)
     body = resource.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -12,7 +12,7 @@ import pytest
 from steward.constants import ANNOTATION_APPROVE_RELEASE
 from steward.exceptions import RucioPermanentError
 from steward.models.replication import ReplicationRule
-from steward.services.audit import AuditService, ResourceRef
+from steward.services.audit import AuditService
 from steward.services.ownership import owner_tag, subscription_name
 from steward.services.replication import (
     LEGACY_TAG_PREFIX,
@@ -25,6 +25,7 @@ from steward.services.replication import (
 from steward.storage.audit import AuditFilter
 from steward.storage.rucio import RuleSpec, RuleState, SubscriptionSpec
 from support.rucio import Faults
+from support.samples import replication_ref
 
 pytestmark = pytest.mark.rucio
 
@@ -67,16 +68,6 @@ def _resource(name, destination="NCSA_DISK", *, dids=None, match=None, scope=Non
     )
 
 
-def _ref(resource, generation=1):
-    return ResourceRef(
-        kind="ReplicationRule",
-        namespace=resource.metadata.namespace,
-        name=resource.metadata.name,
-        uid=resource.metadata.uid,
-        generation=generation,
-    )
-
-
 def _tag(resource):
     return owner_tag(CLUSTER, resource.metadata.uid)
 
@@ -113,12 +104,12 @@ def test_a_rucio_error_while_deciding_never_makes_the_policy_delete(
     faults = Faults(rucio_storage)
     faults.fail("list_rses", _custodial_lookup)
     service = _service(faults, audit)
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     assert outcome.status["deletionPolicy"] == "Orphan"
     (rule,) = _owned(rucio_storage, resource)
     assert rule.locked  # Rucio locks tape rules without a lifetime
 
-    events = service.finalize(_ref(resource), resource.spec, outcome.status)
+    events = service.finalize(replication_ref(resource), resource.spec, outcome.status)
     assert [reason for _, reason, _ in events] == ["RulesOrphaned"]
     after = rucio_storage.get_rule(rule.id)
     assert after.expires_at is None
@@ -129,15 +120,15 @@ def test_a_rucio_error_while_deciding_never_makes_the_policy_delete(
 def test_the_default_policy_is_decided_once_and_kept(rucio_storage, rucio_data, audit):
     dataset = rucio_data.dataset()
     resource = _resource(_name(rucio_data, "decided"), "NCSA_TAPE", dids=[dataset])
-    outcome = _service(rucio_storage, audit).reconcile(resource, _ref(resource))
+    outcome = _service(rucio_storage, audit).reconcile(resource, replication_ref(resource))
     assert outcome.status["deletionPolicy"] == "Orphan"
     # Later the lookup fails: the decision in status stands, nobody asks Rucio again.
     faults = Faults(rucio_storage)
     faults.fail("list_rses", _custodial_lookup)
     service = _service(faults, audit)
-    again = service.reconcile(resource, _ref(resource), outcome.status)
+    again = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert again.status["deletionPolicy"] == "Orphan"
-    service.finalize(_ref(resource), resource.spec, again.status)
+    service.finalize(replication_ref(resource), resource.spec, again.status)
     (rule,) = rucio_storage.list_rules(comment=ORPHANED_PREFIX + _tag(resource))
     assert rule.expires_at is None
 
@@ -147,10 +138,10 @@ def test_a_destination_with_any_custodial_rse_orphans_by_default(
 ):
     # site=NCSA selects NCSA_DISK and NCSA_TAPE: a copy may land on tape, so Orphan.
     resource = _resource(_name(rucio_data, "mixed"), "site=NCSA", dids=[rucio_data.dataset()])
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     assert outcome.status["deletionPolicy"] == "Orphan"
     disk = _resource(_name(rucio_data, "disk"), "NCSA_DISK", dids=[rucio_data.dataset()])
-    assert service.reconcile(disk, _ref(disk)).status["deletionPolicy"] == "Delete"
+    assert service.reconcile(disk, replication_ref(disk)).status["deletionPolicy"] == "Delete"
 
 
 def test_a_finalize_without_any_recorded_decision_and_no_answer_orphans(
@@ -160,10 +151,10 @@ def test_a_finalize_without_any_recorded_decision_and_no_answer_orphans(
     # Rucio cannot say whether the destination is custodial.
     dataset = rucio_data.dataset()
     resource = _resource(_name(rucio_data, "nostatus"), "NCSA_TAPE", dids=[dataset])
-    _service(rucio_storage, audit).reconcile(resource, _ref(resource), first_pass=True)
+    _service(rucio_storage, audit).reconcile(resource, replication_ref(resource), first_pass=True)
     faults = Faults(rucio_storage)
     faults.fail("list_rses", _custodial_lookup)
-    _service(faults, audit).finalize(_ref(resource), resource.spec, None)
+    _service(faults, audit).finalize(replication_ref(resource), resource.spec, None)
     (rule,) = rucio_storage.list_rules(comment=ORPHANED_PREFIX + _tag(resource))
     assert rule.expires_at is None
 
@@ -179,15 +170,15 @@ def test_a_did_missing_from_one_listing_keeps_its_rule(rucio_storage, rucio_data
         match={"datatype": "raw"},
         deletionPolicy="Delete",
     )
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     assert outcome.status["selected"] == 2
     rucio_storage.set_metadata(leaving, {"datatype": "calexp"})
 
-    first = service.reconcile(resource, _ref(resource), outcome.status)
+    first = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert "RulesDeleted" not in _reasons(first)
     assert all(r.expires_at is None for r in _owned(rucio_storage, resource))
 
-    second = service.reconcile(resource, _ref(resource), first.status)
+    second = service.reconcile(resource, replication_ref(resource), first.status)
     assert "RulesDeleted" in _reasons(second)
     gone = rucio_storage.list_rules(comment=RELEASED_PREFIX + _tag(resource))
     assert [r.did for r in gone] == [leaving]
@@ -199,12 +190,12 @@ def test_a_listing_that_comes_back_is_not_released(rucio_storage, rucio_data, se
     resource = _resource(
         _name(rucio_data, "flap"), scope=rucio_data.scope, match={"datatype": "raw"}
     )
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     rucio_storage.set_metadata(datasets[0], {"datatype": "calexp"})
-    outcome = service.reconcile(resource, _ref(resource), outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
     rucio_storage.set_metadata(datasets[0], {"datatype": "raw"})  # the listing was wrong
-    outcome = service.reconcile(resource, _ref(resource), outcome.status)
-    outcome = service.reconcile(resource, _ref(resource), outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert sorted(r.did for r in _owned(rucio_storage, resource)) == sorted(datasets)
     assert "RulesDeleted" not in _reasons(outcome)
 
@@ -216,11 +207,11 @@ def test_a_large_release_waits_for_an_acknowledgement_naming_its_count(
     service = _service(rucio_storage, audit, release_limit=ReleaseLimit(max_rules=3))
     name = _name(rucio_data, "brake")
     resource = _resource(name, dids=datasets, deletionPolicy="Delete")
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     assert len(_owned(rucio_storage, resource)) == 6
 
     smaller = _resource(name, dids=datasets[:1], deletionPolicy="Delete")
-    held = service.reconcile(smaller, _ref(smaller, 2), outcome.status)
+    held = service.reconcile(smaller, replication_ref(smaller, 2), outcome.status)
     assert held.status["pendingRelease"] == 5
     degraded = _condition(held, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "ReleaseHeld")
@@ -228,7 +219,7 @@ def test_a_large_release_waits_for_an_acknowledgement_naming_its_count(
     assert ("Warning", "ReleaseHeld") in [(t, r) for t, r, _ in held.events]
     assert len(_owned(rucio_storage, resource)) == 6
 
-    again = service.reconcile(smaller, _ref(smaller, 2), held.status)
+    again = service.reconcile(smaller, replication_ref(smaller, 2), held.status)
     assert again.events == []  # still held; the Event was posted once
     wrong = _resource(
         name,
@@ -236,7 +227,7 @@ def test_a_large_release_waits_for_an_acknowledgement_naming_its_count(
         deletionPolicy="Delete",
         annotations={ANNOTATION_APPROVE_RELEASE: "4"},
     )
-    still = service.reconcile(wrong, _ref(wrong, 2), again.status)
+    still = service.reconcile(wrong, replication_ref(wrong, 2), again.status)
     assert still.status["pendingRelease"] == 5
     assert len(_owned(rucio_storage, resource)) == 6
 
@@ -246,7 +237,7 @@ def test_a_large_release_waits_for_an_acknowledgement_naming_its_count(
         deletionPolicy="Delete",
         annotations={ANNOTATION_APPROVE_RELEASE: "5"},
     )
-    done = service.reconcile(approved, _ref(approved, 2), still.status)
+    done = service.reconcile(approved, replication_ref(approved, 2), still.status)
     assert "RulesDeleted" in _reasons(done)
     assert done.annotations == {ANNOTATION_APPROVE_RELEASE: None}  # an approval is used once
     assert done.status.get("pendingRelease", 0) == 0
@@ -265,11 +256,11 @@ def test_an_empty_listing_never_releases_everything(rucio_storage, rucio_data, s
         match={"datatype": "raw"},
         deletionPolicy="Delete",
     )
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     for dataset in datasets:
         rucio_storage.set_metadata(dataset, {"datatype": "calexp"})
     for _ in range(3):
-        outcome = service.reconcile(resource, _ref(resource), outcome.status)
+        outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert outcome.status["pendingRelease"] == 3
     assert _condition(outcome, "Degraded")["reason"] == "ReleaseHeld"
     assert len(_owned(rucio_storage, resource)) == 3
@@ -285,13 +276,13 @@ def test_a_hand_made_rule_of_the_same_account_is_reported_not_adopted(
     dataset = rucio_data.dataset()
     hand_made = rucio_storage.add_rule(dataset, RuleSpec("NCSA_DISK", comment="keep: Alice"))
     resource = _resource(_name(rucio_data, "foreign"), dids=[dataset], deletionPolicy="Delete")
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     assert _owned(rucio_storage, resource) == []
     assert outcome.status["foreign"] == 1
     degraded = _condition(outcome, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "ForeignRule")
     assert "ForeignRule" in _reasons(outcome)
-    service.finalize(_ref(resource), resource.spec, outcome.status)
+    service.finalize(replication_ref(resource), resource.spec, outcome.status)
     rule = rucio_storage.get_rule(hand_made)
     assert (rule.comment, rule.expires_at) == ("keep: Alice", None)
 
@@ -299,14 +290,14 @@ def test_a_hand_made_rule_of_the_same_account_is_reported_not_adopted(
 def test_an_edited_tag_is_foreign_and_not_retried_every_pass(rucio_storage, rucio_data, service):
     dataset = rucio_data.dataset()
     resource = _resource(_name(rucio_data, "edited"), dids=[dataset])
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     (rule,) = _owned(rucio_storage, resource)
     rucio_storage.update_rule(rule.id, comment=_tag(resource) + " (moved by Bob)")
-    outcome = service.reconcile(resource, _ref(resource), outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert outcome.status["foreign"] == 1
     assert _condition(outcome, "Degraded")["reason"] == "ForeignRule"
     calls = rucio_storage.api_calls
-    again = service.reconcile(resource, _ref(resource), outcome.status)
+    again = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert again.status["foreign"] == 1
     assert again.events == []
     # One listing of the resource's rules, one of the foreign rule: no add, no duplicate.
@@ -330,7 +321,7 @@ def test_a_rule_with_this_resources_legacy_tag_is_taken_over_once(
         )
     )
     status = {"observedGeneration": 1}  # reconciled by a Steward before owner tags
-    outcome = service.reconcile(resource, _ref(resource), status)
+    outcome = service.reconcile(resource, replication_ref(resource), status)
     assert [r.id for r in _owned(rucio_storage, resource)] == [old]
     assert rucio_storage.get_subscription(subscription).state == "INACTIVE"
     assert outcome.status["ownerTag"] == _tag(resource)
@@ -350,7 +341,7 @@ def test_a_datatype_filter_is_sent_as_rucio_schema_wants(rucio_storage, rucio_da
     resource = _resource(
         _name(rucio_data, "schema"), scope=rucio_data.scope, match={"datatype": "raw"}
     )
-    service.reconcile(resource, _ref(resource))
+    service.reconcile(resource, replication_ref(resource))
     subscription = _subscription(rucio_storage, resource)
     assert subscription.filter["datatype"] == ["^raw$"]
     assert subscription.filter["scope"] == [f"^{rucio_data.scope}$"]
@@ -363,7 +354,7 @@ def test_subscriptions_match_dr1_exactly_not_dr10(rucio_storage, rucio_data, ruc
         match={"version": "DR1"},
         deletionPolicy="Delete",
     )
-    service.reconcile(resource, _ref(resource))
+    service.reconcile(resource, replication_ref(resource))
     dr1 = rucio_data.dataset("dr1-new", meta={"version": "DR1"})
     dr10 = rucio_data.dataset("dr10-new", meta={"version": "DR10"})
     rucio_server.daemons.run("transmogrifier")
@@ -379,26 +370,26 @@ def test_the_subscription_is_deactivated_whenever_it_may_not_place_data(
     match = {"version": "v1"}
     spec = {"scope": rucio_data.scope, "match": match}
     resource = _resource(name, **spec)
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     assert _subscription(rucio_storage, resource).state != "INACTIVE"
 
     observing = _resource(name, managementPolicy="Observe", **spec)
-    outcome = service.reconcile(observing, _ref(observing, 2), outcome.status)
+    outcome = service.reconcile(observing, replication_ref(observing, 2), outcome.status)
     assert _subscription(rucio_storage, resource).state == "INACTIVE"
     rucio_data.dataset("while-observing", meta=match)
     rucio_server.daemons.run("transmogrifier")
     assert _owned(rucio_storage, resource) == []
 
-    outcome = service.reconcile(resource, _ref(resource, 3), outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource, 3), outcome.status)
     assert _subscription(rucio_storage, resource).state != "INACTIVE"
     window = _resource(
         name, transferWindow={"start": "00:00", "end": "23:59", "timezone": "UTC"}, **spec
     )
-    outcome = service.reconcile(window, _ref(window, 4), outcome.status)
+    outcome = service.reconcile(window, replication_ref(window, 4), outcome.status)
     assert _subscription(rucio_storage, resource).state == "INACTIVE"
 
-    outcome = service.reconcile(resource, _ref(resource, 5), outcome.status)
-    service.finalize(_ref(resource, 5), resource.spec, outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource, 5), outcome.status)
+    service.finalize(replication_ref(resource, 5), resource.spec, outcome.status)
     assert _subscription(rucio_storage, resource).state == "INACTIVE"
 
 
@@ -410,8 +401,8 @@ def test_subscription_names_of_look_alike_resources_differ(rucio_storage, rucio_
     second = _resource(
         "b-c-" + rucio_data.scope, namespace="a", scope=rucio_data.scope, match={"version": "y"}
     )
-    service.reconcile(first, _ref(first))
-    service.reconcile(second, _ref(second))
+    service.reconcile(first, replication_ref(first))
+    service.reconcile(second, replication_ref(second))
     assert _subscription(rucio_storage, first).filter["version"] == ["^x$"]
     assert _subscription(rucio_storage, second).filter["version"] == ["^y$"]
 
@@ -434,12 +425,12 @@ def test_closing_a_window_leaves_other_accounts_transfers_alone(
     )
     clock = {"now": datetime(2026, 11, 23, 23, 0, tzinfo=UTC)}
     service = _service(rucio_storage, audit, clock=lambda: clock["now"])
-    service.reconcile(resource, _ref(resource))
+    service.reconcile(resource, replication_ref(resource))
     (ours,) = _owned(rucio_storage, resource)
     assert ours.state is RuleState.REPLICATING
 
     clock["now"] = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     assert "TransfersPaused" in _reasons(outcome)
     assert rucio_storage.get_rule(ours.id).state is RuleState.SUSPENDED
     assert other.get_rule(theirs).state is RuleState.REPLICATING  # not STUCK
@@ -459,7 +450,7 @@ def test_rules_of_completed_batches_are_audited_when_a_later_batch_fails(
     resource = _resource(name, dids=[*datasets, missing])
     service = _service(rucio_storage, audit, batch_size=2)
     with pytest.raises(RucioPermanentError):
-        service.reconcile(resource, _ref(resource))
+        service.reconcile(resource, replication_ref(resource))
     added = audit.query(AuditFilter(name=name, action="rucio.rule.add"))
     done = [e for e in added if e.result == "success"]
     assert sorted(e.target for e in done) == sorted(r.id for r in _owned(rucio_storage, resource))
@@ -481,13 +472,13 @@ def test_each_transfer_gate_change_is_audited_as_it_is_made(
     clock = {"now": datetime(2026, 11, 23, 23, 0, tzinfo=UTC)}
     snapshot = RuleSnapshot(rucio_storage, max_age=3600)
     service = _service(rucio_storage, audit, clock=lambda: clock["now"], snapshot=snapshot)
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     first, second = sorted(_owned(rucio_storage, resource), key=lambda r: r.did)
     # The second rule goes away between the snapshot and the window closing.
     rucio_storage.update_rule(second.id, lifetime=timedelta(0))
     rucio_server.daemons.run("judge-cleaner")
     clock["now"] = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-    service.reconcile(resource, _ref(resource), outcome.status, fresh=False)
+    service.reconcile(resource, replication_ref(resource), outcome.status, fresh=False)
     suspended = audit.query(AuditFilter(name=name, action="rucio.rule.suspend"))
     assert [e.target for e in suspended if e.result == "success"] == [first.id]
     assert [e.result for e in suspended if e.target != first.id] == ["intent"]
@@ -503,10 +494,10 @@ def test_a_publish_is_audited_before_rucio_is_asked(
     rucio_storage.close_collection(container)  # attaching to it will fail
     name = _name(rucio_data, "publish")
     resource = _resource(name, "NCSA_TAPE", dids=[dataset], publish=True, publishTo=container)
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     rucio_server.daemons.converge()
     with pytest.raises(RucioPermanentError):
-        service.reconcile(resource, _ref(resource), outcome.status)
+        service.reconcile(resource, replication_ref(resource), outcome.status)
     rows = audit.query(AuditFilter(name=name, action="rucio.did.publish"))
     assert [(e.target, e.result) for e in rows] == [(container, "intent"), (container, "failure")]
     assert dataset in rows[0].after
@@ -519,9 +510,9 @@ def test_a_source_preference_in_another_order_is_not_rewritten_every_pass(
     resource = _resource(
         name, "IN2P3_DISK", dids=[rucio_data.dataset()], sourcePreference="type=DISK&site=NCSA"
     )
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     for _ in range(2):
-        outcome = service.reconcile(resource, _ref(resource), outcome.status)
+        outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
         assert outcome.events == []
     assert audit.query(AuditFilter(name=name, action="rucio.rule.update")) == []
 
@@ -543,7 +534,7 @@ def test_a_copy_with_a_lifetime_is_not_placed_again_once_it_expired(
     start = datetime.now(UTC)
     clock = {"now": start}
     service = _clocked(rucio_storage, audit, clock)
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     (rule,) = _owned(rucio_storage, resource)
     assert rule.expires_at is not None
 
@@ -553,11 +544,11 @@ def test_a_copy_with_a_lifetime_is_not_placed_again_once_it_expired(
     rucio_server.daemons.run("judge-cleaner")
     assert _owned(rucio_storage, resource) == []
     clock["now"] = start + month
-    outcome = service.reconcile(resource, _ref(resource), outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert _owned(rucio_storage, resource) == []
     assert outcome.status["expired"] == 1
     assert _condition(outcome, "Ready")["status"] == "True"
-    again = service.reconcile(resource, _ref(resource), outcome.status, fresh=True)
+    again = service.reconcile(resource, replication_ref(resource), outcome.status, fresh=True)
     assert _owned(rucio_storage, resource) == []
     assert again.events == []
 
@@ -570,12 +561,12 @@ def test_a_lifetime_copy_deleted_early_comes_back_until_its_first_placement_ends
     start = datetime.now(UTC)
     clock = {"now": start}
     service = _clocked(rucio_storage, audit, clock)
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     (rule,) = _owned(rucio_storage, resource)
     rucio_storage.update_rule(rule.id, lifetime=timedelta(0))  # someone removed it
     rucio_server.daemons.run("judge-cleaner")
     clock["now"] = start + timedelta(days=10)  # ten days after the first placement
-    outcome = service.reconcile(resource, _ref(resource), outcome.status)
+    outcome = service.reconcile(resource, replication_ref(resource), outcome.status)
     assert "RulesCreated" in _reasons(outcome)
     (again,) = _owned(rucio_storage, resource)
     assert again.id != rule.id
@@ -589,10 +580,10 @@ def test_orphan_hands_over_a_rule_that_merely_expires_soon(rucio_storage, rucio_
     resource = _resource(
         _name(rucio_data, "soon"), dids=[rucio_data.dataset()], deletionPolicy="Orphan"
     )
-    outcome = service.reconcile(resource, _ref(resource))
+    outcome = service.reconcile(resource, replication_ref(resource))
     (rule,) = _owned(rucio_storage, resource)
     rucio_storage.update_rule(rule.id, lifetime=timedelta(minutes=30))
-    service.finalize(_ref(resource), resource.spec, outcome.status)
+    service.finalize(replication_ref(resource), resource.spec, outcome.status)
     assert rucio_storage.get_rule(rule.id).comment == ORPHANED_PREFIX + _tag(resource)
 
 
@@ -602,15 +593,15 @@ def test_a_released_rule_is_taken_back_when_its_did_is_selected_again(
     datasets = [rucio_data.dataset() for _ in range(2)]
     name = _name(rucio_data, "back")
     both = _resource(name, dids=datasets, deletionPolicy="Delete")
-    outcome = service.reconcile(both, _ref(both))
+    outcome = service.reconcile(both, replication_ref(both))
     one = _resource(name, dids=datasets[:1], deletionPolicy="Delete")
-    outcome = service.reconcile(one, _ref(one, 2), outcome.status)
-    outcome = service.reconcile(one, _ref(one, 2), outcome.status)
+    outcome = service.reconcile(one, replication_ref(one, 2), outcome.status)
+    outcome = service.reconcile(one, replication_ref(one, 2), outcome.status)
     (released,) = rucio_storage.list_rules(comment=RELEASED_PREFIX + _tag(both))
     assert released.expires_at is not None
-    outcome = service.reconcile(one, _ref(one, 2), outcome.status)
+    outcome = service.reconcile(one, replication_ref(one, 2), outcome.status)
     assert "RulesDeleted" not in _reasons(outcome)  # released once, never again
-    outcome = service.reconcile(both, _ref(both, 3), outcome.status)
+    outcome = service.reconcile(both, replication_ref(both, 3), outcome.status)
     back = rucio_storage.get_rule(released.id)
     assert (back.comment, back.expires_at) == (_tag(both), None)
     assert len(_owned(rucio_storage, both)) == 2

@@ -2,6 +2,8 @@
 
 import json
 
+from steward.services.audit import ResourceRef
+
 META = {"apiVersion": "steward.lsst.io/v1alpha1", "metadata": {"name": "x", "namespace": "s"}}
 
 SITE = {
@@ -93,3 +95,14 @@ def patched(document, path, value):
 
 
 DELETE = object()
+
+
+def replication_ref(resource, generation=1):
+    """The audit reference of a ReplicationRule resource (a model), at ``generation``."""
+    return ResourceRef(
+        kind="ReplicationRule",
+        namespace=resource.metadata.namespace,
+        name=resource.metadata.name,
+        uid=resource.metadata.uid,
+        generation=generation,
+    )
