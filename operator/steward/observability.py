@@ -159,8 +159,9 @@ def configure_logging(level: int = logging.INFO, *, others: int | None = None) -
 
     Safe to call again (the operator's start-up after the CLI's): the handler writes to
     whatever ``sys.stderr`` is when a record is emitted, so loggers cached on first use keep
-    following it (a test runner swaps it per command). ``others`` sets a separate level for
-    every logger outside ``steward`` (a command wants their warnings, not their chatter).
+    following it (a test runner swaps it per command). With ``others``, records of loggers
+    outside ``steward`` pass only from that level up (a command wants their warnings, not
+    their chatter).
     """
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
