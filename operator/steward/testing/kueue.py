@@ -20,7 +20,10 @@ their webhooks would only add a round trip to every pod.
 
 The configuration (`KueueSettings`) turns on fair sharing and MultiKueue's Incremental
 dispatcher with a step of one cluster, so a workload goes to the first worker in a
-MultiKueueConfig's order and spills to the next after Kueue's round of five minutes.
+MultiKueueConfig's order and spills to the next after Kueue's round of five minutes. It runs
+several reconciles per kind, as Kueue's own install does, and turns off the features that
+make Kueue watch every pod (topology-aware scheduling, elastic Jobs), which Steward does not
+use: ``bench/kueue.py`` measures what both change.
 """
 
 from __future__ import annotations
@@ -80,6 +83,21 @@ _WEBHOOK_GROUPS: Final = frozenset({"kueue.x-k8s.io", "batch"})
 _SYSTEM_NAMESPACES: Final = ("kube-system", KUEUE_NAMESPACE)
 
 
+_TAS_GATES: Final = (
+    "TopologyAwareScheduling",
+    "TASProfileMixed",
+    "TASHandleOverlappingFlavors",
+    "TASFailedNodeReplacement",
+    "TASFailedNodeReplacementFailFast",
+    "TASReplaceNodeOnPodTermination",
+    "TASReplaceNodeOnNodeTaints",
+    "TASMultiLayerTopology",
+    "TASRecomputeAssignmentWithinSchedulingCycle",
+)
+"""Topology-aware scheduling and the gates of Kueue v0.19.2 that are on by default and that
+Kueue refuses to start with while it is off (``pkg/config/validation.go``)."""
+
+
 @dataclass(frozen=True)
 class KueueSettings:
     """The parts of Kueue's Configuration that Steward's tests and stack choose."""
@@ -96,8 +114,34 @@ class KueueSettings:
     gc_interval_seconds: int = 60
     """MultiKueue's garbage collection of orphaned remote objects."""
 
-    feature_gates: Mapping[str, bool] = field(default_factory=lambda: {"VisibilityOnDemand": False})
-    """Feature gates; the on-demand visibility API server is off (it binds 0.0.0.0:8082)."""
+    feature_gates: Mapping[str, bool] = field(
+        default_factory=lambda: {
+            "VisibilityOnDemand": False,
+            "ElasticJobsViaWorkloadSlices": False,
+            **dict.fromkeys(_TAS_GATES, False),
+        }
+    )
+    """Feature gates. The on-demand visibility API server is off (it binds 0.0.0.0:8082).
+    Topology-aware scheduling and elastic Jobs (both on by default in Kueue v0.19) are off:
+    Steward renders no Topology and no elastic Job, and either one makes Kueue watch every
+    pod of the cluster and reconcile on each change of one (``cmd/kueue/main.go``: the TAS
+    node, ungater and non-TAS-usage controllers, the elastic-Job ungater), which on a batch
+    cluster is CPU spent on nothing Steward uses."""
+
+    concurrency: Mapping[str, int] = field(
+        default_factory=lambda: {
+            "Job.batch": 5,
+            "Workload.kueue.x-k8s.io": 10,
+            "LocalQueue.kueue.x-k8s.io": 5,
+            "ClusterQueue.kueue.x-k8s.io": 5,
+            "Cohort.kueue.x-k8s.io": 1,
+            "ResourceFlavor.kueue.x-k8s.io": 1,
+        }
+    )
+    """Concurrent reconciles per kind (``controller.groupKindConcurrency``), as Kueue's own
+    install sets them (``config/components/manager/controller_manager_config.yaml``). Without
+    them controller-runtime runs one reconcile at a time per kind, and the Job reconciler that
+    unsuspends an admitted Job waits behind the status changes of every running Job."""
 
 
 _INOTIFY_INSTANCES: Final = Path("/proc/sys/fs/inotify/max_user_instances")
@@ -325,6 +369,7 @@ class Kueue:
                 "webhookServiceName": _WEBHOOK_SERVICE,
                 "webhookSecretName": _WEBHOOK_SECRET,
             },
+            "controller": {"groupKindConcurrency": dict(settings.concurrency)},
             "clientConnection": {"qps": 300, "burst": 500},
             "integrations": {"frameworks": ["batch/job"]},
             "fairSharing": {
