@@ -269,11 +269,12 @@ class ControlPlane:
     stages
         kwok Stage files to run beside kwok's own fast stages (e.g. pods that run for a
         while before they succeed).
-    controller_qps
-        The controller manager's client rate (``--kube-api-qps``; burst twice that). None
-        keeps Kubernetes' default of 20 (burst 30), which holds the Job controller to about
-        ten pods a second (a create and a finalizer patch each, plus its Events):
-        ``bench/kueue.py`` raises it so that what it compares is not that limit.
+    controller_args
+        More flags for the controller manager. ``bench/kueue.py`` raises its client rate
+        (``--kube-api-qps``: Kubernetes' default of 20 holds the Job controller to about ten
+        pods a second, a create and a finalizer patch each plus its Events) and the grace
+        before a silent node is NotReady (under heavy load kwok's heartbeats come late, and
+        the node lifecycle controller then marks pods unready and evicts them).
     """
 
     def __init__(
@@ -283,10 +284,10 @@ class ControlPlane:
         run_dir: Path | None = None,
         start_timeout: float = 60.0,
         stages: Sequence[Path] = (),
-        controller_qps: float | None = None,
+        controller_args: Sequence[str] = (),
     ) -> None:
         self._stages = tuple(stages)
-        self._controller_qps = controller_qps
+        self._controller_args = tuple(controller_args)
         self._binaries = binaries
         self._given_run_dir = run_dir
         self._start_timeout = start_timeout
@@ -440,7 +441,7 @@ class ControlPlane:
                         f"--root-ca-file={pki.ca_cert}",
                         f"--cluster-signing-cert-file={pki.ca_cert}",
                         f"--cluster-signing-key-file={pki.ca_key}",
-                        *self._qps_flags(),
+                        *self._controller_args,
                     ],
                     f"https://127.0.0.1:{kcm}/healthz",
                 ),
@@ -494,13 +495,6 @@ class ControlPlane:
             f"--tls-private-key-file={pki.serving_key}",
             "--leader-elect=false",
         ]
-
-    def _qps_flags(self) -> list[str]:
-        """The controller manager's client rate (``--kube-api-qps``, burst twice that)."""
-        if self._controller_qps is None:
-            return []
-        qps = self._controller_qps
-        return [f"--kube-api-qps={qps:g}", f"--kube-api-burst={int(2 * qps)}"]
 
     def _process(self, name: str, args: list[str], health_url: str) -> _Process:
         return _Process(name, args, health_url, self._require_run_dir() / f"{name}.log")
