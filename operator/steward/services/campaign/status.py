@@ -104,7 +104,8 @@ class StatusWriter(QueueSide):
             status["queueing"] = queueing
         staging = work.staging or old.get("staging")
         if staging:
-            status["staging"] = {**staging, "released": record.staging_released}
+            kept = {key: value for key, value in staging.items() if key != "releaseAt"}
+            status["staging"] = {**kept, "released": record.staging_released}
             if record.succeeded_at is not None and not record.staging_released:
                 release_at = record.succeeded_at + work.spec.inputs.release_after
                 status["staging"]["releaseAt"] = iso(release_at)
