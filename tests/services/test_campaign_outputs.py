@@ -104,7 +104,7 @@ def test_an_invocation_missing_an_expected_output_fails_until_accepted(
     assert driven.step_status("one")["failed"] == 3
     assert driven.step_status("two")["phase"] == "Waiting"
     assert status["failures"] == {"MissingOutputs": 3}
-    assert "InvocationsFailed" in _degraded(status)["reason"]
+    assert _degraded(status)["reason"] == "InvocationsFailed"
     failed = [e for e in driven.events if e[1] == "InvocationFailed"]
     assert len(failed) == 3
     assert all("no output matches" in message and ".1.fits" in message for *_, message in failed)
@@ -119,6 +119,9 @@ def test_an_invocation_missing_an_expected_output_fails_until_accepted(
     driven.patch_spec({"desiredState": "ClosedOut"})
     status = driven.step()
     assert status["phase"] == "Failed"
+    degraded = _degraded(status)
+    assert degraded["reason"] == "CloseoutBlocked"
+    assert "failed invocations (one: 3)" in degraded["message"]
     assert rucio_storage.is_open(f"{scope}:missing.one.{driven.uid[:8]}")
 
     # The operator accepts the step as it is: its dependents run, then closeout completes.

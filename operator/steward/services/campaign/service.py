@@ -290,7 +290,11 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
         self._release_staging(work)
 
     def _close_out(self, work: CampaignPass) -> None:
-        """Once every step finished: verify the outputs in Rucio, close the datasets, clean up."""
+        """Once every step finished: verify the outputs in Rucio, close the datasets, clean up.
+
+        Failed invocations block it first, even while other steps still run: the steps that
+        depend on a failed one cannot finish until the failures are retried or accepted.
+        """
         with self.sessions() as session:
             store = LedgerStore(session)
             counts = store.state_counts(work.uid)
@@ -299,10 +303,6 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
                 unregistered += store.file_count(work.uid, role="junk", registered=False)
             junk_steps = set(store.file_counts(work.uid, role="junk"))
             outputs = store.files(work.uid, role="output")
-        unfinished = sum(n for c in counts.values() for s, n in c.items() if s not in FINAL)
-        if unfinished:
-            work.waiting.append(f"closeout waits for {unfinished} invocations to finish")
-            return
         failed = {step: c.get(FAILED, 0) for step, c in counts.items() if c.get(FAILED)}
         if failed:
             detail = ", ".join(f"{step}: {n}" for step, n in sorted(failed.items()))
@@ -312,6 +312,10 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
                     f"failed invocations ({detail}): retry, accept or terminate before closeout",
                 )
             )
+            return
+        unfinished = sum(n for c in counts.values() for s, n in c.items() if s not in FINAL)
+        if unfinished:
+            work.waiting.append(f"closeout waits for {unfinished} invocations to finish")
             return
         if unregistered:
             work.waiting.append(f"closeout waits for {unregistered} outputs to be registered")
