@@ -295,7 +295,9 @@ class Step(SpecModel):
     """Annotations added to every pod of the step (monitoring, sidecar settings). Steward's
     own annotations win over these."""
 
-    expected_outputs: list[str] = Field(default_factory=list, max_length=64)
+    expected_outputs: list[Annotated[str, Field(max_length=250)]] = Field(
+        default_factory=list, max_length=64
+    )
     """File names each invocation must report writing (LDM-592 LDF1 a, c, d), as patterns
     with wildcards ``*``, ``?``, ``[...]`` and ``{key}`` placeholders filled from the
     invocation's data id (``calexp-{visit}-{detector}.fits``; with a coverage ``query``,
