@@ -9,11 +9,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from steward.exceptions import PermanentError
 from steward.models.campaign import CampaignSpec
 from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services import selection
-from steward.services.campaign.base import CampaignBase, CampaignPass
+from steward.services.campaign.base import CampaignBase, CampaignPass, disk_rse
 from steward.services.campaign.plan import (
     Invocation,
     coverage_inputs,
@@ -264,19 +265,27 @@ class RucioSide(CampaignBase):
     # -- 3d. outputs --------------------------------------------------------------------------
 
     def _register_outputs(self, work: CampaignPass) -> None:
-        """Register recorded outputs in Rucio: files, replicas, step datasets, archive rules."""
+        """Register recorded outputs in Rucio: files, replicas, step datasets, archive rules.
+
+        Each replica is registered where it was written: ``outputs.rse``, or the disk RSE of
+        the site that ran the invocation (a multi-site campaign's shards write at the worker
+        MultiKueue sent them to; a single-site campaign's at its site).
+        """
         with self.sessions() as session:
-            pending = LedgerStore(session).files(
-                work.uid, role="output", registered=False, limit=_REGISTER_BATCH
-            )
+            store = LedgerStore(session)
+            pending = store.files(work.uid, role="output", registered=False, limit=_REGISTER_BATCH)
+            by_step: dict[str, list[Any]] = {}
+            for row in pending:
+                by_step.setdefault(row.step, []).append(row)
+            ran_at = {
+                step: store.sites(work.uid, step, [row.index for row in rows])
+                for step, rows in by_step.items()
+            }
         if not pending:
             return
-        rse = work.spec.outputs.rse or self._disk_rse(work)
         scope = work.spec.outputs.scope
-        by_step: dict[str, list[Any]] = {}
-        for row in pending:
-            by_step.setdefault(row.step, []).append(row)
         owned = self.rucio.list_rules(comment=work.tag) if work.spec.outputs.archive else []
+        written: set[str] = set()
         for step, rows in by_step.items():
             dataset = f"{scope}:{dataset_name(work.ref.name, step, work.uid)}"
             self.rucio.add_dataset(dataset)
@@ -287,21 +296,37 @@ class RucioSide(CampaignBase):
                     [dataset],
                     RuleSpec(rse_expression=archive, activity=OUTPUT_ACTIVITY, comment=work.tag),
                 )
-            files = [
-                File(row.did, bytes=row.bytes or 0, adler32=row.adler32 or "00000001")
-                for row in rows
-            ]
-            self.rucio.add_replicas(rse, files)
-            self.rucio.attach(dataset, [f.did for f in files], ignore_duplicate=True)
-            EXTERNAL_ACTIONS.labels("Campaign", "register-outputs").inc(len(files))
+            by_rse: dict[str, list[File]] = {}
+            for row in rows:
+                rse = self._output_rse(work, ran_at[step].get(row.index))
+                by_rse.setdefault(rse, []).append(
+                    File(row.did, bytes=row.bytes or 0, adler32=row.adler32 or "00000001")
+                )
+            for rse, files in sorted(by_rse.items()):
+                self.rucio.add_replicas(rse, files)
+                written.add(rse)
+            self.rucio.attach(dataset, [row.did for row in rows], ignore_duplicate=True)
+            EXTERNAL_ACTIONS.labels("Campaign", "register-outputs").inc(len(rows))
         with self.sessions.begin() as session:
             LedgerStore(session).mark_registered([row.id for row in pending])
         self._audit(
             work,
             "register-outputs",
-            target=rse,
+            target=", ".join(sorted(written)),
             after={"files": len(pending), "steps": sorted(by_step)},
         )
+
+    def _output_rse(self, work: CampaignPass, site: str | None) -> str:
+        """Where an invocation that ran at SITE wrote its outputs."""
+        if work.spec.outputs.rse:
+            return work.spec.outputs.rse
+        if work.spec.sites and site is not None and site != work.spec.site:
+            rse = disk_rse(self._named_site(work, site))
+            if rse is None:
+                msg = f"Site {site!r} has no DISK RSE to register the outputs written there at"
+                raise PermanentError(msg)
+            return rse
+        return self._disk_rse(work)
 
     def _missing_outputs(self, work: CampaignPass, outputs: Sequence[Any]) -> set[str]:
         scope = work.spec.outputs.scope

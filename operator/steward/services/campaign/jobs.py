@@ -388,8 +388,12 @@ class JobRunner(RucioSide, QueueSide):
                 live = work.live.get(job.name)
                 if live is None:
                     rows = store.invocations(work.uid, step.name, job=job.name, states=[QUEUED])
-                    if rows and not self.batch.unrecorded_pods(
-                        work.namespace, {LABEL_CAMPAIGN_UID: work.uid, LABEL_JOB: job.name}
+                    if (
+                        rows
+                        and self._unrecorded(
+                            work, {LABEL_CAMPAIGN_UID: work.uid, LABEL_JOB: job.name}
+                        )
+                        == 0
                     ):
                         reruns.extend((row, row.memory, "Job lost") for row in rows)
                     continue
