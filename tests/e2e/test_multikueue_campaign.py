@@ -199,6 +199,13 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
     status = driven.until("one shard admitted at each site", running_at_both, timeout=240)
     assert status["queueing"]["queue"] == multisite_name(ORDER)
     assert not sites.manager.core.list_namespaced_pod(NAMESPACE).items  # none at the manager
+    for job, site in where.items():  # the data ids its pods mount, copied to where it runs
+        volumes = sites.manager.batch.read_namespaced_job(job, NAMESPACE).spec.template.spec.volumes
+        mounted = sites.workers[site].core.read_namespaced_config_map(
+            volumes[0].config_map.name, NAMESPACE
+        )
+        assert mounted.metadata.labels[LABEL_CAMPAIGN_UID] == driven.uid
+        assert not mounted.metadata.owner_references
 
     status = driven.until("the campaign done", lambda s: s["phase"] == "Succeeded", timeout=240)
 
@@ -228,6 +235,13 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
             for pod in pods
         ),
     )
+
+    driven.patch_spec({"desiredState": "ClosedOut"})
+    driven.until("the campaign closed out", lambda s: s["phase"] == "ClosedOut")
+    for worker in sites.workers.values():  # the copies of the ConfigMaps went with it
+        assert not worker.core.list_namespaced_config_map(
+            NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={driven.uid}"
+        ).items
 
 
 @pytest.mark.timeout(600)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from steward.exceptions import NotFoundError, PermanentError, TransientError
+from steward.storage.batch import BatchStorage
 from steward.storage.workers import WorkerBatches
 from steward.testing.childprocess import free_port
 from steward.testing.controlplane import ControlPlane
@@ -90,3 +91,27 @@ def test_a_missing_or_unusable_secret_is_an_error_naming_it(
             workers.batch("garbage")
     finally:
         workers.close()
+
+
+def test_a_worker_copy_of_a_configmap_has_no_owner_and_goes_by_label(
+    kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    batch = BatchStorage(kube_api)
+    try:
+        labels = {"steward.lsst.io/campaign-uid": "u1"}
+        assert batch.create_config_map(namespace, "data-s0", {"0": "{}"}, owner=None, labels=labels)
+        assert not batch.create_config_map(
+            namespace, "data-s0", {"0": "{}"}, owner=None, labels=labels
+        )
+        batch.create_config_map(namespace, "other", {"0": "{}"}, owner=None, labels={"x": "y"})
+        assert batch.config_map_data(namespace, "data-s0") == {"0": "{}"}
+        assert batch.config_map_data(namespace, "absent") is None
+        core = kubernetes.client.CoreV1Api(kube_api)
+        assert not core.read_namespaced_config_map("data-s0", namespace).metadata.owner_references
+
+        batch.delete_config_maps(namespace, labels)
+
+        assert batch.config_map_data(namespace, "data-s0") is None
+        assert batch.config_map_data(namespace, "other") == {"0": "{}"}
+    finally:
+        batch.close()

@@ -151,6 +151,7 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
             raise TransientError(msg, retry_after=5)
         self._end(work, "Deleted")
         self._release_staging(work)
+        self._remove_worker_config_maps(work)
         work.events.extend(("Warning", reason, message) for reason, message in work.problems)
         return work.events
 
@@ -289,6 +290,7 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
             work.waiting.append(f"{remaining} pods still ending")
         self._register_outputs(work)
         self._release_staging(work)
+        self._remove_worker_config_maps(work)
 
     def _close_out(self, work: CampaignPass) -> None:
         """Once every step finished: verify the outputs in Rucio, close the datasets, clean up."""
@@ -332,4 +334,5 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
         for name in self._job_names(work):
             if name in work.live:
                 self.batch.delete_job(work.namespace, name)
+        self._remove_worker_config_maps(work)
         self._end(work, "ClosedOut")
