@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from steward.exceptions import PermanentError
@@ -16,9 +16,11 @@ from steward.observability import EXTERNAL_ACTIONS
 from steward.services import selection
 from steward.services.campaign.base import CampaignBase, CampaignPass, disk_rse
 from steward.services.campaign.plan import (
+    DONE,
     Invocation,
     coverage_inputs,
     dataset_name,
+    junk_dataset_name,
 )
 from steward.services.deletion import (
     DeletionGate,
@@ -262,6 +264,41 @@ class RucioSide(CampaignBase):
         if work.record is not None:
             work.record.staging_released = True
 
+    def _release_after_success(self, work: CampaignPass) -> None:
+        """Release the staging rules ``inputs.releaseAfter`` after the campaign Succeeded.
+
+        A campaign nobody closes out would otherwise pin the site's disk until the rules'
+        own ``inputs.lifetime`` runs out. The ledger keeps when it succeeded (so an operator
+        restart does not restart the grace); once the grace is over the release goes through
+        `_release_staging`, with every protection of the deletion gate. If the campaign
+        stops being Succeeded (a step was added), the time is forgotten and the release
+        marked not done, so the rules its new steps stage are released after it succeeds
+        again.
+        """
+        record = work.record
+        if record is None or record.outcome is not None:
+            return
+        with self.sessions() as session:
+            counts = LedgerStore(session).state_counts(work.uid)
+        succeeded = all(
+            sum(counts.get(step.name, {}).get(state, 0) for state in DONE) >= record.invocations
+            for step in work.spec.steps
+        )
+        if succeeded != (record.succeeded_at is not None):
+            with self.sessions.begin() as session:
+                row = LedgerStore(session).campaign(work.uid)
+                if row is not None:
+                    row.succeeded_at = work.now if succeeded else None
+                    if not succeeded:
+                        row.staging_released = False
+            record.succeeded_at = work.now if succeeded else None
+            if not succeeded:
+                record.staging_released = False
+        if record.succeeded_at is None:
+            return
+        if _aware(work.now) >= _aware(record.succeeded_at) + work.spec.inputs.release_after:
+            self._release_staging(work)
+
     # -- 3d. outputs --------------------------------------------------------------------------
 
     def _register_outputs(self, work: CampaignPass) -> None:
@@ -270,26 +307,46 @@ class RucioSide(CampaignBase):
         Each replica is registered where it was written: ``outputs.rse``, or the disk RSE of
         the site that ran the invocation (a multi-site campaign's shards write at the worker
         MultiKueue sent them to; a single-site campaign's at its site).
+
+        Unexpected outputs (role ``junk``) are registered only with ``outputs.keepJunk``, in
+        their step's junk dataset and never archived: LDM-592 LDF1 c brings them back "at
+        operator's request", kept apart from the expected outputs. Without it they stay
+        unregistered ledger rows, counted in status.
         """
-        with self.sessions() as session:
-            store = LedgerStore(session)
-            pending = store.files(work.uid, role="output", registered=False, limit=_REGISTER_BATCH)
-            by_step: dict[str, list[Any]] = {}
-            for row in pending:
-                by_step.setdefault(row.step, []).append(row)
-            ran_at = {
-                step: store.sites(work.uid, step, [row.index for row in rows])
-                for step, rows in by_step.items()
-            }
-        if not pending:
-            return
+        roles = ["output", "junk"] if work.spec.outputs.keep_junk else ["output"]
+        for role in roles:
+            with self.sessions() as session:
+                store = LedgerStore(session)
+                pending = store.files(work.uid, role=role, registered=False, limit=_REGISTER_BATCH)
+                steps = sorted({row.step for row in pending})
+                ran_at = {
+                    step: store.sites(work.uid, step, [r.index for r in pending if r.step == step])
+                    for step in steps
+                }
+            if pending:
+                self._register(work, role, pending, ran_at)
+
+    def _register(
+        self,
+        work: CampaignPass,
+        role: str,
+        pending: Sequence[Any],
+        ran_at: Mapping[str, Mapping[int, str | None]],
+    ) -> None:
+        """Register one batch of a role's files: replicas, their step's dataset, archive.
+
+        ``ran_at`` holds, by step and index, the site that ran each invocation.
+        """
         scope = work.spec.outputs.scope
-        owned = self.rucio.list_rules(comment=work.tag) if work.spec.outputs.archive else []
+        by_step: dict[str, list[Any]] = {}
+        for row in pending:
+            by_step.setdefault(row.step, []).append(row)
+        archive = work.spec.outputs.archive if role == "output" else None
+        owned = self.rucio.list_rules(comment=work.tag) if archive else []
         written: set[str] = set()
         for step, rows in by_step.items():
-            dataset = f"{scope}:{dataset_name(work.ref.name, step, work.uid)}"
+            dataset = f"{scope}:{_dataset_of(role, work, step)}"
             self.rucio.add_dataset(dataset)
-            archive = work.spec.outputs.archive
             if archive is not None and not any(r.did == dataset for r in owned):
                 self._audit(work, "archive-outputs", target=dataset, after={"to": archive})
                 self.rucio.add_rules(
@@ -306,12 +363,12 @@ class RucioSide(CampaignBase):
                 self.rucio.add_replicas(rse, files)
                 written.add(rse)
             self.rucio.attach(dataset, [row.did for row in rows], ignore_duplicate=True)
-            EXTERNAL_ACTIONS.labels("Campaign", "register-outputs").inc(len(rows))
+            EXTERNAL_ACTIONS.labels("Campaign", f"register-{role}s").inc(len(rows))
         with self.sessions.begin() as session:
             LedgerStore(session).mark_registered([row.id for row in pending])
         self._audit(
             work,
-            "register-outputs",
+            f"register-{role}s",
             target=", ".join(sorted(written)),
             after={"files": len(pending), "steps": sorted(by_step)},
         )
@@ -340,3 +397,14 @@ class RucioSide(CampaignBase):
             available = {did for did, states in replicas.items() if "AVAILABLE" in states.values()}
             missing |= dids - available
         return missing
+
+
+def _dataset_of(role: str, work: CampaignPass, step: str) -> str:
+    """The dataset (name only) a step's files of ``role`` are attached to."""
+    name = junk_dataset_name if role == "junk" else dataset_name
+    return name(work.ref.name, step, work.uid)
+
+
+def _aware(value: datetime) -> datetime:
+    """``value`` with a time zone: SQLite hands back naive UTC datetimes."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

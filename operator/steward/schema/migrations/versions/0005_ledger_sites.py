@@ -3,7 +3,7 @@
 A multi-site campaign's Jobs run wherever MultiKueue dispatches them; the ledger says where.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0006 (chained after main's 0006, which also revises 0004; renumber as the lead re-chains)
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
