@@ -70,6 +70,7 @@ from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cl
 from steward.storage.kueue import KueueStorage
 from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioAvailability, RucioStorage
+from steward.storage.workers import WorkerBatches
 
 __all__ = [
     "CommandContext",
@@ -159,9 +160,12 @@ class ProcessContext:
     witness: ConfigMapWitness | None = None
     batch: BatchStorage = field(init=False)
     """Jobs, pods, ConfigMaps and PriorityClasses of campaigns (over ``kube_api``)."""
+    worker_batches: WorkerBatches = field(init=False)
+    """The worker sites of multi-site campaigns, through MultiKueue's kubeconfig Secrets."""
 
     def __post_init__(self) -> None:
         self.batch = BatchStorage(self.kube_api, workers=_POD_PATCH_WORKERS)
+        self.worker_batches = WorkerBatches(self.kube_api)
 
     @classmethod
     def from_settings(
@@ -233,6 +237,7 @@ class ProcessContext:
         if self.checkpoints is not None:
             self.checkpoints.stop()
         self.batch.close()
+        self.worker_batches.close()
         self.rucio.close()
         self.engine.dispose()
         self.kube_api.close()  # type: ignore[no-untyped-call]
@@ -273,6 +278,7 @@ class Factory:
             queueing=self.create_queueing_service(),
             facts=facts,
             gate=self.create_deletion_gate(),
+            worker_batches=context.worker_batches,
         )
 
     def create_replication_service(self, facts: ClusterFacts) -> ReplicationService:
