@@ -207,7 +207,7 @@ def test_the_succeeded_at_migration_goes_up_and_down(database_url):
 
 
 def test_the_ledger_sites_migration_keeps_recorded_attempts(database_url):
-    """0005 adds the site columns to a ledger holding attempts; down again drops only them."""
+    """0006 adds the site columns to a ledger holding attempts; down again drops only them."""
     engine = make_engine(database_url)
     upgrade(engine, "0004")
     with engine.begin() as conn:

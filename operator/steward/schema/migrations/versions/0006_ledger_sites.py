@@ -2,8 +2,8 @@
 
 A multi-site campaign's Jobs run wherever MultiKueue dispatches them; the ledger says where.
 
-Revision ID: 0005
-Revises: 0006 (chained after main's 0006, which also revises 0004; renumber as the lead re-chains)
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0006"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
