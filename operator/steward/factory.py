@@ -290,6 +290,7 @@ class Factory:
                 max_rules=settings.release_max_rules,
                 max_fraction=settings.release_max_fraction,
             ),
+            max_rules_per_pass=settings.max_rules_per_pass,
             full_resync=timedelta(seconds=settings.full_resync_interval),
             overlap=timedelta(seconds=settings.selection_overlap),
             mark_refresh=timedelta(seconds=10 * settings.refresh_interval),

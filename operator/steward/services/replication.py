@@ -188,6 +188,8 @@ _HELD_REASON: Final = "ReleaseHeld"
 _PROTECTED_REASON: Final = "ReleaseProtected"
 _FROZEN_REASON: Final = "DeletionFrozen"
 _CHANGE_KEPT_REASON: Final = "ChangeProtected"
+_BEHIND_REASON: Final = "Behind"
+"""Ready=False and Progressing: more rules are missing than one pass creates."""
 
 
 class ReleaseRefusedError(PermanentError):
@@ -455,6 +457,8 @@ class _Pass:
     """Rules whose priority Rucio would not change (their transfers already went out)."""
     touched: bool = False
     """Whether a rule was changed in place without an Event (a catch-up priority)."""
+    deferred: int = 0
+    """Missing rules left for later passes (`ReplicationService.max_rules_per_pass`)."""
     from_snapshot: bool = False
     """Whether ``owned`` came from the shared `RuleSnapshot` (a timer tick), not Rucio now."""
 
@@ -933,6 +937,9 @@ class ReplicationService(RucioView):
     trail when None."""
     batch_size: int = 500
     """DIDs per rule-creation call, each batch audited as it completes."""
+    max_rules_per_pass: int = 10000
+    """``Settings.max_rules_per_pass``: most rules one pass creates; the rest wait for the
+    next passes (`_create_missing`)."""
     full_resync: timedelta = timedelta(hours=6)
     """``Settings.full_resync_interval``: how often a metadata selection lists its whole scope."""
     overlap: timedelta = timedelta(minutes=5)
@@ -1023,10 +1030,11 @@ class ReplicationService(RucioView):
         work.status["selection"] = self._selection(work, since, taken)
         if self.snapshot is not None and (work.events or work.touched or not work.from_snapshot):
             self.snapshot.put(tag, work.owned.all())
+        after = (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None
         return Outcome(
             self._status(work, gate_reason),
             work.events,
-            (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None,
+            0.0 if work.deferred else after,
             work.annotations,
         )
 
@@ -1235,6 +1243,12 @@ class ReplicationService(RucioView):
         ]
         if not missing:
             return
+        # A bounded pass: a backfill of a hundred thousand DIDs must not hold one worker
+        # thread (and one status write) for all of it. The DIDs left over stay missing, so
+        # the selection's high-water mark does not move past them (`_selection`) and the
+        # next pass, seconds later (`requeue_after`), takes the next share.
+        work.deferred = max(0, len(missing) - self.max_rules_per_pass)
+        missing = missing[: self.max_rules_per_pass]
         created: list[str] = []
         taken: list[str] = []
         for lifetime, dids in self._lifetimes(work, missing).items():
@@ -2036,6 +2050,12 @@ class ReplicationService(RucioView):
             reason, message = "WaitingForTransferWindow", gate_reason
         elif missing and observe:
             reason, message = "Observing", f"{missing} selected DIDs have no rule (Observe)"
+        elif work.deferred:
+            reason = _BEHIND_REASON
+            message = (
+                f"{done} of {wanted} DIDs placed; rules of {work.deferred} wait for the next "
+                f"passes (at most {self.max_rules_per_pass} created a pass)"
+            )
         elif work.change_kept and done + kept >= wanted:
             reason, message = _CHANGE_KEPT_REASON, work.change_kept
         elif stuck:
@@ -2086,6 +2106,7 @@ class ReplicationService(RucioView):
             "ruleCount": len(in_charge),
             "selected": len(selected),
             "expired": len(work.expired),
+            "deferred": work.deferred,
             "counts": {state.value: counts.get(state.value, 0) for state in RuleState},
             "bytes": sum(rule.bytes or 0 for rule in in_charge),
             "published": work.published or 0,
