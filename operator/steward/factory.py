@@ -55,6 +55,7 @@ from steward.services.plan import (
 )
 from steward.services.protections import ClusterFacts, facts_from_bodies
 from steward.services.queueing import QueueingService
+from steward.services.recent_rules import RecentRules
 from steward.services.replication import (
     ExpressionCache,
     PlacementLedger,
@@ -151,6 +152,8 @@ class ProcessContext:
     snapshot: RuleSnapshot
     ledger: PlacementLedger
     expressions: ExpressionCache
+    recent: RecentRules | None = None
+    """Reads of just-created rules, shared by the reconciles that wait for one."""
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
     Jobs and pods, Kueue's objects)."""
@@ -212,6 +215,7 @@ class ProcessContext:
             ),
             ledger=PlacementLedger(),
             expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
+            recent=RecentRules(rucio),
             checkpoints=(
                 _checkpoint_loop(settings, audit, key, witness) if key is not None else None
             ),
@@ -282,6 +286,7 @@ class Factory:
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            recent=self.context.recent,
             ledger=self.context.ledger,
             expressions=self.context.expressions,
             actor=self.actor,

@@ -91,6 +91,7 @@ from steward.services.protections import (
     protections_of,
     with_sizes,
 )
+from steward.services.recent_rules import RecentRules
 from steward.services.site import Outcome
 from steward.storage.audit import AuditFilter
 from steward.storage.rucio import (
@@ -459,6 +460,8 @@ class _Pass:
     """Whether a rule was changed in place without an Event (a catch-up priority)."""
     deferred: int = 0
     """Missing rules left for later passes (`ReplicationService.max_rules_per_pass`)."""
+    made: dict[str, str] = field(default_factory=dict)
+    """Rule ids this pass created or took back, by DID."""
     from_snapshot: bool = False
     """Whether ``owned`` came from the shared `RuleSnapshot` (a timer tick), not Rucio now."""
 
@@ -929,6 +932,9 @@ class ReplicationService(RucioView):
 
     audit: AuditService
     snapshot: RuleSnapshot | None = None
+    recent: RecentRules | None = None
+    """Shares the read-back of a new resource's rules with other new resources (`_read_back`);
+    None: each lists its own."""
     ledger: PlacementLedger = field(default_factory=PlacementLedger)
     actor: str = "steward-operator"
     release_limit: ReleaseLimit = field(default_factory=ReleaseLimit)
@@ -1024,7 +1030,7 @@ class ReplicationService(RucioView):
             self._gate_transfers(work, allowed=allowed)
             self._release_deselected(work, policy)
             if work.events or work.touched:
-                work.owned = _Owned.of(self.rucio.list_rules(comment=tag))
+                work.owned = _Owned.of(self._read_back(work, taken, first_pass=first_pass))
             if spec.publish:
                 self._publish(work, int(old.get("published", 0) or 0))
         work.status["selection"] = self._selection(work, since, taken)
@@ -1285,14 +1291,38 @@ class ReplicationService(RucioView):
         ]
         self.audit.record_many(records)
         EXTERNAL_ACTIONS.labels("ReplicationRule", "rucio.rule.add").inc(len(records))
+        work.made.update((did, added.rule_ids[did]) for did in added.created)
         taken = []
         for did, rule in sorted(added.existing.items()):
             if self._ours(rule.comment, tag):
                 self._take_back(work, rule, lifetime)
+                work.made[did] = rule.id
                 taken.append(did)
             else:
                 work.unowned[did] = _unowned(rule, tag)
         return sorted(added.created), taken
+
+    def _read_back(self, work: _Pass, taken: datetime, *, first_pass: bool) -> list[Rule]:
+        """The resource's rules after this pass changed some: Rucio's answer, not a guess.
+
+        A listing by owner tag, except on the first pass of a resource that names its DIDs
+        and never changed its spec: then every rule carrying its tag is one this pass made
+        or took back (a crashed earlier pass of the same spec asked for the same DIDs, so its
+        rules came back as duplicates), their ids are known, and `RecentRules` finds them in
+        a listing shared with other new resources. It answers only when it found every one
+        of them; otherwise the tag is listed as before.
+        """
+        if (
+            self.recent is not None
+            and first_pass
+            and work.spec.selector.dids is not None
+            and work.ref.generation == 1
+            and work.made
+        ):
+            found = self.recent.rules(work.made.values(), taken)
+            if found is not None:
+                return found
+        return self.rucio.list_rules(comment=work.tag)
 
     def _take_back(self, work: _Pass, rule: Rule, lifetime: timedelta | None) -> None:
         """Take over a rule this resource made: its tag back, its expiry as the spec says."""
