@@ -464,7 +464,10 @@ class Bench:
             os.environ["RUCIO_CONFIG"] = str(server.config_path)
             from rucio.client import Client  # noqa: PLC0415 - the raw client, for bulk setup
 
-            storage = stack.enter_context(RucioStorage(server.settings(rucio_calls_per_second=1e9)))
+            # A batch of 500 rules may take minutes on a loaded machine: no retry mid-baseline.
+            storage = stack.enter_context(
+                RucioStorage(server.settings(rucio_calls_per_second=1e9, rucio_write_timeout=900.0))
+            )
             storage.register_site(site())
             storage.add_scope(SCOPE)
             stamp(f"creating {args.rules + args.single + 1} datasets")
