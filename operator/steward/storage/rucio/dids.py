@@ -406,16 +406,15 @@ class DIDClient(RucioCallPath):
         wanted = list(dict.fromkeys(dids))
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(wanted), batch_size):
-            batch = [did_dict(did) for did in wanted[start : start + batch_size]]
-            for row in self._metadata_rows(batch, "DID_COLUMN"):
-                meta = dict(row)
+            batch = wanted[start : start + batch_size]
+            for did, meta in self.get_metadata_bulk(batch, plugin="DID_COLUMN").items():
                 meta["created_at"] = utc(meta.get("created_at"))
-                found[f"{row['scope']}:{row['name']}"] = meta
-            if not custom or not self.custom_metadata(batch[0]["scope"]):
+                found[did] = meta
+            if not custom or not self.custom_metadata(split_did(batch[0])[0]):
                 continue
-            for row in self._metadata_rows(batch, "ALL"):
-                meta = found.setdefault(f"{row['scope']}:{row['name']}", {})
-                meta.update({k: v for k, v in row.items() if meta.get(k) is None})
+            for did, extra in self.get_metadata_bulk(batch, plugin="ALL").items():
+                meta = found.setdefault(did, {})
+                meta.update({k: v for k, v in extra.items() if meta.get(k) is None})
         return found
 
     def custom_metadata(self, scope: str) -> bool:
@@ -437,18 +436,6 @@ class DIDClient(RucioCallPath):
                 known = True
             self._custom_metadata = known
         return known
-
-    def _metadata_rows(self, batch: list[dict[str, str]], plugin: str) -> list[dict[str, Any]]:
-        try:
-            rows: list[dict[str, Any]] = self._call(
-                "get_metadata_bulk",
-                lambda c: list(c.get_metadata_bulk(batch, inherit=False, plugin=plugin)),
-            )
-        except RucioPermanentError as error:
-            if caused_by(error, rucio_errors.DataIdentifierNotFound):
-                return []
-            raise
-        return [dict(row) for row in rows]
 
     def resolved_bytes(self, dids: Iterable[str]) -> dict[str, int]:
         """Bytes of DIDs whose size Rucio has not recorded, summed over their files.
@@ -519,12 +506,21 @@ class DIDClient(RucioCallPath):
     ) -> dict[str, dict[str, Any]]:
         """Metadata of many DIDs in one call, by ``scope:name``; unknown DIDs are absent.
 
-        Ask ``JSON`` or ``ALL`` only where the JSON plugin exists (see `get_metadata`).
+        Ask ``JSON`` or ``ALL`` only where the JSON plugin exists (see `get_metadata`). The
+        one place the bulk call is made: a batch of DIDs none of which Rucio knows comes back
+        as Rucio's DataIdentifierNotFound, which here is an empty answer like any other
+        absence.
         """
-        rows = self._call(
-            "get_metadata_bulk",
-            lambda c: list(c.get_metadata_bulk([did_dict(d) for d in dids], plugin=plugin)),
-        )
+        batch = [did_dict(did) for did in dids]
+        try:
+            rows = self._call(
+                "get_metadata_bulk",
+                lambda c: list(c.get_metadata_bulk(batch, inherit=False, plugin=plugin)),
+            )
+        except RucioPermanentError as error:
+            if caused_by(error, rucio_errors.DataIdentifierNotFound):
+                return {}
+            raise
         return {
             f"{row['scope']}:{row['name']}": {
                 key: value for key, value in row.items() if key not in {"scope", "name"}
