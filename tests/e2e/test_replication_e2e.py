@@ -395,10 +395,9 @@ def _events(core, namespace, name, reason):
 
 
 def _retries(body, handler):
-    """kopf's retry count of ``handler`` on the resource (its progress annotation)."""
-    annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
-    progress = annotations.get(f"steward.lsst.io/{handler}")
-    return json.loads(progress).get("retries", 0) if progress else 0
+    """kopf's retry count of ``handler`` on the resource (its progress, kept in status)."""
+    progress = (((body or {}).get("status") or {}).get("kopf") or {}).get("progress") or {}
+    return (progress.get(handler) or {}).get("retries", 0)
 
 
 def _private_operator(server, operator_env, tmp_path):
