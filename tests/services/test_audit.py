@@ -185,6 +185,27 @@ def test_the_ledger_migration_goes_up_and_down(database_url):
     engine.dispose()
 
 
+def test_the_succeeded_at_migration_goes_up_and_down(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+
+    def columns():
+        return {c["name"] for c in inspect(engine).get_columns("ledger_campaigns")}
+
+    assert "succeeded_at" in columns()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    assert current_revision(engine) == "0004"
+    assert "succeeded_at" not in columns()
+    assert "staging_released" in columns()
+    upgrade(engine)
+    assert "succeeded_at" in columns()
+    engine.dispose()
+
+
 def test_empty_database_is_refused(database_url):
     engine = make_engine(database_url)
     with pytest.raises(ConfigurationError, match="revision none"):

@@ -1,8 +1,10 @@
 """Pure decisions of the campaign operator."""
 
 import json
+import re
 
 import pytest
+from pydantic import ValidationError
 
 from steward.models.campaign import (
     Campaign,
@@ -11,6 +13,7 @@ from steward.models.campaign import (
     format_indexes,
     format_memory,
     index_at,
+    output_placeholders,
     parse_indexes,
     parse_memory,
 )
@@ -26,6 +29,7 @@ from steward.services.campaign.plan import (
     next_memory,
     retry_decision,
     shard_ranges,
+    sort_outputs,
     step_phase,
     topological,
 )
@@ -179,3 +183,122 @@ def test_index_at_reads_one_position_of_a_range_list():
     assert [index_at(text, p) for p in range(5)] == parse_indexes(text)
     with pytest.raises(IndexError):
         index_at(text, 5)
+
+
+def test_outputs_without_patterns_are_all_expected_and_none_required():
+    sort = sort_outputs([], {"visit": 1}, ["a.fits", "b.log"])
+    assert (sort.expected, sort.junk, sort.missing) == (["a.fits", "b.log"], [], [])
+    assert sort_outputs([], {}, []).missing == []
+
+
+def test_outputs_are_sorted_into_expected_junk_and_missing_by_data_id():
+    patterns = ["calexp-{visit}-{detector}.fits", "src-{visit}-*.parq", "log-?.txt"]
+    names = ["calexp-12-94.fits", "calexp-12-95.fits", "src-12-a.parq", "core.1234"]
+    sort = sort_outputs(patterns, {"visit": 12, "detector": 94}, names)
+    assert sort.expected == ["calexp-12-94.fits", "src-12-a.parq"]
+    assert sort.junk == ["calexp-12-95.fits", "core.1234"]
+    assert sort.missing == ["log-?.txt"]
+
+
+def test_a_data_id_value_is_literal_text_in_a_pattern():
+    sort = sort_outputs(["out-{band}.fits"], {"band": "*"}, ["out-*.fits", "out-g.fits"])
+    assert (sort.expected, sort.junk) == (["out-*.fits"], ["out-g.fits"])
+
+
+def test_a_query_coverage_fills_scope_and_name_of_the_input_did():
+    data_id = {"did": "raw:exp-7.fits"}
+    sort = sort_outputs(["{name}.calexp", "{scope}-*.log"], data_id, ["exp-7.fits.calexp"])
+    assert sort.expected == ["exp-7.fits.calexp"]
+    assert sort.missing == ["raw-*.log"]
+
+
+def test_a_placeholder_without_a_value_is_a_key_error():
+    with pytest.raises(KeyError):
+        sort_outputs(["{visit}.fits"], {"detector": 1}, ["1.fits"])
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("", "empty"),
+        ("calexp/{visit}.fits", "characters no output name can have ('/')"),
+        ("a{visit.fits", "stray brace"),
+        ("a{1x}.fits", "stray brace"),
+        ("a[bc.fits", "unclosed or empty"),
+        ("a[].fits", "unclosed or empty"),
+        ("a!b.fits", "'!' outside"),
+        ("a b.fits", "(' ')"),
+    ],
+)
+def test_bad_output_patterns_are_refused_with_the_reason(pattern, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        output_placeholders(pattern)
+
+
+def test_good_output_patterns_name_their_placeholders():
+    assert output_placeholders("calexp-{visit}-{detector}.fits") == ["visit", "detector"]
+    assert output_placeholders("x-[!a-c]?.*") == []
+
+
+def _campaign(step: dict, coverage: dict) -> dict:
+    body = json.loads(json.dumps(CAMPAIGN))
+    body["spec"]["steps"] = [{"name": "one", "pipeline": "p.yaml#one", **step}]
+    body["spec"]["coverage"] = coverage
+    return body
+
+
+@pytest.mark.parametrize(
+    ("step", "coverage", "field", "message"),
+    [
+        (
+            {"expectedOutputs": ["ok-{visit}.fits", "x-{exposure}.fits"]},
+            {"dataIds": [{"visit": 1}, {"visit": 2}]},
+            ("steps", 0, "expectedOutputs", 1),
+            "data id 0 (coverage.dataIds[0]) has no key 'exposure'",
+        ),
+        (
+            {"expectedOutputs": ["x-{visit}.fits"]},
+            {"dataIds": [{"visit": 1}, {"detector": 2}]},
+            ("steps", 0, "expectedOutputs", 0),
+            "data id 1 (coverage.dataIds[1]) has no key 'visit'",
+        ),
+        (
+            {"expectedOutputs": ["x-{visit}.fits"]},
+            {"query": {"dids": ["raw:a"]}},
+            ("steps", 0, "expectedOutputs", 0),
+            "placeholders are {scope} and {name}",
+        ),
+        (
+            {"expectedOutputs": ["x.fits", "x.fits"]},
+            {"dataIds": [{"visit": 1}]},
+            ("steps", 0, "expectedOutputs", 1),
+            "listed twice",
+        ),
+        (
+            {"expectedOutputs": ["x/y.fits"]},
+            {"dataIds": [{"visit": 1}]},
+            ("steps", 0, "expectedOutputs", 0),
+            "('/')",
+        ),
+    ],
+)
+def test_expected_outputs_are_checked_against_the_coverage(step, coverage, field, message):
+    with pytest.raises(ValidationError) as raised:
+        Campaign.model_validate(_campaign(step, coverage))
+    [error] = raised.value.errors()
+    assert message in error["msg"]
+    # The model-level validator's error says where inside the model (`LocatedValueError`).
+    where = (*error["loc"], *getattr(error["ctx"]["error"], "path", ()))
+    assert where == ("spec", *field)
+
+
+def test_expected_outputs_with_known_keys_are_accepted():
+    body = _campaign(
+        {"expectedOutputs": ["calexp-{visit}-*.fits", "{name}.x"]}, {"query": {"dids": ["s:a"]}}
+    )
+    with pytest.raises(ValidationError):
+        Campaign.model_validate(body)  # {visit} is no key of a query's data id
+    body = _campaign({"expectedOutputs": ["{scope}-{name}.x"]}, {"query": {"dids": ["s:a"]}})
+    assert Campaign.model_validate(body).spec.steps[0].expected_outputs == ["{scope}-{name}.x"]
+    body = _campaign({"expectedOutputs": ["c-{visit}.fits"]}, {"dataIds": [{"visit": 3}]})
+    assert Campaign.model_validate(body).spec.steps[0].expected_outputs == ["c-{visit}.fits"]

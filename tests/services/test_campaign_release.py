@@ -14,11 +14,15 @@ import pytest
 from steward.models.campaign import Campaign
 from steward.models.retention import RetentionPolicy
 from steward.models.site import Site
+from steward.services.campaign.base import iso
 from steward.services.campaign.data import STAGING_KEPT
 from steward.services.deletion import ABANDONED, DONE, INTENT, DeletionGate
 from steward.services.protections import ClusterFacts
 from steward.storage.audit import AuditFilter
+from steward.storage.ledger import LedgerStore
 from support.campaigns import campaign_body
+from support.clock import StepClock
+from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
 
@@ -53,6 +57,13 @@ def _hold(namespace: str, did: str) -> RetentionPolicy:
 
 def _degraded(status):
     return next(c for c in status["conditions"] if c["type"] == "Degraded")
+
+
+def _ledger_row(service, uid):
+    with service.sessions() as session:
+        record = LedgerStore(session).campaign(uid)
+    assert record is not None
+    return record
 
 
 def _expiring_within_a_day(rules):
@@ -225,3 +236,90 @@ def test_a_release_killed_mid_batch_is_recovered_and_finished(
     assert sorted(r["id"] for r in json.loads(rows[2].after)["rules"]) == rules[1:]
     remaining = [rucio_storage.get_rule(r) for r in rules]
     assert _expiring_within_a_day(remaining) == set(datasets)
+
+
+def test_a_succeeded_campaign_nobody_closes_releases_staging_after_release_after(
+    campaign_harness, rucio_data, rucio_server, rucio_storage, namespace
+):
+    datasets = sorted(rucio_data.dataset(rse="NCSA_TAPE") for _ in range(2))
+    body = campaign_body(
+        "settled",
+        namespace,
+        invocations=0,
+        steps=[{"name": "one"}],
+        scope=rucio_data.scope,
+        coverage={"query": {"dids": datasets}},
+        inputs={
+            "prestage": True,
+            "destination": "NCSA_DISK",
+            "lifetime": "10d",
+            "releaseAfter": "2d",
+        },
+    )
+    service = campaign_harness.service
+    clock = StepClock(datetime.now(UTC))
+    service.clock = clock
+    driven = campaign_harness.start(body)
+    until(
+        "the inputs to be staged",
+        lambda: driven.step().get("staging", {}).get("ok") == 2,
+        between=rucio_server.daemons.converge,
+        timeout=120,
+    )
+    status = driven.until("the campaign to succeed", lambda s: s["phase"] == "Succeeded")
+    uid = driven.uid
+    tag = campaign_harness.service_tag(uid)
+
+    def staging():
+        return [r for r in rucio_storage.list_rules(comment=tag) if r.did in datasets]
+
+    succeeded_at = _ledger_row(service, uid).succeeded_at
+    assert succeeded_at is not None
+    assert status["staging"]["released"] is False
+    assert status["staging"]["releaseAt"] == iso(succeeded_at + timedelta(days=2))
+    assert _expiring_within_a_day(staging()) == set()
+
+    # Within the grace nothing is released: the results can still be looked at.
+    clock.now += timedelta(days=2) - timedelta(hours=1)
+    status = driven.step()
+    assert (status["phase"], status["staging"]["released"]) == ("Succeeded", False)
+    assert _expiring_within_a_day(staging()) == set()
+
+    # After it, the release goes through the deletion gate: a freeze keeps the rules...
+    clock.now += timedelta(hours=2)
+    service.facts = ClusterFacts(sites=[_frozen_site()])
+    status = driven.step()
+    assert status["phase"] == "Succeeded"
+    assert status["staging"]["released"] is False
+    assert _degraded(status)["reason"] == STAGING_KEPT
+    assert _expiring_within_a_day(staging()) == set()
+
+    # ...and once it is lifted they get their day, audited as a release by the campaign.
+    service.facts = ClusterFacts()
+    status = driven.step()
+    assert status["phase"] == "Succeeded"
+    assert status["staging"]["released"] is True
+    assert "releaseAt" not in status["staging"]
+    assert _expiring_within_a_day(staging()) == set(datasets)
+    ref = AuditFilter(kind="Campaign", namespace=namespace, name="settled")
+    rows = service.audit.query(ref)
+    [intent] = [r for r in rows if r.action == INTENT]
+    after = json.loads(intent.after)
+    assert (after["operation"], after["graceSeconds"]) == ("Expire", 86400)
+    assert sorted(rule["did"] for rule in after["rules"]) == datasets
+    assert [r.result for r in rows if r.action == DONE] == ["success"]
+
+    # A step added later makes the campaign run again; its success starts a new grace.
+    driven.patch_spec(
+        {
+            "steps": [
+                *body["spec"]["steps"],
+                {"name": "two", "dependsOn": ["one"], "pipeline": "p.yaml#two"},
+            ]
+        }
+    )
+    status = driven.step()
+    record = _ledger_row(service, uid)
+    assert (record.succeeded_at, record.staging_released) == (None, False)
+    status = driven.until("the campaign to succeed again", lambda s: s["phase"] == "Succeeded")
+    assert status["staging"]["releaseAt"] > iso(succeeded_at + timedelta(days=2))

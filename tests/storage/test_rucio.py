@@ -138,6 +138,85 @@ def test_distances_wait_for_the_peer(rucio_storage: RucioStorage) -> None:
     assert result.pending == ()
 
 
+def _two_sites(distance: int) -> tuple[Any, Any, str, str, str]:
+    """A source site and a DAC site (``dac`` on its disk), each declaring its distance to
+    the other, with their own names: (source site, DAC site, source RSE, DAC RSE, DAC
+    facility)."""
+    token = secrets.token_hex(3)
+    source, target = unique_rse("DISK"), unique_rse("DISK")
+    facility = f"F{token.upper()}"
+    source_site = mock_site(
+        f"source-{token}",
+        f"S{token.upper()}",
+        {source: "DISK"},
+        distances=[{"site": f"dac-{token}", "distance": distance}],
+    )
+    dac_site = mock_site(
+        f"dac-{token}",
+        facility,
+        {target: "DISK"},
+        attributes={target: {"dac": True}},
+        distances=[{"site": f"source-{token}", "distance": distance}],
+    )
+    return source_site, dac_site, source, target, facility
+
+
+def test_a_site_registered_after_its_peer_is_reachable_from_it_at_once(
+    rucio_storage: RucioStorage, rucio_server: RucioServer, rucio_data: RucioData
+) -> None:
+    """The dev stack's STUCK release-subset-to-in2p3-dac, as one interleaving.
+
+    The operator's first reconciles run in no set order: NCSA's came before IN2P3's RSEs
+    existed, so NCSA -> IN2P3 waited for NCSA's next timer tick; IN2P3's reconcile made
+    ``site=IN2P3&dac`` select IN2P3_DISK at once; a rule created then had its transfer from
+    NCSA_DISK marked NO_SOURCES by the conveyor, its lock STUCK, and Rucio's repairer
+    retries that only two hours later. The later site's reconcile sets the distances its
+    registered peers declare towards it, so the rule is placed.
+    """
+    source_site, dac_site, source, target, facility = _two_sites(distance=2)
+    early = rucio_storage.register_site(source_site, peers=[dac_site])
+    assert early.pending == (f"distance {source} -> {target}: RSE not registered yet",)
+    late = rucio_storage.register_site(dac_site, peers=[source_site])
+    assert late.pending == ()
+    # The source site's next reconcile has not come: the rule is made now.
+    dataset = rucio_data.dataset(rse=source)
+    rule_id = rucio_storage.add_rule(
+        dataset, RuleSpec(f"site={facility}&dac", comment=rucio_data.comment)
+    )
+    rucio_server.daemons.converge(scope=rucio_data.scope)
+    rule = rucio_storage.get_rule(rule_id)
+    assert (rule.state, rule.locks_ok, rule.locks_stuck) == (RuleState.OK, 2, 0)
+    assert f"{source} -> {target}: distance 2" in late.changes
+    # The source site's next reconcile finds its declaration already carried out.
+    assert rucio_storage.register_site(source_site, peers=[dac_site]) == type(early)((), ())
+
+
+def test_an_rse_is_selectable_by_its_attributes_only_once_it_is_reachable(
+    rucio_storage: RucioStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration cut off before its distances leaves the RSE out of every attribute
+    expression: no rule can choose it while transfers to it have no path. The next
+    registration completes it."""
+    source_site, dac_site, _, target, facility = _two_sites(distance=3)
+    rucio_storage.register_site(source_site)
+    call = rucio_storage._call
+
+    def cut(operation: str, function: Any) -> Any:
+        if operation == "add_distance":
+            msg = "Rucio add_distance failed: http status code: 503 (injected)"
+            raise RucioTransientError(msg)
+        return call(operation, function)
+
+    monkeypatch.setattr(rucio_storage, "_call", cut)
+    with pytest.raises(RucioTransientError, match="injected"):
+        rucio_storage.register_site(dac_site, peers=[source_site])
+    assert rucio_storage.rse_availability([target])[target] is not None  # registered...
+    assert rucio_storage.list_rses(f"site={facility}") == []  # ...but not selectable
+    monkeypatch.undo()
+    rucio_storage.register_site(dac_site, peers=[source_site])
+    assert rucio_storage.list_rses(f"site={facility}&dac") == [target]
+
+
 def test_availability_flips_and_is_idempotent(rucio_storage: RucioStorage) -> None:
     disk = unique_rse("DISK")
     rucio_storage.register_site(mock_site("site-c", "FC", {disk: "DISK"}))

@@ -55,9 +55,11 @@ __all__ = [
     "StepStatus",
     "TerminationReport",
     "Toleration",
+    "fill_output_pattern",
     "format_indexes",
     "format_memory",
     "index_at",
+    "output_placeholders",
     "parse_indexes",
     "parse_memory",
     "step_cycle",
@@ -165,6 +167,70 @@ Memory = Annotated[str, Field(pattern=MEMORY_PATTERN)]
 """A Kubernetes memory quantity."""
 
 
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PATTERN_CHARS = re.compile(r"^[A-Za-z0-9_.\-*?\[\]!]*$")
+_BRACKETS = re.compile(r"\[!?[^\[\]!]+\]")
+QUERY_PLACEHOLDERS: frozenset[str] = frozenset({"scope", "name"})
+"""Placeholders of an expected output of a campaign whose coverage is a Rucio query: the
+scope and name of the invocation's input DID."""
+
+
+def output_placeholders(pattern: str) -> list[str]:
+    """The data-id keys an expected-output pattern names (``calexp-{visit}-*.fits``).
+
+    A pattern is a file name with shell wildcards (``*``, ``?``, ``[...]``, ``[!...]``, as
+    Python's `fnmatch` reads them) and ``{key}`` placeholders that take the invocation's data
+    id values.
+
+    Raises
+    ------
+    ValueError
+        If the pattern has a character a reported file name cannot have, an unbalanced
+        brace or bracket, or is empty.
+    """
+    if not pattern:
+        msg = "an expected output pattern is empty; give a file name or a wildcard pattern"
+        raise ValueError(msg)
+    keys = _PLACEHOLDER.findall(pattern)
+    rest = _PLACEHOLDER.sub("x", pattern)
+    if "{" in rest or "}" in rest:
+        msg = (
+            f"expected output pattern {pattern!r} has a stray brace: placeholders are "
+            "{key} with key a data-id key (letters, digits, underscores)"
+        )
+        raise ValueError(msg)
+    if not _PATTERN_CHARS.match(rest):
+        bad = sorted({c for c in rest if not _PATTERN_CHARS.match(c)})
+        msg = (
+            f"expected output pattern {pattern!r} has characters no output name can have "
+            f"({''.join(bad)!r}); names are letters, digits, '_', '.', '-', with wildcards "
+            "* ? [...]"
+        )
+        raise ValueError(msg)
+    outside = _BRACKETS.sub("x", rest)
+    if "[" in outside or "]" in outside:
+        msg = f"expected output pattern {pattern!r} has an unclosed or empty [...] wildcard"
+        raise ValueError(msg)
+    if "!" in outside:
+        msg = f"expected output pattern {pattern!r} has '!' outside a [!...] wildcard"
+        raise ValueError(msg)
+    return keys
+
+
+def fill_output_pattern(pattern: str, values: dict[str, str]) -> str:
+    """The pattern with each ``{key}`` replaced by ``values[key]``, wildcards in values escaped.
+
+    A data-id value is literal text: a ``*`` in it matches only ``*``.
+
+    Raises
+    ------
+    KeyError
+        If a placeholder has no value.
+    """
+    escaped = {key: re.sub(r"([*?\[])", r"[\1]", value) for key, value in values.items()}
+    return _PLACEHOLDER.sub(lambda match: escaped[match.group(1)], pattern)
+
+
 _NAMED_LIST: JsonDict = {
     "x-kubernetes-list-type": "map",
     "x-kubernetes-list-map-keys": ["name"],
@@ -229,6 +295,18 @@ class Step(SpecModel):
     """Annotations added to every pod of the step (monitoring, sidecar settings). Steward's
     own annotations win over these."""
 
+    expected_outputs: list[Annotated[str, Field(max_length=250)]] = Field(
+        default_factory=list, max_length=64
+    )
+    """File names each invocation must report writing (LDM-592 LDF1 a, c, d), as patterns
+    with wildcards ``*``, ``?``, ``[...]`` and ``{key}`` placeholders filled from the
+    invocation's data id (``calexp-{visit}-{detector}.fits``; with a coverage ``query``,
+    ``{scope}`` and ``{name}`` of the input DID). Each pattern must match at least one
+    reported file, or the invocation fails (``MissingOutputs``; ``controls.retry`` or
+    ``accept`` then decide). A reported file matching no pattern is unexpected: junk, kept
+    only with ``outputs.keepJunk``. Empty: every reported file is expected and none is
+    required."""
+
     @model_validator(mode="after")
     def _limits(self) -> Step:
         if self.memory_limit is not None and parse_memory(self.memory_limit) < parse_memory(
@@ -239,6 +317,18 @@ class Step(SpecModel):
                 f"{self.resources.memory}; raise it or remove it"
             )
             raise LocatedValueError(msg, "memoryLimit")
+        return self
+
+    @model_validator(mode="after")
+    def _patterns(self) -> Step:
+        for index, pattern in enumerate(self.expected_outputs):
+            try:
+                output_placeholders(pattern)
+            except ValueError as error:
+                raise LocatedValueError(str(error), "expectedOutputs", index) from None
+            if pattern in self.expected_outputs[:index]:
+                msg = f"expected output pattern {pattern!r} is listed twice"
+                raise LocatedValueError(msg, "expectedOutputs", index)
         return self
 
     def memory_bytes(self) -> int:
@@ -286,6 +376,13 @@ class Inputs(SpecModel):
     lifetime: Duration = Field(default=timedelta(days=30), json_schema_extra={"default": "30d"})
     """Lifetime of the staging rules."""
 
+    release_after: Duration = Field(default=timedelta(days=7), json_schema_extra={"default": "7d"})
+    """How long after the campaign Succeeded its staging rules stay when nobody closes it
+    out: then they are released (a day's lifetime, through the deletion gate) as at
+    closeout, so a finished campaign does not pin the site's disk until ``lifetime`` runs
+    out. The time is for looking at the results and adding steps that read the same
+    inputs."""
+
 
 class Outputs(SpecModel):
     """Output handling."""
@@ -297,7 +394,10 @@ class Outputs(SpecModel):
     """Replicate outputs there (e.g. ``site=NCSA&type=TAPE``); nowhere when absent."""
 
     keep_junk: Bool = False
-    """Keep unexpected outputs as a junk tarball."""
+    """Keep unexpected outputs (LDM-592 LDF1 c: a reported file that matches none of its
+    step's ``expectedOutputs``): registered in Rucio under ``scope`` in the step's junk
+    dataset (``<campaign>.<step>.<uid>.junk``), never archived. Without it they are only
+    recorded in the ledger and counted in status (``steps[].junk``)."""
 
     rse: str | None = Field(default=None, pattern=r"^[A-Z0-9][A-Z0-9_\-]*$")
     """RSE where invocations write their outputs (registered there in Rucio); the site's first
@@ -483,6 +583,28 @@ class CampaignSpec(SpecModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _placeholders(self) -> CampaignSpec:
+        """Every placeholder of an expected output names a key every data id has."""
+        data_ids = self.coverage.data_ids
+        for step_index, step in enumerate(self.steps):
+            for index, pattern in enumerate(step.expected_outputs):
+                for key in output_placeholders(pattern):
+                    if data_ids is None and key not in QUERY_PLACEHOLDERS:
+                        msg = (
+                            f"expected output {pattern!r} names {{{key}}}; with a coverage "
+                            "query the placeholders are {scope} and {name} of the input DID"
+                        )
+                        raise LocatedValueError(msg, "steps", step_index, "expectedOutputs", index)
+                    lacking = next((n for n, d in enumerate(data_ids or []) if key not in d), None)
+                    if lacking is not None:
+                        msg = (
+                            f"expected output {pattern!r} names {{{key}}}, but data id "
+                            f"{lacking} (coverage.dataIds[{lacking}]) has no key {key!r}"
+                        )
+                        raise LocatedValueError(msg, "steps", step_index, "expectedOutputs", index)
+        return self
+
     CEL: ClassVar[list[dict[str, str]]] = [
         {
             "rule": "self.steps.all(s, !has(s.dependsOn) || s.dependsOn.all(d,"
@@ -639,6 +761,10 @@ class StepStatus(CamelModel):
     """Attempts ended by the platform (preemption, eviction, drain, pause); never counted
     against the retries."""
 
+    junk: Int = 0
+    """Unexpected outputs its invocations reported (files matching none of the step's
+    ``expectedOutputs``); in Rucio only with ``outputs.keepJunk``."""
+
     jobs: Int = 0
     """Kubernetes Jobs of the step (shards and rescues)."""
 
@@ -685,6 +811,10 @@ class StagingStatus(CamelModel):
 
     released: Bool = False
     """Whether the rules were given their release lifetime (the campaign closed)."""
+
+    release_at: Timestamp | None = None
+    """When a Succeeded campaign nobody closes out releases the rules
+    (``inputs.releaseAfter`` after it succeeded)."""
 
 
 class QueueingStatus(CamelModel):
@@ -739,6 +869,9 @@ class CampaignStatus(CamelModel):
 
     outputs: Int = 0
     """Output files registered in Rucio."""
+
+    junk: Int = 0
+    """Unexpected outputs reported, over all steps (``steps[].junk``)."""
 
     controls: list[ControlStatus] = Field(default_factory=list)
     """Operator controls acted on, oldest first."""

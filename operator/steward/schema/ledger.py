@@ -53,6 +53,9 @@ class LedgerCampaign(Base):
     review: Mapped[str | None] = mapped_column(String(32))
     """``pending`` while a terminated campaign's outputs wait for the failure review."""
     staging_released: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    succeeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When every invocation of every step succeeded (or was accepted), while that holds:
+    ``inputs.releaseAfter`` counts from here."""
 
     __table_args__ = (Index("ix_ledger_campaigns_name", "namespace", "name"),)
 

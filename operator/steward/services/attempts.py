@@ -75,6 +75,10 @@ class AttemptClass(StrEnum):
     OOM_KILLED = "OOMKilled"
     EXIT_CODE = "ExitCode"
     INFRASTRUCTURE = "Infrastructure"
+    MISSING_OUTPUTS = "MissingOutputs"
+    """The pod succeeded but reported no file for one of its step's ``expectedOutputs``
+    (LDM-592 LDF1 d). Never `classify`'s answer: the campaign's recorder decides it from the
+    termination message."""
 
 
 @dataclass(frozen=True)

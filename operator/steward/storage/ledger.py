@@ -354,6 +354,15 @@ class LedgerStore:
             statement = statement.where(LedgerFile.registered == registered)
         return int(self._session.execute(statement).scalar_one())
 
+    def file_counts(self, uid: str, *, role: str) -> dict[str, int]:
+        """How many files of a role a campaign has, by step."""
+        statement = (
+            select(LedgerFile.step, func.count())
+            .where(LedgerFile.campaign_uid == uid, LedgerFile.role == role)
+            .group_by(LedgerFile.step)
+        )
+        return {step: int(count) for step, count in self._session.execute(statement).all()}
+
     def mark_registered(self, ids: Sequence[int]) -> None:
         """Record that Rucio has these output files."""
         for chunk in _chunks(list(ids)):

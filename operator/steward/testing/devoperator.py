@@ -9,7 +9,8 @@ control plane and Rucio run:
    exactly what ``steward apply --allow-dirty sites policies`` does in the checkout, so every
    resource carries its git commit, path and author, and the apply is in the audit trail;
 4. the operator is started (`operator_command`, `operator_env`) and registers the Sites' RSEs;
-5. `seed_demo_data` then puts a few datasets into Rucio for the ReplicationRules to place.
+5. once every Site is Ready (`sites_not_ready`: RSEs and distances registered), `seed_demo_data`
+   puts a few datasets into Rucio for the ReplicationRules to place.
 
 The operator signs audit checkpoints with a key made for the stack (`make_signing_key`) and
 keeps them in ConfigMaps of the ``steward`` namespace.
@@ -34,7 +35,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from steward.config import Settings
-from steward.exceptions import RucioError
+from steward.exceptions import RucioError, TransientError
 from steward.factory import CommandContext
 from steward.models import KINDS
 from steward.models.replication import ReplicationRule
@@ -43,7 +44,7 @@ from steward.services.replication import transfer_gate
 from steward.services.validation import validate_paths
 from steward.storage.database import make_engine, upgrade
 from steward.storage.files import write_private
-from steward.storage.kubernetes import api_client
+from steward.storage.kubernetes import KubeResources, api_client
 from steward.storage.rucio import File, RucioStorage, RuleSpec
 from steward.testing.postgres import PostgresError, find_bindir
 
@@ -62,6 +63,7 @@ __all__ = [
     "choose_rucio_database",
     "create_namespace",
     "declared_rses",
+    "declared_sites",
     "demo_rses",
     "local_limitations",
     "make_signing_key",
@@ -71,9 +73,9 @@ __all__ = [
     "reconciled_kinds",
     "refused_selections",
     "replication_rules",
-    "rses_registered",
     "rucio_settings",
     "seed_demo_data",
+    "sites_not_ready",
     "unsupported_metadata_keys",
 ]
 
@@ -450,12 +452,41 @@ def demo_rses() -> set[str]:
     return {dataset.rse for dataset in DEMO_DATA}
 
 
-def rses_registered(storage: RucioStorage, wanted: set[str]) -> bool:
-    """Whether Rucio knows every RSE in ``wanted`` (False while it cannot tell)."""
+def declared_sites(resources: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Names of the applied Sites."""
+    return {body["metadata"]["name"] for body in resources if body.get("kind") == "Site"}
+
+
+def sites_not_ready(kubeconfig: Path, names: Iterable[str]) -> list[str]:
+    """Those of the Sites ``names`` not yet Ready at their generation, sorted.
+
+    All of them while the API server cannot tell. A Site is Ready once the operator
+    registered its RSEs and every distance it declares (`steward.services.site`), so once
+    all are, every declared distance exists and Rucio can route a transfer between any two
+    sites. Demo data waits for that: a replica put on an RSE whose Site is still registering
+    (the RSE exists, its distances do not yet) gets rules whose transfers Rucio's conveyor
+    marks NO_SOURCES, STUCK for hours: the likely way ``release-subset-to-in2p3-dac`` stayed
+    not Ready in one run of four (NCSA_DISK -> IN2P3_DISK missing; a run's audit trail showed
+    its rule made while NCSA's first registration was still under way).
+    """
+    wanted = set(names)
     try:
-        return wanted <= set(storage.list_rses())
-    except RucioError:
-        return False
+        with api_client(kubeconfig) as api:
+            listed = KubeResources(api).list("Site")
+    except TransientError:
+        return sorted(wanted)
+    ready = {item["metadata"]["name"] for item in listed if _ready(item)}
+    return sorted(wanted - ready)
+
+
+def _ready(body: Mapping[str, Any]) -> bool:
+    generation = (body.get("metadata") or {}).get("generation")
+    return any(
+        condition.get("type") == "Ready"
+        and condition.get("status") == "True"
+        and condition.get("observedGeneration") == generation
+        for condition in (body.get("status") or {}).get("conditions") or []
+    )
 
 
 _T = TypeVar("_T")

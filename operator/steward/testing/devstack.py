@@ -64,6 +64,7 @@ from steward.testing.devoperator import (
     choose_rucio_database,
     create_namespace,
     declared_rses,
+    declared_sites,
     demo_rses,
     local_limitations,
     make_signing_key,
@@ -72,9 +73,9 @@ from steward.testing.devoperator import (
     reconciled_kinds,
     refused_selections,
     replication_rules,
-    rses_registered,
     rucio_settings,
     seed_demo_data,
+    sites_not_ready,
 )
 from steward.testing.k8sbuild import KUBERNETES_VERSION, Binaries, cache_root, ensure_binaries
 from steward.testing.kueue import POOL_LABELS, QUEUEING_STAGES
@@ -456,14 +457,19 @@ class OperatorComponent:
         assert self._applied is not None  # noqa: S101 - checked by the caller
         assert self._process is not None  # noqa: S101 - started before
         rules = replication_rules(self._applied.resources)
+        kubeconfig = Path(context.env["KUBECONFIG"])
+        sites = declared_sites(self._applied.resources)
+        wait_until(
+            lambda: not sites_not_ready(kubeconfig, sites),
+            timeout=_REGISTRATION_TIMEOUT,
+            what=(
+                f"Sites {', '.join(sorted(sites))} Ready (their RSEs and distances registered "
+                "in Rucio by the operator)"
+            ),
+            alive=self._process.check_alive,
+        )
         with RucioStorage(rucio_settings(context.env)) as storage:
             wanted = demo_rses() & declared_rses(self._applied.resources)
-            wait_until(
-                lambda: rses_registered(storage, wanted),
-                timeout=_REGISTRATION_TIMEOUT,
-                what=f"RSEs {', '.join(sorted(wanted))} registered by the operator from sites/",
-                alive=self._process.check_alive,
-            )
             self._seeded = seed_demo_data(storage, wanted)
             refused = refused_selections(storage, rules)
         self._notes += local_limitations(

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from steward.models.campaign import CampaignSpec
@@ -15,9 +15,11 @@ from steward.observability import EXTERNAL_ACTIONS
 from steward.services import selection
 from steward.services.campaign.base import CampaignBase, CampaignPass
 from steward.services.campaign.plan import (
+    DONE,
     Invocation,
     coverage_inputs,
     dataset_name,
+    junk_dataset_name,
 )
 from steward.services.deletion import (
     DeletionGate,
@@ -261,26 +263,72 @@ class RucioSide(CampaignBase):
         if work.record is not None:
             work.record.staging_released = True
 
+    def _release_after_success(self, work: CampaignPass) -> None:
+        """Release the staging rules ``inputs.releaseAfter`` after the campaign Succeeded.
+
+        A campaign nobody closes out would otherwise pin the site's disk until the rules'
+        own ``inputs.lifetime`` runs out. The ledger keeps when it succeeded (so an operator
+        restart does not restart the grace); once the grace is over the release goes through
+        `_release_staging`, with every protection of the deletion gate. If the campaign
+        stops being Succeeded (a step was added), the time is forgotten and the release
+        marked not done, so the rules its new steps stage are released after it succeeds
+        again.
+        """
+        record = work.record
+        if record is None or record.outcome is not None:
+            return
+        with self.sessions() as session:
+            counts = LedgerStore(session).state_counts(work.uid)
+        succeeded = all(
+            sum(counts.get(step.name, {}).get(state, 0) for state in DONE) >= record.invocations
+            for step in work.spec.steps
+        )
+        if succeeded != (record.succeeded_at is not None):
+            with self.sessions.begin() as session:
+                row = LedgerStore(session).campaign(work.uid)
+                if row is not None:
+                    row.succeeded_at = work.now if succeeded else None
+                    if not succeeded:
+                        row.staging_released = False
+            record.succeeded_at = work.now if succeeded else None
+            if not succeeded:
+                record.staging_released = False
+        if record.succeeded_at is None:
+            return
+        if _aware(work.now) >= _aware(record.succeeded_at) + work.spec.inputs.release_after:
+            self._release_staging(work)
+
     # -- 3d. outputs --------------------------------------------------------------------------
 
     def _register_outputs(self, work: CampaignPass) -> None:
-        """Register recorded outputs in Rucio: files, replicas, step datasets, archive rules."""
-        with self.sessions() as session:
-            pending = LedgerStore(session).files(
-                work.uid, role="output", registered=False, limit=_REGISTER_BATCH
-            )
-        if not pending:
-            return
+        """Register recorded outputs in Rucio: files, replicas, step datasets, archive rules.
+
+        Unexpected outputs (role ``junk``) are registered only with ``outputs.keepJunk``, in
+        their step's junk dataset and never archived: LDM-592 LDF1 c brings them back "at
+        operator's request", kept apart from the expected outputs. Without it they stay
+        unregistered ledger rows, counted in status.
+        """
+        roles = ["output", "junk"] if work.spec.outputs.keep_junk else ["output"]
+        for role in roles:
+            with self.sessions() as session:
+                pending = LedgerStore(session).files(
+                    work.uid, role=role, registered=False, limit=_REGISTER_BATCH
+                )
+            if pending:
+                self._register(work, role, pending)
+
+    def _register(self, work: CampaignPass, role: str, pending: Sequence[Any]) -> None:
+        """Register one batch of a role's files: replicas, their step's dataset, archive."""
         rse = work.spec.outputs.rse or self._disk_rse(work)
         scope = work.spec.outputs.scope
         by_step: dict[str, list[Any]] = {}
         for row in pending:
             by_step.setdefault(row.step, []).append(row)
-        owned = self.rucio.list_rules(comment=work.tag) if work.spec.outputs.archive else []
+        archive = work.spec.outputs.archive if role == "output" else None
+        owned = self.rucio.list_rules(comment=work.tag) if archive else []
         for step, rows in by_step.items():
-            dataset = f"{scope}:{dataset_name(work.ref.name, step, work.uid)}"
+            dataset = f"{scope}:{_dataset_of(role, work, step)}"
             self.rucio.add_dataset(dataset)
-            archive = work.spec.outputs.archive
             if archive is not None and not any(r.did == dataset for r in owned):
                 self._audit(work, "archive-outputs", target=dataset, after={"to": archive})
                 self.rucio.add_rules(
@@ -293,12 +341,12 @@ class RucioSide(CampaignBase):
             ]
             self.rucio.add_replicas(rse, files)
             self.rucio.attach(dataset, [f.did for f in files], ignore_duplicate=True)
-            EXTERNAL_ACTIONS.labels("Campaign", "register-outputs").inc(len(files))
+            EXTERNAL_ACTIONS.labels("Campaign", f"register-{role}s").inc(len(files))
         with self.sessions.begin() as session:
             LedgerStore(session).mark_registered([row.id for row in pending])
         self._audit(
             work,
-            "register-outputs",
+            f"register-{role}s",
             target=rse,
             after={"files": len(pending), "steps": sorted(by_step)},
         )
@@ -315,3 +363,14 @@ class RucioSide(CampaignBase):
             available = {did for did, states in replicas.items() if "AVAILABLE" in states.values()}
             missing |= dids - available
         return missing
+
+
+def _dataset_of(role: str, work: CampaignPass, step: str) -> str:
+    """The dataset (name only) a step's files of ``role`` are attached to."""
+    name = junk_dataset_name if role == "junk" else dataset_name
+    return name(work.ref.name, step, work.uid)
+
+
+def _aware(value: datetime) -> datetime:
+    """``value`` with a time zone: SQLite hands back naive UTC datetimes."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

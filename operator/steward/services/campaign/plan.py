@@ -11,9 +11,10 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Any, Final
 
-from steward.models.campaign import CampaignSpec, Step, StepPhase
+from steward.models.campaign import CampaignSpec, Step, StepPhase, fill_output_pattern
 
 __all__ = [
     "ACCEPTED",
@@ -26,6 +27,7 @@ __all__ = [
     "SUCCEEDED",
     "WAITING",
     "Invocation",
+    "OutputSort",
     "Retry",
     "canonical_json",
     "config_map_entry",
@@ -34,9 +36,11 @@ __all__ = [
     "dataset_name",
     "effective_shard_size",
     "job_name",
+    "junk_dataset_name",
     "next_memory",
     "retry_decision",
     "shard_ranges",
+    "sort_outputs",
     "step_phase",
     "topological",
 ]
@@ -137,6 +141,46 @@ def job_name(campaign: str, step: str, suffix: str) -> str:
 def dataset_name(campaign: str, step: str, uid: str) -> str:
     """Name (in ``outputs.scope``) of the dataset collecting one step's outputs."""
     return f"{campaign}.{step}.{uid[:8]}"
+
+
+def junk_dataset_name(campaign: str, step: str, uid: str) -> str:
+    """The Rucio dataset (name only) of a step's unexpected outputs (``outputs.keepJunk``)."""
+    return f"{dataset_name(campaign, step, uid)}.junk"
+
+
+@dataclass(frozen=True)
+class OutputSort:
+    """An invocation's reported files against its step's ``expectedOutputs``."""
+
+    expected: list[str]
+    """Reported files matching a pattern: the outputs."""
+    junk: list[str]
+    """Reported files matching no pattern (LDM-592 LDF1 c: "unexpected output files")."""
+    missing: list[str]
+    """Patterns (filled in) no reported file matches (LDF1 d: the job reports an error)."""
+
+
+def sort_outputs(
+    patterns: Sequence[str], data_id: Mapping[str, Any], names: Sequence[str]
+) -> OutputSort:
+    """Sort the file ``names`` an invocation reported by its step's expected ``patterns``.
+
+    Without patterns every file is expected and none is required, as before steps could
+    declare them. Placeholders take the data id's values; a coverage query's data id
+    ``{"did": "scope:name"}`` also gives ``{scope}`` and ``{name}``.
+    """
+    if not patterns:
+        return OutputSort(list(names), [], [])
+    values = {key: str(value) for key, value in data_id.items()}
+    did = data_id.get("did")
+    if isinstance(did, str) and ":" in did:
+        values["scope"], values["name"] = did.split(":", 1)
+    filled = [fill_output_pattern(p, values) for p in patterns]
+    expected = [n for n in names if any(fnmatchcase(n, p) for p in filled)]
+    kept = set(expected)
+    junk = [n for n in names if n not in kept]
+    missing = [p for p in filled if not any(fnmatchcase(n, p) for n in expected)]
+    return OutputSort(expected, junk, missing)
 
 
 def topological(steps: Sequence[Step]) -> list[Step]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
 from steward.models.campaign import (
+    Step,
     index_at,
+    output_placeholders,
     parse_memory,
 )
 from steward.services.attempts import (
@@ -19,7 +22,10 @@ from steward.services.attempts import (
 )
 from steward.services.campaign.base import COMPLETION_INDEX, LOG, CampaignBase, CampaignPass
 from steward.services.campaign.plan import (
+    FAILED,
     SUCCEEDED,
+    OutputSort,
+    sort_outputs,
 )
 from steward.storage.batch import (
     LABEL_CAMPAIGN_UID,
@@ -44,6 +50,8 @@ class _Attempt:
     index: int
     verdict: Verdict
     outputs: list[tuple[str, int, str]]
+    junk: frozenset[str] = frozenset()
+    """Reported files its step did not expect (`sort_outputs`)."""
 
 
 class Recorder(CampaignBase):
@@ -99,6 +107,7 @@ class Recorder(CampaignBase):
             by_step.setdefault(attempt.step, []).append(attempt)
         for step, items in by_step.items():
             rows_by_index = store.invocation_states(work.uid, step, [a.index for a in items])
+            self._check_outputs(store, work, work.step(step), items)
             never = work.now - timedelta(days=36500)
             for attempt in sorted(items, key=lambda a: a.verdict.ended_at or never):
                 verdict = attempt.verdict
@@ -126,25 +135,68 @@ class Recorder(CampaignBase):
                     continue
                 _apply(row, attempt)
                 changed[row["id"]] = row
+                if verdict.klass is AttemptClass.MISSING_OUTPUTS:
+                    work.events.append(
+                        (
+                            "Warning",
+                            "InvocationFailed",
+                            f"step {step} invocation {attempt.index}: {verdict.reason}",
+                        )
+                    )
                 if verdict.klass is AttemptClass.SUCCEEDED:
                     succeeded.setdefault(step, []).append(attempt.index)
-                    files.extend(
-                        {
-                            "did": f"{scope}:{name}",
-                            "campaign_uid": work.uid,
-                            "step": step,
-                            "index": attempt.index,
-                            "role": "output",
-                            "bytes": size,
-                            "adler32": adler32,
-                            "registered": False,
-                        }
-                        for name, size, adler32 in attempt.outputs
-                    )
+                files.extend(
+                    {
+                        "did": f"{scope}:{name}",
+                        "campaign_uid": work.uid,
+                        "step": step,
+                        "index": attempt.index,
+                        "role": "junk" if name in attempt.junk else "output",
+                        "bytes": size,
+                        "adler32": adler32,
+                        "registered": False,
+                    }
+                    for name, size, adler32 in attempt.outputs
+                )
         store.add_attempts(rows)
         store.update_invocations(list(changed.values()))
         store.add_files(files)
         self._record_inputs(store, work, succeeded, files)
+
+    def _check_outputs(
+        self, store: LedgerStore, work: CampaignPass, step: Step | None, items: list[_Attempt]
+    ) -> None:
+        """Sort succeeded attempts' files by the step's ``expectedOutputs`` (LDM-592 LDF1).
+
+        Files matching no pattern are junk; an attempt missing an expected file becomes a
+        `MISSING_OUTPUTS` failure, counted, and fails its invocation for good: rerunning
+        the same pipeline on the same data is an operator's call (``controls.retry``), or
+        they accept the step as it is (``controls.accept``). Its files are still recorded
+        (LDF1 d: whatever was written is brought back). Data ids are read only when a
+        pattern has placeholders.
+        """
+        patterns = step.expected_outputs if step is not None else []
+        done = [i for i, a in enumerate(items) if a.verdict.klass is AttemptClass.SUCCEEDED]
+        if not patterns or not done:
+            return
+        data_ids: dict[int, str] = {}
+        if any(output_placeholders(p) for p in patterns):
+            data_ids = store.data_ids(work.uid, items[0].step, [items[i].index for i in done])
+        for position in done:
+            attempt = items[position]
+            data_id = json.loads(data_ids.get(attempt.index, "{}"))
+            names = [name for name, _, _ in attempt.outputs]
+            try:
+                sort = sort_outputs(patterns, data_id, names)
+            except KeyError:  # a placeholder its data id lacks: nothing can match
+                sort = OutputSort([], names, list(patterns))
+            verdict = attempt.verdict
+            if sort.missing:
+                reason = f"no output matches {', '.join(sort.missing)}"[:128]
+                verdict = replace(
+                    verdict, klass=AttemptClass.MISSING_OUTPUTS, reason=reason, counted=True
+                )
+            items[position] = replace(attempt, verdict=verdict, junk=frozenset(sort.junk))
 
     def _record_inputs(
         self,
@@ -195,3 +247,5 @@ def _apply(row: dict[str, Any], attempt: _Attempt) -> None:
     row["ended_at"] = verdict.ended_at
     if verdict.klass is AttemptClass.SUCCEEDED:
         row["state"] = SUCCEEDED
+    elif verdict.klass is AttemptClass.MISSING_OUTPUTS:
+        row["state"] = FAILED

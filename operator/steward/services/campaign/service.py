@@ -61,6 +61,7 @@ from steward.services.campaign.plan import (
     data_id_hash,
     dataset_name,
     effective_shard_size,
+    junk_dataset_name,
 )
 from steward.services.campaign.record import Recorder
 from steward.services.campaign.status import StatusWriter
@@ -117,6 +118,8 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
             self._register_outputs(work)
             if desired is DesiredState.CLOSED_OUT:
                 self._close_out(work)
+            else:
+                self._release_after_success(work)
         return Outcome(self._status(work, old_status or {}), work.events)
 
     def finalize(self, campaign: Campaign, ref: ResourceRef) -> list[tuple[str, str, str]]:
@@ -287,16 +290,19 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
         self._release_staging(work)
 
     def _close_out(self, work: CampaignPass) -> None:
-        """Once every step finished: verify the outputs in Rucio, close the datasets, clean up."""
+        """Once every step finished: verify the outputs in Rucio, close the datasets, clean up.
+
+        Failed invocations block it first, even while other steps still run: the steps that
+        depend on a failed one cannot finish until the failures are retried or accepted.
+        """
         with self.sessions() as session:
             store = LedgerStore(session)
             counts = store.state_counts(work.uid)
             unregistered = store.file_count(work.uid, role="output", registered=False)
+            if work.spec.outputs.keep_junk:
+                unregistered += store.file_count(work.uid, role="junk", registered=False)
+            junk_steps = set(store.file_counts(work.uid, role="junk"))
             outputs = store.files(work.uid, role="output")
-        unfinished = sum(n for c in counts.values() for s, n in c.items() if s not in FINAL)
-        if unfinished:
-            work.waiting.append(f"closeout waits for {unfinished} invocations to finish")
-            return
         failed = {step: c.get(FAILED, 0) for step, c in counts.items() if c.get(FAILED)}
         if failed:
             detail = ", ".join(f"{step}: {n}" for step, n in sorted(failed.items()))
@@ -306,6 +312,10 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
                     f"failed invocations ({detail}): retry, accept or terminate before closeout",
                 )
             )
+            return
+        unfinished = sum(n for c in counts.values() for s, n in c.items() if s not in FINAL)
+        if unfinished:
+            work.waiting.append(f"closeout waits for {unfinished} invocations to finish")
             return
         if unregistered:
             work.waiting.append(f"closeout waits for {unregistered} outputs to be registered")
@@ -318,14 +328,20 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
             )
             work.problems.append(("OutputsMissing", message))
             return
-        scope = work.spec.outputs.scope
-        for step in sorted({row.step for row in outputs}):
-            dataset = f"{scope}:{dataset_name(work.ref.name, step, work.uid)}"
-            if self.rucio.close_collection(dataset):
-                EXTERNAL_ACTIONS.labels("Campaign", "close-dataset").inc()
-                self._audit(work, "close-dataset", target=dataset)
+        names = [dataset_name(work.ref.name, step, work.uid) for step in {r.step for r in outputs}]
+        if work.spec.outputs.keep_junk:
+            names += [junk_dataset_name(work.ref.name, step, work.uid) for step in junk_steps]
+        self._close_datasets(work, names)
         self._release_staging(work)
         for name in self._job_names(work):
             if name in work.live:
                 self.batch.delete_job(work.namespace, name)
         self._end(work, "ClosedOut")
+
+    def _close_datasets(self, work: CampaignPass, names: Sequence[str]) -> None:
+        """Close the step datasets (outputs, and junk kept by ``keepJunk``) in Rucio."""
+        for name in sorted(names):
+            dataset = f"{work.spec.outputs.scope}:{name}"
+            if self.rucio.close_collection(dataset):
+                EXTERNAL_ACTIONS.labels("Campaign", "close-dataset").inc()
+                self._audit(work, "close-dataset", target=dataset)

@@ -50,6 +50,7 @@ class StatusWriter(QueueSide):
             planned = store.jobs(work.uid)
             controls = store.controls(work.uid)
             outputs = store.file_count(work.uid, role="output", registered=True)
+            junk = store.file_counts(work.uid, role="junk")
         evicted: Counter[str] = Counter()
         failures: Counter[str] = Counter()
         for step_name, klass, exit_code, count in attempts:
@@ -59,7 +60,7 @@ class StatusWriter(QueueSide):
                 failures[f"ExitCode {exit_code}"] += count
             elif klass != AttemptClass.SUCCEEDED.value:
                 failures[klass] += count
-        steps, phases = self._steps(work, old, counts, planned, evicted)
+        steps, phases = self._steps(work, old, counts, planned, evicted, junk=junk)
         for state in ("pending", "running", "succeeded", "failed"):
             CAMPAIGN_INVOCATIONS.labels(work.namespace, work.ref.name, state).set(
                 sum(step.get(state, 0) for step in steps)
@@ -83,6 +84,7 @@ class StatusWriter(QueueSide):
             "steps": steps,
             "failures": dict(sorted(failures.items())),
             "outputs": outputs,
+            "junk": sum(junk.values()),
             "controls": [
                 {
                     "type": c.type,
@@ -102,7 +104,11 @@ class StatusWriter(QueueSide):
             status["queueing"] = queueing
         staging = work.staging or old.get("staging")
         if staging:
-            status["staging"] = {**staging, "released": record.staging_released}
+            kept = {key: value for key, value in staging.items() if key != "releaseAt"}
+            status["staging"] = {**kept, "released": record.staging_released}
+            if record.succeeded_at is not None and not record.staging_released:
+                release_at = record.succeeded_at + work.spec.inputs.release_after
+                status["staging"]["releaseAt"] = iso(release_at)
         if old.get("phase") != phase.value and final:
             kind = "Warning" if phase is CampaignPhase.FAILED else "Normal"
             work.events.append((kind, f"Campaign{phase.value}", f"campaign {phase.value}"))
@@ -116,6 +122,8 @@ class StatusWriter(QueueSide):
         counts: Mapping[str, Mapping[str, int]],
         planned: Sequence[LedgerJob],
         evicted: Mapping[str, int],
+        *,
+        junk: Mapping[str, int],
     ) -> tuple[list[dict[str, Any]], dict[str, StepPhase]]:
         """Each step's counts and phase; an Event for each phase that changed."""
         assert work.record is not None  # noqa: S101
@@ -152,6 +160,7 @@ class StatusWriter(QueueSide):
                 "failed": step_counts.get(FAILED, 0),
                 "accepted": step_counts.get(ACCEPTED, 0),
                 "evicted": evicted.get(step.name, 0),
+                "junk": junk.get(step.name, 0),
                 "jobs": len(step_jobs),
                 "startTime": iso(min((j.planned_at for j in step_jobs), default=None)),
                 "endTime": (previous.get("endTime") or iso(work.now)) if final else None,

@@ -7,11 +7,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from rucio.common import exception as rucio_errors
 from rucio.common.constants import TransferLimitDirection
 
 from steward.exceptions import RucioNotFoundError, RucioPermanentError
 from steward.models.site import RSE, Protocol, Site
-from steward.storage.rucio.callpath import DEFAULT_BATCH, RucioCallPath, canonical_expression
+from steward.storage.rucio.callpath import (
+    DEFAULT_BATCH,
+    RucioCallPath,
+    canonical_expression,
+    caused_by,
+)
 from steward.storage.rucio.types import Availability, SiteRegistration
 
 __all__ = ["MANAGED_ATTRIBUTES", "SAME_SITE_DISTANCE", "RSEClient", "RSEInfo"]
@@ -53,10 +59,20 @@ class RSEClient(RucioCallPath):
         """Register or update a Site's RSEs until Rucio matches the declaration.
 
         Idempotent: a second call on an unchanged Site changes nothing. Per RSE: type,
-        flags, attributes (declared plus ``site`` and ``type``; ones Steward set before and
-        no longer declared are removed), protocols, limits, our account's quota. Per site:
-        transfer limits, and distances to the RSEs of ``peers`` named in
-        ``spec.distances`` (RSEs of one site are `SAME_SITE_DISTANCE` apart).
+        flags, protocols, limits, our account's quota. Per site: transfer limits, and
+        distances both ways between its RSEs and the registered RSEs of ``peers``: to them
+        as ``spec.distances`` declares, from them as each peer's ``spec.distances``
+        declares (RSEs of one site are `SAME_SITE_DISTANCE` apart). Last, per RSE,
+        attributes (declared plus ``site`` and ``type``; ones Steward set before and no
+        longer declared are removed).
+
+        The order is what keeps a new RSE from swallowing rules: an RSE expression such as
+        ``site=IN2P3&dac`` selects an RSE by its attributes, so until they are set no rule
+        can choose it; once they are, Rucio can already route transfers to it from every
+        registered peer. Setting only outgoing distances left the incoming ones to each
+        peer's next reconcile, and a rule created meanwhile had its transfers marked
+        ``NO_SOURCES`` by the conveyor, its locks STUCK, and Rucio's judge-repairer retries
+        those only hours later (``rucio.core.rule_grouping.__is_retry_required``).
 
         Parameters
         ----------
@@ -64,7 +80,8 @@ class RSEClient(RucioCallPath):
             The declaration.
         peers
             The other Sites, for distances; a distance to a site not given or not yet
-            registered is reported in ``pending``.
+            registered is reported in ``pending`` (one a peer declares towards this site's
+            RSEs is that peer's to report, and set by whichever registers last).
         availability
             Flags per RSE name overriding the declared ones (a downtime in force).
         """
@@ -74,12 +91,13 @@ class RSEClient(RucioCallPath):
                 rse.availability_read, rse.availability_write, rse.availability_delete
             )
             changes += self._ensure_rse(rse, flags)
-            changes += self._ensure_attributes(rse, site.spec.facility)
             changes += self._ensure_protocols(rse)
             changes += self._ensure_limits(rse)
             changes += self._ensure_quota(rse)
         changes += self._ensure_transfer_limits(site)
         distance_changes, pending = self._ensure_distances(site, peers)
+        for rse in site.spec.rses:
+            changes += self._ensure_attributes(rse, site.spec.facility)
         return SiteRegistration(tuple(changes + distance_changes), tuple(pending))
 
     def _get_rse(self, name: str) -> dict[str, Any] | None:
@@ -220,6 +238,12 @@ class RSEClient(RucioCallPath):
         return changes
 
     def _ensure_distances(self, site: Site, peers: Iterable[Site]) -> tuple[list[str], list[str]]:
+        """Distances from this site's RSEs (its declaration) and to them (the peers').
+
+        Returns the changes and what is pending: this site's declared distances whose peer
+        is unknown or not registered yet. A peer's distance towards this site whose RSEs
+        are not registered yet is not pending here: the peer sets it when it registers.
+        """
         by_name = {peer.metadata.name: peer for peer in peers}
         own = [rse.name for rse in site.spec.rses]
         pairs = {(a, b): SAME_SITE_DISTANCE for a in own for b in own if a != b}
@@ -230,12 +254,21 @@ class RSEClient(RucioCallPath):
                 pending.append(f"distance to site {declared.site}: site not known")
                 continue
             pairs.update({(a, r.name): declared.distance for a in own for r in peer.spec.rses})
+        incoming = {
+            (r.name, a): declared.distance
+            for peer in by_name.values()
+            for declared in peer.spec.distances
+            if declared.site == site.metadata.name
+            for r in peer.spec.rses
+            for a in own
+        }
         changes = []
-        for (source, destination), distance in sorted(pairs.items()):
+        for (source, destination), distance in sorted({**incoming, **pairs}.items()):
             try:
                 changes += self._ensure_distance(source, destination, distance)
             except RucioNotFoundError:
-                pending.append(f"distance {source} -> {destination}: RSE not registered yet")
+                if (source, destination) in pairs:
+                    pending.append(f"distance {source} -> {destination}: RSE not registered yet")
         return changes, pending
 
     def _ensure_distance(self, source: str, destination: str, distance: int) -> list[str]:
@@ -243,10 +276,17 @@ class RSEClient(RucioCallPath):
         if current and current[0].get("distance") == distance:
             return []
         verb = "update_distance" if current else "add_distance"
-        self._call(
-            verb,
-            lambda c: getattr(c, verb)(source, destination, {"distance": distance}),
-        )
+        try:
+            self._call(
+                verb,
+                lambda c: getattr(c, verb)(source, destination, {"distance": distance}),
+            )
+        except RucioPermanentError as error:
+            # Both ends' Sites set a distance between them: the other one may have added it
+            # since it was read. Compare with what it set.
+            if current or not caused_by(error, rucio_errors.Duplicate):
+                raise
+            return self._ensure_distance(source, destination, distance)
         return [f"{source} -> {destination}: distance {distance}"]
 
     def set_rse_availability(self, rse: str, availability: Availability) -> bool:
