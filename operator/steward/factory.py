@@ -55,6 +55,7 @@ from steward.services.plan import (
 )
 from steward.services.protections import ClusterFacts, facts_from_bodies
 from steward.services.queueing import QueueingService
+from steward.services.recent_rules import RecentRules
 from steward.services.replication import (
     ExpressionCache,
     PlacementLedger,
@@ -152,6 +153,8 @@ class ProcessContext:
     snapshot: RuleSnapshot
     ledger: PlacementLedger
     expressions: ExpressionCache
+    recent: RecentRules | None = None
+    """Reads of just-created rules, shared by the reconciles that wait for one."""
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
     Jobs and pods, Kueue's objects)."""
@@ -216,6 +219,7 @@ class ProcessContext:
             ),
             ledger=PlacementLedger(),
             expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
+            recent=RecentRules(rucio),
             checkpoints=(
                 _checkpoint_loop(settings, audit, key, witness) if key is not None else None
             ),
@@ -288,6 +292,7 @@ class Factory:
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            recent=self.context.recent,
             ledger=self.context.ledger,
             expressions=self.context.expressions,
             actor=self.actor,
@@ -296,6 +301,7 @@ class Factory:
                 max_rules=settings.release_max_rules,
                 max_fraction=settings.release_max_fraction,
             ),
+            max_rules_per_pass=settings.max_rules_per_pass,
             full_resync=timedelta(seconds=settings.full_resync_interval),
             overlap=timedelta(seconds=settings.selection_overlap),
             mark_refresh=timedelta(seconds=10 * settings.refresh_interval),
