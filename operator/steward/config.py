@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     because their DIDs are no longer selected; a larger release waits for the annotation
     ``steward.lsst.io/approve-release`` naming its size."""
 
+    max_rules_per_pass: int = Field(default=10000, ge=1)
+    """Most Rucio rules one reconcile of one ReplicationRule creates: a selection that finds
+    more new DIDs (a backfill of a large scope) creates the rest in the following passes,
+    seconds apart, and says so in status (``deferred``, reason ``Behind``), so one handler
+    call never holds a worker thread for the whole of it."""
+
     release_max_fraction: float = Field(default=0.25, ge=0, le=1)
     """Largest fraction of a ReplicationRule's rules one reconcile may release without that
     annotation (a single rule may always go)."""

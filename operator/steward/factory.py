@@ -55,6 +55,7 @@ from steward.services.plan import (
 )
 from steward.services.protections import ClusterFacts, facts_from_bodies
 from steward.services.queueing import QueueingService
+from steward.services.recent_rules import RecentRules
 from steward.services.replication import (
     ExpressionCache,
     PlacementLedger,
@@ -70,6 +71,7 @@ from steward.storage.kubernetes import ConfigMaps, KubeResources, api_client, cl
 from steward.storage.kueue import KueueStorage
 from steward.storage.repo import GitRepo
 from steward.storage.rucio import RetryPolicy, RucioAvailability, RucioStorage
+from steward.storage.workers import WorkerBatches
 
 __all__ = [
     "CommandContext",
@@ -151,6 +153,8 @@ class ProcessContext:
     snapshot: RuleSnapshot
     ledger: PlacementLedger
     expressions: ExpressionCache
+    recent: RecentRules | None = None
+    """Reads of just-created rules, shared by the reconciles that wait for one."""
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
     Jobs and pods, Kueue's objects)."""
@@ -159,9 +163,12 @@ class ProcessContext:
     witness: ConfigMapWitness | None = None
     batch: BatchStorage = field(init=False)
     """Jobs, pods, ConfigMaps and PriorityClasses of campaigns (over ``kube_api``)."""
+    worker_batches: WorkerBatches = field(init=False)
+    """The worker sites of multi-site campaigns, through MultiKueue's kubeconfig Secrets."""
 
     def __post_init__(self) -> None:
         self.batch = BatchStorage(self.kube_api, workers=_POD_PATCH_WORKERS)
+        self.worker_batches = WorkerBatches(self.kube_api)
 
     @classmethod
     def from_settings(
@@ -212,6 +219,7 @@ class ProcessContext:
             ),
             ledger=PlacementLedger(),
             expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
+            recent=RecentRules(rucio),
             checkpoints=(
                 _checkpoint_loop(settings, audit, key, witness) if key is not None else None
             ),
@@ -233,6 +241,7 @@ class ProcessContext:
         if self.checkpoints is not None:
             self.checkpoints.stop()
         self.batch.close()
+        self.worker_batches.close()
         self.rucio.close()
         self.engine.dispose()
         self.kube_api.close()  # type: ignore[no-untyped-call]
@@ -273,6 +282,7 @@ class Factory:
             queueing=self.create_queueing_service(),
             facts=facts,
             gate=self.create_deletion_gate(),
+            worker_batches=context.worker_batches,
         )
 
     def create_replication_service(self, facts: ClusterFacts) -> ReplicationService:
@@ -282,6 +292,7 @@ class Factory:
             rucio=self.context.rucio,
             audit=self.context.audit,
             snapshot=self.context.snapshot,
+            recent=self.context.recent,
             ledger=self.context.ledger,
             expressions=self.context.expressions,
             actor=self.actor,
@@ -290,6 +301,7 @@ class Factory:
                 max_rules=settings.release_max_rules,
                 max_fraction=settings.release_max_fraction,
             ),
+            max_rules_per_pass=settings.max_rules_per_pass,
             full_resync=timedelta(seconds=settings.full_resync_interval),
             overlap=timedelta(seconds=settings.selection_overlap),
             mark_refresh=timedelta(seconds=10 * settings.refresh_interval),

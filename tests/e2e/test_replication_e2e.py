@@ -145,6 +145,46 @@ def test_rules_are_created_and_ready(
     assert row.split()[:7] == ["to-tape", f"site={facility}&type=TAPE", "1", "3", "0", "0", "True"]
 
 
+def test_kopf_keeps_its_state_in_the_status_and_sees_spec_changes_only(
+    e2e_site, custom_objects, rucio_data, rucio_server, namespace
+):
+    """kopf's last handled spec rides in the status patch; metadata edits give it no diff."""
+    facility = e2e_site["spec"]["facility"]
+    first, second = (rucio_data.dataset(rse=f"{facility}_DISK") for _ in range(2))
+    custom_objects.create(
+        "replicationrules", _rule_body("kopf-state", namespace, [first], f"{facility}_TAPE")
+    )
+
+    def ready(generation):
+        body = custom_objects.get("replicationrules", "kopf-state", namespace)
+        done = (condition_of(body, "Ready") or {}).get("status") == "True"
+        return done and body["status"]["observedGeneration"] == generation and body
+
+    body = until("Ready", lambda: ready(1), timeout=90, between=rucio_server.daemons.converge)
+    kopf_state = body["status"]["kopf"]
+    assert json.loads(kopf_state["lastHandledConfiguration"]) == {"spec": body["spec"]}
+    assert "progress" not in kopf_state  # a handler that succeeded at once leaves none
+    assert not any(
+        key.startswith("steward.lsst.io/") for key in body["metadata"].get("annotations") or {}
+    )
+    assert body["metadata"]["finalizers"] == ["steward.lsst.io/finalizer"]
+
+    custom_objects.patch(
+        "replicationrules",
+        "kopf-state",
+        namespace,
+        {"metadata": {"annotations": {"example.org/note": "edited"}}},
+    )
+    custom_objects.patch(
+        "replicationrules", "kopf-state", namespace, {"spec": {"selector": {"dids": [second]}}}
+    )
+    body = until(
+        "the new spec Ready", lambda: ready(2), timeout=90, between=rucio_server.daemons.converge
+    )
+    assert json.loads(body["status"]["kopf"]["lastHandledConfiguration"]) == {"spec": body["spec"]}
+    assert body["status"]["selected"] == 1
+
+
 def test_deleted_rule_in_rucio_is_restored_with_an_event(
     e2e_site, custom_objects, rucio_storage, rucio_data, namespace, kube_api, cluster_id
 ):
@@ -355,10 +395,9 @@ def _events(core, namespace, name, reason):
 
 
 def _retries(body, handler):
-    """kopf's retry count of ``handler`` on the resource (its progress annotation)."""
-    annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
-    progress = annotations.get(f"steward.lsst.io/{handler}")
-    return json.loads(progress).get("retries", 0) if progress else 0
+    """kopf's retry count of ``handler`` on the resource (its progress, kept in status)."""
+    progress = (((body or {}).get("status") or {}).get("kopf") or {}).get("progress") or {}
+    return (progress.get(handler) or {}).get("retries", 0)
 
 
 def _private_operator(server, operator_env, tmp_path):

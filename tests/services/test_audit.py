@@ -206,6 +206,36 @@ def test_the_succeeded_at_migration_goes_up_and_down(database_url):
     engine.dispose()
 
 
+def test_the_ledger_sites_migration_keeps_recorded_attempts(database_url):
+    """0006 adds the site columns to a ledger holding attempts; down again drops only them."""
+    engine = make_engine(database_url)
+    upgrade(engine, "0004")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                'INSERT INTO ledger_attempts (pod_uid, campaign_uid, step, "index", job, pod, '
+                "klass, reason, counted) VALUES ('p1', 'c1', 'isr', 0, 'j', 'pod', "
+                "'Succeeded', '', false)"
+            )
+        )
+    upgrade(engine)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT pod_uid, site FROM ledger_attempts")).all() == [
+            ("p1", None)
+        ]
+    columns = {c["name"] for c in inspect(engine).get_columns("ledger_invocations")}
+    assert "site" in columns
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    assert "site" not in {c["name"] for c in inspect(engine).get_columns("ledger_attempts")}
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT pod_uid FROM ledger_attempts")).all() == [("p1",)]
+    engine.dispose()
+
+
 def test_empty_database_is_refused(database_url):
     engine = make_engine(database_url)
     with pytest.raises(ConfigurationError, match="revision none"):

@@ -263,3 +263,44 @@ def test_a_rule_deleted_behind_stewards_back_is_restored_on_the_next_tick(
     assert _placed(rucio_storage, resource) == Counter(datasets)
     third = _service(recording, audit).reconcile(resource, replication_ref(resource), second.status)
     assert third.status["selection"]["mode"] == "Incremental"
+
+
+def _reason(status, type_):
+    return next(c["reason"] for c in status["conditions"] if c["type"] == type_)
+
+
+def test_a_backlog_larger_than_one_pass_is_placed_over_passes_and_says_so(
+    rucio_storage, rucio_data, audit
+):
+    """One pass creates at most ``max_rules_per_pass`` rules; the mark waits for the rest."""
+    backlog = [rucio_data.dataset(meta=RAW, files=1) for _ in range(5)]
+    resource = _resource(
+        _name(rucio_data, "backlog"), RAW, scope=rucio_data.scope, exclude=[{"project": "junk"}]
+    )
+    service = _service(rucio_storage, audit, max_rules_per_pass=2)
+    ref = replication_ref(resource)
+
+    first = service.reconcile(resource, ref, first_pass=True)
+    assert sum(_placed(rucio_storage, resource).values()) == 2
+    assert first.status["deferred"] == 3
+    assert (_reason(first.status, "Ready"), _reason(first.status, "Progressing")) == (
+        "Behind",
+        "Behind",
+    )
+    assert first.requeue_after == 0  # the next share comes seconds later, not a refresh later
+    assert first.status["selection"]["highWaterMark"] is None  # DIDs wait: no mark yet
+
+    arrived = rucio_data.dataset(meta=RAW, files=1)
+    second = service.reconcile(resource, ref, first.status)
+    assert sum(_placed(rucio_storage, resource).values()) == 4
+    assert second.status["deferred"] == 2  # two of the backlog and the new one wait
+
+    third = service.reconcile(resource, ref, second.status)
+    assert _placed(rucio_storage, resource) == Counter([*backlog, arrived])  # each once
+    assert third.status["deferred"] == 0
+    assert _reason(third.status, "Ready") != "Behind"
+    assert third.requeue_after is None
+    assert third.status["selection"]["highWaterMark"] is not None
+    quiet = service.reconcile(resource, ref, third.status)
+    assert quiet.events == []
+    assert quiet.status["selection"]["mode"] == "Incremental"

@@ -353,6 +353,9 @@ def _check_ingest_and_find(state_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.kube
 @pytest.mark.rucio
 @pytest.mark.long
+# Waits for every policy to converge, then runs the demo campaign: under a load average of 20
+# on 2 cores (other test sessions) it reached its last check after 600 s.
+@pytest.mark.timeout(900)
 def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
     runner = CliRunner()
     state_dir = tmp_path / "dev"
@@ -439,6 +442,7 @@ CONVERGENCE_BRING_UPS = 2
 @pytest.mark.kube
 @pytest.mark.rucio
 @pytest.mark.long
+@pytest.mark.timeout(900)  # two stacks: 241 s at a load average of 9 on 2 cores
 def test_every_policy_converges_on_fresh_stacks(kube_binaries: Binaries, tmp_path: Path) -> None:
     """Each ``steward dev up`` converges: every Site Ready, every ReplicationRule Ready.
 

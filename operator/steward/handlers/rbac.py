@@ -39,8 +39,8 @@ def kopf_rules(registry: kopf.OperatorRegistry | None = None) -> list[PolicyRule
     - Every resource with a change, timer, daemon, event or index handler is listed and
       watched.
     - Change, timer and daemon handlers (kopf's "changing" and "spawning" registries) patch
-      the object (finalizer, progress and last-handled annotations) and its status
-      subresource (Steward's CRDs all have one).
+      the object (the finalizer) and its status subresource (Steward's CRDs all have one;
+      kopf's progress and last handled spec live there too, `startup.diffbase_storage`).
     - kopf posts Events about handlers (``create`` on core events, in the object's namespace
       or ``default`` for cluster-scoped objects, hence cluster-wide).
     - Admission handlers need nothing: the API server calls them.

@@ -73,13 +73,17 @@ def rule_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: An
     _reconcile(body, patch, memo, kwargs, fresh=False)
 
 
-def _gated(spec: kopf.Spec, **_: Any) -> bool:  # noqa: ANN401
-    return bool(spec.get("transferWindow") or spec.get("notBefore"))
+def _gated(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:  # noqa: ANN401
+    return bool(spec.get("transferWindow") or spec.get("notBefore") or status.get("deferred"))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=EDGE_INTERVAL, when=_gated)
 def rule_edge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
-    """Open or close transfers within seconds of a window or embargo edge."""
+    """Open or close transfers within seconds of a window or embargo edge; catch up a backlog.
+
+    A resource whose last pass left rules for later (``status.deferred``) takes its next
+    share here, seconds later, rather than at the next refresh.
+    """
     if edge_due(memo):
         _reconcile(body, patch, memo, kwargs, fresh=False)
 

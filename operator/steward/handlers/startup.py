@@ -24,7 +24,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from steward.config import Settings
-from steward.constants import FINALIZER, GROUP
+from steward.constants import FINALIZER
 from steward.exceptions import PermanentError
 from steward.factory import ProcessContext
 from steward.observability import (
@@ -87,6 +87,33 @@ def _webhook_server(config: Settings, context: ProcessContext) -> Any:  # noqa: 
     )
 
 
+def progress_storage() -> kopf.ProgressStorage:
+    """Where kopf keeps a handler's retries: ``status.kopf.progress``, beside Steward's status.
+
+    A handler that succeeds at once leaves nothing (kopf stores and purges its record in the
+    same patch); one that is retried writes its record in the status patch that also carries
+    its Degraded condition, so progress costs no write of its own.
+    """
+    return kopf.StatusProgressStorage(name="kopf", field="status.kopf.progress")
+
+
+def diffbase_storage() -> kopf.DiffBaseStorage:
+    """Where kopf keeps the last handled spec: ``status.kopf.lastHandledConfiguration``.
+
+    As an annotation (kopf's default) it cost every handled change a patch of the object
+    of its own, beside the handler's status patch; in the status it rides in that patch: a
+    thousand new resources save a thousand writes (docs/replication.md, "At scale"). Only
+    ``spec`` is kept (``metadata`` is ignored): every change handler of Steward watches the
+    spec only (``field="spec"``), so a label or annotation edit (a GitOps commit stamp, an
+    approval) gives kopf no diff, hence no write. An object handled before this setting
+    has no stored spec there: kopf calls its create handlers once, which are its resume
+    handlers too, and both reconcile idempotently.
+    """
+    return kopf.StatusDiffBaseStorage(
+        name="kopf", field="status.kopf.lastHandledConfiguration", ignored_fields=["metadata"]
+    )
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
     """Configure kopf with Steward's names and open the shared clients.
@@ -97,10 +124,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config = Settings()
     configure_logging()
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = progress_storage()
+    settings.persistence.diffbase_storage = diffbase_storage()
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = config.workers
     # Leader election: with --standalone (tests, the dev stack) kopf skips peering entirely;

@@ -768,6 +768,10 @@ class StepStatus(CamelModel):
     jobs: Int = 0
     """Kubernetes Jobs of the step (shards and rescues)."""
 
+    sites: dict[str, Int] = Field(default_factory=dict)
+    """A multi-site campaign's succeeded invocations by the site whose cluster ran them
+    (from the ledger)."""
+
     start_time: Timestamp | None = None
     """When the step's first Job was created."""
 

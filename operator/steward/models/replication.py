@@ -442,6 +442,10 @@ class ReplicationRuleStatus(CamelModel):
     """Selected DIDs whose copy lived its ``lifetime`` (counted from its first placement)
     and is not placed again."""
 
+    deferred: Int = 0
+    """Selected DIDs whose rule the last pass left for the next passes: one pass creates at
+    most the operator's ``STEWARD_MAX_RULES_PER_PASS`` rules (conditions say ``Behind``)."""
+
     foreign: Int = 0
     """Selected DIDs whose rule was made by someone else: reported, never changed."""
 

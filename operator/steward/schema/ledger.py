@@ -88,6 +88,9 @@ class LedgerInvocation(Base):
     last_class: Mapped[str | None] = mapped_column(String(32))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     node: Mapped[str | None] = mapped_column(String(253))
+    site: Mapped[str | None] = mapped_column(String(63))
+    """The Site whose cluster ran the last recorded attempt (a multi-site campaign's shards
+    run where MultiKueue sends them)."""
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -110,6 +113,8 @@ class LedgerAttempt(Base):
     job: Mapped[str] = mapped_column(String(63), nullable=False)
     pod: Mapped[str] = mapped_column(String(253), nullable=False)
     node: Mapped[str | None] = mapped_column(String(253))
+    site: Mapped[str | None] = mapped_column(String(63))
+    """The Site whose cluster ran the pod (None: recorded before sites were recorded)."""
     klass: Mapped[str] = mapped_column(String(32), nullable=False)
     """Succeeded, Evicted, OOMKilled, ExitCode or Infrastructure."""
     reason: Mapped[str] = mapped_column(String(128), nullable=False, default="")

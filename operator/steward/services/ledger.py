@@ -83,6 +83,8 @@ class InvocationRecord:
     started_at: datetime | None
     ended_at: datetime | None
     memory: int
+    site: str | None = None
+    """The Site whose cluster ran its last attempt."""
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ class InvocationRecord:
             "state": self.state,
             "attempts": self.attempts,
             "node": self.node,
+            "site": self.site,
             "startedAt": _iso(self.started_at),
             "endedAt": _iso(self.ended_at),
             "memory": self.memory,
@@ -356,6 +359,7 @@ class LedgerService:
             started_at=inv.started_at,
             ended_at=inv.ended_at,
             memory=inv.memory,
+            site=inv.site,
             inputs=sorted(inputs),
             outputs=sorted(outputs),
         )

@@ -581,7 +581,13 @@ class QueueingService:
     def ensure_multisite(
         self, sites: Sequence[Site], namespace: str, queue: str | None = None
     ) -> str:
-        """Render and apply the manager's objects for SITES; return the LocalQueue's name."""
+        """Render and apply the manager's objects for SITES; return the LocalQueue's name.
+
+        The WorkloadPriorityClasses too: Kueue makes no Workload for a Job whose priority
+        class label names a missing one, and the manager's Site may declare no batch capacity
+        of its own (so `reconcile_site` never applied them there).
+        """
+        self.ensure_priority_classes()
         for body in render_multisite(sites, namespace, queue):
             self.kueue.apply(body)
         return multisite_name([site.metadata.name for site in sites])

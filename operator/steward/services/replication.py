@@ -91,6 +91,7 @@ from steward.services.protections import (
     protections_of,
     with_sizes,
 )
+from steward.services.recent_rules import RecentRules
 from steward.services.site import Outcome
 from steward.storage.audit import AuditFilter
 from steward.storage.rucio import (
@@ -188,6 +189,8 @@ _HELD_REASON: Final = "ReleaseHeld"
 _PROTECTED_REASON: Final = "ReleaseProtected"
 _FROZEN_REASON: Final = "DeletionFrozen"
 _CHANGE_KEPT_REASON: Final = "ChangeProtected"
+_BEHIND_REASON: Final = "Behind"
+"""Ready=False and Progressing: more rules are missing than one pass creates."""
 
 
 class ReleaseRefusedError(PermanentError):
@@ -455,6 +458,10 @@ class _Pass:
     """Rules whose priority Rucio would not change (their transfers already went out)."""
     touched: bool = False
     """Whether a rule was changed in place without an Event (a catch-up priority)."""
+    deferred: int = 0
+    """Missing rules left for later passes (`ReplicationService.max_rules_per_pass`)."""
+    made: dict[str, str] = field(default_factory=dict)
+    """Rule ids this pass created or took back, by DID."""
     from_snapshot: bool = False
     """Whether ``owned`` came from the shared `RuleSnapshot` (a timer tick), not Rucio now."""
 
@@ -925,6 +932,9 @@ class ReplicationService(RucioView):
 
     audit: AuditService
     snapshot: RuleSnapshot | None = None
+    recent: RecentRules | None = None
+    """Shares the read-back of a new resource's rules with other new resources (`_read_back`);
+    None: each lists its own."""
     ledger: PlacementLedger = field(default_factory=PlacementLedger)
     actor: str = "steward-operator"
     release_limit: ReleaseLimit = field(default_factory=ReleaseLimit)
@@ -933,6 +943,9 @@ class ReplicationService(RucioView):
     trail when None."""
     batch_size: int = 500
     """DIDs per rule-creation call, each batch audited as it completes."""
+    max_rules_per_pass: int = 10000
+    """``Settings.max_rules_per_pass``: most rules one pass creates; the rest wait for the
+    next passes (`_create_missing`)."""
     full_resync: timedelta = timedelta(hours=6)
     """``Settings.full_resync_interval``: how often a metadata selection lists its whole scope."""
     overlap: timedelta = timedelta(minutes=5)
@@ -1017,16 +1030,17 @@ class ReplicationService(RucioView):
             self._gate_transfers(work, allowed=allowed)
             self._release_deselected(work, policy)
             if work.events or work.touched:
-                work.owned = _Owned.of(self.rucio.list_rules(comment=tag))
+                work.owned = _Owned.of(self._read_back(work, taken, first_pass=first_pass))
             if spec.publish:
                 self._publish(work, int(old.get("published", 0) or 0))
         work.status["selection"] = self._selection(work, since, taken)
         if self.snapshot is not None and (work.events or work.touched or not work.from_snapshot):
             self.snapshot.put(tag, work.owned.all())
+        after = (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None
         return Outcome(
             self._status(work, gate_reason),
             work.events,
-            (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None,
+            0.0 if work.deferred else after,
             work.annotations,
         )
 
@@ -1235,6 +1249,12 @@ class ReplicationService(RucioView):
         ]
         if not missing:
             return
+        # A bounded pass: a backfill of a hundred thousand DIDs must not hold one worker
+        # thread (and one status write) for all of it. The DIDs left over stay missing, so
+        # the selection's high-water mark does not move past them (`_selection`) and the
+        # next pass, seconds later (`requeue_after`), takes the next share.
+        work.deferred = max(0, len(missing) - self.max_rules_per_pass)
+        missing = missing[: self.max_rules_per_pass]
         created: list[str] = []
         taken: list[str] = []
         for lifetime, dids in self._lifetimes(work, missing).items():
@@ -1271,14 +1291,38 @@ class ReplicationService(RucioView):
         ]
         self.audit.record_many(records)
         EXTERNAL_ACTIONS.labels("ReplicationRule", "rucio.rule.add").inc(len(records))
+        work.made.update((did, added.rule_ids[did]) for did in added.created)
         taken = []
         for did, rule in sorted(added.existing.items()):
             if self._ours(rule.comment, tag):
                 self._take_back(work, rule, lifetime)
+                work.made[did] = rule.id
                 taken.append(did)
             else:
                 work.unowned[did] = _unowned(rule, tag)
         return sorted(added.created), taken
+
+    def _read_back(self, work: _Pass, taken: datetime, *, first_pass: bool) -> list[Rule]:
+        """The resource's rules after this pass changed some: Rucio's answer, not a guess.
+
+        A listing by owner tag, except on the first pass of a resource that names its DIDs
+        and never changed its spec: then every rule carrying its tag is one this pass made
+        or took back (a crashed earlier pass of the same spec asked for the same DIDs, so its
+        rules came back as duplicates), their ids are known, and `RecentRules` finds them in
+        a listing shared with other new resources. It answers only when it found every one
+        of them; otherwise the tag is listed as before.
+        """
+        if (
+            self.recent is not None
+            and first_pass
+            and work.spec.selector.dids is not None
+            and work.ref.generation == 1
+            and work.made
+        ):
+            found = self.recent.rules(work.made.values(), taken)
+            if found is not None:
+                return found
+        return self.rucio.list_rules(comment=work.tag)
 
     def _take_back(self, work: _Pass, rule: Rule, lifetime: timedelta | None) -> None:
         """Take over a rule this resource made: its tag back, its expiry as the spec says."""
@@ -2036,6 +2080,12 @@ class ReplicationService(RucioView):
             reason, message = "WaitingForTransferWindow", gate_reason
         elif missing and observe:
             reason, message = "Observing", f"{missing} selected DIDs have no rule (Observe)"
+        elif work.deferred:
+            reason = _BEHIND_REASON
+            message = (
+                f"{done} of {wanted} DIDs placed; rules of {work.deferred} wait for the next "
+                f"passes (at most {self.max_rules_per_pass} created a pass)"
+            )
         elif work.change_kept and done + kept >= wanted:
             reason, message = _CHANGE_KEPT_REASON, work.change_kept
         elif stuck:
@@ -2086,6 +2136,7 @@ class ReplicationService(RucioView):
             "ruleCount": len(in_charge),
             "selected": len(selected),
             "expired": len(work.expired),
+            "deferred": work.deferred,
             "counts": {state.value: counts.get(state.value, 0) for state in RuleState},
             "bytes": sum(rule.bytes or 0 for rule in in_charge),
             "published": work.published or 0,

@@ -291,19 +291,26 @@ class BatchStorage:
         name: str,
         data: Mapping[str, str],
         *,
-        owner: Owner,
+        owner: Owner | None,
         labels: Mapping[str, str],
     ) -> bool:
-        """Create a ConfigMap; False if it exists already (it is immutable: same content)."""
-        body = {
+        """Create a ConfigMap; False if it exists already (it is immutable: same content).
+
+        Without an ``owner`` (a copy at a worker site, where the Campaign does not exist and
+        an owner reference to it would have the garbage collector delete the copy at once)
+        it stays until `delete_config_maps`.
+        """
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**labels, MANAGED_BY[0]: MANAGED_BY[1]},
+        }
+        if owner is not None:
+            metadata["ownerReferences"] = [owner.reference()]
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {**labels, MANAGED_BY[0]: MANAGED_BY[1]},
-                "ownerReferences": [owner.reference()],
-            },
+            "metadata": metadata,
             "immutable": True,
             "data": dict(data),
         }
@@ -320,6 +327,29 @@ class BatchStorage:
         except AlreadyExistsError:
             return False
         return True
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data; None if it does not exist."""
+        try:
+            body = kube_call(
+                f"get ConfigMap {namespace}/{name}",
+                lambda: response_json(
+                    self._core.read_namespaced_config_map(name, namespace, _preload_content=False)
+                ),
+            )
+        except NotFoundError:
+            return None
+        return dict(body.get("data") or {})
+
+    def delete_config_maps(self, namespace: str, labels: Mapping[str, str]) -> None:
+        """Delete every ConfigMap with ``labels`` in the namespace."""
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        kube_call(
+            f"delete ConfigMaps {namespace} {selector}",
+            lambda: self._core.delete_collection_namespaced_config_map(
+                namespace, label_selector=selector, _preload_content=False
+            ),
+        )
 
     def config_map_exists(self, namespace: str, name: str) -> bool:
         """Whether the ConfigMap exists."""

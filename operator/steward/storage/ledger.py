@@ -179,6 +179,18 @@ class LedgerStore:
             result.update(dict(self._session.execute(statement).all()))
         return result
 
+    def sites(self, uid: str, step: str, indexes: Sequence[int]) -> dict[int, str | None]:
+        """The site that ran the last attempt of some invocations of a step, by index."""
+        result: dict[int, str | None] = {}
+        for chunk in _chunks(sorted(set(indexes))):
+            statement = select(LedgerInvocation.index, LedgerInvocation.site).where(
+                LedgerInvocation.campaign_uid == uid,
+                LedgerInvocation.step == step,
+                LedgerInvocation.index.in_(chunk),
+            )
+            result.update(dict(self._session.execute(statement).all()))
+        return result
+
     def assign_range(self, uid: str, step: str, indexes: range, job: str) -> None:
         """Hand the waiting invocations ``indexes`` of a step to a Job (state queued)."""
         self._session.execute(
@@ -230,6 +242,22 @@ class LedgerStore:
         """Insert attempt rows in bulk."""
         if rows:
             self._insert(LedgerAttempt, rows)
+
+    def site_counts(self, uid: str, state: str) -> dict[str, dict[str, int]]:
+        """Invocations in STATE by step and the site that ran their last attempt."""
+        statement = (
+            select(LedgerInvocation.step, LedgerInvocation.site, func.count())
+            .where(
+                LedgerInvocation.campaign_uid == uid,
+                LedgerInvocation.state == state,
+                LedgerInvocation.site.is_not(None),
+            )
+            .group_by(LedgerInvocation.step, LedgerInvocation.site)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for step, site, count in self._session.execute(statement):
+            counts.setdefault(step, {})[str(site)] = count
+        return counts
 
     def attempt_counts(self, uid: str) -> list[tuple[str, str, int | None, int]]:
         """Attempts as (step, class, exit code, count)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -10,7 +10,7 @@ from typing import Any, Final
 from sqlalchemy.orm import Session, sessionmaker
 
 from steward.constants import API_VERSION
-from steward.exceptions import PermanentError
+from steward.exceptions import NotFoundError, PermanentError, TransientError
 from steward.models.campaign import (
     Campaign,
     CampaignSpec,
@@ -35,6 +35,7 @@ from steward.storage.ledger import (
     LedgerStore,
 )
 from steward.storage.rucio import RucioStorage
+from steward.storage.workers import WorkerBatches
 
 __all__ = [
     "COMPLETION_INDEX",
@@ -87,6 +88,11 @@ class CampaignPass:
     """ConfigMaps known to exist (shards' are shared by every step's Jobs)."""
     queue: str | None = None
     """The LocalQueue of the campaign's Jobs on Kueue (`QueueSide`), None when not on Kueue."""
+    workers: list[tuple[str, BatchStorage]] | None = None
+    """The batch API of each worker site of a multi-site campaign reached this pass, by site
+    (`CampaignBase._workers`)."""
+    unreachable: dict[str, str] = field(default_factory=dict)
+    """Worker sites that could not be reached this pass, and why."""
     workloads: dict[str, tuple[str, WorkloadState, bool]] | None = None
     """Kueue's Workload of each Job, read once per pass (`QueueSide`)."""
     audits: list[AuditRecord] = field(default_factory=list)
@@ -120,6 +126,9 @@ class CampaignBase:
     pins, freezes, other campaigns): the operator's indexes, read when the pass began."""
     gate: DeletionGate | None = None
     """The deletion gate (one over ``rucio`` and ``audit`` when None)."""
+    worker_batches: WorkerBatches | None = None
+    """The worker clusters of multi-site campaigns, through their kubeconfig Secrets; None
+    reads pods in this cluster only."""
 
     # -- pass set-up --------------------------------------------------------------------------
 
@@ -163,6 +172,60 @@ class CampaignBase:
                 raise PermanentError(msg)
             work.site = Site.model_validate({k: v for k, v in body.items() if k != "status"})
         return work.site
+
+    def _named_site(self, work: CampaignPass, name: str) -> Site:
+        if name == work.spec.site:
+            return self._site(work)
+        body = next(  # listed, as `_site` does: the operator's role may list Sites, not get them
+            (item for item in self.resources.list("Site") if item["metadata"]["name"] == name),
+            None,
+        )
+        if body is None:
+            msg = f"sites lists {name!r}, which is not a Site"
+            raise PermanentError(msg)
+        return Site.model_validate({k: v for k, v in body.items() if k != "status"})
+
+    def _workers(self, work: CampaignPass) -> list[tuple[str, BatchStorage]]:
+        """The batch API of each worker site of a multi-site campaign (none otherwise).
+
+        Each is reached with the kubeconfig Secret its Site names (the one MultiKueue uses).
+        A site that cannot be reached (its Secret missing or unusable, its cluster down) is
+        left out and named in ``work.unreachable``: what ran there is recorded once it is
+        back, as its pods wait for that behind Steward's finalizer.
+        """
+        if work.workers is not None:
+            return work.workers
+        work.workers = []
+        if not work.spec.sites or self.worker_batches is None:
+            return work.workers
+        for name in work.spec.sites:
+            site = self._named_site(work, name)
+            secret = site.spec.batch.kubeconfig_secret if site.spec.batch else None
+            if secret is None:
+                work.unreachable[name] = "its Site names no spec.batch.kubeconfigSecret"
+                continue
+            try:
+                work.workers.append((name, self.worker_batches.batch(secret)))
+            except (NotFoundError, PermanentError, TransientError) as error:
+                work.unreachable[name] = str(error)
+        return work.workers
+
+    def _unrecorded(self, work: CampaignPass, labels: Mapping[str, str]) -> int | None:
+        """Pods with LABELS whose attempt is not recorded, here and at every worker site.
+
+        None when a worker site is out of reach: its pods are unknown, and whatever depends
+        on there being none (a rerun of a lost Job's invocations, the end of a deletion)
+        waits rather than risk a second pod of one invocation.
+        """
+        count = len(self.batch.unrecorded_pods(work.namespace, labels))
+        for site, batch in self._workers(work):
+            if site in work.unreachable:
+                break
+            try:
+                count += len(batch.unrecorded_pods(work.namespace, labels))
+            except TransientError as error:
+                work.unreachable[site] = str(error)
+        return None if work.unreachable else count
 
     def _disk_rse(self, work: CampaignPass) -> str:
         """The site's first DISK RSE: where inputs are staged and outputs written by default."""

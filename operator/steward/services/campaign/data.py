@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from steward.exceptions import PermanentError
 from steward.models.campaign import CampaignSpec
 from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS
 from steward.services import selection
-from steward.services.campaign.base import CampaignBase, CampaignPass
+from steward.services.campaign.base import CampaignBase, CampaignPass, disk_rse
 from steward.services.campaign.plan import (
     DONE,
     Invocation,
@@ -303,6 +304,10 @@ class RucioSide(CampaignBase):
     def _register_outputs(self, work: CampaignPass) -> None:
         """Register recorded outputs in Rucio: files, replicas, step datasets, archive rules.
 
+        Each replica is registered where it was written: ``outputs.rse``, or the disk RSE of
+        the site that ran the invocation (a multi-site campaign's shards write at the worker
+        MultiKueue sent them to; a single-site campaign's at its site).
+
         Unexpected outputs (role ``junk``) are registered only with ``outputs.keepJunk``, in
         their step's junk dataset and never archived: LDM-592 LDF1 c brings them back "at
         operator's request", kept apart from the expected outputs. Without it they stay
@@ -311,21 +316,34 @@ class RucioSide(CampaignBase):
         roles = ["output", "junk"] if work.spec.outputs.keep_junk else ["output"]
         for role in roles:
             with self.sessions() as session:
-                pending = LedgerStore(session).files(
-                    work.uid, role=role, registered=False, limit=_REGISTER_BATCH
-                )
+                store = LedgerStore(session)
+                pending = store.files(work.uid, role=role, registered=False, limit=_REGISTER_BATCH)
+                steps = sorted({row.step for row in pending})
+                ran_at = {
+                    step: store.sites(work.uid, step, [r.index for r in pending if r.step == step])
+                    for step in steps
+                }
             if pending:
-                self._register(work, role, pending)
+                self._register(work, role, pending, ran_at)
 
-    def _register(self, work: CampaignPass, role: str, pending: Sequence[Any]) -> None:
-        """Register one batch of a role's files: replicas, their step's dataset, archive."""
-        rse = work.spec.outputs.rse or self._disk_rse(work)
+    def _register(
+        self,
+        work: CampaignPass,
+        role: str,
+        pending: Sequence[Any],
+        ran_at: Mapping[str, Mapping[int, str | None]],
+    ) -> None:
+        """Register one batch of a role's files: replicas, their step's dataset, archive.
+
+        ``ran_at`` holds, by step and index, the site that ran each invocation.
+        """
         scope = work.spec.outputs.scope
         by_step: dict[str, list[Any]] = {}
         for row in pending:
             by_step.setdefault(row.step, []).append(row)
         archive = work.spec.outputs.archive if role == "output" else None
         owned = self.rucio.list_rules(comment=work.tag) if archive else []
+        written: set[str] = set()
         for step, rows in by_step.items():
             dataset = f"{scope}:{_dataset_of(role, work, step)}"
             self.rucio.add_dataset(dataset)
@@ -335,21 +353,37 @@ class RucioSide(CampaignBase):
                     [dataset],
                     RuleSpec(rse_expression=archive, activity=OUTPUT_ACTIVITY, comment=work.tag),
                 )
-            files = [
-                File(row.did, bytes=row.bytes or 0, adler32=row.adler32 or "00000001")
-                for row in rows
-            ]
-            self.rucio.add_replicas(rse, files)
-            self.rucio.attach(dataset, [f.did for f in files], ignore_duplicate=True)
-            EXTERNAL_ACTIONS.labels("Campaign", f"register-{role}s").inc(len(files))
+            by_rse: dict[str, list[File]] = {}
+            for row in rows:
+                rse = self._output_rse(work, ran_at[step].get(row.index))
+                by_rse.setdefault(rse, []).append(
+                    File(row.did, bytes=row.bytes or 0, adler32=row.adler32 or "00000001")
+                )
+            for rse, files in sorted(by_rse.items()):
+                self.rucio.add_replicas(rse, files)
+                written.add(rse)
+            self.rucio.attach(dataset, [row.did for row in rows], ignore_duplicate=True)
+            EXTERNAL_ACTIONS.labels("Campaign", f"register-{role}s").inc(len(rows))
         with self.sessions.begin() as session:
             LedgerStore(session).mark_registered([row.id for row in pending])
         self._audit(
             work,
             f"register-{role}s",
-            target=rse,
+            target=", ".join(sorted(written)),
             after={"files": len(pending), "steps": sorted(by_step)},
         )
+
+    def _output_rse(self, work: CampaignPass, site: str | None) -> str:
+        """Where an invocation that ran at SITE wrote its outputs."""
+        if work.spec.outputs.rse:
+            return work.spec.outputs.rse
+        if work.spec.sites and site is not None and site != work.spec.site:
+            rse = disk_rse(self._named_site(work, site))
+            if rse is None:
+                msg = f"Site {site!r} has no DISK RSE to register the outputs written there at"
+                raise PermanentError(msg)
+            return rse
+        return self._disk_rse(work)
 
     def _missing_outputs(self, work: CampaignPass, outputs: Sequence[Any]) -> set[str]:
         scope = work.spec.outputs.scope

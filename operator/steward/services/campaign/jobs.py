@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from steward.exceptions import TransientError
 from steward.models.campaign import (
     Step,
     StepPhase,
@@ -270,6 +271,7 @@ class JobRunner(RucioSide, QueueSide):
         self.audit.record_many([self._creation_record(work, step, job) for job in missing])
         for job in missing:
             self._create_job(work, step, job, paused=paused)
+            self._worker_config_maps(work, step, job)
         if pending:
             with self.sessions.begin() as session:
                 store = LedgerStore(session)
@@ -279,6 +281,7 @@ class JobRunner(RucioSide, QueueSide):
             live = work.live.get(job.name)
             if not job.created or live is None or _finished(live):
                 continue
+            self._worker_config_maps(work, step, job)
             spec = live.get("spec") or {}
             queued = self._queue_pause(work, job.name, paused=paused)
             if not queued and bool(spec.get("suspend")) != paused:
@@ -358,9 +361,7 @@ class JobRunner(RucioSide, QueueSide):
         A shard's ConfigMap is shared by every step (same invocations, same completion
         indexes); a rescue Job gets its own.
         """
-        suffix = f"s{job.shard}" if job.kind == "shard" else job.name.rsplit("-", 1)[-1]
-        base = job_name(work.ref.name, step.name if job.kind != "shard" else "data", suffix)
-        name = f"{base}-{work.uid[:6]}"
+        name = _config_map_name(work, step, job)
         if name in work.config_maps or self.batch.config_map_exists(work.namespace, name):
             work.config_maps.add(name)
             return name
@@ -378,6 +379,53 @@ class JobRunner(RucioSide, QueueSide):
         work.config_maps.add(name)
         return name
 
+    def _copy_config_map(self, work: CampaignPass, site: str, name: str) -> None:
+        """Give worker SITE a copy of the campaign's ConfigMap NAME if it lacks one.
+
+        MultiKueue copies a Job to the worker, not the ConfigMap its pods mount, and a pod
+        waits for a missing ConfigMap volume. The copy has no owner there (the Campaign is
+        not in that cluster); `_remove_worker_config_maps` deletes it when the campaign ends.
+        A worker out of reach gets it on a later pass.
+        """
+        batch = dict(self._workers(work)).get(site)
+        if batch is None or f"{site}/{name}" in work.config_maps:
+            return
+        try:
+            if not batch.config_map_exists(work.namespace, name):
+                data = self.batch.config_map_data(work.namespace, name)
+                if data is None:
+                    return
+                labels = {LABEL_CAMPAIGN: work.ref.name, LABEL_CAMPAIGN_UID: work.uid}
+                if batch.create_config_map(work.namespace, name, data, owner=None, labels=labels):
+                    EXTERNAL_ACTIONS.labels("Campaign", "copy-configmap").inc()
+        except TransientError as error:
+            work.unreachable[site] = str(error)
+            return
+        work.config_maps.add(f"{site}/{name}")
+
+    def _worker_config_maps(self, work: CampaignPass, step: Step, job: LedgerJob) -> None:
+        """Copy JOB's ConfigMap to the site Kueue admitted it at (every site, when it is new).
+
+        Copying at creation spares the pods a wait; copying at the admitting site on every
+        pass repairs a site that was out of reach then.
+        """
+        if not work.spec.sites:
+            return
+        name = _config_map_name(work, step, job)
+        found = self._workloads(work).get(job.name)
+        admitted = found[1].cluster if found is not None else None
+        targets = [admitted] if admitted else [site for site, _ in self._workers(work)]
+        for site in targets:
+            self._copy_config_map(work, site, name)
+
+    def _remove_worker_config_maps(self, work: CampaignPass) -> None:
+        """Delete the copies of the campaign's ConfigMaps at the worker sites (it has ended)."""
+        for site, batch in self._workers(work):
+            try:
+                batch.delete_config_maps(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
+            except TransientError as error:
+                work.unreachable[site] = str(error)
+
     def _handle_failures(self, work: CampaignPass, step: Step) -> None:
         """Rerun, or fail for good, each invocation a Job gave up on (or lost with the Job)."""
         with self.sessions.begin() as session:
@@ -388,8 +436,12 @@ class JobRunner(RucioSide, QueueSide):
                 live = work.live.get(job.name)
                 if live is None:
                     rows = store.invocations(work.uid, step.name, job=job.name, states=[QUEUED])
-                    if rows and not self.batch.unrecorded_pods(
-                        work.namespace, {LABEL_CAMPAIGN_UID: work.uid, LABEL_JOB: job.name}
+                    if (
+                        rows
+                        and self._unrecorded(
+                            work, {LABEL_CAMPAIGN_UID: work.uid, LABEL_JOB: job.name}
+                        )
+                        == 0
                     ):
                         reruns.extend((row, row.memory, "Job lost") for row in rows)
                     continue
@@ -491,3 +543,10 @@ def _finished(job: Mapping[str, Any]) -> bool:
         if item.get("type") in {"Complete", "Failed"} and item.get("status") == "True":
             return True
     return False
+
+
+def _config_map_name(work: CampaignPass, step: Step, job: LedgerJob) -> str:
+    """The ConfigMap of JOB's data ids: a shard's is shared by every step, a rescue has its own."""
+    suffix = f"s{job.shard}" if job.kind == "shard" else job.name.rsplit("-", 1)[-1]
+    base = job_name(work.ref.name, step.name if job.kind != "shard" else "data", suffix)
+    return f"{base}-{work.uid[:6]}"

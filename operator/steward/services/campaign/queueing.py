@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from steward.exceptions import NotFoundError, PermanentError
-from steward.models.site import Site
+from steward.exceptions import NotFoundError
 from steward.services.campaign.base import CampaignBase, CampaignPass
 from steward.services.queueing import QueueingService, WorkloadState, job_labels, resolve_queue
 
@@ -67,18 +66,6 @@ class QueueSide(CampaignBase):
             work.events.append(("Warning", "KueueMissing", message))
             return None
         return queue
-
-    def _named_site(self, work: CampaignPass, name: str) -> Site:
-        if name == work.spec.site:
-            return self._site(work)
-        body = next(  # listed, as `_site` does: the operator's role may list Sites, not get them
-            (item for item in self.resources.list("Site") if item["metadata"]["name"] == name),
-            None,
-        )
-        if body is None:
-            msg = f"sites lists {name!r}, which is not a Site"
-            raise PermanentError(msg)
-        return Site.model_validate({k: v for k, v in body.items() if k != "status"})
 
     def _queue_labels(self, work: CampaignPass) -> dict[str, str]:
         """The labels that hand a new Job to Kueue (none when the campaign is not on Kueue)."""

@@ -1,4 +1,13 @@
-"""Recording attempts: ended pods into the ledger, classified, with their files."""
+"""Recording attempts: ended pods into the ledger, classified, with their files.
+
+The pods are read where they ran: in this cluster, and for a multi-site campaign also at each
+worker site MultiKueue may have sent its Jobs to (`CampaignBase._workers`), and each attempt
+records its site. Kueue's MultiKueue creates the copy of a Job at the worker with the same
+pod template, so the worker's pods carry the campaign's labels and Steward's ledger
+finalizer: they stay at the worker (even after MultiKueue deletes the finished copy) until
+this cluster's Steward has recorded them and dropped the finalizer there. An operator
+restart or a worker out of reach only delays the recording.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from steward.exceptions import TransientError
 from steward.models.campaign import (
     Step,
     index_at,
@@ -31,6 +41,7 @@ from steward.storage.batch import (
     LABEL_CAMPAIGN_UID,
     LABEL_JOB,
     LABEL_STEP,
+    BatchStorage,
 )
 from steward.storage.ledger import (
     LedgerStore,
@@ -48,6 +59,7 @@ class _Attempt:
     step: str
     job: str
     index: int
+    site: str
     verdict: Verdict
     outputs: list[tuple[str, int, str]]
     junk: frozenset[str] = frozenset()
@@ -60,24 +72,39 @@ class Recorder(CampaignBase):
     # -- 2. observe ---------------------------------------------------------------------------
 
     def _observe(self, work: CampaignPass) -> None:
-        """Record every ended pod not recorded yet; then let the pods go."""
+        """Record every ended pod not recorded yet, here and at the worker sites; let them go.
+
+        A worker site out of reach is skipped (and named in the Progressing condition): its
+        pods wait for the next pass behind their finalizer.
+        """
         work.live = {
             job["metadata"]["name"]: job
             for job in self.batch.list_jobs(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
         }
-        pods = self.batch.ended_pods(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
+        self._record_pods(work, self.batch, work.spec.site)
+        for site, batch in self._workers(work):
+            try:
+                self._record_pods(work, batch, site)
+            except TransientError as error:
+                work.unreachable[site] = str(error)
+        for site, reason in sorted(work.unreachable.items()):
+            work.waiting.append(f"site {site} out of reach, its attempts not recorded: {reason}")
+
+    def _record_pods(self, work: CampaignPass, batch: BatchStorage, site: str) -> None:
+        """Record the ended pods of the campaign in BATCH's cluster, which is SITE's."""
+        pods = batch.ended_pods(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
         if not pods:
             return
-        parsed = [a for pod in pods if (a := self._parse(pod)) is not None]
+        parsed = [a for pod in pods if (a := self._parse(pod, site)) is not None]
         with self.sessions.begin() as session:
             store = LedgerStore(session)
             known = store.known_pods([a.pod_uid for a in parsed])
             new = [a for a in parsed if a.pod_uid not in known]
             if new:
                 self._record_attempts(store, work, new)
-        self.batch.mark_recorded(pods)
+        batch.mark_recorded(pods)
 
-    def _parse(self, pod: Mapping[str, Any]) -> _Attempt | None:
+    def _parse(self, pod: Mapping[str, Any], site: str) -> _Attempt | None:
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
@@ -92,7 +119,9 @@ class Recorder(CampaignBase):
         outputs = []
         if verdict.klass is AttemptClass.SUCCEEDED:
             outputs = [(f.name, f.bytes, f.adler32) for f in reported_outputs(pod)]
-        return _Attempt(str(meta["uid"]), str(meta["name"]), step, job, index, verdict, outputs)
+        return _Attempt(
+            str(meta["uid"]), str(meta["name"]), step, job, index, site, verdict, outputs
+        )
 
     def _record_attempts(
         self, store: LedgerStore, work: CampaignPass, attempts: list[_Attempt]
@@ -121,6 +150,7 @@ class Recorder(CampaignBase):
                         "job": attempt.job,
                         "pod": attempt.pod,
                         "node": verdict.node,
+                        "site": attempt.site,
                         "klass": verdict.klass.value,
                         "reason": verdict.reason[:128],
                         "exit_code": verdict.exit_code,
@@ -242,6 +272,7 @@ def _apply(row: dict[str, Any], attempt: _Attempt) -> None:
     row["last_class"] = verdict.klass.value
     row["exit_code"] = verdict.exit_code
     row["node"] = verdict.node
+    row["site"] = attempt.site
     if row["started_at"] is None:
         row["started_at"] = verdict.started_at
     row["ended_at"] = verdict.ended_at

@@ -144,12 +144,17 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
             if self.batch.delete_job(work.namespace, name):
                 EXTERNAL_ACTIONS.labels("Campaign", "delete-job").inc()
         self._observe(work)
-        remaining = self.batch.unrecorded_pods(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
+        remaining = self._unrecorded(work, {LABEL_CAMPAIGN_UID: work.uid})
+        if remaining is None:
+            sites = ", ".join(sorted(work.unreachable))
+            msg = f"waiting for worker sites out of reach ({sites}) to record their pods"
+            raise TransientError(msg, retry_after=30)
         if remaining:
-            msg = f"waiting for {len(remaining)} pods of the campaign to end and be recorded"
+            msg = f"waiting for {remaining} pods of the campaign to end and be recorded"
             raise TransientError(msg, retry_after=5)
         self._end(work, "Deleted")
         self._release_staging(work)
+        self._remove_worker_config_maps(work)
         work.events.extend(("Warning", reason, message) for reason, message in work.problems)
         return work.events
 
@@ -282,12 +287,13 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
 
     def _after_end(self, work: CampaignPass) -> None:
         """After the end: record the last pods, register their outputs, release staging."""
-        remaining = self.batch.unrecorded_pods(work.namespace, {LABEL_CAMPAIGN_UID: work.uid})
-        work.unrecorded = len(remaining)
+        remaining = self._unrecorded(work, {LABEL_CAMPAIGN_UID: work.uid})
+        work.unrecorded = remaining or 0
         if remaining:
-            work.waiting.append(f"{len(remaining)} pods still ending")
+            work.waiting.append(f"{remaining} pods still ending")
         self._register_outputs(work)
         self._release_staging(work)
+        self._remove_worker_config_maps(work)
 
     def _close_out(self, work: CampaignPass) -> None:
         """Once every step finished: verify the outputs in Rucio, close the datasets, clean up.
@@ -336,6 +342,7 @@ class CampaignService(Recorder, JobRunner, StatusWriter):
         for name in self._job_names(work):
             if name in work.live:
                 self.batch.delete_job(work.namespace, name)
+        self._remove_worker_config_maps(work)
         self._end(work, "ClosedOut")
 
     def _close_datasets(self, work: CampaignPass, names: Sequence[str]) -> None:

@@ -50,6 +50,7 @@ class StatusWriter(QueueSide):
             planned = store.jobs(work.uid)
             controls = store.controls(work.uid)
             outputs = store.file_count(work.uid, role="output", registered=True)
+            sites = store.site_counts(work.uid, SUCCEEDED) if work.spec.sites else {}
             junk = store.file_counts(work.uid, role="junk")
         evicted: Counter[str] = Counter()
         failures: Counter[str] = Counter()
@@ -60,7 +61,7 @@ class StatusWriter(QueueSide):
                 failures[f"ExitCode {exit_code}"] += count
             elif klass != AttemptClass.SUCCEEDED.value:
                 failures[klass] += count
-        steps, phases = self._steps(work, old, counts, planned, evicted, junk=junk)
+        steps, phases = self._steps(work, old, counts, planned, evicted, junk=junk, sites=sites)
         for state in ("pending", "running", "succeeded", "failed"):
             CAMPAIGN_INVOCATIONS.labels(work.namespace, work.ref.name, state).set(
                 sum(step.get(state, 0) for step in steps)
@@ -124,8 +125,13 @@ class StatusWriter(QueueSide):
         evicted: Mapping[str, int],
         *,
         junk: Mapping[str, int],
+        sites: Mapping[str, Mapping[str, int]],
     ) -> tuple[list[dict[str, Any]], dict[str, StepPhase]]:
-        """Each step's counts and phase; an Event for each phase that changed."""
+        """Each step's counts and phase; an Event for each phase that changed.
+
+        A multi-site campaign's steps also count their succeeded invocations by the site that
+        ran them (from the ledger, so the count outlives Kueue's Workloads).
+        """
         assert work.record is not None  # noqa: S101
         total = work.record.invocations
         paused = work.spec.desired_state is DesiredState.PAUSED
@@ -162,6 +168,7 @@ class StatusWriter(QueueSide):
                 "evicted": evicted.get(step.name, 0),
                 "junk": junk.get(step.name, 0),
                 "jobs": len(step_jobs),
+                "sites": dict(sorted(sites[step.name].items())) if step.name in sites else None,
                 "startTime": iso(min((j.planned_at for j in step_jobs), default=None)),
                 "endTime": (previous.get("endTime") or iso(work.now)) if final else None,
             }

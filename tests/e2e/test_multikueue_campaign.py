@@ -1,0 +1,300 @@
+"""A multi-site Campaign: applied at a manager, dispatched by MultiKueue, recorded where it ran.
+
+The manager control plane (no nodes) holds the Campaign and the Sites; the campaign service
+reconciles it there, one pass per call, with the session's Rucio, as Steward's operator at the
+manager would. NCSA and IN2P3 are control planes of their own with kwok nodes and Kueue, each
+set up as its own Steward would (the site's queues, the campaign namespace's LocalQueue, the
+campaign PriorityClasses its deployment ships). MultiKueue runs the campaign's Jobs there; the
+ledger records each pod from the worker that ran it, through the kubeconfig Secret the Site
+names.
+
+Kueue's All-at-once dispatcher: the Incremental one's five-minute round is what
+tests/e2e/test_multikueue.py waits out; here it would only slow the campaign down.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import kubernetes
+import pytest
+
+from steward.models.campaign import Priority
+from steward.models.site import Site
+from steward.services.audit import AuditService
+from steward.services.campaign import CampaignService
+from steward.services.ledger import LedgerService
+from steward.services.queueing import QueueingService, multisite_name
+from steward.storage.batch import LABEL_CAMPAIGN_UID, LABEL_RECORDED, BatchStorage
+from steward.storage.database import make_engine, make_sessionmaker, upgrade
+from steward.storage.kubernetes import KubeResources
+from steward.storage.kueue import KueueStorage
+from steward.storage.ledger import LedgerStore
+from steward.storage.workers import WorkerBatches
+from steward.testing.k8sbuild import Binaries, KueueBuild
+from steward.testing.kueue import ALL_AT_ONCE_DISPATCHER, KueueSettings, batch_site
+from support.campaigns import CampaignHarness, Driven, campaign_body
+from support.kueue import CRDS_DIR, Sites, start_sites
+from support.waiting import until
+
+pytestmark = [pytest.mark.kube, pytest.mark.rucio, pytest.mark.long]
+
+NAMESPACE = "drp"
+ORDER = ["ncsa", "in2p3"]
+MANAGER_SITE = "usdf"
+
+
+def _create_site(api: kubernetes.client.ApiClient, site: Site) -> None:
+    kubernetes.client.CustomObjectsApi(api).create_cluster_custom_object(
+        "steward.lsst.io",
+        "v1alpha1",
+        "sites",
+        site.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
+
+
+@pytest.fixture(scope="module")
+def sites(
+    kube_binaries: Binaries, kueue_build: KueueBuild, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Sites]:
+    """A manager holding the Sites, and NCSA and IN2P3 set up as their own Steward does."""
+    with ExitStack() as stack:
+        started = start_sites(
+            stack,
+            kube_binaries,
+            kueue_build,
+            tmp_path_factory.mktemp("multikueue-campaign"),
+            ORDER,
+            KueueSettings(dispatcher=ALL_AT_ONCE_DISPATCHER),
+        )
+        started.manager.plane.install_crds(CRDS_DIR)
+        started.manager.namespace(NAMESPACE)
+        declared = {
+            name: batch_site(
+                name,
+                {"prod": {"cpu": "2", "memory": "64Gi"}},
+                kubeconfig_secret=f"{name}-kubeconfig",
+            )
+            for name in ORDER
+        }
+        for site in [
+            *declared.values(),
+            batch_site(MANAGER_SITE, {"prod": {"cpu": "1", "memory": "1Gi"}}),
+        ]:
+            _create_site(started.manager.api, site)
+        for name, worker in started.workers.items():
+            worker.namespace(NAMESPACE)
+            worker.queueing.reconcile_site(declared[name])
+            worker.queueing.ensure_worker_queue(declared[name], ORDER, NAMESPACE)
+            shipped = BatchStorage(worker.api)
+            shipped.ensure_priority_classes({p.name.lower(): p.value for p in Priority})
+            shipped.close()
+        yield started
+
+
+@pytest.fixture
+def manager_campaigns(
+    sites: Sites, rucio_storage: Any, database_url: str
+) -> Iterator[CampaignHarness]:
+    """The campaign service at the manager, reading pods at the workers through the Secrets."""
+    harness, close = _service(sites, rucio_storage, database_url)
+    yield harness
+    close()
+
+
+def _service(sites: Sites, rucio: Any, database_url: str) -> tuple[CampaignHarness, Any]:
+    """A campaign service at the manager (what an operator process builds at start)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    api = sites.manager.api
+    batch = BatchStorage(api)
+    workers = WorkerBatches(api)
+    resources = KubeResources(api)
+    service = CampaignService(
+        batch=batch,
+        resources=resources,
+        rucio=rucio,
+        sessions=sessions,
+        audit=AuditService(sessions),
+        cluster_id=f"test-{secrets.token_hex(4)}",
+        actor="test",
+        queueing=QueueingService(KueueStorage(api), resources),
+        worker_batches=workers,
+    )
+
+    def close() -> None:
+        workers.close()
+        batch.close()
+        engine.dispose()
+
+    return CampaignHarness(service, LedgerService(sessions), api, NAMESPACE), close
+
+
+def _body(name: str, scope: str, *, runtime: str) -> dict[str, Any]:
+    """Four invocations in two shards of two pods of one core: one shard fills a site.
+
+    No ``outputs.rse``: each output is registered at the disk RSE of the site that wrote it.
+    """
+    steps = [
+        {
+            "name": "isr",
+            "parallelism": 2,
+            "resources": {"cpu": "1", "memory": "1Gi"},
+            "podAnnotations": {"kwok.steward.lsst.io/runtime": runtime},
+        }
+    ]
+    return campaign_body(
+        name,
+        NAMESPACE,
+        invocations=4,
+        steps=steps,
+        scope=scope,
+        site=MANAGER_SITE,
+        sites=ORDER,
+        shardSize=2,
+        outputs={"scope": scope},
+    )
+
+
+def _clusters(sites: Sites) -> dict[str, str]:
+    """The worker each of the manager's Jobs was admitted at, as MultiKueue reports it."""
+    found = sites.manager.queueing.workloads_by_job(NAMESPACE, _jobs(sites))
+    return {job: state.cluster for job, (_, state, _) in found.items() if state.cluster}
+
+
+def _jobs(sites: Sites) -> set[str]:
+    listed = sites.manager.batch.list_namespaced_job(NAMESPACE).items
+    return {job.metadata.name for job in listed}
+
+
+def _attempts(harness: CampaignHarness, uid: str) -> list[Any]:
+    with harness.service.sessions() as session:
+        return list(LedgerStore(session).attempts(uid))
+
+
+def _worker_pods(sites: Sites, uid: str) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: worker.core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={uid}"
+        ).to_dict()["items"]
+        for name, worker in sites.workers.items()
+    }
+
+
+@pytest.mark.timeout(600)
+def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
+    sites: Sites, manager_campaigns: CampaignHarness, rucio_data: Any, rucio_storage: Any
+) -> None:
+    driven = manager_campaigns.start(_body("two-sites", rucio_data.scope, runtime="30s"))
+    where: dict[str, str] = {}
+
+    def running_at_both(status: dict[str, Any]) -> bool:
+        where.update(_clusters(sites))
+        return set(where.values()) == set(ORDER) and len(where) == 2
+
+    status = driven.until("one shard admitted at each site", running_at_both, timeout=240)
+    assert status["queueing"]["queue"] == multisite_name(ORDER)
+    assert not sites.manager.core.list_namespaced_pod(NAMESPACE).items  # none at the manager
+    for job, site in where.items():  # the data ids its pods mount, copied to where it runs
+        volumes = sites.manager.batch.read_namespaced_job(job, NAMESPACE).spec.template.spec.volumes
+        mounted = sites.workers[site].core.read_namespaced_config_map(
+            volumes[0].config_map.name, NAMESPACE
+        )
+        assert mounted.metadata.labels[LABEL_CAMPAIGN_UID] == driven.uid
+        assert not mounted.metadata.owner_references
+
+    status = driven.until("the campaign done", lambda s: s["phase"] == "Succeeded", timeout=240)
+
+    attempts = _attempts(manager_campaigns, driven.uid)
+    assert sorted(a.index for a in attempts if a.klass == "Succeeded") == [0, 1, 2, 3]
+    assert {a.job: a.site for a in attempts} == where  # each shard recorded at its worker
+    (step,) = status["steps"]
+    assert step["sites"] == {"ncsa": 2, "in2p3": 2}
+    assert status["queueing"]["sites"] == {"ncsa": 1, "in2p3": 1}
+    outputs = manager_campaigns.ledger.outputs(
+        manager_campaigns.ledger.find("two-sites", NAMESPACE)
+    )
+    assert {r.index: r.site for r in outputs} == {
+        a.index: a.site for a in attempts if a.klass == "Succeeded"
+    }
+    replicas = rucio_storage.list_replicas([did for r in outputs for did in r.outputs])
+    assert status["outputs"] == len(replicas) == 4
+    for record in outputs:  # registered where they were written: the disk of the site
+        for did in record.outputs:
+            assert replicas[did] == {f"{str(record.site).upper()}_DISK": "AVAILABLE"}
+    until(  # recorded at the worker: labelled, finalizer dropped, so Kubernetes may delete them
+        "every worker pod recorded and released",
+        lambda: all(
+            pod["metadata"]["labels"].get(LABEL_RECORDED) == "true"
+            and not pod["metadata"].get("finalizers")
+            for pods in _worker_pods(sites, driven.uid).values()
+            for pod in pods
+        ),
+    )
+
+    driven.patch_spec({"desiredState": "ClosedOut"})
+    driven.until("the campaign closed out", lambda s: s["phase"] == "ClosedOut")
+    for worker in sites.workers.values():  # the copies of the ConfigMaps went with it
+        assert not worker.core.list_namespaced_config_map(
+            NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={driven.uid}"
+        ).items
+
+
+@pytest.mark.timeout(600)
+def test_pods_that_ended_at_a_worker_while_steward_was_down_are_recorded_after_a_restart(
+    sites: Sites, rucio_storage: Any, database_url: str, rucio_data: Any
+) -> None:
+    """The worker keeps every ended pod behind Steward's finalizer until the manager records it.
+
+    The first service makes the Jobs and goes away; MultiKueue runs them to the end (and
+    deletes its finished copies at the worker); a new service, as after an operator restart,
+    finds every attempt at the worker and records it with its site.
+    """
+    first, close_first = _service(sites, rucio_storage, database_url)
+    driven = first.start(_body("restarted", rucio_data.scope, runtime="3s"))
+    driven.until("both shards created", lambda s: s["steps"][0]["jobs"] == 2)
+    uid = driven.uid
+    close_first()
+
+    until(
+        "both Jobs succeeded at their workers (as the manager's copies say)",
+        lambda: all(
+            (job.status.succeeded or 0) == 2
+            for job in sites.manager.batch.list_namespaced_job(
+                NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={uid}"
+            ).items
+        ),
+        timeout=240,
+    )
+    until(
+        "MultiKueue deleted its finished copies of the Jobs at the workers",
+        lambda: (
+            not any(
+                worker.batch.list_namespaced_job(
+                    NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={uid}"
+                ).items
+                for worker in sites.workers.values()
+            )
+        ),
+    )
+    held = _worker_pods(sites, uid)
+    assert sum(len(pods) for pods in held.values()) >= 4
+    ran_at = {
+        name: {pod["metadata"]["labels"]["steward.lsst.io/job"] for pod in pods}
+        for name, pods in held.items()
+    }
+
+    second, close_second = _service(sites, rucio_storage, database_url)
+    try:
+        restarted = Driven(second.service, driven.api, NAMESPACE, "restarted")
+        status = restarted.until("the campaign done", lambda s: s["phase"] == "Succeeded")
+        attempts = _attempts(second, uid)
+        assert sorted(a.index for a in attempts) == [0, 1, 2, 3]
+        assert all(a.job in ran_at[a.site] for a in attempts)
+        assert sum(status["steps"][0]["sites"].values()) == 4
+    finally:
+        close_second()

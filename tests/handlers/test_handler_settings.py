@@ -1,0 +1,52 @@
+"""What kopf keeps and when the edge timer runs (pure: kopf's own storage classes, no server)."""
+
+import kopf
+
+from steward.handlers.replication import _gated
+from steward.handlers.startup import diffbase_storage, progress_storage
+
+
+def _body(**status):
+    return kopf.Body(
+        {
+            "apiVersion": "steward.lsst.io/v1alpha1",
+            "kind": "ReplicationRule",
+            "metadata": {
+                "name": "r",
+                "labels": {"team": "a"},
+                "annotations": {"steward.lsst.io/git-commit": "abc"},
+            },
+            "spec": {"destination": "X"},
+            "status": status,
+        }
+    )
+
+
+def test_the_diffbase_is_the_spec_alone_and_lives_in_the_status():
+    storage = diffbase_storage()
+    body = _body(kopf={"lastHandledConfiguration": '{"spec":{"destination":"Y"}}'})
+    assert storage.build(body=body) == {"spec": {"destination": "X"}}
+    assert storage.fetch(body=body) == {"spec": {"destination": "Y"}}
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence={"spec": {"destination": "X"}})
+    assert dict(patch) == {
+        "status": {"kopf": {"lastHandledConfiguration": '{"spec":{"destination":"X"}}'}}
+    }
+
+
+def test_a_handler_that_succeeds_at_once_leaves_no_progress():
+    storage = progress_storage()
+    body, patch = _body(), kopf.Patch()
+    storage.store(
+        key="rule_changed", record={"started": "now", "success": True}, body=body, patch=patch
+    )
+    assert patch["status"]["kopf"]["progress"]["rule_changed"]["success"] is True
+    storage.purge(key="rule_changed", body=body, patch=patch)
+    assert dict(patch) == {}  # stored and purged in one patch: nothing to write
+
+
+def test_the_edge_timer_runs_for_windows_embargoes_and_a_backlog():
+    assert _gated(spec={"transferWindow": {"start": "22:00"}}, status={})
+    assert _gated(spec={"notBefore": "2027-01-01T00:00:00Z"}, status={})
+    assert _gated(spec={}, status={"deferred": 3})
+    assert not _gated(spec={}, status={"deferred": 0})
