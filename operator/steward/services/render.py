@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import jinja2
 import yaml
@@ -54,7 +54,7 @@ __all__ = [
     "roles",
 ]
 
-RoleName = Literal["steward", "steward-campaigns"]
+RoleName = Literal["steward", "steward-campaigns", "steward-multikueue"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,9 @@ class PolicyRule:
     """The code that makes these calls (shown in review, kept out of the manifests)."""
     resource_names: tuple[str, ...] = ()
     namespaced: bool = False
-    """In the Role of the operator's namespace rather than the ClusterRole."""
+    """In a Role of the operator's namespace (or ``namespace``) rather than the ClusterRole."""
+    namespace: str | None = None
+    """The Role's namespace when it is not the operator's (Kueue's, for MultiKueue)."""
     role: RoleName = "steward"
     """Which role carries it: ``steward`` for landed code, others for code landing later."""
 
@@ -227,6 +229,19 @@ class NetworkPolicyValues(_Values):
     """Namespace whose pods may scrape the metrics port (Prometheus)."""
 
 
+class MultiKueueValues(_Values):
+    """What a site that dispatches multi-site campaigns (a MultiKueue manager) reads."""
+
+    namespace: str = Field(default="kueue-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Kueue's namespace, where MultiKueue keeps its worker kubeconfig Secrets."""
+    worker_secrets: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")]] = Field(
+        default_factory=list
+    )
+    """The worker sites' kubeconfig Secrets (each worker Site's ``batch.kubeconfigSecret``):
+    the operator reads them to record the attempts of its campaigns' pods at the workers.
+    Empty (the default) renders no Role in Kueue's namespace, which must exist first."""
+
+
 class Values(_Values):
     """Everything a site's manifests are rendered from, besides its Site resource."""
 
@@ -250,6 +265,8 @@ class Values(_Values):
     """Admission webhook."""
     network_policy: NetworkPolicyValues = Field(default_factory=NetworkPolicyValues)
     """NetworkPolicy."""
+    multi_kueue: MultiKueueValues = Field(default_factory=MultiKueueValues)
+    """Multi-site dispatch, for a site whose campaigns list ``sites``."""
 
     @model_validator(mode="after")
     def _max_calls_below_workers(self) -> Values:
@@ -450,6 +467,20 @@ def _value_rules(values: Values) -> list[PolicyRule]:
             namespaced=True,
         ),
     ]
+    if values.multi_kueue.worker_secrets:
+        rules.append(
+            PolicyRule(
+                ("",),
+                ("secrets",),
+                ("get",),
+                "storage/workers.py: reach the worker sites of multi-site campaigns to record "
+                "their pods",
+                resource_names=tuple(sorted(set(values.multi_kueue.worker_secrets))),
+                namespaced=True,
+                namespace=values.multi_kueue.namespace,
+                role="steward-multikueue",
+            )
+        )
     if values.operator.cluster_id is None:
         rules.append(
             PolicyRule(
@@ -465,15 +496,21 @@ def _value_rules(values: Values) -> list[PolicyRule]:
 
 def roles(
     kopf: Sequence[PolicyRule], values: Values
-) -> dict[tuple[RoleName, bool], list[dict[str, Any]]]:
-    """Rules by (role, namespaced), merged per resource and sorted, as Kubernetes writes them."""
-    merged: dict[tuple[RoleName, bool, tuple[str, ...], str, tuple[str, ...]], set[str]] = {}
+) -> dict[tuple[RoleName, str | None], list[dict[str, Any]]]:
+    """Rules by role, merged per resource and sorted, as Kubernetes writes them.
+
+    Keyed by (role, namespace): the namespace of a Role, None for a ClusterRole.
+    """
+    merged: dict[tuple[RoleName, str | None, tuple[str, ...], str, tuple[str, ...]], set[str]] = {}
     for rule in [*kopf, *OWN_RULES, *CAMPAIGN_RULES, *_value_rules(values), *PENDING_RULES]:
+        namespace = (rule.namespace or values.namespace) if rule.namespaced else None
         for resource in rule.resources:
-            key = (rule.role, rule.namespaced, rule.api_groups, resource, rule.resource_names)
+            key = (rule.role, namespace, rule.api_groups, resource, rule.resource_names)
             merged.setdefault(key, set()).update(rule.verbs)
-    result: dict[tuple[RoleName, bool], list[dict[str, Any]]] = {}
-    for (role, namespaced, groups, resource, names), verbs in sorted(merged.items()):
+    result: dict[tuple[RoleName, str | None], list[dict[str, Any]]] = {}
+    for (role, namespace, groups, resource, names), verbs in sorted(
+        merged.items(), key=lambda item: (item[0][0], item[0][1] or "", *item[0][2:])
+    ):
         entry: dict[str, Any] = {
             "apiGroups": list(groups),
             "resources": [resource],
@@ -481,7 +518,7 @@ def roles(
         }
         if names:
             entry["resourceNames"] = list(names)
-        result.setdefault((role, namespaced), []).append(entry)
+        result.setdefault((role, namespace), []).append(entry)
     return result
 
 
