@@ -603,6 +603,8 @@ class Bench:
             latencies.append(max(0.0, ready - created))
             self.all_rules.append(name)
         calls = operator.calls() - calls
+        if not latencies:  # --single 0: only the burst is measured
+            return
         values = ", ".join(f"{v:.2f}" for v in latencies)
         self.results.notes.append(f"single-rule latencies (s, in order): {values}")
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
