@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from sqlalchemy import Select, bindparam, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from steward.schema.ledger import (
     LedgerAttempt,
@@ -169,26 +169,24 @@ class LedgerStore:
 
     def data_ids(self, uid: str, step: str, indexes: Sequence[int]) -> dict[int, str]:
         """Data ids (canonical JSON) of some invocations of a step, by index."""
-        result: dict[int, str] = {}
-        for chunk in _chunks(sorted(set(indexes))):
-            statement = select(LedgerInvocation.index, LedgerInvocation.data_id).where(
-                LedgerInvocation.campaign_uid == uid,
-                LedgerInvocation.step == step,
-                LedgerInvocation.index.in_(chunk),
-            )
-            result.update(dict(self._session.execute(statement).all()))
-        return result
+        return self._by_index(LedgerInvocation.data_id, uid, step, indexes)
 
     def sites(self, uid: str, step: str, indexes: Sequence[int]) -> dict[int, str | None]:
         """The site that ran the last attempt of some invocations of a step, by index."""
-        result: dict[int, str | None] = {}
+        return self._by_index(LedgerInvocation.site, uid, step, indexes)
+
+    def _by_index(
+        self, column: InstrumentedAttribute[Any], uid: str, step: str, indexes: Sequence[int]
+    ) -> dict[int, Any]:
+        """One column of some invocations of a step, by index, in chunks of bound parameters."""
+        result: dict[int, Any] = {}
         for chunk in _chunks(sorted(set(indexes))):
-            statement = select(LedgerInvocation.index, LedgerInvocation.site).where(
+            statement = select(LedgerInvocation.index, column).where(
                 LedgerInvocation.campaign_uid == uid,
                 LedgerInvocation.step == step,
                 LedgerInvocation.index.in_(chunk),
             )
-            result.update(dict(self._session.execute(statement).all()))
+            result.update(dict(self._session.execute(statement).tuples().all()))
         return result
 
     def assign_range(self, uid: str, step: str, indexes: range, job: str) -> None:
