@@ -192,6 +192,30 @@ class Operator(OperatorProcess):
         return {pid: proc_status(pid, "VmHWM") for pid in descendants(self.pid)}
 
 
+def by_verb(operator: Operator) -> str:
+    """The operator's Rucio calls of the run by verb, each with its failures by error class.
+
+    From ``steward_rucio_calls_total`` and ``steward_rucio_errors_total``: a failure the
+    adapter turns into an answer (an RSE expression selecting nothing) counts here too.
+    """
+    calls: dict[str, float] = {}
+    errors: dict[str, list[str]] = {}
+    pattern = re.compile(r"^steward_rucio_(calls|errors)_total\{(.*)\}$")
+    for key, value in operator.scrape().items():
+        found = pattern.match(key)
+        if found is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2)))
+        if found.group(1) == "calls":
+            calls[labels["operation"]] = value
+        else:
+            errors.setdefault(labels["operation"], []).append(f"{labels['error']} {value:.0f}")
+    return ", ".join(
+        f"{verb} {count:.0f}" + (f" ({', '.join(errors[verb])})" if verb in errors else "")
+        for verb, count in sorted(calls.items(), key=lambda item: -item[1])
+    )
+
+
 # -- Kubernetes -----------------------------------------------------------------------------------
 
 
@@ -548,11 +572,34 @@ class Bench:
             "STEWARD_METRICS_PORT": str(free_port()),
             "STEWARD_WORKERS": str(args.workers),
         }
+        if args.memory_probe is not None:
+            args.memory_probe.mkdir(parents=True, exist_ok=True)
+            probe = Path(__file__).with_name("memprobe")
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe), env.get("PYTHONPATH")]))
+            env["STEWARD_BENCH_MEMORY_DIR"] = str(args.memory_probe.resolve())
         operator = Operator(env, self.base / "operator.log")
         stack.callback(operator.stop)
         stamp("starting the operator")
         operator.start()
         return operator
+
+    def memory(self, operator: Operator, when: str) -> None:
+        """The operator's RSS now, and per resource; with ``--memory-probe``, where it goes."""
+        rss = sum(proc_status(pid, "VmRSS") for pid in descendants(operator.pid)) / 1024
+        count = len(self.all_rules)
+        self.results.add(
+            f"operator RSS {when}",
+            f"{rss:.0f} MiB, {rss * 1024 / count:.1f} KiB per resource ({count} resources; "
+            f"1-minute load average {os.getloadavg()[0]:.1f})",
+        )
+        directory = self.args.memory_probe
+        if directory is None:
+            return
+        reports = len(list(directory.glob(f"memory-{operator.pid}-*.txt")))
+        os.kill(operator.pid, signal.SIGUSR1)
+        report = directory / f"memory-{operator.pid}-{reports + 1}.txt"
+        poll(report.exists, timeout=600.0, what=f"the memory report {report}", interval=1.0)
+        self.results.notes.append(f"memory report {when}: {report}")
 
     def finish(self, operator: Operator) -> None:
         """Peak memory and the operator log's errors."""
@@ -564,6 +611,7 @@ class Bench:
             + f" ({len(peak)} process{'es' if len(peak) > 1 else ''};"
             + f" RSS at the end {now / 1024:.0f} MiB)",
         )
+        self.results.add("operator Rucio calls by verb (failed: by error class)", by_verb(operator))
         log = operator.log.read_text(errors="replace")
         errors = sum(1 for line in log.splitlines() if '"level": "error"' in line)
         self.results.notes.append(f"operator log: {errors} error lines")
@@ -723,6 +771,7 @@ class Bench:
         used_cpu = {k: f() - cpu_before[k] for k, f in cpu.items()}
         used = ", ".join(f"{k} {v:.0f} s" for k, v in used_cpu.items())
         self.results.add("burst: CPU seconds used", used)
+        self.memory(operator, "after the burst")
         return Cost(total, sum(used_cpu.values()))
 
     def floor(self, objects: Any, dids: list[str], when: str) -> Cost:  # noqa: ANN401
@@ -923,6 +972,7 @@ class Bench:
         self.results.add(
             "steady: operator CPU", f"{cpu / window * 100:.0f}% of one core ({cpu:.0f} s)"
         )
+        self.memory(operator, "after the steady state")
 
 
 # -- metadata selection at scale --------------------------------------------------------------
@@ -1228,6 +1278,12 @@ def main() -> None:
         "--no-replay", dest="replay", action="store_false", help="skip the Rucio-only replay"
     )
     parser.add_argument("--py-spy", type=Path, help="profile the operator in the burst with it")
+    parser.add_argument(
+        "--memory-probe",
+        type=Path,
+        help="write where the operator's memory goes into this directory, after the burst and "
+        "after the steady state (bench/memprobe: tracemalloc, which slows the operator)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the directory (logs)")
     parser.add_argument(
         "--scale",

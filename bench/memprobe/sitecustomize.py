@@ -1,0 +1,93 @@
+"""Where a benchmarked process's memory goes: loaded by ``bench/reconcile.py --memory-probe``.
+
+Python imports ``sitecustomize`` at start-up from its path; the bench puts this directory on
+the operator's ``PYTHONPATH`` and sets ``STEWARD_BENCH_MEMORY_DIR``, so the operator runs
+unchanged while `tracemalloc` records where each live block was allocated (it slows
+allocation and roughly doubles the traced memory: for finding why, not for the RSS figure).
+On SIGUSR1 the process writes ``memory-PID-N.txt`` there: its RSS beside the heap Python's
+allocators hold live (RSS minus that is fragmentation, freed memory not returned, and what
+C code allocates outside Python), pymalloc's arenas, live objects by type, and the biggest
+allocation sites, by line and by call stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import sys
+import tempfile
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+
+_DIR = os.environ.get("STEWARD_BENCH_MEMORY_DIR")
+_FRAMES = int(os.environ.get("STEWARD_BENCH_MEMORY_FRAMES", "16"))
+_reports = 0
+
+
+def _status(field: str) -> str:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def _malloc_stats() -> str:
+    """The lines of ``sys._debugmallocstats`` (written to the C stderr) about arenas."""
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            sys._debugmallocstats()  # noqa: SLF001 - the only view of pymalloc's arenas
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    keep = ("arenas", "bytes in allocated blocks", "bytes in available blocks", "Total")
+    return "\n".join(line for line in text.splitlines() if any(k in line for k in keep))
+
+
+def _report(_signum: int, _frame: FrameType | None) -> None:
+    global _reports  # noqa: PLW0603 - one counter per process
+    _reports += 1
+    gc.collect()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(inclusive=False, filename_pattern=tracemalloc.__file__)]
+    )
+    current, peak = tracemalloc.get_traced_memory()
+    lines = [
+        f"VmRSS {_status('VmRSS')}, VmHWM {_status('VmHWM')}",
+        (
+            f"traced live {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB), "
+            f"tracemalloc's own {tracemalloc.get_tracemalloc_memory() / 2**20:.1f} MiB"
+        ),
+        _malloc_stats(),
+        "",
+        "live objects by type (count):",
+    ]
+    types = Counter(type(o).__name__ for o in gc.get_objects())
+    lines += [f"  {count:9d} {name}" for name, count in types.most_common(30)]
+    for key, top in (("filename", 25), ("lineno", 60)):
+        lines += ["", f"by {key}:"]
+        lines += [
+            f"  {s.size / 2**20:8.2f} MiB {s.count:9d} {s.traceback[0]}"
+            for s in snapshot.statistics(key)[:top]
+        ]
+    lines += ["", "by call stack:"]
+    for stat in snapshot.statistics("traceback")[:40]:
+        lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:9d} blocks")
+        lines += [f"    {frame}" for frame in stat.traceback.format(most_recent_first=True)]
+    assert _DIR is not None
+    partial = Path(_DIR) / f".memory-{os.getpid()}-{_reports}.txt"
+    partial.write_text("\n".join(lines) + "\n")
+    partial.rename(partial.with_name(partial.name[1:]))
+
+
+if _DIR:
+    tracemalloc.start(_FRAMES)
+    with contextlib.suppress(ValueError):  # not the main thread: no report, no harm
+        signal.signal(signal.SIGUSR1, _report)
