@@ -466,6 +466,8 @@ class Bench:
         self.api_client: Any = None
         self.kube_pids: list[int] = []
         self.rucio_pids: list[int] = []
+        self.rss_start = 0.0
+        """The operator's RSS (MiB) once started, before any resource."""
 
     def run(self) -> None:
         """Start everything, measure, print, tear down."""
@@ -581,16 +583,24 @@ class Bench:
         stack.callback(operator.stop)
         stamp("starting the operator")
         operator.start()
+        if args.memory_probe is not None:
+            os.kill(operator.pid, signal.SIGUSR2)  # start tracing: the resources' allocations
+        self.rss_start = self.rss(operator)
+        self.results.add("operator RSS at start (no resource yet)", f"{self.rss_start:.0f} MiB")
         return operator
+
+    def rss(self, operator: Operator) -> float:
+        """The operator's RSS now (MiB), its children's included."""
+        return sum(proc_status(pid, "VmRSS") for pid in descendants(operator.pid)) / 1024
 
     def memory(self, operator: Operator, when: str) -> None:
         """The operator's RSS now, and per resource; with ``--memory-probe``, where it goes."""
-        rss = sum(proc_status(pid, "VmRSS") for pid in descendants(operator.pid)) / 1024
+        rss = self.rss(operator)
         count = len(self.all_rules)
         self.results.add(
             f"operator RSS {when}",
-            f"{rss:.0f} MiB, {rss * 1024 / count:.1f} KiB per resource ({count} resources; "
-            f"1-minute load average {os.getloadavg()[0]:.1f})",
+            f"{rss:.0f} MiB, {(rss - self.rss_start) * 1024 / count:.1f} KiB per resource above "
+            f"the start ({count} resources; 1-minute load average {os.getloadavg()[0]:.1f})",
         )
         directory = self.args.memory_probe
         if directory is None:
