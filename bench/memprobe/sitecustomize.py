@@ -2,8 +2,11 @@
 
 Python imports ``sitecustomize`` at start-up from its path; the bench puts this directory on
 the operator's ``PYTHONPATH`` and sets ``STEWARD_BENCH_MEMORY_DIR``, so the operator runs
-unchanged while `tracemalloc` records where each live block was allocated (it slows
-allocation and roughly doubles the traced memory: for finding why, not for the RSS figure).
+unchanged. On SIGUSR2 (the bench sends it once the operator answers, before any resource)
+`tracemalloc` starts recording where each block is allocated: what start-up allocated is
+not traced, what the resources cost is (tracing every import made the operator too slow to
+start on a loaded machine; tracing slows allocation and adds its own memory: for finding
+why, not for the RSS figure).
 On SIGUSR1 the process writes ``memory-PID-N.txt`` there: its RSS beside the heap Python's
 allocators hold live (RSS minus that is fragmentation, freed memory not returned, and what
 C code allocates outside Python), pymalloc's arenas, live objects by type, and the biggest
@@ -24,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 _DIR = os.environ.get("STEWARD_BENCH_MEMORY_DIR")
-_FRAMES = int(os.environ.get("STEWARD_BENCH_MEMORY_FRAMES", "16"))
+_FRAMES = int(os.environ.get("STEWARD_BENCH_MEMORY_FRAMES", "5"))
 _reports = 0
 
 
@@ -51,6 +54,43 @@ def _malloc_stats() -> str:
     return "\n".join(line for line in text.splitlines() if any(k in line for k in keep))
 
 
+def _json_size(value: object) -> int:
+    """Bytes of a parsed JSON value (dicts, lists, strings, numbers), its contents included."""
+    size, todo = 0, [value]
+    while todo:
+        item = todo.pop()
+        size += sys.getsizeof(item)
+        if isinstance(item, dict):
+            todo += item.keys()
+            todo += item.values()
+        elif isinstance(item, list):
+            todo += item
+    return size
+
+
+def _kopf_objects() -> list[str]:
+    """What kopf keeps per object: the last-seen body (with its managedFields) and the memo."""
+    memories = [o for o in gc.get_objects() if type(o).__name__ == "ResourceMemories"]
+    bodies = managed = memos = count = 0
+    for container in memories:
+        for memory in container.iter_all_memories():
+            count += 1
+            body = memory.daemons_memory.live_fresh_body
+            raw = None if body is None else body._src  # noqa: SLF001
+            if isinstance(raw, dict):
+                bodies += _json_size(raw)
+                managed += _json_size(raw.get("metadata", {}).get("managedFields"))
+            memos += sum(_json_size(v) for k, v in dict(memory.memo).items() if k != "context")
+    tasks = sum(1 for o in gc.get_objects() if type(o).__name__ in {"Task", "_asyncio.Task"})
+    return [
+        (
+            f"kopf: {count} object memories; last-seen bodies {bodies / 2**20:.1f} MiB "
+            f"(managedFields {managed / 2**20:.1f} MiB); memo values but the context "
+            f"{memos / 2**20:.1f} MiB; {tasks} asyncio tasks"
+        ),
+    ]
+
+
 def _report(_signum: int, _frame: FrameType | None) -> None:
     global _reports  # noqa: PLW0603 - one counter per process
     _reports += 1
@@ -66,6 +106,7 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
             f"tracemalloc's own {tracemalloc.get_tracemalloc_memory() / 2**20:.1f} MiB"
         ),
         _malloc_stats(),
+        *_kopf_objects(),
         "",
         "live objects by type (count):",
     ]
@@ -87,7 +128,11 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
     partial.rename(partial.with_name(partial.name[1:]))
 
 
-if _DIR:
+def _start(_signum: int, _frame: FrameType | None) -> None:
     tracemalloc.start(_FRAMES)
+
+
+if _DIR:
     with contextlib.suppress(ValueError):  # not the main thread: no report, no harm
+        signal.signal(signal.SIGUSR2, _start)
         signal.signal(signal.SIGUSR1, _report)
