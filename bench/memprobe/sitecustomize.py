@@ -16,6 +16,7 @@ allocation sites, by line and by call stack.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
 import signal
@@ -45,6 +46,7 @@ def _malloc_stats() -> str:
         try:
             os.dup2(capture.fileno(), 2)
             sys._debugmallocstats()  # noqa: SLF001 - the only view of pymalloc's arenas
+            ctypes.CDLL(None).fflush(None)  # C stdio buffers stderr when it is a file
         finally:
             os.dup2(saved, 2)
             os.close(saved)
