@@ -124,6 +124,11 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
     for stat in snapshot.statistics("traceback")[:40]:
         lines.append(f"{stat.size / 2**20:8.2f} MiB {stat.count:9d} blocks")
         lines += [f"    {frame}" for frame in stat.traceback.format(most_recent_first=True)]
+    # Last, as it changes the RSS: what glibc holds free (returned by malloc_trim) is not
+    # in use; what stays is live, or pymalloc arenas kept by a few live objects each.
+    before = _status("VmRSS")
+    ctypes.CDLL(None).malloc_trim(0)
+    lines.insert(1, f"after malloc_trim(0): VmRSS {_status('VmRSS')} (was {before})")
     assert _DIR is not None
     partial = Path(_DIR) / f".memory-{os.getpid()}-{_reports}.txt"
     partial.write_text("\n".join(lines) + "\n")
