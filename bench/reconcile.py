@@ -173,7 +173,7 @@ class Operator(OperatorProcess):
     def scrape(self) -> dict[str, float]:
         """The operator's Prometheus metrics, ``name{labels}`` -> value."""
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics}/metrics", timeout=10
+            f"http://127.0.0.1:{self.metrics}/metrics", timeout=60
         ) as response:
             text = response.read().decode()
         values = {}
