@@ -9,8 +9,9 @@ start on a loaded machine; tracing slows allocation and adds its own memory: for
 why, not for the RSS figure).
 On SIGUSR1 the process writes ``memory-PID-N.txt`` there: its RSS beside the heap Python's
 allocators hold live (RSS minus that is fragmentation, freed memory not returned, and what
-C code allocates outside Python), pymalloc's arenas, live objects by type, and the biggest
-allocation sites, by line and by call stack.
+C code allocates outside Python), what glibc's ``malloc_trim`` returns, what kopf keeps
+per object, live objects by type, and the biggest allocation sites, by line and by call
+stack. (pymalloc's own arena statistics are not available while tracemalloc traces.)
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import gc
 import os
 import signal
 import sys
-import tempfile
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -37,23 +37,6 @@ def _status(field: str) -> str:
         if line.startswith(field + ":"):
             return line.split(":", 1)[1].strip()
     return "?"
-
-
-def _malloc_stats() -> str:
-    """The lines of ``sys._debugmallocstats`` (written to the C stderr) about arenas."""
-    with tempfile.TemporaryFile() as capture:
-        saved = os.dup(2)
-        try:
-            os.dup2(capture.fileno(), 2)
-            sys._debugmallocstats()  # noqa: SLF001 - the only view of pymalloc's arenas
-            ctypes.CDLL(None).fflush(None)  # C stdio buffers stderr when it is a file
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        capture.seek(0)
-        text = capture.read().decode(errors="replace")
-    keep = ("arenas", "bytes in allocated blocks", "bytes in available blocks", "Total")
-    return "\n".join(line for line in text.splitlines() if any(k in line for k in keep))
 
 
 def _json_size(value: object) -> int:
@@ -107,7 +90,6 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
             f"traced live {current / 2**20:.1f} MiB (peak {peak / 2**20:.1f} MiB), "
             f"tracemalloc's own {tracemalloc.get_tracemalloc_memory() / 2**20:.1f} MiB"
         ),
-        _malloc_stats(),
         *_kopf_objects(),
         "",
         "live objects by type (count):",
