@@ -647,14 +647,23 @@ class QueueingService:
         return self.ensure_worker_queue(site, sites, namespace, queue)
 
     def ensure_worker_queue(
-        self, site: Site, sites: Sequence[str], namespace: str, queue: str | None = None
+        self,
+        site: Site,
+        sites: Sequence[str],
+        namespace: str,
+        queue: str | None = None,
+        *,
+        staging: bool = True,
     ) -> str:
         """At worker SITE: the LocalQueue a multi-site campaign's copies are submitted to.
 
-        The site's ClusterQueue also gets the staging check (`render_staging_check`), applied
-        by its own field manager so that `reconcile_site` re-rendering the queue keeps it.
-        Every Workload of that queue then waits for the check, the site's own campaigns' too:
-        the staging check marks a Workload without inputs to stage Ready at once.
+        With STAGING (what the operator does), the site's ClusterQueue also gets the staging
+        check (`render_staging_check`), applied by its own field manager so that
+        `reconcile_site` re-rendering the queue keeps it. Every Workload of that queue then
+        waits for the check, the site's own campaigns' too: the staging check marks a
+        Workload without inputs to stage Ready at once. Without it (a worker no Steward
+        runs at, as in the local stack) nothing would answer the check, and Kueue would keep
+        the queue inactive.
 
         Raises
         ------
@@ -663,6 +672,9 @@ class QueueingService:
         """
         body = worker_local_queue(site, sites, namespace, queue)
         cluster_queue = body["spec"]["clusterQueue"]
+        if not staging:
+            self.kueue.apply(body)
+            return str(body["metadata"]["name"])
         if self.kueue.get("ClusterQueue", cluster_queue) is None:
             msg = f"ClusterQueue {cluster_queue} of Site {site.metadata.name} does not exist yet"
             raise TransientError(msg)
