@@ -291,7 +291,6 @@ class Factory:
         context = self.context
         return StagingCheckService(
             kueue=KueueStorage(context.kube_api),
-            batch=context.batch,
             rucio=context.rucio,
             audit=context.audit,
             cluster_id=context.cluster_id,

@@ -113,13 +113,10 @@ def _worker_steward(
     upgrade(engine)
     stack.callback(engine.dispose)
     sessions = make_sessionmaker(engine)
-    batch = BatchStorage(worker.api)
-    stack.callback(batch.close)
     steward = WorkerSteward(
         site,
         StagingCheckService(
             kueue=KueueStorage(worker.api),
-            batch=batch,
             rucio=rucio,
             audit=AuditService(sessions),
             cluster_id=f"{site.metadata.name}-{secrets.token_hex(4)}",

@@ -21,9 +21,9 @@ from steward.exceptions import RucioTransientError
 from steward.models.replication import RuleState
 from steward.services.audit import AuditService
 from steward.services.campaign.staging_check import (
-    PREBUILT_WORKLOAD,
     StagingCheckService,
     check_state,
+    staging_dataset,
 )
 from steward.services.ownership import owner_tag
 from steward.services.protections import ClusterFacts
@@ -33,9 +33,8 @@ from steward.services.queueing import (
     render_staging_check,
 )
 from steward.storage.audit import AuditFilter
-from steward.storage.batch import BatchStorage
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
-from steward.storage.kueue import KueueStorage
+from steward.storage.kueue import KUEUE_API_VERSION, KueueStorage
 from steward.storage.rucio import Rule, RuleSpec
 from steward.testing.kueue import batch_site
 from support.kueue import Cluster, indexed_job, unique
@@ -88,28 +87,64 @@ def test_a_stuck_rule_says_what_rucio_says() -> None:
 
 @pytest.fixture
 def staging_check(kueue_cluster: Cluster) -> Iterator[dict[str, Any]]:
-    """The cluster's staging AdmissionCheck, removed afterwards (a new one: a new owner tag)."""
+    """The cluster's staging AdmissionCheck, deleted afterwards.
+
+    Kueue holds the deletion while a ClusterQueue lists the check; a test that makes one
+    removes it.
+    """
     kueue = KueueStorage(kueue_cluster.api)
     yield kueue.apply(render_staging_check())
     kueue.delete("AdmissionCheck", STAGING_CHECK)
-    until("the staging check gone", lambda: kueue.get("AdmissionCheck", STAGING_CHECK) is None)
 
 
-def _service(
-    cluster: Cluster, rucio: Any, database_url: str, **kwargs: Any
-) -> tuple[StagingCheckService, BatchStorage]:
+def _service(cluster: Cluster, rucio: Any, database_url: str, **kwargs: Any) -> StagingCheckService:
     engine = make_engine(database_url)
     upgrade(engine)
-    batch = BatchStorage(cluster.api)
-    service = StagingCheckService(
+    return StagingCheckService(
         kueue=KueueStorage(cluster.api),
-        batch=batch,
         rucio=rucio,
         audit=AuditService(make_sessionmaker(engine)),
         cluster_id=f"test-{secrets.token_hex(4)}",
         **kwargs,
     )
-    return service, batch
+
+
+def _workload(name: str, namespace: str, dataset: str | None) -> dict[str, Any]:
+    """A Workload as MultiKueue copies it to a worker: its pods' template names the inputs."""
+    annotations = {STAGING_ANNOTATION: dataset} if dataset else {}
+    return {
+        "apiVersion": KUEUE_API_VERSION,
+        "kind": "Workload",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "queueName": "nowhere",
+            "podSets": [
+                {
+                    "name": "main",
+                    "count": 1,
+                    "template": {
+                        "metadata": {"annotations": annotations},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "main",
+                                    "image": "busybox",
+                                    "resources": {"requests": {"cpu": "1"}},
+                                }
+                            ],
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_the_dataset_is_read_from_the_workloads_pod_template() -> None:
+    assert staging_dataset(_workload("w", "ns", DATASET)) == DATASET
+    assert staging_dataset(_workload("w", "ns", None)) is None
+    assert staging_dataset({"metadata": {"name": "w"}}) is None
 
 
 def _expires_within_a_day(rule: Rule) -> bool:
@@ -128,19 +163,15 @@ def test_the_rule_of_a_gone_copy_is_released_through_the_gate_and_a_live_one_is_
     database_url: str,
 ) -> None:
     failing = Faults(rucio_storage)
-    service, batch = _service(
+    service = _service(
         kueue_cluster, failing, database_url, facts=ClusterFacts(freeze="restore in progress")
     )
     tag = owner_tag(service.cluster_id, staging_check["metadata"]["uid"])
     gone, live = (rucio_data.dataset(rse="IN2P3_DISK") for _ in range(2))
     spec = RuleSpec(rse_expression="IN2P3_DISK", comment=tag)
     gone_rule, live_rule = (rucio_storage.add_rule(did, spec) for did in (gone, live))
-    # The copy of the Job that staged LIVE is still here (MultiKueue's labels on it).
-    job = indexed_job(unique("copy"), queue=None)
-    job["spec"]["suspend"] = True
-    job["metadata"]["labels"][PREBUILT_WORKLOAD] = "job-copy-abc"
-    job["metadata"]["annotations"] = {STAGING_ANNOTATION: live}
-    kueue_cluster.batch.create_namespaced_job(kueue_namespace, job)
+    # The copy of the Workload that staged LIVE is still here.
+    KueueStorage(kueue_cluster.api).apply(_workload(unique("copy"), kueue_namespace, live))
     site = batch_site(unique("in2p3", 20), {"prod": {"cpu": "1", "memory": "1Gi"}})
 
     # Frozen: the gate keeps the gone copy's rule, and says why.
@@ -170,7 +201,6 @@ def test_the_rule_of_a_gone_copy_is_released_through_the_gate_and_a_live_one_is_
     assert actions.count("deletion.intent") == 2  # the failed batch, then the released one
     assert "release-staging" in actions
     assert service.reconcile(site).released == []  # expiring already: not released twice
-    batch.close()
 
 
 @pytest.mark.kube
@@ -195,7 +225,7 @@ def test_the_sites_own_work_is_admitted_once_the_check_is_active(
     queueing.reconcile_site(site)  # the site's own rendering keeps the check
     cluster_queue = KueueStorage(kueue_cluster.api).get("ClusterQueue", queue) or {}
     assert cluster_queue["spec"]["admissionChecksStrategy"]["admissionChecks"]
-    service, batch = _service(kueue_cluster, rucio_storage, database_url)
+    service = _service(kueue_cluster, rucio_storage, database_url)
     job = indexed_job(unique("own"), queue=local, runtime="1s")
     kueue_cluster.batch.create_namespaced_job(kueue_namespace, job)
 
@@ -203,12 +233,17 @@ def test_the_sites_own_work_is_admitted_once_the_check_is_active(
         service.reconcile(site)
         return any(w.phase in {"Admitted", "Finished"} for w in queueing.workloads(kueue_namespace))
 
-    until("the Job admitted through the staging check", admitted, timeout=90)
-    [workload] = KueueStorage(kueue_cluster.api).list("Workload", namespace=kueue_namespace)
-    [check] = workload["status"]["admissionChecks"]
-    assert (check["name"], check["state"], check["message"]) == (
-        STAGING_CHECK,
-        "Ready",
-        "no inputs to stage",
-    )
-    batch.close()
+    try:
+        until("the Job admitted through the staging check", admitted, timeout=90)
+        [workload] = KueueStorage(kueue_cluster.api).list("Workload", namespace=kueue_namespace)
+        [check] = workload["status"]["admissionChecks"]
+        assert (check["name"], check["state"], check["message"]) == (
+            STAGING_CHECK,
+            "Ready",
+            "no inputs to stage",
+        )
+    finally:
+        kueue_cluster.batch.delete_namespaced_job(
+            job["metadata"]["name"], kueue_namespace, propagation_policy="Background"
+        )
+        queueing.remove_site(site.metadata.name)

@@ -87,8 +87,9 @@ STAGING_CHECK: Final = "steward-staging"
 """The worker's AdmissionCheck of `STAGING_CONTROLLER` (one per cluster)."""
 
 STAGING_ANNOTATION: Final = f"{GROUP}/staging-dataset"
-"""Job annotation naming the Rucio dataset of the shard's inputs (``scope:name``): the
-manager registers it, MultiKueue copies it with the Job, the worker stages it."""
+"""Pod template annotation naming the Rucio dataset of a shard's inputs (``scope:name``):
+the manager registers it, Kueue copies the template into the Workload's ``podSets``,
+MultiKueue copies the Workload to each worker, the worker stages it."""
 
 STAGING_FIELD_MANAGER: Final = "steward-staging"
 """The field manager of the staging check's fields: its entry in a ClusterQueue's admission

@@ -143,8 +143,6 @@ class JobSpec:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    """The Job's own annotations (MultiKueue copies them with the Job to the worker)."""
 
     def manifest(self) -> dict[str, Any]:
         """The Job as the API takes it."""
@@ -182,7 +180,7 @@ class JobSpec:
                 "name": self.name,
                 "namespace": self.namespace,
                 "labels": labels,
-                "annotations": {**self.annotations, ANNOTATION_INVOCATIONS: self.invocations},
+                "annotations": {ANNOTATION_INVOCATIONS: self.invocations},
                 "ownerReferences": [self.owner.reference()],
             },
             "spec": {
@@ -420,18 +418,6 @@ class BatchStorage:
             lambda cont: self._batch.list_namespaced_job(
                 namespace,
                 label_selector=selector,
-                limit=_PAGE,
-                _continue=cont,
-                _preload_content=False,
-            ),
-        )
-
-    def list_jobs_everywhere(self, label_selector: str) -> list[dict[str, Any]]:
-        """Jobs of every namespace matching LABEL_SELECTOR (e.g. a label that exists)."""
-        return self._list(
-            f"list Jobs {label_selector}",
-            lambda cont: self._batch.list_job_for_all_namespaces(
-                label_selector=label_selector,
                 limit=_PAGE,
                 _continue=cont,
                 _preload_content=False,

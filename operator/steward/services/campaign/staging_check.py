@@ -1,7 +1,8 @@
 """The worker's staging check: a multi-site shard is admitted where its inputs are on disk.
 
-A campaign with ``sites: [ncsa, in2p3]`` is dispatched by MultiKueue, which copies each Job to
-the workers and keeps the copy of the first worker whose Workload is Admitted. A worker
+A campaign with ``sites: [ncsa, in2p3]`` is dispatched by MultiKueue, which copies each Job's
+Workload to the workers, sends the Job to the first worker whose copy is Admitted, and
+deletes the other copies. A worker
 admits a Workload only once every AdmissionCheck of its ClusterQueue is Ready, and each
 worker's ClusterQueue lists Steward's own check (`STAGING_CHECK`, ``controllerName``
 `STAGING_CONTROLLER`, put there by `QueueingService.ensure_worker_queue`). So at each worker,
@@ -10,17 +11,20 @@ this service:
 - keeps the AdmissionCheck ``Active`` (Kueue keeps a ClusterQueue that lists an inactive check
   inactive);
 - for each Workload with quota reserved whose check is Pending, reads the Rucio dataset of the
-  shard's inputs from its Job's annotation (`STAGING_ANNOTATION`: the manager registered it,
-  MultiKueue copied it), makes a rule of it to the site's disk RSE, owner-tagged for this
-  AdmissionCheck (`steward.services.ownership`), and sets the check Ready once the rule is
-  OK (`check_state`); a recall from tape keeps it Pending, its message saying how far;
+  shard's inputs from its pod template's annotation (`STAGING_ANNOTATION`: the manager
+  registered it and put it on the Job's pod template; Kueue copies the template into the
+  Workload's ``podSets``; MultiKueue copies the Workload to each worker it offers the Job
+  to, and the Job itself only to the worker that admitted), makes a rule of it to the
+  site's disk RSE, owner-tagged for this AdmissionCheck (`steward.services.ownership`), and
+  sets the check Ready once the rule is OK (`check_state`); a recall from tape keeps it
+  Pending, its message saying how far;
 - releases, through the deletion gate, the rules whose copy is gone: the workers that lost
   the race (MultiKueue deleted their copies), and the winner's once the shard finished and
   MultiKueue removed its copy. The release gives the rules `RELEASE_LIFETIME` like a
   campaign's own release; a protection or an error postpones it to the next pass.
 
-A Workload whose Job carries no staging dataset (the site's own campaigns share the queue)
-is Ready at once. Marking the check ``Retry`` would free the quota a recall holds, but
+A Workload that names no staging dataset (the site's own campaigns share the queue) is Ready
+at once. Marking the check ``Retry`` would free the quota a recall holds, but
 evicts the copy, after which MultiKueue may dispatch it elsewhere: it is not used.
 """
 
@@ -51,25 +55,17 @@ from steward.services.queueing import (
     STAGING_CHECK,
     STAGING_FIELD_MANAGER,
 )
-from steward.storage.batch import BatchStorage
 from steward.storage.kueue import KUEUE_API_VERSION, KueueStorage
 from steward.storage.rucio import RucioStorage, Rule, RuleSpec, RuleState
 
 __all__ = [
-    "MULTIKUEUE_ORIGIN",
-    "PREBUILT_WORKLOAD",
     "CheckPass",
     "StagingCheckService",
     "check_state",
+    "staging_dataset",
 ]
 
 LOG = get_logger(__name__)
-
-PREBUILT_WORKLOAD: Final = "kueue.x-k8s.io/prebuilt-workload-name"
-"""Label MultiKueue puts on its copy of a Job: the Workload (same name as the manager's)."""
-
-MULTIKUEUE_ORIGIN: Final = "kueue.x-k8s.io/multikueue-origin"
-"""Label MultiKueue puts on the copies it makes at a worker."""
 
 READY: Final = "Ready"
 PENDING: Final = "Pending"
@@ -133,6 +129,16 @@ def _check(workload: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def staging_dataset(workload: Mapping[str, Any]) -> str | None:
+    """The dataset of inputs a Workload's pods read (`STAGING_ANNOTATION`), or None."""
+    for pod_set in (workload.get("spec") or {}).get("podSets") or []:
+        template = (pod_set.get("template") or {}).get("metadata") or {}
+        dataset = (template.get("annotations") or {}).get(STAGING_ANNOTATION)
+        if dataset:
+            return str(dataset)
+    return None
+
+
 def _quota_reserved(workload: Mapping[str, Any]) -> bool:
     return any(
         c.get("type") == "QuotaReserved" and c.get("status") == "True"
@@ -149,7 +155,6 @@ class StagingCheckService:
     """Answers this cluster's staging AdmissionCheck (one pass per call, idempotent)."""
 
     kueue: KueueStorage
-    batch: BatchStorage
     rucio: RucioStorage
     audit: AuditService
     cluster_id: str
@@ -184,10 +189,10 @@ class StagingCheckService:
         tag = owner_tag(self.cluster_id, str(check["metadata"].get("uid")))
         rules = self.rucio.list_rules(comment=tag)  # listed before the copies: see _release
         work = _Pass(tag, ref, now, disk_rse(site), list(rules), done)
-        datasets = self._datasets()
-        for workload in self.kueue.list("Workload"):
-            self._answer(work, workload, datasets)
-        self._release(work, rules, set(datasets.values()))
+        workloads = self.kueue.list("Workload")
+        for workload in workloads:
+            self._answer(work, workload)
+        self._release(work, rules, {staging_dataset(workload) for workload in workloads})
         return done
 
     def _activate(self, check: Mapping[str, Any], now: datetime) -> None:
@@ -222,20 +227,7 @@ class StagingCheckService:
             status=True,
         )
 
-    def _datasets(self) -> dict[str, str | None]:
-        """MultiKueue's copies of Jobs here: ``namespace/workload`` -> staging dataset."""
-        found: dict[str, str | None] = {}
-        for job in self.batch.list_jobs_everywhere(PREBUILT_WORKLOAD):
-            meta = job["metadata"]
-            workload = (meta.get("labels") or {}).get(PREBUILT_WORKLOAD)
-            if workload:
-                dataset = (meta.get("annotations") or {}).get(STAGING_ANNOTATION)
-                found[_key(meta["namespace"], workload)] = dataset
-        return found
-
-    def _answer(
-        self, work: _Pass, workload: Mapping[str, Any], datasets: Mapping[str, str | None]
-    ) -> None:
+    def _answer(self, work: _Pass, workload: Mapping[str, Any]) -> None:
         """Stage one Workload's inputs and set its check's state, if it is ours to answer."""
         done, now, rse = work.done, work.now, work.rse
         check = _check(workload)
@@ -243,13 +235,7 @@ class StagingCheckService:
             return
         meta = workload["metadata"]
         key = _key(meta["namespace"], meta["name"])
-        if key in datasets:
-            dataset = datasets[key]
-        elif MULTIKUEUE_ORIGIN in (meta.get("labels") or {}):
-            done.pending[key] = "MultiKueue has not made the Job's copy yet"
-            return
-        else:
-            dataset = None  # not a copy of a multi-site Job: the site's own work
+        dataset = staging_dataset(workload)
         if dataset is None:
             state, message = READY, "no inputs to stage"
         elif rse is None:
@@ -325,7 +311,7 @@ class StagingCheckService:
     def _release(self, work: _Pass, rules: Iterable[Rule], live: set[str | None]) -> None:
         """Release, through the deletion gate, the rules no copy here needs any more.
 
-        RULES were listed before the copies (LIVE: the datasets their Jobs name), so a rule
+        RULES were listed before the copies (LIVE: the datasets their Workloads name), so a rule
         made after the listing of the rules is never taken for one whose copy is gone. A
         rule already expiring within `RELEASE_LIFETIME` was released before.
         """
