@@ -452,7 +452,7 @@ def test_a_shard_is_staged_where_it_is_admitted_and_the_other_worker_releases_it
     [job] = sites.manager.batch.list_namespaced_job(
         NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={driven.uid}"
     ).items
-    dataset = job.metadata.annotations[STAGING_ANNOTATION]
+    dataset = job.spec.template.metadata.annotations[STAGING_ANNOTATION]
     files = sorted(f for did in inputs for f in rucio_data.files_of(did))
     assert rucio_storage.list_content(dataset) == files  # registered by the manager
 
