@@ -97,11 +97,11 @@ def plan_staging_release(
     ``requester`` is ``Campaign/namespace/name`` and the rules carry its owner ``tag``, so
     neither the other-resource nor the scratch-owner protection applies (they are the
     campaign's own); every other protection does, from the cluster ``facts``. The campaign
-    itself (``uid``) is left out of the campaign facts: it has ended (the ledger says so),
-    though the status the operator's index holds may still say Running. The operator and
-    ``steward plan`` both plan through here.
+    itself (``uid``) is not a reader of its own inputs here: it has ended (the ledger says
+    so), though the status the operator's index holds may still say Running. The operator
+    and ``steward plan`` both plan through here.
     """
-    facts = replace(facts, campaigns=[c for c in facts.campaigns if c.metadata.uid != uid])
+    facts = replace(facts, ended=facts.ended | {uid})
     expressions = ExpressionCache(rucio)
     candidates = [
         replace(candidate_of(rule, expressions(rule.rse_expression), "Released"), owner=None)
@@ -216,10 +216,11 @@ class RucioSide(CampaignBase):
     ) -> str | None:
         """Register the Rucio dataset of the inputs of JOB's INDEXES of STEP; return its DID.
 
-        The worker that admits the Job's copy stages this dataset to its disk before its
-        Workload is admitted there: it sees only the Job, whose annotation names the dataset
-        (`STAGING_ANNOTATION`). The dataset (in ``outputs.scope``) holds the input DIDs'
-        files, as a dataset holds files and inputs may be datasets or files. Registering
+        Each worker MultiKueue offers the Job to stages this dataset to its disk before its
+        copy of the Workload is admitted there: it sees only that Workload, whose pod
+        template's annotation names the dataset (`STAGING_ANNOTATION`). The dataset (in
+        ``outputs.scope``) holds the input DIDs' files, as a dataset holds files and inputs
+        may be datasets or files. Registering
         again after a crash finds it and attaches nothing twice. None when the shard reads
         no Rucio DIDs.
         """
