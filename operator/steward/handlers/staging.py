@@ -32,7 +32,7 @@ def _local(name: str, **_: Any) -> bool:  # noqa: ANN401
 def staging_check(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Stage the inputs of the Workloads waiting for the check; release gone copies' rules."""
     site = Site.model_validate({k: v for k, v in body.items() if k != "status"})
-    service = factory(memo).create_staging_check_service(cluster_facts(kwargs))
+    service = factory(memo).create_staging_check_service(cluster_facts(kwargs, memo))
     try:
         service.reconcile(site)
     except TransientError as error:
