@@ -478,21 +478,25 @@ def test_a_shard_is_staged_where_it_is_admitted_and_the_other_worker_releases_it
     assert not any(_worker_pods(sites, driven.uid).values())
 
     stewards["ncsa"].running.clear()
-    assert stewards["ncsa"].idle.wait(30)
-    in2p3 = until(
-        "the inputs recalled to IN2P3_DISK",
-        lambda: (rule := rule_at("in2p3")) is not None and rule.state is RuleState.OK and rule,
-        between=lambda: rucio_server.daemons.converge(scope=rucio_data.scope),
-        timeout=240,
-    )
-    until("the shard admitted at IN2P3", lambda: _clusters(sites).get(job.metadata.name) == "in2p3")
-    key = f"{NAMESPACE}/{_workload(sites, job.metadata.name)}"
-    answered = stewards["in2p3"].passes
-    assert any(key in p.ready for p in answered)
-    first_ready = next(i for i, p in enumerate(answered) if key in p.ready)
-    assert any("REPLICATING" in p.pending.get(key, "") for p in answered[:first_ready])
-
-    stewards["ncsa"].running.set()
+    try:
+        assert stewards["ncsa"].idle.wait(30)
+        in2p3 = until(
+            "the inputs recalled to IN2P3_DISK",
+            lambda: (rule := rule_at("in2p3")) is not None and rule.state is RuleState.OK and rule,
+            between=lambda: rucio_server.daemons.converge(scope=rucio_data.scope),
+            timeout=240,
+        )
+        until(
+            "the shard admitted at IN2P3",
+            lambda: _clusters(sites).get(job.metadata.name) == "in2p3",
+        )
+        key = f"{NAMESPACE}/{_workload(sites, job.metadata.name)}"
+        answered = stewards["in2p3"].passes
+        assert any(key in p.ready for p in answered)
+        first_ready = next(i for i, p in enumerate(answered) if key in p.ready)
+        assert any("REPLICATING" in p.pending.get(key, "") for p in answered[:first_ready])
+    finally:
+        stewards["ncsa"].running.set()  # back, whatever happened: the next test needs it
     ncsa = until(
         "NCSA's rule released once its copy is gone",
         lambda: (rule := rule_at("ncsa")) is not None and _released(rule) and rule,
