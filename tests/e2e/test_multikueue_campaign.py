@@ -256,14 +256,20 @@ def _body(name: str, scope: str, *, runtime: str) -> dict[str, Any]:
     )
 
 
-def _clusters(sites: Sites) -> dict[str, str]:
-    """The worker each of the manager's Jobs was admitted at, as MultiKueue reports it."""
-    found = sites.manager.queueing.workloads_by_job(NAMESPACE, _jobs(sites))
+def _clusters(sites: Sites, uid: str) -> dict[str, str]:
+    """The worker each of a campaign's Jobs was admitted at, as MultiKueue reports it.
+
+    Only that campaign's: the tests of this module share the namespace, and the Jobs of a
+    campaign that ran before stay in it.
+    """
+    found = sites.manager.queueing.workloads_by_job(NAMESPACE, _jobs(sites, uid))
     return {job: state.cluster for job, (_, state, _) in found.items() if state.cluster}
 
 
-def _jobs(sites: Sites) -> set[str]:
-    listed = sites.manager.batch.list_namespaced_job(NAMESPACE).items
+def _jobs(sites: Sites, uid: str) -> set[str]:
+    listed = sites.manager.batch.list_namespaced_job(
+        NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={uid}"
+    ).items
     return {job.metadata.name for job in listed}
 
 
@@ -289,7 +295,7 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
     where: dict[str, str] = {}
 
     def running_at_both(status: dict[str, Any]) -> bool:
-        where.update(_clusters(sites))
+        where.update(_clusters(sites, driven.uid))
         return set(where.values()) == set(ORDER) and len(where) == 2
 
     status = driven.until("one shard admitted at each site", running_at_both, timeout=240)
@@ -474,7 +480,7 @@ def test_a_shard_is_staged_where_it_is_admitted_and_the_other_worker_releases_it
             for s in ORDER
         ),
     )
-    assert not _clusters(sites)  # admitted nowhere while the inputs are on tape
+    assert not _clusters(sites, driven.uid)  # admitted nowhere while the inputs are on tape
     assert not any(_worker_pods(sites, driven.uid).values())
 
     stewards["ncsa"].running.clear()
@@ -488,7 +494,7 @@ def test_a_shard_is_staged_where_it_is_admitted_and_the_other_worker_releases_it
         )
         until(
             "the shard admitted at IN2P3",
-            lambda: _clusters(sites).get(job.metadata.name) == "in2p3",
+            lambda: _clusters(sites, driven.uid).get(job.metadata.name) == "in2p3",
         )
         key = f"{NAMESPACE}/{_workload(sites, job.metadata.name)}"
         answered = stewards["in2p3"].passes
