@@ -97,7 +97,8 @@ RULE_BACKLOG = Gauge(
 )
 ADMISSION_REVIEWS = Counter(
     "steward_admission_reviews_total",
-    "Changes the validating webhook reviewed, by kind and decision",
+    "Changes the admission webhooks reviewed, by kind and decision (allowed, refused, "
+    "finalized: kopf's finalizer put on at creation)",
     ["kind", "decision"],
 )
 DELETION_PLANS = Counter(
