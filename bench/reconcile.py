@@ -548,11 +548,69 @@ class Bench:
             "STEWARD_METRICS_PORT": str(free_port()),
             "STEWARD_WORKERS": str(args.workers),
         }
+        if args.webhook:
+            env.update(self.webhook_configurations())
         operator = Operator(env, self.base / "operator.log")
         stack.callback(operator.stop)
         stamp("starting the operator")
         operator.start()
         return operator
+
+    def webhook_configurations(self) -> dict[str, str]:
+        """Deploy what the operator's webhook needs; return its settings (``--webhook``).
+
+        As ``steward render`` ships them (templates/webhook.yaml.jinja, the empty Secret),
+        for the bench namespace only: the mutating webhook puts kopf's finalizer on new
+        ReplicationRules there (the floor's namespace is not selected, so the floor is the
+        same with and without it), and the validating configuration has no webhooks (its
+        checks are not what this measures; the operator keeps its caBundle current, so it
+        must exist).
+        """
+        from kubernetes import client  # noqa: PLC0415
+
+        from steward.handlers.admission import FINALIZE_IDS  # noqa: PLC0415
+
+        core = client.CoreV1Api(self.api_client)
+        admission = client.AdmissionregistrationV1Api(self.api_client)
+        namespace, name, port = "bench-operator", "steward-bench", free_port()
+        core.create_namespace({"metadata": {"name": namespace}})
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}})
+        admission.create_validating_webhook_configuration({"metadata": {"name": name}})
+        admission.create_mutating_webhook_configuration(
+            {
+                "metadata": {"name": name},
+                "webhooks": [
+                    {
+                        "name": f"finalize.{PLURAL}.{GROUP}",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Ignore",
+                        "reinvocationPolicy": "Never",
+                        "timeoutSeconds": 10,
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
+                        },
+                        "rules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": [VERSION],
+                                "resources": [PLURAL],
+                                "operations": ["CREATE"],
+                            }
+                        ],
+                        "clientConfig": {"url": f"https://127.0.0.1:{port}/{FINALIZE_IDS[PLURAL]}"},
+                    }
+                ],
+            }
+        )
+        self.results.notes.append("the mutating webhook adds kopf's finalizer at creation")
+        return {
+            "STEWARD_OPERATOR_NAMESPACE": namespace,
+            "STEWARD_WEBHOOK_PORT": str(port),
+            "STEWARD_WEBHOOK_HOSTS": '["127.0.0.1"]',
+            "STEWARD_WEBHOOK_SECRET": name,
+            "STEWARD_WEBHOOK_CONFIGURATION": name,
+        }
 
     def finish(self, operator: Operator) -> None:
         """Peak memory and the operator log's errors."""
@@ -1229,6 +1287,11 @@ def main() -> None:
     )
     parser.add_argument("--py-spy", type=Path, help="profile the operator in the burst with it")
     parser.add_argument("--keep", action="store_true", help="keep the directory (logs)")
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
+    )
     parser.add_argument(
         "--scale",
         type=lambda text: [int(n) for n in text.split(",")],
