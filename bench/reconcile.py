@@ -766,6 +766,7 @@ class Bench:
         self.results.add(
             "burst: operator Rucio calls per rule", f"{calls / count:.2f} ({calls} calls)"
         )
+        self.read_backs(metrics, after)
         key = 'steward_reconcile_seconds_{}{{kind="ReplicationRule"}}'
         spent = after.get(key.format("sum"), 0) - metrics.get(key.format("sum"), 0)
         handled = after.get(key.format("count"), 0) - metrics.get(key.format("count"), 0)
@@ -782,6 +783,18 @@ class Bench:
         used = ", ".join(f"{k} {v:.0f} s" for k, v in used_cpu.items())
         self.results.add("burst: CPU seconds used", used)
         return Cost(total, sum(used_cpu.values()))
+
+    def read_backs(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """How the burst's passes read their new rules back (`RecentRules` or by tag)."""
+        ways = ("shared", "by-tag", "by-tag-after-shared")
+        name = 'steward_rule_read_backs_total{{way="{}"}}'
+        counts = {
+            way: after.get(name.format(way), 0) - before.get(name.format(way), 0) for way in ways
+        }
+        self.results.add(
+            "burst: read-backs of new rules",
+            ", ".join(f"{way} {counts[way]:.0f}" for way in ways),
+        )
 
     def floor(self, objects: Any, dids: list[str], when: str) -> Cost:  # noqa: ANN401
         """Seconds to create the burst's resources with no operator running, as the burst does.

@@ -38,6 +38,7 @@ __all__ = [
     "RUCIO_UP",
     "RULES_BY_STATE",
     "RULE_BACKLOG",
+    "RULE_READ_BACKS",
     "configure_cli_logging",
     "configure_logging",
     "forget_rule_states",
@@ -74,6 +75,13 @@ RUCIO_OUTAGES = Counter(
 )
 RUCIO_CALL_SECONDS = Histogram(
     "steward_rucio_call_seconds", "Latency of one Rucio API call", ["operation"]
+)
+RULE_READ_BACKS = Counter(
+    "steward_rule_read_backs_total",
+    "Read-backs of a ReplicationRule's rules after a pass changed some, by how: shared (one "
+    "listing of recent changes for several new resources), by-tag (a listing of its own "
+    "tag), by-tag-after-shared (the shared one did not hold all its rules)",
+    ["way"],
 )
 EXTERNAL_ACTIONS = Counter(
     "steward_external_actions_total", "Actions taken on Rucio or Kubernetes", ["kind", "action"]
