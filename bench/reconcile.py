@@ -795,6 +795,10 @@ class Bench:
             "burst: read-backs of new rules",
             ", ".join(f"{way} {counts[way]:.0f}" for way in ways),
         )
+        name = "steward_audit_transactions_total"
+        self.results.add(
+            "burst: audit transactions", f"{after.get(name, 0) - before.get(name, 0):.0f}"
+        )
 
     def floor(self, objects: Any, dids: list[str], when: str) -> Cost:  # noqa: ANN401
         """Seconds to create the burst's resources with no operator running, as the burst does.

@@ -25,6 +25,7 @@ __all__ = [
     "ADMISSION_REVIEWS",
     "AUDIT_CHECKPOINTS",
     "AUDIT_CHECKPOINT_AGE",
+    "AUDIT_TRANSACTIONS",
     "CAMPAIGN_INVOCATIONS",
     "DELETION_PLANS",
     "EXTERNAL_ACTIONS",
@@ -75,6 +76,10 @@ RUCIO_OUTAGES = Counter(
 )
 RUCIO_CALL_SECONDS = Histogram(
     "steward_rucio_call_seconds", "Latency of one Rucio API call", ["operation"]
+)
+AUDIT_TRANSACTIONS = Counter(
+    "steward_audit_transactions_total",
+    "Transactions that appended to the audit trail (each may hold several callers' rows)",
 )
 RULE_READ_BACKS = Counter(
     "steward_rule_read_backs_total",

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from steward.observability import log_action
+from steward.observability import AUDIT_TRANSACTIONS, log_action
 from steward.schema.audit import GENESIS_HASH, AuditCheckpoint, AuditEntry
 from steward.storage.audit import AuditFilter, AuditStore
 
@@ -214,6 +214,7 @@ class AuditService:
         try:
             with self.sessions.begin() as session:
                 self.transactions += 1
+                AUDIT_TRANSACTIONS.inc()
                 store = AuditStore(session)
                 seq, prev_hash = store.lock_head()
                 now = utc(self.clock())
