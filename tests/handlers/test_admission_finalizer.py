@@ -1,5 +1,7 @@
 """The mutating webhook's handler: kopf's finalizer on a new object, others kept (pure)."""
 
+import asyncio
+
 import kopf
 
 from steward.constants import FINALIZER
@@ -16,7 +18,7 @@ def _new(finalizers=None):
 def test_the_finalizer_is_added_to_a_new_object():
     body = _new()
     patch = kopf.Patch(body=body)
-    add_finalizer(body=body, patch=patch)
+    asyncio.run(add_finalizer(body=body, patch=patch))
     assert patch.as_json_patch() == [
         {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}
     ]
@@ -25,11 +27,11 @@ def test_the_finalizer_is_added_to_a_new_object():
 def test_other_finalizers_are_kept_and_one_already_there_is_not_doubled():
     body = _new(["example.org/keep"])
     patch = kopf.Patch(body=body)
-    add_finalizer(body=body, patch=patch)
+    asyncio.run(add_finalizer(body=body, patch=patch))
     assert patch.as_json_patch() == [
         {"op": "add", "path": "/metadata/finalizers/1", "value": FINALIZER}
     ]
     there = _new([FINALIZER])
     unchanged = kopf.Patch(body=there)
-    add_finalizer(body=there, patch=unchanged)
+    asyncio.run(add_finalizer(body=there, patch=unchanged))
     assert unchanged.as_json_patch() == []
