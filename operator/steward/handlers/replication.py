@@ -51,7 +51,7 @@ def _reconcile(
             return
         outcome = (
             factory(memo)
-            .create_replication_service(cluster_facts(kwargs))
+            .create_replication_service(cluster_facts(kwargs, memo))
             .reconcile(
                 rule,
                 resource_ref(copy),
@@ -109,7 +109,7 @@ def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kwargs: 
         rule = parse(ReplicationRule, copy, patch, memo)
         events = (
             factory(memo)
-            .create_replication_service(cluster_facts(kwargs))
+            .create_replication_service(cluster_facts(kwargs, memo))
             .finalize(
                 resource_ref(copy),
                 rule.spec if rule is not None else None,
