@@ -389,6 +389,13 @@ OWN_RULES: Final = (
         ("get", "list", "patch", "watch"),
         "services/queueing.py: admission state of campaign Jobs; pause and resume",
     ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("workloads/status", "admissionchecks/status"),
+        ("patch",),
+        "services/campaign/staging_check.py: the staging check's state in a Workload, and "
+        "its AdmissionCheck's Active condition",
+    ),
 )
 """What Steward's code calls itself, whatever the values."""
 
