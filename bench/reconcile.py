@@ -579,6 +579,8 @@ class Bench:
             probe = Path(__file__).with_name("memprobe")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe), env.get("PYTHONPATH")]))
             env["STEWARD_BENCH_MEMORY_DIR"] = str(args.memory_probe.resolve())
+        if args.webhook:
+            env.update(self.webhook_configurations())
         operator = Operator(env, self.base / "operator.log")
         stack.callback(operator.stop)
         stamp("starting the operator")
@@ -610,6 +612,62 @@ class Bench:
         report = directory / f"memory-{operator.pid}-{reports + 1}.txt"
         poll(report.exists, timeout=600.0, what=f"the memory report {report}", interval=1.0)
         self.results.notes.append(f"memory report {when}: {report}")
+
+    def webhook_configurations(self) -> dict[str, str]:
+        """Deploy what the operator's webhook needs; return its settings (``--webhook``).
+
+        As ``steward render`` ships them (templates/webhook.yaml.jinja, the empty Secret),
+        for the bench namespace only: the mutating webhook puts kopf's finalizer on new
+        ReplicationRules there (the floor's namespace is not selected, so the floor is the
+        same with and without it), and the validating configuration has no webhooks (its
+        checks are not what this measures; the operator keeps its caBundle current, so it
+        must exist).
+        """
+        from kubernetes import client  # noqa: PLC0415
+
+        from steward.handlers.admission import FINALIZE_IDS  # noqa: PLC0415
+
+        core = client.CoreV1Api(self.api_client)
+        admission = client.AdmissionregistrationV1Api(self.api_client)
+        namespace, name, port = "bench-operator", "steward-bench", free_port()
+        core.create_namespace({"metadata": {"name": namespace}})
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}})
+        admission.create_validating_webhook_configuration({"metadata": {"name": name}})
+        admission.create_mutating_webhook_configuration(
+            {
+                "metadata": {"name": name},
+                "webhooks": [
+                    {
+                        "name": f"finalize.{PLURAL}.{GROUP}",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Ignore",
+                        "reinvocationPolicy": "Never",
+                        "timeoutSeconds": 10,
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
+                        },
+                        "rules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": [VERSION],
+                                "resources": [PLURAL],
+                                "operations": ["CREATE"],
+                            }
+                        ],
+                        "clientConfig": {"url": f"https://127.0.0.1:{port}/{FINALIZE_IDS[PLURAL]}"},
+                    }
+                ],
+            }
+        )
+        self.results.notes.append("the mutating webhook adds kopf's finalizer at creation")
+        return {
+            "STEWARD_OPERATOR_NAMESPACE": namespace,
+            "STEWARD_WEBHOOK_PORT": str(port),
+            "STEWARD_WEBHOOK_HOSTS": '["127.0.0.1"]',
+            "STEWARD_WEBHOOK_SECRET": name,
+            "STEWARD_WEBHOOK_CONFIGURATION": name,
+        }
 
     def finish(self, operator: Operator) -> None:
         """Peak memory and the operator log's errors."""
@@ -766,6 +824,7 @@ class Bench:
         self.results.add(
             "burst: operator Rucio calls per rule", f"{calls / count:.2f} ({calls} calls)"
         )
+        self.read_backs(metrics, after)
         key = 'steward_reconcile_seconds_{}{{kind="ReplicationRule"}}'
         spent = after.get(key.format("sum"), 0) - metrics.get(key.format("sum"), 0)
         handled = after.get(key.format("count"), 0) - metrics.get(key.format("count"), 0)
@@ -783,6 +842,22 @@ class Bench:
         self.results.add("burst: CPU seconds used", used)
         self.memory(operator, "after the burst")
         return Cost(total, sum(used_cpu.values()))
+
+    def read_backs(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """How the burst's passes read their new rules back (`RecentRules` or by tag)."""
+        ways = ("shared", "by-tag", "by-tag-after-shared")
+        name = 'steward_rule_read_backs_total{{way="{}"}}'
+        counts = {
+            way: after.get(name.format(way), 0) - before.get(name.format(way), 0) for way in ways
+        }
+        self.results.add(
+            "burst: read-backs of new rules",
+            ", ".join(f"{way} {counts[way]:.0f}" for way in ways),
+        )
+        name = "steward_audit_transactions_total"
+        self.results.add(
+            "burst: audit transactions", f"{after.get(name, 0) - before.get(name, 0):.0f}"
+        )
 
     def floor(self, objects: Any, dids: list[str], when: str) -> Cost:  # noqa: ANN401
         """Seconds to create the burst's resources with no operator running, as the burst does.
@@ -1295,6 +1370,11 @@ def main() -> None:
         "after the steady state (bench/memprobe: tracemalloc, which slows the operator)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the directory (logs)")
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
+    )
     parser.add_argument(
         "--scale",
         type=lambda text: [int(n) for n in text.split(",")],

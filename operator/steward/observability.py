@@ -27,6 +27,7 @@ __all__ = [
     "ADMISSION_REVIEWS",
     "AUDIT_CHECKPOINTS",
     "AUDIT_CHECKPOINT_AGE",
+    "AUDIT_TRANSACTIONS",
     "CAMPAIGN_INVOCATIONS",
     "DELETION_PLANS",
     "EXTERNAL_ACTIONS",
@@ -40,6 +41,7 @@ __all__ = [
     "RUCIO_UP",
     "RULES_BY_STATE",
     "RULE_BACKLOG",
+    "RULE_READ_BACKS",
     "configure_cli_logging",
     "configure_logging",
     "forget_rule_states",
@@ -77,6 +79,17 @@ RUCIO_OUTAGES = Counter(
 RUCIO_CALL_SECONDS = Histogram(
     "steward_rucio_call_seconds", "Latency of one Rucio API call", ["operation"]
 )
+AUDIT_TRANSACTIONS = Counter(
+    "steward_audit_transactions_total",
+    "Transactions that appended to the audit trail (each may hold several callers' rows)",
+)
+RULE_READ_BACKS = Counter(
+    "steward_rule_read_backs_total",
+    "Read-backs of a ReplicationRule's rules after a pass changed some, by how: shared (one "
+    "listing of recent changes for several new resources), by-tag (a listing of its own "
+    "tag), by-tag-after-shared (the shared one did not hold all its rules)",
+    ["way"],
+)
 EXTERNAL_ACTIONS = Counter(
     "steward_external_actions_total", "Actions taken on Rucio or Kubernetes", ["kind", "action"]
 )
@@ -101,7 +114,8 @@ _BACKLOG_PHASES = ("backlog", "catching_up")
 """The ``phase`` values of `RULE_BACKLOG`."""
 ADMISSION_REVIEWS = Counter(
     "steward_admission_reviews_total",
-    "Changes the validating webhook reviewed, by kind and decision",
+    "Changes the admission webhooks reviewed, by kind and decision (allowed, refused, "
+    "finalized: kopf's finalizer put on at creation)",
     ["kind", "decision"],
 )
 DELETION_PLANS = Counter(

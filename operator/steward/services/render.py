@@ -31,7 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from steward.constants import CAMPAIGN_PRIORITY_CLASS_PREFIX, GROUP, VERSION
+from steward.constants import (
+    CAMPAIGN_PRIORITY_CLASS_PREFIX,
+    FINALIZED_AT_ADMISSION,
+    GROUP,
+    VERSION,
+)
 from steward.exceptions import ConfigurationError
 from steward.models import KINDS
 from steward.models.campaign import Priority
@@ -460,9 +465,9 @@ def _value_rules(values: Values) -> list[PolicyRule]:
         ),
         PolicyRule(
             ("admissionregistration.k8s.io",),
-            ("validatingwebhookconfigurations",),
+            ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
             ("get", "patch"),
-            "storage/webhook.py: keep the webhook configuration's caBundle current",
+            "storage/webhook.py: keep the webhook configurations' caBundle current",
             resource_names=(_WEBHOOK_CONFIGURATION,),
         ),
         PolicyRule(
@@ -586,6 +591,7 @@ _ORDER: Final = (
     "NetworkPolicy",
     "ClusterKopfPeering",
     "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
 )
 """Apply order: file names start with the kind's place here, so ``kubectl apply -f DIR`` creates
 the namespace before what lives in it."""
@@ -664,6 +670,9 @@ def _context(site: Site, values: Values, kopf: Sequence[PolicyRule]) -> dict[str
         "roles": roles(kopf, values),
         "priority_classes": priority_classes() if "batch" in site.spec.roles else [],
         "kinds": [{"plural": info.plural, "id": f"validate-{info.plural}"} for info in KINDS],
+        "finalized": [
+            {"plural": plural, "id": f"finalize-{plural}"} for plural in FINALIZED_AT_ADMISSION
+        ],
         "group": GROUP,
         "version": VERSION,
         "service": _SERVICE,
