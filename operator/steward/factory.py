@@ -309,6 +309,10 @@ class Factory:
             facts=facts,
         )
 
+    def create_ledger_service(self) -> LedgerService:
+        """The campaign ledger's read side, for the deletion gate's campaign questions."""
+        return LedgerService(self.context.sessions)
+
     def create_deletion_gate(self) -> DeletionGate:
         """The deletion gate every path that removes data carries its plans out through."""
         return DeletionGate(self.context.rucio, self.context.audit, actor=self.actor)

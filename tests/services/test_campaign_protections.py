@@ -14,8 +14,10 @@ import pytest
 from steward.constants import GROUP, VERSION
 from steward.models.campaign import Campaign
 from steward.models.retention import RetentionPolicy
+from steward.schema.ledger import LedgerCampaign, LedgerFile
 from steward.services.audit import AuditService, ResourceRef
 from steward.services.deletion import DeletionGate
+from steward.services.ledger import LedgerService
 from steward.services.protections import CampaignObjects, ClusterFacts
 from steward.services.retention import RetentionService
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
@@ -158,3 +160,71 @@ def test_outputs_of_a_failed_campaign_wait_for_its_review(
     done = service.reconcile(cleanup, _ref(cleanup), facts, waiting.status)
     assert done.status["removed"] == 1
     assert _expired(rucio_storage, rule)
+
+
+def _ledger_campaign(session, *, name, outcome=None, staging_released=False):
+    uid = f"uid-{secrets.token_hex(6)}"
+    session.add(
+        LedgerCampaign(
+            uid=uid,
+            namespace="ns",
+            name=name,
+            site="ncsa",
+            output_scope="out",
+            invocations=1,
+            steps="[]",
+            shard_size=1,
+            created_at=datetime.now(UTC),
+            outcome=outcome,
+            staging_released=staging_released,
+        )
+    )
+    return uid
+
+
+def _reads(session, uid, did, step="two"):
+    session.add(LedgerFile(did=did, campaign_uid=uid, step=step, index=0, role="input"))
+
+
+def test_what_the_ledger_recorded_a_campaign_reading_is_leased(
+    service, rucio_storage, rucio_data, database_url
+):
+    """Inputs no Campaign object names (an earlier step's output) are kept while recorded.
+
+    The ledger says campaign ``drp``'s second step reads ``between`` (written by its first
+    step): no coverage query names it, so only the ledger protects it. A campaign closed
+    out, or one whose staging was released after it Succeeded, reads nothing any more, and a
+    campaign releasing its own staging (``ended``) is not its own reader.
+    """
+    between, released, closed, own, free = (rucio_data.dataset() for _ in range(5))
+    rules = {
+        d: rucio_storage.add_rule(d, RuleSpec("NCSA_DISK"))
+        for d in (between, released, closed, own, free)
+    }
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as session:
+        drp = _ledger_campaign(session, name="drp")
+        _reads(session, drp, between)
+        _reads(session, _ledger_campaign(session, name="old", staging_released=True), released)
+        _reads(session, _ledger_campaign(session, name="done", outcome="ClosedOut"), closed)
+        me = _ledger_campaign(session, name="me")
+        _reads(session, me, own)
+    ledger = LedgerService(sessions)
+    facts = ClusterFacts(ledger=ledger, ended=frozenset({me}))
+    assert CampaignObjects([], recorded=ledger, ended={me}).inputs_in_use(
+        [between, released, closed, own, free]
+    ) == {between: "ns/drp"}
+    policy = _policy("ns", [between, released, closed, own, free])
+    outcome = service.reconcile(policy, _ref(policy), facts)
+    assert outcome.status["plan"]["protected"] == {"CampaignInput": 1}
+    assert not _expired(rucio_storage, rules[between])
+    assert all(_expired(rucio_storage, rules[d]) for d in (released, closed, own, free))
+    # Without the ledger nothing names ``between``: the objects alone would have let it go.
+    assert CampaignObjects([]).inputs_in_use([between]) == {}
+    with sessions.begin() as session:
+        session.get(LedgerCampaign, drp).outcome = "ClosedOut"
+    again = service.reconcile(policy, _ref(policy), facts, outcome.status)
+    assert again.status["removed"] == 1
+    assert _expired(rucio_storage, rules[between])
+    engine.dispose()

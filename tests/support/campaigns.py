@@ -21,6 +21,7 @@ from steward.services.audit import AuditService, ResourceRef
 from steward.services.campaign import CampaignService
 from steward.services.ledger import LedgerService
 from steward.services.ownership import owner_tag
+from steward.services.protections import ClusterFacts
 from steward.storage.batch import LABEL_CAMPAIGN_UID, BatchStorage
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.kubernetes import KubeResources
@@ -185,6 +186,8 @@ def campaign_harness(kube_api, rucio_storage, database_url, namespace) -> Iterat
         audit=AuditService(sessions),
         cluster_id=f"test-{secrets.token_hex(4)}",
         actor="test",
+        # As the operator judges a release: with what its ledger records campaigns reading.
+        facts=ClusterFacts(ledger=LedgerService(sessions)),
     )
     yield CampaignHarness(service, LedgerService(sessions), kube_api, namespace)
     batch.close()

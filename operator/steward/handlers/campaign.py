@@ -34,7 +34,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Mapping[st
         campaign = parse(Campaign, copy, patch, memo)
         if campaign is None:
             return
-        service = factory(memo).create_campaign_service(cluster_facts(kwargs))
+        service = factory(memo).create_campaign_service(cluster_facts(kwargs, memo))
         outcome = service.reconcile(campaign, resource_ref(copy), copy.get("status") or {})
         post(copy, outcome, patch, memo)
 
@@ -81,7 +81,7 @@ def campaign_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kwar
     with reconciling("Campaign", body, patch, memo, deleting=True) as copy:
         campaign = parse(Campaign, copy, patch, memo)
         if campaign is not None:
-            service = factory(memo).create_campaign_service(cluster_facts(kwargs))
+            service = factory(memo).create_campaign_service(cluster_facts(kwargs, memo))
             events = service.finalize(campaign, resource_ref(copy))
             for type_, reason, message in events:
                 kopf.event(body, type=type_, reason=reason, message=message)

@@ -30,7 +30,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> No
             return
         service = factory(memo).create_oods_service()
         outcome = service.reconcile(
-            cache, resource_ref(copy), cluster_facts(kwargs), copy.get("status")
+            cache, resource_ref(copy), cluster_facts(kwargs, memo), copy.get("status")
         )
         post(copy, outcome, patch, memo)
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from steward.config import Settings
 from steward.constants import GROUP, VERSION
+from steward.handlers.common import factory
 from steward.models.campaign import Campaign
 from steward.models.oods import OODSCache
 from steward.models.retention import RetentionPolicy
@@ -65,12 +66,17 @@ def _sites(index: Mapping[Any, Iterable[Any]] | None) -> list[Site]:
     return sites
 
 
-def cluster_facts(kwargs: Mapping[str, Any]) -> ClusterFacts:
-    """The facts a handler's indexes (passed by kopf as keyword arguments) hold now."""
+def cluster_facts(kwargs: Mapping[str, Any], memo: Any) -> ClusterFacts:  # noqa: ANN401 - kopf's memo
+    """The facts a handler's indexes (passed by kopf as keyword arguments) hold now.
+
+    With the campaign ledger of the operator's database: what campaigns recorded reading
+    (coverage by data id, earlier steps' outputs) is known to no Campaign object.
+    """
     return ClusterFacts(
         policies=_values(kwargs.get("deletion_policies"), RetentionPolicy),
         caches=_values(kwargs.get("deletion_caches"), OODSCache),
         sites=_sites(kwargs.get("sites_by_name")),
         campaigns=_values(kwargs.get("deletion_campaigns"), Campaign),
         freeze=Settings().deletion_freeze,
+        ledger=factory(memo).create_ledger_service(),
     )

@@ -42,7 +42,7 @@ def _reconcile(
         status = copy.get("status") or {}
         outcome = (
             factory(memo)
-            .create_replication_service(cluster_facts(kwargs))
+            .create_replication_service(cluster_facts(kwargs, memo))
             .reconcile(
                 rule,
                 resource_ref(copy),
@@ -100,7 +100,7 @@ def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kwargs: 
         rule = parse(ReplicationRule, copy, patch, memo)
         events = (
             factory(memo)
-            .create_replication_service(cluster_facts(kwargs))
+            .create_replication_service(cluster_facts(kwargs, memo))
             .finalize(
                 resource_ref(copy),
                 rule.spec if rule is not None else None,

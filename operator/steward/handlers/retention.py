@@ -32,7 +32,7 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> No
             return
         service = factory(memo).create_retention_service()
         outcome = service.reconcile(
-            policy, resource_ref(copy), cluster_facts(kwargs), copy.get("status")
+            policy, resource_ref(copy), cluster_facts(kwargs, memo), copy.get("status")
         )
         post(copy, outcome, patch, memo)
 

@@ -183,8 +183,9 @@ class PinFact:
 class CampaignFacts(Protocol):
     """The two questions the gate asks about campaigns.
 
-    The campaign ledger answers them in production; `CampaignObjects` answers them from the
-    Campaign resources themselves. Both answer in bulk: a plan may hold a million rules.
+    `steward.services.protections.CampaignObjects` answers them from the Campaign resources
+    and, in the operator, from the campaign ledger as well. Both answer in bulk: a plan may
+    hold a million rules.
     """
 
     def inputs_in_use(self, dids: Collection[str]) -> Mapping[str, str]:

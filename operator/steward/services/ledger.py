@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -367,11 +367,18 @@ class LedgerService:
     # -- for the deletion gate and retention's review gate (branch i12) --------------------
 
     def inputs_in_use(self, dids: Iterable[str]) -> dict[str, list[CampaignRef]]:
-        """The DIDs among ``dids`` that an unfinished campaign reads, with those campaigns."""
+        """The DIDs among ``dids`` that an unfinished campaign reads, with those campaigns.
+
+        Those are the DIDs of its coverage set and the earlier steps' outputs its later steps
+        read, until it is closed out, terminated or deleted, or its staging is released after
+        it Succeeded (`steward.storage.ledger.LedgerStore.any_unfinished`).
+        """
         wanted = list(dict.fromkeys(dids))
-        hashes = {data_id_hash({"did": did}): did for did in wanted}
         with self.sessions() as session:
             store = LedgerStore(session)
+            if not wanted or not store.any_unfinished():
+                return {}
+            hashes = {data_id_hash({"did": did}): did for did in wanted}
             found = store.unfinished_inputs(wanted) + store.unfinished_coverage(hashes)
         result: dict[str, list[CampaignRef]] = defaultdict(list)
         for did, record in found:
@@ -379,6 +386,21 @@ class LedgerService:
             if ref not in result[did]:
                 result[did].append(ref)
         return dict(result)
+
+    def campaigns_reading(
+        self, dids: Collection[str], *, excluding: Collection[str] = ()
+    ) -> dict[str, str]:
+        """The deletion gate's question: which of ``dids`` an unfinished campaign reads.
+
+        Each DID maps to ``namespace/name`` of one such campaign other than the uids in
+        ``excluding`` (a campaign releasing its own staging is not its own reader).
+        """
+        found = {}
+        for did, refs in self.inputs_in_use(dids).items():
+            readers = [ref for ref in refs if ref.uid not in excluding]
+            if readers:
+                found[did] = f"{readers[0].namespace}/{readers[0].name}"
+        return found
 
     def campaign_outputs(self, namespace: str, name: str) -> CampaignOutputs | None:
         """Outputs of the newest campaign of that name, and whether it failed; None if unknown."""

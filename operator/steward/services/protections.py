@@ -5,7 +5,8 @@ path that removes data: `protections_from` turns the RetentionPolicies (holds, l
 OODSCaches (pins), the Sites (freezes) and the campaigns into `Protections`;
 `gather_placement` asks Rucio where the custodial copies of the candidates' DIDs are;
 `candidate_of` turns a Rucio rule into a `Candidate`; `CampaignObjects` answers the gate's
-`CampaignFacts` questions from Campaign resources until the campaign ledger does.
+`CampaignFacts` questions from Campaign resources and, where the operator has it, the
+campaign ledger (`RecordedInputs`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -40,6 +41,7 @@ __all__ = [
     "CampaignObjects",
     "ClusterFacts",
     "ExpressionCache",
+    "RecordedInputs",
     "candidate_of",
     "data_owner",
     "effective_locks",
@@ -62,15 +64,33 @@ _FINISHED: Final = frozenset(
 _FAILED: Final = frozenset({CampaignPhase.FAILED, CampaignPhase.TERMINATED})
 
 
+class RecordedInputs(Protocol):
+    """What a campaign ledger knows: the DIDs unfinished campaigns read.
+
+    `steward.services.ledger.LedgerService` answers it: every DID of a coverage set and
+    every earlier step's output a later step reads, recorded as the campaign runs.
+    """
+
+    def campaigns_reading(
+        self, dids: Collection[str], *, excluding: Collection[str] = ()
+    ) -> Mapping[str, str]:
+        """Those of ``dids`` a campaign (not one of the uids ``excluding``) still reads."""
+        ...
+
+
 @dataclass
 class CampaignObjects:
-    """`CampaignFacts` from Campaign resources as the API server has them.
+    """`CampaignFacts` from Campaign resources as the API server has them, and the ledger.
 
     Inputs: the DIDs of a campaign's coverage query (explicit ones, or what ``resolve`` says a
     metadata query selects) while its phase is not finished; a campaign without status is
-    Pending, so not finished. Coverage by Butler data ids names no DIDs and protects nothing
-    here (the ledger knows the DIDs each invocation read). Outputs: every DID in the output
-    scope of a Failed or Terminated campaign whose name is not in ``reviewed``.
+    Pending, so not finished. Then whatever ``recorded`` (the campaign ledger) says a campaign
+    reads: the DIDs behind coverage given as Butler data ids and the earlier steps' outputs
+    later steps read, which no Campaign object names, held until the campaign is closed out,
+    terminated or deleted (so a Failed campaign that may be retried keeps its inputs, stricter
+    than the phase above). Campaigns whose uid is in ``ended`` are no one's reader. Outputs:
+    every DID in the output scope of a Failed or Terminated campaign whose name is not in
+    ``reviewed``.
     """
 
     campaigns: Sequence[Campaign]
@@ -78,6 +98,10 @@ class CampaignObjects:
     """Campaigns whose failure review is marked done (a RetentionPolicy's ``reviewDone``)."""
     resolve: Callable[[DataSelector], Collection[str]] | None = None
     """DIDs a metadata query selects now (Rucio); without it such inputs are not known."""
+    recorded: RecordedInputs | None = None
+    """The campaign ledger, where this process has one."""
+    ended: Collection[str] = frozenset()
+    """Uids of campaigns known to have ended though their objects may not say so yet."""
     _inputs: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     def _input_map(self) -> dict[str, str]:
@@ -86,7 +110,7 @@ class CampaignObjects:
             for campaign in self.campaigns:
                 phase = campaign.status.phase if campaign.status else CampaignPhase.PENDING
                 query = campaign.spec.coverage.query
-                if phase in _FINISHED or query is None:
+                if phase in _FINISHED or query is None or campaign.metadata.uid in self.ended:
                     continue
                 if query.dids is not None:
                     selected: Collection[str] = query.dids
@@ -100,9 +124,13 @@ class CampaignObjects:
         return self._inputs
 
     def inputs_in_use(self, dids: Collection[str]) -> Mapping[str, str]:
-        """Those of ``dids`` an unfinished campaign reads."""
+        """Those of ``dids`` an unfinished campaign reads (its object or its ledger says so)."""
         inputs = self._input_map()
-        return {did: inputs[did] for did in dids if did in inputs}
+        found = {did: inputs[did] for did in dids if did in inputs}
+        rest = [did for did in dids if did not in found]
+        if self.recorded is not None and rest:
+            found.update(self.recorded.campaigns_reading(rest, excluding=self.ended))
+        return found
 
     def outputs_awaiting_review(self, dids: Collection[str]) -> Mapping[str, str]:
         """Those of ``dids`` in the output scope of a failed, unreviewed campaign."""
@@ -292,6 +320,10 @@ class ClusterFacts:
     campaigns: Sequence[Campaign] = ()
     freeze: str | None = None
     """The operator's own freeze (``STEWARD_DELETION_FREEZE``), or None."""
+    ledger: RecordedInputs | None = None
+    """The campaign ledger (the operator's audit database), or None where there is none."""
+    ended: frozenset[str] = frozenset()
+    """Uids of campaigns whose own release is being judged (`CampaignObjects.ended`)."""
 
 
 def protections_of(facts: ClusterFacts, rucio: RucioStorage, *, now: datetime) -> Protections:
@@ -314,7 +346,9 @@ def protections_of(facts: ClusterFacts, rucio: RucioStorage, *, now: datetime) -
         policies=facts.policies,
         caches=facts.caches,
         sites=facts.sites,
-        campaigns=CampaignObjects(facts.campaigns, reviewed, resolve),
+        campaigns=CampaignObjects(
+            facts.campaigns, reviewed, resolve, recorded=facts.ledger, ended=facts.ended
+        ),
         freeze=facts.freeze,
         now=now,
     )

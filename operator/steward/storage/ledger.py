@@ -39,6 +39,14 @@ __all__ = [
 _CHUNK: Final = 500
 """Values per ``IN (...)``: SQLite allows 32,766 bound parameters, older builds 999."""
 
+_UNFINISHED: Final = (
+    LedgerCampaign.outcome.is_(None),
+    LedgerCampaign.staging_released.is_(False),
+)
+"""A campaign that still holds its inputs: not closed out, terminated or deleted, and its
+staging not released (a Succeeded campaign lets go of its inputs with its staging, after
+``inputs.releaseAfter``; if it stops being Succeeded, the release is marked not done again)."""
+
 
 def encode_steps(steps: Iterable[tuple[str, Sequence[str]]]) -> str:
     """``ledger_campaigns.steps``: each step's name and the steps it depends on, in order."""
@@ -401,6 +409,11 @@ class LedgerStore:
         statement = select(LedgerFile).where(LedgerFile.did == did).order_by(LedgerFile.id)
         return list(self._session.execute(statement).scalars())
 
+    def any_unfinished(self) -> bool:
+        """Whether some campaign still holds its inputs (most plans then ask nothing more)."""
+        statement = select(LedgerCampaign.uid).where(*_UNFINISHED).limit(1)
+        return self._session.execute(statement).first() is not None
+
     def unfinished_coverage(self, hashes: Mapping[str, str]) -> list[tuple[str, LedgerCampaign]]:
         """(DID, campaign) for each DID in the coverage set of a campaign not finished yet.
 
@@ -412,10 +425,7 @@ class LedgerStore:
             statement = (
                 select(LedgerInvocation.data_id_hash, LedgerCampaign)
                 .join(LedgerCampaign, LedgerCampaign.uid == LedgerInvocation.campaign_uid)
-                .where(
-                    LedgerInvocation.data_id_hash.in_(chunk),
-                    LedgerCampaign.outcome.is_(None),
-                )
+                .where(LedgerInvocation.data_id_hash.in_(chunk), *_UNFINISHED)
                 .distinct()
             )
             for digest, campaign in self._session.execute(statement):
@@ -443,11 +453,7 @@ class LedgerStore:
             statement = (
                 select(LedgerFile.did, LedgerCampaign)
                 .join(LedgerCampaign, LedgerCampaign.uid == LedgerFile.campaign_uid)
-                .where(
-                    LedgerFile.role == "input",
-                    LedgerFile.did.in_(chunk),
-                    LedgerCampaign.outcome.is_(None),
-                )
+                .where(LedgerFile.role == "input", LedgerFile.did.in_(chunk), *_UNFINISHED)
                 .distinct()
             )
             found.extend((did, campaign) for did, campaign in self._session.execute(statement))

@@ -95,11 +95,11 @@ def plan_staging_release(
     ``requester`` is ``Campaign/namespace/name`` and the rules carry its owner ``tag``, so
     neither the other-resource nor the scratch-owner protection applies (they are the
     campaign's own); every other protection does, from the cluster ``facts``. The campaign
-    itself (``uid``) is left out of the campaign facts: it has ended (the ledger says so),
-    though the status the operator's index holds may still say Running. The operator and
-    ``steward plan`` both plan through here.
+    itself (``uid``) is not a reader of its own inputs here: it has ended (the ledger says
+    so), though the status the operator's index holds may still say Running. The operator
+    and ``steward plan`` both plan through here.
     """
-    facts = replace(facts, campaigns=[c for c in facts.campaigns if c.metadata.uid != uid])
+    facts = replace(facts, ended=facts.ended | {uid})
     expressions = ExpressionCache(rucio)
     candidates = [
         replace(candidate_of(rule, expressions(rule.rse_expression), "Released"), owner=None)
