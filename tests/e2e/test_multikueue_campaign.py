@@ -220,8 +220,11 @@ def _jobs(sites: Sites) -> set[str]:
     return {job.metadata.name for job in listed}
 
 
-def _copies(sites: Sites, where: dict[str, str]) -> dict[str, Any]:
-    """The copy of each Job's ConfigMap at the worker that runs it (empty until all exist)."""
+def _copies(sites: Sites, where: dict[str, str], *, every: bool = True) -> dict[str, Any]:
+    """The copy of each Job's ConfigMap at the worker that runs it.
+
+    With EVERY, empty until all exist; without, those that exist.
+    """
     found = {}
     for job, site in where.items():
         volumes = sites.manager.batch.read_namespaced_job(job, NAMESPACE).spec.template.spec.volumes
@@ -232,9 +235,10 @@ def _copies(sites: Sites, where: dict[str, str]) -> dict[str, Any]:
             )
             .items
         )
-        if not listed:
+        if listed:
+            found[job] = listed[0]
+        elif every:
             return {}
-        found[job] = listed[0]
     return found
 
 
@@ -266,16 +270,26 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
     status = driven.until("one shard admitted at each site", running_at_both, timeout=240)
     assert status["queueing"]["queue"] == multisite_name(ORDER)
     assert not sites.manager.core.list_namespaced_pod(NAMESPACE).items  # none at the manager
+    seen: dict[str, tuple[Any, str]] = {}  # a copy lives only as long as MultiKueue's Job copy
+
+    def copied() -> bool:
+        for job, found in _copies(sites, where, every=False).items():
+            if job not in seen:
+                copy = (
+                    sites.workers[where[job]]
+                    .batch.list_namespaced_job(NAMESPACE, field_selector=f"metadata.name={job}")
+                    .items
+                )
+                seen[job] = (found, copy[0].metadata.uid if copy else "")
+        return len(seen) == len(where)
+
     driven.until(  # the data ids its pods mount, copied to where it runs
-        "each shard's ConfigMap copied to the worker running it",
-        lambda _: _copies(sites, where),
+        "each shard's ConfigMap copied to the worker running it", lambda _: copied()
     )
-    for job, site in where.items():  # owned there by MultiKueue's copy of the Job
-        mounted = _copies(sites, where)[job]
+    for job, (mounted, copy_uid) in seen.items():  # owned there by MultiKueue's copy of the Job
         assert mounted.metadata.labels[LABEL_CAMPAIGN_UID] == driven.uid
-        copy = sites.workers[site].batch.read_namespaced_job(job, NAMESPACE)
         (owner,) = mounted.metadata.owner_references
-        assert (owner.kind, owner.name, owner.uid) == ("Job", job, copy.metadata.uid)
+        assert (owner.kind, owner.name, owner.uid) == ("Job", job, copy_uid)
         assert not owner.controller
 
     status = driven.until("the campaign done", lambda s: s["phase"] == "Succeeded", timeout=240)
