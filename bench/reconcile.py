@@ -173,7 +173,7 @@ class Operator(OperatorProcess):
     def scrape(self) -> dict[str, float]:
         """The operator's Prometheus metrics, ``name{labels}`` -> value."""
         with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics}/metrics", timeout=10
+            f"http://127.0.0.1:{self.metrics}/metrics", timeout=60
         ) as response:
             text = response.read().decode()
         values = {}
@@ -190,6 +190,30 @@ class Operator(OperatorProcess):
     def peak_rss_kib(self) -> dict[int, int]:
         """VmHWM of the operator and each descendant, by pid."""
         return {pid: proc_status(pid, "VmHWM") for pid in descendants(self.pid)}
+
+
+def by_verb(operator: Operator) -> str:
+    """The operator's Rucio calls of the run by verb, each with its failures by error class.
+
+    From ``steward_rucio_calls_total`` and ``steward_rucio_errors_total``: a failure the
+    adapter turns into an answer (an RSE expression selecting nothing) counts here too.
+    """
+    calls: dict[str, float] = {}
+    errors: dict[str, list[str]] = {}
+    pattern = re.compile(r"^steward_rucio_(calls|errors)_total\{(.*)\}$")
+    for key, value in operator.scrape().items():
+        found = pattern.match(key)
+        if found is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(2)))
+        if found.group(1) == "calls":
+            calls[labels["operation"]] = value
+        else:
+            errors.setdefault(labels["operation"], []).append(f"{labels['error']} {value:.0f}")
+    return ", ".join(
+        f"{verb} {count:.0f}" + (f" ({', '.join(errors[verb])})" if verb in errors else "")
+        for verb, count in sorted(calls.items(), key=lambda item: -item[1])
+    )
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------
@@ -442,6 +466,8 @@ class Bench:
         self.api_client: Any = None
         self.kube_pids: list[int] = []
         self.rucio_pids: list[int] = []
+        self.rss_start = 0.0
+        """The operator's RSS (MiB) once started, before any resource."""
 
     def run(self) -> None:
         """Start everything, measure, print, tear down."""
@@ -548,11 +574,100 @@ class Bench:
             "STEWARD_METRICS_PORT": str(free_port()),
             "STEWARD_WORKERS": str(args.workers),
         }
+        if args.memory_probe is not None:
+            args.memory_probe.mkdir(parents=True, exist_ok=True)
+            probe = Path(__file__).with_name("memprobe")
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe), env.get("PYTHONPATH")]))
+            env["STEWARD_BENCH_MEMORY_DIR"] = str(args.memory_probe.resolve())
+        if args.webhook:
+            env.update(self.webhook_configurations())
         operator = Operator(env, self.base / "operator.log")
         stack.callback(operator.stop)
         stamp("starting the operator")
         operator.start()
+        if args.memory_probe is not None:
+            os.kill(operator.pid, signal.SIGUSR2)  # start tracing: the resources' allocations
+        self.rss_start = self.rss(operator)
+        self.results.add("operator RSS at start (no resource yet)", f"{self.rss_start:.0f} MiB")
         return operator
+
+    def rss(self, operator: Operator) -> float:
+        """The operator's RSS now (MiB), its children's included."""
+        return sum(proc_status(pid, "VmRSS") for pid in descendants(operator.pid)) / 1024
+
+    def memory(self, operator: Operator, when: str) -> None:
+        """The operator's RSS now, and per resource; with ``--memory-probe``, where it goes."""
+        rss = self.rss(operator)
+        count = len(self.all_rules)
+        self.results.add(
+            f"operator RSS {when}",
+            f"{rss:.0f} MiB, {(rss - self.rss_start) * 1024 / count:.1f} KiB per resource above "
+            f"the start ({count} resources; 1-minute load average {os.getloadavg()[0]:.1f})",
+        )
+        directory = self.args.memory_probe
+        if directory is None:
+            return
+        reports = len(list(directory.glob(f"memory-{operator.pid}-*.txt")))
+        os.kill(operator.pid, signal.SIGUSR1)
+        report = directory / f"memory-{operator.pid}-{reports + 1}.txt"
+        poll(report.exists, timeout=600.0, what=f"the memory report {report}", interval=1.0)
+        self.results.notes.append(f"memory report {when}: {report}")
+
+    def webhook_configurations(self) -> dict[str, str]:
+        """Deploy what the operator's webhook needs; return its settings (``--webhook``).
+
+        As ``steward render`` ships them (templates/webhook.yaml.jinja, the empty Secret),
+        for the bench namespace only: the mutating webhook puts kopf's finalizer on new
+        ReplicationRules there (the floor's namespace is not selected, so the floor is the
+        same with and without it), and the validating configuration has no webhooks (its
+        checks are not what this measures; the operator keeps its caBundle current, so it
+        must exist).
+        """
+        from kubernetes import client  # noqa: PLC0415
+
+        from steward.handlers.admission import FINALIZE_IDS  # noqa: PLC0415
+
+        core = client.CoreV1Api(self.api_client)
+        admission = client.AdmissionregistrationV1Api(self.api_client)
+        namespace, name, port = "bench-operator", "steward-bench", free_port()
+        core.create_namespace({"metadata": {"name": namespace}})
+        core.create_namespaced_secret(namespace, {"metadata": {"name": name}})
+        admission.create_validating_webhook_configuration({"metadata": {"name": name}})
+        admission.create_mutating_webhook_configuration(
+            {
+                "metadata": {"name": name},
+                "webhooks": [
+                    {
+                        "name": f"finalize.{PLURAL}.{GROUP}",
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Ignore",
+                        "reinvocationPolicy": "Never",
+                        "timeoutSeconds": 10,
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
+                        },
+                        "rules": [
+                            {
+                                "apiGroups": [GROUP],
+                                "apiVersions": [VERSION],
+                                "resources": [PLURAL],
+                                "operations": ["CREATE"],
+                            }
+                        ],
+                        "clientConfig": {"url": f"https://127.0.0.1:{port}/{FINALIZE_IDS[PLURAL]}"},
+                    }
+                ],
+            }
+        )
+        self.results.notes.append("the mutating webhook adds kopf's finalizer at creation")
+        return {
+            "STEWARD_OPERATOR_NAMESPACE": namespace,
+            "STEWARD_WEBHOOK_PORT": str(port),
+            "STEWARD_WEBHOOK_HOSTS": '["127.0.0.1"]',
+            "STEWARD_WEBHOOK_SECRET": name,
+            "STEWARD_WEBHOOK_CONFIGURATION": name,
+        }
 
     def finish(self, operator: Operator) -> None:
         """Peak memory and the operator log's errors."""
@@ -564,6 +679,7 @@ class Bench:
             + f" ({len(peak)} process{'es' if len(peak) > 1 else ''};"
             + f" RSS at the end {now / 1024:.0f} MiB)",
         )
+        self.results.add("operator Rucio calls by verb (failed: by error class)", by_verb(operator))
         log = operator.log.read_text(errors="replace")
         errors = sum(1 for line in log.splitlines() if '"level": "error"' in line)
         self.results.notes.append(f"operator log: {errors} error lines")
@@ -708,6 +824,7 @@ class Bench:
         self.results.add(
             "burst: operator Rucio calls per rule", f"{calls / count:.2f} ({calls} calls)"
         )
+        self.read_backs(metrics, after)
         key = 'steward_reconcile_seconds_{}{{kind="ReplicationRule"}}'
         spent = after.get(key.format("sum"), 0) - metrics.get(key.format("sum"), 0)
         handled = after.get(key.format("count"), 0) - metrics.get(key.format("count"), 0)
@@ -723,7 +840,24 @@ class Bench:
         used_cpu = {k: f() - cpu_before[k] for k, f in cpu.items()}
         used = ", ".join(f"{k} {v:.0f} s" for k, v in used_cpu.items())
         self.results.add("burst: CPU seconds used", used)
+        self.memory(operator, "after the burst")
         return Cost(total, sum(used_cpu.values()))
+
+    def read_backs(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """How the burst's passes read their new rules back (`RecentRules` or by tag)."""
+        ways = ("shared", "by-tag", "by-tag-after-shared")
+        name = 'steward_rule_read_backs_total{{way="{}"}}'
+        counts = {
+            way: after.get(name.format(way), 0) - before.get(name.format(way), 0) for way in ways
+        }
+        self.results.add(
+            "burst: read-backs of new rules",
+            ", ".join(f"{way} {counts[way]:.0f}" for way in ways),
+        )
+        name = "steward_audit_transactions_total"
+        self.results.add(
+            "burst: audit transactions", f"{after.get(name, 0) - before.get(name, 0):.0f}"
+        )
 
     def floor(self, objects: Any, dids: list[str], when: str) -> Cost:  # noqa: ANN401
         """Seconds to create the burst's resources with no operator running, as the burst does.
@@ -923,6 +1057,7 @@ class Bench:
         self.results.add(
             "steady: operator CPU", f"{cpu / window * 100:.0f}% of one core ({cpu:.0f} s)"
         )
+        self.memory(operator, "after the steady state")
 
 
 # -- metadata selection at scale --------------------------------------------------------------
@@ -1228,7 +1363,18 @@ def main() -> None:
         "--no-replay", dest="replay", action="store_false", help="skip the Rucio-only replay"
     )
     parser.add_argument("--py-spy", type=Path, help="profile the operator in the burst with it")
+    parser.add_argument(
+        "--memory-probe",
+        type=Path,
+        help="write where the operator's memory goes into this directory, after the burst and "
+        "after the steady state (bench/memprobe: tracemalloc, which slows the operator)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the directory (logs)")
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
+    )
     parser.add_argument(
         "--scale",
         type=lambda text: [int(n) for n in text.split(",")],

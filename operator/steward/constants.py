@@ -23,6 +23,14 @@ CATEGORY: Final = "steward"
 FINALIZER: Final = f"{GROUP}/finalizer"
 """Finalizer kopf puts on resources whose deletion has external consequences."""
 
+FINALIZED_AT_ADMISSION: Final = ("replicationrules",)
+"""Plurals whose new objects get `FINALIZER` from the mutating admission webhook.
+
+kopf otherwise adds it in a patch of its own and handles the object at the next event: a
+write and a round trip per new object, which a thousand ReplicationRules applied at once
+pay a thousand times. Only kinds with a delete handler (kopf would remove the finalizer of
+any other kind, in another patch)."""
+
 ANNOTATION_PREFIX: Final = GROUP
 """Prefix of Steward's own annotations (git provenance, kopf progress storage)."""
 

@@ -27,6 +27,7 @@ from steward.observability import RUCIO_OUTAGES, RUCIO_UP, get_logger
 from steward.services.admission import AdmissionService
 from steward.services.audit import AuditService
 from steward.services.campaign import CampaignService
+from steward.services.campaign.staging_check import StagingCheckService
 from steward.services.checkpoint import (
     CheckpointLoop,
     CheckpointService,
@@ -283,6 +284,19 @@ class Factory:
             facts=facts,
             gate=self.create_deletion_gate(),
             worker_batches=context.worker_batches,
+        )
+
+    def create_staging_check_service(self, facts: ClusterFacts) -> StagingCheckService:
+        """The staging AdmissionCheck of this worker site; releases are judged against ``facts``."""
+        context = self.context
+        return StagingCheckService(
+            kueue=KueueStorage(context.kube_api),
+            rucio=context.rucio,
+            audit=context.audit,
+            cluster_id=context.cluster_id,
+            actor=self.actor,
+            facts=facts,
+            gate=self.create_deletion_gate(),
         )
 
     def create_replication_service(self, facts: ClusterFacts) -> ReplicationService:

@@ -21,13 +21,14 @@ from click.testing import CliRunner
 from kubernetes.client.exceptions import ApiException
 
 from steward.cli.main import cli
+from steward.constants import FINALIZER
 from steward.storage.kubernetes import cluster_identity
 from support.campaigns import campaign_body
 from support.deployment import (
     MANIFESTS,
     NAMESPACE,
     ROOT,
-    WEBHOOK,
+    WEBHOOKS,
     families_of,
     load_yaml,
     metrics_of,
@@ -141,7 +142,7 @@ def test_rendered_manifests_applied_cleanly(site_deployment):
         assert name in site_deployment.applied, path
     assert "serverside-applied (server dry run)" in site_deployment.applied
     assert "error" not in site_deployment.applied.lower()
-    stored = [p for p in files if p != WEBHOOK]
+    stored = [p for p in files if p not in WEBHOOKS]
     shown = site_deployment.kubectl("get", *(f"-f={p}" for p in stored), "-o", "yaml").stdout
     kinds = {d["kind"] for d in load_yaml(shown)[0]["items"]}
     assert {
@@ -292,6 +293,26 @@ def test_webhook_down_refuses_spec_changes_but_not_metadata(site_deployment, lea
         leader.start(timeout=90)
     result = site_deployment.kubectl("apply", "-f=-", stdin=json.dumps(changed))
     assert "configured" in result.stdout
+
+
+def test_a_new_rule_has_kopfs_finalizer_from_admission_and_kopf_never_patches_it(
+    site_deployment, leader, site, objects, rucio_data
+):
+    dataset = rucio_data.dataset(rse=site["rse"])
+    created = objects.create("replicationrules", _rule("finalized", [dataset], site["rse"]))
+    assert created["metadata"]["finalizers"] == [FINALIZER]
+    body = until("Ready", lambda: _ready(objects, "finalized"), timeout=90)
+    assert body["metadata"]["finalizers"] == [FINALIZER]
+    # No update of the object wrote it: kopf's own patch would show as an Update owning it
+    # (the webhook's mutation of the create is owned by no manager).
+    writes = [
+        entry["operation"]
+        for entry in body["metadata"]["managedFields"]
+        if "f:finalizers" in entry.get("fieldsV1", {}).get("f:metadata", {})
+    ]
+    assert "Update" not in writes, body["metadata"]["managedFields"]
+    samples = metrics_of(leader)
+    assert total(samples, "steward_admission_reviews_total", decision="finalized") >= 1
 
 
 def test_metrics_are_served_over_http(site_deployment, leader, site, objects, rucio_data):

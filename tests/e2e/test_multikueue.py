@@ -50,7 +50,9 @@ def _connect(sites: Sites, declared: dict[str, Site]) -> str:
     for name, worker in sites.workers.items():
         worker.namespace(NAMESPACE)
         worker.queueing.reconcile_site(declared[name])
-        worker.queueing.ensure_worker_queue(declared[name], ORDER, NAMESPACE)
+        worker.queueing.ensure_worker_queue(  # no Steward answers a staging check here
+            declared[name], ORDER, NAMESPACE, staging=False
+        )
     sites.manager.namespace(NAMESPACE)
     sites.manager.queueing.ensure_priority_classes()
     queue = sites.manager.queueing.ensure_multisite([declared[n] for n in ORDER], NAMESPACE)

@@ -10,6 +10,10 @@ names. That kubeconfig holds nothing but a token of the account each worker's re
 manifests give its manager (``multiKueue.managerServiceAccount``), so every call MultiKueue
 and Steward make at a worker passes the rendered ClusterRole or fails the test.
 
+Each worker's ClusterQueue lists Steward's staging AdmissionCheck; each worker's Steward
+answers it (`StagingCheckService`, run here on a background thread per worker, as the
+operator's timer does, with the worker's own audit database and cluster identity).
+
 Kueue's All-at-once dispatcher: the Incremental one's five-minute round is what
 tests/e2e/test_multikueue.py waits out; here it would only slow the campaign down.
 """
@@ -18,8 +22,11 @@ from __future__ import annotations
 
 import base64
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +40,22 @@ from steward.models.campaign import Priority
 from steward.models.site import Site
 from steward.services.audit import AuditService
 from steward.services.campaign import CampaignService
+from steward.services.campaign.staging_check import CheckPass, StagingCheckService
 from steward.services.ledger import LedgerService
-from steward.services.queueing import QueueingService, multisite_name
+from steward.services.queueing import (
+    STAGING_ANNOTATION,
+    STAGING_CHECK,
+    QueueingService,
+    multisite_name,
+)
 from steward.services.render import load_values, render
+from steward.storage.audit import AuditFilter
 from steward.storage.batch import LABEL_CAMPAIGN_UID, LABEL_RECORDED, BatchStorage
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
 from steward.storage.kubernetes import KubeResources
 from steward.storage.kueue import KueueStorage
 from steward.storage.ledger import LedgerStore
+from steward.storage.rucio import Rule, RuleState
 from steward.storage.workers import WorkerBatches
 from steward.testing.childprocess import free_port
 from steward.testing.k8sbuild import Binaries, KueueBuild
@@ -104,9 +119,70 @@ def _create_site(api: kubernetes.client.ApiClient, site: Site) -> None:
     )
 
 
+def _declared(name: str) -> Site:
+    """A worker's Site: one queue of two cores, its DISK RSE ``<NAME>_DISK``."""
+    return batch_site(
+        name, {"prod": {"cpu": "2", "memory": "64Gi"}}, kubeconfig_secret=f"{name}-kubeconfig"
+    )
+
+
+@dataclass
+class WorkerSteward:
+    """A worker site's Steward answering its staging check, one pass every half second."""
+
+    site: Site
+    service: StagingCheckService
+    running: threading.Event = field(default_factory=threading.Event)
+    """Cleared: the Steward is down (its check keeps whatever state it had)."""
+    passes: list[CheckPass] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    idle: threading.Event = field(default_factory=threading.Event)
+    """Set once a stopped Steward finished its last pass."""
+
+    def loop(self) -> None:
+        while not self.stop.wait(0.5):
+            if not self.running.is_set():
+                self.idle.set()
+                continue
+            self.idle.clear()
+            try:
+                self.passes.append(self.service.reconcile(self.site))
+            except Exception as error:  # noqa: BLE001 - kept for the test to show
+                self.errors.append(repr(error))
+
+
+def _worker_steward(
+    stack: ExitStack, worker: Any, site: Site, rucio: Any, db: Path
+) -> WorkerSteward:
+    """The worker's Steward: its own audit database and cluster identity, this site's Rucio."""
+    engine = make_engine(f"sqlite:///{db}")
+    upgrade(engine)
+    stack.callback(engine.dispose)
+    sessions = make_sessionmaker(engine)
+    steward = WorkerSteward(
+        site,
+        StagingCheckService(
+            kueue=KueueStorage(worker.api),
+            rucio=rucio,
+            audit=AuditService(sessions),
+            cluster_id=f"{site.metadata.name}-{secrets.token_hex(4)}",
+            actor=f"steward-{site.metadata.name}",
+        ),
+    )
+    steward.running.set()
+    thread = threading.Thread(target=steward.loop, name=f"staging-{site.metadata.name}")
+    thread.start()
+    stack.callback(thread.join)
+    stack.callback(steward.stop.set)
+    return steward
+
+
 @pytest.fixture(scope="module")
 def sites(
-    kube_binaries: Binaries, kueue_build: KueueBuild, tmp_path_factory: pytest.TempPathFactory
+    kube_binaries: Binaries,
+    kueue_build: KueueBuild,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Sites]:
     """A manager holding the Sites, and NCSA and IN2P3 set up as their own Steward does."""
     with ExitStack() as stack:
@@ -120,14 +196,7 @@ def sites(
         )
         started.manager.plane.install_crds(CRDS_DIR)
         started.manager.namespace(NAMESPACE)
-        declared = {
-            name: batch_site(
-                name,
-                {"prod": {"cpu": "2", "memory": "64Gi"}},
-                kubeconfig_secret=f"{name}-kubeconfig",
-            )
-            for name in ORDER
-        }
+        declared = {name: _declared(name) for name in ORDER}
         for site in [
             *declared.values(),
             batch_site(MANAGER_SITE, {"prod": {"cpu": "1", "memory": "1Gi"}}),
@@ -144,9 +213,35 @@ def sites(
         yield started
 
 
+@pytest.fixture(scope="module")
+def stewards(
+    sites: Sites,
+    rucio_storage: Any,
+    rucio_sites: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, WorkerSteward]]:
+    """Each worker's Steward answering its staging check; its queue is active once it does."""
+    run = tmp_path_factory.mktemp("worker-stewards")
+    with ExitStack() as stack:
+        started = {
+            name: _worker_steward(stack, worker, _declared(name), rucio_storage, run / f"{name}.db")
+            for name, worker in sites.workers.items()
+        }
+        for name, worker in sites.workers.items():  # Kueue activates it once the check is
+            until(
+                f"{name}'s ClusterQueue active with the staging check",
+                lambda worker=worker, name=name: (
+                    worker.queueing.queue_status(_declared(name))[0].active
+                ),
+            )
+        yield started
+        for name, steward in started.items():
+            assert not steward.errors, f"{name}'s staging check failed: {steward.errors}"
+
+
 @pytest.fixture
 def manager_campaigns(
-    sites: Sites, rucio_storage: Any, database_url: str
+    sites: Sites, stewards: dict[str, WorkerSteward], rucio_storage: Any, database_url: str
 ) -> Iterator[CampaignHarness]:
     """The campaign service at the manager, reading pods at the workers through the Secrets."""
     harness, close = _service(sites, rucio_storage, database_url)
@@ -209,14 +304,20 @@ def _body(name: str, scope: str, *, runtime: str) -> dict[str, Any]:
     )
 
 
-def _clusters(sites: Sites) -> dict[str, str]:
-    """The worker each of the manager's Jobs was admitted at, as MultiKueue reports it."""
-    found = sites.manager.queueing.workloads_by_job(NAMESPACE, _jobs(sites))
+def _clusters(sites: Sites, uid: str) -> dict[str, str]:
+    """The worker each of a campaign's Jobs was admitted at, as MultiKueue reports it.
+
+    Only that campaign's: the tests of this module share the namespace, and the Jobs of a
+    campaign that ran before stay in it.
+    """
+    found = sites.manager.queueing.workloads_by_job(NAMESPACE, _jobs(sites, uid))
     return {job: state.cluster for job, (_, state, _) in found.items() if state.cluster}
 
 
-def _jobs(sites: Sites) -> set[str]:
-    listed = sites.manager.batch.list_namespaced_job(NAMESPACE).items
+def _jobs(sites: Sites, uid: str) -> set[str]:
+    listed = sites.manager.batch.list_namespaced_job(
+        NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={uid}"
+    ).items
     return {job.metadata.name for job in listed}
 
 
@@ -264,7 +365,7 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
     where: dict[str, str] = {}
 
     def running_at_both(status: dict[str, Any]) -> bool:
-        where.update(_clusters(sites))
+        where.update(_clusters(sites, driven.uid))
         return set(where.values()) == set(ORDER) and len(where) == 2
 
     status = driven.until("one shard admitted at each site", running_at_both, timeout=240)
@@ -331,7 +432,11 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
 
 @pytest.mark.timeout(600)
 def test_pods_that_ended_at_a_worker_while_steward_was_down_are_recorded_after_a_restart(
-    sites: Sites, rucio_storage: Any, database_url: str, rucio_data: Any
+    sites: Sites,
+    stewards: dict[str, WorkerSteward],
+    rucio_storage: Any,
+    database_url: str,
+    rucio_data: Any,
 ) -> None:
     """The worker keeps every ended pod behind Steward's finalizer until the manager records it.
 
@@ -404,7 +509,7 @@ def test_copies_at_a_worker_lost_while_the_campaign_went_are_deleted_once_it_is_
     where: dict[str, str] = {}
 
     def running_at_both(_: dict[str, Any]) -> bool:
-        where.update(_clusters(sites))
+        where.update(_clusters(sites, uid))
         return set(where.values()) == set(ORDER) and len(where) == 2
 
     driven.until("one shard admitted at each site", running_at_both, timeout=240)
@@ -468,3 +573,132 @@ def test_copies_at_a_worker_lost_while_the_campaign_went_are_deleted_once_it_is_
                 worker.core.patch_namespaced_pod(
                     pod.metadata.name, NAMESPACE, {"metadata": {"finalizers": None}}
                 )
+
+
+def _check_at(sites: Sites, site: str) -> dict[str, Any] | None:
+    """The staging check's state on the worker's copy of the Workload (None: no copy)."""
+    for workload in KueueStorage(sites.workers[site].api).list("Workload", namespace=NAMESPACE):
+        for state in (workload.get("status") or {}).get("admissionChecks") or []:
+            if state["name"] == STAGING_CHECK:
+                return dict(state)
+    return None
+
+
+@pytest.mark.timeout(600)
+def test_a_shard_is_staged_where_it_is_admitted_and_the_other_worker_releases_its_rule(
+    sites: Sites,
+    stewards: dict[str, WorkerSteward],
+    manager_campaigns: CampaignHarness,
+    rucio_data: Any,
+    rucio_storage: Any,
+    rucio_server: Any,
+) -> None:
+    """Inputs on tape: each worker stages the shard to its disk and is admitted only when OK.
+
+    Both workers reserve quota for their copy and make a rule of the shard's input dataset
+    to their own disk; neither admits while Rucio recalls. NCSA's Steward then stops, the
+    recall to IN2P3 completes, IN2P3 admits and MultiKueue deletes NCSA's copy; NCSA's
+    Steward, back, releases its rule through the deletion gate.
+    """
+    inputs = [rucio_data.dataset(rse="IN2P3_TAPE") for _ in range(2)]
+    steps = [
+        {
+            "name": "isr",
+            "parallelism": 2,
+            "resources": {"cpu": "1", "memory": "1Gi"},
+            "podAnnotations": {"kwok.steward.lsst.io/runtime": "3s"},
+        }
+    ]
+    body = campaign_body(
+        "staged-at-worker",
+        NAMESPACE,
+        invocations=0,
+        steps=steps,
+        scope=rucio_data.scope,
+        site=MANAGER_SITE,
+        sites=ORDER,
+        shardSize=2,
+        coverage={"query": {"dids": inputs}},
+        inputs={"prestage": True},
+        outputs={"scope": rucio_data.scope},
+    )
+    driven = manager_campaigns.start(body)
+    driven.until("the shard's Job made", lambda s: s["steps"][0]["jobs"] == 1)
+    [job] = sites.manager.batch.list_namespaced_job(
+        NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={driven.uid}"
+    ).items
+    dataset = job.spec.template.metadata.annotations[STAGING_ANNOTATION]
+    files = sorted(f for did in inputs for f in rucio_data.files_of(did))
+    assert rucio_storage.list_content(dataset) == files  # registered by the manager
+
+    def rule_at(site: str) -> Rule | None:
+        found = [
+            r
+            for r in rucio_storage.list_did_rules(dataset)
+            if r.rse_expression == f"{site.upper()}_DISK"
+        ]
+        return found[0] if found else None
+
+    until("a staging rule at each worker's disk", lambda: all(rule_at(s) for s in ORDER))
+    until(
+        "both copies waiting for the recall",
+        lambda: all(
+            (check := _check_at(sites, s)) is not None
+            and check["state"] == "Pending"
+            and "REPLICATING" in check["message"]
+            for s in ORDER
+        ),
+    )
+    assert not _clusters(sites, driven.uid)  # admitted nowhere while the inputs are on tape
+    assert not any(_worker_pods(sites, driven.uid).values())
+
+    stewards["ncsa"].running.clear()
+    try:
+        assert stewards["ncsa"].idle.wait(30)
+        in2p3 = until(
+            "the inputs recalled to IN2P3_DISK",
+            lambda: (rule := rule_at("in2p3")) is not None and rule.state is RuleState.OK and rule,
+            between=lambda: rucio_server.daemons.converge(scope=rucio_data.scope),
+            timeout=240,
+        )
+        until(
+            "the shard admitted at IN2P3",
+            lambda: _clusters(sites, driven.uid).get(job.metadata.name) == "in2p3",
+        )
+        key = f"{NAMESPACE}/{_workload(sites, job.metadata.name)}"
+        answered = stewards["in2p3"].passes
+        assert any(key in p.ready for p in answered)
+        first_ready = next(i for i, p in enumerate(answered) if key in p.ready)
+        assert any("REPLICATING" in p.pending.get(key, "") for p in answered[:first_ready])
+    finally:
+        stewards["ncsa"].running.set()  # back, whatever happened: the next test needs it
+    ncsa = until(
+        "NCSA's rule released once its copy is gone",
+        lambda: (rule := rule_at("ncsa")) is not None and _released(rule) and rule,
+        timeout=120,
+    )
+    audit = stewards["ncsa"].service.audit
+    intents = audit.query(AuditFilter(kind="AdmissionCheck", action="deletion.intent"))
+    assert any(ncsa.id in str(entry.after) for entry in intents)  # through the gate
+
+    status = driven.until("the campaign done", lambda s: s["phase"] == "Succeeded", timeout=240)
+    attempts = _attempts(manager_campaigns, driven.uid)
+    assert sorted(a.index for a in attempts if a.klass == "Succeeded") == [0, 1]
+    assert {a.site for a in attempts} == {"in2p3"}
+    assert status["steps"][0]["sites"] == {"in2p3": 2}
+    until(  # the winner's rule too, once MultiKueue removed the finished copy
+        "IN2P3's rule released after the shard finished",
+        lambda: (rule := rucio_storage.get_rule(in2p3.id)) is not None and _released(rule),
+        timeout=120,
+    )
+
+
+def _workload(sites: Sites, job: str) -> str:
+    found = sites.manager.queueing.workloads_by_job(NAMESPACE, {job})
+    return found[job][0]
+
+
+def _released(rule: Rule) -> bool:
+    """Whether the rule expires within the release lifetime (a day)."""
+    horizon = datetime.now(UTC) + timedelta(days=1, minutes=5)
+    return rule.expires_at is not None and rule.expires_at <= horizon

@@ -18,7 +18,7 @@ from kopf._core.engines import posting
 
 from steward.factory import ProcessContext
 from steward.handlers import common
-from steward.handlers.replication import rule_timer
+from steward.handlers.replication import rule_changed, rule_timer
 from steward.services.ownership import owner_tag
 from steward.storage.database import make_engine, upgrade
 from support.rucio import Faults
@@ -119,6 +119,9 @@ def test_a_handler_reconciles_and_reports_the_spec_of_one_body_copy(
     first, second = rucio_data.dataset(), rucio_data.dataset()
     name = f"copy-{rucio_data.scope}"
     raw = _raw(name, "handlers", [first], 1)
+    created = kopf.Patch()
+    rule_changed(body=kopf.Body(copy.deepcopy(raw)), patch=created, memo=memo)
+    raw = _applied(raw, created)
     body = kopf.Body(copy.deepcopy(raw))
     lock = SignallingLock()
     uid = raw["metadata"]["uid"]
@@ -131,7 +134,7 @@ def test_a_handler_reconciles_and_reports_the_spec_of_one_body_copy(
     )
     timer.start()
     until("the timer to wait for the lock", lock.waiting.is_set, timeout=30)
-    body._replace_with(_raw(name, "handlers", [first, second], 2))
+    body._replace_with({**_raw(name, "handlers", [first, second], 2), "status": raw["status"]})
     lock._lock.release()
     timer.join(timeout=120)
     common.forget(body)
@@ -150,7 +153,7 @@ def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storag
     server = _raw(name, "handlers", [dataset], 1)
 
     ok = kopf.Patch()
-    rule_timer(body=kopf.Body(copy.deepcopy(server)), patch=ok, memo=memo)
+    rule_changed(body=kopf.Body(copy.deepcopy(server)), patch=ok, memo=memo)
     server = _applied(server, ok)
     assert _condition(server, "Degraded")["status"] == "False"
 
@@ -178,3 +181,49 @@ def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storag
     assert (degraded["status"], degraded["reason"]) == ("False", "Healthy")
     assert _condition(server, "Ready")["reason"] == "AllRulesOK"  # the replica was there
     assert server["status"]["observedGeneration"] == 1
+
+
+def _rucio_refusing_every_call(memo):
+    """Make every Rucio call of the handlers fail; return a function that undoes it."""
+    real = memo.context.rucio
+    faults = Faults(real)
+    for method in ("list_rules", "iter_rules", "add_rules", "list_dids"):
+        faults.fail(method)
+    memo.context.rucio = faults
+    memo.context.snapshot._rucio = faults
+    memo.context.snapshot._taken = None
+
+    def heal():
+        memo.context.rucio = real
+        memo.context.snapshot._rucio = real
+
+    return heal
+
+
+def test_a_timer_leaves_a_resource_no_pass_reported_on_to_its_change_handler(
+    memo, rucio_storage, rucio_data
+):
+    # kopf starts an object's timers at its first event; in a burst the timer can come
+    # before the create handler. It must not make the first pass, nor call Rucio.
+    dataset = rucio_data.dataset()
+    name = f"first-{rucio_data.scope}"
+    raw = _raw(name, "handlers", [dataset], 1)
+    tag = owner_tag(CLUSTER, raw["metadata"]["uid"])
+    heal = _rucio_refusing_every_call(memo)
+    early = kopf.Patch()
+    rule_timer(body=kopf.Body(copy.deepcopy(raw)), patch=early, memo=memo)
+    heal()
+    assert dict(early) == {}
+    assert rucio_storage.list_rules(comment=tag) == []
+
+    created = kopf.Patch()
+    rule_changed(body=kopf.Body(copy.deepcopy(raw)), patch=created, memo=memo)
+    assert [r.did for r in rucio_storage.list_rules(comment=tag)] == [dataset]
+    raw = _applied(raw, created)
+
+    # Once a pass reported on it, the timer does its work (and meets the refusals).
+    heal = _rucio_refusing_every_call(memo)
+    with pytest.raises(kopf.TemporaryError):
+        rule_timer(body=kopf.Body(copy.deepcopy(raw)), patch=kopf.Patch(), memo=memo)
+    heal()
+    common.forget(kopf.Body(raw))

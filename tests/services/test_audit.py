@@ -21,6 +21,7 @@ from steward.storage.database import (
 )
 from support.clock import StepClock
 from support.database import tamper
+from support.waiting import until
 
 RULE = ResourceRef(
     kind="ReplicationRule",
@@ -133,6 +134,86 @@ def test_concurrent_writers_never_fork_the_chain(service):
         thread.join(timeout=60)
     assert service.head()[0] == 60
     assert service.verify() == []
+
+
+class _GateClock(StepClock):
+    """A wall clock whose first call waits for the test: it holds the first transaction open.
+
+    Calls after the first raise ``fail_after`` when set (a transaction that fails).
+    """
+
+    def __init__(self, fail_after: Exception | None = None) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def __call__(self) -> datetime:
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            assert self.release.wait(60)
+        elif self.fail_after is not None:
+            raise self.fail_after
+        return super().__call__()
+
+
+def _in_threads(service, names):
+    """Start one thread per name, each recording one row targeting it; their outcomes."""
+    outcomes: dict[str, object] = {}
+
+    def write(name):
+        try:
+            outcomes[name] = service.record(
+                AuditRecord(resource=RULE, action="rucio.rule.add", actor="op", target=name)
+            )
+        except Exception as error:  # noqa: BLE001 - the outcome is what the test asserts
+            outcomes[name] = error
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    return threads, outcomes
+
+
+def test_writers_arriving_during_a_transaction_share_the_next_one(engine):
+    clock = _GateClock()
+    service = AuditService(make_sessionmaker(engine), clock=clock)
+    first, outcomes = _in_threads(service, ["first"])
+    assert clock.entered.wait(60)
+    others, more = _in_threads(service, ["second", "third"])
+    until("both writers queued behind the open transaction", lambda: service.queued == 2)
+    clock.release.set()
+    for thread in first + others:
+        thread.join(timeout=60)
+    outcomes.update(more)
+    assert service.transactions == 2
+    assert {name: entry.target for name, entry in outcomes.items()} == {
+        "first": "first",
+        "second": "second",
+        "third": "third",
+    }
+    assert sorted(entry.id for entry in outcomes.values()) == [1, 2, 3]
+    assert service.head()[0] == 3
+    assert service.verify() == []
+
+
+def test_a_failed_group_transaction_fails_every_writer_in_it_and_appends_nothing(engine):
+    clock = _GateClock(fail_after=RuntimeError("database went away"))
+    service = AuditService(make_sessionmaker(engine), clock=clock)
+    first, outcomes = _in_threads(service, ["first"])
+    assert clock.entered.wait(60)
+    others, more = _in_threads(service, ["second", "third"])
+    until("both writers queued behind the open transaction", lambda: service.queued == 2)
+    clock.release.set()
+    for thread in first + others:
+        thread.join(timeout=60)
+    assert outcomes["first"].target == "first"
+    assert [str(more[name]) for name in ("second", "third")] == ["database went away"] * 2
+    assert service.head()[0] == 1
+    assert service.verify() == []
+    clock.fail_after = None
+    assert service.record(AuditRecord(resource=RULE, action="x", actor="op")).id == 2
 
 
 def test_filters(service):

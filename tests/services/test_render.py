@@ -229,6 +229,19 @@ def test_webhook_covers_every_kind_and_fails_closed(manifests):
         assert conditions == {"spec-changed", "not-being-deleted"}
 
 
+def test_mutating_webhook_finalizes_new_replication_rules_and_fails_open(manifests):
+    (configuration,) = _of_kind(manifests, "MutatingWebhookConfiguration")
+    (hook,) = configuration["webhooks"]
+    assert hook["rules"][0]["resources"] == ["replicationrules"]
+    assert hook["rules"][0]["operations"] == ["CREATE"]
+    assert hook["failurePolicy"] == "Ignore"  # down: admitted, and kopf adds it as before
+    assert hook["sideEffects"] == "None"
+    assert hook["clientConfig"]["service"]["path"] == "/finalize-replicationrules"
+    assert "caBundle" not in hook["clientConfig"]
+    (validating,) = _of_kind(manifests, "ValidatingWebhookConfiguration")
+    assert configuration["metadata"]["name"] == validating["metadata"]["name"]
+
+
 def test_webhook_url_for_an_operator_outside_the_cluster():
     documents = _render(overrides={"webhook": {"url": "https://127.0.0.1:9443"}})
     (configuration,) = _of_kind(documents, "ValidatingWebhookConfiguration")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from rucio.common.config import clean_cached_config
 
@@ -726,3 +727,19 @@ def test_rate_cap_spaces_calls(rucio_server: RucioServer) -> None:
 
 def test_the_default_account_is_stewards_own_not_root() -> None:
     assert Settings.model_fields["rucio_account"].default == "steward"
+
+
+def test_an_expression_selecting_nothing_is_an_answer_not_an_error(
+    rucio_storage: RucioStorage,
+) -> None:
+    attribute = f"nothing{secrets.token_hex(4)}"
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"operation": "list_rses", **labels}) or 0.0
+
+    calls = sample("steward_rucio_calls_total")
+    errors = sample("steward_rucio_errors_total", error="RucioPermanentError")
+    assert rucio_storage.list_rses(attribute) == []
+    assert rucio_storage.list_rses(f"{attribute}|type=NOSUCHTYPE{attribute}") == []
+    assert sample("steward_rucio_calls_total") == calls + 2  # asked Rucio twice
+    assert sample("steward_rucio_errors_total", error="RucioPermanentError") == errors

@@ -35,7 +35,11 @@ from steward.testing.operatorprocess import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests" / "base"
-WEBHOOK = MANIFESTS / "15-validatingwebhookconfiguration-steward.yaml"
+WEBHOOKS = (
+    MANIFESTS / "15-validatingwebhookconfiguration-steward.yaml",
+    MANIFESTS / "16-mutatingwebhookconfiguration-steward.yaml",
+)
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 NAMESPACE = "steward"
 SERVICE_ACCOUNT = "steward"
 
@@ -85,27 +89,28 @@ class SiteDeployment:
         """docs/deploy.md's commands: namespace and CRDs, wait, then everything; return what
         kubectl said.
 
-        The webhook configuration as rendered calls the in-cluster Service, which has no pod
-        here and whose ClusterIP routes nowhere on this machine: it is checked by the API
+        The webhook configurations as rendered call the in-cluster Service, which has no pod
+        here and whose ClusterIP routes nowhere on this machine: they are checked by the API
         server (``--dry-run=server``) but not stored, so no request ever leaves for that
-        address; `point_webhook_here` installs the loopback version instead.
+        address; `point_webhook_here` installs the loopback versions instead.
         """
         first = sorted(MANIFESTS.glob("0[01]-*.yaml"))
         self.kubectl("apply", "--server-side", *(f"-f={p}" for p in first))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        rest = [p for p in sorted(MANIFESTS.glob("*.yaml")) if p != WEBHOOK]
+        rest = [p for p in sorted(MANIFESTS.glob("*.yaml")) if p not in WEBHOOKS]
         applied = self.kubectl("apply", "--server-side", *(f"-f={p}" for p in rest)).stdout
-        checked = self.kubectl("apply", "--server-side", "--dry-run=server", f"-f={WEBHOOK}")
+        checked = self.kubectl(
+            "apply", "--server-side", "--dry-run=server", *(f"-f={p}" for p in WEBHOOKS)
+        )
         return applied + checked.stdout
 
     def point_webhook_here(self) -> None:
-        """Re-apply the webhook configuration rendered with this loopback URL."""
-        (configuration,) = [
-            d for d in self.local.values() if d["kind"] == "ValidatingWebhookConfiguration"
-        ]
-        path = self.tmp / "webhook.yaml"
-        path.write_text(dump_yaml(configuration))
-        self.kubectl("apply", "--server-side", f"-f={path}")
+        """Re-apply the webhook configurations rendered with this loopback URL."""
+        for kind in WEBHOOK_KINDS:
+            (configuration,) = [d for d in self.local.values() if d["kind"] == kind]
+            path = self.tmp / f"{kind.lower()}.yaml"
+            path.write_text(dump_yaml(configuration))
+            self.kubectl("apply", "--server-side", f"-f={path}")
 
     def identity(self) -> Path:
         """A kubeconfig whose only credential is a token of the rendered ServiceAccount."""

@@ -12,6 +12,7 @@ from steward.handlers import (
     replication,
     retention,
     site,
+    staging,
     startup,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "replication",
     "retention",
     "site",
+    "staging",
     "startup",
 ]

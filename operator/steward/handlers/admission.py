@@ -1,8 +1,16 @@
-"""The validating admission webhook: ``steward validate``'s checks at ``kubectl apply`` time.
+"""The admission webhooks: ``steward validate``'s checks at ``kubectl apply`` time, and finalizers.
 
 One kopf validating handler per kind; the handler id is the last part of the webhook's URL
 path (``/validate-<plural>``), which the ValidatingWebhookConfiguration rendered by
 ``steward render`` names. The decisions are `steward.services.admission`'s.
+
+One kopf mutating handler (``/finalize-<plural>``, the MutatingWebhookConfiguration) per
+kind of `FINALIZED_AT_ADMISSION`: it puts kopf's finalizer on the new object, so kopf finds
+it there at the object's first event and calls the create handler at once, instead of
+patching the finalizer in and waiting for the next event (kopf's ``process_resource_causes``
+adds the finalizer only when ``is_deletion_blocked`` is false). The configuration ignores
+failures: while the webhook is down, objects are admitted without it and kopf adds it as
+it always did.
 """
 
 from __future__ import annotations
@@ -11,15 +19,18 @@ from typing import Any, Final
 
 import kopf
 
-from steward.constants import GROUP, VERSION
+from steward.constants import FINALIZED_AT_ADMISSION, FINALIZER, GROUP, VERSION
 from steward.handlers.common import factory
 from steward.models import KINDS
 from steward.observability import ADMISSION_REVIEWS
 
-__all__ = ["WEBHOOK_IDS", "review"]
+__all__ = ["FINALIZE_IDS", "WEBHOOK_IDS", "add_finalizer", "review"]
 
 WEBHOOK_IDS: Final = {info.kind: f"validate-{info.plural}" for info in KINDS}
 """Handler id (and URL path) of each kind's webhook."""
+
+FINALIZE_IDS: Final = {plural: f"finalize-{plural}" for plural in FINALIZED_AT_ADMISSION}
+"""Handler id (and URL path) of the mutating webhook, by plural."""
 
 
 def review(
@@ -45,3 +56,26 @@ for _info in KINDS:
         id=WEBHOOK_IDS[_info.kind],
         operations=["CREATE", "UPDATE"],
     )(review)
+
+
+async def add_finalizer(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:  # noqa: ANN401
+    """Put kopf's finalizer on a new object (the finalizers it already has are kept).
+
+    Async, so kopf runs it in its event loop: a synchronous handler would wait for one of
+    the worker threads, which a burst keeps busy with reconciles, and every create would
+    wait with it (1,000 creates took 180 s instead of 26 s that way).
+    """
+    finalizers = list(body.get("metadata", {}).get("finalizers") or [])
+    if FINALIZER not in finalizers:
+        patch.metadata["finalizers"] = [*finalizers, FINALIZER]
+        ADMISSION_REVIEWS.labels(body.get("kind", ""), "finalized").inc()
+
+
+for _plural in FINALIZED_AT_ADMISSION:
+    kopf.on.mutate(
+        GROUP,
+        VERSION,
+        _plural,
+        id=FINALIZE_IDS[_plural],
+        operations=["CREATE"],
+    )(add_finalizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -136,7 +137,7 @@ def _degrade(
         )
     if conditions != status.get("conditions"):
         patch.status["conditions"] = conditions
-    memo["status"] = {**status, "conditions": conditions}
+    _remember(memo, {**status, "conditions": conditions})
 
 
 _OUTAGES = frozenset({"RucioUnavailable", "Unavailable"})
@@ -188,7 +189,7 @@ def post(
     if status_changes(old, outcome.status, heartbeat=HEARTBEAT):
         for key, value in outcome.status.items():
             patch.status[key] = value
-        memo["status"] = dict(outcome.status)
+        _remember(memo, outcome.status)
     for key, value in outcome.annotations.items():
         patch.metadata.annotations[key] = value
     for type_, reason, message in outcome.events:
@@ -254,12 +255,24 @@ def reconciling(
             RECONCILE_SECONDS.labels(kind, outcome).observe(time.monotonic() - started)
 
 
+def _remember(memo: Any, status: Mapping[str, Any]) -> None:  # noqa: ANN401 - kopf's memo
+    """Keep the status this process wrote in the object's memo, as its compact JSON.
+
+    The memo lives as long as the object: as dictionaries a ReplicationRule's status took
+    about 6 KiB a resource, its JSON text about 1.4 KiB (60 and 14 MiB at 10,000
+    resources; docs/replication.md, "At scale"). It is written as the status patch will
+    be (kopf sends the patch as JSON), and read back as a body's status would be, so the
+    next pass compares like with like.
+    """
+    memo["status"] = json.dumps(status, separators=(",", ":"))
+
+
 def _copy(body: kopf.Body, memo: Any) -> dict[str, Any]:  # noqa: ANN401 - kopf's memo
     """One deep copy of the live body, with the status this process last wrote, if any."""
     copy: dict[str, Any] = deepcopy(dict(body))
-    written = memo.get("status")
+    written: str | None = memo.get("status")
     if written is not None:
-        copy["status"] = deepcopy(written)
+        copy["status"] = json.loads(written)
     return copy
 
 

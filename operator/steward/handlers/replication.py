@@ -36,10 +36,19 @@ def _reconcile(
     fresh: bool,
 ) -> None:
     with reconciling("ReplicationRule", body, patch, memo) as copy:
+        status = copy.get("status") or {}
+        if not fresh and not status.get("conditions"):
+            # No pass has reported on it yet: its first pass is the change handler's, which
+            # kopf calls for every new object (create) and for every object at start
+            # (resume). kopf starts the timers at the object's first event, so in a burst
+            # a timer would otherwise often come first (the change handler's thread waits
+            # behind a thousand others) and make that pass without what only a first pass
+            # may skip (its listing, `ReplicationService.reconcile`), then the change
+            # handler would list again.
+            return
         rule = parse(ReplicationRule, copy, patch, memo)
         if rule is None:
             return
-        status = copy.get("status") or {}
         outcome = (
             factory(memo)
             .create_replication_service(cluster_facts(kwargs, memo))

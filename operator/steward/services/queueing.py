@@ -50,6 +50,10 @@ __all__ = [
     "PRIORITY_LABEL",
     "QUEUE_LABEL",
     "SITE_LABEL",
+    "STAGING_ANNOTATION",
+    "STAGING_CHECK",
+    "STAGING_CONTROLLER",
+    "STAGING_FIELD_MANAGER",
     "QueueingService",
     "WorkloadState",
     "cluster_queue_name",
@@ -60,6 +64,7 @@ __all__ = [
     "render_multisite",
     "render_priority_classes",
     "render_site",
+    "render_staging_check",
     "resolve_queue",
     "worker_local_queue",
     "workload_state",
@@ -73,6 +78,22 @@ PRIORITY_LABEL: Final = "kueue.x-k8s.io/priority-class"
 
 MULTIKUEUE_CONTROLLER: Final = "kueue.x-k8s.io/multikueue"
 """``controllerName`` of MultiKueue's AdmissionCheck."""
+
+STAGING_CONTROLLER: Final = f"{GROUP}/staging"
+"""``controllerName`` of the worker's AdmissionCheck that Steward itself answers: a copy of a
+multi-site Job is admitted at a worker only once its inputs are on that site's disk."""
+
+STAGING_CHECK: Final = "steward-staging"
+"""The worker's AdmissionCheck of `STAGING_CONTROLLER` (one per cluster)."""
+
+STAGING_ANNOTATION: Final = f"{GROUP}/staging-dataset"
+"""Pod template annotation naming the Rucio dataset of a shard's inputs (``scope:name``):
+the manager registers it, Kueue copies the template into the Workload's ``podSets``,
+MultiKueue copies the Workload to each worker, the worker stages it."""
+
+STAGING_FIELD_MANAGER: Final = "steward-staging"
+"""The field manager of the staging check's fields: its entry in a ClusterQueue's admission
+checks and in a Workload's check states, the AdmissionCheck's ``Active`` condition."""
 
 SITE_LABEL: Final = f"{GROUP}/site"
 """Label on every Kueue object Steward renders for a site: what pruning lists."""
@@ -257,6 +278,22 @@ def worker_local_queue(
     return local_queue(
         namespace, multisite_name(sites), resolve_queue(site, queue), site.metadata.name
     )
+
+
+def render_staging_check() -> dict[str, Any]:
+    """The worker's AdmissionCheck answered by its own Steward (`STAGING_CONTROLLER`).
+
+    MultiKueue sends a multi-site Job to the worker whose copy of the Workload is admitted,
+    and a worker admits only once every check of its ClusterQueue is Ready: listing this
+    check there makes a worker wait for its inputs before it can win
+    (`steward.services.campaign.staging_check`).
+    """
+    return {
+        "apiVersion": KUEUE_API_VERSION,
+        "kind": "AdmissionCheck",
+        "metadata": _meta(STAGING_CHECK, MANAGED_BY),
+        "spec": {"controllerName": STAGING_CONTROLLER},
+    }
 
 
 def _quantity(value: str) -> Decimal:
@@ -611,10 +648,47 @@ class QueueingService:
         return self.ensure_worker_queue(site, sites, namespace, queue)
 
     def ensure_worker_queue(
-        self, site: Site, sites: Sequence[str], namespace: str, queue: str | None = None
+        self,
+        site: Site,
+        sites: Sequence[str],
+        namespace: str,
+        queue: str | None = None,
+        *,
+        staging: bool = True,
     ) -> str:
-        """At worker SITE: the LocalQueue a multi-site campaign's copies are submitted to."""
+        """At worker SITE: the LocalQueue a multi-site campaign's copies are submitted to.
+
+        With STAGING (what the operator does), the site's ClusterQueue also gets the staging
+        check (`render_staging_check`), applied by its own field manager so that
+        `reconcile_site` re-rendering the queue keeps it. Every Workload of that queue then
+        waits for the check, the site's own campaigns' too: the staging check marks a
+        Workload without inputs to stage Ready at once. Without it (a worker no Steward
+        runs at, as in the local stack) nothing would answer the check, and Kueue would keep
+        the queue inactive.
+
+        Raises
+        ------
+        TransientError
+            The site's ClusterQueue is not rendered yet (the Site's reconcile does it).
+        """
         body = worker_local_queue(site, sites, namespace, queue)
+        cluster_queue = body["spec"]["clusterQueue"]
+        if not staging:
+            self.kueue.apply(body)
+            return str(body["metadata"]["name"])
+        if self.kueue.get("ClusterQueue", cluster_queue) is None:
+            msg = f"ClusterQueue {cluster_queue} of Site {site.metadata.name} does not exist yet"
+            raise TransientError(msg)
+        self.kueue.apply(render_staging_check())
+        self.kueue.apply(
+            {
+                "apiVersion": KUEUE_API_VERSION,
+                "kind": "ClusterQueue",
+                "metadata": {"name": cluster_queue},
+                "spec": {"admissionChecksStrategy": {"admissionChecks": [{"name": STAGING_CHECK}]}},
+            },
+            field_manager=STAGING_FIELD_MANAGER,
+        )
         self.kueue.apply(body)
         return str(body["metadata"]["name"])
 

@@ -31,7 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from steward.constants import CAMPAIGN_PRIORITY_CLASS_PREFIX, GROUP, VERSION
+from steward.constants import (
+    CAMPAIGN_PRIORITY_CLASS_PREFIX,
+    FINALIZED_AT_ADMISSION,
+    GROUP,
+    VERSION,
+)
 from steward.exceptions import ConfigurationError
 from steward.models import KINDS
 from steward.models.campaign import Priority
@@ -399,6 +404,13 @@ OWN_RULES: Final = (
         ("get", "list", "patch", "watch"),
         "services/queueing.py: admission state of campaign Jobs; pause and resume",
     ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("workloads/status", "admissionchecks/status"),
+        ("patch",),
+        "services/campaign/staging_check.py: the staging check's state in a Workload, and "
+        "its AdmissionCheck's Active condition",
+    ),
 )
 """What Steward's code calls itself, whatever the values."""
 
@@ -531,9 +543,9 @@ def _value_rules(values: Values) -> list[PolicyRule]:
         ),
         PolicyRule(
             ("admissionregistration.k8s.io",),
-            ("validatingwebhookconfigurations",),
+            ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"),
             ("get", "patch"),
-            "storage/webhook.py: keep the webhook configuration's caBundle current",
+            "storage/webhook.py: keep the webhook configurations' caBundle current",
             resource_names=(_WEBHOOK_CONFIGURATION,),
         ),
         PolicyRule(
@@ -670,6 +682,7 @@ _ORDER: Final = (
     "NetworkPolicy",
     "ClusterKopfPeering",
     "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
 )
 """Apply order: file names start with the kind's place here, so ``kubectl apply -f DIR`` creates
 the namespace before what lives in it."""
@@ -750,6 +763,9 @@ def _context(site: Site, values: Values, kopf: Sequence[PolicyRule]) -> dict[str
         "subjects": {role: subject(role, values) for role, _ in rendered_roles},
         "priority_classes": priority_classes() if "batch" in site.spec.roles else [],
         "kinds": [{"plural": info.plural, "id": f"validate-{info.plural}"} for info in KINDS],
+        "finalized": [
+            {"plural": plural, "id": f"finalize-{plural}"} for plural in FINALIZED_AT_ADMISSION
+        ],
         "group": GROUP,
         "version": VERSION,
         "service": _SERVICE,

@@ -64,7 +64,7 @@ from steward.models.replication import (
     TransferWindow,
 )
 from steward.models.rse_expression import canonical
-from steward.observability import EXTERNAL_ACTIONS
+from steward.observability import EXTERNAL_ACTIONS, RULE_READ_BACKS
 from steward.services import selection
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.catchup import (
@@ -1320,8 +1320,11 @@ class ReplicationService(RucioView):
             and work.made
         ):
             found = self.recent.rules(work.made.values(), taken)
+            RULE_READ_BACKS.labels("shared" if found is not None else "by-tag-after-shared").inc()
             if found is not None:
                 return found
+        else:
+            RULE_READ_BACKS.labels("by-tag").inc()
         return self.rucio.list_rules(comment=work.tag)
 
     def _take_back(self, work: _Pass, rule: Rule, lifetime: timedelta | None) -> None:

@@ -51,8 +51,20 @@ class KueueStorage:
     def __init__(self, api: client.ApiClient) -> None:
         self._objects = client.CustomObjectsApi(api)
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply BODY as field manager ``steward``, forcing conflicts.
+    def apply(
+        self,
+        body: dict[str, Any],
+        *,
+        field_manager: str = FIELD_MANAGER,
+        status: bool = False,
+    ) -> dict[str, Any]:
+        """Server-side apply BODY as FIELD_MANAGER (``steward``), forcing conflicts.
+
+        With STATUS, BODY's ``status`` is applied to the status subresource: how an
+        admission check controller writes its check's state into a Workload and its own
+        AdmissionCheck's ``Active`` condition. A second field manager owns only the fields it
+        applies, so a partial BODY (a ClusterQueue's admission checks) leaves the fields of
+        ``steward``'s full rendering alone, and ``steward`` re-applying leaves it alone.
 
         Raises
         ------
@@ -66,9 +78,10 @@ class KueueStorage:
         kind = body["kind"]
         plural, namespaced = _where(kind)
         meta = body["metadata"]
-        what = f"apply {kind} {meta.get('namespace', '') + '/' if namespaced else ''}{meta['name']}"
+        where = f"{meta.get('namespace', '') + '/' if namespaced else ''}{meta['name']}"
+        what = f"apply {kind} {where}{' status' if status else ''}"
         options: dict[str, Any] = {
-            "field_manager": FIELD_MANAGER,
+            "field_manager": field_manager,
             "force": True,
             "_content_type": _APPLY,
             "_preload_content": False,
@@ -76,7 +89,12 @@ class KueueStorage:
 
         def call() -> dict[str, Any]:
             if namespaced:
-                raw = self._objects.patch_namespaced_custom_object(
+                patch = (
+                    self._objects.patch_namespaced_custom_object_status
+                    if status
+                    else self._objects.patch_namespaced_custom_object
+                )
+                raw = patch(
                     KUEUE_GROUP,
                     KUEUE_VERSION,
                     meta["namespace"],
@@ -86,7 +104,12 @@ class KueueStorage:
                     **options,
                 )
             else:
-                raw = self._objects.patch_cluster_custom_object(
+                patch_cluster = (
+                    self._objects.patch_cluster_custom_object_status
+                    if status
+                    else self._objects.patch_cluster_custom_object
+                )
+                raw = patch_cluster(
                     KUEUE_GROUP, KUEUE_VERSION, plural, meta["name"], body, **options
                 )
             response = cast("urllib3.BaseHTTPResponse", raw)

@@ -1,7 +1,7 @@
-"""The two objects the admission webhook's certificate lives in: its Secret and configuration.
+"""The objects the admission webhooks' certificate lives in: its Secret and configurations.
 
-Both are shipped by ``steward render`` (the Secret empty), so the operator needs only ``get``
-and ``patch`` on these two names, never ``create``. The Secret is written with its
+All are shipped by ``steward render`` (the Secret empty), so the operator needs only ``get``
+and ``patch`` on these names, never ``create``. The Secret is written with its
 ``resourceVersion`` as a precondition: when two processes start together, the second one's
 write fails with 409 and it reads and serves the first one's certificate instead.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from steward.exceptions import NotFoundError
 from steward.storage.kubernetes import kube_call
 
 __all__ = ["StaleSecretError", "WebhookObjects"]
@@ -27,7 +28,7 @@ class StaleSecretError(Exception):
 
 
 class WebhookObjects:
-    """The webhook's certificate Secret and ValidatingWebhookConfiguration."""
+    """The webhooks' certificate Secret and their Validating and Mutating configurations."""
 
     def __init__(
         self, api: client.ApiClient, namespace: str, secret: str, configuration: str
@@ -84,27 +85,61 @@ class WebhookObjects:
             f"get ValidatingWebhookConfiguration {self.configuration}",
             lambda: self._admission.read_validating_webhook_configuration(self.configuration),
         )
-        return {
-            webhook.name: webhook.client_config.ca_bundle or ""
-            for webhook in configuration.webhooks or []
-        }
+        return _bundles(configuration)
+
+    def mutating_ca_bundles(self) -> dict[str, str] | None:
+        """Like `ca_bundles`, for the MutatingWebhookConfiguration; None when not deployed.
+
+        A deployment rendered before it existed has none: nothing then calls the mutating
+        webhook, and kopf adds its finalizers itself (`steward.handlers.admission`).
+        """
+        try:
+            configuration: Any = kube_call(
+                f"get MutatingWebhookConfiguration {self.configuration}",
+                lambda: self._admission.read_mutating_webhook_configuration(self.configuration),
+            )
+        except NotFoundError:
+            return None
+        return _bundles(configuration)
 
     def set_ca_bundle(self, ca: bytes) -> list[str]:
-        """Put ``ca`` into every webhook of the configuration that lacks it; return their names.
+        """Put ``ca`` into every webhook of the configurations that lacks it; return their names.
 
-        A strategic-merge patch keyed by webhook name: nothing else in the configuration
-        (rules, failure policy, match conditions: what git says) is touched.
+        A strategic-merge patch keyed by webhook name: nothing else in the configurations
+        (rules, failure policy, match conditions: what git says) is touched. The mutating
+        configuration is left out where it is not deployed.
         """
         wanted = base64.b64encode(ca).decode()
         stale = [name for name, bundle in self.ca_bundles().items() if bundle != wanted]
         if stale:
-            body = {
-                "webhooks": [{"name": name, "clientConfig": {"caBundle": wanted}} for name in stale]
-            }
+            body = _ca_patch(stale, wanted)
             kube_call(
                 f"patch ValidatingWebhookConfiguration {self.configuration}",
                 lambda: self._admission.patch_validating_webhook_configuration(
                     self.configuration, body, _content_type=_MERGE
                 ),
             )
-        return stale
+        mutating = self.mutating_ca_bundles() or {}
+        stale_mutating = [name for name, bundle in mutating.items() if bundle != wanted]
+        if stale_mutating:
+            body = _ca_patch(stale_mutating, wanted)
+            kube_call(
+                f"patch MutatingWebhookConfiguration {self.configuration}",
+                lambda: self._admission.patch_mutating_webhook_configuration(
+                    self.configuration, body, _content_type=_MERGE
+                ),
+            )
+        return stale + stale_mutating
+
+
+def _bundles(configuration: Any) -> dict[str, str]:  # noqa: ANN401 - the client's model
+    """``caBundle`` of each webhook of a webhook configuration, by name."""
+    return {
+        webhook.name: webhook.client_config.ca_bundle or ""
+        for webhook in configuration.webhooks or []
+    }
+
+
+def _ca_patch(names: list[str], bundle: str) -> dict[str, Any]:
+    """A strategic-merge patch setting ``caBundle`` of the webhooks ``names``."""
+    return {"webhooks": [{"name": name, "clientConfig": {"caBundle": bundle}} for name in names]}

@@ -9,7 +9,9 @@ In a deployment each worker site runs its own Steward, which renders the site's 
 the LocalQueues multi-site campaigns' copies land in. The local stack runs one operator, on
 the manager, so the stack renders the workers' side itself with the same service
 (`QueueingService.reconcile_site`, `ensure_worker_queue`) for the namespace ``steward`` and
-every order a campaign's ``sites`` may list them in.
+every order a campaign's ``sites`` may list them in, without the staging AdmissionCheck: no
+Steward runs at a worker to answer it, so a multi-site campaign's inputs are not staged per
+shard in the local stack.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ class KueueSites:
                     queueing.reconcile_site(site)
                     for listed in _orders(order):
                         if site.metadata.name in listed:
-                            queueing.ensure_worker_queue(site, listed, namespace)
+                            queueing.ensure_worker_queue(site, listed, namespace, staging=False)
                 finally:
                     api.close()  # type: ignore[no-untyped-call]
         except BaseException:

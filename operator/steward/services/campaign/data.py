@@ -51,7 +51,9 @@ __all__ = [
     "STAGING_KEPT",
     "RucioSide",
     "coverage",
+    "kept_reason",
     "plan_staging_release",
+    "shard_inputs_name",
     "staging_dids",
 ]
 
@@ -122,7 +124,7 @@ def plan_staging_release(
     return plan_deletion(request, protections_of(facts, rucio, now=now), now=now)
 
 
-def _kept(plan: DeletionPlan, total: int) -> str:
+def kept_reason(plan: DeletionPlan, total: int) -> str:
     """Why the gate kept some of ``total`` staging rules, or empty when it keeps none."""
     if plan.mode is not Mode.ACT:
         return f"{total} staging rules kept: {plan.reason}"
@@ -151,6 +153,9 @@ class RucioSide(CampaignBase):
         if work.staged is not None:
             return work.staged
         inputs_spec = work.spec.inputs
+        if self._staged_per_shard(work):
+            work.staged = True  # at the worker MultiKueue sends each shard to (`_shard_inputs`)
+            return True
         dids = sorted(self._coverage_dids(work)) if inputs_spec.prestage else []
         if not dids:
             work.staged = True
@@ -194,6 +199,48 @@ class RucioSide(CampaignBase):
                 ("StagingStuck", f"{states[RuleState.STUCK]} staging rules are STUCK in Rucio")
             )
         return work.staged
+
+    @staticmethod
+    def _staged_per_shard(work: CampaignPass) -> bool:
+        """Whether each shard's inputs are staged at the worker that admits it.
+
+        So for a multi-site campaign that pre-stages without a fixed ``inputs.destination``:
+        the site is not known before MultiKueue picks it (`steward.services.campaign.
+        staging_check`).
+        """
+        inputs = work.spec.inputs
+        return bool(work.spec.sites) and inputs.prestage and inputs.destination is None
+
+    def _shard_inputs(
+        self, work: CampaignPass, step: str, job: str, indexes: Sequence[int]
+    ) -> str | None:
+        """Register the Rucio dataset of the inputs of JOB's INDEXES of STEP; return its DID.
+
+        Each worker MultiKueue offers the Job to stages this dataset to its disk before its
+        copy of the Workload is admitted there: it sees only that Workload, whose pod
+        template's annotation names the dataset (`STAGING_ANNOTATION`). The dataset (in
+        ``outputs.scope``) holds the input DIDs' files, as a dataset holds files and inputs
+        may be datasets or files. Registering
+        again after a crash finds it and attaches nothing twice. None when the shard reads
+        no Rucio DIDs.
+        """
+        with self.sessions() as session:
+            texts = LedgerStore(session).data_ids(work.uid, step, list(indexes))
+        dids = sorted(staging_dids(Invocation(i, json.loads(t)) for i, t in texts.items()))
+        if not dids:
+            return None
+        dataset = f"{work.spec.outputs.scope}:{shard_inputs_name(job, work.uid)}"
+        files = sorted({file.did for did in dids for file in self.rucio.list_files(did)})
+        if self.rucio.add_dataset(dataset):
+            self._audit(
+                work,
+                "register-shard-inputs",
+                target=dataset,
+                after={"inputs": len(dids), "files": len(files)},
+                message=f"the inputs of {job}, staged by the worker that admits it",
+            )
+        self.rucio.attach(dataset, files, ignore_duplicate=True)
+        return dataset
 
     def _coverage_dids(self, work: CampaignPass) -> set[str]:
         """The Rucio DIDs of the coverage set (what the first steps read)."""
@@ -242,7 +289,7 @@ class RucioSide(CampaignBase):
                 facts=self.facts,
                 now=work.now,
             )
-            kept = _kept(plan, len(pending))
+            kept = kept_reason(plan, len(pending))
             if plan.mode is Mode.ACT and plan.removals:
                 carried = gate.carry_out(plan, work.ref)
                 EXTERNAL_ACTIONS.labels("Campaign", "release-staging").inc(len(carried.removed))
@@ -397,6 +444,11 @@ class RucioSide(CampaignBase):
             available = {did for did, states in replicas.items() if "AVAILABLE" in states.values()}
             missing |= dids - available
         return missing
+
+
+def shard_inputs_name(job: str, uid: str) -> str:
+    """The dataset (name only, in ``outputs.scope``) of one Job's inputs."""
+    return f"{job}.inputs.{uid[:8]}"
 
 
 def _dataset_of(role: str, work: CampaignPass, step: str) -> str:

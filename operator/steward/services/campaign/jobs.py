@@ -38,6 +38,7 @@ from steward.services.campaign.plan import (
     topological,
 )
 from steward.services.campaign.queueing import QueueSide
+from steward.services.queueing import STAGING_ANNOTATION
 from steward.storage.batch import (
     LABEL_CAMPAIGN,
     LABEL_CAMPAIGN_UID,
@@ -348,10 +349,29 @@ class JobRunner(RucioSide, QueueSide):
             mount_path=MOUNT_PATH,
             node_selector=work.spec.node_selector,
             tolerations=[t.model_dump(exclude_none=True) for t in work.spec.tolerations],
-            pod_annotations=step.pod_annotations,
+            pod_annotations={
+                **step.pod_annotations,
+                **self._staging_annotation(work, step, job, indexes),
+            },
         )
         if self.batch.create_job(spec):
             EXTERNAL_ACTIONS.labels("Campaign", "create-job").inc()
+
+    def _staging_annotation(
+        self, work: CampaignPass, step: Step, job: LedgerJob, indexes: list[int]
+    ) -> dict[str, str]:
+        """The pod annotation naming the dataset of a first step's Job's inputs (multi-site).
+
+        On the pod template, because that is what reaches a worker before it admits: Kueue
+        copies the template into the Workload's ``podSets``, and MultiKueue copies that
+        Workload (not the Job, which it sends only to the worker that admitted) to every
+        worker it offers the Job to. Later steps read what earlier ones wrote at the site
+        that ran them; only a first step's Jobs read staged inputs.
+        """
+        if step.depends_on or not self._staged_per_shard(work):
+            return {}
+        dataset = self._shard_inputs(work, step.name, job.name, indexes)
+        return {STAGING_ANNOTATION: dataset} if dataset else {}
 
     def _config_map(
         self, work: CampaignPass, step: Step, job: LedgerJob, indexes: list[int]
