@@ -6,7 +6,9 @@ manager would. NCSA and IN2P3 are control planes of their own with kwok nodes an
 set up as its own Steward would (the site's queues, the campaign namespace's LocalQueue, the
 campaign PriorityClasses its deployment ships). MultiKueue runs the campaign's Jobs there; the
 ledger records each pod from the worker that ran it, through the kubeconfig Secret the Site
-names.
+names. That kubeconfig holds nothing but a token of the account each worker's rendered
+manifests give its manager (``multiKueue.managerServiceAccount``), so every call MultiKueue
+and Steward make at a worker passes the rendered ClusterRole or fails the test.
 
 Each worker's ClusterQueue lists Steward's staging AdmissionCheck; each worker's Steward
 answers it (`StagingCheckService`, run here on a background thread per worker, as the
@@ -18,6 +20,7 @@ tests/e2e/test_multikueue.py waits out; here it would only slow the campaign dow
 
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 from collections.abc import Iterator
@@ -29,7 +32,10 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
+from steward.cli.render import load_site
+from steward.handlers.rbac import kopf_rules
 from steward.models.campaign import Priority
 from steward.models.site import Site
 from steward.services.audit import AuditService
@@ -42,6 +48,7 @@ from steward.services.queueing import (
     QueueingService,
     multisite_name,
 )
+from steward.services.render import load_values, render
 from steward.storage.audit import AuditFilter
 from steward.storage.batch import LABEL_CAMPAIGN_UID, LABEL_RECORDED, BatchStorage
 from steward.storage.database import make_engine, make_sessionmaker, upgrade
@@ -50,10 +57,11 @@ from steward.storage.kueue import KueueStorage
 from steward.storage.ledger import LedgerStore
 from steward.storage.rucio import Rule, RuleState
 from steward.storage.workers import WorkerBatches
+from steward.testing.childprocess import free_port
 from steward.testing.k8sbuild import Binaries, KueueBuild
 from steward.testing.kueue import ALL_AT_ONCE_DISPATCHER, KueueSettings, batch_site
 from support.campaigns import CampaignHarness, Driven, campaign_body
-from support.kueue import CRDS_DIR, Sites, start_sites
+from support.kueue import CRDS_DIR, Cluster, Sites, start_sites
 from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio, pytest.mark.long]
@@ -61,6 +69,45 @@ pytestmark = [pytest.mark.kube, pytest.mark.rucio, pytest.mark.long]
 NAMESPACE = "drp"
 ORDER = ["ncsa", "in2p3"]
 MANAGER_SITE = "usdf"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _reach_as_the_rendered_account(manager: Cluster, name: str, worker: Cluster) -> None:
+    """Have the manager reach WORKER only as the account NAME's rendered manifests give it.
+
+    The worker gets `steward render --site NAME`'s ServiceAccount for its manager, the
+    ClusterRole ``steward-multikueue-worker`` and its binding; the manager's Secret
+    ``<name>-kubeconfig`` (what MultiKueue and Steward both read) then holds a token the
+    worker's API server minted for that account (TokenRequest), and nothing else.
+    """
+    values = load_values(ROOT / "deploy" / "values.yaml", ROOT / "deploy" / f"values-{name}.yaml")
+    account = values.multi_kueue.manager_service_account
+    assert account is not None, f"deploy/values-{name}.yaml: no multiKueue.managerServiceAccount"
+    where = values.multi_kueue.namespace
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    collections = {
+        ("ServiceAccount", account): f"/api/v1/namespaces/{where}/serviceaccounts",
+        ("ClusterRole", "steward-multikueue-worker"): f"{rbac}/clusterroles",
+        ("ClusterRoleBinding", "steward-multikueue-worker"): f"{rbac}/clusterrolebindings",
+    }
+    rendered = render(load_site(ROOT / "sites", name), values, kopf_rules())
+    applied = 0
+    for document in rendered.values():
+        collection = collections.get((document["kind"], document["metadata"]["name"]))
+        if collection is not None:
+            worker.plane.apply(collection, document)
+            applied += 1
+    assert applied == len(collections)
+    kubeconfig = worker.plane.service_account_kubeconfig(where, account, expiration_seconds=7200)
+    manager.plane.apply(
+        f"/api/v1/namespaces/{where}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-kubeconfig", "namespace": where},
+            "data": {"kubeconfig": base64.b64encode(kubeconfig.read_bytes()).decode()},
+        },
+    )
 
 
 def _create_site(api: kubernetes.client.ApiClient, site: Site) -> None:
@@ -156,6 +203,7 @@ def sites(
         ]:
             _create_site(started.manager.api, site)
         for name, worker in started.workers.items():
+            _reach_as_the_rendered_account(started.manager, name, worker)
             worker.namespace(NAMESPACE)
             worker.queueing.reconcile_site(declared[name])
             worker.queueing.ensure_worker_queue(declared[name], ORDER, NAMESPACE)
@@ -273,6 +321,28 @@ def _jobs(sites: Sites, uid: str) -> set[str]:
     return {job.metadata.name for job in listed}
 
 
+def _copies(sites: Sites, where: dict[str, str], *, every: bool = True) -> dict[str, Any]:
+    """The copy of each Job's ConfigMap at the worker that runs it.
+
+    With EVERY, empty until all exist; without, those that exist.
+    """
+    found = {}
+    for job, site in where.items():
+        volumes = sites.manager.batch.read_namespaced_job(job, NAMESPACE).spec.template.spec.volumes
+        listed = (
+            sites.workers[site]
+            .core.list_namespaced_config_map(
+                NAMESPACE, field_selector=f"metadata.name={volumes[0].config_map.name}"
+            )
+            .items
+        )
+        if listed:
+            found[job] = listed[0]
+        elif every:
+            return {}
+    return found
+
+
 def _attempts(harness: CampaignHarness, uid: str) -> list[Any]:
     with harness.service.sessions() as session:
         return list(LedgerStore(session).attempts(uid))
@@ -301,13 +371,27 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
     status = driven.until("one shard admitted at each site", running_at_both, timeout=240)
     assert status["queueing"]["queue"] == multisite_name(ORDER)
     assert not sites.manager.core.list_namespaced_pod(NAMESPACE).items  # none at the manager
-    for job, site in where.items():  # the data ids its pods mount, copied to where it runs
-        volumes = sites.manager.batch.read_namespaced_job(job, NAMESPACE).spec.template.spec.volumes
-        mounted = sites.workers[site].core.read_namespaced_config_map(
-            volumes[0].config_map.name, NAMESPACE
-        )
+    seen: dict[str, tuple[Any, str]] = {}  # a copy lives only as long as MultiKueue's Job copy
+
+    def copied() -> bool:
+        for job, found in _copies(sites, where, every=False).items():
+            if job not in seen:
+                copy = (
+                    sites.workers[where[job]]
+                    .batch.list_namespaced_job(NAMESPACE, field_selector=f"metadata.name={job}")
+                    .items
+                )
+                seen[job] = (found, copy[0].metadata.uid if copy else "")
+        return len(seen) == len(where)
+
+    driven.until(  # the data ids its pods mount, copied to where it runs
+        "each shard's ConfigMap copied to the worker running it", lambda _: copied()
+    )
+    for job, (mounted, copy_uid) in seen.items():  # owned there by MultiKueue's copy of the Job
         assert mounted.metadata.labels[LABEL_CAMPAIGN_UID] == driven.uid
-        assert not mounted.metadata.owner_references
+        (owner,) = mounted.metadata.owner_references
+        assert (owner.kind, owner.name, owner.uid) == ("Job", job, copy_uid)
+        assert not owner.controller
 
     status = driven.until("the campaign done", lambda s: s["phase"] == "Succeeded", timeout=240)
 
@@ -404,6 +488,91 @@ def test_pods_that_ended_at_a_worker_while_steward_was_down_are_recorded_after_a
         assert sum(status["steps"][0]["sites"].values()) == 4
     finally:
         close_second()
+
+
+@pytest.mark.timeout(600)
+def test_copies_at_a_worker_lost_while_the_campaign_went_are_deleted_once_it_is_back(
+    sites: Sites, manager_campaigns: CampaignHarness, rucio_data: Any
+) -> None:
+    """A worker out of reach when its campaign goes keeps none of its ConfigMap copies.
+
+    The campaign runs a shard at each worker, each with its ConfigMap copy. IN2P3's kubeconfig
+    Secret at the manager then points at a closed port (MultiKueue and Steward both lose it),
+    and the Campaign is deleted at the manager with no Steward pass after (the worst case: no
+    cleanup of Steward's ever reaches IN2P3). NCSA's copy goes with MultiKueue's copy of its
+    Job; IN2P3's stays while it is out of reach, and goes once the Secret is right again:
+    MultiKueue's garbage collection deletes the Job copy whose Job is gone at the manager,
+    and IN2P3's garbage collector the ConfigMap copy that Job owned.
+    """
+    driven = manager_campaigns.start(_body("lost-worker", rucio_data.scope, runtime="10m"))
+    uid = driven.uid
+    where: dict[str, str] = {}
+
+    def running_at_both(_: dict[str, Any]) -> bool:
+        where.update(_clusters(sites, uid))
+        return set(where.values()) == set(ORDER) and len(where) == 2
+
+    driven.until("one shard admitted at each site", running_at_both, timeout=240)
+    driven.until("the ConfigMaps copied to the workers", lambda _: _copies(sites, where))
+    copies = {where[job]: found.metadata.name for job, found in _copies(sites, where).items()}
+    lost, kept = "in2p3", "ncsa"
+    secrets_api = sites.manager.core
+    good = secrets_api.read_namespaced_secret(f"{lost}-kubeconfig", "kueue-system")
+    kubeconfig = yaml.safe_load(base64.b64decode(good.data["kubeconfig"]))
+    kubeconfig["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
+    broken = base64.b64encode(yaml.safe_dump(kubeconfig).encode()).decode()
+
+    def copy_at(site: str) -> list[Any]:
+        return (
+            sites.workers[site]
+            .core.list_namespaced_config_map(
+                NAMESPACE, field_selector=f"metadata.name={copies[site]}"
+            )
+            .items
+        )
+
+    try:
+        secrets_api.patch_namespaced_secret(
+            f"{lost}-kubeconfig", "kueue-system", {"data": {"kubeconfig": broken}}
+        )
+        until(
+            f"MultiKueue lost {lost}",
+            lambda: not sites.manager.queueing.worker_clusters([lost])[lost][0],
+            timeout=120,
+        )
+        driven.api.delete_namespaced_custom_object(
+            "steward.lsst.io", "v1alpha1", NAMESPACE, "campaigns", "lost-worker"
+        )
+        until(
+            f"{kept}'s copy gone with MultiKueue's copy of its Job",
+            lambda: not copy_at(kept),
+            timeout=180,
+        )
+        assert copy_at(lost), f"{lost} is out of reach: nothing can have deleted its copy"
+        secrets_api.patch_namespaced_secret(
+            f"{lost}-kubeconfig", "kueue-system", {"data": {"kubeconfig": good.data["kubeconfig"]}}
+        )
+        until(
+            f"{lost}'s copy gone once MultiKueue reached it again",
+            lambda: not copy_at(lost),
+            timeout=300,
+        )
+        assert (
+            not sites.workers[lost]
+            .batch.list_namespaced_job(NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={uid}")
+            .items
+        )
+    finally:
+        secrets_api.patch_namespaced_secret(
+            f"{lost}-kubeconfig", "kueue-system", {"data": {"kubeconfig": good.data["kubeconfig"]}}
+        )
+        for worker in sites.workers.values():  # no Steward will record them: let them go
+            for pod in worker.core.list_namespaced_pod(
+                NAMESPACE, label_selector=f"{LABEL_CAMPAIGN_UID}={uid}"
+            ).items:
+                worker.core.patch_namespaced_pod(
+                    pod.metadata.name, NAMESPACE, {"metadata": {"finalizers": None}}
+                )
 
 
 def _check_at(sites: Sites, site: str) -> dict[str, Any] | None:

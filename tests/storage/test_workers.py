@@ -16,10 +16,11 @@ import pytest
 import yaml
 
 from steward.exceptions import NotFoundError, PermanentError, TransientError
-from steward.storage.batch import BatchStorage
+from steward.storage.batch import BatchStorage, Owner
 from steward.storage.workers import WorkerBatches
 from steward.testing.childprocess import free_port
 from steward.testing.controlplane import ControlPlane
+from support.waiting import until
 
 pytestmark = pytest.mark.kube
 
@@ -113,5 +114,66 @@ def test_a_worker_copy_of_a_configmap_has_no_owner_and_goes_by_label(
 
         assert batch.config_map_data(namespace, "data-s0") is None
         assert batch.config_map_data(namespace, "other") == {"0": "{}"}
+    finally:
+        batch.close()
+
+
+def _job(batch_api: kubernetes.client.BatchV1Api, namespace: str, name: str) -> str:
+    """A suspended Job (nothing runs); its uid."""
+    body = {
+        "metadata": {"name": name},
+        "spec": {
+            "suspend": True,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "busybox"}],
+                }
+            },
+        },
+    }
+    return str(batch_api.create_namespaced_job(namespace, body).metadata.uid)
+
+
+def test_a_worker_copy_owned_by_job_copies_goes_when_the_last_of_them_goes(
+    kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    """The copy's owners are added one by one, kept, and the garbage collector deletes it
+    once every owning Job is gone (not before)."""
+    jobs = kubernetes.client.BatchV1Api(kube_api)
+    first, second = _job(jobs, namespace, "isr-s0"), _job(jobs, namespace, "calib-s0")
+    batch = BatchStorage(kube_api)
+    try:
+        labels = {"steward.lsst.io/campaign-uid": "u2"}
+        owner = Owner("batch/v1", "Job", "isr-s0", first, controller=False)
+        assert batch.config_map_owners(namespace, "data-s0") is None
+        assert not batch.add_config_map_owner(namespace, "data-s0", owner)
+        assert batch.create_config_map(
+            namespace, "data-s0", {"0": "{}"}, owner=owner, labels=labels
+        )
+        assert batch.config_map_owners(namespace, "data-s0") == {first}
+
+        also = Owner("batch/v1", "Job", "calib-s0", second, controller=False)
+        assert batch.add_config_map_owner(namespace, "data-s0", also)
+        assert batch.add_config_map_owner(namespace, "data-s0", also)  # idempotent
+        assert batch.config_map_owners(namespace, "data-s0") == {first, second}
+        core = kubernetes.client.CoreV1Api(kube_api)
+        refs = core.read_namespaced_config_map("data-s0", namespace).metadata.owner_references
+        assert {(r.name, r.controller, r.block_owner_deletion) for r in refs} == {
+            ("isr-s0", False, False),
+            ("calib-s0", False, False),
+        }
+
+        jobs.delete_namespaced_job("isr-s0", namespace, propagation_policy="Background")
+        until(
+            "the garbage collector dropped the deleted Job from the owners",
+            lambda: batch.config_map_owners(namespace, "data-s0") in ({second}, None),
+        )
+        assert batch.config_map_owners(namespace, "data-s0") == {second}  # kept: one owner left
+        jobs.delete_namespaced_job("calib-s0", namespace, propagation_policy="Background")
+        until(
+            "the copy deleted with its last owner",
+            lambda: batch.config_map_owners(namespace, "data-s0") is None,
+        )
     finally:
         batch.close()

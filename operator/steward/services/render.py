@@ -50,6 +50,7 @@ __all__ = [
     "OWN_RULES",
     "PEERING_CRD",
     "PENDING_RULES",
+    "WORKER_RULES",
     "PolicyRule",
     "RenderError",
     "Values",
@@ -57,9 +58,12 @@ __all__ = [
     "priority_classes",
     "render",
     "roles",
+    "subject",
 ]
 
-RoleName = Literal["steward", "steward-campaigns", "steward-multikueue"]
+RoleName = Literal[
+    "steward", "steward-campaigns", "steward-multikueue", "steward-multikueue-worker"
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,9 @@ class PolicyRule:
     namespace: str | None = None
     """The Role's namespace when it is not the operator's (Kueue's, for MultiKueue)."""
     role: RoleName = "steward"
-    """Which role carries it: ``steward`` for landed code, others for code landing later."""
+    """Which role carries it: ``steward`` for landed code, others for code landing later.
+    ``steward-multikueue-worker`` is bound to the manager's account at a worker, not to the
+    operator (`subject`)."""
 
 
 class RenderError(ConfigurationError):
@@ -235,7 +241,7 @@ class NetworkPolicyValues(_Values):
 
 
 class MultiKueueValues(_Values):
-    """What a site that dispatches multi-site campaigns (a MultiKueue manager) reads."""
+    """Multi-site dispatch: what a MultiKueue manager reads, and what a worker lets it do."""
 
     namespace: str = Field(default="kueue-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     """Kueue's namespace, where MultiKueue keeps its worker kubeconfig Secrets."""
@@ -245,6 +251,15 @@ class MultiKueueValues(_Values):
     """The worker sites' kubeconfig Secrets (each worker Site's ``batch.kubeconfigSecret``):
     the operator reads them to record the attempts of its campaigns' pods at the workers.
     Empty (the default) renders no Role in Kueue's namespace, which must exist first."""
+    manager_service_account: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+    """At a worker site: the ServiceAccount (in ``namespace``) that the manager's MultiKueue
+    and Steward act as here, through the kubeconfig the manager's Secret holds. Rendered with
+    a token Secret (``<name>-token``, from which that kubeconfig is made) and the ClusterRole
+    ``steward-multikueue-worker``: what Kueue's MultiKueue calls for batch Jobs and what
+    Steward calls for its campaigns' pods and ConfigMap copies. None (the default): this site
+    is no worker, nothing is rendered."""
 
 
 class Values(_Values):
@@ -433,6 +448,69 @@ CAMPAIGN_RULES: Final = (
 )
 """The campaign operator's own calls (kopf's for Campaign come from the handlers)."""
 
+_KUEUE_V0192: Final = "Kueue v0.19.2 "
+_WORKER: Final = "steward-multikueue-worker"
+
+WORKER_RULES: Final = (
+    PolicyRule(
+        ("batch",),
+        ("jobs",),
+        ("create", "delete", "get", "list", "watch"),
+        _KUEUE_V0192 + "MultiKueue's batch/Job adapter (pkg/controller/jobs/job/"
+        "job_multikueue_adapter.go: SyncJob gets and creates the copy, DeleteRemoteObject "
+        "deletes it; multikueuecluster.go watches the origin's Jobs); Steward's "
+        "storage/batch.py get_job: the copy that owns a ConfigMap copy",
+        role=_WORKER,
+    ),
+    PolicyRule(
+        ("batch",),
+        ("jobs/status",),
+        ("get",),
+        _KUEUE_V0192 + "site/static/examples/multikueue/create-multikueue-kubeconfig.sh and "
+        "test/util/multikueue.go grant it for the batch/Job integration",
+        role=_WORKER,
+    ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("workloads",),
+        ("create", "delete", "get", "list", "update", "watch"),
+        _KUEUE_V0192 + "pkg/controller/admissionchecks/multikueue/workload.go: a Workload "
+        "copy per nominated worker (create), its priority and finalizer (update), removal "
+        "(delete); multikueuecluster.go: watch and garbage-collect the origin's copies",
+        role=_WORKER,
+    ),
+    PolicyRule(
+        ("kueue.x-k8s.io",),
+        ("workloads/status",),
+        ("get", "patch", "update"),
+        _KUEUE_V0192 + "setup_multikueue.md's role; workload.go updates it to open a "
+        "preemption gate (MultiKueueOrchestratedPreemption)",
+        role=_WORKER,
+    ),
+    PolicyRule(
+        ("",),
+        ("pods",),
+        ("list", "patch"),
+        "storage/workers.py, storage/batch.py: the manager's Steward records its campaigns' "
+        "pods at the worker and drops their ledger finalizer",
+        role=_WORKER,
+    ),
+    PolicyRule(
+        ("",),
+        ("configmaps",),
+        ("create", "deletecollection", "get", "patch"),
+        "services/campaign/jobs.py _copy_config_map: a shard's ConfigMap copied to the worker "
+        "that runs it, owned there by the worker's Job copies (patch adds one); removed with "
+        "the campaign (deletecollection by label)",
+        role=_WORKER,
+    ),
+)
+"""What a manager's identity does at a worker (bound to ``multiKueue.managerServiceAccount``).
+
+Left out: ``patch`` on Jobs (MultiKueue patches a copy only for elastic Jobs, which Steward
+turns off) and ``get``/``list``/``watch`` on ClusterQueues and LocalQueues (only with the
+alpha gate MultiKueueManagerQuotaAutomation, off by default)."""
+
 PENDING_RULES: Final[tuple[PolicyRule, ...]] = ()
 """Rules for code landing on other branches, each in a role named for it; none today."""
 
@@ -493,6 +571,8 @@ def _value_rules(values: Values) -> list[PolicyRule]:
                 role="steward-multikueue",
             )
         )
+    if values.multi_kueue.manager_service_account is not None:
+        rules.extend(WORKER_RULES)
     if values.operator.cluster_id is None:
         rules.append(
             PolicyRule(
@@ -532,6 +612,17 @@ def roles(
             entry["resourceNames"] = list(names)
         result.setdefault((role, namespace), []).append(entry)
     return result
+
+
+def subject(role: RoleName, values: Values) -> dict[str, str]:
+    """Who a role is bound to: the operator, or at a worker the manager's account."""
+    if role == _WORKER and values.multi_kueue.manager_service_account is not None:
+        return {
+            "kind": "ServiceAccount",
+            "name": values.multi_kueue.manager_service_account,
+            "namespace": values.multi_kueue.namespace,
+        }
+    return {"kind": "ServiceAccount", "name": "steward", "namespace": values.namespace}
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -650,6 +741,7 @@ def _context(site: Site, values: Values, kopf: Sequence[PolicyRule]) -> dict[str
     if values.operator.cluster_id is not None:
         settings["STEWARD_CLUSTER_ID"] = values.operator.cluster_id
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    rendered_roles = roles(kopf, values)
     image = values.image
     reference = (
         f"{image.repository}@{image.digest}" if image.digest else f"{image.repository}:{image.tag}"
@@ -667,7 +759,8 @@ def _context(site: Site, values: Values, kopf: Sequence[PolicyRule]) -> dict[str
             "steward.lsst.io/site": site.metadata.name,
         },
         "selector": {"app.kubernetes.io/name": "steward"},
-        "roles": roles(kopf, values),
+        "roles": rendered_roles,
+        "subjects": {role: subject(role, values) for role, _ in rendered_roles},
         "priority_classes": priority_classes() if "batch" in site.spec.roles else [],
         "kinds": [{"plural": info.plural, "id": f"validate-{info.plural}"} for info in KINDS],
         "finalized": [

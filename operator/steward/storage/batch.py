@@ -93,12 +93,18 @@ def priority_class_name(level: str) -> str:
 
 @dataclass(frozen=True)
 class Owner:
-    """The Campaign that owns a Job or ConfigMap (deleting it deletes them)."""
+    """The object whose deletion deletes a Job or ConfigMap.
+
+    A campaign's Campaign; at a worker site, the Job copies that mount a ConfigMap copy.
+    """
 
     api_version: str
     kind: str
     name: str
     uid: str
+    controller: bool = True
+    """The one controlling owner (a Campaign), which also blocks its foreground deletion;
+    False for one of several owners (a shard's Job copies at a worker)."""
 
     def reference(self) -> dict[str, Any]:
         """The ``ownerReferences`` entry."""
@@ -107,8 +113,8 @@ class Owner:
             "kind": self.kind,
             "name": self.name,
             "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
+            "controller": self.controller,
+            "blockOwnerDeletion": self.controller,
         }
 
 
@@ -296,9 +302,7 @@ class BatchStorage:
     ) -> bool:
         """Create a ConfigMap; False if it exists already (it is immutable: same content).
 
-        Without an ``owner`` (a copy at a worker site, where the Campaign does not exist and
-        an owner reference to it would have the garbage collector delete the copy at once)
-        it stays until `delete_config_maps`.
+        Without an ``owner`` it stays until `delete_config_maps`.
         """
         metadata: dict[str, Any] = {
             "name": name,
@@ -350,6 +354,36 @@ class BatchStorage:
                 namespace, label_selector=selector, _preload_content=False
             ),
         )
+
+    def config_map_owners(self, namespace: str, name: str) -> set[str] | None:
+        """The uids of the ConfigMap's owners; None if it does not exist."""
+        try:
+            body = kube_call(
+                f"get ConfigMap {namespace}/{name}",
+                lambda: response_json(
+                    self._core.read_namespaced_config_map(name, namespace, _preload_content=False)
+                ),
+            )
+        except NotFoundError:
+            return None
+        return {ref["uid"] for ref in body["metadata"].get("ownerReferences") or []}
+
+    def add_config_map_owner(self, namespace: str, name: str, owner: Owner) -> bool:
+        """Add OWNER to the ConfigMap's owners, keeping the others (strategic merge by uid).
+
+        False if the ConfigMap does not exist (the garbage collector may have just deleted it).
+        """
+        body = {"metadata": {"ownerReferences": [owner.reference()]}}
+        try:
+            kube_call(
+                f"patch ConfigMap {namespace}/{name}",
+                lambda: self._core.patch_namespaced_config_map(
+                    name, namespace, body, _content_type=_STRATEGIC, _preload_content=False
+                ),
+            )
+        except NotFoundError:
+            return False
+        return True
 
     def config_map_exists(self, namespace: str, name: str) -> bool:
         """Whether the ConfigMap exists."""

@@ -8,9 +8,11 @@ in Kueue's namespace). `WorkerBatches` turns such a Secret into a `BatchStorage`
 cluster, so the campaign service reads and records a worker's pods exactly as it does local
 ones.
 
-The operator's role then needs ``get`` on those Secrets in Kueue's namespace, and the
-kubeconfig's identity at the worker needs ``list`` and ``patch`` on pods in the campaign's
-namespace (MultiKueue's own worker role grants more: Jobs, Workloads).
+The operator's role then needs ``get`` on those Secrets in Kueue's namespace (the Role
+``steward-multikueue`` that ``multiKueue.workerSecrets`` renders), and the kubeconfig's
+identity at the worker what MultiKueue and Steward call there: the ClusterRole
+``steward-multikueue-worker`` that a worker's ``multiKueue.managerServiceAccount`` renders
+(`steward.services.render.WORKER_RULES`).
 """
 
 from __future__ import annotations

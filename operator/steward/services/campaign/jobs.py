@@ -47,6 +47,7 @@ from steward.storage.batch import (
     LABEL_SHARD,
     LABEL_STEP,
     JobSpec,
+    Owner,
     priority_class_name,
 )
 from steward.storage.ledger import (
@@ -272,7 +273,6 @@ class JobRunner(RucioSide, QueueSide):
         self.audit.record_many([self._creation_record(work, step, job) for job in missing])
         for job in missing:
             self._create_job(work, step, job, paused=paused)
-            self._worker_config_maps(work, step, job)
         if pending:
             with self.sessions.begin() as session:
                 store = LedgerStore(session)
@@ -399,44 +399,62 @@ class JobRunner(RucioSide, QueueSide):
         work.config_maps.add(name)
         return name
 
-    def _copy_config_map(self, work: CampaignPass, site: str, name: str) -> None:
-        """Give worker SITE a copy of the campaign's ConfigMap NAME if it lacks one.
+    def _copy_config_map(self, work: CampaignPass, site: str, name: str, job: str) -> None:
+        """Give worker SITE a copy of the campaign's ConfigMap NAME, owned there by JOB's copy.
 
-        MultiKueue copies a Job to the worker, not the ConfigMap its pods mount, and a pod
-        waits for a missing ConfigMap volume. The copy has no owner there (the Campaign is
-        not in that cluster); `_remove_worker_config_maps` deletes it when the campaign ends.
-        A worker out of reach gets it on a later pass.
+        MultiKueue copies a Job to the worker that admits it, not the ConfigMap its pods
+        mount, and a pod waits for a missing ConfigMap volume. The Campaign is not in that
+        cluster, so the copy is owned by the worker's copies of the Jobs that mount it (a
+        shard's, one reference per step that ran there): the worker's garbage collector
+        deletes it once the last is gone, and MultiKueue deletes its copy of a Job when the
+        Job finishes or is dispatched elsewhere, and, when a worker it had lost is back, every
+        copy whose Job is gone at the manager (Kueue v0.19.2,
+        ``pkg/controller/admissionchecks/multikueue/multikueuecluster.go`` runGC). So a copy
+        never outlives its Jobs, even at a worker that was out of reach while the campaign
+        ended or was deleted; `_remove_worker_config_maps` deletes them at the end as well.
+        A worker out of reach, or MultiKueue's copy of JOB not made yet, gets it on a later
+        pass; a pod that starts before waits for it.
         """
         batch = dict(self._workers(work)).get(site)
-        if batch is None or f"{site}/{name}" in work.config_maps:
+        done = f"{site}/{name}/{job}"
+        if batch is None or done in work.config_maps:
             return
         try:
-            if not batch.config_map_exists(work.namespace, name):
+            copy = batch.get_job(work.namespace, job)
+            labels = (copy or {}).get("metadata", {}).get("labels") or {}
+            if copy is None or labels.get(LABEL_CAMPAIGN_UID) != work.uid:
+                return  # not made yet (or not this campaign's: never adopt it)
+            owner = Owner("batch/v1", "Job", job, copy["metadata"]["uid"], controller=False)
+            owners = batch.config_map_owners(work.namespace, name)
+            if owners is None:
                 data = self.batch.config_map_data(work.namespace, name)
                 if data is None:
                     return
                 labels = {LABEL_CAMPAIGN: work.ref.name, LABEL_CAMPAIGN_UID: work.uid}
-                if batch.create_config_map(work.namespace, name, data, owner=None, labels=labels):
+                if batch.create_config_map(work.namespace, name, data, owner=owner, labels=labels):
                     EXTERNAL_ACTIONS.labels("Campaign", "copy-configmap").inc()
+                    owners = {owner.uid}
+            if owner.uid not in (owners or set()):
+                if not batch.add_config_map_owner(work.namespace, name, owner):
+                    return  # deleted meanwhile with its last owner: made again next pass
+                EXTERNAL_ACTIONS.labels("Campaign", "own-configmap-copy").inc()
         except TransientError as error:
             work.unreachable[site] = str(error)
             return
-        work.config_maps.add(f"{site}/{name}")
+        work.config_maps.add(done)
 
     def _worker_config_maps(self, work: CampaignPass, step: Step, job: LedgerJob) -> None:
-        """Copy JOB's ConfigMap to the site Kueue admitted it at (every site, when it is new).
+        """Copy JOB's ConfigMap to the worker Kueue admitted it at.
 
-        Copying at creation spares the pods a wait; copying at the admitting site on every
-        pass repairs a site that was out of reach then.
+        Once MultiKueue made its copy of the Job there; checked on every pass, which repairs
+        a worker that was out of reach.
         """
         if not work.spec.sites:
             return
-        name = _config_map_name(work, step, job)
         found = self._workloads(work).get(job.name)
         admitted = found[1].cluster if found is not None else None
-        targets = [admitted] if admitted else [site for site, _ in self._workers(work)]
-        for site in targets:
-            self._copy_config_map(work, site, name)
+        if admitted:
+            self._copy_config_map(work, admitted, _config_map_name(work, step, job), job.name)
 
     def _remove_worker_config_maps(self, work: CampaignPass) -> None:
         """Delete the copies of the campaign's ConfigMaps at the worker sites (it has ended)."""
