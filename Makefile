@@ -47,4 +47,4 @@ unit: $(STAMP)
 
 test: lint check-generated
 	$(BIN)/python -m steward.testing.k8sbuild
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
