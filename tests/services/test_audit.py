@@ -176,9 +176,8 @@ def _in_threads(service, names):
     return threads, outcomes
 
 
-def test_writers_arriving_during_a_transaction_share_the_next_one(engine):
-    clock = _GateClock()
-    service = AuditService(make_sessionmaker(engine), clock=clock)
+def _one_then_two_behind(service, clock):
+    """Writer "first" holds a transaction open while "second" and "third" queue behind it."""
     first, outcomes = _in_threads(service, ["first"])
     assert clock.entered.wait(60)
     others, more = _in_threads(service, ["second", "third"])
@@ -186,6 +185,13 @@ def test_writers_arriving_during_a_transaction_share_the_next_one(engine):
     clock.release.set()
     for thread in first + others:
         thread.join(timeout=60)
+    return outcomes, more
+
+
+def test_writers_arriving_during_a_transaction_share_the_next_one(engine):
+    clock = _GateClock()
+    service = AuditService(make_sessionmaker(engine), clock=clock)
+    outcomes, more = _one_then_two_behind(service, clock)
     outcomes.update(more)
     assert service.transactions == 2
     assert {name: entry.target for name, entry in outcomes.items()} == {
@@ -201,13 +207,7 @@ def test_writers_arriving_during_a_transaction_share_the_next_one(engine):
 def test_a_failed_group_transaction_fails_every_writer_in_it_and_appends_nothing(engine):
     clock = _GateClock(fail_after=RuntimeError("database went away"))
     service = AuditService(make_sessionmaker(engine), clock=clock)
-    first, outcomes = _in_threads(service, ["first"])
-    assert clock.entered.wait(60)
-    others, more = _in_threads(service, ["second", "third"])
-    until("both writers queued behind the open transaction", lambda: service.queued == 2)
-    clock.release.set()
-    for thread in first + others:
-        thread.join(timeout=60)
+    outcomes, more = _one_then_two_behind(service, clock)
     assert outcomes["first"].target == "first"
     assert [str(more[name]) for name in ("second", "third")] == ["database went away"] * 2
     assert service.head()[0] == 1

@@ -332,10 +332,10 @@ class BatchStorage:
             return False
         return True
 
-    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
-        """The ConfigMap's data; None if it does not exist."""
+    def _config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap as JSON; None if it does not exist."""
         try:
-            body = kube_call(
+            return kube_call(
                 f"get ConfigMap {namespace}/{name}",
                 lambda: response_json(
                     self._core.read_namespaced_config_map(name, namespace, _preload_content=False)
@@ -343,7 +343,11 @@ class BatchStorage:
             )
         except NotFoundError:
             return None
-        return dict(body.get("data") or {})
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data; None if it does not exist."""
+        body = self._config_map(namespace, name)
+        return None if body is None else dict(body.get("data") or {})
 
     def delete_config_maps(self, namespace: str, labels: Mapping[str, str]) -> None:
         """Delete every ConfigMap with ``labels`` in the namespace."""
@@ -357,14 +361,8 @@ class BatchStorage:
 
     def config_map_owners(self, namespace: str, name: str) -> set[str] | None:
         """The uids of the ConfigMap's owners; None if it does not exist."""
-        try:
-            body = kube_call(
-                f"get ConfigMap {namespace}/{name}",
-                lambda: response_json(
-                    self._core.read_namespaced_config_map(name, namespace, _preload_content=False)
-                ),
-            )
-        except NotFoundError:
+        body = self._config_map(namespace, name)
+        if body is None:
             return None
         return {ref["uid"] for ref in body["metadata"].get("ownerReferences") or []}
 

@@ -9,6 +9,7 @@ write fails with 409 and it reads and serves the first one's certificate instead
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Any
 
 from kubernetes import client
@@ -110,26 +111,29 @@ class WebhookObjects:
         configuration is left out where it is not deployed.
         """
         wanted = base64.b64encode(ca).decode()
-        stale = [name for name, bundle in self.ca_bundles().items() if bundle != wanted]
-        if stale:
-            body = _ca_patch(stale, wanted)
-            kube_call(
-                f"patch ValidatingWebhookConfiguration {self.configuration}",
-                lambda: self._admission.patch_validating_webhook_configuration(
-                    self.configuration, body, _content_type=_MERGE
-                ),
-            )
-        mutating = self.mutating_ca_bundles() or {}
-        stale_mutating = [name for name, bundle in mutating.items() if bundle != wanted]
-        if stale_mutating:
-            body = _ca_patch(stale_mutating, wanted)
-            kube_call(
-                f"patch MutatingWebhookConfiguration {self.configuration}",
-                lambda: self._admission.patch_mutating_webhook_configuration(
-                    self.configuration, body, _content_type=_MERGE
-                ),
-            )
-        return stale + stale_mutating
+        configurations = (
+            (
+                "ValidatingWebhookConfiguration",
+                self.ca_bundles(),
+                self._admission.patch_validating_webhook_configuration,
+            ),
+            (
+                "MutatingWebhookConfiguration",
+                self.mutating_ca_bundles() or {},
+                self._admission.patch_mutating_webhook_configuration,
+            ),
+        )
+        patched: list[str] = []
+        for kind, bundles, patch in configurations:
+            stale = [name for name, bundle in bundles.items() if bundle != wanted]
+            if stale:
+                body = _ca_patch(stale, wanted)
+                kube_call(
+                    f"patch {kind} {self.configuration}",
+                    functools.partial(patch, self.configuration, body, _content_type=_MERGE),
+                )
+                patched.extend(stale)
+        return patched
 
 
 def _bundles(configuration: Any) -> dict[str, str]:  # noqa: ANN401 - the client's model
