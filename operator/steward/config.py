@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     (one per kind and watched namespace, so keep it well above that). Unbounded, a burst of
     a thousand new resources opened 666 TLS connections at ~350 KiB each."""
 
+    heap_trim_interval: float = Field(default=60.0, ge=0)
+    """Seconds between returns of the heap's free memory to the operating system (glibc's
+    ``malloc_trim``; nothing elsewhere), so the RSS falls after a burst of new resources
+    instead of staying at its peak (`steward.heap`); 0 never returns it."""
+
+    strip_managed_fields: bool = True
+    """Drop ``metadata.managedFields`` from watched objects before kopf keeps their last
+    body (half of each ReplicationRule's; nothing reads it), `steward.handlers.watchfilter`."""
+
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the Prometheus endpoint; 0 disables it."""
 

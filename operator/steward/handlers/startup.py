@@ -4,6 +4,10 @@ Also the two things that make one Deployment safe to run: leader election throug
 peering (every process but the oldest live one stands by) and the admission webhook's TLS
 server.
 
+Start-up also makes kopf drop ``metadata.managedFields`` from the bodies it keeps
+(`steward.handlers.watchfilter`) and starts returning free heap to the operating system
+now and then (`steward.heap`): what a resource costs in memory (docs/replication.md).
+
 Start-up also starts signing audit checkpoints (`steward.services.checkpoint`) and clean
 shutdown signs the last one, so an auditor can tell a trail cut short from one that ended.
 """
@@ -27,6 +31,8 @@ from steward.config import Settings
 from steward.constants import FINALIZER
 from steward.exceptions import PermanentError
 from steward.factory import ProcessContext
+from steward.handlers import watchfilter
+from steward.heap import HeapTrimmer
 from steward.observability import (
     AUDIT_CHECKPOINT_AGE,
     RUCIO_API_CALLS,
@@ -123,6 +129,12 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """
     config = Settings()
     configure_logging()
+    # Both before any watcher starts (kopf runs the startup handlers first): see their modules.
+    if config.strip_managed_fields:
+        watchfilter.install()
+    if config.heap_trim_interval:
+        memo.heap_trimmer = HeapTrimmer(config.heap_trim_interval)
+        memo.heap_trimmer.start()
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = progress_storage()
     settings.persistence.diffbase_storage = diffbase_storage()
@@ -203,10 +215,13 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:  # noqa: ANN401
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
-    """Close the shared clients."""
+    """Close the shared clients; stop returning free heap."""
     context: ProcessContext | None = memo.get("context")
     if context is not None:
         context.close()
+    trimmer: HeapTrimmer | None = memo.get("heap_trimmer")
+    if trimmer is not None:
+        trimmer.stop()
 
 
 @kopf.on.probe(id="auditSchema")
