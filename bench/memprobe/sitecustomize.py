@@ -12,6 +12,12 @@ allocators hold live (RSS minus that is fragmentation, freed memory not returned
 C code allocates outside Python), what glibc's ``malloc_trim`` returns, what kopf keeps
 per object, live objects by type, and the biggest allocation sites, by line and by call
 stack. (pymalloc's own arena statistics are not available while tracemalloc traces.)
+
+With ``STEWARD_BENCH_MEMORY_TRACE=0`` nothing is traced (the operator runs at full speed)
+and the report has instead pymalloc's arena statistics (``sys._debugmallocstats``: the
+arenas' memory against the blocks in use in them, i.e. what pymalloc holds free) and the
+live objects' sizes by type, each container counted with the strings, numbers and bytes it
+refers to.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import gc
 import os
 import signal
 import sys
+import tempfile
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -29,6 +36,7 @@ from types import FrameType
 
 _DIR = os.environ.get("STEWARD_BENCH_MEMORY_DIR")
 _FRAMES = int(os.environ.get("STEWARD_BENCH_MEMORY_FRAMES", "5"))
+_TRACE = os.environ.get("STEWARD_BENCH_MEMORY_TRACE", "1") != "0"
 _reports = 0
 
 
@@ -76,10 +84,54 @@ def _kopf_objects() -> list[str]:
     ]
 
 
+def _pymalloc_stats() -> list[str]:
+    """The summary lines of ``sys._debugmallocstats`` (it writes to the C stderr)."""
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()  # noqa: SLF001
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    keep = ("# arenas", "# bytes in", "Total", "bytes lost", "# times")
+    lines = [line for line in text.splitlines() if line.startswith(keep) or "unused pools" in line]
+    return ["pymalloc:", *(f"  {line}" for line in lines)]
+
+
+def _sizes_by_type() -> list[str]:
+    """Live objects' bytes by type; untracked leaves (str, int, bytes) count to their owner."""
+    sizes: Counter[str] = Counter()
+    seen: set[int] = set()
+    for obj in gc.get_objects():
+        name = type(obj).__name__
+        size = sys.getsizeof(obj)
+        for ref in gc.get_referents(obj):
+            if not gc.is_tracked(ref) and id(ref) not in seen:
+                seen.add(id(ref))
+                size += sys.getsizeof(ref)
+        sizes[name] += size
+    return [
+        f"live objects by type, with their untracked leaves: {sum(sizes.values()) / 2**20:.1f} MiB",
+        *(f"  {size / 2**20:9.2f} MiB {name}" for name, size in sizes.most_common(30)),
+    ]
+
+
 def _report(_signum: int, _frame: FrameType | None) -> None:
     global _reports  # noqa: PLW0603 - one counter per process
     _reports += 1
     gc.collect()
+    if not _TRACE:
+        lines = [
+            f"VmRSS {_status('VmRSS')}, VmHWM {_status('VmHWM')} (not traced)",
+            *_kopf_objects(),
+            *_pymalloc_stats(),
+            *_sizes_by_type(),
+        ]
+        _write(lines)
+        return
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(inclusive=False, filename_pattern=tracemalloc.__file__)]
     )
@@ -111,6 +163,14 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
     before = _status("VmRSS")
     ctypes.CDLL(None).malloc_trim(0)
     lines.insert(1, f"after malloc_trim(0): VmRSS {_status('VmRSS')} (was {before})")
+    _write(lines)
+
+
+def _write(lines: list[str]) -> None:
+    if not _TRACE:
+        before = _status("VmRSS")
+        ctypes.CDLL(None).malloc_trim(0)
+        lines.insert(1, f"after malloc_trim(0): VmRSS {_status('VmRSS')} (was {before})")
     assert _DIR is not None
     partial = Path(_DIR) / f".memory-{os.getpid()}-{_reports}.txt"
     partial.write_text("\n".join(lines) + "\n")
@@ -118,7 +178,8 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _start(_signum: int, _frame: FrameType | None) -> None:
-    tracemalloc.start(_FRAMES)
+    if _TRACE:
+        tracemalloc.start(_FRAMES)
 
 
 if _DIR:
