@@ -135,9 +135,8 @@ def test_the_workers_operator_stages_a_copys_inputs_admits_it_and_releases_them_
         site=MANAGER,
         sites=sites,
     )
-    kubernetes.client.CustomObjectsApi(kueue_cluster.api).create_namespaced_custom_object(
-        GROUP, VERSION, kueue_namespace, "campaigns", campaign
-    )
+    objects = kubernetes.client.CustomObjectsApi(kueue_cluster.api)
+    objects.create_namespaced_custom_object(GROUP, VERSION, kueue_namespace, "campaigns", campaign)
     kueue = KueueStorage(kueue_cluster.api)
     until(
         "the staging check Active, set by the worker's timer",
@@ -177,5 +176,20 @@ def test_the_workers_operator_stages_a_copys_inputs_admits_it_and_releases_them_
     until(
         "the staging rule released through the gate once the copy is gone",
         lambda: _released(rucio_storage.get_rule(rule.id)),
+        between=process.check_alive,
+    )
+    name = campaign["metadata"]["name"]
+    objects.delete_namespaced_custom_object(GROUP, VERSION, kueue_namespace, "campaigns", name)
+    until(
+        "the campaign gone while the worker's operator runs (no finalizer left behind)",
+        lambda: (
+            name
+            not in {
+                item["metadata"]["name"]
+                for item in objects.list_namespaced_custom_object(
+                    GROUP, VERSION, kueue_namespace, "campaigns"
+                )["items"]
+            }
+        ),
         between=process.check_alive,
     )
