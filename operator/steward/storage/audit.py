@@ -12,12 +12,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from steward.exceptions import TransientError
-from steward.schema.audit import AuditCheckpoint, AuditEntry, AuditHead
+from steward.schema.audit import AuditCheckpoint, AuditEntry, AuditHead, Base
 
 __all__ = ["AuditFilter", "AuditStore"]
 
-_HEAD = AuditHead.__table__
-_ENTRIES = AuditEntry.__table__
+_HEAD = Base.metadata.tables[AuditHead.__tablename__]
+_ENTRIES = Base.metadata.tables[AuditEntry.__tablename__]
 _LOCK_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq)
 """Takes the writer's lock (`AuditStore.lock_head`); built once, as the statements below."""
 _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
