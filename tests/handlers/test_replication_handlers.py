@@ -18,6 +18,7 @@ from kopf._core.engines import posting
 
 from steward.factory import ProcessContext
 from steward.handlers import common
+from steward.handlers.protections import cluster_facts
 from steward.handlers.replication import rule_changed, rule_timer
 from steward.services.ownership import owner_tag
 from steward.storage.database import make_engine, upgrade
@@ -227,3 +228,10 @@ def test_a_timer_leaves_a_resource_no_pass_reported_on_to_its_change_handler(
         rule_timer(body=kopf.Body(copy.deepcopy(raw)), patch=kopf.Patch(), memo=memo)
     heal()
     common.forget(kopf.Body(raw))
+
+
+def test_the_deletion_freeze_comes_from_the_settings_the_process_started_with(memo):
+    assert cluster_facts({}, memo).freeze is None
+    frozen = memo.context.settings.model_copy(update={"deletion_freeze": "restore under way"})
+    memo.context.settings = frozen
+    assert cluster_facts({}, memo).freeze == "restore under way"

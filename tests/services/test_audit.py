@@ -8,7 +8,8 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from steward.exceptions import ConfigurationError
-from steward.services.audit import AuditRecord, AuditService, ResourceRef
+from steward.schema.audit import AuditEntry
+from steward.services.audit import AuditRecord, AuditService, ResourceRef, utc
 from steward.storage.audit import AuditFilter
 from steward.storage.database import (
     MIGRATIONS,
@@ -78,6 +79,36 @@ def test_rows_carry_provenance(service):
     assert (entry.kind, entry.generation, entry.git_commit) == ("ReplicationRule", 3, "a" * 40)
     assert entry.git_author == "Jane Ops <jane@example.org>"
     assert entry.after == '{"copies":1,"rse_expression":"site=IN2P3&type=TAPE"}'
+
+
+def test_stored_rows_hold_exactly_what_record_many_returned(service):
+    """The rows go in as one executemany (storage/audit.py), not through the ORM's flush:
+    every column read back equals the returned entry, nulls and the time's zone included."""
+    bare = ResourceRef(kind="Site", name="in2p3")
+    records = [
+        AuditRecord(resource=RULE, action="rucio.rule.add", actor="operator", result="intent"),
+        AuditRecord(
+            resource=bare,
+            action="rucio.rule.delete",
+            actor="cli",
+            target="rule-9",
+            before={"copies": 2, "did": "raw:a"},
+            after=[1, "two"],
+            result="failure",
+            message="quota exceeded",
+        ),
+    ]
+    written = [*service.record_many(records), *service.record_many(records[:1])]
+    stored = service.query(AuditFilter())
+    columns = [column.key for column in AuditEntry.__table__.columns]
+    assert [[getattr(e, c) for c in columns if c != "time"] for e in stored] == [
+        [getattr(e, c) for c in columns if c != "time"] for e in written
+    ]
+    assert [utc(e.time) for e in stored] == [e.time for e in written]
+    assert [e.id for e in stored] == [1, 2, 3]
+    assert (stored[1].namespace, stored[1].uid, stored[1].message) == (None, None, "quota exceeded")
+    assert stored[0].message == ""
+    assert service.verify() == []
 
 
 def test_edit_is_detected_and_named(engine, service):
