@@ -44,7 +44,21 @@ metadata selection at scale (``--scale 1000,10000``, instead of the measures abo
     timed apart, with the rules it returned; its full listing at start too). Kubernetes is
     not involved: the tick is the service's work.
     The incremental code runs without its overlap (the scope was registered a minute before,
-    well within the default 300 s); everything else is as the operator configures it.
+    well within the default 300 s); everything else is as the operator configures it (the
+    shared arrival listing too, where the code has one, on the same moving clock).
+
+    **How the scope is written.** The first ``--scale-registered`` datasets (1,000) are
+    registered through Rucio's API (``add_dids``, as ingest does); the rest are copies of
+    their rows made in Rucio's PostgreSQL by one ``INSERT ... SELECT`` over ``dids`` and one
+    over ``did_meta`` that copy every column and give each copy the next name, with the
+    metadata the ``i``-th dataset would have had (it repeats every 1,000). Registering
+    100,000 datasets through the API took 74 minutes on this machine under load; the copy
+    takes seconds, and the ticks read the same rows. The copies are checked to behave as
+    registered ones before any tick: a metadata listing finds the expected number, and a
+    rule on a copy is created and OK. Then ``ANALYZE`` (a facility's database has its
+    statistics current). ``--rucio-index`` then creates the two indexes that
+    docs/replication.md asks a facility's Rucio DBA for ("Rucio database indexes for
+    incremental selection"), so a run measures with them.
 
 The operator runs with ``STEWARD_RUCIO_CALLS_PER_SECOND=--calls-per-second`` (1000 by
 default: the benchmark measures the operator, not the cap; at Steward's default of 20 a second
@@ -1090,6 +1104,80 @@ def populate(client: Any, scope: str, names: list[str], meta: Any) -> None:  # n
         )
 
 
+RUCIO_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS dids_scope_created_at_idx ON dids (scope, created_at)",
+    "CREATE INDEX IF NOT EXISTS did_meta_scope_updated_at_idx ON did_meta (scope, updated_at)",
+)
+"""What docs/replication.md asks a facility's Rucio DBA to run (keep the two in step)."""
+
+
+def rucio_sql(server: Any, *statements: str) -> list[Any]:  # noqa: ANN401 - a RucioServer
+    """Run statements in the bench's Rucio PostgreSQL database; the last one's rows."""
+    import psycopg  # noqa: PLC0415 - PostgreSQL only
+
+    url = str(server.database_url).replace("postgresql+psycopg://", "postgresql://")
+    rows: list[Any] = []
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in statements:
+            cursor = connection.execute(statement)  # type: ignore[arg-type]
+            rows = cursor.fetchall() if cursor.description else []
+    return rows
+
+
+def multiply(server: Any, scope: str, registered: int, size: int) -> None:  # noqa: ANN401 - a RucioServer
+    """Copy the scope's ``registered`` datasets' rows up to ``size`` (see the docstring).
+
+    Copy ``i`` is made from dataset ``i % registered`` (``registered`` a multiple of 1,000,
+    so its metadata is what `scale_meta` gives ``i``), every column as it is but the name.
+    """
+    columns = {
+        table: [
+            row[0]
+            for row in rucio_sql(
+                server,
+                "SELECT column_name FROM information_schema.columns "  # noqa: S608 - our names
+                f"WHERE table_name = '{table}' AND table_schema = current_schema() "
+                "ORDER BY ordinal_position",
+            )
+        ]
+        for table in ("dids", "did_meta")
+    }
+    statements = []
+    for table, names in columns.items():
+        chosen = ", ".join(
+            "'d' || lpad(g::text, 7, '0')" if column == "name" else f"s.{column}"
+            for column in names
+        )
+        statements.append(
+            f"INSERT INTO {table} ({', '.join(names)}) SELECT {chosen} "  # noqa: S608 - ours
+            f"FROM generate_series({registered}, {size - 1}) AS g "
+            f"JOIN {table} s ON s.scope = '{scope}' "
+            f"AND s.name = 'd' || lpad((g % {registered})::text, 7, '0')"
+        )
+    rucio_sql(server, *statements, "ANALYZE dids", "ANALYZE did_meta")
+
+
+def check_copies(storage: Any, scope: str, size: int, rse: str) -> str:  # noqa: ANN401 - the adapter
+    """That copied datasets behave as registered ones: listed by metadata, a rule OK."""
+    from steward.storage.rucio import RuleSpec  # noqa: PLC0415 - the code measured
+
+    found = storage.list_dids(scope, {"datatype": "raw", "instrument": "cam3"})
+    expected = sum(scale_meta(i) == {"datatype": "raw", "instrument": "cam3"} for i in range(size))
+    if len(found) != expected:
+        msg = f"{scope}: a listing found {len(found)} cam3 raw datasets, expected {expected}"
+        raise RuntimeError(msg)
+    copy = f"{scope}:d{size - 7:07d}"
+    rule_id = storage.add_rules(
+        [copy], RuleSpec(rse_expression=rse, copies=1, comment="bench-copy-check")
+    ).rule_ids[copy]
+    state = storage.get_rule(rule_id).state.value
+    storage.delete_rule(rule_id)
+    if state != "OK":
+        msg = f"a rule on the copied {copy} is {state}, not OK"
+        raise RuntimeError(msg)
+    return f"{len(found)} of {expected} cam3 raw listed; a rule on {copy} was {state}"
+
+
 def scale_policies(scope: str, destination: str) -> list[Any]:
     """The ten metadata-selected ReplicationRules of a scale run."""
     from steward.models.replication import ReplicationRule  # noqa: PLC0415 - the code measured
@@ -1163,6 +1251,18 @@ def shared_snapshot(storage: Any) -> tuple[Any, dict[str, float]]:  # noqa: ANN4
     return RuleSnapshot(Counted(), **options), state
 
 
+def shared_arrivals(storage: Any, state: dict[str, float]) -> dict[str, Any]:  # noqa: ANN401 - the code measured
+    """The service's shared arrival listing, as the operator keeps one, where the code has it.
+
+    Half the bench's 60 s interval, as the operator sets it, on the clock the ticks move.
+    """
+    try:
+        from steward.services.arrivals import ArrivalFeed  # noqa: PLC0415 - the code measured
+    except ImportError:  # the code before it
+        return {}
+    return {"arrivals": ArrivalFeed(storage, max_age=30.0, clock=lambda: state["now"])}
+
+
 def tick_child(config: dict[str, Any]) -> None:
     """One code version's ticks (``--tick-child``); prints one JSON line of measurements."""
     import json  # noqa: PLC0415
@@ -1188,9 +1288,12 @@ def tick_child(config: dict[str, Any]) -> None:
     statuses: dict[str, dict[str, Any]] = {}
     # The whole scope was registered a minute ago: within the default overlap (300 s) an
     # incremental listing would take it all again. A facility's archive is older than that.
-    options = {"overlap": timedelta(0)} if "overlap" in ReplicationService.__annotations__ else {}
+    options: dict[str, Any] = (
+        {"overlap": timedelta(0)} if "overlap" in ReplicationService.__annotations__ else {}
+    )
 
     snapshot, state = shared_snapshot(storage)
+    options.update(shared_arrivals(storage, state))
 
     def tick(*, first: bool) -> dict[str, float]:
         state["now"] += 61.0
@@ -1293,10 +1396,18 @@ def scale(args: argparse.Namespace, base: Path, results: Results) -> None:
         for size in args.scale:
             scope = f"scale{size}"
             storage.add_scope(scope)
-            stamp(f"registering {size} datasets in {scope}")
+            registered = min(size, args.scale_registered)
+            stamp(f"registering {registered} datasets in {scope}")
             started = time.perf_counter()
-            populate(Client(), scope, [f"d{i:07d}" for i in range(size)], scale_meta)
+            populate(Client(), scope, [f"d{i:07d}" for i in range(registered)], scale_meta)
             stamp(f"registered in {time.perf_counter() - started:.0f} s")
+            if size > registered:
+                started = time.perf_counter()
+                multiply(server, scope, registered, size)
+                stamp(f"copied to {size} in {time.perf_counter() - started:.0f} s")
+                results.notes.append(f"{scope}: {check_copies(storage, scope, size, BEFORE)}")
+            if args.rucio_index:
+                rucio_sql(server, *RUCIO_INDEXES, "ANALYZE dids", "ANALYZE did_meta")
             for label, rse in (("before", BEFORE), ("after", AFTER)):
                 config = {
                     "scope": scope,
@@ -1347,6 +1458,28 @@ def report_scale(results: Results, label: str, size: int, measured: dict[str, An
     )
 
 
+def scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--scale`` runs."""
+    parser.add_argument(
+        "--scale",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="measure metadata selection over scopes of these sizes instead (e.g. 1000,10000)",
+    )
+    parser.add_argument("--before-ref", default="main", help="git ref of the code before")
+    parser.add_argument(
+        "--scale-registered",
+        type=int,
+        default=1000,
+        help="datasets of a --scale scope registered through Rucio's API (a multiple of "
+        "1000); the rest are copies of their rows (see the docstring)",
+    )
+    parser.add_argument(
+        "--rucio-index",
+        action="store_true",
+        help="with --scale, create the indexes docs/replication.md asks a Rucio DBA for",
+    )
+
+
 def main() -> None:
     """Parse arguments; run in a fresh temporary directory (TMPDIR too); check for leftovers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -1375,12 +1508,7 @@ def main() -> None:
         action="store_true",
         help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
     )
-    parser.add_argument(
-        "--scale",
-        type=lambda text: [int(n) for n in text.split(",")],
-        help="measure metadata selection over scopes of these sizes instead (e.g. 1000,10000)",
-    )
-    parser.add_argument("--before-ref", default="main", help="git ref of the code before")
+    scale_arguments(parser)
     parser.add_argument("--tick-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tick_child:

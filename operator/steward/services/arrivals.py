@@ -57,10 +57,11 @@ class _Listing:
 @dataclass(slots=True)
 class _Key:
     listing: _Listing | None = None
-    asked: datetime | None = None
-    """The earliest bound asked since the last listing was sent: the next listing starts
-    there, so one listing per interval covers every policy of the scope, whose marks
-    differ (a quiet policy keeps its mark for ten intervals)."""
+    bounds: dict[str, tuple[datetime, float]] = field(default_factory=dict)
+    """Per policy, the bound its next ask will have and when that was said (``clock``): the
+    next listing starts at the earliest of those said lately, so one listing per interval
+    covers every policy of the scope, whose marks differ (a quiet policy keeps its mark for
+    ten intervals), and no earlier (a bound already passed would list old arrivals again)."""
     busy: bool = False
 
 
@@ -69,8 +70,10 @@ class ArrivalFeed:
     """Shared listings of what arrived per scope, DID type and plugin; see the module.
 
     A listing serves asks for ``max_age`` seconds (half a refresh interval in the operator:
-    a new DID waits at most that much longer than with a listing per policy). An ask whose
-    bound is earlier than the listing's lists again from the earliest bound asked. While one
+    a new DID waits at most that much longer than with a listing per policy). A new listing
+    starts at the earliest bound the policies of the key said they will ask next (`expect`,
+    after each pass; forgotten after three ``max_age``, a policy gone or behind) or asked,
+    so an ask whose bound is earlier than the listing's is rare and lists again. While one
     thread lists a key, others are not queued behind it (a listing that hangs would hold
     every handler thread): they get None and list on their own, as before the feed.
     """
@@ -83,17 +86,23 @@ class ArrivalFeed:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def since(
-        self, scope: str, did_type: DIDKind, plugins: Iterable[str], since: datetime
+        self,
+        scope: str,
+        did_type: DIDKind,
+        plugins: Iterable[str],
+        since: datetime,
+        *,
+        policy: str = "",
     ) -> Arrivals | None:
         """What arrived in ``scope`` at or after ``since`` for each of ``plugins``.
 
         None when a listing cannot be shared now (another thread is making it, or Rucio has
-        no such plugin): the caller lists on its own.
+        no such plugin): the caller lists on its own. ``policy`` names the asker (its uid).
         """
         names: dict[str, frozenset[str]] = {}
         taken: datetime | None = None
         for plugin in sorted(set(plugins)):
-            listing = self._listing((scope, did_type, plugin), since)
+            listing = self._listing((scope, did_type, plugin), since, policy)
             if listing is None or listing.names is None:
                 return None
             names[plugin] = listing.names
@@ -102,10 +111,22 @@ class ArrivalFeed:
             return None
         return Arrivals(names, taken)
 
-    def _listing(self, key: tuple[str, DIDKind, str], since: datetime) -> _Listing | None:
+    def expect(
+        self, scope: str, did_type: DIDKind, plugins: Iterable[str], since: datetime, policy: str
+    ) -> None:
+        """Say that ``policy``'s next ask of ``scope`` will be from ``since`` (its new mark)."""
+        with self._lock:
+            for plugin in set(plugins):
+                state = self._keys.setdefault((scope, did_type, plugin), _Key())
+                state.bounds[policy] = (since, self.clock())
+
+    def _listing(
+        self, key: tuple[str, DIDKind, str], since: datetime, policy: str
+    ) -> _Listing | None:
         with self._lock:
             state = self._keys.setdefault(key, _Key())
-            state.asked = since if state.asked is None else min(state.asked, since)
+            now = self.clock()
+            state.bounds[policy] = (since, now)
             current = state.listing
             if (
                 current is not None
@@ -115,7 +136,12 @@ class ArrivalFeed:
                 return current
             if state.busy:
                 return None
-            state.busy, bound, state.asked = True, state.asked, None
+            for gone in [
+                p for p, (_, said) in state.bounds.items() if now - said > 3 * self.max_age
+            ]:
+                del state.bounds[gone]
+            bound = min(since, *(said for said, _ in state.bounds.values()))
+            state.busy = True
         scope, did_type, plugin = key
         try:
             taken, started = self.wall(), self.clock()

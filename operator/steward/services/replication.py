@@ -1042,6 +1042,7 @@ class ReplicationService(RucioView):
             if spec.publish:
                 self._publish(work, int(old.get("published", 0) or 0))
         work.status["selection"] = self._selection(work, since, covered)
+        self._expect_arrivals(work)
         if self.snapshot is not None and (work.events or work.touched or not work.from_snapshot):
             self.snapshot.put(tag, work.owned.all())
         after = (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None
@@ -1125,6 +1126,7 @@ class ReplicationService(RucioView):
                 selection.DID_KINDS[selector.did_type],
                 arrival_plugins(selector.match),
                 since,
+                policy=ref.uid or "",
             )
             if shared is not None:
                 covered = min(now, shared.taken)
@@ -1134,6 +1136,20 @@ class ReplicationService(RucioView):
                 }
         new = selection.select_new(self.rucio, selector, since=since, arrived=arrived)
         return sorted(known.union(new)), covered
+
+    def _expect_arrivals(self, work: _Pass) -> None:
+        """Tell the shared arrival listing where this policy's next pass will start."""
+        selector, state = work.spec.selector, work.status.get("selection") or {}
+        mark = _time(state.get("highWaterMark"))
+        if self.arrivals is None or selector.scope is None or mark is None:
+            return
+        self.arrivals.expect(
+            selector.scope,
+            selection.DID_KINDS[selector.did_type],
+            arrival_plugins(selector.match),
+            mark - self.overlap,
+            work.ref.uid or "",
+        )
 
     def _selection(
         self, work: _Pass, since: datetime | None, taken: datetime
