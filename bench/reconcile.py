@@ -56,9 +56,12 @@ metadata selection at scale (``--scale 1000,10000``, instead of the measures abo
     takes seconds, and the ticks read the same rows. The copies are checked to behave as
     registered ones before any tick: a metadata listing finds the expected number, and a
     rule on a copy is created and OK. Then ``ANALYZE`` (a facility's database has its
-    statistics current). ``--rucio-index`` then creates the two indexes that
-    docs/replication.md asks a facility's Rucio DBA for ("Rucio database indexes for
-    incremental selection"), so a run measures with them.
+    statistics current). With ``--rucio-index`` each code version, after its ticks, creates
+    the two indexes that docs/replication.md asks a facility's Rucio DBA for ("Rucio database
+    indexes for incremental selection"), ticks again (quiet, 100 more new datasets, quiet) and
+    drops them, so one backfill measures both. The tick processes allow Rucio writes 600 s
+    (``STEWARD_RUCIO_WRITE_TIMEOUT``): a backfill call creates 500 rules, and on this shared
+    machine at load 20 one took longer than the default 30 s.
 
 The operator runs with ``STEWARD_RUCIO_CALLS_PER_SECOND=--calls-per-second`` (1000 by
 default: the benchmark measures the operator, not the cap; at Steward's default of 20 a second
@@ -1104,6 +1107,7 @@ def populate(client: Any, scope: str, names: list[str], meta: Any) -> None:  # n
         )
 
 
+DROP_INDEXES = ("DROP INDEX dids_scope_created_at_idx", "DROP INDEX did_meta_scope_updated_at_idx")
 RUCIO_INDEXES = (
     "CREATE INDEX IF NOT EXISTS dids_scope_created_at_idx ON dids (scope, created_at)",
     "CREATE INDEX IF NOT EXISTS did_meta_scope_updated_at_idx ON did_meta (scope, updated_at)",
@@ -1111,11 +1115,11 @@ RUCIO_INDEXES = (
 """What docs/replication.md asks a facility's Rucio DBA to run (keep the two in step)."""
 
 
-def rucio_sql(server: Any, *statements: str) -> list[Any]:  # noqa: ANN401 - a RucioServer
+def rucio_sql(database_url: str, *statements: str) -> list[Any]:
     """Run statements in the bench's Rucio PostgreSQL database; the last one's rows."""
     import psycopg  # noqa: PLC0415 - PostgreSQL only
 
-    url = str(server.database_url).replace("postgresql+psycopg://", "postgresql://")
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
     rows: list[Any] = []
     with psycopg.connect(url, autocommit=True) as connection:
         for statement in statements:
@@ -1134,7 +1138,7 @@ def multiply(server: Any, scope: str, registered: int, size: int) -> None:  # no
         table: [
             row[0]
             for row in rucio_sql(
-                server,
+                server.database_url,
                 "SELECT column_name FROM information_schema.columns "  # noqa: S608 - our names
                 f"WHERE table_name = '{table}' AND table_schema = current_schema() "
                 "ORDER BY ordinal_position",
@@ -1154,7 +1158,7 @@ def multiply(server: Any, scope: str, registered: int, size: int) -> None:  # no
             f"JOIN {table} s ON s.scope = '{scope}' "
             f"AND s.name = 'd' || lpad((g % {registered})::text, 7, '0')"
         )
-    rucio_sql(server, *statements, "ANALYZE dids", "ANALYZE did_meta")
+    rucio_sql(server.database_url, *statements, "ANALYZE dids", "ANALYZE did_meta")
 
 
 def check_copies(storage: Any, scope: str, size: int, rse: str) -> str:  # noqa: ANN401 - the adapter
@@ -1263,6 +1267,36 @@ def shared_arrivals(storage: Any, state: dict[str, float]) -> dict[str, Any]:  #
     return {"arrivals": ArrivalFeed(storage, max_age=30.0, clock=lambda: state["now"])}
 
 
+def arrival_ticks(
+    storage: Any,  # noqa: ANN401 - the code measured
+    config: dict[str, Any],
+    policies: list[Any],
+    tick: Any,  # noqa: ANN401 - the child's tick
+    result: dict[str, Any],
+    *,
+    suffix: str,
+) -> list[str]:
+    """100 new datasets, the tick that should place them and a quiet tick after; their names."""
+    from rucio.client import Client  # noqa: PLC0415
+
+    from steward.services.ownership import owner_tag  # noqa: PLC0415 - the code measured
+
+    scope, label = config["scope"], config["label"]
+    arrivals = [f"new-{label}{suffix}-{i:03d}" for i in range(NEW_DATASETS)]
+    populate(
+        Client(),
+        scope,
+        arrivals,
+        lambda i: {"datatype": "raw", "instrument": f"cam{i % INSTRUMENTS}"},
+    )
+    result[f"arrival{suffix}"] = tick(first=False)
+    tags = {owner_tag(f"bench-{label}", policy.metadata.uid) for policy in policies}
+    placed = {r.did for r in storage.list_rules(scope=scope) if r.comment in tags}
+    result[f"arrivals_placed{suffix}"] = sum(f"{scope}:{name}" in placed for name in arrivals)
+    result[f"quiet_after{suffix}"] = tick(first=False)
+    return arrivals
+
+
 def tick_child(config: dict[str, Any]) -> None:
     """One code version's ticks (``--tick-child``); prints one JSON line of measurements."""
     import json  # noqa: PLC0415
@@ -1274,7 +1308,6 @@ def tick_child(config: dict[str, Any]) -> None:
     import steward  # noqa: PLC0415
     from steward.config import Settings  # noqa: PLC0415
     from steward.services.audit import AuditService, ResourceRef  # noqa: PLC0415
-    from steward.services.ownership import owner_tag  # noqa: PLC0415
     from steward.services.replication import ReplicationService  # noqa: PLC0415
     from steward.storage.database import make_engine, make_sessionmaker, upgrade  # noqa: PLC0415
     from steward.storage.rucio import RucioStorage  # noqa: PLC0415
@@ -1324,31 +1357,25 @@ def tick_child(config: dict[str, Any]) -> None:
         }
 
     result: dict[str, Any] = {"code": str(Path(steward.__file__).parent)}
+    load = os.getloadavg()[0]
     result["backfill"] = tick(first=True)
     result["snapshot_start"] = timed(lambda: snapshot.rules(""))  # the operator's start
     result["quiet"] = tick(first=False)
-    arrivals = [f"new-{label}-{i:03d}" for i in range(NEW_DATASETS)]
-    populate(
-        Client(),
-        scope,
-        arrivals,
-        lambda i: {"datatype": "raw", "instrument": f"cam{i % INSTRUMENTS}"},
-    )
-    registered = time.perf_counter()
-    result["arrival"] = tick(first=False)
-    result["placed_after"] = time.perf_counter() - registered
-    tags = {owner_tag(f"bench-{label}", policy.metadata.uid) for policy in policies}
-    placed = {r.did for r in storage.list_rules(scope=scope) if r.comment in tags}
-    result["arrivals_placed"] = sum(f"{scope}:{name}" in placed for name in arrivals)
+    arrived = arrival_ticks(storage, config, policies, tick, result, suffix="")
     result["selected"] = sum(int(s.get("selected", 0)) for s in statuses.values())
-    result["quiet_after"] = tick(first=False)
+    if config.get("index_url"):  # the same again with the indexes docs/replication.md asks for
+        rucio_sql(config["index_url"], *RUCIO_INDEXES, "ANALYZE dids", "ANALYZE did_meta")
+        result["quiet_indexed"] = tick(first=False)
+        arrived += arrival_ticks(storage, config, policies, tick, result, suffix="_indexed")
+        rucio_sql(config["index_url"], *DROP_INDEXES)  # the next code version starts without
     result["modes"] = sorted(
         {str((s.get("selection") or {}).get("mode", "Full")) for s in statuses.values()}
     )
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["load"] = f"{load:.1f} -> {os.getloadavg()[0]:.1f}"
     # Out of the next code version's selection, so both back-fill the same datasets.
     Client().set_dids_metadata_bulk(
-        [{"scope": scope, "name": name, "meta": {"datatype": "calexp"}} for name in arrivals]
+        [{"scope": scope, "name": name, "meta": {"datatype": "calexp"}} for name in arrived]
     )
     print(json.dumps(result), flush=True)
 
@@ -1392,6 +1419,8 @@ def scale(args: argparse.Namespace, base: Path, results: Results) -> None:
             "STEWARD_RUCIO_USERNAME": server.username,
             "STEWARD_RUCIO_PASSWORD_FILE": str(password),
             "STEWARD_RUCIO_CALLS_PER_SECOND": "1e9",
+            # The backfill creates 500 rules a call; at load 20 one took over the default 30 s.
+            "STEWARD_RUCIO_WRITE_TIMEOUT": "600",
         }
         for size in args.scale:
             scope = f"scale{size}"
@@ -1406,14 +1435,13 @@ def scale(args: argparse.Namespace, base: Path, results: Results) -> None:
                 multiply(server, scope, registered, size)
                 stamp(f"copied to {size} in {time.perf_counter() - started:.0f} s")
                 results.notes.append(f"{scope}: {check_copies(storage, scope, size, BEFORE)}")
-            if args.rucio_index:
-                rucio_sql(server, *RUCIO_INDEXES, "ANALYZE dids", "ANALYZE did_meta")
             for label, rse in (("before", BEFORE), ("after", AFTER)):
                 config = {
                     "scope": scope,
                     "rse": rse,
                     "label": f"{label}-{size}",
                     "database": f"sqlite:///{base / f'audit-{label}-{size}.db'}",
+                    "index_url": server.database_url if args.rucio_index else None,
                 }
                 stamp(f"{label}: ten policies over {size} datasets")
                 child = subprocess.run(
@@ -1451,6 +1479,14 @@ def report_scale(results: Results, label: str, size: int, measured: dict[str, An
         f"{tick('arrival')}; {measured['arrivals_placed']}/100 placed by it",
     )
     results.add(f"{where}: quiet tick after", tick("quiet_after"))
+    if "quiet_indexed" in measured:
+        results.add(f"{where}, indexed: quiet tick", tick("quiet_indexed"))
+        results.add(
+            f"{where}, indexed: tick after 100 new datasets",
+            f"{tick('arrival_indexed')}; {measured['arrivals_placed_indexed']}/100 placed by it",
+        )
+        results.add(f"{where}, indexed: quiet tick after", tick("quiet_after_indexed"))
+    results.add(f"{where}: load average (1 min) at start and end", measured["load"])
     results.add(
         f"{where}: peak RSS",
         f"{measured['peak_rss_mib']:.0f} MiB (selected {measured['selected']}, modes "
