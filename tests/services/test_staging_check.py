@@ -21,6 +21,7 @@ from steward.exceptions import RucioTransientError
 from steward.models.replication import RuleState
 from steward.services.audit import AuditService
 from steward.services.campaign.staging_check import (
+    OWNER,
     StagingCheckService,
     check_state,
     staging_dataset,
@@ -166,7 +167,7 @@ def test_the_rule_of_a_gone_copy_is_released_through_the_gate_and_a_live_one_is_
     service = _service(
         kueue_cluster, failing, database_url, facts=ClusterFacts(freeze="restore in progress")
     )
-    tag = owner_tag(service.cluster_id, staging_check["metadata"]["uid"])
+    tag = owner_tag(service.cluster_id, OWNER)
     gone, live = (rucio_data.dataset(rse="IN2P3_DISK") for _ in range(2))
     spec = RuleSpec(rse_expression="IN2P3_DISK", comment=tag)
     gone_rule, live_rule = (rucio_storage.add_rule(did, spec) for did in (gone, live))
@@ -201,6 +202,35 @@ def test_the_rule_of_a_gone_copy_is_released_through_the_gate_and_a_live_one_is_
     assert actions.count("deletion.intent") == 2  # the failed batch, then the released one
     assert "release-staging" in actions
     assert service.reconcile(site).released == []  # expiring already: not released twice
+
+
+@pytest.mark.kube
+@pytest.mark.rucio
+def test_a_check_created_again_still_releases_the_rules_staged_under_the_first(
+    kueue_cluster: Cluster,
+    staging_check: dict[str, Any],
+    rucio_storage: Any,
+    rucio_data: Any,
+    database_url: str,
+) -> None:
+    """Steward creates its check again when it is deleted; no staging rule is orphaned.
+
+    The rules are tagged by the check's name at this cluster, not by its UID, which the new
+    check does not share.
+    """
+    service = _service(kueue_cluster, rucio_storage, database_url)
+    staged = rucio_data.dataset(rse="IN2P3_DISK")
+    spec = RuleSpec(rse_expression="IN2P3_DISK", comment=owner_tag(service.cluster_id, OWNER))
+    rule = rucio_storage.add_rule(staged, spec)
+    kueue = KueueStorage(kueue_cluster.api)
+    kueue.delete("AdmissionCheck", STAGING_CHECK)
+    until("the first check gone", lambda: kueue.get("AdmissionCheck", STAGING_CHECK) is None)
+    again = kueue.apply(render_staging_check())
+    assert again["metadata"]["uid"] != staging_check["metadata"]["uid"]
+    site = batch_site(unique("in2p3", 20), {"prod": {"cpu": "1", "memory": "1Gi"}})
+
+    assert service.reconcile(site).released == [rule]  # no copy here names the dataset
+    assert _expires_within_a_day(rucio_storage.get_rule(rule))
 
 
 @pytest.mark.kube

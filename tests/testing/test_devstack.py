@@ -433,16 +433,18 @@ def test_dev_down_cleans_up_after_a_killed_supervisor(tmp_path: Path) -> None:
     assert not [path for path in scratch if path.exists()]
 
 
-CONVERGENCE_BRING_UPS = 2
+CONVERGENCE_BRING_UPS = 1
 """Fresh stacks `test_every_policy_converges_on_fresh_stacks` brings up, on top of the one of
-`test_dev_stack_end_to_end` that also waits for convergence: 3 per run of the suite, about
-2 minutes each on a loaded 2-core machine."""
+`test_dev_stack_end_to_end` that also waits for convergence: 2 per run of the suite, about
+2 minutes each on a loaded 2-core machine. It was 2 (3 per run) while the Site-order race
+was open; the interleavings that caused it are now reproduced deterministically (see the
+test's docstring), so a third stack bought CI time and no coverage."""
 
 
 @pytest.mark.kube
 @pytest.mark.rucio
 @pytest.mark.long
-@pytest.mark.timeout(900)  # two stacks: 241 s at a load average of 9 on 2 cores
+@pytest.mark.timeout(600)  # one stack: about 120 s at a load average of 9 on 2 cores
 def test_every_policy_converges_on_fresh_stacks(kube_binaries: Binaries, tmp_path: Path) -> None:
     """Each ``steward dev up`` converges: every Site Ready, every ReplicationRule Ready.
 

@@ -194,7 +194,7 @@ class LedgerStore:
                 LedgerInvocation.step == step,
                 LedgerInvocation.index.in_(chunk),
             )
-            result.update(dict(self._session.execute(statement).tuples().all()))
+            result.update(dict(self._session.execute(statement).all()))
         return result
 
     def assign_range(self, uid: str, step: str, indexes: range, job: str) -> None:

@@ -15,7 +15,7 @@ this service:
   registered it and put it on the Job's pod template; Kueue copies the template into the
   Workload's ``podSets``; MultiKueue copies the Workload to each worker it offers the Job
   to, and the Job itself only to the worker that admitted), makes a rule of it to the
-  site's disk RSE, owner-tagged for this AdmissionCheck (`steward.services.ownership`), and
+  site's disk RSE, owner-tagged for the staging check at this cluster (`OWNER`), and
   sets the check Ready once the rule is OK (`check_state`); a recall from tape keeps it
   Pending, its message saying how far;
 - releases, through the deletion gate, the rules whose copy is gone: the workers that lost
@@ -59,6 +59,7 @@ from steward.storage.kueue import KUEUE_API_VERSION, KueueStorage
 from steward.storage.rucio import RucioStorage, Rule, RuleSpec, RuleState
 
 __all__ = [
+    "OWNER",
     "CheckPass",
     "StagingCheckService",
     "check_state",
@@ -69,6 +70,11 @@ LOG = get_logger(__name__)
 
 READY: Final = "Ready"
 PENDING: Final = "Pending"
+OWNER: Final = f"AdmissionCheck/{STAGING_CHECK}"
+"""The identity the staging rules are tagged with at a cluster (`owner_tag`), in place of the
+check's UID. Steward creates the check itself and creates it again if it is deleted; a new
+UID would give the new check a new tag, and the old check's rules would never be listed, so
+never released. The check is one per cluster, so its name is as unique as a UID."""
 
 
 def check_state(dataset: str, rse: str, rules: Sequence[Rule]) -> tuple[str, str]:
@@ -186,7 +192,7 @@ class StagingCheckService:
         ref = ResourceRef(
             kind="AdmissionCheck", name=STAGING_CHECK, uid=check["metadata"].get("uid")
         )
-        tag = owner_tag(self.cluster_id, str(check["metadata"].get("uid")))
+        tag = owner_tag(self.cluster_id, OWNER)
         rules = self.rucio.list_rules(comment=tag)  # listed before the copies: see _release
         work = _Pass(tag, ref, now, disk_rse(site), list(rules), done)
         workloads = self.kueue.list("Workload")
