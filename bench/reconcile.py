@@ -62,9 +62,9 @@ metadata selection at scale (``--scale 1000,10000``, instead of the measures abo
     took over 25 minutes at load 25). With ``--rucio-index`` each code version, after its
     ticks, creates the two indexes that docs/replication.md asks a facility's Rucio DBA for
     ("Rucio database indexes for incremental selection"), ticks again (quiet, 100 more new
-    datasets, quiet) and drops them, so one backfill measures both. The tick processes allow Rucio writes 600 s
-    (``STEWARD_RUCIO_WRITE_TIMEOUT``): a backfill call creates 500 rules, and on this shared
-    machine at load 20 one took longer than the default 30 s.
+    datasets, quiet) and drops them, so one backfill measures both. The tick processes allow
+    Rucio writes 600 s (``STEWARD_RUCIO_WRITE_TIMEOUT``): a backfill call creates 500 rules,
+    and on this shared machine at load 20 one took longer than the default 30 s.
 
 The operator runs with ``STEWARD_RUCIO_CALLS_PER_SECOND=--calls-per-second`` (1000 by
 default: the benchmark measures the operator, not the cap; at Steward's default of 20 a second
