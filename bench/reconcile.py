@@ -44,7 +44,27 @@ metadata selection at scale (``--scale 1000,10000``, instead of the measures abo
     timed apart, with the rules it returned; its full listing at start too). Kubernetes is
     not involved: the tick is the service's work.
     The incremental code runs without its overlap (the scope was registered a minute before,
-    well within the default 300 s); everything else is as the operator configures it.
+    well within the default 300 s); everything else is as the operator configures it (the
+    shared arrival listing too, where the code has one, on the same moving clock).
+
+    **How the scope is written.** The first ``--scale-registered`` datasets (1,000) are
+    registered through Rucio's API (``add_dids``, as ingest does); the rest are copies of
+    their rows made in Rucio's PostgreSQL by one ``INSERT ... SELECT`` over ``dids`` and one
+    over ``did_meta`` that copy every column and give each copy the next name, with the
+    metadata the ``i``-th dataset would have had (it repeats every 1,000). Registering
+    100,000 datasets through the API took 74 minutes on this machine under load; the copy
+    takes seconds, and the ticks read the same rows. The copies are checked to behave as
+    registered ones before any tick: a metadata listing finds the expected number, and a
+    rule on a copy is created and OK. Then ``ANALYZE`` (a facility's database has its
+    statistics current). With ``--scale-cold-copies`` the copies are ``datatype=calexp``, so
+    every size selects the same 100 registered raw datasets and differs only by the datasets
+    no policy selects (a backfill of 100 rules instead of 10% of the scope: 10,000 rules
+    took over 25 minutes at load 25). With ``--rucio-index`` each code version, after its
+    ticks, creates the two indexes that docs/replication.md asks a facility's Rucio DBA for
+    ("Rucio database indexes for incremental selection"), ticks again (quiet, 100 more new
+    datasets, quiet) and drops them, so one backfill measures both. The tick processes allow
+    Rucio writes 600 s (``STEWARD_RUCIO_WRITE_TIMEOUT``): a backfill call creates 500 rules,
+    and on this shared machine at load 20 one took longer than the default 30 s.
 
 The operator runs with ``STEWARD_RUCIO_CALLS_PER_SECOND=--calls-per-second`` (1000 by
 default: the benchmark measures the operator, not the cap; at Steward's default of 20 a second
@@ -1090,6 +1110,88 @@ def populate(client: Any, scope: str, names: list[str], meta: Any) -> None:  # n
         )
 
 
+DROP_INDEXES = ("DROP INDEX dids_scope_created_at_idx", "DROP INDEX did_meta_scope_updated_at_idx")
+RUCIO_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS dids_scope_created_at_idx ON dids (scope, created_at)",
+    "CREATE INDEX IF NOT EXISTS did_meta_scope_updated_at_idx ON did_meta (scope, updated_at)",
+)
+"""What docs/replication.md asks a facility's Rucio DBA to run (keep the two in step)."""
+
+
+def rucio_sql(database_url: str, *statements: str) -> list[Any]:
+    """Run statements in the bench's Rucio PostgreSQL database; the last one's rows."""
+    import psycopg  # noqa: PLC0415 - PostgreSQL only
+
+    url = database_url.replace("postgresql+psycopg://", "postgresql://")
+    rows: list[Any] = []
+    with psycopg.connect(url, autocommit=True) as connection:
+        for statement in statements:
+            cursor = connection.execute(statement)  # type: ignore[arg-type]
+            rows = cursor.fetchall() if cursor.description else []
+    return rows
+
+
+def multiply(server: Any, scope: str, registered: int, size: int, *, cold: bool) -> None:  # noqa: ANN401 - a RucioServer
+    """Copy the scope's ``registered`` datasets' rows up to ``size`` (see the docstring).
+
+    Copy ``i`` is made from dataset ``i % registered`` (``registered`` a multiple of 1,000,
+    so its metadata is what `scale_meta` gives ``i``), every column as it is but the name;
+    ``cold`` copies are ``datatype=calexp`` (no policy selects them).
+    """
+    columns = {
+        table: [
+            row[0]
+            for row in rucio_sql(
+                server.database_url,
+                "SELECT column_name FROM information_schema.columns "  # noqa: S608 - our names
+                f"WHERE table_name = '{table}' AND table_schema = current_schema() "
+                "ORDER BY ordinal_position",
+            )
+        ]
+        for table in ("dids", "did_meta")
+    }
+    statements = []
+    for table, names in columns.items():
+        chosen = ", ".join(
+            "'d' || lpad(g::text, 7, '0')"
+            if column == "name"
+            else "'calexp'"
+            if cold and (table, column) == ("dids", "datatype")
+            else f"s.{column}"
+            for column in names
+        )
+        statements.append(
+            f"INSERT INTO {table} ({', '.join(names)}) SELECT {chosen} "  # noqa: S608 - ours
+            f"FROM generate_series({registered}, {size - 1}) AS g "
+            f"JOIN {table} s ON s.scope = '{scope}' "
+            f"AND s.name = 'd' || lpad((g % {registered})::text, 7, '0')"
+        )
+    rucio_sql(server.database_url, *statements, "ANALYZE dids", "ANALYZE did_meta")
+
+
+def check_copies(storage: Any, scope: str, size: int, rse: str, *, selected: int) -> str:  # noqa: ANN401 - the adapter
+    """That copied datasets behave as registered ones: listed by metadata, a rule OK."""
+    from steward.storage.rucio import RuleSpec  # noqa: PLC0415 - the code measured
+
+    found = storage.list_dids(scope, {"datatype": "raw", "instrument": "cam3"})
+    expected = sum(
+        scale_meta(i) == {"datatype": "raw", "instrument": "cam3"} for i in range(selected)
+    )
+    if len(found) != expected:
+        msg = f"{scope}: a listing found {len(found)} cam3 raw datasets, expected {expected}"
+        raise RuntimeError(msg)
+    copy = f"{scope}:d{size - 7:07d}"
+    rule_id = storage.add_rules(
+        [copy], RuleSpec(rse_expression=rse, copies=1, comment="bench-copy-check")
+    ).rule_ids[copy]
+    state = storage.get_rule(rule_id).state.value
+    storage.delete_rule(rule_id)
+    if state != "OK":
+        msg = f"a rule on the copied {copy} is {state}, not OK"
+        raise RuntimeError(msg)
+    return f"{len(found)} of {expected} cam3 raw listed; a rule on {copy} was {state}"
+
+
 def scale_policies(scope: str, destination: str) -> list[Any]:
     """The ten metadata-selected ReplicationRules of a scale run."""
     from steward.models.replication import ReplicationRule  # noqa: PLC0415 - the code measured
@@ -1163,6 +1265,48 @@ def shared_snapshot(storage: Any) -> tuple[Any, dict[str, float]]:  # noqa: ANN4
     return RuleSnapshot(Counted(), **options), state
 
 
+def shared_arrivals(storage: Any, state: dict[str, float]) -> dict[str, Any]:  # noqa: ANN401 - the code measured
+    """The service's shared arrival listing, as the operator keeps one, where the code has it.
+
+    Half the bench's 60 s interval, as the operator sets it, on the clock the ticks move.
+    """
+    try:
+        from steward.services.arrivals import ArrivalFeed  # noqa: PLC0415 - the code measured
+    except ImportError:  # the code before it
+        return {}
+    return {"arrivals": ArrivalFeed(storage, max_age=30.0, clock=lambda: state["now"])}
+
+
+def arrival_ticks(
+    storage: Any,  # noqa: ANN401 - the code measured
+    config: dict[str, Any],
+    policies: list[Any],
+    tick: Any,  # noqa: ANN401 - the child's tick
+    result: dict[str, Any],
+    *,
+    suffix: str,
+) -> list[str]:
+    """100 new datasets, the tick that should place them and a quiet tick after; their names."""
+    from rucio.client import Client  # noqa: PLC0415
+
+    from steward.services.ownership import owner_tag  # noqa: PLC0415 - the code measured
+
+    scope, label = config["scope"], config["label"]
+    arrivals = [f"new-{label}{suffix}-{i:03d}" for i in range(NEW_DATASETS)]
+    populate(
+        Client(),
+        scope,
+        arrivals,
+        lambda i: {"datatype": "raw", "instrument": f"cam{i % INSTRUMENTS}"},
+    )
+    result[f"arrival{suffix}"] = tick(first=False)
+    tags = {owner_tag(f"bench-{label}", policy.metadata.uid) for policy in policies}
+    placed = {r.did for r in storage.list_rules(scope=scope) if r.comment in tags}
+    result[f"arrivals_placed{suffix}"] = sum(f"{scope}:{name}" in placed for name in arrivals)
+    result[f"quiet_after{suffix}"] = tick(first=False)
+    return arrivals
+
+
 def tick_child(config: dict[str, Any]) -> None:
     """One code version's ticks (``--tick-child``); prints one JSON line of measurements."""
     import json  # noqa: PLC0415
@@ -1174,7 +1318,6 @@ def tick_child(config: dict[str, Any]) -> None:
     import steward  # noqa: PLC0415
     from steward.config import Settings  # noqa: PLC0415
     from steward.services.audit import AuditService, ResourceRef  # noqa: PLC0415
-    from steward.services.ownership import owner_tag  # noqa: PLC0415
     from steward.services.replication import ReplicationService  # noqa: PLC0415
     from steward.storage.database import make_engine, make_sessionmaker, upgrade  # noqa: PLC0415
     from steward.storage.rucio import RucioStorage  # noqa: PLC0415
@@ -1188,9 +1331,12 @@ def tick_child(config: dict[str, Any]) -> None:
     statuses: dict[str, dict[str, Any]] = {}
     # The whole scope was registered a minute ago: within the default overlap (300 s) an
     # incremental listing would take it all again. A facility's archive is older than that.
-    options = {"overlap": timedelta(0)} if "overlap" in ReplicationService.__annotations__ else {}
+    options: dict[str, Any] = (
+        {"overlap": timedelta(0)} if "overlap" in ReplicationService.__annotations__ else {}
+    )
 
     snapshot, state = shared_snapshot(storage)
+    options.update(shared_arrivals(storage, state))
 
     def tick(*, first: bool) -> dict[str, float]:
         state["now"] += 61.0
@@ -1221,31 +1367,25 @@ def tick_child(config: dict[str, Any]) -> None:
         }
 
     result: dict[str, Any] = {"code": str(Path(steward.__file__).parent)}
+    load = os.getloadavg()[0]
     result["backfill"] = tick(first=True)
     result["snapshot_start"] = timed(lambda: snapshot.rules(""))  # the operator's start
     result["quiet"] = tick(first=False)
-    arrivals = [f"new-{label}-{i:03d}" for i in range(NEW_DATASETS)]
-    populate(
-        Client(),
-        scope,
-        arrivals,
-        lambda i: {"datatype": "raw", "instrument": f"cam{i % INSTRUMENTS}"},
-    )
-    registered = time.perf_counter()
-    result["arrival"] = tick(first=False)
-    result["placed_after"] = time.perf_counter() - registered
-    tags = {owner_tag(f"bench-{label}", policy.metadata.uid) for policy in policies}
-    placed = {r.did for r in storage.list_rules(scope=scope) if r.comment in tags}
-    result["arrivals_placed"] = sum(f"{scope}:{name}" in placed for name in arrivals)
+    arrived = arrival_ticks(storage, config, policies, tick, result, suffix="")
     result["selected"] = sum(int(s.get("selected", 0)) for s in statuses.values())
-    result["quiet_after"] = tick(first=False)
+    if config.get("index_url"):  # the same again with the indexes docs/replication.md asks for
+        rucio_sql(config["index_url"], *RUCIO_INDEXES, "ANALYZE dids", "ANALYZE did_meta")
+        result["quiet_indexed"] = tick(first=False)
+        arrived += arrival_ticks(storage, config, policies, tick, result, suffix="_indexed")
+        rucio_sql(config["index_url"], *DROP_INDEXES)  # the next code version starts without
     result["modes"] = sorted(
         {str((s.get("selection") or {}).get("mode", "Full")) for s in statuses.values()}
     )
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["load"] = f"{load:.1f} -> {os.getloadavg()[0]:.1f}"
     # Out of the next code version's selection, so both back-fill the same datasets.
     Client().set_dids_metadata_bulk(
-        [{"scope": scope, "name": name, "meta": {"datatype": "calexp"}} for name in arrivals]
+        [{"scope": scope, "name": name, "meta": {"datatype": "calexp"}} for name in arrived]
     )
     print(json.dumps(result), flush=True)
 
@@ -1289,20 +1429,33 @@ def scale(args: argparse.Namespace, base: Path, results: Results) -> None:
             "STEWARD_RUCIO_USERNAME": server.username,
             "STEWARD_RUCIO_PASSWORD_FILE": str(password),
             "STEWARD_RUCIO_CALLS_PER_SECOND": "1e9",
+            # The backfill creates 500 rules a call; at load 20 one took over the default 30 s.
+            "STEWARD_RUCIO_WRITE_TIMEOUT": "600",
         }
         for size in args.scale:
             scope = f"scale{size}"
             storage.add_scope(scope)
-            stamp(f"registering {size} datasets in {scope}")
+            registered = min(size, args.scale_registered)
+            stamp(f"registering {registered} datasets in {scope}")
             started = time.perf_counter()
-            populate(Client(), scope, [f"d{i:07d}" for i in range(size)], scale_meta)
+            populate(Client(), scope, [f"d{i:07d}" for i in range(registered)], scale_meta)
             stamp(f"registered in {time.perf_counter() - started:.0f} s")
+            if size > registered:
+                started = time.perf_counter()
+                multiply(server, scope, registered, size, cold=args.scale_cold_copies)
+                stamp(f"copied to {size} in {time.perf_counter() - started:.0f} s")
+                selected = registered if args.scale_cold_copies else size
+                checked = check_copies(storage, scope, size, BEFORE, selected=selected)
+                results.notes.append(f"{scope}: {checked}")
             for label, rse in (("before", BEFORE), ("after", AFTER)):
+                if label not in args.scale_code:
+                    continue
                 config = {
                     "scope": scope,
                     "rse": rse,
                     "label": f"{label}-{size}",
                     "database": f"sqlite:///{base / f'audit-{label}-{size}.db'}",
+                    "index_url": server.database_url if args.rucio_index else None,
                 }
                 stamp(f"{label}: ten policies over {size} datasets")
                 child = subprocess.run(
@@ -1340,10 +1493,52 @@ def report_scale(results: Results, label: str, size: int, measured: dict[str, An
         f"{tick('arrival')}; {measured['arrivals_placed']}/100 placed by it",
     )
     results.add(f"{where}: quiet tick after", tick("quiet_after"))
+    if "quiet_indexed" in measured:
+        results.add(f"{where}, indexed: quiet tick", tick("quiet_indexed"))
+        results.add(
+            f"{where}, indexed: tick after 100 new datasets",
+            f"{tick('arrival_indexed')}; {measured['arrivals_placed_indexed']}/100 placed by it",
+        )
+        results.add(f"{where}, indexed: quiet tick after", tick("quiet_after_indexed"))
+    results.add(f"{where}: load average (1 min) at start and end", measured["load"])
     results.add(
         f"{where}: peak RSS",
         f"{measured['peak_rss_mib']:.0f} MiB (selected {measured['selected']}, modes "
         f"{'/'.join(measured['modes'])})",
+    )
+
+
+def scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``--scale`` runs."""
+    parser.add_argument(
+        "--scale",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="measure metadata selection over scopes of these sizes instead (e.g. 1000,10000)",
+    )
+    parser.add_argument("--before-ref", default="main", help="git ref of the code before")
+    parser.add_argument(
+        "--scale-registered",
+        type=int,
+        default=1000,
+        help="datasets of a --scale scope registered through Rucio's API (a multiple of "
+        "1000); the rest are copies of their rows (see the docstring)",
+    )
+    parser.add_argument(
+        "--scale-cold-copies",
+        action="store_true",
+        help="copies are datatype=calexp: every size selects the registered datasets' 10%% "
+        "(a shorter backfill; the scope still holds every copy)",
+    )
+    parser.add_argument(
+        "--scale-code",
+        type=lambda text: text.split(","),
+        default=["before", "after"],
+        help="which code versions tick (before,after)",
+    )
+    parser.add_argument(
+        "--rucio-index",
+        action="store_true",
+        help="with --scale, create the indexes docs/replication.md asks a Rucio DBA for",
     )
 
 
@@ -1375,12 +1570,7 @@ def main() -> None:
         action="store_true",
         help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
     )
-    parser.add_argument(
-        "--scale",
-        type=lambda text: [int(n) for n in text.split(",")],
-        help="measure metadata selection over scopes of these sizes instead (e.g. 1000,10000)",
-    )
-    parser.add_argument("--before-ref", default="main", help="git ref of the code before")
+    scale_arguments(parser)
     parser.add_argument("--tick-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tick_child:

@@ -25,6 +25,7 @@ from steward.config import Settings
 from steward.exceptions import ConfigurationError, NotFoundError, RucioError, StewardError
 from steward.observability import RUCIO_OUTAGES, RUCIO_UP, get_logger
 from steward.services.admission import AdmissionService
+from steward.services.arrivals import ArrivalFeed
 from steward.services.audit import AuditService
 from steward.services.campaign import CampaignService
 from steward.services.campaign.staging_check import StagingCheckService
@@ -156,6 +157,8 @@ class ProcessContext:
     expressions: ExpressionCache
     recent: RecentRules | None = None
     """Reads of just-created rules, shared by the reconciles that wait for one."""
+    arrivals: ArrivalFeed | None = None
+    """What arrived per scope, one listing shared by the incremental passes of its policies."""
     kube_api: ApiClient = field(default_factory=api_client)
     """The Kubernetes client for what kopf does not do (admission's Site lookups, campaigns'
     Jobs and pods, Kueue's objects)."""
@@ -221,6 +224,10 @@ class ProcessContext:
             ledger=PlacementLedger(),
             expressions=ExpressionCache(max_age=settings.refresh_interval * 0.9),
             recent=RecentRules(rucio),
+            # Half an interval: a DID arriving just after a shared listing waits for the next
+            # one, so new data is seen at most half an interval later than with a listing
+            # per policy, and timers spread over the interval still share most listings.
+            arrivals=ArrivalFeed(rucio, max_age=settings.refresh_interval * 0.5),
             checkpoints=(
                 _checkpoint_loop(settings, audit, key, witness) if key is not None else None
             ),
@@ -307,6 +314,7 @@ class Factory:
             audit=self.context.audit,
             snapshot=self.context.snapshot,
             recent=self.context.recent,
+            arrivals=self.context.arrivals,
             ledger=self.context.ledger,
             expressions=self.context.expressions,
             actor=self.actor,

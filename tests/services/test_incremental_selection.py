@@ -11,9 +11,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from steward.exceptions import RucioPermanentError
 from steward.models.replication import ReplicationRule
+from steward.services.arrivals import ArrivalFeed
 from steward.services.ownership import owner_tag
 from steward.services.replication import RELEASED_PREFIX, ReplicationService
 from support.samples import replication_ref
@@ -304,3 +306,201 @@ def test_a_backlog_larger_than_one_pass_is_placed_over_passes_and_says_so(
     quiet = service.reconcile(resource, ref, third.status)
     assert quiet.events == []
     assert quiet.status["selection"]["mode"] == "Incremental"
+
+
+# -- the scope's arrivals, shared between its policies (ArrivalFeed) -------------------------
+
+
+class Ticks:
+    """A monotonic clock the test moves: the feed's listings age only when told."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _listings():
+    """Rucio DID listings this process has sent (each retry counts)."""
+    return REGISTRY.get_sample_value("steward_rucio_calls_total", {"operation": "list_dids"}) or 0
+
+
+def _mark(status):
+    return datetime.fromisoformat(status["selection"]["highWaterMark"])
+
+
+def test_a_quiet_tick_of_two_policies_of_one_scope_is_one_listing(rucio_storage, rucio_data, audit):
+    rucio_data.dataset(meta=RAW, files=1)
+    raw = _resource(
+        _name(rucio_data, "quiet-raw"), RAW, scope=rucio_data.scope, exclude=[{"project": "x"}]
+    )
+    calexp = _resource(
+        _name(rucio_data, "quiet-calexp"), {"datatype": "calexp"}, scope=rucio_data.scope
+    )
+    feed = ArrivalFeed(rucio_storage, max_age=3600.0, clock=Ticks())
+    # No overlap: the dataset above is before both marks, so nothing arrived since.
+    service = _service(rucio_storage, audit, arrivals=feed, overlap=timedelta(0))
+    first = {r.metadata.name: service.reconcile(r, replication_ref(r)) for r in (raw, calexp)}
+
+    before = _listings()
+    quiet = [
+        service.reconcile(r, replication_ref(r), first[r.metadata.name].status)
+        for r in (raw, calexp)
+    ]
+    assert [q.status["selection"]["mode"] for q in quiet] == ["Incremental", "Incremental"]
+    assert _listings() - before == 1  # one listing of the scope for both policies
+    assert all(q.events == [] for q in quiet)
+
+    alone = _service(rucio_storage, audit, overlap=timedelta(0))  # no feed: each lists its own
+    before = _listings()
+    for r in (raw, calexp):
+        alone.reconcile(r, replication_ref(r), first[r.metadata.name].status)
+    assert _listings() - before == 2
+
+
+def test_arrivals_listed_once_are_placed_by_every_policy_they_match(
+    rucio_storage, rucio_data, audit
+):
+    raw = _resource(
+        _name(rucio_data, "arrive-raw"), RAW, scope=rucio_data.scope, exclude=[{"project": "junk"}]
+    )
+    also = _resource(
+        _name(rucio_data, "arrive-also"), RAW, scope=rucio_data.scope, destination="IN2P3_DISK"
+    )
+    calexp = _resource(
+        _name(rucio_data, "arrive-calexp"), {"datatype": "calexp"}, scope=rucio_data.scope
+    )
+    recording = Recording(rucio_storage)
+    service = _service(recording, audit, arrivals=ArrivalFeed(recording, max_age=3600.0))
+    passes = {
+        r.metadata.name: service.reconcile(r, replication_ref(r)) for r in (raw, also, calexp)
+    }
+
+    new = rucio_data.dataset(meta=RAW, files=1)
+    junk = rucio_data.dataset(meta={**RAW, "project": "junk"}, files=1)
+    recording.calls.clear()
+    for r in (raw, also, calexp):
+        passes[r.metadata.name] = service.reconcile(
+            r, replication_ref(r), passes[r.metadata.name].status
+        )
+    assert recording.calls.count("list_arrived") == 1
+    assert _placed(rucio_storage, raw) == Counter([new])
+    assert _placed(rucio_storage, also) == Counter([new, junk])
+    assert _placed(rucio_storage, calexp) == Counter()
+    assert [passes[r.metadata.name].status["selected"] for r in (raw, also, calexp)] == [1, 2, 0]
+
+
+def test_a_did_created_while_the_shared_listing_runs_is_placed_by_the_next_tick(
+    rucio_storage, rucio_data, audit
+):
+    """The mark a policy stores is when the shared listing was sent, not when it used it."""
+    during = []
+
+    def create():
+        during.append(rucio_data.dataset(meta=RAW, files=1))
+
+    first_policy = _resource(_name(rucio_data, "during-a"), RAW, scope=rucio_data.scope)
+    second_policy = _resource(
+        _name(rucio_data, "during-b"),
+        RAW,
+        scope=rucio_data.scope,
+        exclude=[{"project": "x"}],
+        destination="IN2P3_DISK",
+    )
+    ticks = Ticks()
+    sent = []
+
+    def wall():
+        sent.append(datetime.now(UTC))
+        return sent[-1]
+
+    recording = Recording(rucio_storage, after={"list_arrived": create})
+    feed = ArrivalFeed(recording, max_age=60.0, clock=ticks, wall=wall)
+    service = _service(recording, audit, arrivals=feed, overlap=timedelta(0))
+    full = {
+        r.metadata.name: service.reconcile(r, replication_ref(r))
+        for r in (first_policy, second_policy)
+    }
+    arrived = rucio_data.dataset(meta=RAW, files=1)
+    recording.calls.clear()
+
+    second = {
+        r.metadata.name: service.reconcile(r, replication_ref(r), full[r.metadata.name].status)
+        for r in (first_policy, second_policy)
+    }
+    assert recording.calls.count("list_arrived") == 1
+    for r in (first_policy, second_policy):
+        assert _placed(rucio_storage, r) == Counter([arrived])  # during[0] came after
+        assert _mark(second[r.metadata.name].status) <= sent[0]
+    # The second policy's pass began after the listing: its mark is the listing's, not its own.
+    assert _mark(second[second_policy.metadata.name].status) == sent[0]
+
+    ticks.now += 61.0  # the shared listing is old: the next tick lists again
+    third = {
+        r.metadata.name: service.reconcile(r, replication_ref(r), second[r.metadata.name].status)
+        for r in (first_policy, second_policy)
+    }
+    assert recording.calls.count("list_arrived") == 2
+    for r in (first_policy, second_policy):
+        assert _placed(rucio_storage, r) == Counter([arrived, during[0]])
+        assert _mark(third[r.metadata.name].status) <= sent[1]
+    assert _mark(third[second_policy.metadata.name].status) == sent[1]
+    assert "list_dids" not in recording.calls  # no policy listed the scope itself
+
+
+def test_a_policy_with_an_older_mark_lists_from_it_and_keeps_a_mark_its_listing_covered(
+    rucio_storage, rucio_data, audit
+):
+    ticks = Ticks()
+    sent = []
+
+    def wall():
+        sent.append(datetime.now(UTC))
+        return sent[-1]
+
+    recording = Recording(rucio_storage)
+    feed = ArrivalFeed(recording, max_age=3600.0, clock=ticks, wall=wall)
+    service = _service(recording, audit, arrivals=feed, overlap=timedelta(0))
+    older = _resource(_name(rucio_data, "older"), RAW, scope=rucio_data.scope)
+    newer = _resource(_name(rucio_data, "newer"), {"datatype": "calexp"}, scope=rucio_data.scope)
+    # Its full pass ran before this process started: the feed has not heard of its mark.
+    old_full = _service(rucio_storage, audit, overlap=timedelta(0)).reconcile(
+        older, replication_ref(older)
+    )
+    between = rucio_data.dataset(meta=RAW, files=1)  # after older's mark, before newer's
+    new_full = service.reconcile(newer, replication_ref(newer))
+    assert _placed(rucio_storage, older) == Counter()
+
+    service.reconcile(newer, replication_ref(newer), new_full.status)
+    assert recording.calls.count("list_arrived") == 1  # from newer's mark: without `between`
+    tick = service.reconcile(older, replication_ref(older), old_full.status)
+    assert recording.calls.count("list_arrived") == 2  # the first did not cover older's mark
+    assert _placed(rucio_storage, older) == Counter([between])
+    # No later than the listing that covered it was sent (here: this pass's own start).
+    assert _mark(old_full.status) < _mark(tick.status) <= sent[1]
+
+
+def test_a_custom_metadata_change_reaches_policies_through_the_shared_listing(
+    rucio_server, rucio_storage, rucio_data, audit
+):
+    if rucio_server.database_url is None:  # SQLite: no JSON plugin, so no shared JSON listing
+        feed = ArrivalFeed(rucio_storage, max_age=60.0)
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        assert feed.since(rucio_data.scope, "dataset", ["custom"], since) is None
+        return
+    match = {**RAW, "instrument": "LSSTCam"}
+    resource = _resource(_name(rucio_data, "shared-retag"), match, scope=rucio_data.scope)
+    ticks = Ticks()
+    recording = Recording(rucio_storage)
+    service = _service(recording, audit, arrivals=ArrivalFeed(recording, max_age=60.0, clock=ticks))
+    later = rucio_data.dataset(meta={**RAW, "instrument": "LATISS"}, files=1)
+    first = service.reconcile(resource, replication_ref(resource))
+    assert _placed(rucio_storage, resource) == Counter()
+
+    rucio_storage.set_metadata(later, {"instrument": "LSSTCam"})
+    recording.calls.clear()
+    second = service.reconcile(resource, replication_ref(resource), first.status)
+    assert second.status["selection"]["mode"] == "Incremental"
+    assert recording.calls.count("list_arrived") == 2  # DID columns and JSON, once each
+    assert _placed(rucio_storage, resource) == Counter([later])

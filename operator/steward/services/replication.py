@@ -66,6 +66,7 @@ from steward.models.replication import (
 from steward.models.rse_expression import canonical
 from steward.observability import EXTERNAL_ACTIONS, RULE_READ_BACKS
 from steward.services import selection
+from steward.services.arrivals import ArrivalFeed
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.catchup import (
     CATCHING_UP,
@@ -103,6 +104,7 @@ from steward.storage.rucio import (
     SubscriptionSpec,
     refused_as_unsupported,
 )
+from steward.storage.rucio.dids import arrival_plugins
 
 __all__ = [
     "LEGACY_TAG_PREFIX",
@@ -932,6 +934,9 @@ class ReplicationService(RucioView):
 
     audit: AuditService
     snapshot: RuleSnapshot | None = None
+    arrivals: ArrivalFeed | None = None
+    """Shares what arrived in a scope between the incremental passes of its policies
+    (`steward.services.arrivals`); None: each pass lists its scope on its own."""
     recent: RecentRules | None = None
     """Shares the read-back of a new resource's rules with other new resources (`_read_back`);
     None: each lists its own."""
@@ -995,14 +1000,17 @@ class ReplicationService(RucioView):
         else:
             listed, from_snapshot = self.snapshot.rules(tag), True
         since = self._incremental_since(spec, ref, old, taken, listed)
+        covered = taken
+        if since is None:
+            selected = self.select(spec)
+        else:
+            selected, covered = self._select_new(spec, since, listed, old=old, ref=ref, now=taken)
         work = _Pass(
             rule=rule,
             ref=ref,
             tag=tag,
             expression=canonical(spec.destination),
-            selected=self.select(spec)
-            if since is None
-            else self._select_new(spec, since, listed, old=old, ref=ref, now=taken),
+            selected=selected,
             owned=_Owned.of(listed),
             now=self.clock(),
             old=old,
@@ -1033,7 +1041,8 @@ class ReplicationService(RucioView):
                 work.owned = _Owned.of(self._read_back(work, taken, first_pass=first_pass))
             if spec.publish:
                 self._publish(work, int(old.get("published", 0) or 0))
-        work.status["selection"] = self._selection(work, since, taken)
+        work.status["selection"] = self._selection(work, since, covered)
+        self._expect_arrivals(work)
         if self.snapshot is not None and (work.events or work.touched or not work.from_snapshot):
             self.snapshot.put(tag, work.owned.all())
         after = (gate_edge - work.now).total_seconds() + 1 if gate_edge is not None else None
@@ -1088,15 +1097,19 @@ class ReplicationService(RucioView):
         old: Mapping[str, Any],
         ref: ResourceRef,
         now: datetime,
-    ) -> list[str]:
+    ) -> tuple[list[str], datetime]:
         """The selection as the last full listing left it, plus the DIDs new since ``since``.
 
         What the resource already has in hand (its rules, the unowned rules it remembers,
         the DIDs whose lifetime ended) stands for the rest of the selection until the next
         full listing; the new DIDs, with exclusions applied to them only, come from one
-        bounded listing per metadata plugin. Duplicates of the overlap are merged here.
+        bounded listing per metadata plugin, or from the scope's shared arrivals checked by
+        name (`ArrivalFeed`). Duplicates of the overlap are merged here.
+
+        Returns the selection and the time its listings cover up to: ``now`` (taken before
+        this pass listed anything), or when a shared listing used here was sent if that is
+        earlier, so the mark never passes what was listed.
         """
-        new = selection.select_new(self.rucio, spec.selector, since=since)
         known = {rule.did for rule in listed} | set(old.get("unownedRules") or {})
         if spec.lifetime is not None:
             placed = self.ledger.first_placed(self.audit, ref)
@@ -1105,7 +1118,38 @@ class ReplicationService(RucioView):
                 for did, first in placed.items()
                 if first + spec.lifetime - now <= _LIFETIME_TOLERANCE
             }
-        return sorted(known.union(new))
+        covered, arrived = now, None
+        selector = spec.selector
+        if self.arrivals is not None and selector.scope is not None:
+            shared = self.arrivals.since(
+                selector.scope,
+                selection.DID_KINDS[selector.did_type],
+                arrival_plugins(selector.match),
+                since,
+                policy=ref.uid or "",
+            )
+            if shared is not None:
+                covered = min(now, shared.taken)
+                arrived = {
+                    plugin: {n for n in found if f"{selector.scope}:{n}" not in known}
+                    for plugin, found in shared.names.items()
+                }
+        new = selection.select_new(self.rucio, selector, since=since, arrived=arrived)
+        return sorted(known.union(new)), covered
+
+    def _expect_arrivals(self, work: _Pass) -> None:
+        """Tell the shared arrival listing where this policy's next pass will start."""
+        selector, state = work.spec.selector, work.status.get("selection") or {}
+        mark = _time(state.get("highWaterMark"))
+        if self.arrivals is None or selector.scope is None or mark is None:
+            return
+        self.arrivals.expect(
+            selector.scope,
+            selection.DID_KINDS[selector.did_type],
+            arrival_plugins(selector.match),
+            mark - self.overlap,
+            work.ref.uid or "",
+        )
 
     def _selection(
         self, work: _Pass, since: datetime | None, taken: datetime

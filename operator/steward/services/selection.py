@@ -8,6 +8,8 @@ field (``match``, ``name``, ``exclude``, ``didType``) means the same thing every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Final
 
@@ -46,10 +48,18 @@ def select(
     )
 
 
-def select_new(rucio: RucioStorage, selector: DataSelector, *, since: datetime) -> list[str]:
+def select_new(
+    rucio: RucioStorage,
+    selector: DataSelector,
+    *,
+    since: datetime,
+    arrived: Mapping[str, AbstractSet[str]] | None = None,
+) -> list[str]:
     """The DIDs a filter selects that were created (or had metadata set) since ``since``.
 
     The incremental form of `select` (see `RucioStorage.list_new_dids`), for a filter only.
+    ``arrived``: the scope's arrivals from a shared listing (`steward.services.arrivals`),
+    checked by name instead of listing the scope when they are few.
     """
     assert selector.scope is not None  # noqa: S101 - the model requires it with a filter
     return rucio.list_new_dids(
@@ -59,4 +69,5 @@ def select_new(rucio: RucioStorage, selector: DataSelector, *, since: datetime) 
         name=selector.name,
         exclude=selector.exclude,
         did_type=DID_KINDS[selector.did_type],
+        arrived=arrived,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -26,9 +27,11 @@ from steward.storage.rucio.types import DIDEntry, File, Rule
 __all__ = [
     "DID_COLUMN_KEYS",
     "NAMES_PER_CALL",
+    "PLUGINS",
     "Collection",
     "DIDClient",
     "DIDKind",
+    "arrival_plugins",
     "batched",
     "metadata_text",
 ]
@@ -80,6 +83,10 @@ NAMES_PER_CALL: Final = 20
 
 _COLUMNS: Final = "did_column"
 _CUSTOM: Final = "custom"
+PLUGINS: Final = (_COLUMNS, _CUSTOM)
+"""Rucio's two metadata plugins as `DIDClient.list_arrived` and `arrival_plugins` name
+them: the DID columns (their time bound is the DID's creation) and the JSON plugin (the
+update of the DID's JSON row)."""
 _BOUND: Final = {_COLUMNS: "created_at.gte", _CUSTOM: "updated_at.gte"}
 """The time bound each plugin's table offers: the DID's creation; its JSON row's update."""
 
@@ -122,6 +129,24 @@ def _like(names: set[str], name: str | None) -> set[str]:
         return names
     pattern = re.compile(name_wildcard_regex(name))
     return {found for found in names if pattern.match(found)}
+
+
+def arrival_plugins(match: Mapping[str, str] | None) -> frozenset[str]:
+    """The metadata plugins (`PLUGINS`) whose arrivals an incremental ``match`` needs."""
+    return frozenset(_by_plugin(dict(match or {})))
+
+
+def _named_like(names: Iterable[str], name: str | None) -> set[str]:
+    """Those of ``names`` a ``name`` pattern (or exact name) selects, checked here.
+
+    `_like` trusts Rucio with a pattern without ``*`` (an equality it applied); names that
+    came from a listing without the pattern must be checked for it here too.
+    """
+    if name is None:
+        return set(names)
+    if "*" not in name:
+        return {found for found in names if found == name}
+    return _like(set(names), name)
 
 
 def _as_rucio_time(moment: datetime) -> str:
@@ -216,6 +241,7 @@ class DIDClient(RucioCallPath):
         name: str | None = None,
         exclude: Sequence[Mapping[str, str]] = (),
         did_type: DIDKind = "dataset",
+        arrived: Mapping[str, AbstractSet[str]] | None = None,
     ) -> list[str]:
         """Matching DIDs created, or whose JSON metadata changed, at or after ``since``.
 
@@ -232,9 +258,19 @@ class DIDClient(RucioCallPath):
         DID-column keys by name. Exclusions are checked for the DIDs found only, by name,
         never by listing the scope. A ``name`` pattern (as in `list_dids`) narrows every
         bounded listing.
+
+        ``arrived`` is what a shared listing of the scope (`list_arrived`, taken at or before
+        ``since``) returned per plugin, less the names the caller already selects. When it
+        covers every plugin of the filter and holds at most `NAMES_PER_CALL` names, those
+        names are checked against the keys by name (one call per plugin, none when nothing
+        arrived) and the scope is not listed; otherwise the bounded listings above run, as
+        they cost no more calls than the names would.
         """
-        bound = _as_rucio_time(since)
         groups = _by_plugin(dict(match or {}), name)
+        checked = self._arrived_named(scope, groups, name, did_type, arrived)
+        if checked is not None:
+            return self._without(scope, checked, exclude, did_type)
+        bound = _as_rucio_time(since)
         found: dict[str, set[str]] = {
             plugin: self._list_names(scope, {**keys, _BOUND[plugin]: bound}, did_type)
             for plugin, keys in groups.items()
@@ -245,7 +281,16 @@ class DIDClient(RucioCallPath):
             columns, custom = found[_COLUMNS], found[_CUSTOM]
             changed = custom - columns
             selected = (columns & custom) | self._named(scope, groups[_COLUMNS], changed, did_type)
-        selected = _like(selected, name)
+        return self._without(scope, _like(selected, name), exclude, did_type)
+
+    def _without(
+        self,
+        scope: str,
+        selected: set[str],
+        exclude: Sequence[Mapping[str, str]],
+        did_type: str,
+    ) -> list[str]:
+        """``selected`` minus the exclusions, each checked by name (never a scope listing)."""
         for excluded in exclude:
             if not selected:
                 break
@@ -260,6 +305,48 @@ class DIDClient(RucioCallPath):
                 hit = None  # a key no plugin manages: no DID carries it, nothing is excluded
             selected -= hit or set()
         return sorted(f"{scope}:{found}" for found in selected)
+
+    def list_arrived(
+        self, scope: str, plugin: str, *, since: datetime, did_type: DIDKind = "dataset"
+    ) -> set[str] | None:
+        """Names of a scope's DIDs that arrived for ``plugin`` at or after ``since``.
+
+        For the DID columns, the DIDs of ``did_type`` created since then; for the JSON
+        plugin, the DIDs whose JSON metadata was written since then (Rucio's JSON listing
+        ignores the DID type). One listing with only the time bound: what every policy of
+        the scope would otherwise ask with its own keys (`list_new_dids`). None when this
+        Rucio has no such plugin (the JSON plugin on SQLite).
+        """
+        try:
+            return self._list_names(scope, {_BOUND[plugin]: _as_rucio_time(since)}, did_type)
+        except RucioPermanentError as error:
+            if not _unmanaged(error):
+                raise
+            return None
+
+    def _arrived_named(
+        self,
+        scope: str,
+        groups: Mapping[str, Mapping[str, str]],
+        name: str | None,
+        did_type: str,
+        arrived: Mapping[str, AbstractSet[str]] | None,
+    ) -> set[str] | None:
+        """The arrived names matching every group's keys, checked by name; None: list instead.
+
+        A DID matches when it matches the keys of both plugins; it is new when it arrived for
+        either (created, or its JSON metadata written), as the bounded listings find it.
+        """
+        if arrived is None or any(plugin not in arrived for plugin in groups):
+            return None
+        candidates = _named_like(set().union(*(arrived[p] for p in groups)), name)
+        if len(candidates) > NAMES_PER_CALL:
+            return None
+        for keys in groups.values():
+            wanted = {key: value for key, value in keys.items() if key != "name"}
+            if candidates and wanted:
+                candidates = self._named(scope, wanted, candidates, did_type)
+        return candidates
 
     def _dids(
         self, scope: str, filters: dict[str, str], did_type: str, name: str | None
