@@ -64,14 +64,7 @@ from support.campaigns import CampaignHarness, Driven, campaign_body
 from support.kueue import CRDS_DIR, Cluster, Sites, start_sites
 from support.waiting import until
 
-pytestmark = [
-    pytest.mark.kube,
-    pytest.mark.rucio,
-    pytest.mark.long,
-    # One worker runs the module, so its three control planes with Kueue start once, not
-    # once per xdist worker that draws one of its tests (three times in CI before).
-    pytest.mark.xdist_group("multikueue-campaign"),
-]
+pytestmark = [pytest.mark.kube, pytest.mark.rucio, pytest.mark.long]
 
 NAMESPACE = "drp"
 ORDER = ["ncsa", "in2p3"]
