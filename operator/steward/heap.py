@@ -4,8 +4,8 @@ A burst of new resources allocates far more than the operator keeps: watch event
 answers, Rucio's listings, each handler thread's working set. Python frees those objects,
 but glibc's allocator keeps the freed memory for reuse instead of returning it, so the
 operator's RSS stays at the burst's peak (docs/replication.md, "Where the operator's memory
-goes": 17 of 73 MiB above the start was such free memory at 300 resources, and most of the
-70 KiB a resource cost at 10,000 was not live state). ``malloc_trim(0)`` returns every free
+goes": 17 of 73 MiB above the start was such free memory at 300 resources; most of what
+a resource costs is live objects, which this cannot return). ``malloc_trim(0)`` returns every free
 page of every arena. It is glibc's; elsewhere (musl, macOS) there is nothing to call and
 `trim` says so by returning False.
 

@@ -10,7 +10,6 @@ check, stages a copy's inputs, sets the check Ready and releases the rule once t
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,14 +23,13 @@ from steward.constants import GROUP, VERSION
 from steward.services.campaign.staging_check import OWNER
 from steward.services.ownership import owner_tag
 from steward.services.queueing import STAGING_ANNOTATION, STAGING_CHECK, multisite_name
-from steward.storage.database import make_engine, upgrade
-from steward.storage.files import write_private
 from steward.storage.kueue import KueueStorage
 from steward.storage.rucio import Rule
 from steward.testing.kueue import batch_site
 from steward.testing.operatorprocess import OperatorProcess
 from support.campaigns import campaign_body
 from support.kueue import Cluster, indexed_job, unique
+from support.operator import base_operator_env
 from support.waiting import until
 
 pytestmark = [pytest.mark.kube, pytest.mark.rucio]
@@ -57,22 +55,9 @@ def worker(
     """The worker's operator (its site, its cluster identity) and its Site, removed afterwards."""
     site = batch_site(unique("worker", 20), {"prod": {"cpu": "2", "memory": "4Gi"}})
     name = site.metadata.name
-    engine = make_engine(database_url)
-    upgrade(engine)
-    engine.dispose()
-    settings = rucio_server.settings()
-    password = tmp_path / "rucio-password"
-    write_private(password, settings.rucio_secret().get_secret_value())
     cluster_id = f"worker-{secrets.token_hex(4)}"
     env = {
-        **os.environ,
-        "KUBECONFIG": str(kueue_cluster.plane.kubeconfig),
-        "STEWARD_RUCIO_HOST": str(settings.rucio_host),
-        "STEWARD_RUCIO_ACCOUNT": settings.rucio_account,
-        "STEWARD_RUCIO_USERNAME": str(settings.rucio_username),
-        "STEWARD_RUCIO_PASSWORD_FILE": str(password),
-        "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
-        "STEWARD_DATABASE_URL": database_url,
+        **base_operator_env(kueue_cluster.plane.kubeconfig, rucio_server, database_url, tmp_path),
         "STEWARD_SITE": name,
         "STEWARD_CLUSTER_ID": cluster_id,
         "STEWARD_CAMPAIGN_INTERVAL": "1",

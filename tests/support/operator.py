@@ -28,28 +28,38 @@ OPERATOR_SITE = "ncsa"
 """The site the test operator runs Campaigns for (``STEWARD_SITE``)."""
 
 
-@pytest.fixture
-def operator_env(control_plane, rucio_server, tmp_path, database_url, namespace) -> dict[str, str]:
-    """Environment of an operator process: cluster, Rucio, a fresh audit database (SQLite, or
-    PostgreSQL with STEWARD_TEST_DATABASE=postgresql), a signing key for its checkpoints, and
-    the test's namespace as its own (where it keeps its checkpoint ConfigMaps)."""
+def base_operator_env(
+    kubeconfig: Path, rucio_server: Any, database_url: str, directory: Path
+) -> dict[str, str]:
+    """What every operator process of the tests needs: its cluster, the session's Rucio (the
+    password in a private file under DIRECTORY) and a migrated audit database."""
     engine = make_engine(database_url)
     upgrade(engine)
     engine.dispose()
     settings = rucio_server.settings()
-    password_file = tmp_path / "rucio-password"
+    password_file = directory / "rucio-password"
     write_private(password_file, settings.rucio_secret().get_secret_value())
-    key_file = tmp_path / "audit-signing-key.pem"
-    write_private(key_file, SigningKey.generate().pem())
     return {
         **os.environ,
-        "KUBECONFIG": str(control_plane.kubeconfig),
+        "KUBECONFIG": str(kubeconfig),
         "STEWARD_RUCIO_HOST": str(settings.rucio_host),
         "STEWARD_RUCIO_ACCOUNT": settings.rucio_account,
         "STEWARD_RUCIO_USERNAME": str(settings.rucio_username),
         "STEWARD_RUCIO_PASSWORD_FILE": str(password_file),
         "STEWARD_RUCIO_CALLS_PER_SECOND": "1000",
         "STEWARD_DATABASE_URL": database_url,
+    }
+
+
+@pytest.fixture
+def operator_env(control_plane, rucio_server, tmp_path, database_url, namespace) -> dict[str, str]:
+    """Environment of an operator process: cluster, Rucio, a fresh audit database (SQLite, or
+    PostgreSQL with STEWARD_TEST_DATABASE=postgresql), a signing key for its checkpoints, and
+    the test's namespace as its own (where it keeps its checkpoint ConfigMaps)."""
+    key_file = tmp_path / "audit-signing-key.pem"
+    write_private(key_file, SigningKey.generate().pem())
+    return {
+        **base_operator_env(control_plane.kubeconfig, rucio_server, database_url, tmp_path),
         "STEWARD_REFRESH_INTERVAL": "3",
         "STEWARD_SITE": OPERATOR_SITE,
         "STEWARD_CAMPAIGN_INTERVAL": "1",

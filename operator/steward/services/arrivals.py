@@ -130,7 +130,7 @@ class ArrivalFeed:
             current = state.listing
             if (
                 current is not None
-                and self.clock() - current.started <= self.max_age
+                and now - current.started <= self.max_age
                 and current.bound <= since
             ):
                 return current
