@@ -94,8 +94,18 @@ def staging_check(kueue_cluster: Cluster) -> Iterator[dict[str, Any]]:
     removes it.
     """
     kueue = KueueStorage(kueue_cluster.api)
+    # The check is cluster-wide: one an earlier test deleted may still be going (Kueue's
+    # finalizer), and applying over it would leave this test with none once it goes.
+    until(
+        "no staging check of an earlier test still being deleted",
+        lambda: (
+            "deletionTimestamp"
+            not in ((kueue.get("AdmissionCheck", STAGING_CHECK) or {}).get("metadata") or {})
+        ),
+    )
     yield kueue.apply(render_staging_check())
     kueue.delete("AdmissionCheck", STAGING_CHECK)
+    until("the staging check gone", lambda: kueue.get("AdmissionCheck", STAGING_CHECK) is None)
 
 
 def _service(cluster: Cluster, rucio: Any, database_url: str, **kwargs: Any) -> StagingCheckService:
