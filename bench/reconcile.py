@@ -610,6 +610,7 @@ class Bench:
             env["STEWARD_BENCH_MEMORY_DIR"] = str(args.memory_probe.resolve())
         if args.webhook:
             env.update(self.webhook_configurations())
+        env.update(item.split("=", 1) for item in args.operator_env)
         operator = Operator(env, self.base / "operator.log")
         stack.callback(operator.stop)
         stamp("starting the operator")
@@ -1574,6 +1575,14 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the directory (logs)")
     parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set this in the operator's environment only (repeatable), e.g. an allocator's "
+        "LD_PRELOAD, which the bench and its servers must not get",
+    )
+    parser.add_argument(
         "--webhook",
         action="store_true",
         help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
@@ -1596,7 +1605,8 @@ def main() -> None:
     print(
         f"Settings: STEWARD_RUCIO_CALLS_PER_SECOND={args.calls_per_second:g}, "
         f"STEWARD_REFRESH_INTERVAL={args.refresh_interval:g}, STEWARD_WORKERS={args.workers}, "
-        f"{args.threads} creating threads, Rucio on {args.database} (2 gunicorn workers)",
+        f"{args.threads} creating threads, Rucio on {args.database} (2 gunicorn workers)"
+        + "".join(f", operator {item}" for item in args.operator_env),
         flush=True,
     )
     print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)

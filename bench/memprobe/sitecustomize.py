@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import os
 import signal
 import sys
@@ -71,6 +72,8 @@ def _kopf_objects() -> list[str]:
             body = memory.daemons_memory.live_fresh_body
             raw = None if body is None else body._src  # noqa: SLF001
             if isinstance(raw, dict):
+                if count == 1:
+                    Path(_DIR or ".", f"body-{os.getpid()}.json").write_text(json.dumps(raw))
                 bodies += _json_size(raw)
                 managed += _json_size(raw.get("metadata", {}).get("managedFields"))
             memos += sum(_json_size(v) for k, v in dict(memory.memo).items() if k != "context")
@@ -119,6 +122,40 @@ def _sizes_by_type() -> list[str]:
     ]
 
 
+def _dict_shapes() -> list[str]:
+    """Live dicts grouped by their first keys (sorted): which kind of dict grows per resource.
+
+    Counted with their untracked leaves like `_sizes_by_type`, and with the type of one
+    object referring to a dict of each shape, as a hint of its owner.
+    """
+    sizes: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    example: dict[str, dict[object, object]] = {}
+    for obj in gc.get_objects():
+        if type(obj) is not dict:
+            continue
+        shape = ",".join(sorted(str(k) for k in obj)[:5]) or "(empty)"
+        size = sys.getsizeof(obj) + sum(
+            sys.getsizeof(ref) for ref in gc.get_referents(obj) if not gc.is_tracked(ref)
+        )
+        sizes[shape] += size
+        counts[shape] += 1
+        example.setdefault(shape, obj)
+    lines = ["live dicts by their first five keys, with their untracked leaves:"]
+    for shape, size in sizes.most_common(25):
+        owners = {type(r).__name__ for r in gc.get_referrers(example[shape])[:5]}
+        lines.append(
+            f"  {size / 2**20:8.2f} MiB {counts[shape]:8d} [{shape[:100]}] "
+            f"<- {','.join(sorted(owners))[:80]}"
+        )
+    return lines
+
+
+def _counts_by_type() -> list[str]:
+    types = Counter(type(o).__name__ for o in gc.get_objects())
+    return ["live objects by type (count):", *(f"  {c:9d} {n}" for n, c in types.most_common(30))]
+
+
 def _report(_signum: int, _frame: FrameType | None) -> None:
     global _reports  # noqa: PLW0603 - one counter per process
     _reports += 1
@@ -129,6 +166,8 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
             *_kopf_objects(),
             *_pymalloc_stats(),
             *_sizes_by_type(),
+            *_counts_by_type(),
+            *_dict_shapes(),
         ]
         _write(lines)
         return
@@ -144,10 +183,8 @@ def _report(_signum: int, _frame: FrameType | None) -> None:
         ),
         *_kopf_objects(),
         "",
-        "live objects by type (count):",
+        *_counts_by_type(),
     ]
-    types = Counter(type(o).__name__ for o in gc.get_objects())
-    lines += [f"  {count:9d} {name}" for name, count in types.most_common(30)]
     for key, top in (("filename", 25), ("lineno", 60)):
         lines += ["", f"by {key}:"]
         lines += [

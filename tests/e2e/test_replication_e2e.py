@@ -238,7 +238,7 @@ def test_with_managed_fields_stripped_from_kopfs_bodies_a_resource_lives_and_goe
 ):
     """The operator drops managedFields from what kopf keeps (its default): kopf still adds
     its finalizer, sees a spec change, runs the timer and removes the finalizer on delete."""
-    assert "stripped of metadata.managedFields" in steward_operator.log.read_text()
+    assert "no metadata.managedFields, strings interned" in steward_operator.log.read_text()
     facility = e2e_site["spec"]["facility"]
     first, second = (rucio_data.dataset(rse=f"{facility}_DISK") for _ in range(2))
     custom_objects.create(

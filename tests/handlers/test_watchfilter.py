@@ -1,8 +1,10 @@
-"""kopf's watch events without ``metadata.managedFields`` (`steward.handlers.watchfilter`).
+"""kopf's watch events compacted (`steward.handlers.watchfilter`): no ``managedFields``, strings
+interned.
 
-The pure tests pin what is removed; the guards fail when kopf moves the function the adapter
-wraps (the adapter must then be checked again, not silently stop working); the real-API
-test reads kopf's own watch stream, listing and watch both, from the real API server.
+The pure tests pin what is removed and what is shared; the guards fail when kopf moves the
+function the adapter wraps (the adapter must then be checked again, not silently stop
+working); the real-API test reads kopf's own watch stream, listing and watch both, from the
+real API server.
 The operator with the adapter installed (its default) is exercised by every end-to-end
 test; tests/e2e/test_replication_e2e.py has one that checks it was installed.
 """
@@ -11,7 +13,9 @@ import asyncio
 import contextlib
 import copy
 import inspect
+import json
 import logging
+import sys
 from importlib.metadata import version
 
 import kopf
@@ -58,6 +62,54 @@ def test_what_carries_no_managed_fields_passes_unchanged(event):
     before = copy.deepcopy(event)
     assert watchfilter.strip_managed_fields(event) is event
     assert event == before
+
+
+def _keys(value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _keys(item)
+
+
+_BODY = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "ReplicationRule",
+    "metadata": {
+        "name": "raw-to-ncsa",
+        "namespace": "ops",
+        "finalizers": ["steward.lsst.io/finalizer"],
+        "managedFields": [{"manager": "kubectl"}],
+    },
+    "spec": {"selector": {"dids": ["raw:ds-1"]}, "destination": "NCSA_DISK"},
+    "status": {
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "AllRulesOK", "message": "m" * 80},
+        ],
+        "counts": {"OK": 1},
+    },
+}
+
+
+def test_compacted_bodies_share_keys_and_short_strings_and_keep_their_containers():
+    """Two events parsed apart (as two watch events are) end up sharing every key and each
+    short string; long strings are left alone; the dicts and lists are the same objects."""
+    events = [{"type": "MODIFIED", "object": json.loads(json.dumps(_BODY))} for _ in range(2)]
+    status = events[0]["object"]["status"]
+    conditions = status["conditions"]
+    first, second = (watchfilter.compact_event(event)["object"] for event in events)
+    expected = copy.deepcopy(_BODY)
+    del expected["metadata"]["managedFields"]
+    assert first == second == expected
+    assert first["status"] is status
+    assert status["conditions"] is conditions
+    assert all(a is b for a, b in zip(_keys(first), _keys(second), strict=True))
+    ready = first["status"]["conditions"][0], second["status"]["conditions"][0]
+    assert ready[0]["reason"] is ready[1]["reason"]
+    assert first["metadata"]["finalizers"][0] is second["metadata"]["finalizers"][0]
+    assert ready[0]["message"] is not ready[1]["message"]  # 80 characters: not interned
 
 
 def test_install_wraps_once(monkeypatch):
@@ -117,9 +169,7 @@ def kopf_vault(control_plane, monkeypatch):
 
 
 @pytest.mark.kube
-def test_kopf_lists_and_watches_real_objects_without_managed_fields(
-    kopf_vault, kube_api, namespace
-):
+def test_kopf_lists_and_watches_real_objects_compacted(kopf_vault, kube_api, namespace):
     objects = kubernetes.client.CustomObjectsApi(kube_api)
     objects.create_namespaced_custom_object(
         GROUP, VERSION, namespace, "replicationrules", _rule("stripped", namespace)
@@ -170,3 +220,4 @@ def test_kopf_lists_and_watches_real_objects_without_managed_fields(
         assert event["object"]["metadata"]["name"] == "stripped"
         assert "managedFields" not in event["object"]["metadata"]
         assert event["object"]["spec"] == stored["spec"]
+        assert all(key is sys.intern(key) for key in _keys(event["object"]))

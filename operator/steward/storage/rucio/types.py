@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -52,6 +53,10 @@ UNSET: Final = Unset.UNSET
 """Marks an `RucioStorage.update_rule` option as "leave as is" (None means "no value")."""
 
 
+def _interned(value: str | None) -> str | None:
+    return None if value is None else sys.intern(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     """A Rucio replication rule, as Steward reads it."""
@@ -88,13 +93,18 @@ class Rule:
 
     @classmethod
     def from_rucio(cls, data: Mapping[str, Any]) -> Rule:
-        """Build from a rule dictionary of Rucio's client."""
+        """Build from a rule dictionary of Rucio's client.
+
+        The strings most rules repeat (scope, account, expression, owner tag, activity) are
+        interned: the rule snapshot holds every rule of the account, and JSON parsing gives
+        each rule its own copies of them.
+        """
         return cls(
             id=data["id"],
-            scope=data["scope"],
+            scope=sys.intern(data["scope"]),
             name=data["name"],
-            account=data["account"],
-            rse_expression=data["rse_expression"],
+            account=sys.intern(data["account"]),
+            rse_expression=sys.intern(data["rse_expression"]),
             copies=int(data["copies"]),
             state=RuleState(data["state"]),
             locks_ok=int(data.get("locks_ok_cnt") or 0),
@@ -102,13 +112,13 @@ class Rule:
             locks_stuck=int(data.get("locks_stuck_cnt") or 0),
             bytes=data.get("bytes"),
             expires_at=utc(data.get("expires_at")),
-            comment=data.get("comments"),
+            comment=_interned(data.get("comments")),
             child_rule_id=data.get("child_rule_id"),
             locked=bool(data.get("locked")),
-            grouping=str(data.get("grouping") or "DATASET"),
-            activity=data.get("activity"),
+            grouping=sys.intern(str(data.get("grouping") or "DATASET")),
+            activity=_interned(data.get("activity")),
             priority=int(data.get("priority") or 3),
-            source_replica_expression=data.get("source_replica_expression"),
+            source_replica_expression=_interned(data.get("source_replica_expression")),
             purge_replicas=bool(data.get("purge_replicas")),
             error=data.get("error"),
             created_at=utc(data.get("created_at")),
