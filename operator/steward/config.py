@@ -139,8 +139,9 @@ class Settings(BaseSettings):
     instead of staying at its peak (`steward.heap`); 0 never returns it."""
 
     strip_managed_fields: bool = True
-    """Drop ``metadata.managedFields`` from watched objects before kopf keeps their last
-    body (half of each ReplicationRule's; nothing reads it), `steward.handlers.watchfilter`."""
+    """Compact watched objects before kopf keeps their last body: drop
+    ``metadata.managedFields`` (half of each ReplicationRule's; nothing reads it) and intern
+    keys and short strings, `steward.handlers.watchfilter`."""
 
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of the Prometheus endpoint; 0 disables it."""

@@ -217,11 +217,34 @@ def configure_logging(level: int = logging.INFO, *, others: int | None = None) -
     )
     handler = _CurrentStderrHandler()
     handler.setFormatter(formatter)
+    handler.addFilter(_TimerSuccessAtDebug())
     if others is not None:
         handler.addFilter(_OthersAtLeast(others))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+class _TimerSuccessAtDebug(logging.Filter):
+    """Log kopf's "Timer 'x' succeeded." at DEBUG, not INFO.
+
+    A timer succeeds once per object per refresh interval: at 10,000 ReplicationRules and
+    the default 60 s that is about 170 lines a second, most of the operator's log, saying
+    nothing happened. What a pass did is logged by Steward (its actions, at INFO); a timer
+    that fails is still logged by kopf at its own level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.INFO
+            and record.name == "kopf.objects"
+            and isinstance(record.msg, str)
+            and record.msg.startswith("Timer ")
+            and record.msg.endswith(" succeeded.")
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 class _OthersAtLeast(logging.Filter):

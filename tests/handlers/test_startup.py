@@ -29,6 +29,27 @@ def _root_logger():
 
 
 @pytest.mark.usefixtures("_root_logger")
+@pytest.mark.parametrize(("level", "shown"), [(logging.INFO, False), (logging.DEBUG, True)])
+def test_a_timer_that_succeeded_is_logged_at_debug(monkeypatch, level, shown):
+    """Every object's timer succeeds every interval: at INFO that is most of the log."""
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(level)
+    kopf = logging.getLogger("kopf.objects")
+    ref = {"k8s_ref": {"kind": "ReplicationRule", "name": "raw", "namespace": "ops"}}
+    kopf.info("Timer 'rule_timer' succeeded.", extra=ref)
+    kopf.info("Handler 'rule_changed' succeeded.", extra=ref)
+    kopf.error("Timer 'rule_timer' failed with an exception and will try again", extra=ref)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    expected = [
+        *([("debug", "Timer 'rule_timer' succeeded.")] if shown else []),
+        ("info", "Handler 'rule_changed' succeeded."),
+        ("error", "Timer 'rule_timer' failed with an exception and will try again"),
+    ]
+    assert [(line["level"], line["event"]) for line in lines] == expected
+
+
+@pytest.mark.usefixtures("_root_logger")
 def test_actions_and_kopf_records_are_one_json_object_per_line(monkeypatch):
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)

@@ -17,7 +17,7 @@ Interning: every body's keys ("conditions", "lastTransitionTime", ...) and most 
 values ("True", the reason of a condition, the namespace, the kind) are the same strings in
 every object, but JSON parsing makes new string objects for each event, about 60 bytes
 each. Sharing them through `sys.intern` took a ReplicationRule's kept body from about 9.1 to
-about 5 KiB (docs/replication.md, "Shared strings"). Interned strings are freed with the last
+about 4.3 KB (docs/replication.md, "Shared strings"). Interned strings are freed with the last
 body that refers to them, so strings seen once (a uid, a timestamp) do not accumulate.
 
 So `install` wraps the one function every kopf watcher reads its events from,
