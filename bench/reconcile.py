@@ -221,6 +221,34 @@ def reconcile_total(metrics: dict[str, float], part: str) -> float:
     return sum(value for name, value in metrics.items() if name.startswith(prefix))
 
 
+def refresh_gaps(first: dict[str, float], last: dict[str, float]) -> str:
+    """``steward_refresh_gap_seconds`` of ReplicationRules between two scrapes.
+
+    The mean, and the bucket bounds holding the median and the 90th percentile (the
+    histogram's resolution).
+    """
+    family = "steward_refresh_gap_seconds"
+    kind = 'kind="ReplicationRule"'
+
+    def grown(name: str) -> float:
+        return last.get(name, 0.0) - first.get(name, 0.0)
+
+    prefix = f'{family}_bucket{{{kind},le="'
+    buckets = sorted(
+        (float(name[len(prefix) : -2]), grown(name)) for name in last if name.startswith(prefix)
+    )
+    count = grown(f"{family}_count{{{kind}}}")
+    if count <= 0:
+        return "no timer pass"
+
+    def bound(quantile: float) -> str:
+        upper = next(le for le, cumulative in buckets if cumulative >= quantile * count)
+        return "> 3600 s" if math.isinf(upper) else f"<= {upper:g} s"
+
+    mean = grown(f"{family}_sum{{{kind}}}") / count
+    return f"mean {mean:.1f} s, p50 {bound(0.5)}, p90 {bound(0.9)} ({count:.0f} timer passes)"
+
+
 def by_verb(operator: Operator) -> str:
     """The operator's Rucio calls of the run by verb, each with its failures by error class.
 
@@ -1082,6 +1110,7 @@ class Bench:
             "steady: timer reconciles per resource per interval",
             f"{reconciles / count / args.steady_intervals:.2f}",
         )
+        self.results.add("steady: time between a resource's passes", refresh_gaps(first, last))
         self.results.add("steady: Kubernetes writes per resource per interval", writes)
         self.results.add(
             "steady: operator CPU", f"{cpu / window * 100:.0f}% of one core ({cpu:.0f} s)"

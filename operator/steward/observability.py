@@ -33,6 +33,7 @@ __all__ = [
     "EXTERNAL_ACTIONS",
     "RECONCILES",
     "RECONCILE_SECONDS",
+    "REFRESH_GAP_SECONDS",
     "RUCIO_API_CALLS",
     "RUCIO_CALLS",
     "RUCIO_CALL_SECONDS",
@@ -56,6 +57,13 @@ RECONCILES = Counter(
 )
 RECONCILE_SECONDS = Histogram(
     "steward_reconcile_seconds", "Time spent in one reconcile", ["kind", "outcome"]
+)
+REFRESH_GAP_SECONDS = Histogram(
+    "steward_refresh_gap_seconds",
+    "Time from one pass of a resource to its next timer pass: how stale a resource's status "
+    "and its drift repair may get; far above STEWARD_REFRESH_INTERVAL, the timers fall behind",
+    ["kind"],
+    buckets=(1, 2, 5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600),
 )
 RUCIO_API_CALLS = Gauge(
     "steward_rucio_api_calls", "Rucio API calls made by this process (retries included)"

@@ -333,6 +333,14 @@ def test_metrics_are_served_over_http(site_deployment, leader, site, objects, ru
         ),
         timeout=30,
     )
+    until(
+        "a timer pass's gap since the rule's last pass",
+        lambda: (
+            total(metrics_of(leader), "steward_refresh_gap_seconds_count", kind="ReplicationRule")
+            > 0
+        ),
+        timeout=60,
+    )
     samples = metrics_of(leader)
     assert total(samples, "steward_reconciles_total", kind="ReplicationRule", outcome="success")
     assert total(samples, "steward_reconciles_total", kind="Site", outcome="success")

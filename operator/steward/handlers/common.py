@@ -6,7 +6,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from copy import deepcopy
 from datetime import UTC, datetime, timedelta
@@ -18,7 +18,12 @@ from pydantic import BaseModel, ValidationError
 from steward.config import Settings
 from steward.exceptions import PermanentError, TransientError
 from steward.factory import Factory, ProcessContext
-from steward.observability import RECONCILE_SECONDS, RECONCILES, get_logger
+from steward.observability import (
+    RECONCILE_SECONDS,
+    RECONCILES,
+    REFRESH_GAP_SECONDS,
+    get_logger,
+)
 from steward.services.audit import ResourceRef
 from steward.services.conditions import (
     DEGRADED,
@@ -39,6 +44,7 @@ __all__ = [
     "forget",
     "jitter",
     "parse",
+    "passing",
     "post",
     "reconciling",
     "resource_ref",
@@ -160,6 +166,30 @@ def edge_due(memo: Any) -> bool:  # noqa: ANN401 - kopf's per-object memo
     """
     due: float | None = memo.get("edge_at")
     return due is not None and time.monotonic() >= due
+
+
+def passing(
+    kind: str,
+    memo: Any,  # noqa: ANN401 - kopf's per-object memo
+    *,
+    timer: bool,
+    clock: Callable[[], float] = time.monotonic,
+) -> float | None:
+    """Note that a pass of the object begins; at a timer's, observe the time since the last.
+
+    At 10,000 resources one process's timers make about 170 passes a second, and a shorter
+    refresh interval than that cannot be kept: each resource is then refreshed less often
+    than configured, with nothing else showing it (docs/replication.md, "At scale"). The
+    gap, as ``steward_refresh_gap_seconds``, shows it. Returns the gap observed, if any.
+    """
+    now = clock()
+    last: float | None = memo.get("passed_at")
+    memo["passed_at"] = now
+    if not timer or last is None:
+        return None
+    gap = now - last
+    REFRESH_GAP_SECONDS.labels(kind).observe(gap)
+    return gap
 
 
 def post(

@@ -16,6 +16,7 @@ from steward.handlers.common import (
     forget,
     jitter,
     parse,
+    passing,
     post,
     reconciling,
     resource_ref,
@@ -49,6 +50,7 @@ def _reconcile(
         rule = parse(ReplicationRule, copy, patch, memo)
         if rule is None:
             return
+        passing("ReplicationRule", memo, timer=not fresh)
         outcome = (
             factory(memo)
             .create_replication_service(cluster_facts(kwargs, memo))
