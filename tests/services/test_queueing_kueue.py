@@ -68,8 +68,14 @@ def test_quota_bounds_a_low_campaign_while_an_urgent_one_is_admitted_first(
     preempted = [s for s in _by_job(kueue_cluster, kueue_namespace).values() if s.evictions]
     assert len(preempted) == 1
     assert preempted[0].phase in {"Evicted", "Pending"}
-    usage = kueue_cluster.queueing.queue_status(site)[0]
-    assert (usage.admitted, usage.pending) == (2, 3)
+
+    def usage() -> tuple[int, int]:
+        status = kueue_cluster.queueing.queue_status(site)[0]
+        return status.admitted, status.pending
+
+    until(  # Kueue writes the ClusterQueue's counts a moment after the Workloads change
+        "the queue counting 2 admitted and 3 pending", lambda: usage() == (2, 3)
+    )
 
     def running() -> set[str]:
         return {
