@@ -28,18 +28,18 @@ the floor
 steady state
     after everything is Ready and one refresh interval has passed, the operator's Rucio calls
     over ``--steady-intervals`` refresh intervals, per resource and interval (goal: < 0.01),
-    with the timer reconciles counted to show the timers did run.
+    with the refresh passes counted to show the refresh loop did run.
 
 metadata selection at scale (``--scale 1000,10000``, instead of the measures above)
     a scope of N existing datasets (10% ``datatype=raw``, spread over ten instruments, 0.1%
     excluded by ``archive=false``), ten ReplicationRules each selecting
     ``datatype=raw, instrument=camK`` minus the excluded (the shape of raw policies: an
     exclusion, so no Rucio subscription), then 100 new datasets (ten per policy). Rucio calls
-    and seconds of one timer tick of all ten policies (backfill, quiet, after the arrival,
+    and seconds of one refresh tick of all ten policies (backfill, quiet, after the arrival,
     quiet again), whether the arrival was placed by that tick, and peak RSS, for the code of
     ``--before-ref`` (main by default, exported with ``git archive``) and this checkout, each
     in its own process against the same Rucio server (PostgreSQL: the instrument key is a JSON
-    key) and data, through `ReplicationService` as the operator's timer calls it, with one
+    key) and data, through `ReplicationService` as the operator's refresh calls it, with one
     rule snapshot for the run whose clock moves a refresh interval per tick (its listing is
     timed apart, with the rules it returned; its full listing at start too). Kubernetes is
     not involved: the tick is the service's work.
@@ -239,14 +239,14 @@ def refresh_gaps(first: dict[str, float], last: dict[str, float]) -> str:
     )
     count = grown(f"{family}_count{{{kind}}}")
     if count <= 0:
-        return "no timer pass"
+        return "no refresh pass"
 
     def bound(quantile: float) -> str:
         upper = next(le for le, cumulative in buckets if cumulative >= quantile * count)
         return "> 3600 s" if math.isinf(upper) else f"<= {upper:g} s"
 
     mean = grown(f"{family}_sum{{{kind}}}") / count
-    return f"mean {mean:.1f} s, p50 {bound(0.5)}, p90 {bound(0.9)} ({count:.0f} timer passes)"
+    return f"mean {mean:.1f} s, p50 {bound(0.5)}, p90 {bound(0.9)} ({count:.0f} refresh passes)"
 
 
 def by_verb(operator: Operator) -> str:
@@ -1013,7 +1013,7 @@ class Bench:
         A fresh reconcile lists the resource's rules by owner tag, adds the missing rule, and
         lists again for the status: three calls per resource. Replaying them from as many
         threads as the operator has workers shows what Rucio alone needs for that pattern (on
-        another RSE, before the burst, so the operator's timers are idle meanwhile).
+        another RSE, before the burst, so the operator's refresh is idle meanwhile).
         """
         from steward.storage.rucio import RuleSpec  # noqa: PLC0415
 
@@ -1107,7 +1107,7 @@ class Bench:
             verdict=per < STEADY_GOAL,
         )
         self.results.add(
-            "steady: timer reconciles per resource per interval",
+            "steady: refresh passes per resource per interval",
             f"{reconciles / count / args.steady_intervals:.2f}",
         )
         self.results.add("steady: time between a resource's passes", refresh_gaps(first, last))

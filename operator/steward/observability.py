@@ -33,6 +33,7 @@ __all__ = [
     "EXTERNAL_ACTIONS",
     "RECONCILES",
     "RECONCILE_SECONDS",
+    "REFRESH_CYCLE_SECONDS",
     "REFRESH_GAP_SECONDS",
     "RUCIO_API_CALLS",
     "RUCIO_CALLS",
@@ -60,10 +61,17 @@ RECONCILE_SECONDS = Histogram(
 )
 REFRESH_GAP_SECONDS = Histogram(
     "steward_refresh_gap_seconds",
-    "Time from one pass of a resource to its next timer pass: how stale a resource's status "
-    "and its drift repair may get; far above STEWARD_REFRESH_INTERVAL, the timers fall behind",
+    "Time from one pass of a resource to its next refresh pass: how stale a resource's status "
+    "and its drift repair may get; far above STEWARD_REFRESH_INTERVAL, the refresh falls behind",
     ["kind"],
     buckets=(1, 2, 5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 1800, 3600),
+)
+REFRESH_CYCLE_SECONDS = Histogram(
+    "steward_refresh_cycle_seconds",
+    "Time one refresh loop took to list every resource of its kind and pass the due ones; "
+    "above STEWARD_REFRESH_INTERVAL, the next cycle starts late",
+    ["kind"],
+    buckets=(1, 5, 10, 30, 60, 90, 120, 180, 300, 600, 1800),
 )
 RUCIO_API_CALLS = Gauge(
     "steward_rucio_api_calls", "Rucio API calls made by this process (retries included)"

@@ -19,7 +19,8 @@ from kopf._core.engines import posting
 from steward.factory import ProcessContext
 from steward.handlers import common
 from steward.handlers.protections import cluster_facts
-from steward.handlers.replication import rule_changed, rule_timer
+from steward.handlers.refresh import Tracked
+from steward.handlers.replication import refresh_pass, rule_changed
 from steward.services.ownership import owner_tag
 from steward.storage.database import make_engine, upgrade
 from support.rucio import Faults
@@ -54,8 +55,14 @@ def memo(rucio_server, database_url):
     )
     state = kopf.Memo()
     state.context = context
+    state.tracked = Tracked({"context": context})
     yield state
     context.close()
+
+
+def refresh(body, patch, memo):
+    """A pass of the kind's refresh loop over ``body``, with the memo the handlers share."""
+    refresh_pass({})(body, patch, memo.tracked.track(body["metadata"]["uid"]))
 
 
 def _raw(name, namespace, dids, generation, status=None):
@@ -115,7 +122,7 @@ class SignallingLock:
 def test_a_handler_reconciles_and_reports_the_spec_of_one_body_copy(
     memo, rucio_storage, rucio_data
 ):
-    # A timer parsed generation 1, then waited for the object's lock while the watch
+    # A refresh parsed generation 1, then waited for the object's lock while the watch
     # brought generation 2. It must act on one version and report that version.
     first, second = rucio_data.dataset(), rucio_data.dataset()
     name = f"copy-{rucio_data.scope}"
@@ -130,14 +137,14 @@ def test_a_handler_reconciles_and_reports_the_spec_of_one_body_copy(
     lock._lock.acquire()
     patch = kopf.Patch()
     context = contextvars.copy_context()  # kopf's settings, as its worker threads have them
-    timer = threading.Thread(
-        target=lambda: context.run(rule_timer, body=body, patch=patch, memo=memo)
+    refreshing = threading.Thread(
+        target=lambda: context.run(refresh, body=body, patch=patch, memo=memo)
     )
-    timer.start()
-    until("the timer to wait for the lock", lock.waiting.is_set, timeout=30)
+    refreshing.start()
+    until("the refresh to wait for the lock", lock.waiting.is_set, timeout=30)
     body._replace_with({**_raw(name, "handlers", [first, second], 2), "status": raw["status"]})
     lock._lock.release()
-    timer.join(timeout=120)
+    refreshing.join(timeout=120)
     common.forget(body)
 
     status = dict(patch)["status"]
@@ -168,7 +175,7 @@ def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storag
     memo.context.snapshot._taken = None
     failed = kopf.Patch()
     with pytest.raises(kopf.TemporaryError):
-        rule_timer(body=kopf.Body(copy.deepcopy(server)), patch=failed, memo=memo)
+        refresh(body=kopf.Body(copy.deepcopy(server)), patch=failed, memo=memo)
     server = _applied(server, failed)
     assert _condition(server, "Degraded")["status"] == "True"
 
@@ -176,7 +183,7 @@ def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storag
     memo.context.rucio = real
     memo.context.snapshot._rucio = real
     healed = kopf.Patch()
-    rule_timer(body=kopf.Body(before_failure), patch=healed, memo=memo)
+    refresh(body=kopf.Body(before_failure), patch=healed, memo=memo)
     server = _applied(server, healed)
     degraded = _condition(server, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("False", "Healthy")
@@ -201,10 +208,10 @@ def _rucio_refusing_every_call(memo):
     return heal
 
 
-def test_a_timer_leaves_a_resource_no_pass_reported_on_to_its_change_handler(
+def test_a_refresh_leaves_a_resource_no_pass_reported_on_to_its_change_handler(
     memo, rucio_storage, rucio_data
 ):
-    # kopf starts an object's timers at its first event; in a burst the timer can come
+    # In a burst the refresh loop or an edge timer can reach an object
     # before the create handler. It must not make the first pass, nor call Rucio.
     dataset = rucio_data.dataset()
     name = f"first-{rucio_data.scope}"
@@ -212,7 +219,7 @@ def test_a_timer_leaves_a_resource_no_pass_reported_on_to_its_change_handler(
     tag = owner_tag(CLUSTER, raw["metadata"]["uid"])
     heal = _rucio_refusing_every_call(memo)
     early = kopf.Patch()
-    rule_timer(body=kopf.Body(copy.deepcopy(raw)), patch=early, memo=memo)
+    refresh(body=kopf.Body(copy.deepcopy(raw)), patch=early, memo=memo)
     heal()
     assert dict(early) == {}
     assert rucio_storage.list_rules(comment=tag) == []
@@ -222,10 +229,10 @@ def test_a_timer_leaves_a_resource_no_pass_reported_on_to_its_change_handler(
     assert [r.did for r in rucio_storage.list_rules(comment=tag)] == [dataset]
     raw = _applied(raw, created)
 
-    # Once a pass reported on it, the timer does its work (and meets the refusals).
+    # Once a pass reported on it, the refresh does its work (and meets the refusals).
     heal = _rucio_refusing_every_call(memo)
     with pytest.raises(kopf.TemporaryError):
-        rule_timer(body=kopf.Body(copy.deepcopy(raw)), patch=kopf.Patch(), memo=memo)
+        refresh(body=kopf.Body(copy.deepcopy(raw)), patch=kopf.Patch(), memo=memo)
     heal()
     common.forget(kopf.Body(raw))
 

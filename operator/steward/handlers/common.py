@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import random
 import threading
@@ -38,6 +39,7 @@ from steward.services.site import Outcome
 
 __all__ = [
     "EDGE_INTERVAL",
+    "EVENT_SINK",
     "INTERVAL",
     "edge_due",
     "factory",
@@ -51,13 +53,22 @@ __all__ = [
 ]
 
 INTERVAL = Settings().refresh_interval
-"""Seconds between timer reconciles (Rucio has no watch to tell us of changes)."""
+"""Seconds between refresh passes (Rucio has no watch to tell us of changes)."""
 HEARTBEAT = timedelta(seconds=10 * INTERVAL)
 """How old ``lastSyncTime`` may get before a status that did not change is written anyway."""
 EDGE_INTERVAL = min(5.0, INTERVAL)
 """Seconds between checks for a due edge (a transfer window, an embargo, a downtime)."""
 
 M = TypeVar("M", bound=BaseModel)
+EventSink = Callable[[Mapping[str, Any], str, str, str], None]
+EVENT_SINK: contextvars.ContextVar[EventSink | None] = contextvars.ContextVar(
+    "steward_event_sink", default=None
+)
+"""Where a pass's Events go when it runs outside kopf's handlers (`steward.handlers.refresh`).
+
+kopf's ``kopf.event`` queues an Event for kopf's poster, which only kopf's own handler
+context can reach; unset, the Events go there.
+"""
 _LOG = get_logger(__name__)
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -66,6 +77,17 @@ _locks_guard = threading.Lock()
 def jitter(**_: object) -> float:
     """Initial timer delay: spread a thousand resources' timers over one interval."""
     return INTERVAL * (0.5 + random.random())  # noqa: S311 - spreading load, not secrets
+
+
+def _event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """Post an Event about ``body``: to `EVENT_SINK` when one is set, else through kopf."""
+    sink = EVENT_SINK.get()
+    if sink is not None:
+        sink(body, type_, reason, message)
+    else:
+        kopf.event(
+            kopf.Body(cast("kopf.RawBody", body)), type=type_, reason=reason, message=message
+        )
 
 
 def factory(memo: Any) -> Factory:  # noqa: ANN401 - kopf's memo
@@ -108,12 +130,7 @@ def parse(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )[:1000]
         _degrade(body, patch, memo, "InvalidSpec", message)
-        kopf.event(
-            kopf.Body(cast("kopf.RawBody", body)),
-            type="Warning",
-            reason="InvalidSpec",
-            message=message,
-        )
+        _event(body, "Warning", "InvalidSpec", message)
         return None
 
 
@@ -172,20 +189,22 @@ def passing(
     kind: str,
     memo: Any,  # noqa: ANN401 - kopf's per-object memo
     *,
-    timer: bool,
+    refresh: bool,
     clock: Callable[[], float] = time.monotonic,
 ) -> float | None:
-    """Note that a pass of the object begins; at a timer's, observe the time since the last.
+    """Note that a pass of the object begins; at a refresh pass, observe the time since the last.
 
-    One process's timers kept a 10 s refresh at 5,000 resources and not at 10,000, where a
-    tenth of the resources waited up to two minutes (docs/replication.md, "At scale"):
+    One process's kopf timers kept a 10 s refresh at 5,000 resources and not at 10,000, where
+    a tenth of the resources waited up to two minutes (docs/replication.md, "At scale"):
     a resource is then refreshed less often than configured, and nothing else shows it.
     The gap, as ``steward_refresh_gap_seconds``, does. Returns the gap observed, if any.
+    The refresh loop (`steward.handlers.refresh`) also reads ``passed_at``: an object a
+    change handler has just passed is not due.
     """
     now = clock()
     last: float | None = memo.get("passed_at")
     memo["passed_at"] = now
-    if not timer or last is None:
+    if not refresh or last is None:
         return None
     gap = now - last
     REFRESH_GAP_SECONDS.labels(kind).observe(gap)
@@ -210,11 +229,11 @@ def post(
     old = body.get("status") or {}
     was = _degraded_by(old)
     if was in _OUTAGES and _degraded_by(outcome.status) != was:
-        kopf.event(
-            kopf.Body(cast("kopf.RawBody", body)),
-            type="Normal",
-            reason="Recovered",
-            message=f"{was} ended: the reconcile reached every service it needs again",
+        _event(
+            body,
+            "Normal",
+            "Recovered",
+            f"{was} ended: the reconcile reached every service it needs again",
         )
     if status_changes(old, outcome.status, heartbeat=HEARTBEAT):
         for key, value in outcome.status.items():
@@ -223,15 +242,13 @@ def post(
     for key, value in outcome.annotations.items():
         patch.metadata.annotations[key] = value
     for type_, reason, message in outcome.events:
-        kopf.event(
-            kopf.Body(cast("kopf.RawBody", body)), type=type_, reason=reason, message=message[:1024]
-        )
+        _event(body, type_, reason, message[:1024])
 
 
 @contextmanager
 def reconciling(
     kind: str,
-    body: kopf.Body,
+    body: Mapping[str, Any],
     patch: kopf.Patch,
     memo: Any,  # noqa: ANN401 - kopf's per-object memo
     *,
@@ -240,7 +257,7 @@ def reconciling(
     """One reconcile at a time per object, on one copy of its body; errors mapped for kopf.
 
     kopf's body is live: the watch stream replaces its content while a handler runs, and a
-    timer and a change handler of one object may fire together. So the handler first takes
+    refresh and a change handler of one object may run together. So the handler first takes
     the object's lock (the second one waits rather than act on the same state twice), then
     one deep copy of the body, and reads spec, generation and status from that copy only:
     ``observedGeneration`` names the spec that was reconciled. The copy's status is the one
@@ -252,7 +269,7 @@ def reconciling(
     hot loop); its Warning Event is posted when the resource turns Degraded for that reason,
     not at every retry (a thousand resources retrying through an outage would post a hundred
     Events a second), and `post` announces the end. A permanent one writes Degraded and waits
-    for the next change or timer tick,
+    for the next change or refresh,
     except while ``deleting``: then the finalizer stays and kopf retries, so a refused
     release never loses track of rules.
     """
@@ -271,12 +288,12 @@ def reconciling(
             was = _degraded_by(copy.get("status"))
             _degrade(copy, patch, memo, reason, str(exc))
             if was != reason:
-                kopf.event(body, type="Warning", reason=reason, message=str(exc)[:1024])
+                _event(body, "Warning", reason, str(exc)[:1024])
             raise kopf.TemporaryError(str(exc), delay=exc.retry_after) from exc
         except PermanentError as exc:
             outcome = "permanent-error"
             _degrade(copy, patch, memo, "Refused", str(exc))
-            kopf.event(body, type="Warning", reason="Refused", message=str(exc)[:1024])
+            _event(body, "Warning", "Refused", str(exc)[:1024])
             _LOG.warning("reconcile refused", kind=kind, error=str(exc))
             if deleting:
                 raise kopf.TemporaryError(str(exc), delay=INTERVAL) from exc
@@ -297,7 +314,7 @@ def _remember(memo: Any, status: Mapping[str, Any]) -> None:  # noqa: ANN401 - k
     memo["status"] = json.dumps(status, separators=(",", ":"))
 
 
-def _copy(body: kopf.Body, memo: Any) -> dict[str, Any]:  # noqa: ANN401 - kopf's memo
+def _copy(body: Mapping[str, Any], memo: Any) -> dict[str, Any]:  # noqa: ANN401 - kopf's memo
     """One deep copy of the live body, with the status this process last wrote, if any."""
     copy: dict[str, Any] = deepcopy(dict(body))
     written: str | None = memo.get("status")
@@ -306,7 +323,7 @@ def _copy(body: kopf.Body, memo: Any) -> dict[str, Any]:  # noqa: ANN401 - kopf'
     return copy
 
 
-def forget(body: kopf.Body) -> None:
+def forget(body: Mapping[str, Any]) -> None:
     """Drop the object's lock once it is gone."""
     with _locks_guard:
         _locks.pop(str(body.get("metadata", {}).get("uid")), None)

@@ -1,4 +1,10 @@
-"""ReplicationRule handlers: reconcile on change and on a timer; deletionPolicy on delete."""
+"""ReplicationRule handlers: reconcile on change and in the kind's refresh loop; deletionPolicy.
+
+The level-based refresh is one loop for the kind (`steward.handlers.refresh`), not a kopf
+timer per object: its passes and kopf's handlers share each object's memo (`Tracked`), and
+the change handlers decide which objects it refreshes. Only the few objects with a window,
+an embargo or a backlog keep a kopf timer, for their edges.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,6 @@ from steward.handlers.common import (
     edge_due,
     factory,
     forget,
-    jitter,
     parse,
     passing,
     post,
@@ -22,35 +27,73 @@ from steward.handlers.common import (
     resource_ref,
 )
 from steward.handlers.protections import cluster_facts
+from steward.handlers.refresh import Pass, RefreshLoop, Tracked, peering_leadership
 from steward.models.replication import ReplicationRule
 from steward.observability import forget_rule_states, observe_backlog, observe_rule_states
+from steward.storage.refreshing import RefreshObjects
 
+KIND = "ReplicationRule"
 PLURAL = "replicationrules"
 
 
+def _uid(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("uid"))
+
+
+def refresh_loop(
+    memo: Any,  # noqa: ANN401 - kopf's operator memo, with the process context
+    indices: Mapping[str, Any],
+    settings: kopf.OperatorSettings,
+) -> RefreshLoop:
+    """The kind's refresh loop (not started), its tracked objects kept as ``memo.tracked``.
+
+    ``indices`` are kopf's live indexes, as a startup handler receives them: what a refresh
+    pass judges deletions against, as a handler's keyword arguments are.
+    """
+    context = memo.context
+    memo.tracked = Tracked({"context": context})
+    objects = RefreshObjects(context.kube_api, KIND)
+    return RefreshLoop(
+        objects=objects,
+        tracked=memo.tracked,
+        refresh=refresh_pass(indices),
+        interval=INTERVAL,
+        workers=context.settings.workers,
+        leading=peering_leadership(objects, settings),
+    )
+
+
+def refresh_pass(indices: Mapping[str, Any]) -> Pass:
+    """A refresh pass of one object, judged against ``indices``."""
+
+    def one(body: dict[str, Any], patch: kopf.Patch, memo: kopf.Memo) -> None:
+        _reconcile(body, patch, memo, indices, fresh=False)
+
+    return one
+
+
 def _reconcile(
-    body: kopf.Body,
+    body: Mapping[str, Any],
     patch: kopf.Patch,
     memo: Any,  # noqa: ANN401 - kopf's memo
     kwargs: Mapping[str, Any],
     *,
     fresh: bool,
 ) -> None:
-    with reconciling("ReplicationRule", body, patch, memo) as copy:
+    with reconciling(KIND, body, patch, memo) as copy:
         status = copy.get("status") or {}
         if not fresh and not status.get("conditions"):
             # No pass has reported on it yet: its first pass is the change handler's, which
             # kopf calls for every new object (create) and for every object at start
-            # (resume). kopf starts the timers at the object's first event, so in a burst
-            # a timer would otherwise often come first (the change handler's thread waits
-            # behind a thousand others) and make that pass without what only a first pass
-            # may skip (its listing, `ReplicationService.reconcile`), then the change
-            # handler would list again.
+            # (resume). A refresh or an edge timer coming first (the change handler's thread
+            # may wait behind a thousand others) would make that pass without what only a
+            # first pass may skip (its listing, `ReplicationService.reconcile`), then the
+            # change handler would list again.
             return
         rule = parse(ReplicationRule, copy, patch, memo)
         if rule is None:
             return
-        passing("ReplicationRule", memo, timer=not fresh)
+        passing(KIND, memo, refresh=not fresh)
         outcome = (
             factory(memo)
             .create_replication_service(cluster_facts(kwargs, memo))
@@ -74,14 +117,11 @@ def _reconcile(
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def rule_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
-    """Converge Rucio on a new or changed ReplicationRule, reading its rules fresh."""
-    _reconcile(body, patch, memo, kwargs, fresh=True)
+    """Converge Rucio on a new or changed ReplicationRule, reading its rules fresh.
 
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
-def rule_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
-    """Level-based: refresh states from the shared snapshot, restore drift, place new data."""
-    _reconcile(body, patch, memo, kwargs, fresh=False)
+    From then on the kind's refresh loop refreshes it too (`Tracked.track`).
+    """
+    _reconcile(body, patch, memo.tracked.track(_uid(body)), kwargs, fresh=True)
 
 
 def _gated(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:  # noqa: ANN401
@@ -95,8 +135,9 @@ def rule_edge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
     A resource whose last pass left rules for later (``status.deferred``) takes its next
     share here, seconds later, rather than at the next refresh.
     """
-    if edge_due(memo):
-        _reconcile(body, patch, memo, kwargs, fresh=False)
+    shared = memo.tracked.get(_uid(body))
+    if shared is not None and edge_due(shared):
+        _reconcile(body, patch, shared, kwargs, fresh=False)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -107,8 +148,9 @@ def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kwargs: 
     kept in status, applies (the service's ``finalize`` says how). Rules the deletion gate
     keeps (a protection, a freeze) keep the finalizer, and the release is tried again.
     """
-    with reconciling("ReplicationRule", body, patch, memo, deleting=True) as copy:
-        rule = parse(ReplicationRule, copy, patch, memo)
+    shared = memo.tracked.track(_uid(body))
+    with reconciling(KIND, body, patch, shared, deleting=True) as copy:
+        rule = parse(ReplicationRule, copy, patch, shared)
         events = (
             factory(memo)
             .create_replication_service(cluster_facts(kwargs, memo))
@@ -124,3 +166,4 @@ def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kwargs: 
         metadata = copy.get("metadata") or {}
         forget_rule_states(metadata.get("namespace") or "", metadata.get("name") or "")
     forget(body)
+    memo.tracked.forget(_uid(body))

@@ -31,7 +31,8 @@ from steward.config import Settings
 from steward.constants import FINALIZER
 from steward.exceptions import PermanentError
 from steward.factory import ProcessContext
-from steward.handlers import watchfilter
+from steward.handlers import replication, watchfilter
+from steward.handlers.refresh import RefreshLoop
 from steward.heap import HeapTrimmer
 from steward.observability import (
     AUDIT_CHECKPOINT_AGE,
@@ -121,11 +122,12 @@ def diffbase_storage() -> kopf.DiffBaseStorage:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
-    """Configure kopf with Steward's names and open the shared clients.
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **indices: Any) -> None:  # noqa: ANN401
+    """Configure kopf with Steward's names, open the shared clients, start the refresh loop.
 
     Refuses to start (the error propagates) on an out-of-date audit schema: acting without
-    recording would break the audit guarantee.
+    recording would break the audit guarantee. kopf passes its indexes (``indices``) to
+    start-up handlers too; the ReplicationRule refresh loop judges deletions against them.
     """
     config = Settings()
     configure_logging()
@@ -171,6 +173,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # A permanent error makes kopf stop the operator instead of retrying start-up.
         raise kopf.PermanentError(str(exc)) from exc
     RUCIO_API_CALLS.set_function(lambda: memo.context.rucio.api_calls)
+    memo.refresh = replication.refresh_loop(memo, indices, settings)
+    memo.refresh.start()
     if config.metrics_port:
         start_http_server(config.metrics_port, addr=config.metrics_address)
     _LOG.info(
@@ -215,7 +219,10 @@ async def login(**kwargs: Any) -> kopf.AiohttpSession | None:  # noqa: ANN401
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:  # noqa: ANN401
-    """Close the shared clients; stop returning free heap."""
+    """Stop the refresh loop; close the shared clients; stop returning free heap."""
+    loop: RefreshLoop | None = memo.get("refresh")
+    if loop is not None:
+        loop.stop()
     context: ProcessContext | None = memo.get("context")
     if context is not None:
         context.close()

@@ -537,8 +537,9 @@ def _value_rules(values: Values) -> list[PolicyRule]:
         PolicyRule(
             ("kopf.dev",),
             ("clusterkopfpeerings",),
-            ("patch",),
-            "kopf peering: this process's keep-alive in the peering object",
+            ("get", "patch"),
+            "kopf peering: this process's keep-alive in the peering object; "
+            "handlers/refresh.py: whether this process leads",
             resource_names=(values.peering.name,),
         ),
         PolicyRule(

@@ -1,0 +1,291 @@
+"""One refresh loop per kind, instead of a kopf timer per object.
+
+A kopf timer is an asyncio task per object that keeps the object's live body: at 1,500
+ReplicationRules the timers were half of what a resource cost in memory (62 KiB a resource
+with them, 33 KiB without: docs/replication.md, "At scale"), and at 10,000 one process's
+timers no longer kept a 10 s refresh. This loop is one thread: each interval it lists the
+kind a page at a time and hands each due object to a small pool of threads, spreading the
+passes over the interval as the timers' jitter did.
+
+It does itself what kopf does for a timer:
+
+- acts only while this process leads (`leads`, from kopf's peering object), so a standby
+  replica's loop stays idle;
+- merges each pass's status and metadata patch and posts its Events (`RefreshObjects`), with
+  the pass's Events routed there rather than to kopf's queue (`common.EVENT_SINK`);
+- backs an object off after a transient error: kopf's ``TemporaryError`` names the delay.
+
+It refreshes only objects a change handler of this process has tracked (`Tracked.track`):
+kopf calls those (resume at start, create for a new object) only once its indexes are full,
+so no refresh pass ever judges a deletion against indexes still being filled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import kopf
+
+from steward.exceptions import PermanentError, TransientError
+from steward.handlers.common import EVENT_SINK
+from steward.observability import REFRESH_CYCLE_SECONDS, get_logger
+from steward.storage.kubernetes import ResourceKey
+from steward.storage.refreshing import RefreshObjects
+
+__all__ = ["Cycle", "Pass", "RefreshLoop", "Tracked", "leads", "peering_leadership"]
+
+_LOG = get_logger(__name__)
+
+Pass = Callable[[dict[str, Any], kopf.Patch, kopf.Memo], None]
+"""One refresh pass of one object: its body, the patch to fill, its memo."""
+
+
+class Tracked:
+    """The memo of every object of a kind that this process's change handlers have handled.
+
+    kopf's per-object memo is out of the loop's reach, so the kind's handlers and its loop
+    share these instead: the status this process last wrote, the next edge, the last pass.
+    """
+
+    def __init__(
+        self, base: Mapping[str, Any], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._base = dict(base)
+        self._memos: dict[str, kopf.Memo] = {}
+        self._since: dict[str, float] = {}
+        self._guard = threading.Lock()
+        self._clock = clock
+
+    def track(self, uid: str) -> kopf.Memo:
+        """The object's memo, made (and the object refreshed from now on) if it had none."""
+        with self._guard:
+            memo = self._memos.get(uid)
+            if memo is None:
+                memo = self._memos[uid] = kopf.Memo(self._base)
+                self._since[uid] = self._clock()
+            return memo
+
+    def get(self, uid: str) -> kopf.Memo | None:
+        """The object's memo, or None when no change handler of this process handled it."""
+        return self._memos.get(uid)
+
+    def forget(self, uid: str) -> None:
+        """Stop refreshing the object (it is gone)."""
+        with self._guard:
+            self._memos.pop(uid, None)
+            self._since.pop(uid, None)
+
+    def prune(self, listed: Iterable[str], before: float) -> int:
+        """Forget objects tracked before ``before`` that a whole listing did not show.
+
+        An object deleted without its finalizer's handler (the finalizer removed by hand)
+        never reaches `forget`. One tracked after the listing began may simply not be in it.
+        """
+        keep = set(listed)
+        with self._guard:
+            gone = [u for u, t in self._since.items() if u not in keep and t < before]
+            for uid in gone:
+                self._memos.pop(uid, None)
+                self._since.pop(uid, None)
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._memos)
+
+
+def leads(peering: Mapping[str, Any] | None, priority: int, now: datetime) -> bool:
+    """Whether kopf's peering lets the process of ``priority`` act, as kopf judges it.
+
+    kopf pauses a process while a live peer has a higher priority, and every process while
+    the (mandatory) peering object is missing. A peer is live until ``lastseen + lifetime``.
+    """
+    if peering is None:
+        return False
+    for peer in (peering.get("status") or {}).values():
+        if not isinstance(peer, Mapping) or int(peer.get("priority", 0)) <= priority:
+            continue
+        seen = peer.get("lastseen")
+        if seen is None:
+            return False
+        last = datetime.fromisoformat(str(seen))
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=UTC)
+        if last + timedelta(seconds=int(peer.get("lifetime", 60))) > now:
+            return False
+    return True
+
+
+def peering_leadership(
+    objects: RefreshObjects, settings: kopf.OperatorSettings
+) -> Callable[[], bool]:
+    """Whether this process leads now: always when standalone, else as `leads` reads it."""
+    if settings.peering.standalone:
+        return lambda: True
+    name, priority = settings.peering.name, settings.peering.priority
+    return lambda: leads(objects.peering(name), priority, datetime.now(UTC))
+
+
+@dataclass
+class Cycle:
+    """What one cycle over a kind did."""
+
+    listed: int = 0
+    passed: int = 0
+    failed: int = 0
+    pruned: int = 0
+    led: bool = True
+
+
+class RefreshLoop:
+    """Refresh every tracked object of one kind once per interval, in a thread of its own."""
+
+    def __init__(
+        self,
+        *,
+        objects: RefreshObjects,
+        tracked: Tracked,
+        refresh: Pass,
+        interval: float,
+        workers: int,
+        leading: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
+        page_size: int = 500,
+    ) -> None:
+        self.objects = objects
+        self.page_size = page_size
+        self.tracked = tracked
+        self._refresh = refresh
+        self.interval = interval
+        self._leading = leading
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"refresh-{objects.kind}")
+        self._slots = threading.BoundedSemaphore(2 * workers)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._expected = 0
+
+    def start(self) -> None:
+        """Run cycles in a daemon thread until `stop`."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"refresh-{self.objects.kind}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the passes under way and stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self) -> None:
+        # The first cycle waits an interval: the change handlers have just passed everything.
+        wait = self.interval
+        while not self._stop.wait(wait):
+            started = self._clock()
+            try:
+                self.cycle()
+            except (TransientError, PermanentError) as exc:
+                _LOG.warning("refresh cycle failed", kind=self.objects.kind, error=str(exc))
+            except Exception:  # noqa: BLE001 - the loop must outlive any one cycle's bug
+                _LOG.exception("refresh cycle failed", kind=self.objects.kind)
+            wait = max(0.0, self.interval - (self._clock() - started))
+
+    def cycle(self) -> Cycle:
+        """List the kind once and pass each due tracked object; wait for those passes."""
+        kind = self.objects.kind
+        started = self._clock()
+        report = Cycle()
+        listed: list[str] = []
+        futures: list[Future[bool]] = []
+        expected = self._expected
+        for page in self.objects.pages(self.page_size):
+            if self._stop.is_set():
+                report.led = False
+                break
+            if not self._leading():
+                report.led = False
+                break
+            for body in page:
+                meta = body.get("metadata") or {}
+                uid = str(meta.get("uid"))
+                listed.append(uid)
+                memo = self.tracked.get(uid)
+                if memo is None or meta.get("deletionTimestamp") or not self._due(memo):
+                    continue
+                self._pace(started, len(futures), max(expected, len(listed)))
+                self._slots.acquire()
+                futures.append(self._pool.submit(self._pass, body, memo))
+        for future in futures:
+            if future.result():
+                report.passed += 1
+            else:
+                report.failed += 1
+        report.listed = len(listed)
+        if report.led:
+            report.pruned = self.tracked.prune(listed, started)
+            self._expected = report.listed
+        REFRESH_CYCLE_SECONDS.labels(kind).observe(self._clock() - started)
+        _LOG.debug("refresh cycle", kind=kind, **vars(report))
+        return report
+
+    def _due(self, memo: kopf.Memo) -> bool:
+        """Not passed within half an interval (a change handler's pass counts), not backing off."""
+        now = self._clock()
+        passed: float | None = memo.get("passed_at")
+        retry: float | None = memo.get("retry_at")
+        recent = passed is not None and now - passed < self.interval / 2
+        return not recent and (retry is None or now >= retry)
+
+    def _pace(self, started: float, index: int, total: int) -> None:
+        """Submit the ``index``-th pass no earlier than its share of nine tenths of the interval."""
+        if total <= 1:
+            return
+        wait = started + 0.9 * self.interval * index / total - self._clock()
+        if wait > 0:
+            self._stop.wait(wait)
+
+    def _pass(self, body: dict[str, Any], memo: kopf.Memo) -> bool:
+        """One object's pass; its patch merged and its Events posted whatever the outcome."""
+        try:
+            return self._pass_and_merge(body, memo)
+        finally:
+            self._slots.release()
+
+    def _pass_and_merge(self, body: dict[str, Any], memo: kopf.Memo) -> bool:
+        patch = kopf.Patch()
+        token = EVENT_SINK.set(self._post)
+        ok = False
+        try:
+            self._refresh(body, patch, memo)
+            memo["retry_at"] = None
+            ok = True
+        except kopf.TemporaryError as exc:
+            memo["retry_at"] = self._clock() + (exc.delay or self.interval)
+        except Exception:  # noqa: BLE001 - as kopf does for a handler: log, retry later
+            _LOG.exception("refresh pass failed", kind=self.objects.kind)
+            memo["retry_at"] = self._clock() + self.interval
+        finally:
+            EVENT_SINK.reset(token)
+        if patch:
+            try:
+                self.objects.merge(ResourceKey.of(body), patch)
+            except (TransientError, PermanentError) as exc:
+                # What the pass remembered writing never landed: compare with the stored
+                # status next time.
+                memo.pop("status", None)
+                _LOG.warning("refresh patch failed", kind=self.objects.kind, error=str(exc))
+                return False
+        return ok
+
+    def _post(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        try:
+            self.objects.event(body, type_, reason, message)
+        except (TransientError, PermanentError) as exc:
+            _LOG.warning("refresh event not posted", reason=reason, error=str(exc))

@@ -1,0 +1,146 @@
+"""What the refresh loop of a kind reads and writes in the Kubernetes API, outside kopf.
+
+The loop (`steward.handlers.refresh`) does itself what kopf does for a timer: it lists the
+objects a page at a time, merges each pass's status and metadata patch, posts the pass's
+Events, and reads kopf's peering object to act only while this process leads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from kubernetes import client
+
+from steward.constants import GROUP, VERSION
+from steward.exceptions import NotFoundError
+from steward.models import kind_info
+from steward.storage.kubernetes import ResourceKey, kube_call, response_json
+
+__all__ = ["PEERING_GROUP", "PEERING_PLURAL", "PEERING_VERSION", "RefreshObjects"]
+
+_MERGE = "application/merge-patch+json"
+PEERING_GROUP = "kopf.dev"
+PEERING_VERSION = "v1"
+PEERING_PLURAL = "clusterkopfpeerings"
+_COMPONENT = "steward"
+_MESSAGE_LIMIT = 1024
+
+
+class RefreshObjects:
+    """One kind's objects, their patches and Events, and kopf's peering object."""
+
+    def __init__(self, api: client.ApiClient, kind: str) -> None:
+        self._objects = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self.kind = kind
+        self._plural = kind_info(kind).plural
+
+    def pages(self, limit: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """Every object of the kind in every namespace, ``limit`` at a time.
+
+        Read without the client's model deserialisation (`response_json`): a page of five
+        hundred objects is one JSON parse.
+        """
+        token: str | None = None
+        while True:
+            page = response_json(kube_call(f"list {self.kind}", partial(self._page, limit, token)))
+            yield list(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def _page(self, limit: int, token: str | None) -> object:
+        options: dict[str, Any] = {"limit": limit, "_preload_content": False}
+        if token:
+            options["_continue"] = token
+        return self._objects.list_cluster_custom_object(GROUP, VERSION, self._plural, **options)
+
+    def merge(self, key: ResourceKey, patch: Mapping[str, Any]) -> None:
+        """Merge a kopf-style patch: its ``status`` to the status, the rest to the object."""
+        status = patch.get("status")
+        rest = {k: v for k, v in patch.items() if k != "status"}
+        namespace = key.namespace or ""
+        if status:
+            kube_call(
+                f"patch the status of {key}",
+                lambda: self._objects.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    self._plural,
+                    key.name,
+                    {"status": status},
+                    _content_type=_MERGE,
+                    _preload_content=False,
+                ),
+            )
+        if rest:
+            kube_call(
+                f"patch {key}",
+                lambda: self._objects.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    self._plural,
+                    key.name,
+                    rest,
+                    _content_type=_MERGE,
+                    _preload_content=False,
+                ),
+            )
+
+    def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event about ``body``, as kopf's poster would (same fields, same limit)."""
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        event: dict[str, Any] = {
+            "metadata": {"namespace": namespace, "generateName": f"{_COMPONENT}-event-"},
+            "action": "Refresh",
+            "type": type_,
+            "reason": reason,
+            "message": message[:_MESSAGE_LIMIT],
+            "reportingComponent": _COMPONENT,
+            "reportingInstance": _COMPONENT,
+            "source": {"component": _COMPONENT},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "name": meta.get("name"),
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        kube_call(
+            f"post an Event about {self.kind}/{meta.get('name')}",
+            lambda: self._core.create_namespaced_event(
+                namespace,
+                event,  # type: ignore[arg-type] # a plain dict, as kopf's poster sends it
+                _preload_content=False,
+            ),
+        )
+
+    def peering(self, name: str) -> dict[str, Any] | None:
+        """The cluster-wide peering object of kopf named ``name``, or None when there is none."""
+        try:
+            return response_json(
+                kube_call(
+                    f"get peering {name}",
+                    lambda: self._objects.get_cluster_custom_object(
+                        PEERING_GROUP,
+                        PEERING_VERSION,
+                        PEERING_PLURAL,
+                        name,
+                        _preload_content=False,
+                    ),
+                )
+            )
+        except NotFoundError:
+            return None
