@@ -1,8 +1,7 @@
-"""What kopf keeps and when the edge timer runs (pure: kopf's own storage classes, no server)."""
+"""What kopf keeps (pure: kopf's own storage classes, no server)."""
 
 import kopf
 
-from steward.handlers.replication import _gated
 from steward.handlers.startup import diffbase_storage, progress_storage
 
 
@@ -43,10 +42,3 @@ def test_a_handler_that_succeeds_at_once_leaves_no_progress():
     assert patch["status"]["kopf"]["progress"]["rule_changed"]["success"] is True
     storage.purge(key="rule_changed", body=body, patch=patch)
     assert dict(patch) == {}  # stored and purged in one patch: nothing to write
-
-
-def test_the_edge_timer_runs_for_windows_embargoes_and_a_backlog():
-    assert _gated(spec={"transferWindow": {"start": "22:00"}}, status={})
-    assert _gated(spec={"notBefore": "2027-01-01T00:00:00Z"}, status={})
-    assert _gated(spec={}, status={"deferred": 3})
-    assert not _gated(spec={}, status={"deferred": 0})

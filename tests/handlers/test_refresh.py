@@ -21,6 +21,7 @@ import pytest
 from steward.constants import GROUP, VERSION
 from steward.handlers.common import _event
 from steward.handlers.refresh import RefreshLoop, Tracked, leads
+from steward.storage.kubernetes import ResourceKey
 from steward.storage.refreshing import RefreshObjects
 from support.waiting import until
 
@@ -129,6 +130,7 @@ def _loop(kube_api, tracked, recorder, leading=lambda: True):
         tracked=tracked,
         refresh=recorder,
         interval=60.0,
+        edge_interval=5.0,
         workers=2,
         leading=leading,
         clock=clock,
@@ -254,6 +256,7 @@ def test_a_started_loop_refreshes_each_interval_until_stopped(kube_api, namespac
         tracked=tracked,
         refresh=recorder,
         interval=0.5,
+        edge_interval=0.1,
         workers=2,
         leading=lambda: True,
     )
@@ -263,8 +266,44 @@ def test_a_started_loop_refreshes_each_interval_until_stopped(kube_api, namespac
     finally:
         loop.stop()
     seen = len(recorder.seen)
-    assert not loop._thread.is_alive()
+    assert not loop.running
     assert len(recorder.seen) == seen
+
+
+@pytest.mark.kube
+def test_an_edge_that_has_come_is_passed_within_seconds_reading_that_object_alone(
+    kube_api, namespace, objects
+):
+    custom, uids = objects
+    tracked = Tracked({}, clock=clock)
+
+    def track(name, **memo):
+        tracked.track(uids[name], ResourceKey("ReplicationRule", namespace, name)).update(memo)
+
+    track("r0", edge_at=clock.now - 1)  # a window opened a second ago
+    track("r1", edge_at=clock.now + 30)  # an embargo ends in 30 s
+    track("r2")  # no edge
+    track("r3", edge_at=clock.now - 1, retry_at=clock.now + 10)  # backing off
+    track("r4", edge_at=clock.now - 1)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "replicationrules", "r4")
+    gone = ResourceKey("ReplicationRule", namespace, "gone")
+    tracked.track(str(uuid.uuid4()), gone).update(edge_at=clock.now - 1)  # never existed
+    recorder = Recorder()
+    loop = _loop(kube_api, tracked, recorder)
+    try:
+        assert loop.edges() == 1
+        until("the edge pass", lambda: recorder.seen == ["r0"], timeout=30)
+        stored = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "replicationrules", "r0"
+        )
+        assert stored["status"]["refreshedBy"] == "loop"
+        standby = _loop(kube_api, tracked, recorder, leading=lambda: False)
+        try:
+            assert standby.edges() == 0  # r0's edge is still due, but this one does not lead
+        finally:
+            standby.stop()
+    finally:
+        loop.stop()
 
 
 @pytest.mark.kube

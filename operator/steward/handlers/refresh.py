@@ -1,11 +1,14 @@
 """One refresh loop per kind, instead of a kopf timer per object.
 
-A kopf timer is an asyncio task per object that keeps the object's live body: at 1,500
-ReplicationRules the timers were half of what a resource cost in memory (62 KiB a resource
-with them, 33 KiB without: docs/replication.md, "At scale"), and at 10,000 one process's
-timers no longer kept a 10 s refresh. This loop is one thread: each interval it lists the
-kind a page at a time and hands each due object to a small pool of threads, spreading the
-passes over the interval as the timers' jitter did.
+A kopf timer is an asyncio task per object, and kopf keeps the live body of every object of
+a kind that has any timer: at 1,500 ReplicationRules the timers were half of what a resource
+cost in memory (62 KiB a resource with them, 33 KiB without: docs/replication.md, "At
+scale"), and at 10,000 one process's timers no longer kept a 10 s refresh. This loop is one
+thread: each interval it lists the kind a page at a time and hands each due object to a small
+pool of threads, spreading the passes over the interval as the timers' jitter did. A second
+thread acts on edges: every few seconds it passes the objects whose last pass announced an
+edge that has come (a window opening, an embargo ending, a backlog's next share), reading
+just those objects.
 
 It does itself what kopf does for a timer:
 
@@ -62,14 +65,24 @@ class Tracked:
         self._guard = threading.Lock()
         self._clock = clock
 
-    def track(self, uid: str) -> kopf.Memo:
-        """The object's memo, made (and the object refreshed from now on) if it had none."""
+    def track(self, uid: str, key: ResourceKey | None = None) -> kopf.Memo:
+        """The object's memo, made (and the object refreshed from now on) if it had none.
+
+        ``key`` names the object for the edge passes, which read it alone.
+        """
         with self._guard:
             memo = self._memos.get(uid)
             if memo is None:
                 memo = self._memos[uid] = kopf.Memo(self._base)
                 self._since[uid] = self._clock()
+            if key is not None:
+                memo["key"] = key
             return memo
+
+    def items(self) -> list[tuple[str, kopf.Memo]]:
+        """Every tracked object's uid and memo, as of now."""
+        with self._guard:
+            return list(self._memos.items())
 
     def get(self, uid: str) -> kopf.Memo | None:
         """The object's memo, or None when no change handler of this process handled it."""
@@ -152,6 +165,7 @@ class RefreshLoop:
         tracked: Tracked,
         refresh: Pass,
         interval: float,
+        edge_interval: float,
         workers: int,
         leading: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
@@ -162,27 +176,38 @@ class RefreshLoop:
         self.tracked = tracked
         self._refresh = refresh
         self.interval = interval
+        self.edge_interval = edge_interval
         self._leading = leading
         self._clock = clock
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"refresh-{objects.kind}")
         self._slots = threading.BoundedSemaphore(2 * workers)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._inflight: set[str] = set()
+        self._inflight_guard = threading.Lock()
         self._expected = 0
 
     def start(self) -> None:
-        """Run cycles in a daemon thread until `stop`."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"refresh-{self.objects.kind}", daemon=True
-        )
-        self._thread.start()
+        """Run cycles, and edge checks, in two daemon threads until `stop`."""
+        kind = self.objects.kind
+        self._threads = [
+            threading.Thread(target=self._run, name=f"refresh-{kind}", daemon=True),
+            threading.Thread(target=self._run_edges, name=f"edges-{kind}", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the passes under way and stop."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def running(self) -> bool:
+        """Whether a thread of the loop still runs."""
+        return any(thread.is_alive() for thread in self._threads)
 
     def _run(self) -> None:
         # The first cycle waits an interval: the change handlers have just passed everything.
@@ -196,6 +221,44 @@ class RefreshLoop:
             except Exception:  # noqa: BLE001 - the loop must outlive any one cycle's bug
                 _LOG.exception("refresh cycle failed", kind=self.objects.kind)
             wait = max(0.0, self.interval - (self._clock() - started))
+
+    def _run_edges(self) -> None:
+        while not self._stop.wait(self.edge_interval):
+            try:
+                self.edges()
+            except Exception:  # noqa: BLE001 - the loop must outlive any one check's bug
+                _LOG.exception("edge check failed", kind=self.objects.kind)
+
+    def edges(self) -> int:
+        """Pass the tracked objects whose announced edge has come; return how many.
+
+        Reads only those objects: a window or an embargo has to be acted on within seconds,
+        and few objects have one. An object backing off waits for its retry.
+        """
+        now = self._clock()
+        due = [
+            memo
+            for uid, memo in self.tracked.items()
+            if uid not in self._inflight
+            and memo.get("edge_at") is not None
+            and memo["edge_at"] <= now
+            and (memo.get("retry_at") is None or memo["retry_at"] <= now)
+            and memo.get("key") is not None
+        ]
+        if not due or not self._leading():
+            return 0
+        passed = 0
+        for memo in due:
+            try:
+                body = self.objects.get(memo["key"])
+            except (TransientError, PermanentError) as exc:
+                _LOG.warning("edge read failed", kind=self.objects.kind, error=str(exc))
+                continue
+            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            if self._submit(body, memo) is not None:
+                passed += 1
+        return passed
 
     def cycle(self) -> Cycle:
         """List the kind once and pass each due tracked object; wait for those passes."""
@@ -220,8 +283,9 @@ class RefreshLoop:
                 if memo is None or meta.get("deletionTimestamp") or not self._due(memo):
                     continue
                 self._pace(started, len(futures), max(expected, len(listed)))
-                self._slots.acquire()
-                futures.append(self._pool.submit(self._pass, body, memo))
+                future = self._submit(body, memo)
+                if future is not None:
+                    futures.append(future)
         for future in futures:
             if future.result():
                 report.passed += 1
@@ -251,12 +315,24 @@ class RefreshLoop:
         if wait > 0:
             self._stop.wait(wait)
 
-    def _pass(self, body: dict[str, Any], memo: kopf.Memo) -> bool:
+    def _submit(self, body: dict[str, Any], memo: kopf.Memo) -> Future[bool] | None:
+        """Hand the object's pass to the pool, unless one is already under way."""
+        uid = str((body.get("metadata") or {}).get("uid"))
+        with self._inflight_guard:
+            if uid in self._inflight:
+                return None
+            self._inflight.add(uid)
+        self._slots.acquire()
+        return self._pool.submit(self._pass, uid, body, memo)
+
+    def _pass(self, uid: str, body: dict[str, Any], memo: kopf.Memo) -> bool:
         """One object's pass; its patch merged and its Events posted whatever the outcome."""
         try:
             return self._pass_and_merge(body, memo)
         finally:
             self._slots.release()
+            with self._inflight_guard:
+                self._inflight.discard(uid)
 
     def _pass_and_merge(self, body: dict[str, Any], memo: kopf.Memo) -> bool:
         patch = kopf.Patch()

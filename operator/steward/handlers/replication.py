@@ -2,8 +2,9 @@
 
 The level-based refresh is one loop for the kind (`steward.handlers.refresh`), not a kopf
 timer per object: its passes and kopf's handlers share each object's memo (`Tracked`), and
-the change handlers decide which objects it refreshes. Only the few objects with a window,
-an embargo or a backlog keep a kopf timer, for their edges.
+the change handlers decide which objects it refreshes. The same loop acts on edges (a window
+opening or closing, an embargo ending, a backlog's next share) within seconds. No kopf timer
+is registered for the kind, so kopf keeps no live body per object either.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from steward.constants import GROUP, VERSION
 from steward.handlers.common import (
     EDGE_INTERVAL,
     INTERVAL,
-    edge_due,
     factory,
     forget,
     parse,
@@ -30,6 +30,7 @@ from steward.handlers.protections import cluster_facts
 from steward.handlers.refresh import Pass, RefreshLoop, Tracked, peering_leadership
 from steward.models.replication import ReplicationRule
 from steward.observability import forget_rule_states, observe_backlog, observe_rule_states
+from steward.storage.kubernetes import ResourceKey
 from steward.storage.refreshing import RefreshObjects
 
 KIND = "ReplicationRule"
@@ -38,6 +39,12 @@ PLURAL = "replicationrules"
 
 def _uid(body: Mapping[str, Any]) -> str:
     return str((body.get("metadata") or {}).get("uid"))
+
+
+def _tracked(memo: Any, body: Mapping[str, Any]) -> kopf.Memo:  # noqa: ANN401 - kopf's memo
+    """The object's memo shared with the refresh loop, which refreshes it from now on."""
+    tracked: Tracked = memo.tracked
+    return tracked.track(_uid(body), ResourceKey.of(dict(body)))
 
 
 def refresh_loop(
@@ -58,6 +65,7 @@ def refresh_loop(
         tracked=memo.tracked,
         refresh=refresh_pass(indices),
         interval=INTERVAL,
+        edge_interval=EDGE_INTERVAL,
         workers=context.settings.workers,
         leading=peering_leadership(objects, settings),
     )
@@ -85,7 +93,7 @@ def _reconcile(
         if not fresh and not status.get("conditions"):
             # No pass has reported on it yet: its first pass is the change handler's, which
             # kopf calls for every new object (create) and for every object at start
-            # (resume). A refresh or an edge timer coming first (the change handler's thread
+            # (resume). A refresh or an edge pass coming first (the change handler's thread
             # may wait behind a thousand others) would make that pass without what only a
             # first pass may skip (its listing, `ReplicationService.reconcile`), then the
             # change handler would list again.
@@ -121,23 +129,7 @@ def rule_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: 
 
     From then on the kind's refresh loop refreshes it too (`Tracked.track`).
     """
-    _reconcile(body, patch, memo.tracked.track(_uid(body)), kwargs, fresh=True)
-
-
-def _gated(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:  # noqa: ANN401
-    return bool(spec.get("transferWindow") or spec.get("notBefore") or status.get("deferred"))
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=EDGE_INTERVAL, when=_gated)
-def rule_edge(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
-    """Open or close transfers within seconds of a window or embargo edge; catch up a backlog.
-
-    A resource whose last pass left rules for later (``status.deferred``) takes its next
-    share here, seconds later, rather than at the next refresh.
-    """
-    shared = memo.tracked.get(_uid(body))
-    if shared is not None and edge_due(shared):
-        _reconcile(body, patch, shared, kwargs, fresh=False)
+    _reconcile(body, patch, _tracked(memo, body), kwargs, fresh=True)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -148,7 +140,7 @@ def rule_deleted(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kwargs: 
     kept in status, applies (the service's ``finalize`` says how). Rules the deletion gate
     keeps (a protection, a freeze) keep the finalizer, and the release is tried again.
     """
-    shared = memo.tracked.track(_uid(body))
+    shared = _tracked(memo, body)
     with reconciling(KIND, body, patch, shared, deleting=True) as copy:
         rule = parse(ReplicationRule, copy, patch, shared)
         events = (

@@ -58,6 +58,25 @@ class RefreshObjects:
             options["_continue"] = token
         return self._objects.list_cluster_custom_object(GROUP, VERSION, self._plural, **options)
 
+    def get(self, key: ResourceKey) -> dict[str, Any] | None:
+        """The object now, or None when it is gone."""
+        try:
+            return response_json(
+                kube_call(
+                    f"get {key}",
+                    lambda: self._objects.get_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        key.namespace or "",
+                        self._plural,
+                        key.name,
+                        _preload_content=False,
+                    ),
+                )
+            )
+        except NotFoundError:
+            return None
+
     def merge(self, key: ResourceKey, patch: Mapping[str, Any]) -> None:
         """Merge a kopf-style patch: its ``status`` to the status, the rest to the object."""
         status = patch.get("status")
