@@ -86,6 +86,7 @@ class Recorder:
 
     def __init__(self):
         self.seen = []
+        self.bodies = []
         self.failing = {}
         self.guard = threading.Lock()
 
@@ -93,6 +94,7 @@ class Recorder:
         name = body["metadata"]["name"]
         with self.guard:
             self.seen.append(name)
+            self.bodies.append(body)
         memo["passed_at"] = clock.now
         patch.status["refreshedBy"] = "loop"
         _event(body, "Normal", "Refreshed", f"{name} refreshed")
@@ -169,6 +171,7 @@ def test_a_cycle_passes_every_tracked_object_once_and_merges_its_patch(
         report = loop.cycle()
 
         assert _mine(recorder.seen, uids) == ["r0", "r2"]
+        assert all("managedFields" not in body["metadata"] for body in recorder.bodies)
         assert report.listed >= 7  # with other tests' objects: listed two at a time
         stored = custom.get_namespaced_custom_object(
             GROUP, VERSION, namespace, "replicationrules", "r0"
@@ -292,11 +295,15 @@ def test_an_edge_that_has_come_is_passed_within_seconds_reading_that_object_alon
     loop = _loop(kube_api, tracked, recorder)
     try:
         assert loop.edges() == 1
-        until("the edge pass", lambda: recorder.seen == ["r0"], timeout=30)
-        stored = custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "replicationrules", "r0"
-        )
-        assert stored["status"]["refreshedBy"] == "loop"
+
+        def stored():
+            body = custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "replicationrules", "r0"
+            )
+            return (body.get("status") or {}).get("refreshedBy")
+
+        until("the edge pass's status stored", lambda: stored() == "loop", timeout=30)
+        assert recorder.seen == ["r0"]
         standby = _loop(kube_api, tracked, recorder, leading=lambda: False)
         try:
             assert standby.edges() == 0  # r0's edge is still due, but this one does not lead

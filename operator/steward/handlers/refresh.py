@@ -153,6 +153,9 @@ class Cycle:
     failed: int = 0
     pruned: int = 0
     led: bool = True
+    """False when the process found it did not lead, and stopped listing."""
+    complete: bool = True
+    """Whether every page was listed (not stopped, led throughout): only then it prunes."""
 
 
 class RefreshLoop:
@@ -203,6 +206,7 @@ class RefreshLoop:
         for thread in self._threads:
             thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.objects.close()
 
     @property
     def running(self) -> bool:
@@ -270,10 +274,10 @@ class RefreshLoop:
         expected = self._expected
         for page in self.objects.pages(self.page_size):
             if self._stop.is_set():
-                report.led = False
+                report.complete = False
                 break
             if not self._leading():
-                report.led = False
+                report.led = report.complete = False
                 break
             for body in page:
                 meta = body.get("metadata") or {}
@@ -282,7 +286,7 @@ class RefreshLoop:
                 memo = self.tracked.get(uid)
                 if memo is None or meta.get("deletionTimestamp") or not self._due(memo):
                     continue
-                self._pace(started, len(futures), max(expected, len(listed)))
+                self._pace(started, len(listed) - 1, max(expected, len(listed)))
                 future = self._submit(body, memo)
                 if future is not None:
                     futures.append(future)
@@ -292,7 +296,7 @@ class RefreshLoop:
             else:
                 report.failed += 1
         report.listed = len(listed)
-        if report.led:
+        if report.complete:
             report.pruned = self.tracked.prune(listed, started)
             self._expected = report.listed
         REFRESH_CYCLE_SECONDS.labels(kind).observe(self._clock() - started)
@@ -308,7 +312,11 @@ class RefreshLoop:
         return not recent and (retry is None or now >= retry)
 
     def _pace(self, started: float, index: int, total: int) -> None:
-        """Submit the ``index``-th pass no earlier than its share of nine tenths of the interval."""
+        """Wait until the ``index``-th object listed has its share of nine tenths of the interval.
+
+        By its place in the listing, so each object passes at about the same moment of every
+        cycle: one interval apart.
+        """
         if total <= 1:
             return
         wait = started + 0.9 * self.interval * index / total - self._clock()

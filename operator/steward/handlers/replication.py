@@ -59,7 +59,7 @@ def refresh_loop(
     """
     context = memo.context
     memo.tracked = Tracked({"context": context})
-    objects = RefreshObjects(context.kube_api, KIND)
+    objects = RefreshObjects.open(KIND, connections=context.settings.workers + 2)
     return RefreshLoop(
         objects=objects,
         tracked=memo.tracked,
