@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
+import urllib3
 from kubernetes import client
 
 from steward.constants import GROUP, VERSION
@@ -27,6 +28,18 @@ PEERING_VERSION = "v1"
 PEERING_PLURAL = "clusterkopfpeerings"
 _COMPONENT = "steward"
 _MESSAGE_LIMIT = 1024
+
+
+def _drained(raw: object) -> None:
+    """Read a raw response to its end and hand its connection back to the pool.
+
+    A response asked for with ``_preload_content=False`` keeps its connection until it is
+    read: left unread, every patch opened a new TLS connection (most of the loop's CPU in a
+    py-spy profile at 6,000 resources).
+    """
+    response = cast("urllib3.BaseHTTPResponse", raw)
+    response.drain_conn()
+    response.release_conn()
 
 
 class RefreshObjects:
@@ -104,32 +117,36 @@ class RefreshObjects:
         rest = {k: v for k, v in patch.items() if k != "status"}
         namespace = key.namespace or ""
         if status:
-            kube_call(
-                f"patch the status of {key}",
-                lambda: self._objects.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    self._plural,
-                    key.name,
-                    {"status": status},
-                    _content_type=_MERGE,
-                    _preload_content=False,
-                ),
+            _drained(
+                kube_call(
+                    f"patch the status of {key}",
+                    lambda: self._objects.patch_namespaced_custom_object_status(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        self._plural,
+                        key.name,
+                        {"status": status},
+                        _content_type=_MERGE,
+                        _preload_content=False,
+                    ),
+                )
             )
         if rest:
-            kube_call(
-                f"patch {key}",
-                lambda: self._objects.patch_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    self._plural,
-                    key.name,
-                    rest,
-                    _content_type=_MERGE,
-                    _preload_content=False,
-                ),
+            _drained(
+                kube_call(
+                    f"patch {key}",
+                    lambda: self._objects.patch_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        self._plural,
+                        key.name,
+                        rest,
+                        _content_type=_MERGE,
+                        _preload_content=False,
+                    ),
+                )
             )
 
     def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -158,13 +175,15 @@ class RefreshObjects:
             "lastTimestamp": stamp,
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }
-        kube_call(
-            f"post an Event about {self.kind}/{meta.get('name')}",
-            lambda: self._core.create_namespaced_event(
-                namespace,
-                event,  # type: ignore[arg-type] # a plain dict, as kopf's poster sends it
-                _preload_content=False,
-            ),
+        _drained(
+            kube_call(
+                f"post an Event about {self.kind}/{meta.get('name')}",
+                lambda: self._core.create_namespaced_event(
+                    namespace,
+                    event,  # type: ignore[arg-type] # a plain dict, as kopf's poster sends it
+                    _preload_content=False,
+                ),
+            )
         )
 
     def peering(self, name: str) -> dict[str, Any] | None:
