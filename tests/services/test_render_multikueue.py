@@ -12,6 +12,7 @@ import pytest
 from steward.cli.render import load_site
 from steward.handlers.rbac import kopf_rules
 from steward.services.render import RenderError, load_values, render
+from support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -93,7 +94,8 @@ def test_the_api_server_lets_the_operator_read_exactly_the_worker_kubeconfigs(ku
         )
         return review.status.allowed
 
-    assert allowed("get", "ncsa-kubeconfig")
+    # The API server's RBAC authorizer reads Roles through an informer: a moment after create.
+    until("the Role in force", lambda: allowed("get", "ncsa-kubeconfig"))
     assert allowed("get", "in2p3-kubeconfig")
     assert not allowed("get", "kueue-webhook-server-cert")
     assert not allowed("list", "")
@@ -215,6 +217,7 @@ def test_the_api_server_lets_the_managers_account_do_what_multikueue_and_steward
         return review.status.allowed
 
     try:
+        until("the ClusterRole in force", lambda: allowed("get", "jobs", "batch"))
         # MultiKueue: copies of Jobs and Workloads in any campaign namespace, watched cluster-wide
         for verb in ("create", "delete", "get", "list", "watch"):
             assert allowed(verb, "jobs", "batch")
