@@ -23,6 +23,7 @@ from steward.handlers.common import _event
 from steward.handlers.refresh import RefreshLoop, Tracked, leads
 from steward.storage.kubernetes import ResourceKey
 from steward.storage.refreshing import RefreshObjects
+from support.samples import minimal_rule
 from support.waiting import until
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -72,15 +73,6 @@ def test_tracked_objects_share_one_memo_and_a_listing_prunes_only_older_ones():
     assert len(tracked) == 1
 
 
-def _rule(name, namespace):
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReplicationRule",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"dids": ["scope:name"]}, "destination": "NCSA_DISK"},
-    }
-
-
 class Recorder:
     """A pass that records each body it gets, writes a status, posts an Event, may fail."""
 
@@ -120,7 +112,7 @@ def objects(kube_api, namespace):
     for index in range(7):
         name = f"r{index}"
         created = custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "replicationrules", _rule(name, namespace)
+            GROUP, VERSION, namespace, "replicationrules", minimal_rule(name, namespace)
         )
         uids[name] = created["metadata"]["uid"]
     return custom, uids

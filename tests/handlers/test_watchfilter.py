@@ -27,6 +27,7 @@ from kopf._core.reactor import queueing
 
 from steward.constants import GROUP, VERSION
 from steward.handlers import watchfilter
+from support.samples import minimal_rule
 
 
 def _event(metadata):
@@ -142,15 +143,6 @@ def test_kopf_still_reads_its_events_through_the_wrapped_function():
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
 
 
-def _rule(name, namespace):
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReplicationRule",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"selector": {"dids": ["scope:name"]}, "destination": "NCSA_DISK"},
-    }
-
-
 @pytest.fixture
 def kopf_vault(control_plane, monkeypatch):
     """kopf's credentials for the real API server, as its login handler would store them."""
@@ -172,7 +164,7 @@ def kopf_vault(control_plane, monkeypatch):
 def test_kopf_lists_and_watches_real_objects_compacted(kopf_vault, kube_api, namespace):
     objects = kubernetes.client.CustomObjectsApi(kube_api)
     objects.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "replicationrules", _rule("stripped", namespace)
+        GROUP, VERSION, namespace, "replicationrules", minimal_rule("stripped", namespace)
     )
     stored = objects.get_namespaced_custom_object(
         GROUP, VERSION, namespace, "replicationrules", "stripped"

@@ -2,6 +2,7 @@
 
 import json
 
+from steward.constants import GROUP, VERSION
 from steward.services.audit import ResourceRef
 
 META = {"apiVersion": "steward.lsst.io/v1alpha1", "metadata": {"name": "x", "namespace": "s"}}
@@ -106,3 +107,13 @@ def replication_ref(resource, generation=1):
         uid=resource.metadata.uid,
         generation=generation,
     )
+
+
+def minimal_rule(name, namespace):
+    """The smallest ReplicationRule the API server accepts, as a body to create."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ReplicationRule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"dids": ["scope:name"]}, "destination": "NCSA_DISK"},
+    }

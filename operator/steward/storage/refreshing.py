@@ -7,7 +7,7 @@ Events, and reads kopf's peering object to act only while this process leads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
@@ -40,6 +40,14 @@ def _drained(raw: object) -> None:
     response = cast("urllib3.BaseHTTPResponse", raw)
     response.drain_conn()
     response.release_conn()
+
+
+def _read_or_none(what: str, call: Callable[[], object]) -> dict[str, Any] | None:
+    """The JSON of one read, or None when the API server has no such object."""
+    try:
+        return response_json(kube_call(what, call))
+    except NotFoundError:
+        return None
 
 
 class RefreshObjects:
@@ -94,60 +102,48 @@ class RefreshObjects:
 
     def get(self, key: ResourceKey) -> dict[str, Any] | None:
         """The object now, or None when it is gone."""
-        try:
-            return response_json(
-                kube_call(
-                    f"get {key}",
-                    lambda: self._objects.get_namespaced_custom_object(
-                        GROUP,
-                        VERSION,
-                        key.namespace or "",
-                        self._plural,
-                        key.name,
-                        _preload_content=False,
-                    ),
-                )
-            )
-        except NotFoundError:
-            return None
+        return _read_or_none(
+            f"get {key}",
+            partial(
+                self._objects.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                key.namespace or "",
+                self._plural,
+                key.name,
+                _preload_content=False,
+            ),
+        )
 
     def merge(self, key: ResourceKey, patch: Mapping[str, Any]) -> None:
         """Merge a kopf-style patch: its ``status`` to the status, the rest to the object."""
         status = patch.get("status")
         rest = {k: v for k, v in patch.items() if k != "status"}
-        namespace = key.namespace or ""
-        if status:
-            _drained(
-                kube_call(
-                    f"patch the status of {key}",
-                    lambda: self._objects.patch_namespaced_custom_object_status(
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        self._plural,
-                        key.name,
-                        {"status": status},
-                        _content_type=_MERGE,
-                        _preload_content=False,
-                    ),
+        for what, method, part in (
+            (
+                f"patch the status of {key}",
+                self._objects.patch_namespaced_custom_object_status,
+                {"status": status} if status else None,
+            ),
+            (f"patch {key}", self._objects.patch_namespaced_custom_object, rest or None),
+        ):
+            if part is not None:
+                _drained(
+                    kube_call(
+                        what,
+                        partial(
+                            method,
+                            GROUP,
+                            VERSION,
+                            key.namespace or "",
+                            self._plural,
+                            key.name,
+                            part,
+                            _content_type=_MERGE,
+                            _preload_content=False,
+                        ),
+                    )
                 )
-            )
-        if rest:
-            _drained(
-                kube_call(
-                    f"patch {key}",
-                    lambda: self._objects.patch_namespaced_custom_object(
-                        GROUP,
-                        VERSION,
-                        namespace,
-                        self._plural,
-                        key.name,
-                        rest,
-                        _content_type=_MERGE,
-                        _preload_content=False,
-                    ),
-                )
-            )
 
     def event(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event about ``body``, as kopf's poster would (same fields, same limit)."""
@@ -188,18 +184,14 @@ class RefreshObjects:
 
     def peering(self, name: str) -> dict[str, Any] | None:
         """The cluster-wide peering object of kopf named ``name``, or None when there is none."""
-        try:
-            return response_json(
-                kube_call(
-                    f"get peering {name}",
-                    lambda: self._objects.get_cluster_custom_object(
-                        PEERING_GROUP,
-                        PEERING_VERSION,
-                        PEERING_PLURAL,
-                        name,
-                        _preload_content=False,
-                    ),
-                )
-            )
-        except NotFoundError:
-            return None
+        return _read_or_none(
+            f"get peering {name}",
+            partial(
+                self._objects.get_cluster_custom_object,
+                PEERING_GROUP,
+                PEERING_VERSION,
+                PEERING_PLURAL,
+                name,
+                _preload_content=False,
+            ),
+        )
