@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     refresh_interval: float = Field(default=60.0, gt=0)
     """Seconds between timer refreshes of external state (Rucio has no watch)."""
 
+    heartbeat_writes: float = Field(default=2.0, gt=0)
+    """Status writes a second that one kind's heartbeat may cost a process, at most. A
+    status that did not change is written anyway once its ``lastSyncTime`` is ten refresh
+    intervals old, or, with N resources, N / heartbeat_writes seconds old when that is
+    longer: at 10,000 ReplicationRules ten intervals would be 17 writes a second at the
+    default minute (100 at the bench's 10 s), each a watch event back to every watcher,
+    for a field that only says the loop still runs."""
+
     full_resync_interval: float = Field(default=21600.0, gt=0)
     """Seconds between full listings of a metadata-selected ReplicationRule's scope, and of
     every rule of Steward's account (the shared rule snapshot); between them a refresh lists

@@ -11,8 +11,10 @@ ReplicationRule pass itself runs in every end-to-end test of the operator.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import kopf
 import kubernetes
@@ -20,7 +22,7 @@ import pytest
 
 from steward.constants import GROUP, VERSION
 from steward.handlers.common import _event
-from steward.handlers.refresh import RefreshLoop, Tracked, leads
+from steward.handlers.refresh import QUIET, RefreshLoop, Tracked, cycle_wait, leads
 from steward.storage.kubernetes import ResourceKey
 from steward.storage.refreshing import RefreshObjects
 from support.samples import minimal_rule
@@ -56,10 +58,10 @@ def test_a_peer_seen_without_a_time_zone_is_read_in_utc():
 
 
 def test_tracked_objects_share_one_memo_and_a_listing_prunes_only_older_ones():
-    ticks = iter([1.0, 2.0, 5.0])
+    ticks = iter([1.0, 1.5, 2.0, 5.0])
     tracked = Tracked({"context": "ctx"}, clock=lambda: next(ticks))
     first = tracked.track("a")
-    assert tracked.track("a") is first
+    assert tracked.track("a") is first  # at 1.5: tracked since 1.0 all the same
     assert first.context == "ctx"
     first["status"] = "{}"
     tracked.track("b")  # tracked at 2.0
@@ -266,6 +268,53 @@ def test_a_started_loop_refreshes_each_interval_until_stopped(kube_api, namespac
 
 
 @pytest.mark.kube
+def test_a_started_loop_yields_to_a_burst_of_change_passes_for_at_most_its_limit(
+    kube_api, namespace, objects
+):
+    _, uids = objects
+    tracked = Tracked({})
+    tracked.track(uids["r0"])
+    recorder = Recorder()
+    passed_at = []
+
+    def timed(body, patch, memo):
+        passed_at.append(time.monotonic())
+        recorder(body, patch, memo)
+
+    loop = RefreshLoop(
+        objects=RefreshObjects(kube_api, "ReplicationRule"),
+        tracked=tracked,
+        refresh=timed,
+        interval=0.5,
+        edge_interval=60.0,
+        workers=2,
+        leading=lambda: True,
+        yield_limit=4.0,
+    )
+    burst = threading.Event()
+
+    def changes():  # a change handler's pass every 50 ms, as in a burst of creates
+        while not burst.wait(0.05):
+            tracked.track(uids["r1"])
+
+    changing = threading.Thread(target=changes, daemon=True)
+    started = time.monotonic()
+    changing.start()
+    loop.start()
+    try:
+        until("a refresh of r0 despite the burst", lambda: passed_at, timeout=30)
+        first = passed_at[0] - started
+        burst.set()
+        until("refreshes every interval again", lambda: len(passed_at) >= 3, timeout=30)
+    finally:
+        burst.set()
+        loop.stop()
+    # Without yielding the first cycle begins after 0.5 s; it waited for the limit (4 s).
+    assert first >= 3.5
+    assert first < 15
+
+
+@pytest.mark.kube
 def test_an_edge_that_has_come_is_passed_within_seconds_reading_that_object_alone(
     kube_api, namespace, objects
 ):
@@ -308,3 +357,30 @@ def test_an_edge_that_has_come_is_passed_within_seconds_reading_that_object_alon
 @pytest.mark.kube
 def test_without_the_peering_crd_the_peering_object_reads_as_missing(kube_api):
     assert RefreshObjects(kube_api, "ReplicationRule").peering("steward") is None
+
+
+def test_a_cycle_is_due_an_interval_after_the_last_began_when_changes_are_idle():
+    wait = partial(cycle_wait, interval=10.0, yield_limit=100.0)
+    assert wait(103.0, 100.0, changed_at=None) == 7.0
+    assert wait(110.0, 100.0, changed_at=None) == 0.0
+    assert wait(110.0, 100.0, changed_at=110.0 - QUIET) == 0.0  # the last change a pause ago
+
+
+def test_while_change_passes_keep_coming_the_next_cycle_waits_up_to_the_yield_limit():
+    wait = partial(cycle_wait, interval=10.0, yield_limit=100.0)
+    assert wait(110.0, 100.0, changed_at=109.75) == pytest.approx(QUIET - 0.25)
+    assert wait(150.0, 100.0, changed_at=150.0) == QUIET
+    assert wait(199.5, 100.0, changed_at=199.5) == pytest.approx(0.5)  # not past the limit
+    assert wait(200.0, 100.0, changed_at=200.0) == 0.0
+
+
+def test_without_a_yield_limit_changes_never_delay_a_cycle():
+    assert cycle_wait(110.0, 100.0, interval=10.0, yield_limit=0.0, changed_at=110.0) == 0.0
+
+
+def test_a_change_handler_tracking_an_object_notes_when_it_began():
+    tracked = Tracked({}, clock=clock)
+    assert tracked.changed_at is None
+    clock.now = 42.0
+    tracked.track("uid")
+    assert tracked.changed_at == 42.0

@@ -62,7 +62,7 @@ def memo(rucio_server, database_url):
 
 def refresh(body, patch, memo):
     """A pass of the kind's refresh loop over ``body``, with the memo the handlers share."""
-    refresh_pass({})(body, patch, memo.tracked.track(body["metadata"]["uid"]))
+    refresh_pass({}, memo.tracked)(body, patch, memo.tracked.track(body["metadata"]["uid"]))
 
 
 def _raw(name, namespace, dids, generation, status=None):

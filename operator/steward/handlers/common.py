@@ -44,6 +44,7 @@ __all__ = [
     "edge_due",
     "factory",
     "forget",
+    "heartbeat",
     "jitter",
     "parse",
     "passing",
@@ -55,7 +56,10 @@ __all__ = [
 INTERVAL = Settings().refresh_interval
 """Seconds between refresh passes (Rucio has no watch to tell us of changes)."""
 HEARTBEAT = timedelta(seconds=10 * INTERVAL)
-"""How old ``lastSyncTime`` may get before a status that did not change is written anyway."""
+"""How old ``lastSyncTime`` may get before a status that did not change is written anyway,
+for a kind of few resources (`heartbeat`)."""
+HEARTBEAT_WRITES = Settings().heartbeat_writes
+"""Status writes a second one kind's heartbeat may cost, at most (`heartbeat`)."""
 EDGE_INTERVAL = min(5.0, INTERVAL)
 """Seconds between checks for a due edge (a transfer window, an embargo, a downtime)."""
 
@@ -173,6 +177,24 @@ def _degraded_by(status: Mapping[str, Any] | None) -> str | None:
     return str(found.get("reason")) if found and found.get("status") == "True" else None
 
 
+def heartbeat(
+    resources: int,
+    *,
+    floor: timedelta = HEARTBEAT,
+    writes: float = HEARTBEAT_WRITES,
+) -> timedelta:
+    """How old ``lastSyncTime`` may get for a kind of ``resources``, its writes within budget.
+
+    A fixed ten intervals cost a tenth of a status write per resource per interval,
+    forever: at 10,000 resources that is 17 writes a second at the default minute, and in a
+    burst every resource already Ready was written again each heartbeat while the rest
+    waited (3.2 writes a resource at 10,000; docs/replication.md, "At scale"). So past
+    ``floor`` the period grows with the resources, to keep the heartbeat's writes at
+    ``writes`` a second (the setting ``heartbeat_writes``).
+    """
+    return max(floor, timedelta(seconds=resources / writes))
+
+
 def edge_due(memo: Any) -> bool:  # noqa: ANN401 - kopf's per-object memo
     """Whether the edge the object's last reconcile announced has come.
 
@@ -216,13 +238,16 @@ def post(
     outcome: Outcome,
     patch: kopf.Patch,
     memo: Any,  # noqa: ANN401 - kopf's per-object memo
+    *,
+    every: timedelta = HEARTBEAT,
 ) -> None:
     """Write the outcome's whole status if any of it changed; post Events; note the next edge.
 
     The status is compared with the one the body copy carries (`reconciling`: what this
     process last wrote, or the stored one), and written whole when anything differs, so no
-    field of an earlier write can outlive a later one. Once every `HEARTBEAT` it is written
-    even when only ``lastSyncTime`` moved, which also repairs a status whose write was lost.
+    field of an earlier write can outlive a later one. Once ``every`` (the kind's `heartbeat`)
+    it is written even when only ``lastSyncTime`` moved, which also repairs a status whose
+    write was lost.
     """
     after = outcome.requeue_after
     memo["edge_at"] = time.monotonic() + after if after is not None else None
@@ -235,7 +260,7 @@ def post(
             "Recovered",
             f"{was} ended: the reconcile reached every service it needs again",
         )
-    if status_changes(old, outcome.status, heartbeat=HEARTBEAT):
+    if status_changes(old, outcome.status, heartbeat=every):
         for key, value in outcome.status.items():
             patch.status[key] = value
         _remember(memo, outcome.status)

@@ -18,6 +18,10 @@ It does itself what kopf does for a timer:
   the pass's Events routed there rather than to kopf's queue (`common.EVENT_SINK`);
 - backs an object off after a transient error: kopf's ``TemporaryError`` names the delay.
 
+Unlike kopf's timers it yields to the kind's change handlers: while they keep passing new or
+changed objects (a burst of creates, or every object's resume at start), the next cycle
+waits for a pause, for a bounded time (`cycle_wait`).
+
 It refreshes only objects a change handler of this process has tracked (`Tracked.track`):
 kopf calls those (resume at start, create for a new object) only once its indexes are full,
 so no refresh pass ever judges a deletion against indexes still being filled.
@@ -41,12 +45,23 @@ from steward.observability import REFRESH_CYCLE_SECONDS, get_logger
 from steward.storage.kubernetes import ResourceKey
 from steward.storage.refreshing import RefreshObjects
 
-__all__ = ["Cycle", "Pass", "RefreshLoop", "Tracked", "leads", "peering_leadership"]
+__all__ = [
+    "QUIET",
+    "Cycle",
+    "Pass",
+    "RefreshLoop",
+    "Tracked",
+    "cycle_wait",
+    "leads",
+    "peering_leadership",
+]
 
 _LOG = get_logger(__name__)
 
 Pass = Callable[[dict[str, Any], kopf.Patch, kopf.Memo], None]
 """One refresh pass of one object: its body, the patch to fill, its memo."""
+QUIET = 1.0
+"""Seconds without a new change pass after which change handlers count as idle."""
 
 
 class Tracked:
@@ -64,17 +79,22 @@ class Tracked:
         self._since: dict[str, float] = {}
         self._guard = threading.Lock()
         self._clock = clock
+        self.changed_at: float | None = None
+        """When a change handler last began a pass (called `track`), on ``clock``."""
 
     def track(self, uid: str, key: ResourceKey | None = None) -> kopf.Memo:
         """The object's memo, made (and the object refreshed from now on) if it had none.
 
-        ``key`` names the object for the edge passes, which read it alone.
+        Change handlers call this as their pass begins, so it also notes when
+        (``changed_at``): the loop yields to a burst of them. ``key`` names the object for
+        the edge passes, which read it alone.
         """
+        now = self.changed_at = self._clock()
         with self._guard:
             memo = self._memos.get(uid)
             if memo is None:
                 memo = self._memos[uid] = kopf.Memo(self._base)
-                self._since[uid] = self._clock()
+                self._since[uid] = now
             if key is not None:
                 memo["key"] = key
             return memo
@@ -144,6 +164,32 @@ def peering_leadership(
     return lambda: leads(objects.peering(name), priority, datetime.now(UTC))
 
 
+def cycle_wait(
+    now: float,
+    last: float,
+    *,
+    interval: float,
+    yield_limit: float,
+    changed_at: float | None,
+) -> float:
+    """Seconds until the next cycle, the last one having begun at ``last``; 0 to begin now.
+
+    A cycle is due an interval after the last one began. While change passes keep coming
+    (one began within `QUIET` seconds), it waits for a pause, until ``yield_limit`` after
+    the last one began: in a burst of new resources the change handlers and the loop share
+    the cores and the API server, and at 10,000 resources the loop refreshing those already
+    Ready made the burst half as long again (docs/replication.md, "At scale"). Edges do not
+    wait. The limit bounds how stale a resource gets however long the burst.
+    """
+    due = last + interval
+    if now < due:
+        return due - now
+    limit = last + max(interval, yield_limit)
+    if changed_at is not None and now - changed_at < QUIET and now < limit:
+        return min(QUIET - (now - changed_at), limit - now)
+    return 0.0
+
+
 @dataclass
 class Cycle:
     """What one cycle over a kind did."""
@@ -171,15 +217,22 @@ class RefreshLoop:
         edge_interval: float,
         workers: int,
         leading: Callable[[], bool],
+        yield_limit: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         page_size: int = 500,
     ) -> None:
+        """A loop over ``objects``; see `cycle_wait` for ``yield_limit``.
+
+        ``yield_limit`` is how long after a cycle began the next one may wait for change
+        passes to pause; with 0, the default, it never waits past its interval.
+        """
         self.objects = objects
         self.page_size = page_size
         self.tracked = tracked
         self._refresh = refresh
         self.interval = interval
         self.edge_interval = edge_interval
+        self.yield_limit = yield_limit
         self._leading = leading
         self._clock = clock
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"refresh-{objects.kind}")
@@ -215,8 +268,8 @@ class RefreshLoop:
 
     def _run(self) -> None:
         # The first cycle waits an interval: the change handlers have just passed everything.
-        wait = self.interval
-        while not self._stop.wait(wait):
+        started = self._clock()
+        while self._next_cycle(started):
             started = self._clock()
             try:
                 self.cycle()
@@ -224,7 +277,29 @@ class RefreshLoop:
                 _LOG.warning("refresh cycle failed", kind=self.objects.kind, error=str(exc))
             except Exception:  # noqa: BLE001 - the loop must outlive any one cycle's bug
                 _LOG.exception("refresh cycle failed", kind=self.objects.kind)
-            wait = max(0.0, self.interval - (self._clock() - started))
+
+    def _next_cycle(self, last: float) -> bool:
+        """Wait until the next cycle is due (`cycle_wait`); False once the loop stops."""
+        due = last + self.interval
+        while True:
+            now = self._clock()
+            wait = cycle_wait(
+                now,
+                last,
+                interval=self.interval,
+                yield_limit=self.yield_limit,
+                changed_at=self.tracked.changed_at,
+            )
+            if wait <= 0:
+                if now - due >= QUIET:
+                    _LOG.info(
+                        "refresh cycle yielded to change handlers",
+                        kind=self.objects.kind,
+                        seconds=round(now - due, 1),
+                    )
+                return not self._stop.is_set()
+            if self._stop.wait(wait):
+                return False
 
     def _run_edges(self) -> None:
         while not self._stop.wait(self.edge_interval):

@@ -10,6 +10,7 @@ is registered for the kind, so kopf keeps no live body per object either.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -17,9 +18,11 @@ import kopf
 from steward.constants import GROUP, VERSION
 from steward.handlers.common import (
     EDGE_INTERVAL,
+    HEARTBEAT,
     INTERVAL,
     factory,
     forget,
+    heartbeat,
     parse,
     passing,
     post,
@@ -63,19 +66,20 @@ def refresh_loop(
     return RefreshLoop(
         objects=objects,
         tracked=memo.tracked,
-        refresh=refresh_pass(indices),
+        refresh=refresh_pass(indices, memo.tracked),
         interval=INTERVAL,
         edge_interval=EDGE_INTERVAL,
+        yield_limit=HEARTBEAT.total_seconds(),
         workers=context.settings.workers,
         leading=peering_leadership(objects, settings),
     )
 
 
-def refresh_pass(indices: Mapping[str, Any]) -> Pass:
-    """A refresh pass of one object, judged against ``indices``."""
+def refresh_pass(indices: Mapping[str, Any], tracked: Tracked) -> Pass:
+    """A refresh pass of one object, judged against ``indices``, one of ``tracked``."""
 
     def one(body: dict[str, Any], patch: kopf.Patch, memo: kopf.Memo) -> None:
-        _reconcile(body, patch, memo, indices, fresh=False)
+        _reconcile(body, patch, memo, indices, fresh=False, every=heartbeat(len(tracked)))
 
     return one
 
@@ -87,6 +91,7 @@ def _reconcile(
     kwargs: Mapping[str, Any],
     *,
     fresh: bool,
+    every: timedelta,
 ) -> None:
     with reconciling(KIND, body, patch, memo) as copy:
         status = copy.get("status") or {}
@@ -113,7 +118,7 @@ def _reconcile(
                 first_pass=fresh and "observedGeneration" not in status,
             )
         )
-        post(copy, outcome, patch, memo)
+        post(copy, outcome, patch, memo, every=every)
         counts = outcome.status.get("counts") or {}
         observe_rule_states(rule.metadata.namespace or "", rule.metadata.name, counts)
         observe_backlog(
@@ -129,7 +134,8 @@ def rule_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: 
 
     From then on the kind's refresh loop refreshes it too (`Tracked.track`).
     """
-    _reconcile(body, patch, _tracked(memo, body), kwargs, fresh=True)
+    tracked: Tracked = memo.tracked
+    _reconcile(body, patch, _tracked(memo, body), kwargs, fresh=True, every=heartbeat(len(tracked)))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

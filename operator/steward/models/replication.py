@@ -503,9 +503,10 @@ class ReplicationRuleStatus(CamelModel):
     """Catch-up archiving (with ``spec.catchUp``)."""
 
     last_sync_time: Timestamp | None = None
-    """When Rucio state was last read and written here: at every change, and at least every
-    ten refresh intervals when nothing changes (one status write per resource per interval
-    would load the API server for nothing)."""
+    """When Rucio state was last read and written here: at every change, and when nothing
+    changes at least every ten refresh intervals, or every N / heartbeat_writes seconds
+    with N resources when that is longer (one status write per resource per interval would
+    load the API server for nothing)."""
 
     conditions: list[Condition] = Field(default_factory=list)
     """Ready, Progressing, Degraded."""
