@@ -86,9 +86,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +370,26 @@ class ReadyWatch:
             self._thread.join(timeout=15)
 
 
+def create_retrying(objects: Any, body: dict[str, Any], failed: Counter[int]) -> None:  # noqa: ANN401
+    """Create ``body`` in the bench namespace, again after each failure of a webhook.
+
+    A webhook that did not answer in time fails the create (500); a GitOps tool retries
+    its sync, so the bench retries a second later and counts each failure in ``failed``.
+    """
+    import kubernetes  # noqa: PLC0415
+
+    while True:
+        try:
+            objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status != HTTPStatus.INTERNAL_SERVER_ERROR:
+                raise
+            failed[error.status] += 1
+            time.sleep(1.0)
+        else:
+            return
+
+
 def rule_body(name: str, did: str) -> dict[str, Any]:
     """A ReplicationRule placing one dataset on the RSE that holds it."""
     return {
@@ -636,7 +658,7 @@ class Bench:
             probe = Path(__file__).with_name("memprobe")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe), env.get("PYTHONPATH")]))
             env["STEWARD_BENCH_MEMORY_DIR"] = str(args.memory_probe.resolve())
-        if args.webhook:
+        if args.webhook or args.validate:
             env.update(self.webhook_configurations())
         env.update(item.split("=", 1) for item in args.operator_env)
         operator = Operator(env, self.base / "operator.log")
@@ -683,14 +705,40 @@ class Bench:
         """
         from kubernetes import client  # noqa: PLC0415
 
-        from steward.handlers.admission import FINALIZE_IDS  # noqa: PLC0415
+        from steward.handlers.admission import FINALIZE_IDS, WEBHOOK_IDS  # noqa: PLC0415
 
         core = client.CoreV1Api(self.api_client)
         admission = client.AdmissionregistrationV1Api(self.api_client)
         namespace, name, port = "bench-operator", "steward-bench", free_port()
         core.create_namespace({"metadata": {"name": namespace}})
         core.create_namespaced_secret(namespace, {"metadata": {"name": name}})
-        admission.create_validating_webhook_configuration({"metadata": {"name": name}})
+        validating: dict[str, Any] = {"metadata": {"name": name}}
+        if self.args.validate:
+            validating["webhooks"] = [
+                {
+                    "name": f"validate.{PLURAL}.{GROUP}",
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": "Fail",
+                    "timeoutSeconds": 10,
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": [GROUP],
+                            "apiVersions": [VERSION],
+                            "resources": [PLURAL],
+                            "operations": ["CREATE", "UPDATE"],
+                        }
+                    ],
+                    "clientConfig": {
+                        "url": f"https://127.0.0.1:{port}/{WEBHOOK_IDS['ReplicationRule']}"
+                    },
+                }
+            ]
+            self.results.notes.append("the validating webhook reviews every create")
+        admission.create_validating_webhook_configuration(validating)
         admission.create_mutating_webhook_configuration(
             {
                 "metadata": {"name": name},
@@ -821,6 +869,16 @@ class Bench:
         self.results.notes.append(f"py-spy profile of the burst: {profile}")
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def handler_times(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """How many reconciles ran between two scrapes, and their mean time in the handler."""
+        spent = reconcile_total(after, "sum") - reconcile_total(before, "sum")
+        handled = reconcile_total(after, "count") - reconcile_total(before, "count")
+        if handled:
+            self.results.add(
+                "burst: reconciles, mean time in handler",
+                f"{handled:.0f}, {spent / handled * 1000:.0f} ms",
+            )
+
     def burst(
         self,
         objects: Any,  # noqa: ANN401
@@ -840,11 +898,11 @@ class Bench:
         metrics = operator.scrape()
         writes = kube_writes(self.api_client)
 
+        failed: Counter[int] = Counter()
+
         def create(pair: tuple[str, str]) -> None:
             name, did = pair
-            objects.create_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, PLURAL, rule_body(name, did)
-            )
+            create_retrying(objects, rule_body(name, did), failed)
             created[name] = time.monotonic()
 
         profiler = self.profile(operator)
@@ -873,6 +931,9 @@ class Bench:
         count = len(names)
         self.results.add(f"burst: {count} creates issued in", f"{creating:.2f} s")
         self.results.add(
+            "burst: creates failed by a webhook (then retried)", str(sum(failed.values()))
+        )
+        self.results.add(
             "burst: first create to all Ready",
             f"{total:.2f} s (1-minute load average {load:.1f} before, "
             f"{os.getloadavg()[0]:.1f} after)",
@@ -883,13 +944,7 @@ class Bench:
             "burst: operator Rucio calls per rule", f"{calls / count:.2f} ({calls} calls)"
         )
         self.read_backs(metrics, after)
-        spent = reconcile_total(after, "sum") - reconcile_total(metrics, "sum")
-        handled = reconcile_total(after, "count") - reconcile_total(metrics, "count")
-        if handled:
-            self.results.add(
-                "burst: reconciles, mean time in handler",
-                f"{handled:.0f}, {spent / handled * 1000:.0f} ms",
-            )
+        self.handler_times(metrics, after)
         self.results.add(
             "burst: Kubernetes writes per rule (with the creates)",
             per_item(writes, kube_writes(self.api_client), count),
@@ -1580,6 +1635,21 @@ def scale_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def webhook_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that serve the operator's admission webhooks to the bench namespace."""
+    parser.add_argument(
+        "--webhook",
+        action="store_true",
+        help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
+    )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="serve the validating webhook too (implies --webhook) for the bench namespace, as "
+        "rendered (failurePolicy Fail, 10 s): a create it fails is retried and counted",
+    )
+
+
 def main() -> None:
     """Parse arguments; run in a fresh temporary directory (TMPDIR too); check for leftovers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -1611,11 +1681,7 @@ def main() -> None:
         help="set this in the operator's environment only (repeatable), e.g. an allocator's "
         "LD_PRELOAD, which the bench and its servers must not get",
     )
-    parser.add_argument(
-        "--webhook",
-        action="store_true",
-        help="serve the mutating webhook (kopf's finalizer at creation) for the bench namespace",
-    )
+    webhook_arguments(parser)
     scale_arguments(parser)
     parser.add_argument("--tick-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
