@@ -737,6 +737,13 @@ class Bench:
                     },
                 }
             ]
+            # The review checks each destination against the Sites in the cluster.
+            client.CustomObjectsApi(self.api_client).create_cluster_custom_object(
+                GROUP,
+                VERSION,
+                "sites",
+                site().model_dump(by_alias=True, mode="json", exclude_none=True),
+            )
             self.results.notes.append("the validating webhook reviews every create")
         admission.create_validating_webhook_configuration(validating)
         admission.create_mutating_webhook_configuration(
