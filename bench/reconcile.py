@@ -370,6 +370,27 @@ class ReadyWatch:
             self._thread.join(timeout=15)
 
 
+def bench_webhook(kind: str, failure: str, operations: list[str], address: str) -> dict[str, Any]:
+    """One admission webhook for ReplicationRules of the bench namespace, as rendered."""
+    return {
+        "name": f"{kind}.{PLURAL}.{GROUP}",
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": failure,
+        "timeoutSeconds": 10,
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "apiVersions": [VERSION],
+                "resources": [PLURAL],
+                "operations": operations,
+            }
+        ],
+        "clientConfig": {"url": f"https://127.0.0.1:{address}"},
+    }
+
+
 def create_retrying(objects: Any, body: dict[str, Any], failed: Counter[int]) -> None:  # noqa: ANN401
     """Create ``body`` in the bench namespace, again after each failure of a webhook.
 
@@ -714,28 +735,9 @@ class Bench:
         core.create_namespaced_secret(namespace, {"metadata": {"name": name}})
         validating: dict[str, Any] = {"metadata": {"name": name}}
         if self.args.validate:
+            path = WEBHOOK_IDS["ReplicationRule"]
             validating["webhooks"] = [
-                {
-                    "name": f"validate.{PLURAL}.{GROUP}",
-                    "admissionReviewVersions": ["v1"],
-                    "sideEffects": "None",
-                    "failurePolicy": "Fail",
-                    "timeoutSeconds": 10,
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": [GROUP],
-                            "apiVersions": [VERSION],
-                            "resources": [PLURAL],
-                            "operations": ["CREATE", "UPDATE"],
-                        }
-                    ],
-                    "clientConfig": {
-                        "url": f"https://127.0.0.1:{port}/{WEBHOOK_IDS['ReplicationRule']}"
-                    },
-                }
+                bench_webhook("validate", "Fail", ["CREATE", "UPDATE"], f"{port}/{path}")
             ]
             # The review checks each destination against the Sites in the cluster.
             client.CustomObjectsApi(self.api_client).create_cluster_custom_object(
@@ -746,32 +748,9 @@ class Bench:
             )
             self.results.notes.append("the validating webhook reviews every create")
         admission.create_validating_webhook_configuration(validating)
+        finalize = bench_webhook("finalize", "Ignore", ["CREATE"], f"{port}/{FINALIZE_IDS[PLURAL]}")
         admission.create_mutating_webhook_configuration(
-            {
-                "metadata": {"name": name},
-                "webhooks": [
-                    {
-                        "name": f"finalize.{PLURAL}.{GROUP}",
-                        "admissionReviewVersions": ["v1"],
-                        "sideEffects": "None",
-                        "failurePolicy": "Ignore",
-                        "reinvocationPolicy": "Never",
-                        "timeoutSeconds": 10,
-                        "namespaceSelector": {
-                            "matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}
-                        },
-                        "rules": [
-                            {
-                                "apiGroups": [GROUP],
-                                "apiVersions": [VERSION],
-                                "resources": [PLURAL],
-                                "operations": ["CREATE"],
-                            }
-                        ],
-                        "clientConfig": {"url": f"https://127.0.0.1:{port}/{FINALIZE_IDS[PLURAL]}"},
-                    }
-                ],
-            }
+            {"metadata": {"name": name}, "webhooks": [{**finalize, "reinvocationPolicy": "Never"}]}
         )
         self.results.notes.append("the mutating webhook adds kopf's finalizer at creation")
         return {

@@ -7,7 +7,6 @@ then refuses the create (``failurePolicy: Fail``). So a review must not need one
 
 import asyncio
 import threading
-import time
 from types import SimpleNamespace
 
 import kopf
@@ -17,9 +16,6 @@ from kopf._core.actions.invocation import invoke
 from steward.handlers.admission import review
 
 pytestmark = pytest.mark.kube
-
-WEBHOOK_TIMEOUT = 10
-"""Seconds the API server waits for the webhook, as rendered (``timeoutSeconds``)."""
 
 
 def _rule(destination):
@@ -47,7 +43,6 @@ def test_a_review_is_answered_while_every_worker_thread_of_kopf_is_busy(kube_api
     async def scenario():
         held = asyncio.create_task(invoke(reconcile, settings=settings))
         await asyncio.to_thread(busy.wait, 10)
-        started = time.monotonic()
         try:
             with pytest.raises(kopf.AdmissionError) as refused:
                 await invoke(
@@ -55,15 +50,13 @@ def test_a_review_is_answered_while_every_worker_thread_of_kopf_is_busy(kube_api
                     settings=settings,
                     kwargs={"body": _rule("site=SLAC"), "memo": memo, "warnings": []},
                 )
-            answered = time.monotonic() - started
             still_held = not release.is_set() and not held.done()
         finally:
             release.set()
             await held
-        return str(refused.value), answered, still_held
+        return str(refused.value), still_held
 
-    message, answered, still_held = asyncio.run(scenario())
+    message, still_held = asyncio.run(scenario())
     assert still_held  # answered while the reconcile held the thread, not after it
-    assert answered < WEBHOOK_TIMEOUT
     assert message.startswith("ReplicationRule/raw-to-slac: spec.destination:")
     assert "matches no RSE" in message
