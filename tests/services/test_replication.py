@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from steward.exceptions import RucioTransientError
 from steward.models.replication import ReplicationRule
 from steward.services.audit import ResourceRef
 from steward.services.ownership import owner_tag
@@ -18,6 +19,7 @@ from steward.services.replication import (
 )
 from steward.storage.audit import AuditFilter
 from steward.storage.rucio import File, RuleState
+from steward.testing.childprocess import poll
 
 pytestmark = pytest.mark.rucio
 
@@ -398,6 +400,65 @@ def test_new_resources_share_the_custodial_lookups(rucio_storage, rucio_data, au
         )
         assert outcome.status["deletionPolicy"] == "Orphan"
     assert counting.listings == 2  # the destination and the custodial RSEs, once for all
+
+
+class HeldRSEListings:
+    """The real adapter, whose RSE listings wait until the test lets them go; the first one
+    can be made to fail (after waiting) as a Rucio that refuses."""
+
+    def __init__(self, storage, *, fail_first=False):
+        self.storage = storage
+        self.started = threading.Event()
+        self.go = threading.Event()
+        self.calls = 0
+        self.fail_first = fail_first
+
+    def list_rses(self, expression="*"):
+        self.calls += 1
+        self.started.set()
+        assert self.go.wait(60)
+        if self.fail_first and self.calls == 1:
+            raise RucioTransientError("Rucio refused the listing (the test's fault)")
+        return self.storage.list_rses(expression)
+
+
+def _ask_together(cache, held, callers):
+    """``callers`` threads ask ``cache`` one expression while the first listing is held."""
+    answers, errors = [], []
+
+    def ask():
+        try:
+            answers.append(cache.rses(held, "NCSA_TAPE"))
+        except RucioTransientError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask) for _ in range(callers)]
+    threads[0].start()
+    assert held.started.wait(30)
+    for thread in threads[1:]:
+        thread.start()
+    poll(lambda: cache.waiting == callers - 1, timeout=30, what="the others wait")
+    held.go.set()
+    for thread in threads:
+        thread.join(30)
+    return answers, errors
+
+
+def test_an_expression_is_listed_once_for_callers_asking_together(rucio_storage, rucio_sites):
+    held = HeldRSEListings(rucio_storage)
+    cache = ExpressionCache(60, clock=lambda: 0.0)
+    answers, errors = _ask_together(cache, held, 4)
+    assert (held.calls, cache.listings, errors) == (1, 1, [])
+    assert answers == [frozenset({"NCSA_TAPE"})] * 4
+
+
+def test_a_failed_listing_is_not_shared_with_those_waiting_for_it(rucio_storage, rucio_sites):
+    held = HeldRSEListings(rucio_storage, fail_first=True)
+    cache = ExpressionCache(60, clock=lambda: 0.0)
+    answers, errors = _ask_together(cache, held, 4)
+    assert len(errors) == 1  # the caller whose listing failed, and only it
+    assert held.calls == 2  # one waiting caller asked again; the rest had its answer
+    assert answers == [frozenset({"NCSA_TAPE"})] * 3
 
 
 def test_window_closing_suspends_and_reopening_resumes(

@@ -671,6 +671,11 @@ class ExpressionCache:
     custodial: two listings per new resource, the same ones for a thousand resources arriving
     together. Rucio caches expressions for ten minutes itself; so can Steward. Only answers
     are kept, never errors.
+
+    One listing per expression at a time (single flight): when an answer ages out during a
+    burst, every worker thread would otherwise ask Rucio the same question at once. The others
+    wait for that answer; if the listing fails, each of them asks again in turn, so a failure
+    is reported by every caller's own call and never shared.
     """
 
     def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -678,18 +683,48 @@ class ExpressionCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._known: dict[str, tuple[float, frozenset[str]]] = {}
+        self._flights: dict[str, _Flight] = {}
+        self.listings = 0
+        """Listings asked of Rucio (for tests and the benchmark)."""
+        self.waiting = 0
+        """Callers waiting for another's listing now (for tests)."""
 
     def rses(self, rucio: RucioStorage, expression: str) -> frozenset[str]:
         """The RSEs ``expression`` selects (Rucio's answer, maybe from the cache)."""
-        now = self._clock()
-        with self._lock:
-            known = self._known.get(expression)
-        if known is not None and now - known[0] <= self._max_age:
-            return known[1]
-        answer = frozenset(rucio.list_rses(expression))
-        with self._lock:
-            self._known[expression] = (now, answer)
-        return answer
+        while True:
+            now = self._clock()
+            with self._lock:
+                known = self._known.get(expression)
+                if known is not None and now - known[0] <= self._max_age:
+                    return known[1]
+                flight = self._flights.get(expression)
+                if flight is None:
+                    flight = self._flights[expression] = _Flight()
+                    self.listings += 1
+                    break
+                self.waiting += 1
+            flight.done.wait()
+            with self._lock:
+                self.waiting -= 1
+            if flight.answer is not None:
+                return flight.answer
+        try:
+            flight.answer = frozenset(rucio.list_rses(expression))
+            with self._lock:
+                self._known[expression] = (now, flight.answer)
+            return flight.answer
+        finally:
+            with self._lock:
+                del self._flights[expression]
+            flight.done.set()
+
+
+@dataclass
+class _Flight:
+    """One listing of an expression in progress, and its answer (None until, or if failed)."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: frozenset[str] | None = None
 
 
 class PlacementLedger:
