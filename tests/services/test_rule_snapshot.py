@@ -180,6 +180,42 @@ def test_between_full_listings_only_changed_rules_are_listed(
 
 
 @pytest.mark.rucio
+def test_a_listing_starts_at_the_mark_once_the_mark_has_stood_for_an_overlap(
+    rucio_data, rucio_server, other_accounts
+):
+    """Before, every listing started an overlap before the mark: a quiet steady state listed
+    every rule changed in the overlap before the last change, each interval, for ever."""
+    mine = other_accounts.create()  # an account of the test's own: nothing else moves its mark
+    tag = f"snap-{uuid.uuid4().hex}"
+    first = mine.add_rule(rucio_data.dataset(), RuleSpec("NCSA_DISK", comment=tag))
+    assert rucio_server.daemons.age_rule(first, 3600) == 1  # so the next rule is later
+    clock = {"now": 0.0}
+    listings = Listings(mine)
+    overlap = timedelta(seconds=90)
+    snapshot = RuleSnapshot(
+        listings, max_age=60, clock=lambda: clock["now"], full_resync=3600, overlap=overlap
+    )
+    assert _ids(snapshot.rules(tag)) == {first}  # the full listing raised the mark, at 0 s
+    mark = mine.get_rule(first).updated_at
+
+    clock["now"] = 61.0  # the mark has stood 61 s: less than the overlap
+    snapshot.rules(tag)
+    assert listings.calls[1] == ({"updated_after": mark - overlap}, {first})
+    clock["now"] = 122.0  # 122 s: from the mark itself, whose second is listed again
+    snapshot.rules(tag)
+    assert listings.calls[2] == ({"updated_after": mark}, {first})
+
+    second = mine.add_rule(rucio_data.dataset(), RuleSpec("NCSA_DISK", comment=tag))
+    clock["now"] = 183.0
+    assert _ids(snapshot.rules(tag)) == {first, second}  # a change after the mark is listed
+    assert listings.calls[3] == ({"updated_after": mark}, {first, second})
+    moved = mine.get_rule(second).updated_at
+    clock["now"] = 244.0  # the mark moved at 183 s: an overlap before it again, until 273 s
+    snapshot.rules(tag)
+    assert listings.calls[4] == ({"updated_after": moved - overlap}, {second})
+
+
+@pytest.mark.rucio
 def test_a_reconcile_restores_what_the_snapshot_shows_deleted_and_the_rest_later(
     rucio_storage, rucio_data, rucio_server, audit
 ):

@@ -548,9 +548,15 @@ class RuleSnapshot:
     mark is Rucio's own time, the latest ``updated_at`` listed, so Steward's clock does not
     enter it; the overlap covers rows Rucio committed after the time it stamped on them
     (``updated_at`` is set when the row is written, the commit comes later) and daemons on
-    other hosts. A rule listed twice is merged once. (Rucio's rule listing has these time
-    bounds, `RucioStorage.list_rules` says which and what indexes it has; listing by the
-    scopes the resources select instead would still grow with the archive.)
+    other hosts. A rule listed twice is merged once. Once the mark has stood for an overlap
+    (on ``clock``, since the listing that raised it ended), the listing starts at the mark
+    itself: that listing saw a row stamped with the mark, so Rucio's clock had reached it,
+    and a row stamped before the mark has had an overlap since to commit. Only the two
+    clocks' rates enter, not their settings. So a quiet steady state lists only the rules of
+    the mark's second, not every rule changed in the overlap before it. (Rucio's rule
+    listing has these time bounds, `RucioStorage.list_rules` says which and what indexes it
+    has; listing by the scopes the resources select instead would still grow with the
+    archive.)
 
     **What it does not see.** Rucio reports no removal in a listing of changed rules. A
     rule deleted through Rucio's API is not removed at once: ``delete_replication_rule`` is
@@ -596,6 +602,8 @@ class RuleSnapshot:
         """When the last full listing started (``clock``)."""
         self._mark: datetime | None = None
         """Rucio's latest ``updated_at`` among the rules listed since the last full listing."""
+        self._raised: float | None = None
+        """When the listing that last raised ``_mark`` ended (``clock``)."""
         self._listing = False
         self._recent: dict[str, list[Rule]] = {}
         self._index = RuleIndex()
@@ -630,7 +638,9 @@ class RuleSnapshot:
                 self._synced, self._mark = taken, None
             else:
                 self._index.merge(listed)
-            self._mark = _latest(self._mark, listed)
+            mark = _latest(self._mark, listed)
+            if mark != self._mark:
+                self._mark, self._raised = mark, self._clock()
             # What reconciles recorded while the listing ran is fresher than the listing.
             for recorded, rules in self._recent.items():
                 self._index.put(recorded, rules)
@@ -648,9 +658,11 @@ class RuleSnapshot:
         """Where the next listing starts; None for a full one (first, due, or no mark)."""
         if self._synced is None or self._mark is None:
             return None
-        if self._clock() - self._synced >= self._full_resync:
+        now = self._clock()
+        if now - self._synced >= self._full_resync:
             return None
-        return self._mark - self._overlap
+        settled = self._raised is not None and now - self._raised >= self._overlap.total_seconds()
+        return self._mark if settled else self._mark - self._overlap
 
     def _answer(self, tag: str) -> list[Rule]:
         return self._index.rules(tag, self._wall(), self._overlap)
