@@ -2,10 +2,12 @@
 
 Rucio's client (41.5.1, ``rucio.common.utils.parse_response``) decodes every answer with an
 ``object_hook`` that runs a regular expression over every string of every object and
-``datetime.strptime`` over each one containing " UTC". A rule has five such dates, so
-parsing a listing cost the operator about half a millisecond a rule: half of its steady
-CPU at 1,000 resources, where the rule snapshot re-lists the rules of the last minutes each
-interval, and minutes of CPU for a full listing of a million rules.
+``datetime.strptime`` over each one containing " UTC". A rule has five such dates. In a
+profile of the operator at 1,000 resources that decoding was a third of its steady CPU
+(the rule snapshot re-lists the rules changed in the last minutes each interval), and a
+full listing of a million rules would spend minutes in it. Client side, one listing of
+1,000 rules took 0.18 s of CPU with Rucio's parser and 0.12 s with this one
+(bench/rucio_adapter.py).
 
 Here the answer is the same (naive datetimes where Rucio's parser gives them, every other
 value untouched), but a date is parsed once per distinct string: rules made in the same
@@ -54,7 +56,8 @@ def with_dates(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 _DECODER: Final = json.JSONDecoder(object_hook=with_dates)
-"""One decoder for every answer (``json.loads`` with a hook builds one per call)."""
+"""One decoder for every answer (``json.loads`` with a hook builds one per call); threads
+share it as they share the json module's own default decoder."""
 
 
 def parse(data: str | bytes) -> Any:  # noqa: ANN401 - JSON
