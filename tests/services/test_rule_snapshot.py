@@ -180,15 +180,17 @@ def test_between_full_listings_only_changed_rules_are_listed(
 
 
 @pytest.mark.rucio
-def test_a_listing_starts_at_the_mark_once_the_mark_has_stood_for_an_overlap(
+def test_listings_start_at_the_mark_once_one_begun_an_overlap_after_it_has_returned(
     rucio_data, rucio_server, other_accounts
 ):
     """Before, every listing started an overlap before the mark: a quiet steady state listed
-    every rule changed in the overlap before the last change, each interval, for ever."""
+    every rule changed in the overlap before the last change, each interval, for ever. A row
+    stamped before the mark but committed late must still be listed."""
     mine = other_accounts.create()  # an account of the test's own: nothing else moves its mark
     tag = f"snap-{uuid.uuid4().hex}"
-    first = mine.add_rule(rucio_data.dataset(), RuleSpec("NCSA_DISK", comment=tag))
-    assert rucio_server.daemons.age_rule(first, 3600) == 1  # so the next rule is later
+    spec = RuleSpec("NCSA_DISK", comment=tag)
+    first = mine.add_rule(rucio_data.dataset(), spec)
+    assert rucio_server.daemons.age_rule(first, 3600) == 1  # so that later rules are later
     clock = {"now": 0.0}
     listings = Listings(mine)
     overlap = timedelta(seconds=90)
@@ -198,21 +200,28 @@ def test_a_listing_starts_at_the_mark_once_the_mark_has_stood_for_an_overlap(
     assert _ids(snapshot.rules(tag)) == {first}  # the full listing raised the mark, at 0 s
     mark = mine.get_rule(first).updated_at
 
-    clock["now"] = 61.0  # the mark has stood 61 s: less than the overlap
+    clock["now"] = 61.0  # began 61 s after the mark was seen: less than the overlap
     snapshot.rules(tag)
     assert listings.calls[1] == ({"updated_after": mark - overlap}, {first})
-    clock["now"] = 122.0  # 122 s: from the mark itself, whose second is listed again
-    snapshot.rules(tag)
-    assert listings.calls[2] == ({"updated_after": mark}, {first})
+    # A row stamped 30 s before the mark that commits only now (a slow transaction).
+    late = mine.add_rule(rucio_data.dataset(), spec)
+    shift = mine.get_rule(late).updated_at - (mark - timedelta(seconds=30))
+    assert rucio_server.daemons.age_rule(late, shift.total_seconds()) == 1
+    clock["now"] = 122.0  # begins an overlap after: still from before the mark, and settles
+    assert _ids(snapshot.rules(tag)) == {first, late}
+    assert listings.calls[2] == ({"updated_after": mark - overlap}, {first, late})
+    clock["now"] = 183.0  # from the mark itself, whose second is listed again
+    assert _ids(snapshot.rules(tag)) == {first, late}
+    assert listings.calls[3] == ({"updated_after": mark}, {first})
 
-    second = mine.add_rule(rucio_data.dataset(), RuleSpec("NCSA_DISK", comment=tag))
-    clock["now"] = 183.0
-    assert _ids(snapshot.rules(tag)) == {first, second}  # a change after the mark is listed
-    assert listings.calls[3] == ({"updated_after": mark}, {first, second})
+    second = mine.add_rule(rucio_data.dataset(), spec)
+    clock["now"] = 244.0
+    assert _ids(snapshot.rules(tag)) == {first, late, second}  # a change after the mark
+    assert listings.calls[4] == ({"updated_after": mark}, {first, second})
     moved = mine.get_rule(second).updated_at
-    clock["now"] = 244.0  # the mark moved at 183 s: an overlap before it again, until 273 s
+    clock["now"] = 305.0  # the mark moved: from an overlap before it again
     snapshot.rules(tag)
-    assert listings.calls[4] == ({"updated_after": moved - overlap}, {second})
+    assert listings.calls[5] == ({"updated_after": moved - overlap}, {second})
 
 
 @pytest.mark.rucio

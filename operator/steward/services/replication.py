@@ -548,15 +548,16 @@ class RuleSnapshot:
     mark is Rucio's own time, the latest ``updated_at`` listed, so Steward's clock does not
     enter it; the overlap covers rows Rucio committed after the time it stamped on them
     (``updated_at`` is set when the row is written, the commit comes later) and daemons on
-    other hosts. A rule listed twice is merged once. Once the mark has stood for an overlap
-    (on ``clock``, since the listing that raised it ended), the listing starts at the mark
-    itself: that listing saw a row stamped with the mark, so Rucio's clock had reached it,
-    and a row stamped before the mark has had an overlap since to commit. Only the two
-    clocks' rates enter, not their settings. So a quiet steady state lists only the rules of
-    the mark's second, not every rule changed in the overlap before it. (Rucio's rule
-    listing has these time bounds, `RucioStorage.list_rules` says which and what indexes it
-    has; listing by the scopes the resources select instead would still grow with the
-    archive.)
+    other hosts. A rule listed twice is merged once. The listing that raised the mark saw a
+    row stamped with it, so when it ended Rucio's clock had reached the mark; a listing that
+    begins an overlap later (on ``clock``) therefore finds every row stamped before the mark
+    committed, and lists them from an overlap before it. Once such a listing has returned
+    with the mark unmoved (`_settled`), the next ones start at the mark itself, until it
+    moves. Only the two clocks' rates enter, not their settings. So a quiet steady state
+    lists the rules of the mark's second, not every rule changed in the overlap before it.
+    (Rucio's rule listing has these time bounds, `RucioStorage.list_rules` says which and
+    what indexes it has; listing by the scopes the resources select instead would still
+    grow with the archive.)
 
     **What it does not see.** Rucio reports no removal in a listing of changed rules. A
     rule deleted through Rucio's API is not removed at once: ``delete_replication_rule`` is
@@ -594,6 +595,7 @@ class RuleSnapshot:
         self._clock = clock
         self._full_resync = full_resync
         self._overlap = overlap
+        self._overlap_seconds = overlap.total_seconds()
         self._wall = wall
         self._lock = threading.Lock()
         self._taken: float | None = None
@@ -604,6 +606,10 @@ class RuleSnapshot:
         """Rucio's latest ``updated_at`` among the rules listed since the last full listing."""
         self._raised: float | None = None
         """When the listing that last raised ``_mark`` ended (``clock``)."""
+        self._settled = False
+        """Whether a listing from an overlap before the mark began an overlap after
+        ``_raised`` and returned with the mark unmoved: every row stamped before the mark is
+        listed, so listings may start at the mark."""
         self._listing = False
         self._recent: dict[str, list[Rule]] = {}
         self._index = RuleIndex()
@@ -638,9 +644,7 @@ class RuleSnapshot:
                 self._synced, self._mark = taken, None
             else:
                 self._index.merge(listed)
-            mark = _latest(self._mark, listed)
-            if mark != self._mark:
-                self._mark, self._raised = mark, self._clock()
+            self._note_mark(listed, taken)
             # What reconciles recorded while the listing ran is fresher than the listing.
             for recorded, rules in self._recent.items():
                 self._index.put(recorded, rules)
@@ -654,15 +658,21 @@ class RuleSnapshot:
             if self._listing:
                 self._recent[tag] = list(rules)
 
+    def _note_mark(self, listed: Sequence[Rule], taken: float) -> None:
+        """Raise the mark to what a listing that began at ``taken`` returned; or settle it."""
+        mark = _latest(self._mark, listed)
+        if mark != self._mark:
+            self._mark, self._raised, self._settled = mark, self._clock(), False
+        elif self._raised is not None and taken - self._raised >= self._overlap_seconds:
+            self._settled = True
+
     def _since(self) -> datetime | None:
         """Where the next listing starts; None for a full one (first, due, or no mark)."""
         if self._synced is None or self._mark is None:
             return None
-        now = self._clock()
-        if now - self._synced >= self._full_resync:
+        if self._clock() - self._synced >= self._full_resync:
             return None
-        settled = self._raised is not None and now - self._raised >= self._overlap.total_seconds()
-        return self._mark if settled else self._mark - self._overlap
+        return self._mark if self._settled else self._mark - self._overlap
 
     def _answer(self, tag: str) -> list[Rule]:
         return self._index.rules(tag, self._wall(), self._overlap)
