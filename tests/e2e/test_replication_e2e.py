@@ -287,6 +287,7 @@ CRASH_KILLS = 20
 
 
 @pytest.mark.long
+@pytest.mark.timeout(900)  # 20 kills: 592 s with setup on 2 cores beside two other workers
 def test_crash_safety_under_sigkill(
     e2e_site,
     custom_objects,

@@ -391,12 +391,25 @@ class RucioDaemons:
                 self._process = None
 
     def _request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one request and read its reply.
+
+        A read interrupted before its reply arrived (a test's timeout firing, ^C) would
+        leave that reply in the pipe for the next request, and every later request would
+        read the one before's; so such a runner is stopped, and the next request starts a
+        fresh one.
+        """
         with self._lock:
-            process = self._running()
-            assert process.popen.stdin is not None  # noqa: S101 - started with PIPE
-            process.popen.stdin.write(json.dumps(request).encode() + b"\n")
-            process.popen.stdin.flush()
-            reply = self._read(process, timeout)
+            try:
+                process = self._running()
+                assert process.popen.stdin is not None  # noqa: S101 - started with PIPE
+                process.popen.stdin.write(json.dumps(request).encode() + b"\n")
+                process.popen.stdin.flush()
+                reply = self._read(process, timeout)
+            except BaseException:
+                if self._process is not None:
+                    self._process.stop()
+                    self._process = None
+                raise
         if not reply.get("ok"):
             msg = f"Rucio daemon {request['daemon']!r} failed:\n{reply.get('error')}"
             raise RucioHarnessError(msg)
