@@ -357,7 +357,7 @@ def _worker_pods(sites: Sites, uid: str) -> dict[str, list[dict[str, Any]]]:
     }
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # its setup starts three clusters: about 250 s on 2 cores
 def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
     sites: Sites, manager_campaigns: CampaignHarness, rucio_data: Any, rucio_storage: Any
 ) -> None:
@@ -430,7 +430,7 @@ def test_a_multisite_campaign_runs_at_both_sites_and_its_ledger_says_where(
         ).items
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # its setup starts three clusters: about 250 s on 2 cores
 def test_pods_that_ended_at_a_worker_while_steward_was_down_are_recorded_after_a_restart(
     sites: Sites,
     stewards: dict[str, WorkerSteward],
@@ -490,7 +490,7 @@ def test_pods_that_ended_at_a_worker_while_steward_was_down_are_recorded_after_a
         close_second()
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # its setup starts three clusters: about 250 s on 2 cores
 def test_copies_at_a_worker_lost_while_the_campaign_went_are_deleted_once_it_is_back(
     sites: Sites, manager_campaigns: CampaignHarness, rucio_data: Any
 ) -> None:
@@ -584,7 +584,7 @@ def _check_at(sites: Sites, site: str) -> dict[str, Any] | None:
     return None
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # its setup starts three clusters: about 250 s on 2 cores
 def test_a_shard_is_staged_where_it_is_admitted_and_the_other_worker_releases_its_rule(
     sites: Sites,
     stewards: dict[str, WorkerSteward],
