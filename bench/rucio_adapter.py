@@ -218,11 +218,11 @@ def parsing(bench: Bench, rounds: int = 3) -> None:
         return time.process_time() - start
 
     account = {"account": bench.storage.account}
+    raw = partial(
+        cpu, lambda: [Rule.from_rucio(r) for r in bench.client.list_replication_rules(account)]
+    )
     theirs, cold, warm = [], [], []
     for round_ in range(rounds):
-        raw = partial(
-            cpu, lambda: [Rule.from_rucio(r) for r in bench.client.list_replication_rules(account)]
-        )
         if round_ % 2:
             theirs.append(raw())
         rucio_date.cache_clear()

@@ -595,7 +595,6 @@ class RuleSnapshot:
         self._clock = clock
         self._full_resync = full_resync
         self._overlap = overlap
-        self._overlap_seconds = overlap.total_seconds()
         self._wall = wall
         self._lock = threading.Lock()
         self._taken: float | None = None
@@ -663,7 +662,7 @@ class RuleSnapshot:
         mark = _latest(self._mark, listed)
         if mark != self._mark:
             self._mark, self._raised, self._settled = mark, self._clock(), False
-        elif self._raised is not None and taken - self._raised >= self._overlap_seconds:
+        elif self._raised is not None and taken - self._raised >= self._overlap.total_seconds():
             self._settled = True
 
     def _since(self) -> datetime | None:

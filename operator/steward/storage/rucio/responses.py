@@ -22,13 +22,13 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
+from rucio.common.utils import DATE_FORMAT
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import requests
 
-DATE_FORMAT: Final = "%a, %d %b %Y %H:%M:%S UTC"
-"""Rucio's date format (``rucio.common.utils.DATE_FORMAT``)."""
 DATES_KEPT: Final = 65536
 """Distinct date strings remembered: at one a second, 18 hours of rule changes."""
 
