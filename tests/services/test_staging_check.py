@@ -287,3 +287,81 @@ def test_the_sites_own_work_is_admitted_once_the_check_is_active(
             job["metadata"]["name"], kueue_namespace, propagation_policy="Background"
         )
         queueing.remove_site(site.metadata.name)
+
+
+class _GoneAfterListing(KueueStorage):
+    """Kueue as a worker sees it when MultiKueue deletes its copies just after a listing.
+
+    The first listing of Workloads is returned as it was, after the Job and its Workload
+    are gone from the API server (Job deleted, Workload's finalizers dropped and deleted).
+    """
+
+    def __init__(self, cluster: Cluster, namespace: str, job: str) -> None:
+        super().__init__(cluster.api)
+        self.cluster, self.namespace, self.job = cluster, namespace, job
+        self.lists = 0
+
+    def list(self, kind: str, **kwargs: Any) -> list[dict[str, Any]]:
+        listed = super().list(kind, **kwargs)
+        if kind != "Workload" or self.lists:
+            return listed
+        self.lists += 1
+        self.cluster.batch.delete_namespaced_job(
+            self.job, self.namespace, propagation_policy="Background"
+        )
+        for workload in super().list("Workload", namespace=self.namespace):
+            name = workload["metadata"]["name"]
+            self.patch("Workload", name, {"metadata": {"finalizers": None}}, self.namespace)
+            self.delete("Workload", name, self.namespace)
+            until(f"{name} gone", lambda n=name: self.get("Workload", n, self.namespace) is None)
+        return listed
+
+
+@pytest.mark.kube
+@pytest.mark.rucio
+def test_a_workload_deleted_after_the_listing_is_skipped_and_the_pass_goes_on(
+    kueue_cluster: Cluster,
+    kueue_namespace: str,
+    staging_check: dict[str, Any],
+    rucio_storage: Any,
+    database_url: str,
+) -> None:
+    """MultiKueue deletes a worker's copy at any time: its check's write finds no Workload.
+
+    That is no error (it failed the pass, so later Workloads and the release waited); the
+    copy is reported gone and the next pass lists without it.
+    """
+    site = batch_site(unique("worker", 20), {"prod": {"cpu": "2", "memory": "4Gi"}})
+    queueing = kueue_cluster.queueing
+    queueing.reconcile_site(site)
+    local = queueing.ensure_worker_queue(site, [site.metadata.name, "elsewhere"], kueue_namespace)
+    kueue = KueueStorage(kueue_cluster.api)
+
+    def waiting_for_the_check() -> str | None:
+        for workload in kueue.list("Workload", namespace=kueue_namespace):
+            status = workload.get("status") or {}
+            [check] = status.get("admissionChecks") or [{}]
+            reserved = any(
+                c["type"] == "QuotaReserved" and c["status"] == "True"
+                for c in status.get("conditions") or []
+            )
+            if reserved and check.get("state") == "Pending":
+                return f"{kueue_namespace}/{workload['metadata']['name']}"
+        return None
+
+    try:
+        # The check Active before the Job exists: this pass must not answer its Workload.
+        _service(kueue_cluster, rucio_storage, database_url).reconcile(site)
+        job = indexed_job(unique("copy"), queue=local, runtime="1s")
+        kueue_cluster.batch.create_namespaced_job(kueue_namespace, job)
+        key = until("quota reserved, the staging check Pending", waiting_for_the_check, timeout=90)
+        gone = _GoneAfterListing(kueue_cluster, kueue_namespace, job["metadata"]["name"])
+        service = _service(kueue_cluster, rucio_storage, database_url)
+        service.kueue = gone
+
+        done = service.reconcile(site)
+        assert gone.lists == 1
+        assert (done.gone, done.ready, done.pending) == ([key], [], {})
+        assert service.reconcile(site).gone == []  # listed without it
+    finally:
+        queueing.remove_site(site.metadata.name)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from steward.exceptions import PermanentError
+from steward.exceptions import NotFoundError, PermanentError
 from steward.models.rse_expression import canonical
 from steward.models.site import Site
 from steward.observability import EXTERNAL_ACTIONS, get_logger
@@ -113,6 +113,8 @@ class CheckPass:
     """Rules given their release lifetime this pass."""
     kept: str = ""
     """Why the deletion gate kept some rules of gone copies (empty when none)."""
+    gone: list[str] = field(default_factory=list)
+    """Workloads deleted between the pass's listing and the write of their check."""
 
 
 @dataclass
@@ -246,7 +248,9 @@ class StagingCheckService:
             state, message = READY, "no inputs to stage"
         elif rse is None:
             msg = "the Site has no DISK RSE to stage multi-site inputs to"
-            self._set(workload, check, PENDING, msg, now)
+            if not self._set(workload, check, PENDING, msg, now):
+                done.gone.append(key)
+                return
             raise PermanentError(msg)
         else:
             target = canonical(rse)
@@ -256,8 +260,9 @@ class StagingCheckService:
                     r for r in self.rucio.list_did_rules(dataset) if r.comment == work.tag
                 )
             state, message = check_state(dataset, target, work.rules)
-        self._set(workload, check, state, message, now)
-        if state == READY:
+        if not self._set(workload, check, state, message, now):
+            done.gone.append(key)
+        elif state == READY:
             done.ready.append(key)
         else:
             done.pending[key] = message
@@ -286,33 +291,41 @@ class StagingCheckService:
         state: str,
         message: str,
         now: datetime,
-    ) -> None:
-        """Write the check's STATE and MESSAGE into the Workload's status (if they changed)."""
+    ) -> bool:
+        """Write the check's STATE and MESSAGE into the Workload's status (if they changed).
+
+        False when the Workload is gone: MultiKueue deletes a worker's copy whenever another
+        worker admits the Job or the Job ends, so a Workload of the pass's listing can be
+        gone by its write. Nothing is left to answer; a rule staged for it is released by a
+        later pass, whose listing no longer names its dataset. (Kueue's CRDs missing would
+        raise the same error, but then the listing itself failed.)
+        """
         if check.get("state") == state and check.get("message") == message:
-            return
+            return True
         changed = check.get("state") != state
         meta = workload["metadata"]
-        self.kueue.apply(
-            {
-                "apiVersion": KUEUE_API_VERSION,
-                "kind": "Workload",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                "status": {
-                    "admissionChecks": [
-                        {
-                            "name": STAGING_CHECK,
-                            "state": state,
-                            "message": message[:32768],
-                            "lastTransitionTime": (
-                                iso(now) if changed else check.get("lastTransitionTime")
-                            ),
-                        }
-                    ]
+        entry = {
+            "name": STAGING_CHECK,
+            "state": state,
+            "message": message[:32768],
+            "lastTransitionTime": iso(now) if changed else check.get("lastTransitionTime"),
+        }
+        try:
+            self.kueue.apply(
+                {
+                    "apiVersion": KUEUE_API_VERSION,
+                    "kind": "Workload",
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                    "status": {"admissionChecks": [entry]},
                 },
-            },
-            field_manager=STAGING_FIELD_MANAGER,
-            status=True,
-        )
+                field_manager=STAGING_FIELD_MANAGER,
+                status=True,
+            )
+        except NotFoundError:
+            key = _key(meta["namespace"], meta["name"])
+            LOG.info("workload gone before its staging check was written", workload=key)
+            return False
+        return True
 
     def _release(self, work: _Pass, rules: Iterable[Rule], live: set[str | None]) -> None:
         """Release, through the deletion gate, the rules no copy here needs any more.
