@@ -64,15 +64,7 @@ from support.campaigns import CampaignHarness, Driven, campaign_body
 from support.kueue import CRDS_DIR, Cluster, Sites, start_sites
 from support.waiting import until
 
-pytestmark = [
-    pytest.mark.kube,
-    pytest.mark.rucio,
-    pytest.mark.long,
-    # One xdist worker runs the module, so its three clusters (`sites`, about 225 s of setup
-    # on 2 cores) start once per run, not once per worker that draws one of its tests: CI
-    # started them three times at once, beside the rest of the suite.
-    pytest.mark.xdist_group("multikueue-campaign"),
-]
+pytestmark = [pytest.mark.kube, pytest.mark.rucio, pytest.mark.long]
 
 NAMESPACE = "drp"
 ORDER = ["ncsa", "in2p3"]
