@@ -19,6 +19,7 @@ import pytest
 
 from steward.exceptions import RucioTransientError
 from steward.models.replication import RuleState
+from steward.models.site import Site
 from steward.services.audit import AuditService
 from steward.services.campaign.staging_check import (
     OWNER,
@@ -243,6 +244,17 @@ def test_a_check_created_again_still_releases_the_rules_staged_under_the_first(
     assert _expires_within_a_day(rucio_storage.get_rule(rule))
 
 
+def _worker_site(cluster: Cluster, namespace: str) -> tuple[Site, str]:
+    """A worker Site with its queues rendered and the staging check listed; its LocalQueue.
+
+    The caller removes the site (`QueueingService.remove_site`).
+    """
+    site = batch_site(unique("worker", 20), {"prod": {"cpu": "2", "memory": "4Gi"}})
+    cluster.queueing.reconcile_site(site)
+    local = cluster.queueing.ensure_worker_queue(site, [site.metadata.name, "elsewhere"], namespace)
+    return site, local
+
+
 @pytest.mark.kube
 @pytest.mark.rucio
 def test_the_sites_own_work_is_admitted_once_the_check_is_active(
@@ -253,10 +265,8 @@ def test_the_sites_own_work_is_admitted_once_the_check_is_active(
     database_url: str,
 ) -> None:
     """A Job with no inputs to stage (not a multi-site copy) passes the check at once."""
-    site = batch_site(unique("worker", 20), {"prod": {"cpu": "2", "memory": "4Gi"}})
+    site, local = _worker_site(kueue_cluster, kueue_namespace)
     queueing = kueue_cluster.queueing
-    queueing.reconcile_site(site)
-    local = queueing.ensure_worker_queue(site, [site.metadata.name, "elsewhere"], kueue_namespace)
     queue = f"{site.metadata.name}-prod"
     cluster_queue = KueueStorage(kueue_cluster.api).get("ClusterQueue", queue) or {}
     assert cluster_queue["spec"]["admissionChecksStrategy"] == {
@@ -331,10 +341,8 @@ def test_a_workload_deleted_after_the_listing_is_skipped_and_the_pass_goes_on(
     That is no error (it failed the pass, so later Workloads and the release waited); the
     copy is reported gone and the next pass lists without it.
     """
-    site = batch_site(unique("worker", 20), {"prod": {"cpu": "2", "memory": "4Gi"}})
+    site, local = _worker_site(kueue_cluster, kueue_namespace)
     queueing = kueue_cluster.queueing
-    queueing.reconcile_site(site)
-    local = queueing.ensure_worker_queue(site, [site.metadata.name, "elsewhere"], kueue_namespace)
     kueue = KueueStorage(kueue_cluster.api)
 
     def waiting_for_the_check() -> str | None:

@@ -213,10 +213,11 @@ class _Cluster:
         in Rucio now. ``dev up`` loads the demo data while the operator runs, so a rule can be
         Ready over the part loaded before its last pass (`_behind_rucio`).
         """
-        waiting = self._behind_rucio()
+        rules = self.rules()
+        waiting = self._behind_rucio(rules)
         for kind, bodies in (
             ("site", self.get("sites.steward.lsst.io")),
-            ("rr", list(self.rules().values())),
+            ("rr", list(rules.values())),
         ):
             for body in bodies:
                 ready = _condition(body, "Ready")
@@ -231,11 +232,11 @@ class _Cluster:
                     waiting[name] = f"{ready.get('reason')}: {ready.get('message')} ({stuck} STUCK)"
         return waiting
 
-    def _behind_rucio(self) -> dict[str, str]:
-        """Ready ReplicationRules whose ``status.selected`` is not what their filter selects."""
+    def _behind_rucio(self, rules: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Ready RULES whose ``status.selected`` is not what their filter selects."""
         behind = {}
         with RucioStorage(self.rucio) as rucio:
-            for name, body in self.rules().items():
+            for name, body in rules.items():
                 selector = DataSelector.model_validate(body["spec"]["selector"])
                 if selector.dids is not None or _condition(body, "Ready").get("status") != "True":
                     continue
