@@ -10,6 +10,7 @@ tests/e2e/test_multikueue_campaign.py.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from steward.exceptions import RucioTransientError
+from steward.exceptions import NotFoundError, RucioTransientError
 from steward.models.replication import RuleState
 from steward.models.site import Site
 from steward.services.audit import AuditService
@@ -304,6 +305,7 @@ class _GoneAfterListing(KueueStorage):
 
     The first listing of Workloads is returned as it was, after the Job and its Workload
     are gone from the API server (Job deleted, Workload's finalizers dropped and deleted).
+    The garbage collector and Kueue may remove the Workload first, at any of those steps.
     """
 
     def __init__(self, cluster: Cluster, namespace: str, job: str) -> None:
@@ -321,8 +323,9 @@ class _GoneAfterListing(KueueStorage):
         )
         for workload in super().list("Workload", namespace=self.namespace):
             name = workload["metadata"]["name"]
-            self.patch("Workload", name, {"metadata": {"finalizers": None}}, self.namespace)
-            self.delete("Workload", name, self.namespace)
+            with contextlib.suppress(NotFoundError):
+                self.patch("Workload", name, {"metadata": {"finalizers": None}}, self.namespace)
+                self.delete("Workload", name, self.namespace)
             until(f"{name} gone", lambda n=name: self.get("Workload", n, self.namespace) is None)
         return listed
 
