@@ -267,12 +267,32 @@ def test_a_started_loop_refreshes_each_interval_until_stopped(kube_api, namespac
     assert len(recorder.seen) == seen
 
 
+class _Burst(Tracked):
+    """Change handlers that begin a pass at every moment until `end`: no pause to wait for.
+
+    A thread calling `track` every 50 ms would model the same burst only while it is never
+    starved for `QUIET`; on a loaded machine it can be, and the loop rightly stops yielding.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.ended = threading.Event()
+
+    @property
+    def changed_at(self) -> float | None:
+        return None if self.ended.is_set() else time.monotonic()
+
+    @changed_at.setter
+    def changed_at(self, value: float | None) -> None:
+        """`track` notes its pass; in a burst, every moment has one already."""
+
+
 @pytest.mark.kube
 def test_a_started_loop_yields_to_a_burst_of_change_passes_for_at_most_its_limit(
     kube_api, namespace, objects
 ):
     _, uids = objects
-    tracked = Tracked({})
+    tracked = _Burst()
     tracked.track(uids["r0"])
     recorder = Recorder()
     passed_at = []
@@ -291,26 +311,18 @@ def test_a_started_loop_yields_to_a_burst_of_change_passes_for_at_most_its_limit
         leading=lambda: True,
         yield_limit=4.0,
     )
-    burst = threading.Event()
-
-    def changes():  # a change handler's pass every 50 ms, as in a burst of creates
-        while not burst.wait(0.05):
-            tracked.track(uids["r1"])
-
-    changing = threading.Thread(target=changes, daemon=True)
     started = time.monotonic()
-    changing.start()
     loop.start()
     try:
         until("a refresh of r0 despite the burst", lambda: passed_at, timeout=30)
         first = passed_at[0] - started
-        burst.set()
+        tracked.ended.set()
         until("refreshes every interval again", lambda: len(passed_at) >= 3, timeout=30)
     finally:
-        burst.set()
+        tracked.ended.set()
         loop.stop()
     # Without yielding the first cycle begins after 0.5 s; it waited for the limit (4 s).
-    assert first >= 3.5
+    assert first >= 4.0
     assert first < 15
 
 
