@@ -10,6 +10,7 @@ pytest_plugins = [
     "support.kueue",
     "support.operator",
     "support.rucio",
+    "support.scheduling",
 ]
 
 
