@@ -8,6 +8,7 @@ import secrets
 import subprocess
 from datetime import UTC, datetime, timedelta
 
+import kubernetes
 import pytest
 
 from steward.storage.rucio import RuleSpec
@@ -178,6 +179,48 @@ def test_a_site_freeze_stops_deletion_and_holds_are_kept(
         ),
     )
     assert not _expired(rucio_storage, rules[datasets[0]])
+
+
+def test_a_policy_created_beside_a_hold_shows_its_plan_first_and_the_hold_is_kept(
+    e2e_site, custom_objects, rucio_storage, rucio_data, namespace, kube_api
+):
+    """``steward apply`` of a directory: a deleting policy, then another policy's hold.
+
+    Created in that order (``steward apply`` orders by kind and name) and handled each on its
+    own, the hold may not be in the operator's index at the new policy's first pass. That
+    pass only shows the plan (Event PlanShown); the refresh loop's pass acts, with the hold.
+    """
+    disk = f"{e2e_site['spec']['facility']}_DISK"
+    held, free = (rucio_data.dataset(rse=disk) for _ in range(2))
+    rules = {d: rucio_storage.add_rule(d, RuleSpec(disk)) for d in (held, free)}
+    until(
+        "both rules past the policy's one-second lifetime",
+        lambda: all(
+            rucio_storage.get_rule(r).created_at + timedelta(seconds=1) <= datetime.now(UTC)
+            for r in rules.values()
+        ),
+    )
+    custom_objects.create("retentionpolicies", _policy("a-expire", namespace, [held, free]))
+    custom_objects.create(
+        "retentionpolicies",
+        _policy("b-hold", namespace, [held], lifetime="3650d", holds=[held]),
+    )
+
+    until("the unheld rule to expire", lambda: _expired(rucio_storage, rules[free]))
+    status = until(
+        "the acting pass's status",
+        lambda: (
+            (s := _status(custom_objects, "retentionpolicies", "a-expire", namespace)).get(
+                "removed"
+            )
+            and s
+        ),
+    )
+    assert status["plan"]["protected"] == {"LegalHold": 1}
+    assert not _expired(rucio_storage, rules[held])
+    events = kubernetes.client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
+    reasons = {e.reason for e in events if e.involved_object.name == "a-expire"}
+    assert {"PlanShown", "Expired"} <= reasons
 
 
 def test_a_dry_run_shows_its_plan_and_never_acts(

@@ -119,7 +119,9 @@ def test_inputs_of_unfinished_campaigns_are_leased(
     )
     facts = ClusterFacts(campaigns=_campaigns(kube_api, namespace))
     policy = _policy(namespace, [running, pending, done, free])
-    outcome = service.reconcile(policy, _ref(policy), facts)
+    shown = service.reconcile(policy, _ref(policy), facts)
+    assert shown.status["removed"] == 0  # a new policy's plan is shown first
+    outcome = service.reconcile(policy, _ref(policy), facts, shown.status)
     assert outcome.status["plan"]["protected"] == {"CampaignInput": 2}
     assert not _expired(rucio_storage, rules[running])
     assert not _expired(rucio_storage, rules[pending])
@@ -216,7 +218,8 @@ def test_what_the_ledger_recorded_a_campaign_reading_is_leased(
         [between, released, closed, own, free]
     ) == {between: "ns/drp"}
     policy = _policy("ns", [between, released, closed, own, free])
-    outcome = service.reconcile(policy, _ref(policy), facts)
+    shown = service.reconcile(policy, _ref(policy), facts)
+    outcome = service.reconcile(policy, _ref(policy), facts, shown.status)
     assert outcome.status["plan"]["protected"] == {"CampaignInput": 1}
     assert not _expired(rucio_storage, rules[between])
     assert all(_expired(rucio_storage, rules[d]) for d in (released, closed, own, free))

@@ -24,6 +24,7 @@ from steward.services.deletion import (
     Protection,
     Protections,
     plan_deletion,
+    shown_first,
 )
 from steward.services.protections import protections_from
 from steward.services.retention import locks_in_force
@@ -366,3 +367,11 @@ def test_a_policy_waits_for_its_compliance_locks_before_it_can_go():
         now=NOW,
     )
     assert protections.compliance_locks == {"s:d": LATER}
+
+
+def test_a_plan_is_carried_out_only_after_a_pass_showed_its_generation_or_approved():
+    assert not shown_first({}, 1)  # a new resource: its first pass only shows
+    assert not shown_first({"observedGeneration": 1}, 2)  # changed since
+    assert shown_first({"observedGeneration": 2}, 2)
+    assert shown_first({"observedGeneration": None}, None)  # a ref without a generation
+    assert shown_first({"observedGeneration": 1}, 2, approved=True)  # names this plan's hash

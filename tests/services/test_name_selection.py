@@ -164,7 +164,9 @@ def test_a_retention_policy_by_name_plans_and_expires_only_the_matching_datasets
     (impact,) = RetentionPreview(rucio_storage, clock=clock).consequences(None, body, None)
     assert (impact.action, impact.rules) == ("expire", 2)
 
-    outcome = service.reconcile(policy, _ref("RetentionPolicy", policy), ClusterFacts())
+    ref = _ref("RetentionPolicy", policy)
+    shown = service.reconcile(policy, ref, ClusterFacts())
+    outcome = service.reconcile(policy, ref, ClusterFacts(), shown.status)
     assert outcome.status["plan"]["rules"] == 2
     assert outcome.status["removed"] == 2
     expiring = {

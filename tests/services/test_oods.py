@@ -234,6 +234,35 @@ def test_pins_survive_and_the_watermark_evicts_oldest_first_down_to_low(
     assert not any(_gone(_cache_rules(rucio_storage, cache)[d]) for d in new)
 
 
+def test_a_smaller_capacity_shows_its_eviction_before_carrying_it_out(
+    service, rucio_storage, rucio_data, cache_rse, clock
+):
+    """A changed cache (a new generation) shows its eviction on its first pass.
+
+    A hold applied beside the change reaches the operator on a watch of its own; one pass
+    later it is in force (as for a new RetentionPolicy).
+    """
+    data = _raw(rucio_data, 3)
+    cache = _cache(rucio_data, cache_rse, capacity="100000B", floorWatermark=0.999)
+    placed = service.reconcile(cache, _ref(cache), ClusterFacts())
+    quiet = service.reconcile(cache, _ref(cache), ClusterFacts(), placed.status)
+    assert quiet.status["bytes"] == 3 * 2001
+    body = cache.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body["spec"].update(capacity="6100B", lowWatermark=0.5)  # 6003 B: two go, 2001 B stay
+    smaller = OODSCache.model_validate(body)
+    shown = service.reconcile(smaller, _ref(smaller, 2), ClusterFacts(), quiet.status)
+    assert not any(_gone(r) for r in _cache_rules(rucio_storage, smaller).values())
+    assert shown.status["evictedLastCycle"] == 0
+    progressing = _condition(shown.status, "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "PlanShown")
+    assert ("Normal", "PlanShown") in [(t, r) for t, r, _ in shown.events]
+
+    evicted = service.reconcile(smaller, _ref(smaller, 2), ClusterFacts(), shown.status)
+    assert evicted.status["evictedLastCycle"] == 2
+    rules = _cache_rules(rucio_storage, smaller)
+    assert sum(_gone(rules[d]) for d in data) == 2
+
+
 def test_held_data_is_not_evicted_and_its_rule_is_locked_in_rucio(
     service, rucio_storage, rucio_data, cache_rse, clock
 ):

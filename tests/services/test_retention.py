@@ -148,6 +148,47 @@ def test_scratch_expires_on_schedule_and_held_data_does_not(
     assert again.status["removed"] == 0
 
 
+def test_a_new_policy_shows_its_plan_first_so_a_hold_applied_beside_it_is_in_force(
+    service, rucio_storage, rucio_data, clock
+):
+    """``steward apply`` creates a deleting policy and another policy's hold at once.
+
+    The operator's index of policies may not hold the hold at the new policy's first pass:
+    that pass only shows the plan; the next one acts, with the hold in force.
+    """
+    held, free = (rucio_data.dataset() for _ in range(2))
+    rules = _rules(rucio_storage, [held, free])
+    policy = _policy(f"beside-{rucio_data.scope}", [held, free])
+    holder = _policy(f"holder-{rucio_data.scope}", [held], lifetime="3650d", holds=[held])
+    clock.advance(timedelta(days=22))
+
+    shown = service.reconcile(policy, _ref(policy), ClusterFacts())  # no hold known yet
+    assert (shown.status["mode"], shown.status["plan"]["rules"]) == ("Acting", 2)
+    assert shown.status["removed"] == 0
+    assert not any(_expired(rucio_storage, r) for r in rules.values())
+    conditions = {c["type"]: c for c in shown.status["conditions"]}
+    assert (conditions["Ready"]["reason"], conditions["Progressing"]["status"]) == (
+        "PlanShown",
+        "True",
+    )
+    assert [(t, r) for t, r, _ in shown.events] == [("Normal", "PlanShown")]
+
+    facts = ClusterFacts(policies=[holder])
+    acted = service.reconcile(policy, _ref(policy), facts, shown.status)
+    assert acted.status["plan"]["protected"] == {"LegalHold": 1}
+    assert acted.status["removed"] == 1
+    assert _expired(rucio_storage, rules[free])
+    assert not _expired(rucio_storage, rules[held])
+
+    # A changed spec is a new generation: shown again before anything more goes.
+    more = rucio_data.dataset()
+    later = _rules(rucio_storage, [more])[more]
+    changed = _policy(policy.metadata.name, [held, free, more])
+    again = service.reconcile(changed, _ref(policy, 2), facts, acted.status)
+    assert again.status["removed"] == 0
+    assert not _expired(rucio_storage, later)
+
+
 def test_another_developers_scratch_needs_an_approval(service, rucio_storage, rucio_data, clock):
     theirs = _scratch_scope(rucio_storage, f"u{secrets.token_hex(4)}")
     did = _dataset(rucio_storage, f"{theirs}:output")
@@ -172,7 +213,9 @@ def test_another_developers_scratch_needs_an_approval(service, rucio_storage, ru
             "bypass": ["Owner"],
         },
     )
-    done = service.reconcile(approved, _ref(policy, 2), ClusterFacts(), refused.status)
+    shown = service.reconcile(approved, _ref(policy, 2), ClusterFacts(), refused.status)
+    assert shown.status["removed"] == 0  # the approval names no plan hash: shown first
+    done = service.reconcile(approved, _ref(policy, 2), ClusterFacts(), shown.status)
     assert done.status["removed"] == 1
     assert rucio_storage.get_rule(rule).expires_at is not None  # deleted: expires within the hour
 
@@ -189,7 +232,10 @@ def test_failed_campaign_outputs_survive_until_the_review(
     assert waiting.status["plan"]["protected"] == {"FailedCampaignReview": 2}
     assert not any(_expired(rucio_storage, r) for r in rules.values())
     reviewed = _policy(policy.metadata.name, datasets, **{**spec, "reviewDone": True})
-    done = service.reconcile(reviewed, _ref(policy, 2), ClusterFacts(policies=[reviewed]))
+    facts = ClusterFacts(policies=[reviewed])
+    shown = service.reconcile(reviewed, _ref(policy, 2), facts, waiting.status)
+    assert shown.status["removed"] == 0
+    done = service.reconcile(reviewed, _ref(policy, 2), facts, shown.status)
     assert done.status["removed"] == 2
     assert all(_expired(rucio_storage, r) for r in rules.values())
 
@@ -249,11 +295,14 @@ def test_a_site_freeze_or_the_operator_flag_stops_deletion(
     assert "restore of NCSA_TAPE" in next(
         c["message"] for c in frozen.status["conditions"] if c["type"] == "Ready"
     )
-    flagged = service.reconcile(policy, _ref(policy), ClusterFacts(freeze="incident 42"))
+    flagged = service.reconcile(
+        policy, _ref(policy), ClusterFacts(freeze="incident 42"), frozen.status
+    )
     assert flagged.status["mode"] == "Frozen"
     assert not _expired(rucio_storage, rules[datasets[0]])
-    thawed = service.reconcile(policy, _ref(policy), ClusterFacts(sites=[rucio_data.sites.ncsa]))
-    assert thawed.status["removed"] == 1
+    thawed_facts = ClusterFacts(sites=[rucio_data.sites.ncsa])
+    thawed = service.reconcile(policy, _ref(policy), thawed_facts, flagged.status)
+    assert thawed.status["removed"] == 1  # the frozen passes showed the plan
 
 
 def test_dry_run_never_acts_and_the_preview_shows_the_plan(
@@ -331,7 +380,8 @@ def test_an_intent_left_open_by_a_kill_is_closed_on_restart(
     assert gate.recover(ref) is None
 
     service = RetentionService(rucio_storage, audit, gate, clock=clock)
-    outcome = service.reconcile(policy, ref, ClusterFacts())
+    before_the_kill = {"observedGeneration": ref.generation}  # the pass that showed the plan
+    outcome = service.reconcile(policy, ref, ClusterFacts(), before_the_kill)
     assert outcome.status["removed"] == 2
     assert all(_expired(rucio_storage, r) for r in rules.values())
 

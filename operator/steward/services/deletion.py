@@ -64,7 +64,9 @@ __all__ = [
     "ABANDONED",
     "DONE",
     "INTENT",
+    "PLAN_SHOWN",
     "PRECEDENCE",
+    "SHOWING",
     "CampaignFacts",
     "Candidate",
     "Carried",
@@ -85,6 +87,7 @@ __all__ = [
     "human_bytes",
     "plan_deletion",
     "plan_hash",
+    "shown_first",
 ]
 
 _LOG = get_logger(__name__)
@@ -95,6 +98,10 @@ DONE: Final = "deletion.done"
 """Audit action written after Rucio answered for that batch (result says how it went)."""
 ABANDONED: Final = "deletion.abandoned"
 """Audit action closing an intent found open after a restart, for the rules not removed."""
+
+PLAN_SHOWN: Final = "PlanShown"
+"""Reason (condition, Event) of a pass showing a plan it may not carry out yet (`shown_first`)."""
+SHOWING: Final = "shown first, carried out from the next pass"
 
 SAMPLE_SIZE: Final = 10
 """DIDs named in a plan's sample (status, ``steward plan``)."""
@@ -412,6 +419,24 @@ def plan_hash(
     for candidate in ordered:
         digest.update(f"\n{candidate.key} {candidate.did} {candidate.bytes}".encode())
     return digest.hexdigest()[:HASH_CHARS]
+
+
+def shown_first(
+    old_status: Mapping[str, Any], generation: int | None, *, approved: bool = False
+) -> bool:
+    """Whether this pass may carry a plan out: an earlier one showed it, or it is approved.
+
+    A new or changed RetentionPolicy or OODSCache only shows its plan on its first pass over
+    a generation (its status then records the generation as observed) and acts from the
+    next: protections applied beside it (a hold in another policy, a Site's freeze, a pin)
+    reach the operator's indexes through watches of their own, in no order with this one,
+    and one pass later they are in force; ``steward apply`` of a whole directory creates
+    both at once. ``approved``: the resource's approval names this plan's hash, so whoever
+    wrote it saw this very plan (in status, or from ``steward plan``), and it acts at once.
+    """
+    return approved or (
+        "observedGeneration" in old_status and old_status["observedGeneration"] == generation
+    )
 
 
 @dataclass

@@ -43,6 +43,8 @@ from steward.services import selection
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
 from steward.services.deletion import (
+    PLAN_SHOWN,
+    SHOWING,
     Candidate,
     DeletionGate,
     DeletionPlan,
@@ -53,6 +55,7 @@ from steward.services.deletion import (
     Protections,
     human_bytes,
     plan_deletion,
+    shown_first,
 )
 from steward.services.ownership import owner_tag, subscription_name
 from steward.services.protections import ClusterFacts, candidate_of, protections_of, with_sizes
@@ -337,6 +340,13 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _progress(work: _Cycle, *, waiting: int) -> str:
+    """The reason of the cache's Progressing condition."""
+    if work.showing:
+        return PLAN_SHOWN
+    return "Placing" if waiting or work.placed else "Converged"
+
+
 def _requester(cache: OODSCache) -> str:
     return f"OODSCache/{cache.metadata.namespace}/{cache.metadata.name}"
 
@@ -352,6 +362,8 @@ class _Cycle:
     protections: Protections
     events: list[tuple[str, str, str]] = field(default_factory=list)
     placed: int = 0
+    showing: bool = False
+    """The eviction plan is shown this pass, carried out from the next (`shown_first`)."""
 
 
 @dataclass
@@ -404,7 +416,7 @@ class OODSService:
             protections,
             was_evicting=bool(old.get("evicting")),
         )
-        evicted = self._evict(work, decision.plan)
+        evicted = self._evict(work, decision.plan, old)
         kept = [rule for rule in work.view.live if rule.id not in evicted]
         held = work.view.held_bytes(kept)
         refused = held >= spec.floor_watermark * spec.capacity
@@ -466,11 +478,18 @@ class OODSService:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def _evict(self, work: _Cycle, plan: DeletionPlan) -> set[str]:
-        """Carry the plan out through the gate; return the ids of the rules it expired."""
+    def _evict(self, work: _Cycle, plan: DeletionPlan, old: Mapping[str, Any]) -> set[str]:
+        """Carry the plan out through the gate; return the ids of the rules it expired.
+
+        A new or changed cache only shows its plan on its first pass (`shown_first`).
+        """
         if plan.mode is not Mode.ACT or not plan.removals:
             if plan.mode is Mode.FROZEN and plan.removals:
                 work.events.append(("Warning", "DeletionFrozen", plan.reason))
+            return set()
+        if not shown_first(old, work.ref.generation):
+            work.showing = True
+            work.events.append(("Normal", PLAN_SHOWN, f"eviction {SHOWING}: {plan.summary()}"))
             return set()
         carried = self.gate.carry_out(plan, work.ref)
         reasons = {c.reason for c in plan.removals}
@@ -738,9 +757,9 @@ class OODSService:
             (READY, *ready),
             (
                 PROGRESSING,
-                bool(waiting) or work.placed > 0,
-                "Placing" if waiting or work.placed else "Converged",
-                "",
+                bool(waiting) or work.placed > 0 or work.showing,
+                _progress(work, waiting=waiting),
+                f"eviction {SHOWING}" if work.showing else "",
             ),
             (
                 PLACEMENTS_REFUSED,

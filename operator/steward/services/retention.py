@@ -41,6 +41,8 @@ from steward.services import selection
 from steward.services.audit import AuditRecord, AuditService, ResourceRef
 from steward.services.conditions import DEGRADED, PROGRESSING, READY, condition, set_condition
 from steward.services.deletion import (
+    PLAN_SHOWN,
+    SHOWING,
     Candidate,
     Carried,
     DeletionGate,
@@ -51,6 +53,7 @@ from steward.services.deletion import (
     Operation,
     Protections,
     plan_deletion,
+    shown_first,
 )
 from steward.services.protections import (
     ClusterFacts,
@@ -334,7 +337,13 @@ class RetentionService:
         plan = preview_plan(self.rucio, policy, protections, now=now, requester=_requester(ref))
         candidates = len(plan.removals) + len(plan.saved)
         carried = Carried()
-        if plan.mode is Mode.ACT and plan.removals:
+        acting = plan.mode is Mode.ACT and bool(plan.removals)
+        approval = policy.spec.approval
+        approved = approval is not None and approval.plan_hash == plan.hash
+        showing = acting and not shown_first(old, ref.generation, approved=approved)
+        if showing:
+            events.append(("Normal", PLAN_SHOWN, f"{SHOWING}: {plan.summary()}"))
+        elif acting:
             carried = self.gate.carry_out(plan, ref)
             verb = "Expired" if plan.operation is Operation.EXPIRE else "Deleted"
             events.append(
@@ -359,7 +368,9 @@ class RetentionService:
             "removed": len(carried.removed),
             "complianceLocks": locks,
             "lastSyncTime": _time(now),
-            "conditions": _conditions(plan, carried, shortened, old.get("conditions"), ref, now),
+            "conditions": _conditions(
+                plan, carried, shortened, old.get("conditions"), ref, now, showing=showing
+            ),
         }
         last_run = _time(now) if carried.removed else old.get("lastRunTime")
         if last_run is not None:
@@ -416,10 +427,14 @@ def _conditions(  # noqa: PLR0917 - one status, computed from what the reconcile
     old: list[dict[str, Any]] | None,
     ref: ResourceRef,
     now: datetime,
+    *,
+    showing: bool,
 ) -> list[dict[str, Any]]:
     """Ready, Progressing and Degraded of a policy after one cycle."""
     summary = plan.summary()
-    if plan.mode is Mode.DRY_RUN:
+    if showing:
+        ready = (True, PLAN_SHOWN, f"{SHOWING}: {summary}")
+    elif plan.mode is Mode.DRY_RUN:
         ready = (True, "PlanComputed", f"dry run: {summary}")
     elif plan.mode is Mode.BLOCKED:
         ready = (False, plan.blocked_reason, plan.reason)
@@ -446,9 +461,9 @@ def _conditions(  # noqa: PLR0917 - one status, computed from what the reconcile
         conditions,
         condition(
             PROGRESSING,
-            status=False,
-            reason="Converged",
-            message="",
+            status=showing,
+            reason=PLAN_SHOWN if showing else "Converged",
+            message=SHOWING if showing else "",
             generation=generation,
             now=now,
         ),
