@@ -6,6 +6,7 @@ pytest_plugins = [
     "support.campaigns",
     "support.database",
     "support.deployment",
+    "support.handlers",
     "support.kube",
     "support.kueue",
     "support.operator",

@@ -12,52 +12,17 @@ import threading
 import uuid
 
 import kopf
-import kubernetes
 import pytest
-from kopf._core.engines import posting
 
-from steward.factory import ProcessContext
 from steward.handlers import common
 from steward.handlers.protections import cluster_facts
-from steward.handlers.refresh import Tracked
 from steward.handlers.replication import refresh_pass, rule_changed
 from steward.services.ownership import owner_tag
-from steward.storage.database import make_engine, upgrade
+from support.handlers import CLUSTER, applied
 from support.rucio import Faults
 from support.waiting import until
 
 pytestmark = pytest.mark.rucio
-
-CLUSTER = "handler-tests"
-
-
-@pytest.fixture(autouse=True)
-def _no_event_posting():
-    """kopf posts Events through a queue its reactor drains; there is no reactor here."""
-    settings = kopf.OperatorSettings()
-    settings.posting.enabled = False
-    token = posting.settings_var.set(settings)
-    yield
-    posting.settings_var.reset(token)
-
-
-@pytest.fixture
-def memo(rucio_server, database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    engine.dispose()
-    settings = rucio_server.settings(
-        database_url=database_url, rucio_calls_per_second=10_000, refresh_interval=3600
-    )
-    # No cluster here: the Kubernetes client (for admission's lookups) is never used.
-    context = ProcessContext.from_settings(
-        settings, cluster_id=CLUSTER, kube_api=kubernetes.client.ApiClient()
-    )
-    state = kopf.Memo()
-    state.context = context
-    state.tracked = Tracked({"context": context})
-    yield state
-    context.close()
 
 
 def refresh(body, patch, memo):
@@ -80,23 +45,6 @@ def _raw(name, namespace, dids, generation, status=None):
     if status is not None:
         body["status"] = status
     return body
-
-
-def _applied(raw, patch):
-    """The object after the API server merged ``patch`` (JSON merge patch) into it."""
-    merged = copy.deepcopy(raw)
-
-    def merge(target, change):
-        for key, value in change.items():
-            if value is None:
-                target.pop(key, None)
-            elif isinstance(value, dict) and isinstance(target.get(key), dict):
-                merge(target[key], value)
-            else:
-                target[key] = copy.deepcopy(value)
-
-    merge(merged, dict(patch))
-    return merged
 
 
 def _condition(raw, type_):
@@ -129,7 +77,7 @@ def test_a_handler_reconciles_and_reports_the_spec_of_one_body_copy(
     raw = _raw(name, "handlers", [first], 1)
     created = kopf.Patch()
     rule_changed(body=kopf.Body(copy.deepcopy(raw)), patch=created, memo=memo)
-    raw = _applied(raw, created)
+    raw = applied(raw, created)
     body = kopf.Body(copy.deepcopy(raw))
     lock = SignallingLock()
     uid = raw["metadata"]["uid"]
@@ -162,7 +110,7 @@ def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storag
 
     ok = kopf.Patch()
     rule_changed(body=kopf.Body(copy.deepcopy(server)), patch=ok, memo=memo)
-    server = _applied(server, ok)
+    server = applied(server, ok)
     assert _condition(server, "Degraded")["status"] == "False"
 
     # A tick while Rucio answers 503: Degraded=True is patched after the handler returns.
@@ -176,7 +124,7 @@ def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storag
     failed = kopf.Patch()
     with pytest.raises(kopf.TemporaryError):
         refresh(body=kopf.Body(copy.deepcopy(server)), patch=failed, memo=memo)
-    server = _applied(server, failed)
+    server = applied(server, failed)
     assert _condition(server, "Degraded")["status"] == "True"
 
     # The next tick had taken its body before that patch landed; Rucio answers again.
@@ -184,7 +132,7 @@ def test_a_later_success_clears_a_degraded_its_body_never_saw(memo, rucio_storag
     memo.context.snapshot._rucio = real
     healed = kopf.Patch()
     refresh(body=kopf.Body(before_failure), patch=healed, memo=memo)
-    server = _applied(server, healed)
+    server = applied(server, healed)
     degraded = _condition(server, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("False", "Healthy")
     assert _condition(server, "Ready")["reason"] == "AllRulesOK"  # the replica was there
@@ -227,7 +175,7 @@ def test_a_refresh_leaves_a_resource_no_pass_reported_on_to_its_change_handler(
     created = kopf.Patch()
     rule_changed(body=kopf.Body(copy.deepcopy(raw)), patch=created, memo=memo)
     assert [r.did for r in rucio_storage.list_rules(comment=tag)] == [dataset]
-    raw = _applied(raw, created)
+    raw = applied(raw, created)
 
     # Once a pass reported on it, the refresh does its work (and meets the refusals).
     heal = _rucio_refusing_every_call(memo)

@@ -7,32 +7,20 @@ from typing import Any
 import kopf
 
 from steward.constants import GROUP, VERSION
+from steward.factory import Factory
 from steward.handlers.common import (
     INTERVAL,
     factory,
     forget,
     jitter,
     parse,
-    post,
     reconciling,
     resource_ref,
 )
-from steward.handlers.protections import cluster_facts
+from steward.handlers.gated import gated_pass
 from steward.models.oods import OODSCache
 
 PLURAL = "oodscaches"
-
-
-def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> None:  # noqa: ANN401
-    with reconciling("OODSCache", body, patch, memo) as copy:
-        cache = parse(OODSCache, copy, patch, memo)
-        if cache is None:
-            return
-        service = factory(memo).create_oods_service()
-        outcome = service.reconcile(
-            cache, resource_ref(copy), cluster_facts(kwargs, memo), copy.get("status")
-        )
-        post(copy, outcome, patch, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -40,13 +28,17 @@ def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> No
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def cache_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Converge a new or changed cache at once."""
-    _reconcile(body, patch, memo, kwargs)
+    gated_pass(
+        "OODSCache", OODSCache, Factory.create_oods_service, body, patch, memo, kwargs, timer=False
+    )
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
 def cache_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Every cycle: the window moves, data arrives, the fill crosses watermarks."""
-    _reconcile(body, patch, memo, kwargs)
+    gated_pass(
+        "OODSCache", OODSCache, Factory.create_oods_service, body, patch, memo, kwargs, timer=True
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -1,8 +1,10 @@
 """Indexes of what every deletion is judged against: policies, caches, campaigns (and Sites).
 
-kopf keeps these indexes current from its watches and fills them before any handler runs,
-so a hold, a lock, a pin or a campaign created a moment ago is already known to the next
-plan of any kind. Sites come from `steward.handlers.site`'s ``sites_by_name`` index.
+kopf keeps these indexes current from its watches and fills them before any handler runs.
+Each kind has a watch of its own, in no order with the others: a hold created a moment
+before a policy may reach its index after the policy's first pass, which is why that pass
+only shows its plan (`steward.handlers.gated`). Sites come from `steward.handlers.site`'s
+``sites_by_name`` index.
 """
 
 from __future__ import annotations

@@ -8,47 +8,51 @@ from typing import Any
 import kopf
 
 from steward.constants import GROUP, VERSION
+from steward.factory import Factory
 from steward.handlers.common import (
     INTERVAL,
-    factory,
     forget,
     jitter,
     parse,
-    post,
     reconciling,
-    resource_ref,
 )
-from steward.handlers.protections import cluster_facts
+from steward.handlers.gated import gated_pass
 from steward.models.retention import RetentionPolicy
 from steward.services.retention import locks_in_force
 
 PLURAL = "retentionpolicies"
 
 
-def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, kwargs: Any) -> None:  # noqa: ANN401
-    with reconciling("RetentionPolicy", body, patch, memo) as copy:
-        policy = parse(RetentionPolicy, copy, patch, memo)
-        if policy is None:
-            return
-        service = factory(memo).create_retention_service()
-        outcome = service.reconcile(
-            policy, resource_ref(copy), cluster_facts(kwargs, memo), copy.get("status")
-        )
-        post(copy, outcome, patch, memo)
-
-
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def policy_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
-    """Plan a new or changed policy at once (and act, unless it may not)."""
-    _reconcile(body, patch, memo, kwargs)
+    """Plan a new or changed policy at once; it acts from a later pass (`gated_pass`)."""
+    gated_pass(
+        "RetentionPolicy",
+        RetentionPolicy,
+        Factory.create_retention_service,
+        body,
+        patch,
+        memo,
+        kwargs,
+        timer=False,
+    )
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
 def policy_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Every cycle: data becomes due as time passes, protections come and go."""
-    _reconcile(body, patch, memo, kwargs)
+    gated_pass(
+        "RetentionPolicy",
+        RetentionPolicy,
+        Factory.create_retention_service,
+        body,
+        patch,
+        memo,
+        kwargs,
+        timer=True,
+    )
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
