@@ -376,8 +376,9 @@ def _check_ingest_and_find(state_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.long
 # Waits for every policy to converge, then runs the demo campaign: under a load average of 20
 # on 2 cores (other test sessions) it reached its last check after 600 s; in CI beside the
-# multi-site campaign module's three-cluster setups, 556 s and 701 s.
-@pytest.mark.timeout(1200)
+# multi-site campaign module's three-cluster setups, 556 s and 701 s, and 910 s in a run that
+# shared the machine with other test sessions.
+@pytest.mark.timeout(1800)
 def test_dev_stack_end_to_end(kube_binaries: Binaries, tmp_path: Path) -> None:
     runner = CliRunner()
     state_dir = tmp_path / "dev"
