@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import kopf
@@ -21,6 +22,7 @@ from steward.handlers.gated import gated_pass
 from steward.models.oods import OODSCache
 
 PLURAL = "oodscaches"
+_pass = partial(gated_pass, "OODSCache", OODSCache, Factory.create_oods_service)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -28,17 +30,13 @@ PLURAL = "oodscaches"
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def cache_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Converge a new or changed cache at once."""
-    gated_pass(
-        "OODSCache", OODSCache, Factory.create_oods_service, body, patch, memo, kwargs, timer=False
-    )
+    _pass(body, patch, memo, kwargs, timer=False)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
 def cache_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Every cycle: the window moves, data arrives, the fill crosses watermarks."""
-    gated_pass(
-        "OODSCache", OODSCache, Factory.create_oods_service, body, patch, memo, kwargs, timer=True
-    )
+    _pass(body, patch, memo, kwargs, timer=True)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kopf
@@ -21,6 +22,7 @@ from steward.models.retention import RetentionPolicy
 from steward.services.retention import locks_in_force
 
 PLURAL = "retentionpolicies"
+_pass = partial(gated_pass, "RetentionPolicy", RetentionPolicy, Factory.create_retention_service)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -28,31 +30,13 @@ PLURAL = "retentionpolicies"
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def policy_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Plan a new or changed policy at once; it acts from a later pass (`gated_pass`)."""
-    gated_pass(
-        "RetentionPolicy",
-        RetentionPolicy,
-        Factory.create_retention_service,
-        body,
-        patch,
-        memo,
-        kwargs,
-        timer=False,
-    )
+    _pass(body, patch, memo, kwargs, timer=False)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=jitter)
 def policy_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:  # noqa: ANN401
     """Every cycle: data becomes due as time passes, protections come and go."""
-    gated_pass(
-        "RetentionPolicy",
-        RetentionPolicy,
-        Factory.create_retention_service,
-        body,
-        patch,
-        memo,
-        kwargs,
-        timer=True,
-    )
+    _pass(body, patch, memo, kwargs, timer=True)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
